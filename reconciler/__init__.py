@@ -1,0 +1,3 @@
+"""reconciler: declarative access control for Redis and Valkey."""
+
+__version__ = "0.1.0"

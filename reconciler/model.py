@@ -1,0 +1,148 @@
+"""Desired state: frozen dataclasses produced by `config.load`, consumed by the planner.
+
+Nothing here does I/O. Plaintext secrets live only inside `Secret`, whose str/repr
+never show the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+SENSITIVE = "(sensitive value)"
+
+
+class Secret:
+    """A plaintext secret held in memory only. Never printed, never serialised."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return SENSITIVE
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self):  # refuse pickling/copy into files by accident
+        raise TypeError("Secret values cannot be pickled")
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    sha256: str  # 64 lowercase hex; what servers store and what we send as `#<sha256>`
+    created: date | None = None
+    expires: date | None = None
+    source: str = "sha256"  # "env:NAME" | "file:PATH" | "sha256" -- a reference, never the value
+    plaintext: Secret | None = field(default=None, repr=False, compare=False)
+    line: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return self.sha256[:8]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    subject: str  # "CN=app,OU=payments,O=Acme,C=US"
+    cert_file: str | None = None  # resolved path (relative paths already joined to the YAML's folder)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    instances: tuple[str, ...]  # resolved: every instance when the file omits `instances`
+    enabled: bool = True
+    roles: tuple[str, ...] = ()
+    acl: str = ""  # the user's own permission rules as written
+    rules: str = ""  # resolved: rules of every role (in order, recursively) then `acl`
+    tokens: tuple[Token, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
+    tokens_declared: bool = False  # the file has a `tokens:` key (so `tokens: []` is explicit)
+    kill_sessions_on_revoke: bool | None = None  # None: inherit from the instance
+    line: int = 0
+
+    @property
+    def certificate_only(self) -> bool:
+        return bool(self.certificates) and not self.tokens
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TLSClientAuth:
+    required: Literal["true", "false", "optional"] = "false"  # normalised to strings
+    user_field: Literal["CN", "none"] = "none"
+
+
+@dataclass(frozen=True)
+class Admin:
+    username: str = "default"
+    secret: Secret | None = field(default=None, repr=False, compare=False)
+    source: str = ""  # "env:NAME" | "file:PATH"
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    provider: str = "redis"
+    nodes: tuple[str, ...] = ()  # "host:port"
+    tls: TLSConfig | None = None
+    admin: Admin = field(default_factory=Admin)
+    auth_mode: Literal["token", "none"] = "token"
+    tls_client_auth: TLSClientAuth | None = None
+    persist: Literal["auto", "acl-save", "config-rewrite", "none"] = "auto"
+    prune: bool = False
+    topology: Literal["auto", "standalone", "replicated", "cluster"] = "auto"
+    discover: bool = True
+    kill_sessions_on_revoke: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Policies:
+    token_max_age_days: int | None = None
+    expiry_warning_days: int = 14
+    min_token_length: int | None = None
+    password_complexity: bool = False
+    forbid_nopass: bool = True
+    max_delete_percent: int = 30
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    source: str  # the file as the user named it on the command line
+    version: int
+    policies: Policies
+    instances: dict[str, Instance]
+    roles: dict[str, str]  # role name -> resolved rule string
+    users: dict[str, User]
+    audit_log: str | None = None
+
+    def users_for(self, instance: str) -> list[User]:
+        return [u for u in self.users.values() if instance in u.instances]

@@ -1,0 +1,202 @@
+"""Plan: data first, text second. Produced by planner.plan(), rendered by reconciler.render,
+executed by reconciler.executor, saved as JSON by `plan --out` (no secret ever in here:
+tokens appear as id + sha256, which is what servers store and the YAML may already hold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TokenChange:
+    action: str  # "add" | "remove" | "keep"
+    sha256: str
+    token_id: str | None = None  # None: a live hash no token in the file declares
+    reason: str = ""  # "expired 2026-10-01", "not in file", "kept: remove after apps moved"
+    expires: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        return self.sha256[:8]
+
+
+@dataclass(frozen=True)
+class DeltaLine:
+    sign: str  # "+" | "-" | "!" (a dangerous grant)
+    text: str
+
+
+@dataclass(frozen=True)
+class UserChange:
+    action: str  # "create" | "update" | "delete"
+    user: str
+    # Target state, sent as one `ACL SETUSER user reset <on|off> <#hash..|resetpass|nopass> <rules>`:
+    enabled: bool = True
+    nopass: bool = False
+    hashes: tuple[str, ...] = ()
+    rules: str = ""  # canonical permission rules for this node's version
+    # What differs, for review and audit:
+    enabled_before: bool | None = None
+    tokens: tuple[TokenChange, ...] = ()
+    permissions: tuple[DeltaLine, ...] = ()  # update: effective delta; create: summary
+    certificates: tuple[str, ...] = ()
+    kill_sessions: bool = False  # CLIENT KILL USER after the write (disable, delete, revoke)
+    connections: int = 0  # open connections seen for this user when planned
+    note: str = ""  # "certificate-only (resetpass)", "prune: true"
+
+    def setuser_args(self) -> list[str]:
+        """Arguments after `ACL SETUSER <user>`; no plaintext exists at this point."""
+        args = ["reset", "on" if self.enabled else "off"]
+        if self.nopass:
+            args.append("nopass")
+        elif self.hashes:
+            args.extend(f"#{h}" for h in self.hashes)
+        else:
+            args.append("resetpass")
+        args.extend(self.rules.split())
+        return args
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # unmanaged_user | unmanaged_token | token_expired | token_expiring | token_age | nopass | persist | cert_expiring ...
+    message: str
+    instance: str = ""
+    node: str = ""  # "" when it holds for every node of the instance
+    user: str = ""
+    token_id: str = ""
+    severity: str = "warning"  # "warning" | "error"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    address: str
+    role: str
+    label: str  # "Valkey 9.1.2"
+    fingerprint: str  # sha256 of the node's live ACL state when planned
+    changes: tuple[UserChange, ...] = ()
+    persist: str = "none"  # "acl-save" | "config-rewrite" | "none" | "warn"
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass(frozen=True)
+class InstancePlan:
+    name: str
+    topology: str
+    nodes: tuple[NodePlan, ...]
+    findings: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True)
+class Counts:
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.add + self.change + self.destroy
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    instances: tuple[InstancePlan, ...]
+    format_version: int = FORMAT_VERSION
+    today: str = ""  # the date expiry was judged against (ISO)
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for i in self.instances for f in i.findings)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(n.changes for i in self.instances for n in i.nodes)
+
+    def counts(self) -> Counts:
+        """Distinct (instance, user, action): a user created on 6 nodes is 1 to add."""
+        seen: set[tuple[str, str, str]] = set()
+        for inst in self.instances:
+            for node in inst.nodes:
+                for c in node.changes:
+                    seen.add((inst.name, c.user, c.action))
+        return Counts(
+            add=sum(1 for s in seen if s[2] == "create"),
+            change=sum(1 for s in seen if s[2] == "update"),
+            destroy=sum(1 for s in seen if s[2] == "delete"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        c = self.counts()
+        d["summary"] = {"add": c.add, "change": c.change, "destroy": c.destroy, "findings": len(self.findings)}
+        return d
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plan":
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported plan format_version {d.get('format_version')!r}")
+
+        def change(c: dict[str, Any]) -> UserChange:
+            return UserChange(
+                **{
+                    **c,
+                    "hashes": tuple(c["hashes"]),
+                    "tokens": tuple(TokenChange(**t) for t in c["tokens"]),
+                    "permissions": tuple(DeltaLine(**p) for p in c["permissions"]),
+                    "certificates": tuple(c["certificates"]),
+                }
+            )
+
+        instances = tuple(
+            InstancePlan(
+                name=i["name"],
+                topology=i["topology"],
+                nodes=tuple(
+                    NodePlan(**{**n, "changes": tuple(change(c) for c in n["changes"])}) for n in i["nodes"]
+                ),
+                findings=tuple(Finding(**f) for f in i["findings"]),
+            )
+            for i in d["instances"]
+        )
+        return cls(source=d["source"], instances=instances, format_version=d["format_version"], today=d.get("today", ""))
+
+
+def fingerprint(acl_list_lines: list[str]) -> str:
+    """Stable digest of a node's ACL state (sorted ACL LIST lines) for saved-plan staleness checks."""
+    h = hashlib.sha256()
+    for line in sorted(acl_list_lines):
+        h.update(line.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def only_instances(plan: Plan, names: set[str]) -> Plan:
+    return replace(plan, instances=tuple(i for i in plan.instances if i.name in names))
+
+
+__all__ = [
+    "Counts",
+    "DeltaLine",
+    "Finding",
+    "FORMAT_VERSION",
+    "InstancePlan",
+    "NodePlan",
+    "Plan",
+    "TokenChange",
+    "UserChange",
+    "fingerprint",
+    "only_instances",
+]

@@ -1,0 +1,64 @@
+"""Manager: loads the desired state, drives the live reader and the planner (octoDNS style)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+
+from . import config, live, planner
+from .errors import ReconcilerError
+from .model import DesiredState
+from .plan import Plan
+from .state import LiveState
+
+
+def today() -> date:
+    """The date expiry is judged against; RECONCILER_TODAY=YYYY-MM-DD pins it (tests, what-if runs)."""
+    pinned = os.environ.get("RECONCILER_TODAY")
+    if pinned:
+        try:
+            return date.fromisoformat(pinned)
+        except ValueError:
+            raise ReconcilerError(f"RECONCILER_TODAY={pinned!r} is not a YYYY-MM-DD date") from None
+    return date.today()
+
+
+class Manager:
+    def __init__(self, desired: DesiredState):
+        self.desired = desired
+
+    @classmethod
+    def from_file(cls, path: str) -> "Manager":
+        # Expired tokens are not a load error here: the plan removes them and says why.
+        return cls(config.load(path, allow_expired=True, today=today()))
+
+    def instance_names(self, only: list[str] | None = None) -> list[str]:
+        names = list(self.desired.instances)
+        if not only:
+            return names
+        unknown = [n for n in only if n not in self.desired.instances]
+        if unknown:
+            raise ReconcilerError(f"unknown instance {', '.join(unknown)} (the file has: {', '.join(names)})")
+        return [n for n in names if n in only]
+
+    def read(self, only: list[str] | None = None) -> LiveState:
+        names = self.instance_names(only)
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(names)))) as pool:
+            states = list(pool.map(lambda n: live.read_instance(self.desired.instances[n]), names))
+        return LiveState(instances={s.name: s for s in states})
+
+    def plan(self, state: LiveState) -> Plan:
+        return planner.plan(self.desired, state, today=today(), tables=live.tables())
+
+
+def warn_unpersisted(plan: Plan) -> None:
+    for inst in plan.instances:
+        for node in inst.nodes:
+            if node.changes and node.persist == "warn":
+                print(
+                    f"reconciler: warning: {inst.name} {node.address}: no aclfile and no config file; "
+                    "changes live in memory only and are lost on restart",
+                    file=sys.stderr,
+                )

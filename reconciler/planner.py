@@ -1,0 +1,286 @@
+"""The planner: a pure function (DesiredState, LiveState, today) -> Plan. No I/O here.
+
+Desired and live users are compared on effective permissions (reconciler.acl), on the
+set of password hashes, and on on/off and nopass -- never on rule text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date
+
+from . import acl
+from .errors import PlanError
+from .model import DesiredState, Instance, Token, User
+from .plan import DeltaLine, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange, fingerprint
+from .state import LiveState, LiveUser, NodeState
+
+TableLookup = Callable[[str], "acl.CommandTable"]
+
+
+def _lookup(tables: Mapping[str, "acl.CommandTable"] | None) -> TableLookup:
+    def get(name: str) -> "acl.CommandTable":
+        if tables is not None and name in tables:
+            return tables[name]
+        try:
+            return acl.CommandTable.bundled(name)
+        except KeyError:
+            raise PlanError(f"no command table '{name}' (read it from the node or add it to reconciler/acl/tables)") from None
+
+    return get
+
+
+def plan(
+    desired: DesiredState,
+    live: LiveState,
+    *,
+    today: date,
+    tables: Mapping[str, "acl.CommandTable"] | None = None,
+) -> Plan:
+    get_table = _lookup(tables)
+    instances = []
+    for name, inst_live in live.instances.items():
+        inst = desired.instances[name]
+        users = desired.users_for(name)
+        nodes = tuple(_plan_node(desired, inst, users, node, get_table(node.command_table), today) for node in inst_live.nodes)
+        findings = _dedupe(
+            [f for node in inst_live.nodes for f in _node_findings(desired, inst, users, node)], len(inst_live.nodes)
+        ) + _token_findings(desired, inst, users, today)
+        instances.append(InstancePlan(name=name, topology=inst_live.topology, nodes=nodes, findings=tuple(findings)))
+    return Plan(source=desired.source, instances=tuple(instances), today=today.isoformat())
+
+
+def node_fingerprint(node: NodeState) -> str:
+    """Fingerprint from live data, equal to live.acl_fingerprint() of the same ACL LIST."""
+    return fingerprint([_acl_line(u) for u in node.users.values()])
+
+
+def _acl_line(u: LiveUser) -> str:
+    parts = ["user", u.name, "on" if u.enabled else "off"]
+    if u.nopass:
+        parts.append("nopass")
+    parts.extend(f"#{h}" for h in u.hashes)
+    if u.rules:
+        parts.append(u.rules)
+    return " ".join(parts)
+
+
+def _expired(t: Token, today: date) -> bool:
+    return t.expires is not None and t.expires < today
+
+
+def _wants_nopass(inst: Instance, user: User) -> bool:
+    return user.name == "default" and inst.auth_mode == "none"
+
+
+def _target_hashes(user: User, today: date) -> tuple[str, ...]:
+    return tuple(t.sha256 for t in user.tokens if not _expired(t, today))
+
+
+def _persist_mode(inst: Instance, node: NodeState) -> str:
+    where = f"{inst.name} {node.address}"
+    if inst.persist == "none":
+        return "none"
+    if inst.persist == "acl-save":
+        if not node.aclfile:
+            raise PlanError(f"{where}: persist: acl-save but the server has no aclfile")
+        return "acl-save"
+    if inst.persist == "config-rewrite":
+        if node.aclfile:
+            raise PlanError(f"{where}: persist: config-rewrite but the server uses an aclfile (use acl-save or auto)")
+        if not node.config_file:
+            raise PlanError(f"{where}: persist: config-rewrite but the server was started without a config file")
+        return "config-rewrite"
+    if node.aclfile:
+        return "acl-save"
+    if node.config_file:
+        return "config-rewrite"
+    return "warn"
+
+
+def _plan_node(
+    desired: DesiredState, inst: Instance, users: list[User], node: NodeState, table: "acl.CommandTable", today: date
+) -> NodePlan:
+    changes: list[UserChange] = []
+    for user in sorted(users, key=lambda u: u.name):
+        change = _plan_user(inst, user, node.users.get(user.name), node, table, today)
+        if change is not None:
+            changes.append(change)
+    wanted = {u.name for u in users}
+    if inst.prune:
+        for name in sorted(set(node.users) - wanted):
+            if name in ("default", node.admin_user):
+                continue
+            lu = node.users[name]
+            conns = f"; {lu.connections} open connection{'s' if lu.connections != 1 else ''} will be killed" if lu.connections else ""
+            changes.append(
+                UserChange(action="delete", user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
+            )
+    persist = _persist_mode(inst, node) if changes else "none"
+    return NodePlan(
+        address=node.address,
+        role=node.role,
+        label=node.label,
+        fingerprint=node_fingerprint(node),
+        changes=tuple(changes),
+        persist=persist,
+    )
+
+
+def _plan_user(
+    inst: Instance, user: User, live: LiveUser | None, node: NodeState, table: "acl.CommandTable", today: date
+) -> UserChange | None:
+    where = f"{inst.name} {node.address}: user {user.name}"
+    try:
+        rules = acl.rules_for(user.rules, table)
+    except acl.UnsupportedRule as exc:
+        raise PlanError(f"{where}: {node.label} can't express this: {exc}") from None
+    if user.certificate_only and not node.capabilities.cert_user_mapping:
+        raise PlanError(
+            f"{where}: certificate-only user, but {node.label} can't map client certificates to users "
+            "(needs Valkey >= 9.0 or Redis >= 8.6 with TLS)"
+        )
+    nopass = _wants_nopass(inst, user)
+    hashes = () if nopass else _target_hashes(user, today)
+    wanted = acl.effective(user.rules, table)
+    by_hash = {t.sha256: t for t in user.tokens}
+    certs = tuple(c.subject for c in user.certificates)
+    note = "certificate-only (resetpass)" if user.certificate_only else ""
+    if nopass:
+        note = "nopass (auth_mode: none)"
+
+    if live is None:
+        tokens = tuple(
+            TokenChange("add", h, by_hash[h].id, expires=_iso(by_hash[h].expires)) for h in hashes
+        )
+        return UserChange(
+            action="create",
+            user=user.name,
+            enabled=user.enabled,
+            nopass=nopass,
+            hashes=hashes,
+            rules=rules,
+            tokens=tokens,
+            permissions=tuple(DeltaLine("+", line) for line in acl.describe(wanted)),
+            certificates=certs,
+            note=note,
+        )
+
+    live_hashes = set(live.hashes)
+    target = set(hashes)
+    added = [h for h in hashes if h not in live_hashes]
+    removed = sorted(live_hashes - target)
+    if removed and not target and not nopass:
+        explicit = user.certificate_only or (user.tokens_declared and not user.tokens and not user.enabled)
+        if not explicit:
+            raise PlanError(
+                f"{where}: this would remove the user's last token; say so explicitly "
+                "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
+            )
+    live_perms = acl.effective(live.rules, table)
+    same = (
+        live.enabled == user.enabled
+        and live.nopass == nopass
+        and live_hashes == target
+        and live_perms == wanted
+    )
+    if same:
+        return None
+
+    token_changes: list[TokenChange] = []
+    if added or removed or live.nopass != nopass:
+        for h in hashes:
+            t = by_hash[h]
+            if h in live_hashes:
+                reason = "kept: remove after apps moved" if added else "kept"
+                token_changes.append(TokenChange("keep", h, t.id, reason=reason, expires=_iso(t.expires)))
+            else:
+                token_changes.append(TokenChange("add", h, t.id, expires=_iso(t.expires)))
+        for h in removed:
+            t = by_hash.get(h)
+            if t is not None and _expired(t, today):
+                token_changes.append(TokenChange("remove", h, t.id, reason=f"expired {t.expires.isoformat()}", expires=_iso(t.expires)))
+            else:
+                token_changes.append(TokenChange("remove", h, None, reason="not in file"))
+    disabled = live.enabled and not user.enabled
+    revoke_kill = bool(removed) and (
+        user.kill_sessions_on_revoke if user.kill_sessions_on_revoke is not None else inst.kill_sessions_on_revoke
+    )
+    perms = tuple(acl.describe_delta(live_perms, wanted)) if live_perms != wanted else ()
+    if live.nopass and not nopass and not note:
+        note = "nopass removed"
+    return UserChange(
+        action="update",
+        user=user.name,
+        enabled=user.enabled,
+        nopass=nopass,
+        hashes=hashes,
+        rules=rules,
+        enabled_before=live.enabled if live.enabled != user.enabled else None,
+        tokens=tuple(token_changes),
+        permissions=perms,
+        certificates=certs,
+        kill_sessions=disabled or revoke_kill,
+        connections=live.connections,
+        note=note,
+    )
+
+
+def _iso(d: date | None) -> str | None:
+    return d.isoformat() if d else None
+
+
+def _node_findings(desired: DesiredState, inst: Instance, users: list[User], node: NodeState) -> list[Finding]:
+    out: list[Finding] = []
+    wanted = {u.name for u in users}
+    declared_default = "default" in wanted
+    for name, lu in sorted(node.users.items()):
+        if name == "default" and not declared_default:
+            if lu.enabled and lu.nopass and (inst.auth_mode == "token" or desired.policies.forbid_nopass):
+                certs = any(u.certificates for u in users)
+                why = "; clients without a matching certificate fall back to it" if certs else ""
+                out.append(
+                    Finding("nopass", f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
+                )
+            continue
+        if name not in wanted and name != node.admin_user and not inst.prune:
+            out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
+    return out
+
+
+def _token_findings(desired: DesiredState, inst: Instance, users: list[User], today: date) -> list[Finding]:
+    pol = desired.policies
+    out: list[Finding] = []
+    for user in sorted(users, key=lambda u: u.name):
+        for t in user.tokens:
+            ref = f"token {user.name}/{t.id}"
+            if _expired(t, today):
+                out.append(Finding("token_expired", f"{ref} expired on {t.expires.isoformat()}: removed from servers", inst.name, user=user.name, token_id=t.id))
+                continue
+            if t.expires is not None and (t.expires - today).days <= pol.expiry_warning_days:
+                days = (t.expires - today).days
+                out.append(
+                    Finding("token_expiring", f"{ref} expires in {days} days ({t.expires.isoformat()}, warning at {pol.expiry_warning_days})", inst.name, user=user.name, token_id=t.id)
+                )
+            if pol.token_max_age_days is not None and t.created is not None:
+                age = (today - t.created).days
+                if age > pol.token_max_age_days:
+                    out.append(
+                        Finding("token_age", f"{ref} is {age} days old (policy {pol.token_max_age_days})", inst.name, user=user.name, token_id=t.id)
+                    )
+    return out
+
+
+def _dedupe(findings: list[Finding], node_count: int) -> list[Finding]:
+    """A finding that holds on every node of an instance is reported once, without a node."""
+    groups: dict[tuple, list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.kind, f.message, f.user, f.token_id), []).append(f)
+    out: list[Finding] = []
+    for group in groups.values():
+        if len(group) == node_count and node_count > 1:
+            f = group[0]
+            out.append(Finding(f.kind, f.message, f.instance, "", f.user, f.token_id, f.severity))
+        else:
+            out.extend(group)
+    return out

@@ -1,0 +1,172 @@
+"""Turns a Plan into display rows: identical nodes grouped, tokens as `id (sha256:ab12cd34…)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..plan import Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange
+
+SYMBOL = {"create": "+", "update": "~", "delete": "-"}
+PERSIST = {
+    "acl-save": "ACL SAVE",
+    "config-rewrite": "CONFIG REWRITE",
+    "warn": "nothing to persist with (no aclfile, no config file): changes live in memory only",
+    "none": "",
+}
+NOTE_COLUMN = 40
+
+
+@dataclass(frozen=True)
+class Colors:
+    enabled: bool = False
+
+    def paint(self, sign: str, text: str) -> str:
+        if not self.enabled:
+            return text
+        code = {"+": "32", "~": "33", "-": "31", "!": "1;31"}.get(sign, "0")
+        return f"\033[{code}m{text}\033[0m"
+
+
+@dataclass
+class ChangeView:
+    symbol: str
+    head: str  # "+ user app"
+    note: str
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupView:
+    header: str  # "" when the instance has one group
+    changes: list[ChangeView]
+    persist: str
+
+
+@dataclass
+class InstanceView:
+    name: str
+    header: str
+    groups: list[GroupView]
+    findings: list[str]
+    add: int
+    change: int
+    destroy: int
+
+
+@dataclass
+class PlanView:
+    source: str
+    instances: list[InstanceView]
+    summary: str
+    has_changes: bool
+    findings: int
+
+
+def token_label(t: TokenChange) -> str:
+    name = t.token_id if t.token_id else "(unmanaged)"
+    return f"{name} (sha256:{t.prefix}…)"
+
+
+def _token_line(t: TokenChange, colors: Colors) -> str:
+    sign = {"add": "+", "remove": "-", "keep": " "}[t.action]
+    extra = []
+    if t.action == "add" and t.expires:
+        extra.append(f"expires {t.expires}")
+    if t.reason:
+        extra.append(t.reason)
+    text = f"token {sign} {token_label(t)}"
+    if extra:
+        text = f"{text:<34}  {'; '.join(extra)}"
+    return colors.paint(sign, text) if sign != " " else text
+
+
+def _change_view(c: UserChange, colors: Colors) -> ChangeView:
+    symbol = SYMBOL[c.action]
+    notes = [c.note] if c.note else []
+    lines: list[str] = []
+    if c.action != "delete":
+        if c.enabled_before is not None:
+            lines.append(colors.paint("~", f"enabled: {str(c.enabled_before).lower()} -> {str(c.enabled).lower()}"))
+        elif c.action == "create" and not c.enabled:
+            notes.append("disabled (off)")
+        lines.extend(_token_line(t, colors) for t in c.tokens)
+        if c.action == "create" and not c.tokens and not c.nopass and not c.certificates:
+            lines.append("no token: nobody can log in (resetpass)")
+        for subject in c.certificates:
+            lines.append(f"certificate: {subject}")
+        if c.permissions:
+            if c.action == "create":
+                lines.extend(p.text for p in c.permissions)
+            else:
+                lines.append("permissions:")
+                lines.extend("  " + colors.paint(p.sign, f"{p.sign} {p.text}") for p in c.permissions)
+        if c.kill_sessions:
+            n = c.connections
+            lines.append(f"sessions: CLIENT KILL USER ({n} open connection{'s' if n != 1 else ''} now)")
+    head = colors.paint(symbol, f"{symbol} user {c.user}")
+    pad = max(1, NOTE_COLUMN - len(f"{symbol} user {c.user}"))
+    return ChangeView(symbol=symbol, head=head + (" " * pad if notes else ""), note="; ".join(notes), lines=lines)
+
+
+def _node_header(nodes: list[NodePlan]) -> str:
+    primaries = [n for n in nodes if n.role == "primary"]
+    replicas = [n for n in nodes if n.role != "primary"]
+    parts = []
+    if len(primaries) == 1:
+        parts.append(f"{primaries[0].address} primary")
+    elif primaries:
+        parts.append(f"{len(primaries)} primaries")
+    if len(replicas) == 1 and not primaries:
+        parts.append(f"{replicas[0].address} replica")
+    elif replicas:
+        parts.append(f"{len(replicas)} replica{'s' if len(replicas) != 1 else ''}")
+    labels = sorted({n.label for n in nodes})
+    count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+    return f"{count}: {', '.join(parts)}; {', '.join(labels)}"
+
+
+def _groups(inst: InstancePlan, colors: Colors) -> list[GroupView]:
+    buckets: dict[tuple, list[NodePlan]] = {}
+    for node in inst.nodes:
+        buckets.setdefault((node.changes, node.persist), []).append(node)
+    groups = []
+    for (changes, persist), nodes in buckets.items():
+        if not changes:
+            continue
+        header = ""
+        if len(buckets) > 1:
+            header = "on " + ", ".join(n.address for n in nodes)
+        groups.append(
+            GroupView(header=header, changes=[_change_view(c, colors) for c in changes], persist=PERSIST[persist])
+        )
+    return groups
+
+
+def _finding_line(f: Finding, colors: Colors) -> str:
+    where = f"[{f.node}] " if f.node else ""
+    return colors.paint("!", "! finding:") + f" {where}{f.message}"
+
+
+def build_view(plan: Plan, colors: Colors) -> PlanView:
+    instances = []
+    for inst in plan.instances:
+        sub = Plan(source=plan.source, instances=(inst,), today=plan.today).counts()
+        instances.append(
+            InstanceView(
+                name=inst.name,
+                header=f"Instance {inst.name} ({_node_header(list(inst.nodes))})",
+                groups=_groups(inst, colors),
+                findings=[_finding_line(f, colors) for f in inst.findings],
+                add=sub.add,
+                change=sub.change,
+                destroy=sub.destroy,
+            )
+        )
+    c = plan.counts()
+    if plan.has_changes:
+        summary = f"Plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy."
+    else:
+        summary = "No changes. The live servers match the file."
+    return PlanView(
+        source=plan.source, instances=instances, summary=summary, has_changes=plan.has_changes, findings=len(plan.findings)
+    )

@@ -41,3 +41,23 @@ CONTRACT (other modules code against exactly these names; keep them stable):
     def parse_acl_list_line(line: str) -> tuple[str, bool, bool, tuple[str, ...], str]
         "user app on #ab.. ~k* +get" -> (name, enabled, nopass, hashes, permission_rules)
 """
+
+from reconciler.acl.syntax import (
+    KNOWN_CATEGORIES,
+    AclSyntaxError,
+    Rule,
+    UnsupportedRule,
+    parse,
+    parse_acl_list_line,
+    split_rules,
+)
+
+__all__ = [
+    "AclSyntaxError",
+    "UnsupportedRule",
+    "KNOWN_CATEGORIES",
+    "Rule",
+    "parse",
+    "split_rules",
+    "parse_acl_list_line",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -94,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("reconciler: interrupted", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        if os.environ.get("RECONCILER_DEBUG"):
+            raise
+        print(f"reconciler: internal error ({type(exc).__name__}): {exc}; RECONCILER_DEBUG=1 shows details", file=sys.stderr)
         return 1
 
 

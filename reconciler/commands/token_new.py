@@ -1,0 +1,67 @@
+"""`reconciler token new`: a strong random token, written once, and the YAML entry to paste."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import string
+import sys
+from datetime import timedelta
+
+from ..errors import ReconcilerError
+from ..manager import today
+
+SPECIAL = set("-_")
+
+
+def strong_token(nbytes: int) -> str:
+    """URL-safe random token that also has upper, lower, digit and special (complexity by construction)."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        chars = set(token)
+        if (
+            chars & set(string.ascii_uppercase)
+            and chars & set(string.ascii_lowercase)
+            and chars & set(string.digits)
+            and chars & SPECIAL
+        ):
+            return token
+
+
+def _max_age_days(path: str | None) -> int | None:
+    if not path:
+        return None
+    from ..config import load
+
+    return load(path, allow_expired=True, resolve_secrets=False).policies.token_max_age_days
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.length < 16:
+        raise ReconcilerError("--length must be at least 16 bytes")
+    token = strong_token(args.length)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if args.out:
+        try:
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ReconcilerError(f"{args.out}: {exc.strerror} (refusing to overwrite or write there)") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(token + "\n")
+    else:
+        sys.stdout.write(token + "\n")
+    created = today()
+    max_age = _max_age_days(args.file) or 90
+    entry = [
+        f"# token for user {args.user}; paste under users.{args.user}.tokens:",
+        f"- id: {args.token_id}",
+        f"  sha256: {digest}",
+        f"  created: {created.isoformat()}",
+        f"  expires: {(created + timedelta(days=max_age)).isoformat()}",
+    ]
+    if args.out:
+        entry.insert(1, f"# the token itself is in {args.out} (mode 0600); or reference it: secret: {{file: {args.out}}}")
+    print("\n".join(entry), file=sys.stderr)
+    return 0

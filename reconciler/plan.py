@@ -36,7 +36,7 @@ class DeltaLine:
 class UserChange:
     action: str  # "create" | "update" | "delete"
     user: str
-    # Target state, sent as one `ACL SETUSER user reset <on|off> <#hash..|resetpass|nopass> <rules>`:
+    # Target state, sent as one `ACL SETUSER user reset resetchannels <on|off> <#hash..|resetpass|nopass> <rules>`:
     enabled: bool = True
     nopass: bool = False
     hashes: tuple[str, ...] = ()
@@ -52,7 +52,8 @@ class UserChange:
 
     def setuser_args(self) -> list[str]:
         """Arguments after `ACL SETUSER <user>`; no plaintext exists at this point."""
-        args = ["reset", "on" if self.enabled else "off"]
+        # `reset` alone keeps Redis 6.2's default `allchannels`; rules_for() assumes both.
+        args = ["reset", "resetchannels", "on" if self.enabled else "off"]
         if self.nopass:
             args.append("nopass")
         elif self.hashes:

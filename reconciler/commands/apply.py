@@ -1,0 +1,211 @@
+"""`reconciler apply`: plan (or load a saved plan), check the safety rails, ask, execute, verify.
+
+    apply -f FILE [--auto-approve] [--force] [--audit-log PATH]
+    apply PLAN.json [--auto-approve] [--force] [--audit-log PATH]
+
+Nothing is written before every check has passed: the plan is complete (the planner raises
+on rules a node can't express), the rails found nothing, a saved plan still matches every
+node's live ACLs, and the operator said `yes` (or passed --auto-approve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date
+from typing import Any, Callable
+
+from .. import executor, live, safety
+from ..audit import AuditLog
+from ..errors import ApplyError, ReconcilerError
+from ..manager import Manager, today
+from ..model import DesiredState
+from ..plan import Plan
+from ..render import render_text
+from ..state import InstanceState, LiveState, NodeState
+
+Prompt = Callable[[str], str]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _confirm(args: argparse.Namespace, prompt: Prompt = input) -> bool:
+    if args.auto_approve:
+        return True
+    if not sys.stdin.isatty():
+        raise ReconcilerError("refusing to apply without a terminal to confirm on; pass --auto-approve")
+    answer = prompt("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ")
+    return answer.strip() == "yes"
+
+
+def _audit(args: argparse.Namespace, desired: DesiredState, plan: Plan) -> AuditLog | None:
+    path = args.audit_log or desired.audit_log
+    if not path:
+        return None
+    try:
+        return AuditLog(path, plan)
+    except OSError as exc:
+        raise ReconcilerError(f"audit log {path}: {exc.strerror or exc}") from None
+
+
+def _load_saved(path: str) -> Plan:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ReconcilerError(f"{path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ReconcilerError(f"{path}:{exc.lineno}: not a saved plan (invalid JSON: {exc.msg})") from None
+    try:
+        return Plan.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReconcilerError(f"{path}: not a saved plan ({exc})") from None
+
+
+def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState]:
+    """Re-read every node of a saved plan; name each whose ACLs or version moved since.
+
+    Returns (problems, the fresh live state for the safety rails).
+    """
+    problems: list[str] = []
+    instances: dict[str, InstanceState] = {}
+    for inst in plan.instances:
+        instance = desired.instances.get(inst.name)
+        if instance is None:
+            problems.append(f"instance {inst.name} is in the plan but not in {desired.source}")
+            continue
+        states: list[NodeState] = []
+        for node_plan in inst.nodes:
+            client = live.connect(instance, node_plan.address)
+            try:
+                fingerprint = live.acl_fingerprint(client)
+                state = live.read_node(instance, node_plan.address, client)
+            finally:
+                client.close()
+            states.append(state)
+            if fingerprint != node_plan.fingerprint:
+                problems.append(
+                    f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
+                    "(fingerprint differs); make a new plan"
+                )
+            elif state.label != node_plan.label:
+                problems.append(
+                    f"{inst.name} {node_plan.address}: server is now {state.label}, the plan was made for "
+                    f"{node_plan.label}; make a new plan"
+                )
+        instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=inst.topology)
+    return problems, LiveState(instances=instances)
+
+
+def _verify_saved(plan: Plan, desired: DesiredState) -> None:
+    fresh: dict[tuple[str, str], NodeState] = {}
+    for inst in plan.instances:
+        for node_plan in inst.nodes:
+            if node_plan.changes:
+                fresh[(inst.name, node_plan.address)] = live.read_node(desired.instances[inst.name], node_plan.address)
+    problems = executor.verify_targets(plan, fresh)
+    if problems:
+        raise ApplyError("\n".join(problems))
+
+
+def _execute(args: argparse.Namespace, plan: Plan, desired: DesiredState, verify: Callable[[], None]) -> int:
+    audit = _audit(args, desired, plan)
+    try:
+        try:
+            result = executor.execute(plan, desired, audit=audit)
+        except ApplyError as exc:
+            partial: Any = getattr(exc, "result", None)
+            if partial is not None:
+                for line in partial.summary_lines():
+                    _out(line)
+            _err(f"reconciler: {exc}")
+            return 1
+    finally:
+        if audit is not None:
+            audit.close()
+    for line in result.summary_lines():
+        _out(line)
+    verify()
+    c = plan.counts()
+    _out(f"\nApply complete: {c.add} added, {c.change} changed, {c.destroy} destroyed.")
+    return 0
+
+
+def _refuse(problems: list[str]) -> int:
+    for p in problems:
+        _err(f"reconciler: refusing to apply: {p}")
+    _err("reconciler: nothing was changed")
+    return 1
+
+
+def _present(plan: Plan) -> None:
+    _out(render_text(plan, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+
+
+def run_file(args: argparse.Namespace, prompt: Prompt = input) -> int:
+    manager = Manager.from_file(args.file)
+    state = manager.read(args.instance)
+    plan = manager.plan(state)
+    if not plan.has_changes:
+        _present(plan)
+        _out("No changes. The live servers match the file.")
+        return 0
+    problems = safety.check(plan, state, manager.desired, force=args.force)
+    if problems:
+        _present(plan)
+        return _refuse(problems)
+    _present(plan)
+    if not _confirm(args, prompt):
+        _err("reconciler: apply cancelled; nothing was changed")
+        return 1
+    day: date = date.fromisoformat(plan.today) if plan.today else today()
+    return _execute(args, plan, manager.desired, lambda: executor.verify(plan, manager.desired, today=day))
+
+
+def run_saved(args: argparse.Namespace, prompt: Prompt = input) -> int:
+    plan = _load_saved(args.plan_file)
+    source = args.file or plan.source
+    manager = Manager.from_file(source)
+    if args.instance:
+        manager.instance_names(args.instance)  # unknown names are an error
+        plan = Plan(
+            source=plan.source,
+            instances=tuple(i for i in plan.instances if i.name in args.instance),
+            format_version=plan.format_version,
+            today=plan.today,
+        )
+    if not plan.has_changes:
+        _out(f"No changes. {args.plan_file} has nothing to apply.")
+        return 0
+    stale, state = stale_nodes(plan, manager.desired)
+    if stale:
+        for p in stale:
+            _err(f"reconciler: {args.plan_file} is stale: {p}")
+        _err("reconciler: nothing was changed")
+        return 1
+    problems = safety.check(plan, state, manager.desired, force=args.force)
+    if problems:
+        return _refuse(problems)
+    _present(plan)
+    if not _confirm(args, prompt):
+        _err("reconciler: apply cancelled; nothing was changed")
+        return 1
+    return _execute(args, plan, manager.desired, lambda: _verify_saved(plan, manager.desired))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plan_file:
+        # With -f FILE as well, the file only supplies connection details and secrets.
+        return run_saved(args)
+    if not args.file:
+        raise ReconcilerError("apply needs -f FILE or a saved PLAN.json")
+    return run_file(args)

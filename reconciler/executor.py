@@ -1,0 +1,518 @@
+"""Executor: carry out a Plan on the live nodes, then verify.
+
+Per node, in DESIGN.md's order:
+  1. one atomic `ACL SETUSER name reset <on|off> <#hash..|resetpass|nopass> <rules>` per
+     created/updated user, pipelined without MULTI in batches (one round trip per batch),
+     every reply checked;
+  2. `ACL DELUSER` for deleted users (same batching);
+  3. `CLIENT KILL USER` for every change with kill_sessions (`off` and password removal leave
+     open connections alive); after DELUSER the user is gone and the server answers
+     "No such user" -- DELUSER already dropped its connections, so that is a success;
+  4. persistence (`ACL SAVE`, `CONFIG REWRITE`, or a warning that changes live in memory only).
+
+Nodes of one instance run in parallel (ACLs are per node: replicas and cluster members do not
+propagate them). When a node dies or refuses a command, that instance stops: nodes still
+running finish the batch in flight and send nothing more. Because every SETUSER is atomic,
+each user on each node is either fully old or fully new; a re-run converges.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from .audit import AuditLog, redact
+from .errors import ApplyError, ReconcilerError
+from .model import DesiredState, Instance
+from .plan import InstancePlan, NodePlan, Plan, UserChange
+from .state import InstanceState, LiveState, NodeState
+
+# Step outcomes.
+OK = "ok"
+FAILED = "failed"
+IN_DOUBT = "in-doubt"  # sent, but the connection died before the reply
+NOT_APPLIED = "not-applied"
+
+MAX_NODE_THREADS = 4
+LIST_LIMIT = 50  # names listed per outcome in a failure report (counts stay exact)
+
+Connect = Callable[..., Any]
+BatchHook = Callable[[str, str, str, int], None]  # (instance, address, step, batch index)
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str  # create | update | delete | kill-sessions | persist
+    user: str
+    status: str  # ok | failed | in-doubt | not-applied
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.action} {self.user}" if self.user else self.action
+
+
+@dataclass
+class NodeResult:
+    instance: str
+    address: str
+    label: str = ""
+    steps: list[Step] = field(default_factory=list)
+    error: str | None = None  # why this node stopped
+    started: bool = False
+    killed: dict[str, int] = field(default_factory=dict)
+    persisted: str = ""  # what persistence did: acl-save | config-rewrite | warn | none | ""
+
+    def by_status(self, status: str) -> list[Step]:
+        return [s for s in self.steps if s.status == status]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        """One line for the success report: `127.0.0.1:6379 (Valkey 9.1.2): 2 created, ...`."""
+        counts: dict[str, int] = {}
+        for s in self.steps:
+            if s.status == OK and s.action in ("create", "update", "delete"):
+                counts[s.action] = counts.get(s.action, 0) + 1
+        words = {"create": "created", "update": "updated", "delete": "deleted"}
+        parts = [f"{counts[a]} {words[a]}" for a in ("create", "update", "delete") if a in counts]
+        killed = sum(self.killed.values())
+        if killed:
+            parts.append(f"{killed} connection{'s' if killed != 1 else ''} killed")
+        parts.append(
+            {
+                "acl-save": "saved (ACL SAVE)",
+                "config-rewrite": "saved (CONFIG REWRITE)",
+                "warn": "not persisted (in memory only)",
+                "none": "persist: none",
+            }.get(self.persisted, "not persisted")
+        )
+        where = f"{self.address} ({self.label})" if self.label else self.address
+        return f"{self.instance} {where}: " + ", ".join(parts)
+
+
+@dataclass
+class ApplyResult:
+    nodes: list[NodeResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(n.ok for n in self.nodes)
+
+    @property
+    def failed_instances(self) -> list[str]:
+        return sorted({n.instance for n in self.nodes if not n.ok})
+
+    def touched(self) -> list[tuple[str, str]]:
+        """(instance, address) of every node a write was sent to."""
+        return [(n.instance, n.address) for n in self.nodes if n.started]
+
+    def summary_lines(self) -> list[str]:
+        return [n.summary() for n in self.nodes if n.ok]
+
+    def failure_report(self) -> str:
+        lines: list[str] = []
+        for inst in self.failed_instances:
+            lines.append(f"apply stopped on instance {inst}:")
+            for n in (n for n in self.nodes if n.instance == inst):
+                where = f"{n.address} ({n.label})" if n.label else n.address
+                state = f"FAILED: {n.error}" if n.error else "stopped" if n.by_status(NOT_APPLIED) else "complete"
+                lines.append(f"  node {where}: {state}")
+                for status, title in (
+                    (OK, "applied"),
+                    (FAILED, "refused"),
+                    (IN_DOUBT, "sent, no reply (in doubt)"),
+                    (NOT_APPLIED, "not applied"),
+                ):
+                    steps = n.by_status(status)
+                    if not steps:
+                        continue
+                    names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
+                    shown = ", ".join(names[:LIST_LIMIT])
+                    more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
+                    lines.append(f"    {title} ({len(steps)}): {shown}{more}")
+        lines.append(
+            "Every user is complete on every node (each ACL SETUSER is atomic); "
+            "fix the cause and run apply again to converge."
+        )
+        return redact("\n".join(lines))
+
+
+class _Stop(Exception):
+    """Internal: this node stops; the NodeResult already says why."""
+
+
+def _default_connect() -> Connect:
+    from . import live
+
+    return live.connect
+
+
+def _is_ok(reply: Any) -> bool:
+    return reply is True or reply in (b"OK", "OK")
+
+
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _no_such_user(exc: BaseException) -> bool:
+    return "no such user" in str(exc).lower()
+
+
+class _NodeRun:
+    """Executes one NodePlan; every outcome lands in self.result (and the audit log)."""
+
+    def __init__(
+        self,
+        instance: Instance,
+        node: NodePlan,
+        *,
+        connect: Connect,
+        audit: AuditLog | None,
+        batch_size: int,
+        stop: threading.Event,
+        between_batches: BatchHook | None,
+        warn: Callable[[str], None],
+    ):
+        self.instance = instance
+        self.node = node
+        self.connect = connect
+        self.audit = audit
+        self.batch_size = max(1, batch_size)
+        self.stop = stop
+        self.between_batches = between_batches
+        self.warn = warn
+        self.result = NodeResult(instance=instance.name, address=node.address, label=node.label)
+        self.pending: dict[str, list[UserChange]] = {}
+        self.batch_no = 0
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _record(self, action: str, user: str, status: str, detail: str = "", change: UserChange | None = None) -> None:
+        self.result.steps.append(Step(action, user, status, redact(detail)))
+        if self.audit is not None:
+            result = OK if status == OK else f"{status}: {detail}" if detail else status
+            self.audit.record(
+                instance=self.instance.name,
+                node=self.node.address,
+                action=action,
+                user=user,
+                result=result,
+                change=change,
+                detail=detail if status == OK else "",
+            )
+
+    def _fail(self, error: str) -> None:
+        self.result.error = redact(error)
+        self.stop.set()
+
+    def _mark_rest_not_applied(self) -> None:
+        for step in ("setuser", "deluser", "kill"):
+            for c in self.pending.get(step, []):
+                action = "kill-sessions" if step == "kill" else c.action
+                self._record(action, c.user, NOT_APPLIED, change=c)
+            self.pending[step] = []
+        if self.result.persisted == "":
+            self._record("persist", "", NOT_APPLIED)
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            if self.result.error is None:
+                self.result.error = "stopped: another node of this instance failed"
+            raise _Stop
+
+    # -- the steps -----------------------------------------------------------------------
+
+    def run(self) -> NodeResult:
+        changes = self.node.changes
+        self.pending = {
+            "setuser": [c for c in changes if c.action in ("create", "update")],
+            "deluser": [c for c in changes if c.action == "delete"],
+            "kill": [c for c in changes if c.kill_sessions],
+        }
+        try:
+            self._check_stop()
+            try:
+                client = self.connect(self.instance, self.node.address)
+            except ReconcilerError as exc:
+                self._fail(str(exc))
+                raise _Stop
+            except Exception as exc:  # connection refused, TLS, auth: the node cannot be written
+                self._fail(f"{self.instance.name} {self.node.address}: cannot connect: {exc}")
+                raise _Stop
+            try:
+                self._pipelined(client, "setuser")
+                self._pipelined(client, "deluser")
+                self._pipelined(client, "kill")
+                self._persist(client)
+            finally:
+                try:
+                    client.close()
+                except Exception:  # closing a dead connection: nothing left to release
+                    pass
+        except _Stop:
+            self._mark_rest_not_applied()
+        return self.result
+
+    def _command(self, step: str, c: UserChange) -> tuple[str, ...]:
+        if step == "setuser":
+            return ("ACL", "SETUSER", c.user, *c.setuser_args())
+        if step == "deluser":
+            return ("ACL", "DELUSER", c.user)
+        return ("CLIENT", "KILL", "USER", c.user)
+
+    def _pipelined(self, client: Any, step: str) -> None:
+        items = self.pending.get(step, [])
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            self.pending[step] = items[start:]
+            self._check_stop()
+            self.result.started = True
+            pipe = client.pipeline(transaction=False)
+            for c in batch:
+                pipe.execute_command(*self._command(step, c))
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the node died or the connection broke mid-batch
+                for c in batch:
+                    self._record("kill-sessions" if step == "kill" else c.action, c.user, IN_DOUBT, change=c)
+                self.pending[step] = items[start + len(batch) :]
+                self._fail(f"connection lost during {step} batch {self.batch_no + 1}: {exc}")
+                raise _Stop
+            refused: list[str] = []
+            for c, reply in zip(batch, replies):
+                refused_text = self._check_reply(step, c, reply)
+                if refused_text:
+                    refused.append(f"{c.user}: {refused_text}")
+            self.pending[step] = items[start + len(batch) :]
+            self.batch_no += 1
+            if refused:
+                self._fail(f"server refused {len(refused)} command(s): " + "; ".join(refused[:5]))
+                raise _Stop
+            if self.between_batches is not None:
+                self.between_batches(self.instance.name, self.node.address, step, self.batch_no)
+
+    def _check_reply(self, step: str, c: UserChange, reply: Any) -> str:
+        """Record the outcome of one command; return the refusal text ("" when it worked)."""
+        if step == "kill":
+            if isinstance(reply, Exception):
+                if _no_such_user(reply) and c.action == "delete":
+                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections.
+                    self.result.killed[c.user] = 0
+                    self._record("kill-sessions", c.user, OK, "user deleted; DELUSER closed its connections", c)
+                    return ""
+                self._record("kill-sessions", c.user, FAILED, str(reply), c)
+                return str(reply)
+            n = int(reply)
+            self.result.killed[c.user] = n
+            self._record("kill-sessions", c.user, OK, f"{n} connection{'s' if n != 1 else ''} killed", c)
+            return ""
+        if isinstance(reply, Exception):
+            self._record(c.action, c.user, FAILED, str(reply), c)
+            return str(reply)
+        if step == "setuser" and not _is_ok(reply):
+            self._record(c.action, c.user, FAILED, f"unexpected reply {_text(reply)!r}", c)
+            return f"unexpected reply {_text(reply)!r}"
+        detail = "already absent" if step == "deluser" and int(reply) == 0 else ""
+        self._record(c.action, c.user, OK, detail, c)
+        return ""
+
+    def _persist(self, client: Any) -> None:
+        self._check_stop()
+        mode = self.node.persist
+        try:
+            if mode == "acl-save":
+                client.execute_command("ACL", "SAVE")
+            elif mode == "config-rewrite":
+                client.execute_command("CONFIG", "REWRITE")
+            elif mode == "warn":
+                self.warn(
+                    f"warning: {self.instance.name} {self.node.address}: the server has neither an aclfile "
+                    "nor a config file; the changes live in memory only and are lost on restart"
+                )
+        except Exception as exc:
+            self._record("persist", "", FAILED, f"{mode}: {exc}")
+            self.result.persisted = "failed"
+            self._fail(f"persist ({mode}) failed: {exc}")
+            raise _Stop
+        self.result.persisted = mode
+        self._record("persist", "", OK, mode)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _run_instance(
+    inst_plan: InstancePlan,
+    instance: Instance,
+    *,
+    connect: Connect,
+    audit: AuditLog | None,
+    batch_size: int,
+    between_batches: BatchHook | None,
+    warn: Callable[[str], None],
+) -> list[NodeResult]:
+    nodes = [n for n in inst_plan.nodes if n.changes]
+    stop = threading.Event()
+    runs = [
+        _NodeRun(
+            instance,
+            n,
+            connect=connect,
+            audit=audit,
+            batch_size=batch_size,
+            stop=stop,
+            between_batches=between_batches,
+            warn=warn,
+        )
+        for n in nodes
+    ]
+    if len(runs) <= 1:
+        return [r.run() for r in runs]
+    with ThreadPoolExecutor(max_workers=min(MAX_NODE_THREADS, len(runs))) as pool:
+        return list(pool.map(lambda r: r.run(), runs))
+
+
+def execute(
+    plan: Plan,
+    desired: DesiredState,
+    *,
+    audit: AuditLog | None = None,
+    connect: Connect | None = None,
+    batch_size: int = 1000,
+    between_batches: BatchHook | None = None,
+    warn: Callable[[str], None] = _stderr,
+) -> ApplyResult:
+    """Execute every node plan; raise ApplyError (with .result) when any instance stopped.
+
+    `connect(instance, address)` returns an authenticated admin client (live.connect).
+    `between_batches` is called after each completed batch (tests kill servers there).
+    """
+    connect = connect or _default_connect()
+    result = ApplyResult()
+    for inst_plan in plan.instances:
+        if not any(n.changes for n in inst_plan.nodes):
+            continue
+        instance = desired.instances.get(inst_plan.name)
+        if instance is None:
+            raise ApplyError(f"plan names instance {inst_plan.name!r}, which {desired.source} does not declare")
+        result.nodes.extend(
+            _run_instance(
+                inst_plan,
+                instance,
+                connect=connect,
+                audit=audit,
+                batch_size=batch_size,
+                between_batches=between_batches,
+                warn=lambda m: (result.warnings.append(m), warn(m)),
+            )
+        )
+    if not result.ok:
+        err = ApplyError(result.failure_report())
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    return result
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+def _touched_nodes(plan: Plan) -> dict[str, list[NodePlan]]:
+    return {i.name: [n for n in i.nodes if n.changes] for i in plan.instances if any(n.changes for n in i.nodes)}
+
+
+def _describe_left(changes: Sequence[UserChange]) -> str:
+    parts = [f"{c.action} {c.user}" for c in changes[:10]]
+    more = f", ... and {len(changes) - 10} more" if len(changes) > 10 else ""
+    return ", ".join(parts) + more
+
+
+def verify(
+    plan: Plan,
+    desired: DesiredState,
+    *,
+    today: date,
+    read_node: Callable[[Instance, str], NodeState] | None = None,
+    replan: Callable[..., Plan] | None = None,
+) -> None:
+    """Re-read every node the plan touched and re-plan; any change left raises ApplyError.
+
+    Only the touched nodes are re-read, so the re-plan covers exactly them.
+    """
+    if read_node is None:
+        from . import live
+
+        read_node = live.read_node
+    if replan is None:
+        from . import planner
+
+        replan = planner.plan
+    touched = _touched_nodes(plan)
+    if not touched:
+        return
+    instances: dict[str, InstanceState] = {}
+    for name, nodes in touched.items():
+        instance = desired.instances[name]
+        topology = next(i.topology for i in plan.instances if i.name == name)
+        states = tuple(read_node(instance, n.address) for n in nodes)
+        instances[name] = InstanceState(name=name, nodes=states, topology=topology)
+    scoped = replace(desired, instances={k: v for k, v in desired.instances.items() if k in touched})
+    again = replan(scoped, LiveState(instances=instances), today=today)
+    problems = []
+    for inst in again.instances:
+        for node in inst.nodes:
+            if node.changes:
+                problems.append(f"did not converge on node {node.address} ({inst.name}): {_describe_left(node.changes)}")
+    if problems:
+        raise ApplyError("\n".join(problems))
+
+
+def verify_targets(plan: Plan, nodes: dict[tuple[str, str], NodeState]) -> list[str]:
+    """Plan-only check for a saved plan: each change's target state is what the node now holds.
+
+    `nodes` maps (instance, address) to a fresh read. Permissions are compared on effective
+    meaning through the ACL engine (servers rewrite rule text).
+    """
+    problems: list[str] = []
+    for inst in plan.instances:
+        for node in inst.nodes:
+            if not node.changes:
+                continue
+            state = nodes[(inst.name, node.address)]
+            left = [c for c in node.changes if not _holds(c, state)]
+            if left:
+                problems.append(f"did not converge on node {node.address} ({inst.name}): {_describe_left(left)}")
+    return problems
+
+
+def _holds(change: UserChange, state: NodeState) -> bool:
+    user = state.users.get(change.user)
+    if change.action == "delete":
+        return user is None
+    if user is None:
+        return False
+    if user.enabled != change.enabled or user.nopass != change.nopass:
+        return False
+    if set(user.hashes) != set(change.hashes) and not change.nopass:
+        return False
+    return same_permissions(change.rules, user.rules, state)
+
+
+def same_permissions(wanted: str, live_rules: str, state: NodeState) -> bool:
+    from . import acl
+
+    try:
+        table = acl.CommandTable.bundled(state.command_table)
+    except KeyError:
+        table = acl.CommandTable.nearest(state.server, state.version)
+    return acl.effective(wanted, table) == acl.effective(live_rules, table)

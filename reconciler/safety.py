@@ -1,0 +1,141 @@
+"""Safety rails: pure checks over a plan and the live state it was made from.
+
+Each returns a list of problems (one line each); `apply` refuses before any write when
+there is one. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .model import DesiredState
+from .plan import Plan, UserChange
+from .state import LiveState, NodeState
+
+# What the reader and the executor send as the admin user; losing any of these locks us out
+# of reading, writing, persisting or verifying. AUTH/HELLO need no permission.
+REQUIRED_COMMANDS: tuple[str, ...] = (
+    "acl|setuser",
+    "acl|deluser",
+    "acl|list",
+    "acl|save",
+    "acl|whoami",
+    "client|kill",
+    "client|list",
+    "config|get",
+    "config|rewrite",
+    "info",
+    "ping",
+    "command",
+)
+
+TableLookup = Callable[[NodeState], Any]
+
+
+def _admin_hash(node: NodeState, desired: DesiredState | None, instance: str) -> str | None:
+    if node.admin_hash:
+        return node.admin_hash
+    if desired is not None and instance in desired.instances:
+        secret = desired.instances[instance].admin.secret
+        if secret is not None:
+            return hashlib.sha256(secret.reveal().encode()).hexdigest()
+    return None
+
+
+def _default_table(node: NodeState) -> Any:
+    from . import acl
+
+    try:
+        return acl.CommandTable.bundled(node.command_table)
+    except KeyError:
+        return acl.CommandTable.nearest(node.server, node.version)
+
+
+def missing_commands(rules: str, table: Any) -> list[str]:
+    """Required commands the rule string does not grant (top level; a grant that exists only
+    inside a selector counts as missing, which errs on the side of refusing)."""
+    from . import acl
+
+    base = acl.effective(rules, table)
+    # Granting a command that is already granted changes nothing.
+    return [cmd for cmd in REQUIRED_COMMANDS if acl.effective(f"{rules} +{cmd}", table) != base]
+
+
+def lockout(
+    plan: Plan,
+    live: LiveState,
+    desired: DesiredState | None = None,
+    *,
+    table_for: TableLookup | None = None,
+) -> list[str]:
+    """Changes that would cut the reconciler's own admin user off any node."""
+    table_for = table_for or _default_table
+    problems: list[str] = []
+    for inst in plan.instances:
+        inst_live = live.instances.get(inst.name)
+        nodes = {n.address: n for n in inst_live.nodes} if inst_live else {}
+        for node_plan in inst.nodes:
+            node = nodes.get(node_plan.address)
+            if node is None:
+                continue
+            for change in node_plan.changes:
+                if change.user != node.admin_user:
+                    continue
+                where = f"{inst.name} {node.address}: admin user {change.user}"
+                problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst.name, table_for))
+    return problems
+
+
+def _admin_problems(
+    change: UserChange, node: NodeState, desired: DesiredState | None, instance: str, table_for: TableLookup
+) -> list[str]:
+    if change.action == "delete":
+        return ["the plan deletes the user the reconciler logs in as"]
+    out: list[str] = []
+    if not change.enabled:
+        out.append("the plan disables the user the reconciler logs in as")
+    if not change.nopass:
+        token = _admin_hash(node, desired, instance)
+        if token is not None and token not in change.hashes:
+            out.append(f"the plan removes the token the reconciler logs in with (sha256:{token[:8]}…)")
+        elif token is None:
+            live_user = node.users.get(change.user)
+            if live_user is not None and live_user.nopass:
+                out.append("the plan sets a password on the admin user, but the reconciler has no admin secret for it")
+    missing = missing_commands(change.rules, table_for(node))
+    if missing:
+        out.append("the plan revokes commands the reconciler needs: " + ", ".join(c.upper() for c in missing))
+    return out
+
+
+def delete_threshold(plan: Plan, live: LiveState, max_percent: int, *, force: bool = False, minimum: int = 10) -> list[str]:
+    """Deleting more than max_percent of a node's live users needs --force (from `minimum` users on)."""
+    if force:
+        return []
+    problems: list[str] = []
+    for inst in plan.instances:
+        inst_live = live.instances.get(inst.name)
+        counts: Mapping[str, int] = {n.address: len(n.users) for n in inst_live.nodes} if inst_live else {}
+        worst: tuple[int, int, str] | None = None
+        for node_plan in inst.nodes:
+            total = counts.get(node_plan.address, 0)
+            deletes = sum(1 for c in node_plan.changes if c.action == "delete")
+            if total >= minimum and deletes * 100 > max_percent * total:
+                if worst is None or deletes * worst[1] > worst[0] * total:
+                    worst = (deletes, total, node_plan.address)
+        if worst is not None:
+            deletes, total, address = worst
+            problems.append(
+                f"{inst.name} {address}: the plan deletes {deletes} of {total} users ({deletes * 100 // total}%), "
+                f"more than max_delete_percent {max_percent}; re-run with --force to allow it"
+            )
+    return problems
+
+
+def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[str]:
+    """Every rail; an empty list means the plan may be executed."""
+    return lockout(plan, live, desired) + delete_threshold(
+        plan, live, desired.policies.max_delete_percent, force=force
+    )

@@ -61,3 +61,30 @@ __all__ = [
     "split_rules",
     "parse_acl_list_line",
 ]
+
+from reconciler.acl.table import CommandInfo, CommandTable  # noqa: E402
+from reconciler.acl.engine import (  # noqa: E402
+    Permissions,
+    SelectorPerms,
+    canonical_rules,
+    check,
+    effective,
+    rules_for,
+)
+from reconciler.acl.describe import DANGEROUS_COMMANDS, describe, describe_delta  # noqa: E402
+from reconciler.plan import DeltaLine  # noqa: E402
+
+__all__ += [
+    "CommandInfo",
+    "CommandTable",
+    "Permissions",
+    "SelectorPerms",
+    "effective",
+    "rules_for",
+    "canonical_rules",
+    "check",
+    "describe",
+    "describe_delta",
+    "DANGEROUS_COMMANDS",
+    "DeltaLine",
+]

@@ -1,0 +1,149 @@
+"""Permissions in words, for plans: a summary of a new user and the delta of a changed one."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from reconciler.acl.engine import Permissions, SelectorPerms, command_ops
+from reconciler.acl.table import CommandTable
+from reconciler.plan import DeltaLine
+
+__all__ = ["describe", "describe_delta", "DANGEROUS_COMMANDS"]
+
+# Marked "!" when granted, on top of every member of the version's @dangerous category.
+DANGEROUS_COMMANDS = frozenset({"flushall", "flushdb", "config", "debug", "acl", "module", "keys", "shutdown"})
+
+# Above this many dangerous commands in one grant, they are listed on one line.
+_ONE_LINE_EACH = 8
+
+
+def _keys_text(sel: SelectorPerms) -> str:
+    if sel.allkeys:
+        return "*"
+    if not sel.keys:
+        return "-"
+    return " ".join(_key_item(p, f) for p, f in sel.keys)
+
+
+def _key_item(pattern: str, flags: str) -> str:
+    return pattern if flags == "RW" else f"{pattern} ({'read' if flags == 'R' else 'write'})"
+
+
+def _selector_lines(sel: SelectorPerms, t: CommandTable) -> list[str]:
+    lines = [
+        "commands: " + " ".join(command_ops(sel, t)),
+        "keys: " + _keys_text(sel),
+        "channels: " + (" ".join(sel.channels) if sel.channels else "-"),
+    ]
+    if sel.dbs is not None:
+        lines.append("databases: " + (",".join(map(str, sel.dbs)) if sel.dbs else "-"))
+    return lines
+
+
+def describe(perms: Permissions) -> list[str]:
+    """["commands: +@all -@dangerous", "keys: billing:*", "channels: -", "selector: (...)"]"""
+    t = perms.command_table
+    lines = _selector_lines(perms.root, t)
+    for sel in perms.selectors:
+        lines.append("selector: (" + "; ".join(_selector_lines(sel, t)) + ")")
+    return lines
+
+
+def _is_dangerous(name: str, t: CommandTable) -> bool:
+    """A command, subcommand or (collapsed) container that is or contains a dangerous command."""
+    if name.split("|", 1)[0] in DANGEROUS_COMMANDS:
+        return True
+    dm = t.dangerous_mask()
+    return any(dm >> t._index[n] & 1 for n in (name, *t.subcommands(name)))
+
+
+def _label(name: str) -> str:
+    return name.replace("|", " ").upper()
+
+
+def _collapse(names: list[str], t: CommandTable, mask: int) -> list[str]:
+    """Subcommands are shown as their container when all of them change together."""
+    out: list[str] = []
+    done: set[str] = set()
+    for n in names:
+        parent = n.split("|", 1)[0] if "|" in n else None
+        if parent:
+            if parent in done:
+                continue
+            if all(t._cmd_mask[s] & mask for s in t.subcommands(parent)):
+                done.add(parent)
+                out.append(parent)
+                continue
+        out.append(n)
+    return out
+
+
+def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable, where: str) -> list[DeltaLine]:
+    out: list[DeltaLine] = []
+    leaf = t._leaf_mask
+    granted = after.commands & ~before.commands & leaf
+    revoked = before.commands & ~after.commands & leaf
+    if granted:
+        names = _collapse(t.names(granted), t, granted)
+        danger = [n for n in names if _is_dangerous(n, t)]
+        safe = [n for n in names if n not in danger]
+        if len(danger) > _ONE_LINE_EACH:
+            out.append(DeltaLine("!", f"{where}grants {len(danger)} dangerous commands: "
+                                      + ", ".join(_label(n) for n in danger)))
+        else:
+            out += [DeltaLine("!", f"{where}grants {_label(n)} (dangerous)") for n in danger]
+        if safe:
+            out.append(DeltaLine("+", f"{where}grants " + ", ".join(_label(n) for n in safe)))
+    if revoked:
+        names = _collapse(t.names(revoked), t, revoked)
+        out.append(DeltaLine("-", f"{where}revokes " + ", ".join(_label(n) for n in names)))
+    if after.future and not before.future:
+        out.append(DeltaLine("!", f"{where}grants commands added later by modules (+@all)"))
+    elif before.future and not after.future:
+        out.append(DeltaLine("-", f"{where}revokes commands added later by modules (+@all)"))
+    fa_new = sorted(set(after.firstargs) - set(before.firstargs))
+    fa_old = sorted(set(before.firstargs) - set(after.firstargs))
+    for c, a in fa_new:
+        sign = "!" if _is_dangerous(c, t) else "+"
+        out.append(DeltaLine(sign, f"{where}grants {_label(c)} {a} (first argument)"))
+    for c, a in fa_old:
+        out.append(DeltaLine("-", f"{where}revokes {_label(c)} {a} (first argument)"))
+    return out
+
+
+def _pattern_delta(before: SelectorPerms, after: SelectorPerms, where: str) -> list[DeltaLine]:
+    out: list[DeltaLine] = []
+    bk, ak = set(before.keys), set(after.keys)
+    out += [DeltaLine("+", f"{where}keys {_key_item(p, f)}") for p, f in sorted(ak - bk)]
+    out += [DeltaLine("-", f"{where}keys {_key_item(p, f)}") for p, f in sorted(bk - ak)]
+    bc, ac = set(before.channels), set(after.channels)
+    out += [DeltaLine("+", f"{where}channels {c}") for c in sorted(ac - bc)]
+    out += [DeltaLine("-", f"{where}channels {c}") for c in sorted(bc - ac)]
+    if before.dbs != after.dbs:
+        text = "all" if after.dbs is None else (",".join(map(str, after.dbs)) or "none")
+        widened = after.dbs is None or (before.dbs is not None and bool(set(after.dbs) - set(before.dbs)))
+        sign = "+" if widened else "-"
+        out.append(DeltaLine(sign, f"{where}databases {text}"))
+    return out
+
+
+def _selector_text(sel: SelectorPerms, t: CommandTable) -> str:
+    return "; ".join(_selector_lines(sel, t))
+
+
+def describe_delta(before: Permissions, after: Permissions) -> list[DeltaLine]:
+    """What changes from `before` (live) to `after` (desired), dangerous grants marked "!"."""
+    t = after.command_table
+    out = _command_delta(before.root, after.root, t, "")
+    out += _pattern_delta(before.root, after.root, "")
+    added = Counter(after.selectors) - Counter(before.selectors)
+    removed = Counter(before.selectors) - Counter(after.selectors)
+    for sel in sorted(added.elements()):
+        danger = any(l.sign == "!" for l in _command_delta(_EMPTY, sel, t, ""))
+        out.append(DeltaLine("!" if danger else "+", f"selector ({_selector_text(sel, t)})"))
+    for sel in sorted(removed.elements()):
+        out.append(DeltaLine("-", f"selector ({_selector_text(sel, t)})"))
+    return out
+
+
+_EMPTY = SelectorPerms(0, False, (), (), ())

@@ -1,0 +1,401 @@
+"""Meaning of ACL rules on one server version, computed the way the server's acl.c does it.
+
+A selector's command permissions are a bitmap over the version's command table (subcommands
+have their own bits on 7.0+). Rules are applied in order: a category rule changes the bits of
+the commands that are in the category *at that moment* (and all subcommands of a command in the
+category), `+@all`/`-@all` set or clear every bit and the "future commands" bit, `+cmd|arg` on a
+command without subcommands records an allowed first argument that only matters while the
+command's own bit is off, and any later rule touching the command drops those first arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse
+from reconciler.acl.table import CommandTable
+
+__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check"]
+
+
+@dataclass(frozen=True, order=True)
+class SelectorPerms:
+    """Canonical meaning of one selector (the root one or a `(...)` one)."""
+
+    commands: int  # bitmap over table.commands; only leaf commands (containers are never checked)
+    future: bool  # +@all/allcommands was the last word on all commands: modules loaded later allowed
+    firstargs: tuple[tuple[str, str], ...]  # (command, first arg) for commands whose bit is off
+    keys: tuple[tuple[str, str], ...]  # (pattern, "R"|"W"|"RW"); all keys = (("*", "RW"),)
+    channels: tuple[str, ...]  # patterns; all channels = ("*",)
+    dbs: tuple[int, ...] | None = None  # Valkey 9: None = all databases
+
+    @property
+    def allkeys(self) -> bool:
+        return self.keys == (("*", "RW"),)
+
+    @property
+    def allchannels(self) -> bool:
+        return self.channels == ("*",)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """Effective permissions of a user on one server version. `==` is the planner's no-change test."""
+
+    table: str  # CommandTable.name the bitmaps refer to
+    root: SelectorPerms
+    selectors: tuple[SelectorPerms, ...] = ()  # multiset, sorted
+    _table: CommandTable | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def command_table(self) -> CommandTable:
+        if self._table is None:
+            return CommandTable.bundled(self.table)
+        return self._table
+
+    def allowed_commands(self, selector: SelectorPerms | None = None) -> list[str]:
+        return self.command_table.names((selector or self.root).commands)
+
+
+class _Sel:
+    """Mutable selector state while rules are applied."""
+
+    __slots__ = ("mask", "future", "firstargs", "allkeys", "keys", "allchannels", "channels", "dbs")
+
+    def __init__(self) -> None:
+        self.mask = 0
+        self.future = False
+        self.firstargs: dict[int, set[str]] = {}
+        self.allkeys = False
+        self.keys: dict[str, str] = {}
+        self.allchannels = False
+        self.channels: list[str] = []
+        self.dbs: frozenset[int] | None = None
+
+    def freeze(self, t: CommandTable) -> SelectorPerms:
+        fa = tuple(
+            sorted(
+                (t.commands[i].name, a)
+                for i, args in self.firstargs.items()
+                if not self.mask >> i & 1
+                for a in args
+            )
+        )
+        if self.allkeys:
+            keys: dict[str, str] = {"*": "RW"}
+        else:
+            keys = dict(self.keys)
+            star = keys.get("*")
+            if star:
+                # A key passes when one pattern has every flag it needs, so `*` with flags F
+                # makes any pattern whose flags are within F redundant.
+                keys = {p: f for p, f in keys.items() if p == "*" or not set(f) <= set(star)}
+        chans = ("*",) if self.allchannels else tuple(sorted(set(self.channels)))
+        return SelectorPerms(
+            commands=self.mask & t._leaf_mask,
+            future=self.future,
+            firstargs=fa,
+            keys=tuple(sorted(keys.items())),
+            channels=chans,
+            dbs=None if self.dbs is None else tuple(sorted(self.dbs)),
+        )
+
+
+def _err(rule: Rule, pos: int, msg: str) -> AclSyntaxError:
+    return AclSyntaxError(msg, rule.text, pos)
+
+
+def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
+    k = r.kind
+    if k == "category":
+        if r.name == "all":
+            s.mask = t._all_mask if r.allow else 0
+            s.future = r.allow
+            s.firstargs.clear()
+            return
+        cm = t._cat_mask.get(r.name)
+        if cm is None:
+            raise _err(r, pos, f"unknown category '@{r.name}' on {t.name}")
+        s.mask = s.mask | cm if r.allow else s.mask & ~cm
+        if s.firstargs:
+            for i in [i for i in s.firstargs if cm >> i & 1]:
+                del s.firstargs[i]
+    elif k == "command":
+        _apply_command(s, r, pos, t)
+    elif k == "keys":
+        if r.perm != "RW" and not t.has_selectors:
+            raise UnsupportedRule(r.text, t.name, "read/write key permissions (%R~, %W~) need Redis 7.0+")
+        if r.text.startswith("%") and not t.has_selectors:
+            raise UnsupportedRule(r.text, t.name, "read/write key permissions (%R~, %W~) need Redis 7.0+")
+        if s.allkeys:
+            raise _err(r, pos, f"key pattern '{r.text}' after allkeys/~* has no effect (use resetkeys first)")
+        old = s.keys.get(r.name, "")
+        s.keys[r.name] = "".join(c for c in "RW" if c in old or c in r.perm)
+    elif k == "allkeys":
+        s.allkeys = True
+        s.keys.clear()
+    elif k == "resetkeys":
+        s.allkeys = False
+        s.keys.clear()
+    elif k == "channel":
+        if s.allchannels:
+            raise _err(
+                r, pos, f"channel pattern '{r.text}' after allchannels/&* has no effect (use resetchannels first)"
+            )
+        if r.name not in s.channels:
+            s.channels.append(r.name)
+    elif k == "allchannels":
+        s.allchannels = True
+        s.channels.clear()
+    elif k == "resetchannels":
+        s.allchannels = False
+        s.channels.clear()
+    elif k in ("db", "alldbs", "resetdbs"):
+        if not t.has_databases:
+            raise UnsupportedRule(r.text, t.name, "per-database rules need Valkey 9.0+")
+        s.dbs = frozenset(r.dbs) if k == "db" else (None if k == "alldbs" else frozenset())
+    else:  # pragma: no cover - parse() produces no other kinds here
+        raise _err(r, pos, f"unexpected rule '{r.text}'")
+
+
+def _apply_command(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
+    cmd = t.lookup(r.name)
+    if cmd is None or cmd.parent is not None:
+        raise _err(r, pos, f"unknown command '{r.name}' on {t.name}")
+    idx = t._index[cmd.name]
+    if r.sub is None:
+        m = t._cmd_mask[cmd.name]
+        s.mask = s.mask | m if r.allow else s.mask & ~m
+        s.firstargs.pop(idx, None)
+        return
+    subs = t.subcommands(cmd.name)
+    if not r.allow:
+        # `-cmd|x` only exists for real subcommands (7.0+); first args can't be denied.
+        full = t.lookup(f"{cmd.name}|{r.sub}")
+        if not subs or full is None:
+            raise _err(r, pos, f"unknown command '{r.name}|{r.sub}' on {t.name}")
+        s.mask &= ~t._cmd_mask[full.name]
+        return
+    if t.has_subcommands:  # 7.0+: the server splits at the last '|'
+        if "|" in r.sub:
+            raise _err(r, pos, f"first arguments of a subcommand can't be allowed: '{r.text}'")
+        if subs:
+            full = t.lookup(f"{cmd.name}|{r.sub}")
+            if full is None:
+                raise _err(r, pos, f"unknown command '{r.name}|{r.sub}' on {t.name}")
+            s.mask |= t._cmd_mask[full.name]
+            return
+        s.firstargs.setdefault(idx, set()).add(r.sub.lower())
+    elif not s.mask >> idx & 1:  # 6.2 records a first arg only while the command is denied
+        s.firstargs.setdefault(idx, set()).add(r.sub.lower())
+
+
+def _compute(rules: str, t: CommandTable) -> Permissions:
+    root = _Sel()
+    selectors: list[SelectorPerms] = []
+    for pos, r in enumerate(parse(rules)):
+        if r.identity:
+            if r.text.lower() == "reset":
+                root = _Sel()
+                selectors.clear()
+            continue
+        if r.kind == "selector":
+            if not t.has_selectors:
+                raise UnsupportedRule(r.text, t.name, "selectors need Redis 7.0+")
+            sel = _Sel()
+            for inner in r.selector:
+                _apply(sel, inner, pos, t)
+            selectors.append(sel.freeze(t))
+        elif r.kind == "clearselectors":
+            if not t.has_selectors:
+                raise UnsupportedRule(r.text, t.name, "selectors need Redis 7.0+")
+            selectors.clear()
+        else:
+            _apply(root, r, pos, t)
+    return Permissions(t.name, root.freeze(t), tuple(sorted(selectors)), t)
+
+
+def effective(rules: str, table: CommandTable) -> Permissions:
+    """Meaning of `ACL SETUSER u reset resetchannels <rules>` on `table`'s server version."""
+    key = " ".join(rules.split())
+    hit = table.cache.get(key)
+    if hit is None:
+        hit = _compute(key, table)
+        table.cache[key] = hit
+    return hit
+
+
+# ---- canonical rule strings --------------------------------------------------------------
+
+
+def command_ops(target: SelectorPerms, t: CommandTable) -> list[str]:
+    """Short rule sequence giving exactly `target`'s command bits: a base (+@all/-@all), then
+    greedily the category rule that fixes most differences, then single commands."""
+    leaf = t._leaf_mask
+    want = target.commands
+    ops = ["+@all" if target.future else "-@all"]
+    cur = leaf if target.future else 0
+    cats = [(c, t._cat_mask[c] & leaf) for c in t.categories if t._cat_mask.get(c)]
+    while True:
+        best = None
+        diff = bin((cur ^ want) & leaf).count("1")
+        for c, m in cats:
+            for allow in (True, False):
+                new = cur | m if allow else cur & ~m
+                gain = diff - bin((new ^ want) & leaf).count("1")
+                if gain >= 2 and (best is None or gain > best[0]):
+                    best = (gain, c, allow, new)
+        if best is None:
+            break
+        ops.append(("+@" if best[2] else "-@") + best[1])
+        cur = best[3]
+    add = want & ~cur & leaf
+    rem = cur & ~want & leaf
+    ops += _name_ops(add, "+", t) + _name_ops(rem, "-", t)
+    ops += [f"+{c}|{a}" for c, a in target.firstargs]
+    return ops
+
+
+def _name_ops(mask: int, sign: str, t: CommandTable) -> list[str]:
+    names = t.names(mask)
+    out: list[str] = []
+    done: set[str] = set()
+    for n in names:
+        parent = n.split("|", 1)[0] if "|" in n else None
+        if parent:
+            if parent in done:
+                continue
+            subs = t.subcommands(parent)
+            if all(t._cmd_mask[s] & mask for s in subs):
+                done.add(parent)
+                out.append(sign + parent)
+                continue
+        out.append(sign + n)
+    return out
+
+
+def selector_rules(sel: SelectorPerms, t: CommandTable, *, root: bool) -> list[str]:
+    out: list[str] = []
+    if sel.allchannels:
+        out.append("&*")
+    else:
+        out.append("resetchannels")
+        out += [f"&{c}" for c in sel.channels]
+    if sel.allkeys:
+        out.append("~*")
+    else:
+        for p, f in sel.keys:
+            out.append(f"~{p}" if f == "RW" else f"%{f}~{p}")
+    if sel.dbs is not None:
+        out.append(f"db={','.join(map(str, sel.dbs))}" if sel.dbs else "resetdbs")
+    out += command_ops(sel, t)
+    return out
+
+
+def canonical_rules(perms: Permissions, t: CommandTable) -> str:
+    parts = selector_rules(perms.root, t, root=True)
+    for sel in perms.selectors:
+        parts.append("(" + " ".join(selector_rules(sel, t, root=False)) + ")")
+    return " ".join(parts)
+
+
+def rules_for(rules: str, table: CommandTable) -> str:
+    """Canonical rule string to send after `reset` so the node ends up with effective(rules, table).
+
+    Starts with `resetchannels` (so Redis 6.2's `acl-pubsub-default allchannels` is not inherited).
+    Raises UnsupportedRule when the node's version can't express the rules.
+    """
+    want = effective(rules, table)
+    text = canonical_rules(want, table)
+    if effective(text, table) != want:  # pragma: no cover - guard: never send a wrong canonical form
+        kept = [r.text for r in parse(rules) if not r.identity]
+        text = " ".join(["resetchannels", *kept])
+    return text
+
+
+# ---- verdicts (what ACL DRYRUN answers) ---------------------------------------------------
+
+
+def check(perms: Permissions, argv: list[str], table: CommandTable | None = None) -> bool:
+    """Would a user with `perms` be allowed to run argv (keys and channels included)?
+
+    Key positions come from the table's first-key/last-key/step; good for simple commands.
+    """
+    t = table or perms.command_table
+    for sel in (perms.root, *perms.selectors):
+        if _check_selector(sel, argv, t):
+            return True
+    return False
+
+
+def _check_selector(sel: SelectorPerms, argv: list[str], t: CommandTable) -> bool:
+    name = argv[0].lower()
+    cmd = t.lookup(name)
+    if cmd is None:
+        return False
+    if t.subcommands(name) and len(argv) > 1:
+        sub = t.lookup(f"{name}|{argv[1].lower()}")
+        if sub is not None:
+            cmd = sub
+    idx = t._index[cmd.name]
+    if not sel.commands >> idx & 1:
+        if not (len(argv) > 1 and (cmd.name, argv[1].lower()) in sel.firstargs):
+            return False
+    if cmd.first_key and not sel.allkeys:
+        last = cmd.last_key if cmd.last_key >= 0 else len(argv) + cmd.last_key
+        need = set(cmd.key_flags)
+        for i in range(cmd.first_key, last + 1, max(cmd.key_step, 1)):
+            if i >= len(argv):
+                break
+            if not any(need <= set(f) and _match(p, argv[i]) for p, f in sel.keys):
+                return False
+    if name in ("publish", "spublish") and len(argv) > 1 and not sel.allchannels:
+        if not any(_match(p, argv[1]) for p in sel.channels):
+            return False
+    if name in ("subscribe", "ssubscribe") and not sel.allchannels:
+        for ch in argv[1:]:
+            if not any(_match(p, ch) for p in sel.channels):
+                return False
+    return True
+
+
+def _match(pattern: str, s: str) -> bool:
+    rx = _GLOB_CACHE.get(pattern)
+    if rx is None:
+        rx = _GLOB_CACHE[pattern] = re.compile(_glob_to_regex(pattern), re.DOTALL)
+    return rx.fullmatch(s) is not None
+
+
+_GLOB_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _glob_to_regex(p: str) -> str:
+    """Redis stringmatchlen() glob: * ? [abc] [^a-z] and backslash escapes."""
+    out = []
+    i = 0
+    while i < len(p):
+        c = p[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\" and i + 1 < len(p):
+            i += 1
+            out.append(re.escape(p[i]))
+        elif c == "[":
+            j = p.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = p[i + 1 : j]
+                neg = body.startswith("^")
+                if neg:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\").replace("]", "\\]")
+                out.append(f"[{'^' if neg else ''}{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)

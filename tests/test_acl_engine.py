@@ -1,0 +1,180 @@
+"""ACL engine against the bundled command tables (no server): equivalence, deltas, rules_for."""
+
+import pytest
+
+from reconciler.acl import (
+    AclSyntaxError,
+    CommandTable,
+    UnsupportedRule,
+    check,
+    describe,
+    describe_delta,
+    effective,
+    rules_for,
+)
+
+TABLES = CommandTable.available()
+
+
+@pytest.fixture(params=TABLES)
+def table(request):
+    return CommandTable.bundled(request.param)
+
+
+def modern(table):
+    return table.has_selectors
+
+
+EQUAL = [
+    ("+@all", "allcommands"),
+    ("-@all +get", "nocommands +get"),
+    ("+get +set", "+set +get"),
+    ("+GET", "+get"),
+    ("+get -get +get", "+get"),
+    ("+@read -@read", ""),
+    ("+@read -@dangerous +set -get", "-@all +@read -@dangerous +set -get"),
+    ("~a ~b", "~b ~a"),
+    ("~a ~a", "~a"),
+    ("~*", "allkeys"),
+    ("~a resetkeys ~b", "~b"),
+    ("&x &y", "&y &x"),
+    ("&*", "allchannels"),
+    ("&x resetchannels", ""),
+    ("+select|0 +select", "+select"),
+    ("+select|0 -select", ""),
+    ("+@all -get +get", "+@all"),
+]
+
+UNEQUAL = [
+    ("+@all -@dangerous", "+@all -@dangerous +flushdb"),  # one command
+    ("+get", "+get +set"),
+    ("+@all", "-@all +@read +@write +@admin +@dangerous +@keyspace +@slow +@fast +@pubsub "
+              "+@connection +@transaction +@scripting +@blocking"),  # future commands differ
+    ("~a", "~a ~b"),  # one key pattern
+    ("~a", "~b"),
+    ("&a", "&a &b"),
+    ("+select|0", "+select|1"),
+    ("+get", ""),
+]
+
+EQUAL_MODERN = [
+    ("%RW~a", "~a"),
+    ("%R~a %W~a", "~a"),
+    ("%R~* %W~*", "~*"),
+    ("%R~* %R~a", "%R~*"),
+    ("(~x +get) (~y +set)", "(~y +set) (~x +get)"),
+    ("(~x +get) clearselectors", ""),
+    ("( ~x  +get )", "(~x +get)"),
+    ("(+get ~x)", "(~x +get)"),
+    ("+config|get +config|set +config|rewrite +config|resetstat +config|help", "+config"),
+]
+
+UNEQUAL_MODERN = [
+    ("(~x +get)", "(~x +get) (~x +get)"),  # selectors are a multiset
+    ("(~x +get)", "(~y +get)"),  # one selector differs
+    ("(~x +get)", ""),
+    ("%R~a", "~a"),
+    ("%R~* ~a", "%R~*"),  # ~a also allows writes to a
+    ("+config", "+config -config|set"),
+]
+
+
+@pytest.mark.parametrize("a,b", EQUAL)
+def test_equal(table, a, b):
+    assert effective(a, table) == effective(b, table)
+    assert hash(effective(a, table)) == hash(effective(b, table))
+
+
+@pytest.mark.parametrize("a,b", UNEQUAL)
+def test_unequal(table, a, b):
+    assert effective(a, table) != effective(b, table)
+
+
+@pytest.mark.parametrize("a,b", EQUAL_MODERN)
+def test_equal_modern(table, a, b):
+    if not modern(table):
+        if a.startswith("+config|"):  # 6.2: first arguments of CONFIG, not subcommands
+            assert effective(a, table) != effective(b, table)
+        else:
+            with pytest.raises(UnsupportedRule):
+                effective(a, table)
+        return
+    assert effective(a, table) == effective(b, table)
+
+
+@pytest.mark.parametrize("a,b", UNEQUAL_MODERN)
+def test_unequal_modern(table, a, b):
+    if not modern(table):
+        pytest.skip("selectors / %R~ / subcommands need 7.0+")
+    assert effective(a, table) != effective(b, table)
+
+
+def test_category_expands_at_time_of_rule(table):
+    p = effective("-@all +@read -keys +set", table)
+    names = set(p.allowed_commands())
+    assert "get" in names and "set" in names and "keys" not in names
+    p = effective("-@all +set +@read -@write", table)
+    assert "set" not in p.allowed_commands()
+
+
+def test_first_arg_kept_only_while_command_denied(table):
+    assert effective("+select|0", table).root.firstargs == (("select", "0"),)
+    assert effective("+select|0 +select", table).root.firstargs == ()
+    cat = next(c for c in ("keyspace", "connection") if "select" in
+               set(effective(f"+@{c}", table).allowed_commands()))
+    assert effective(f"+select|0 -@{cat}", table).root.firstargs == ()
+
+
+def test_unknown_command_and_version_limits(table):
+    with pytest.raises(AclSyntaxError):
+        effective("+nosuchcommand", table)
+    with pytest.raises(AclSyntaxError):
+        effective("-select|0", table)
+    if not table.has_databases:
+        with pytest.raises(UnsupportedRule):
+            effective("db=0", table)
+    else:
+        assert effective("db=3,1", table).root.dbs == (1, 3)
+        assert effective("db=1 alldbs", table).root.dbs is None
+        assert effective("db=1 resetdbs", table).root.dbs == ()
+    if not modern(table):
+        with pytest.raises(UnsupportedRule, match="selectors"):
+            rules_for("+get (~x +set)", table)
+        with pytest.raises(UnsupportedRule):
+            rules_for("%R~x", table)
+
+
+@pytest.mark.parametrize("rules", [r for pair in EQUAL + UNEQUAL for r in pair])
+def test_rules_for_is_exact(table, rules):
+    text = rules_for(rules, table)
+    assert text.split()[0] in ("resetchannels", "&*")
+    assert effective(text, table) == effective(rules, table)
+
+
+def test_describe(table):
+    p = effective("+@all -@dangerous ~billing:*", table)
+    assert describe(p) == ["commands: +@all -@dangerous", "keys: billing:*", "channels: -"]
+    assert describe(effective("", table)) == ["commands: -@all", "keys: -", "channels: -"]
+
+
+def test_describe_delta_marks_dangerous(table):
+    before = effective("~orders:* +@write -flushall", table)
+    after = effective("~orders:* ~orders:archive:* +@write -keys", table)
+    lines = [(d.sign, d.text) for d in describe_delta(before, after)]
+    assert ("!", "grants FLUSHALL (dangerous)") in lines
+    assert ("+", "keys orders:archive:*") in lines
+    back = [(d.sign, d.text) for d in describe_delta(after, before)]
+    assert ("-", "revokes FLUSHALL") in back and ("-", "keys orders:archive:*") in back
+    assert describe_delta(before, before) == []
+    flush = [(d.sign, d.text) for d in describe_delta(effective("+get", table), effective("+get +flushdb", table))]
+    assert flush == [("!", "grants FLUSHDB (dangerous)")]
+
+
+def test_check(table):
+    p = effective("-@all +get +set ~app:* %R~ro:* &chat:*", table) if modern(table) else \
+        effective("-@all +get +set ~app:* &chat:*", table)
+    assert check(p, ["GET", "app:1"])
+    assert not check(p, ["GET", "other"])
+    assert not check(p, ["DEL", "app:1"])
+    if modern(table):
+        assert check(p, ["GET", "ro:1"]) and not check(p, ["SET", "ro:1", "v"])

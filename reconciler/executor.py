@@ -349,7 +349,7 @@ class _NodeRun:
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(f"reconciler: {message}", file=sys.stderr)
 
 
 def _run_instance(

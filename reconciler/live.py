@@ -82,7 +82,9 @@ def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOU
     return client
 
 
-def _parse_info(text: str) -> dict[str, str]:
+def _parse_info(text: str | dict) -> dict[str, str]:
+    if isinstance(text, dict):  # redis-py's INFO callback already parsed it
+        return {k: str(v) for k, v in text.items()}
     out: dict[str, str] = {}
     for line in text.splitlines():
         if ":" in line and not line.startswith("#"):

@@ -23,6 +23,7 @@ from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, today
 from ..model import DesiredState
 from ..plan import Plan
+from ..planner import node_fingerprint
 from ..render import render_text
 from ..state import InstanceState, LiveState, NodeState
 
@@ -85,14 +86,10 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
             continue
         states: list[NodeState] = []
         for node_plan in inst.nodes:
-            client = live.connect(instance, node_plan.address)
-            try:
-                fingerprint = live.acl_fingerprint(client)
-                state = live.read_node(instance, node_plan.address, client)
-            finally:
-                client.close()
+            state = live.read_node(instance, node_plan.address)
             states.append(state)
-            if fingerprint != node_plan.fingerprint:
+            # The planner's own digest of the parsed ACL state: the same function made the plan's.
+            if node_fingerprint(state) != node_plan.fingerprint:
                 problems.append(
                     f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
                     "(fingerprint differs); make a new plan"
@@ -156,8 +153,7 @@ def run_file(args: argparse.Namespace, prompt: Prompt = input) -> int:
     state = manager.read(args.instance)
     plan = manager.plan(state)
     if not plan.has_changes:
-        _present(plan)
-        _out("No changes. The live servers match the file.")
+        _present(plan)  # says "No changes." and lists any findings
         return 0
     problems = safety.check(plan, state, manager.desired, force=args.force)
     if problems:

@@ -485,6 +485,13 @@ class RunningServer:
             cert = (self.tls_material.admin_cert, self.tls_material.admin_key)
         return self.client(cert=cert, **kw)
 
+    def tls_config(self) -> dict[str, str] | None:
+        """The instance's `tls:` mapping for a desired-state YAML (admin certificate)."""
+        if not self.tls or self.tls_material is None:
+            return None
+        m = self.tls_material
+        return {"ca_file": str(m.ca_file), "cert_file": str(m.admin_cert), "key_file": str(m.admin_key)}
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

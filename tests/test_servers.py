@@ -61,6 +61,13 @@ def test_server_answers_and_reports_version(server: RunningServer) -> None:
     assert c.get("k") == "v"
 
 
+@pytest.mark.server
+def test_embedded_valkey_starts(server_factory) -> None:
+    srv = server_factory("valkey-9.1-embedded")
+    assert srv.server == "valkey" and srv.version.startswith("9.1.")
+    assert srv.admin().ping() is True
+
+
 def test_fresh_server_defaults(server: RunningServer) -> None:
     c = server.admin()
     assert c.config_get("save")["save"] == ""
@@ -127,6 +134,8 @@ def test_startup_error_shows_log_tail(server_factory) -> None:
 
 def test_tls_admin_whoami(tls_server: RunningServer) -> None:
     assert tls_server.tls
+    tls = tls_server.tls_config()
+    assert tls is not None and all(Path(p).exists() for p in tls.values())
     assert tls_server.admin().acl_whoami() == "default"
     assert tls_server.admin().config_get("port")["port"] == "0"
 

@@ -178,3 +178,13 @@ def test_check(table):
     assert not check(p, ["DEL", "app:1"])
     if modern(table):
         assert check(p, ["GET", "ro:1"]) and not check(p, ["SET", "ro:1", "v"])
+
+
+def test_reads_acl_list_quirk_but_parse_stays_strict(table):
+    # Servers print a `%RW~*` pattern as `~*` followed by the other patterns.
+    assert effective("~* ~a*", table) == effective("~*", table)
+    assert effective("&* &x", table) == effective("&*", table)
+    with pytest.raises(AclSyntaxError):
+        from reconciler.acl import parse
+
+        parse("~* ~a*")

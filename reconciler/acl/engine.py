@@ -128,8 +128,8 @@ def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
             raise UnsupportedRule(r.text, t.name, "read/write key permissions (%R~, %W~) need Redis 7.0+")
         if r.text.startswith("%") and not t.has_selectors:
             raise UnsupportedRule(r.text, t.name, "read/write key permissions (%R~, %W~) need Redis 7.0+")
-        if s.allkeys:
-            raise _err(r, pos, f"key pattern '{r.text}' after allkeys/~* has no effect (use resetkeys first)")
+        if s.allkeys:  # only in ACL LIST output (a %RW~* pattern printed as ~*); all keys anyway
+            return
         old = s.keys.get(r.name, "")
         s.keys[r.name] = "".join(c for c in "RW" if c in old or c in r.perm)
     elif k == "allkeys":
@@ -140,9 +140,7 @@ def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
         s.keys.clear()
     elif k == "channel":
         if s.allchannels:
-            raise _err(
-                r, pos, f"channel pattern '{r.text}' after allchannels/&* has no effect (use resetchannels first)"
-            )
+            return
         if r.name not in s.channels:
             s.channels.append(r.name)
     elif k == "allchannels":
@@ -194,7 +192,7 @@ def _apply_command(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
 def _compute(rules: str, t: CommandTable) -> Permissions:
     root = _Sel()
     selectors: list[SelectorPerms] = []
-    for pos, r in enumerate(parse(rules)):
+    for pos, r in enumerate(parse(rules, lenient=True)):
         if r.identity:
             if r.text.lower() == "reset":
                 root = _Sel()
@@ -217,7 +215,11 @@ def _compute(rules: str, t: CommandTable) -> Permissions:
 
 
 def effective(rules: str, table: CommandTable) -> Permissions:
-    """Meaning of `ACL SETUSER u reset resetchannels <rules>` on `table`'s server version."""
+    """Meaning of `ACL SETUSER u reset resetchannels <rules>` on `table`'s server version.
+
+    Also reads ACL LIST output, so it does not refuse `~x` after `~*` (servers print that);
+    parse() without lenient does, for validating desired rules.
+    """
     key = " ".join(rules.split())
     hit = table.cache.get(key)
     if hit is None:

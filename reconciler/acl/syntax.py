@@ -99,24 +99,26 @@ def split_rules(rules: str) -> list[str]:
     return out
 
 
-def parse(rules: str) -> list[Rule]:
+def parse(rules: str, *, lenient: bool = False) -> list[Rule]:
     """Parse permission rules (and identity rules, flagged) as ACL SETUSER would take them.
 
     Besides pure syntax this catches the two order errors the server reports on its own
     (`~x` after `~*`/allkeys, `&x` after `&*`/allchannels), since they need no command table.
+    lenient=True skips those: servers print a `%RW~*` pattern as `~*` followed by the other
+    patterns, a line ACL SETUSER itself would refuse.
     """
     tokens = split_rules(rules)
     out: list[Rule] = []
-    root = _State()
+    root = _State(lenient)
     for pos, tok in enumerate(tokens):
         low = tok.lower()
         if low in _IDENTITY_WORDS or tok[0] in "><#!":
             if low == "reset":
-                root = _State()
+                root = _State(lenient)
             out.append(Rule(tok, "identity", identity=True))
             continue
         if tok.startswith("(") and tok.endswith(")"):
-            inner_state = _State()
+            inner_state = _State(lenient)
             inner: list[Rule] = []
             for word in tok[1:-1].split():
                 inner.append(_parse_selector_op(word, pos, inner_state, in_selector=True))
@@ -130,11 +132,12 @@ def parse(rules: str) -> list[Rule]:
 
 
 class _State:
-    __slots__ = ("allkeys", "allchannels")
+    __slots__ = ("allkeys", "allchannels", "lenient")
 
-    def __init__(self) -> None:
+    def __init__(self, lenient: bool = False) -> None:
         self.allkeys = False
         self.allchannels = False
+        self.lenient = lenient
 
 
 def _parse_selector_op(tok: str, pos: int, st: _State, *, in_selector: bool) -> Rule:
@@ -145,13 +148,13 @@ def _parse_selector_op(tok: str, pos: int, st: _State, *, in_selector: bool) -> 
     if low in _IDENTITY_WORDS or low == "clearselectors" or tok[0] in "><#!":
         raise AclSyntaxError(f"'{tok}' is not allowed{where}", tok, pos)
     if low in ("allkeys", "~*"):
-        st.allkeys = True
+        st.allkeys = not st.lenient
         return Rule(tok, "allkeys")
     if low == "resetkeys":
         st.allkeys = False
         return Rule(tok, "resetkeys")
     if low in ("allchannels", "&*"):
-        st.allchannels = True
+        st.allchannels = not st.lenient
         return Rule(tok, "allchannels")
     if low == "resetchannels":
         st.allchannels = False

@@ -231,7 +231,8 @@ def _key_flags(spec: Any) -> str:
         flags = d.get("flags", [])
     flags = {_s(f).lower() for f in flags}
     out = ""
-    if "access" in flags:
+    # variable_flags: access only with an optional argument (SET .. GET); the plain form writes.
+    if "access" in flags and "variable_flags" not in flags:
         out += "R"
     if flags & {"insert", "delete", "update"}:
         out += "W"

@@ -93,8 +93,14 @@ def _parse_info(text: str | dict) -> dict[str, str]:
     return out
 
 
-def _connections_by_user(client_list: str) -> dict[str, int]:
+def _connections_by_user(client_list: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
+    if isinstance(client_list, list):  # redis-py parses CLIENT LIST into dicts
+        for entry in client_list:
+            name = entry.get("user")
+            if name:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
     for line in client_list.splitlines():
         for field in line.split(" "):
             if field.startswith("user="):
@@ -160,8 +166,8 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
         info = _parse_info(info_server)
         server = "valkey" if "valkey_version" in info else "redis"
         version = info.get("valkey_version") or info.get("redis_version", "0.0.0")
-        repl = _parse_info(info_repl) if isinstance(info_repl, str) else {}
-        conns = _connections_by_user(client_list) if isinstance(client_list, str) else {}
+        repl = {} if isinstance(info_repl, Exception) else _parse_info(info_repl)
+        conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
             name, enabled, nopass, hashes, rules = parse_acl_list_line(line)

@@ -188,3 +188,25 @@ def test_reads_acl_list_quirk_but_parse_stays_strict(table):
         from reconciler.acl import parse
 
         parse("~* ~a*")
+
+
+def test_delta_summarizes_large_grants(table):
+    lines = [(d.sign, d.text) for d in describe_delta(effective("-@all", table), effective("+@read", table))]
+    assert ("+", "grants @read") in lines
+    assert ("!", "grants KEYS (dangerous)") in lines
+    lines = [(d.sign, d.text) for d in describe_delta(effective("-@all", table), effective("+@all", table))]
+    assert ("+", "grants all commands") in lines
+    assert ("!", "grants commands added later by modules (+@all)") in lines
+    assert any(s == "!" and "dangerous commands: " in t and "FLUSHALL" in t for s, t in lines)
+
+
+def test_delta_selectors(table):
+    if not modern(table):
+        pytest.skip("selectors need 7.0+")
+    before = effective("+get ~a", table)
+    after = effective("+get ~a (~x +set) (~y +flushall)", table)
+    lines = [(d.sign, d.text) for d in describe_delta(before, after)]
+    assert ("+", "selector (commands: -@all +set; keys: x; channels: -)") in lines
+    assert ("!", "selector (commands: -@all +flushall; keys: y; channels: -)") in lines
+    back = [(d.sign, d.text) for d in describe_delta(after, before)]
+    assert [s for s, _ in back] == ["-", "-"]

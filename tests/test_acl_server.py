@@ -141,6 +141,12 @@ CORPUS = [
     "resetdbs +get",
     "db=3 alldbs",
     "(db=5 ~x +get)",
+    # identity rules are ignored, except that `reset` starts over
+    "~a +@all reset ~b +get",
+    "(~x +get) reset +set",
+    "db=1 reset +get",
+    "on nopass +get",
+    "skip-sanitize-payload +get",
     # refused everywhere
     "+@raed",
     "+nosuchcmd",

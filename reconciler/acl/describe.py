@@ -78,6 +78,30 @@ def _collapse(names: list[str], t: CommandTable, mask: int) -> list[str]:
     return out
 
 
+def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: set[str] = frozenset()) -> str:
+    """Names as written, or, when many, the whole categories they cover plus the rest."""
+    if len(names) - len(skip) <= limit:
+        return ", ".join(_label(n) for n in names if n not in skip)
+    mask = 0
+    for n in names:
+        mask |= t._cmd_mask[n]
+    mask &= t._leaf_mask
+    if mask == t._leaf_mask:
+        return "all commands"
+    left = mask
+    cats: list[str] = []
+    for c in sorted(t.categories, key=lambda c: -bin(t._cat_mask.get(c, 0) & t._leaf_mask).count("1")):
+        cm = t._cat_mask.get(c, 0) & t._leaf_mask
+        if cm and cm & left and cm & ~mask == 0:
+            cats.append("@" + c)
+            left &= ~cm
+    rest = [n for n in _collapse(t.names(left), t, left) if n not in skip]
+    text = ", ".join(cats + [_label(n) for n in rest[:limit]])
+    if len(rest) > limit:
+        text += f" and {len(rest) - limit} more"
+    return text
+
+
 def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable, where: str) -> list[DeltaLine]:
     out: list[DeltaLine] = []
     leaf = t._leaf_mask
@@ -93,10 +117,11 @@ def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable,
         else:
             out += [DeltaLine("!", f"{where}grants {_label(n)} (dangerous)") for n in danger]
         if safe:
-            out.append(DeltaLine("+", f"{where}grants " + ", ".join(_label(n) for n in safe)))
+            # Categories are named over the whole grant; dangerous members have their own "!" lines.
+            out.append(DeltaLine("+", f"{where}grants " + _summary(names, t, skip=set(danger))))
     if revoked:
         names = _collapse(t.names(revoked), t, revoked)
-        out.append(DeltaLine("-", f"{where}revokes " + ", ".join(_label(n) for n in names)))
+        out.append(DeltaLine("-", f"{where}revokes " + _summary(names, t)))
     if after.future and not before.future:
         out.append(DeltaLine("!", f"{where}grants commands added later by modules (+@all)"))
     elif before.future and not after.future:

@@ -196,6 +196,8 @@ def _compute(rules: str, t: CommandTable) -> Permissions:
         if r.identity:
             if r.text.lower() == "reset":
                 root = _Sel()
+                # A `reset` inside the rules takes acl-pubsub-default: allchannels on 6.2.
+                root.allchannels = not t.has_selectors
                 selectors.clear()
             continue
         if r.kind == "selector":

@@ -111,6 +111,11 @@ def parse(rules: str, *, lenient: bool = False) -> list[Rule]:
     out: list[Rule] = []
     root = _State(lenient)
     for pos, tok in enumerate(tokens):
+        if lenient:
+            hit = _LENIENT.get(tok)
+            if hit is not None:
+                out.append(hit)
+                continue
         low = tok.lower()
         if low in _IDENTITY_WORDS or tok[0] in "><#!":
             if low == "reset":
@@ -127,8 +132,16 @@ def parse(rules: str, *, lenient: bool = False) -> list[Rule]:
         if low == "clearselectors":
             out.append(Rule(tok, "clearselectors"))
             continue
-        out.append(_parse_selector_op(tok, pos, root, in_selector=False))
+        rule = _parse_selector_op(tok, pos, root, in_selector=False)
+        if lenient:  # without order checks a token means the same anywhere: memoize (speed)
+            if len(_LENIENT) > 100_000:
+                _LENIENT.clear()
+            _LENIENT[tok] = rule
+        out.append(rule)
     return out
+
+
+_LENIENT: dict[str, Rule] = {}
 
 
 class _State:
@@ -225,8 +238,10 @@ def _parse_key_perm(tok: str, pos: int) -> tuple[str, str]:
     raise AclSyntaxError(f"invalid key permission '{tok}' (expected %R~, %W~ or %RW~)", tok, pos)
 
 
-def parse_acl_list_line(line: str) -> tuple[str, bool, bool, tuple[str, ...], str]:
+def parse_acl_list_line(line: str | bytes) -> tuple[str, bool, bool, tuple[str, ...], str]:
     """'user app on #ab.. ~k* +get' -> (name, enabled, nopass, hashes, permission_rules)."""
+    if isinstance(line, bytes):
+        line = line.decode()
     words = line.split()
     if len(words) < 2 or words[0] != "user":
         raise ValueError(f"not an ACL LIST line: {line[:60]!r}")

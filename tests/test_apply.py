@@ -1,0 +1,358 @@
+"""`reconciler apply` end to end on every server of the matrix: apply, no-op re-apply, drift
+reverted, safety rails, saved plans, mid-apply failure and re-run, secrets never written."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import redis
+
+from executor_support import acl_users, sha, write_calls
+from reconciler import executor
+from reconciler.cli import main
+from servers import RunningServer, no_retry
+
+ADMIN = "admin-plaintext-0c8e2f4a6b1d3957e0f2a4c6"
+TOKENS = {
+    "ORDERS_NEW": "orders-plaintext-4f1c9a7e2b6d8035c1e9f4a2",
+    "ORDERS_OLD": "orders-old-plaintext-7d2e9b04c5a1f386e2d0",
+    "REPORTS": "reports-plaintext-b8e1d3f5a7c90246e8b1d3f5",
+}
+ALL_PLAINTEXTS = [ADMIN, *TOKENS.values()]
+
+BASE = """\
+version: 1
+{extra}instances:
+  cache:
+    nodes: [{{env: T_NODE}}]
+    admin: {{username: default, secret: {{env: T_ADMIN}}}}
+    prune: {prune}
+users:
+  app-orders:
+    acl: "~orders:* +@read +@write -@dangerous"
+    tokens:
+      - id: 2026-11
+        secret: {{env: T_ORDERS_NEW}}
+      - id: 2026-08
+        secret: {{env: T_ORDERS_OLD}}
+  app-reports:
+    acl: "~reports:* +@read -keys"
+    tokens:
+      - id: 2026-10
+        secret: {{env: T_REPORTS}}
+{more}"""
+
+
+class Env:
+    """A server whose `default` user has the admin token, and a desired-state file for it."""
+
+    def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch):
+        self.srv = srv
+        self.tmp = tmp
+        self.file = tmp / "access.yaml"
+        monkeypatch.setenv("T_NODE", srv.address)
+        monkeypatch.setenv("T_ADMIN", ADMIN)
+        for k, v in TOKENS.items():
+            monkeypatch.setenv(f"T_{k}", v)
+        monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+        srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
+        self.write()
+
+    def write(self, *, prune: bool = False, more: str = "", extra: str = "") -> None:
+        self.file.write_text(BASE.format(prune=str(prune).lower(), more=more, extra=extra))
+
+    def admin(self) -> redis.Redis:
+        return self.srv.client("default", ADMIN, retry=no_retry())
+
+    def users(self) -> dict[str, str]:
+        return acl_users(self.admin())
+
+
+@pytest.fixture
+def env(server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    return Env(server, tmp_path, monkeypatch)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def apply_file(env: Env, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    return run(capsys, "apply", "-f", str(env.file), "--auto-approve", *extra)
+
+
+def logs_in(srv: RunningServer, user: str, password: str) -> bool:
+    try:
+        srv.client(user, password, retry=no_retry()).execute_command("AUTH", user, password)
+        return True
+    except redis.AuthenticationError:
+        return False
+
+
+def test_apply_then_no_changes_and_no_writes(env: Env, capsys, monkeypatch) -> None:
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    assert "Apply complete: 2 added, 0 changed, 0 destroyed." in out
+    assert f"cache {env.srv.address} ({'Valkey' if env.srv.server == 'valkey' else 'Redis'} {env.srv.version}): 2 created" in out
+    for user, token in (("app-orders", "ORDERS_NEW"), ("app-orders", "ORDERS_OLD"), ("app-reports", "REPORTS")):
+        assert logs_in(env.srv, user, TOKENS[token])
+    assert not logs_in(env.srv, "app-reports", TOKENS["ORDERS_NEW"])
+
+    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0 and "No changes." in out
+
+    # Second apply: nothing to do, so the executor never runs and no write command is sent.
+    before = write_calls(env.admin())
+    monkeypatch.setattr(executor, "execute", lambda *a, **k: pytest.fail("executor ran on a no-op apply"))
+    code, out, _ = apply_file(env, capsys)
+    assert code == 0 and "No changes." in out
+    after = write_calls(env.admin())
+    if "acl|setuser" in after:  # 7.0+ count subcommands; 6.2's `acl` also counts the reads
+        assert after == before
+
+
+def test_out_of_band_edits_are_reverted(env: Env, capsys) -> None:
+    assert apply_file(env, capsys)[0] == 0
+    admin = env.admin()
+    admin.execute_command("ACL", "SETUSER", "app-orders", "+flushall", ">rogue-password", "~*")
+    admin.execute_command("ACL", "SETUSER", "app-reports", "off")
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    assert "0 added, 2 changed, 0 destroyed" in out
+    assert not logs_in(env.srv, "app-orders", "rogue-password")
+    assert logs_in(env.srv, "app-reports", TOKENS["REPORTS"])
+    app = env.srv.client("app-orders", TOKENS["ORDERS_NEW"], retry=no_retry())
+    assert app.set("orders:1", "v") is True
+    for forbidden in (("FLUSHALL",), ("SET", "other:1", "v")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app.execute_command(*forbidden)
+    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out
+
+
+def test_lockout_refused(env: Env, capsys) -> None:
+    before = env.users()
+    # Manages `default` (the admin) without the admin's token and without ACL rights.
+    env.write(
+        more=(
+            "  default:\n"
+            '    acl: "~* +@all -@admin"\n'
+            "    tokens:\n"
+            "      - id: new\n"
+            f"        sha256: {sha('some-other-token')}\n"
+        )
+    )
+    code, out, err = apply_file(env, capsys)
+    assert code == 1
+    assert "refusing to apply: cache " + env.srv.address + ": admin user default: the plan removes the token" in err
+    assert "the plan revokes commands the reconciler needs: ACL|SETUSER" in err
+    assert "nothing was changed" in err
+    assert env.users() == before
+    # Keeping the admin token and rights is fine.
+    env.write(
+        more=(
+            "  default:\n"
+            '    acl: "~* &* +@all"\n'
+            "    tokens:\n"
+            "      - id: admin\n"
+            "        secret: {env: T_ADMIN}\n"
+        )
+    )
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+
+
+def test_delete_threshold_needs_force(env: Env, capsys) -> None:
+    assert apply_file(env, capsys)[0] == 0
+    admin = env.admin()
+    for i in range(8):
+        admin.execute_command("ACL", "SETUSER", f"stray-{i}", "on", ">x", "~*", "+get")
+    env.write(prune=True)
+    before = env.users()
+    code, out, err = apply_file(env, capsys)
+    assert code == 1
+    # 11 live users (default, 2 managed, 8 strays), 8 deletions = 72%.
+    assert f"cache {env.srv.address}: the plan deletes 8 of 11 users (72%), more than max_delete_percent 30" in err
+    assert "--force" in err
+    assert env.users() == before
+    code, out, err = apply_file(env, capsys, "--force")
+    assert code == 0, err
+    assert "0 added, 0 changed, 8 destroyed" in out
+    assert set(env.users()) == {"default", "app-orders", "app-reports"}
+
+
+def test_delete_threshold_below_ten_users_is_free(env: Env, capsys) -> None:
+    admin = env.admin()
+    for i in range(3):
+        admin.execute_command("ACL", "SETUSER", f"stray-{i}", "on", ">x")
+    env.write(prune=True)
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    assert "2 added, 0 changed, 3 destroyed" in out
+
+
+def test_saved_plan_refused_when_stale_then_applied(env: Env, capsys) -> None:
+    plan_file = env.tmp / "plan.json"
+    code, _, err = run(capsys, "plan", "-f", str(env.file), "--out", str(plan_file))
+    assert code == 0, err
+    env.admin().execute_command("ACL", "SETUSER", "someone", "on", ">x")
+    before = env.users()
+    code, out, err = run(capsys, "apply", str(plan_file), "--auto-approve")
+    assert code == 1
+    assert f"{plan_file} is stale: cache {env.srv.address}: live ACLs changed since the plan was made" in err
+    assert env.users() == before
+
+    code, _, err = run(capsys, "plan", "-f", str(env.file), "--out", str(plan_file))
+    assert code == 0, err
+    code, out, err = run(capsys, "apply", str(plan_file), "--auto-approve")
+    assert code == 0, err
+    assert "Apply complete: 2 added" in out
+    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out
+
+
+def test_refuses_without_tty_unless_auto_approve(env: Env, capsys) -> None:
+    before = env.users()
+    code, out, err = run(capsys, "apply", "-f", str(env.file))
+    assert code == 1
+    assert "refusing to apply without a terminal to confirm on; pass --auto-approve" in err
+    assert env.users() == before
+
+
+def _with_hook(monkeypatch: pytest.MonkeyPatch, hook: Callable[[str, str, str, int], None]) -> Callable[[], None]:
+    """Make the command's executor run one change per batch and call `hook` between batches;
+    returns the function that puts the real executor back."""
+    real = executor.execute
+    monkeypatch.setattr(executor, "execute", functools.partial(real, batch_size=1, between_batches=hook))
+    return lambda: monkeypatch.setattr(executor, "execute", real)
+
+
+def test_server_killed_mid_apply_then_rerun_converges(env: Env, capsys, monkeypatch) -> None:
+    def hook(inst: str, addr: str, step: str, n: int) -> None:
+        if n == 1:
+            env.srv.kill()
+
+    restore = _with_hook(monkeypatch, hook)
+    code, out, err = apply_file(env, capsys)
+    assert code == 1
+    assert "apply stopped on instance cache:" in err
+    assert f"node {env.srv.address}" in err and "FAILED: connection lost during setuser batch 2" in err
+    assert "applied (1): create app-orders" in err
+    assert "sent, no reply (in doubt) (1): create app-reports" in err
+    env.srv.restart()  # in-memory ACLs are gone: a fresh node with a nopass default
+    env.srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
+    restore()
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out
+
+
+def test_command_refused_mid_apply_then_rerun_converges(env: Env, capsys, monkeypatch) -> None:
+    env.admin().execute_command("ACL", "SETUSER", "rescue", "on", ">rescue", "~*", "&*", "+@all")
+    rescue = env.srv.client("rescue", "rescue", retry=no_retry())
+
+    def hook(inst: str, addr: str, step: str, n: int) -> None:
+        if n == 1:  # someone takes the admin's ACL rights away half-way
+            rescue.execute_command("ACL", "SETUSER", "default", "-acl")
+
+    restore = _with_hook(monkeypatch, hook)
+    code, out, err = apply_file(env, capsys)
+    assert code == 1
+    assert "server refused 1 command(s): app-reports:" in err
+    assert "applied (1): create app-orders" in err
+    assert "refused (1): create app-reports" in err
+    assert "not applied (1): persist" in err
+    live = acl_users(rescue)
+    assert "app-orders" in live and "app-reports" not in live
+    rescue.execute_command("ACL", "SETUSER", "default", "+@all")
+    restore()
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    assert "1 added, 0 changed" in out
+
+
+def test_secrets_never_leave_the_process(env: Env, capsys, monkeypatch) -> None:
+    audit = env.tmp / "audit.jsonl"
+    plan_file = env.tmp / "plan.json"
+    outputs: list[str] = []
+
+    def go(*argv: str) -> int:
+        code, out, err = run(capsys, *argv)
+        outputs.extend((out, err))
+        return code
+
+    assert go("plan", "-f", str(env.file), "--out", str(plan_file), "--format", "json") == 0
+    assert go("plan", "-f", str(env.file), "--format", "markdown") == 0
+    assert go("apply", str(plan_file), "--auto-approve", "--audit-log", str(audit)) == 0
+    env.admin().execute_command("ACL", "SETUSER", "app-orders", "off")
+    assert go("apply", "-f", str(env.file), "--auto-approve", "--audit-log", str(audit)) == 0
+
+    def hook(inst: str, addr: str, step: str, n: int) -> None:
+        env.srv.kill()
+
+    env.admin().execute_command("ACL", "DELUSER", "app-orders", "app-reports")
+    _with_hook(monkeypatch, hook)
+    assert go("apply", "-f", str(env.file), "--auto-approve", "--audit-log", str(audit)) == 1
+    texts = {"output": "\n".join(outputs), "plan file": plan_file.read_text(), "audit log": audit.read_text()}
+    for where, text in texts.items():
+        for secret in ALL_PLAINTEXTS:
+            assert secret not in text, f"a token's plaintext is in the {where}"
+    # The audit log carries 8-hex prefixes, never a full hash (plans carry them by design).
+    for secret in ALL_PLAINTEXTS:
+        assert sha(secret) not in texts["audit log"]
+    records = [json.loads(line) for line in texts["audit log"].splitlines()]
+    assert {r["result"].split(":")[0] for r in records} >= {"ok", "in-doubt"}
+    assert any(t["sha256"] == sha(TOKENS["ORDERS_NEW"])[:8] and t["id"] == "2026-11" for r in records for t in r["tokens"])
+
+
+def test_audit_log_from_the_file(env: Env, capsys) -> None:
+    env.write(extra="audit_log: audit.jsonl\n")
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (env.tmp / "audit.jsonl").read_text().splitlines()]
+    assert [(r["action"], r["user"], r["result"]) for r in records] == [
+        ("create", "app-orders", "ok"),
+        ("create", "app-reports", "ok"),
+        ("persist", "", "ok"),
+    ]
+
+
+def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
+    """verify() re-reads the touched nodes and re-plans: a hand-made plan that leaves work undone fails."""
+    from executor_support import create, node_plan, plan
+    from reconciler import config
+    from reconciler.errors import ApplyError
+
+    from datetime import date
+
+    desired = config.load(str(env.file), today=date(2026, 11, 23))
+    partial = plan(
+        "cache",
+        node_plan(
+            env.srv.address,
+            create("app-orders", "~orders:* +@read +@write -@dangerous", tokens=(("a", TOKENS["ORDERS_NEW"]),)),
+        ),
+    )
+    executor.execute(partial, desired, warn=lambda m: None)
+    with pytest.raises(ApplyError) as info:
+        executor.verify(partial, desired, today=date(2026, 11, 23))
+    assert str(info.value) == (
+        f"did not converge on node {env.srv.address} (cache): update app-orders, create app-reports"
+    )
+    # The plan-only check used for saved plans sees the hand-made plan as done.
+    from reconciler import live
+
+    fresh = {("cache", env.srv.address): live.read_node(desired.instances["cache"], env.srv.address)}
+    assert executor.verify_targets(partial, fresh) == []
+    env.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
+    fresh = {("cache", env.srv.address): live.read_node(desired.instances["cache"], env.srv.address)}
+    assert executor.verify_targets(partial, fresh) == [
+        f"did not converge on node {env.srv.address} (cache): create app-orders"
+    ]

@@ -54,6 +54,7 @@ class Token:
     source: str = "sha256"  # "env:NAME" | "file:PATH" | "sha256" -- a reference, never the value
     plaintext: Secret | None = field(default=None, repr=False, compare=False)
     line: int = 0
+    note: str | None = None  # free text from the file, shown next to the token in plans
 
     @property
     def prefix(self) -> str:
@@ -122,6 +123,7 @@ class Instance:
     discover: bool = True
     kill_sessions_on_revoke: bool = False
     line: int = 0
+    timeout_seconds: float = 5.0  # connect and command timeout per node
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,95 @@
+"""Load the desired-state YAML: file -> YAML with line marks -> JSON Schema -> semantic checks
+-> secrets resolved -> frozen DesiredState. Every problem is collected and raised together as a
+ConfigError (one `FILE:LINE: YAML.PATH: message` line each, sorted by line).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date
+from typing import Mapping
+
+from ..errors import ConfigError, Problem
+from ..model import DesiredState
+from . import schema as _schema
+from .build import Builder, emit_warnings, format_path
+from .yamlsrc import MAX_BYTES, SourceError, decode, parse
+
+__all__ = ["load", "format_path"]
+
+
+def load(
+    path: str,
+    *,
+    allow_expired: bool = False,
+    today: date | None = None,
+    resolve_secrets: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> DesiredState:
+    """Read and check `path` (named in messages exactly as given).
+
+    allow_expired: expired `expires` dates are not errors (plan/drift remove and report them).
+    resolve_secrets: False skips reading {env}/{file} secrets (tokens from them get sha256 "",
+        admin.secret None, and a node {env: NAME} whose variable is unset stays "env:NAME").
+    environ: where {env: NAME} is looked up (default os.environ).
+    Warnings (e.g. a secret file readable by others) go to stderr.
+    """
+    today = today or date.today()
+    text = _read(path)
+    try:
+        src = parse(text)
+    except SourceError as exc:
+        raise ConfigError([Problem(path, exc.line, format_path(exc.path), exc.message)]) from None
+
+    problems = [Problem(path, p.line, format_path(p.path), p.message) for p in src.problems]
+    version = src.data.get("version")
+    if "version" in src.data and version != 1:
+        shown = repr(version) if isinstance(version, (int, float, str, type(None))) else "this value"
+        problems.append(
+            Problem(path, src.line_of(("version",)), "version", f"unsupported version {shown} (this reconciler reads version: 1)")
+        )
+        raise ConfigError(problems)
+
+    for sp in _schema.check(src.data):
+        problems.append(Problem(path, src.line_of(sp.path), format_path(sp.path), sp.message))
+
+    builder = Builder(
+        src=src,
+        base_dir=os.path.dirname(path),
+        today=today,
+        allow_expired=allow_expired,
+        resolve_secrets=resolve_secrets,
+        environ=os.environ if environ is None else environ,
+    )
+    state = builder.build(path)
+    for issue in builder.issues:
+        if not issue.warning:
+            problems.append(Problem(path, issue.line or src.line_of(issue.path), format_path(issue.path), issue.message))
+    emit_warnings(builder.issues, src.line_of, path, sys.stderr.write)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))  # same problem found twice: say it once
+    return state
+
+
+def _read(path: str) -> str:
+    def fail(message: str, line: int = 0) -> ConfigError:
+        return ConfigError([Problem(path, line, "", message)])
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    if not os.path.isfile(path):
+        raise fail("not a regular file")
+    if st.st_size > MAX_BYTES:
+        raise fail(f"file is too large ({st.st_size / 1e6:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MiB)", 1)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    try:
+        return decode(raw)
+    except SourceError as exc:
+        raise fail(exc.message, exc.line) from None

@@ -1,0 +1,196 @@
+"""JSON Schema validation with errors mapped to YAML lines and worded for people.
+
+Messages never echo a value the user wrote (it might be a secret pasted in the wrong
+place), except enum-like choices and key names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..errors import ReconcilerError
+from .yamlsrc import Path, type_name
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
+SCHEMA_FILE = FsPath(__file__).resolve().parents[2] / "schemas" / "desired-state.schema.json"
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    try:
+        with open(SCHEMA_FILE, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise ReconcilerError(f"cannot read the schema {SCHEMA_FILE}: {exc.strerror} (broken installation?)") from None
+
+
+@functools.lru_cache(maxsize=1)
+def validator() -> "Draft202012Validator":
+    # Imported here: jsonschema is the slowest import, and files that fail earlier don't need it.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema())
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    path: Path
+    message: str
+    key_line: bool = False  # path names a key (unknown key): point at the key itself
+
+
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def check(data: Any) -> list[SchemaProblem]:
+    out: list[SchemaProblem] = []
+    for error in validator().iter_errors(data):
+        out.extend(_explain(error))
+    # When a value has the wrong type, other complaints about the same value are noise.
+    mistyped = {p.path for p in out if p.message.startswith("expected ") and ", got " in p.message}
+    # Several schema branches can report the same thing; keep the first of each.
+    seen: set[tuple[Path, str]] = set()
+    unique = []
+    for p in out:
+        if p.path in mistyped and not (p.message.startswith("expected ") and ", got " in p.message):
+            continue
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            unique.append(p)
+    return unique
+
+
+def _custom(error: "ValidationError") -> str | None:
+    msg = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if isinstance(msg, dict):
+        return msg.get(error.validator)
+    if isinstance(msg, str) and error.validator not in ("additionalProperties", "required", "dependentRequired"):
+        return msg
+    return None
+
+
+def _explain(error: "ValidationError") -> Iterator[SchemaProblem]:
+    path: Path = tuple(error.absolute_path)
+    kind = error.validator
+    if "propertyNames" in error.schema_path:
+        # jsonschema reports a bad key at its mapping; point at the key itself.
+        message = _custom(error) or "invalid name"
+        yield SchemaProblem(path + (error.instance,), f"{message}: {_short(error.instance)}", key_line=True)
+        return
+    if kind in ("anyOf", "oneOf"):
+        branch = _single_plausible_branch(error)
+        if branch is not None:
+            for sub in branch:
+                yield from _explain(sub)
+            return
+    custom = _custom(error)
+    if custom:
+        yield SchemaProblem(path, custom)
+        return
+    value = error.instance
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        for key in sorted(k for k in value if k not in allowed):
+            yield SchemaProblem(path + (key,), _unknown_key(key, allowed), key_line=True)
+        return
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in value]
+        for key in missing:
+            yield SchemaProblem(path, f"missing required key '{key}'")
+        return
+    if kind == "dependentRequired":
+        for key, needs in error.validator_value.items():
+            if key in value:
+                for other in needs:
+                    if other not in value:
+                        yield SchemaProblem(path, f"'{key}' needs '{other}' too")
+        return
+    if kind == "type":
+        expected = error.validator_value
+        words = " or ".join(_TYPE_WORDS.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
+        hint = ""
+        if expected == "boolean" and isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
+            hint = " (write true or false; yes/no/on/off are strings in YAML 1.2)"
+        yield SchemaProblem(path, f"expected {words}, got {type_name(value)}{hint}")
+        return
+    if kind == "enum":
+        yield SchemaProblem(path, f"{_short(value)} is not one of: {', '.join(map(str, error.validator_value))}")
+        return
+    if kind == "const":
+        yield SchemaProblem(path, f"must be {error.validator_value!r}")
+        return
+    if kind == "minProperties":
+        yield SchemaProblem(path, "must not be empty")
+        return
+    if kind == "minItems":
+        yield SchemaProblem(path, f"needs at least {error.validator_value} item(s)")
+        return
+    if kind == "uniqueItems":
+        yield SchemaProblem(path, "items must be unique (listed twice)")
+        return
+    if kind == "minLength":
+        yield SchemaProblem(path, "must not be empty")
+        return
+    if kind in ("minimum", "exclusiveMinimum"):
+        op = ">=" if kind == "minimum" else ">"
+        yield SchemaProblem(path, f"must be {op} {error.validator_value}")
+        return
+    if kind in ("maximum", "exclusiveMaximum"):
+        op = "<=" if kind == "maximum" else "<"
+        yield SchemaProblem(path, f"must be {op} {error.validator_value}")
+        return
+    if kind == "pattern":
+        yield SchemaProblem(path, "has an invalid format")
+        return
+    yield SchemaProblem(path, f"invalid ({kind})")
+
+
+def _single_plausible_branch(error: "ValidationError") -> "list[ValidationError] | None":
+    """For anyOf/oneOf: if exactly one branch matches the value's type, its errors explain best."""
+    if error.validator == "oneOf" and not error.context:
+        return None  # valid under several branches
+    branches: "dict[int, list[ValidationError]]" = {}
+    for sub in error.context or ():
+        branches.setdefault(sub.schema_path[0], []).append(sub)
+    n_branches = len(error.validator_value)
+    plausible = [
+        errs
+        for errs in branches.values()
+        if not any(e.validator in ("type", "const") and not e.relative_path for e in errs)
+    ]
+    # A branch without errors can't exist here (the value would be valid), so branches
+    # missing from `branches` don't count.
+    if len(plausible) == 1 and len(branches) == n_branches:
+        errs = plausible[0]
+        # Branches that are just `required: [x]` (oneOf of alternatives) say little on their own.
+        if all(e.validator == "required" and not e.relative_path for e in errs):
+            return None
+        return errs
+    return None
+
+
+def _unknown_key(key: Any, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key {_short(key)} ({hint}expected one of: {', '.join(allowed)})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,111 @@
+"""Secret references: `{env: NAME}` and `{file: PATH}` -> Secret + sha256, at load time.
+
+The plaintext stays inside `Secret` (whose str/repr hide it); everything else carries only
+the reference ("env:NAME", "file:PATH") and the sha256. Messages never include plaintext.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from .model import Secret
+
+MAX_SECRET_BYTES = 64 * 1024  # a bigger "secret file" is the wrong file
+
+
+class SecretError(Exception):
+    """A reference that can't be resolved; str() names the reference, never a value."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    source: str  # "env:NAME" | "file:PATH" (PATH as written in the YAML)
+    sha256: str
+    secret: Secret = field(repr=False, compare=False)
+
+
+def sha256_hex(plaintext: str) -> str:
+    """What Redis/Valkey store for a password and accept as `#<sha256>`."""
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def describe(ref: Mapping[str, str]) -> str:
+    if "env" in ref:
+        return f"env:{ref['env']}"
+    return f"file:{ref.get('file')}"
+
+
+def resolve_path(base_dir: str, path: str) -> str:
+    """Relative paths are relative to the YAML file's folder (base_dir as the user gave it)."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path) or not base_dir:
+        return path
+    return os.path.join(base_dir, path)
+
+
+def read_env(name: str, environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    if value is None:
+        raise SecretError(f"environment variable {name} is not set")
+    if value == "":
+        raise SecretError(f"environment variable {name} is empty")
+    return value
+
+
+def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) -> str:
+    """Read a secret file; one trailing newline is stripped. `shown` is the path for messages."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SecretError(f"secret file {shown} not found") from None
+    except OSError as exc:
+        raise SecretError(f"secret file {shown}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SecretError(f"secret file {shown} is not a regular file")
+    if st.st_size > MAX_SECRET_BYTES:
+        raise SecretError(f"secret file {shown} is too large for a secret ({st.st_size} bytes)")
+    if warn is not None and st.st_mode & 0o044:
+        warn(
+            f"secret file {shown} is readable by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod 600 {shown}"
+        )
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise SecretError(f"secret file {shown}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretError(f"secret file {shown} is not UTF-8 text") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+        if text.endswith("\r"):
+            text = text[:-1]
+    if text == "":
+        raise SecretError(f"secret file {shown} is empty")
+    if "\n" in text:
+        raise SecretError(f"secret file {shown} has more than one line")
+    return text
+
+
+def resolve(
+    ref: Mapping[str, str],
+    base_dir: str,
+    *,
+    warn: Callable[[str], None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """Resolve one `{env: NAME}` / `{file: PATH}` reference. Raises SecretError."""
+    if "env" in ref:
+        value = read_env(ref["env"], environ)
+    elif "file" in ref:
+        value = read_file(resolve_path(base_dir, ref["file"]), ref["file"], warn)
+    else:
+        raise SecretError("a secret reference is {env: NAME} or {file: PATH}")
+    return Resolved(describe(ref), sha256_hex(value), Secret(value))

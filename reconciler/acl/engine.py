@@ -354,6 +354,8 @@ def _check_selector(sel: SelectorPerms, argv: list[str], t: CommandTable) -> boo
                 break
             if not any(need <= set(f) and _match(p, argv[i]) for p, f in sel.keys):
                 return False
+    if sel.dbs is not None and not _db_allowed(sel.dbs, cmd, argv):
+        return False
     if name in ("publish", "spublish") and len(argv) > 1 and not sel.allchannels:
         if not any(_match(p, argv[1]) for p in sel.channels):
             return False
@@ -361,6 +363,38 @@ def _check_selector(sel: SelectorPerms, argv: list[str], t: CommandTable) -> boo
         for ch in argv[1:]:
             if not any(_match(p, ch) for p in sel.channels):
                 return False
+    return True
+
+
+_DB_SCRIPTS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+
+
+def _db_allowed(dbs: tuple[int, ...], cmd, argv: list[str], current: int = 0) -> bool:
+    """Valkey 9 database rules as ACL DRYRUN applies them (measured on 9.1.2): keyspace commands
+    need the current database, SELECT/MOVE/SWAPDB/COPY..DB the ones they name, FLUSHALL all."""
+    name = cmd.name
+    allowed = set(dbs)
+
+    def num(i: int) -> int | None:
+        try:
+            return int(argv[i])
+        except (IndexError, ValueError):
+            return None
+
+    if name == "flushall":
+        return False  # needs alldbs
+    if name == "select":
+        return num(1) in allowed
+    if name == "swapdb":
+        return num(1) in allowed and num(2) in allowed
+    if name == "move":
+        return current in allowed and num(2) in allowed
+    if name == "copy":
+        up = [a.upper() for a in argv]
+        if "DB" in up and up.index("DB") + 1 < len(argv):
+            return current in allowed and num(up.index("DB") + 1) in allowed
+    if cmd.categories & {"read", "write", "keyspace"} or name in _DB_SCRIPTS:
+        return current in allowed
     return True
 
 

@@ -356,3 +356,32 @@ def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
     assert executor.verify_targets(partial, fresh) == [
         f"did not converge on node {env.srv.address} (cache): create app-orders"
     ]
+
+
+class _Terminal:
+    """stdin that claims to be a terminal and answers `answer`."""
+
+    def __init__(self, answer: str):
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer + "\n"
+
+
+@pytest.mark.parametrize(("answer", "applied"), [("yes", True), ("y", False), ("no", False)])
+def test_asks_on_a_terminal(env: Env, capsys, monkeypatch, answer: str, applied: bool) -> None:
+    monkeypatch.setattr("sys.stdin", _Terminal(answer))
+    monkeypatch.setattr("builtins.input", lambda prompt="": (print(prompt, end=""), answer)[1])
+    before = env.users()
+    code, out, err = run(capsys, "apply", "-f", str(env.file))
+    assert "Only 'yes' will be accepted." in out
+    if applied:
+        assert code == 0, err
+        assert {"app-orders", "app-reports"} <= set(env.users())
+    else:
+        assert code == 1
+        assert "apply cancelled; nothing was changed" in err
+        assert env.users() == before

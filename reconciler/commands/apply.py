@@ -39,12 +39,12 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def _confirm(args: argparse.Namespace, prompt: Prompt = input) -> bool:
+def _confirm(args: argparse.Namespace, prompt: Prompt | None = None) -> bool:
     if args.auto_approve:
         return True
     if not sys.stdin.isatty():
         raise ReconcilerError("refusing to apply without a terminal to confirm on; pass --auto-approve")
-    answer = prompt("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ")
+    answer = (prompt or input)("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ")
     return answer.strip() == "yes"
 
 
@@ -148,7 +148,7 @@ def _present(plan: Plan) -> None:
     _out(render_text(plan, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
 
 
-def run_file(args: argparse.Namespace, prompt: Prompt = input) -> int:
+def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     manager = Manager.from_file(args.file)
     state = manager.read(args.instance)
     plan = manager.plan(state)
@@ -167,7 +167,7 @@ def run_file(args: argparse.Namespace, prompt: Prompt = input) -> int:
     return _execute(args, plan, manager.desired, lambda: executor.verify(plan, manager.desired, today=day))
 
 
-def run_saved(args: argparse.Namespace, prompt: Prompt = input) -> int:
+def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     plan = _load_saved(args.plan_file)
     source = args.file or plan.source
     manager = Manager.from_file(source)

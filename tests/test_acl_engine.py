@@ -210,3 +210,16 @@ def test_delta_selectors(table):
     assert ("!", "selector (commands: -@all +flushall; keys: y; channels: -)") in lines
     back = [(d.sign, d.text) for d in describe_delta(after, before)]
     assert [s for s, _ in back] == ["-", "-"]
+
+
+def test_commands_of_other_versions_are_unsupported_not_unknown():
+    from reconciler.acl import known_command
+
+    old = CommandTable.bundled("redis-6.2.14")
+    with pytest.raises(UnsupportedRule, match="sort_ro"):
+        effective("+sort_ro", old)
+    with pytest.raises(UnsupportedRule, match="config\\|set"):
+        effective("+@all -config|set", old)
+    with pytest.raises(AclSyntaxError, match="unknown command 'gett'"):
+        effective("+gett", old)
+    assert known_command("GET") and known_command("config|get") and not known_command("gett")

@@ -42,6 +42,20 @@ CONTRACT (other modules code against exactly these names; keep them stable):
         "user app on #ab.. ~k* +get" -> (name, enabled, nopass, hashes, permission_rules)
 """
 
+from reconciler.acl import describe as _describe
+from reconciler.acl import engine as _engine
+from reconciler.acl import syntax as _syntax
+from reconciler.acl import table as _table
+from reconciler.acl.describe import DANGEROUS_COMMANDS, describe, describe_delta
+from reconciler.acl.engine import (
+    Permissions,
+    SelectorPerms,
+    canonical_rules,
+    check,
+    effective,
+    known_command,
+    rules_for,
+)
 from reconciler.acl.syntax import (
     KNOWN_CATEGORIES,
     AclSyntaxError,
@@ -51,40 +65,7 @@ from reconciler.acl.syntax import (
     parse_acl_list_line,
     split_rules,
 )
+from reconciler.acl.table import CommandInfo, CommandTable
+from reconciler.plan import DeltaLine
 
-__all__ = [
-    "AclSyntaxError",
-    "UnsupportedRule",
-    "KNOWN_CATEGORIES",
-    "Rule",
-    "parse",
-    "split_rules",
-    "parse_acl_list_line",
-]
-
-from reconciler.acl.table import CommandInfo, CommandTable  # noqa: E402
-from reconciler.acl.engine import (  # noqa: E402
-    Permissions,
-    SelectorPerms,
-    canonical_rules,
-    check,
-    effective,
-    rules_for,
-)
-from reconciler.acl.describe import DANGEROUS_COMMANDS, describe, describe_delta  # noqa: E402
-from reconciler.plan import DeltaLine  # noqa: E402
-
-__all__ += [
-    "CommandInfo",
-    "CommandTable",
-    "Permissions",
-    "SelectorPerms",
-    "effective",
-    "rules_for",
-    "canonical_rules",
-    "check",
-    "describe",
-    "describe_delta",
-    "DANGEROUS_COMMANDS",
-    "DeltaLine",
-]
+__all__ = [*_syntax.__all__, *_table.__all__, *_engine.__all__, *_describe.__all__, "canonical_rules", "DeltaLine"]

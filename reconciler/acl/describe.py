@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from reconciler.acl.engine import Permissions, SelectorPerms, command_ops
+from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops
 from reconciler.acl.table import CommandTable
 from reconciler.plan import DeltaLine
 
@@ -61,23 +61,6 @@ def _label(name: str) -> str:
     return name.replace("|", " ").upper()
 
 
-def _collapse(names: list[str], t: CommandTable, mask: int) -> list[str]:
-    """Subcommands are shown as their container when all of them change together."""
-    out: list[str] = []
-    done: set[str] = set()
-    for n in names:
-        parent = n.split("|", 1)[0] if "|" in n else None
-        if parent:
-            if parent in done:
-                continue
-            if all(t._cmd_mask[s] & mask for s in t.subcommands(parent)):
-                done.add(parent)
-                out.append(parent)
-                continue
-        out.append(n)
-    return out
-
-
 def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: set[str] = frozenset()) -> str:
     """Names as written, or, when many, the whole categories they cover plus the rest."""
     if len(names) - len(skip) <= limit:
@@ -95,7 +78,7 @@ def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: set[str] 
         if cm and cm & left and cm & ~mask == 0:
             cats.append("@" + c)
             left &= ~cm
-    rest = [n for n in _collapse(t.names(left), t, left) if n not in skip]
+    rest = [n for n in collapse(t.names(left), t, left) if n not in skip]
     text = ", ".join(cats + [_label(n) for n in rest[:limit]])
     if len(rest) > limit:
         text += f" and {len(rest) - limit} more"
@@ -108,7 +91,7 @@ def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable,
     granted = after.commands & ~before.commands & leaf
     revoked = before.commands & ~after.commands & leaf
     if granted:
-        names = _collapse(t.names(granted), t, granted)
+        names = collapse(t.names(granted), t, granted)
         danger = [n for n in names if _is_dangerous(n, t)]
         safe = [n for n in names if n not in danger]
         if len(danger) > _ONE_LINE_EACH:
@@ -120,7 +103,7 @@ def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable,
             # Categories are named over the whole grant; dangerous members have their own "!" lines.
             out.append(DeltaLine("+", f"{where}grants " + _summary(names, t, skip=set(danger))))
     if revoked:
-        names = _collapse(t.names(revoked), t, revoked)
+        names = collapse(t.names(revoked), t, revoked)
         out.append(DeltaLine("-", f"{where}revokes " + _summary(names, t)))
     if after.future and not before.future:
         out.append(DeltaLine("!", f"{where}grants commands added later by modules (+@all)"))

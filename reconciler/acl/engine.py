@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse
 from reconciler.acl.table import CommandTable
 
-__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check"]
+__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "known_command"]
 
 
 @dataclass(frozen=True, order=True)
@@ -106,6 +106,27 @@ def _err(rule: Rule, pos: int, msg: str) -> AclSyntaxError:
     return AclSyntaxError(msg, rule.text, pos)
 
 
+def _unknown(rule: Rule, pos: int, name: str, t: CommandTable) -> ValueError:
+    """Unknown here: UnsupportedRule when another supported version has it, else a syntax error."""
+    if known_command(name):
+        return UnsupportedRule(rule.text, t.name, f"'{name}' does not exist in this version")
+    return _err(rule, pos, f"unknown command '{name}'")
+
+
+_KNOWN: frozenset[str] | None = None
+
+
+def known_command(name: str) -> bool:
+    """Is `name` ("get", "config|get") a command of any bundled server version?"""
+    global _KNOWN
+    if _KNOWN is None:
+        names: set[str] = set()
+        for table_name in CommandTable.available():
+            names.update(c.name for c in CommandTable.bundled(table_name).commands)
+        _KNOWN = frozenset(names)
+    return name.lower() in _KNOWN
+
+
 def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
     k = r.kind
     if k == "category":
@@ -116,7 +137,7 @@ def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
             return
         cm = t._cat_mask.get(r.name)
         if cm is None:
-            raise _err(r, pos, f"unknown category '@{r.name}' on {t.name}")
+            raise UnsupportedRule(r.text, t.name, f"category '@{r.name}' does not exist in this version")
         s.mask = s.mask | cm if r.allow else s.mask & ~cm
         if s.firstargs:
             for i in [i for i in s.firstargs if cm >> i & 1]:
@@ -160,7 +181,7 @@ def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
 def _apply_command(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
     cmd = t.lookup(r.name)
     if cmd is None or cmd.parent is not None:
-        raise _err(r, pos, f"unknown command '{r.name}' on {t.name}")
+        raise _unknown(r, pos, r.name, t)
     idx = t._index[cmd.name]
     if r.sub is None:
         m = t._cmd_mask[cmd.name]
@@ -172,7 +193,7 @@ def _apply_command(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
         # `-cmd|x` only exists for real subcommands (7.0+); first args can't be denied.
         full = t.lookup(f"{cmd.name}|{r.sub}")
         if not subs or full is None:
-            raise _err(r, pos, f"unknown command '{r.name}|{r.sub}' on {t.name}")
+            raise _unknown(r, pos, f"{r.name}|{r.sub}", t)
         s.mask &= ~t._cmd_mask[full.name]
         return
     if t.has_subcommands:  # 7.0+: the server splits at the last '|'
@@ -181,7 +202,7 @@ def _apply_command(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
         if subs:
             full = t.lookup(f"{cmd.name}|{r.sub}")
             if full is None:
-                raise _err(r, pos, f"unknown command '{r.name}|{r.sub}' on {t.name}")
+                raise _unknown(r, pos, f"{r.name}|{r.sub}", t)
             s.mask |= t._cmd_mask[full.name]
             return
         s.firstargs.setdefault(idx, set()).add(r.sub.lower())
@@ -226,6 +247,8 @@ def effective(rules: str, table: CommandTable) -> Permissions:
     hit = table.cache.get(key)
     if hit is None:
         hit = _compute(key, table)
+        if len(table.cache) > 200_000:
+            table.cache.clear()
         table.cache[key] = hit
     return hit
 
@@ -262,7 +285,11 @@ def command_ops(target: SelectorPerms, t: CommandTable) -> list[str]:
 
 
 def _name_ops(mask: int, sign: str, t: CommandTable) -> list[str]:
-    names = t.names(mask)
+    return [sign + n for n in collapse(t.names(mask), t, mask)]
+
+
+def collapse(names: list[str], t: CommandTable, mask: int) -> list[str]:
+    """Subcommands are named by their container when all of them are in `mask`."""
     out: list[str] = []
     done: set[str] = set()
     for n in names:
@@ -270,12 +297,11 @@ def _name_ops(mask: int, sign: str, t: CommandTable) -> list[str]:
         if parent:
             if parent in done:
                 continue
-            subs = t.subcommands(parent)
-            if all(t._cmd_mask[s] & mask for s in subs):
+            if all(t._cmd_mask[s] & mask for s in t.subcommands(parent)):
                 done.add(parent)
-                out.append(sign + parent)
+                out.append(parent)
                 continue
-        out.append(sign + n)
+        out.append(n)
     return out
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = ["CommandInfo", "CommandTable"]
+
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 FORMAT = 1
 

@@ -263,7 +263,18 @@ def test_enum_and_range(tmp_path: Path) -> None:
 
 def test_version_problems(tmp_path: Path) -> None:
     p = one(write(tmp_path, "version: '1'\ninstances: {}\nbogus: 1\n"))
-    assert (p.line, p.message) == (1, "unsupported version '1' (this reconciler reads version: 1)")
+    assert (p.line, p.message) == (1, "version is the string '1': write version: 1 (a number, no quotes)")
+    p = one(write(tmp_path, "# v\nversion: '>Secret-ish'\n"))
+    assert (p.line, p.message) == (2, "unsupported version (this reconciler reads version: 1)")
+
+
+def test_values_shaped_like_passwords_are_never_echoed(tmp_path: Path) -> None:
+    body = BLOCK_HEAD + "    persist: '>Hunter2-pw'\n    provider: '<Other-pw'\n"
+    found = problems(write(tmp_path, body))
+    assert [p.message for p in found] == [
+        "'>…' is not one of: auto, acl-save, config-rewrite, none",
+        "'<…' is not one of: redis, redis-software, memorystore",
+    ]
 
 
 def test_tls_client_auth_required_values(tmp_path: Path) -> None:

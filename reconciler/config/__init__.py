@@ -13,7 +13,7 @@ from typing import Mapping
 from ..errors import ConfigError, Problem
 from ..model import DesiredState
 from . import schema as _schema
-from .build import Builder, emit_warnings, format_path
+from .build import Builder, emit_warnings, format_path, redact
 from .yamlsrc import MAX_BYTES, SourceError, decode, parse
 
 __all__ = ["load", "format_path"]
@@ -40,16 +40,19 @@ def load(
     try:
         src = parse(text)
     except SourceError as exc:
-        raise ConfigError([Problem(path, exc.line, format_path(exc.path), exc.message)]) from None
+        raise ConfigError(_clean([Problem(path, exc.line, format_path(exc.path), exc.message)])) from None
 
     problems = [Problem(path, p.line, format_path(p.path), p.message) for p in src.problems]
     version = src.data.get("version")
     if "version" in src.data and version != 1:
-        shown = repr(version) if isinstance(version, (int, float, str, type(None))) else "this value"
-        problems.append(
-            Problem(path, src.line_of(("version",)), "version", f"unsupported version {shown} (this reconciler reads version: 1)")
-        )
-        raise ConfigError(problems)
+        if isinstance(version, str) and version.strip() == "1":
+            message = "version is the string '1': write version: 1 (a number, no quotes)"
+        elif isinstance(version, int) and not isinstance(version, bool):
+            message = f"unsupported version {version} (this reconciler reads version: 1)"
+        else:
+            message = "unsupported version (this reconciler reads version: 1)"
+        problems.append(Problem(path, src.line_of(("version",)), "version", message))
+        raise ConfigError(_clean(problems))
 
     for sp in _schema.check(src.data):
         problems.append(Problem(path, src.line_of(sp.path), format_path(sp.path), sp.message))
@@ -68,8 +71,14 @@ def load(
             problems.append(Problem(path, issue.line or src.line_of(issue.path), format_path(issue.path), issue.message))
     emit_warnings(builder.issues, src.line_of, path, sys.stderr.write)
     if problems:
-        raise ConfigError(list(dict.fromkeys(problems)))  # same problem found twice: say it once
+        raise ConfigError(_clean(problems))
     return state
+
+
+def _clean(problems: list[Problem]) -> list[Problem]:
+    """Say each problem once, and never echo anything shaped like a password rule ('>…')."""
+    out = [Problem(p.file, p.line, redact(p.path), redact(p.message)) for p in problems]
+    return list(dict.fromkeys(out))
 
 
 def _read(path: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
 
-from .. import acl, secrets
+from .. import acl, certs, secrets
 from ..model import (
     Admin,
     Certificate,
@@ -46,12 +46,13 @@ _IDENTITY_HINTS = {
     "sanitize-payload": "payload sanitisation flags are not managed by the reconciler",
     "skip-sanitize-payload": "payload sanitisation flags are not managed by the reconciler",
 }
-_REDACT = re.compile(r"(?<![\w~%&@|])([<>!#])[^\s')]+")
+_REDACT = re.compile(r"""(['"])([<>!#])(?!…\1).*?\1""")
 
 
 def redact(message: str) -> str:
-    """'>hunter2' -> '>…': never echo something that may be a password."""
-    return _REDACT.sub(lambda m: m.group(1) + "…", message)
+    """A quoted '>hunter2' -> '>…': never echo something that may be a password.
+    Every echoed value is quoted, so unquoted text ('must be <= 100') is left alone."""
+    return _REDACT.sub(lambda m: f"{m.group(1)}{m.group(2)}…{m.group(1)}", message)
 
 
 def format_path(path: Path) -> str:
@@ -621,11 +622,18 @@ class Builder:
                             "maps certificates to users by CN (tls_client_auth.user_field: CN)",
                         )
             cert_file = _str(spec.get("cert_file"))
+            info = None
+            if cert_file:  # inventory: subject, chain to each instance's CA, clientAuth (certs.check)
+                cas = [(n, instances[n].tls.ca_file) for n in user_instances if instances[n].tls and instances[n].tls.ca_file]
+                info, cert_problems = certs.check(self.path_of(cert_file), parsed, cas)
+                for msg in cert_problems:
+                    self.problem(where + ("cert_file",), msg)
             out.append(
                 Certificate(
                     subject=subject,
                     cert_file=self.path_of(cert_file) if cert_file else None,
                     line=self.line(where),
+                    info=info,
                 )
             )
         return tuple(out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
 
-from .. import acl, certs, secrets
+from .. import acl, secrets
 from ..model import (
     Admin,
     Certificate,
@@ -622,18 +622,11 @@ class Builder:
                             "maps certificates to users by CN (tls_client_auth.user_field: CN)",
                         )
             cert_file = _str(spec.get("cert_file"))
-            info = None
-            if cert_file:  # inventory: subject, chain to each instance's CA, clientAuth (certs.check)
-                cas = [(n, instances[n].tls.ca_file) for n in user_instances if instances[n].tls and instances[n].tls.ca_file]
-                info, cert_problems = certs.check(self.path_of(cert_file), parsed, cas)
-                for msg in cert_problems:
-                    self.problem(where + ("cert_file",), msg)
             out.append(
                 Certificate(
                     subject=subject,
                     cert_file=self.path_of(cert_file) if cert_file else None,
                     line=self.line(where),
-                    info=info,
                 )
             )
         return tuple(out)

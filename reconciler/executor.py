@@ -253,6 +253,7 @@ class _NodeRun:
                 self._pipelined(client, "setuser")
                 self._pipelined(client, "deluser")
                 self._pipelined(client, "kill")
+                self._config(client)
                 self._persist(client)
             finally:
                 try:
@@ -326,6 +327,30 @@ class _NodeRun:
         self._record(c.action, c.user, OK, detail, c)
         return ""
 
+    def _config(self, client: Any) -> None:
+        """CONFIG SET for managed settings (tls_client_auth); CONFIG REWRITE when the server has a config file."""
+        if not self.node.config:
+            return
+        self._check_stop()
+        self.result.started = True
+        for cc in self.node.config:
+            label = f"{cc.parameter} {cc.after}"
+            try:
+                client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
+            except Exception as exc:
+                self._record("config", label, FAILED, str(exc))
+                self._fail(f"CONFIG SET {label} refused: {exc}")
+                raise _Stop
+            self._record("config", label, OK, f"was {cc.before}")
+        if any(cc.rewrite for cc in self.node.config) and self.node.persist != "config-rewrite":
+            try:
+                client.execute_command("CONFIG", "REWRITE")
+            except Exception as exc:
+                self._record("config", "rewrite", FAILED, str(exc))
+                self._fail(f"CONFIG REWRITE after CONFIG SET failed: {exc}")
+                raise _Stop
+            self._record("config", "rewrite", OK)
+
     def _persist(self, client: Any) -> None:
         self._check_stop()
         mode = self.node.persist
@@ -362,7 +387,7 @@ def _run_instance(
     between_batches: BatchHook | None,
     warn: Callable[[str], None],
 ) -> list[NodeResult]:
-    nodes = [n for n in inst_plan.nodes if n.changes]
+    nodes = [n for n in inst_plan.nodes if n.has_changes]
     stop = threading.Event()
     runs = [
         _NodeRun(
@@ -401,7 +426,7 @@ def execute(
     connect = connect or _default_connect()
     result = ApplyResult()
     for inst_plan in plan.instances:
-        if not any(n.changes for n in inst_plan.nodes):
+        if not any(n.has_changes for n in inst_plan.nodes):
             continue
         instance = desired.instances.get(inst_plan.name)
         if instance is None:
@@ -428,7 +453,7 @@ def execute(
 
 
 def _touched_nodes(plan: Plan) -> dict[str, list[NodePlan]]:
-    return {i.name: [n for n in i.nodes if n.changes] for i in plan.instances if any(n.changes for n in i.nodes)}
+    return {i.name: [n for n in i.nodes if n.has_changes] for i in plan.instances if any(n.has_changes for n in i.nodes)}
 
 
 def _describe_left(changes: Sequence[UserChange]) -> str:
@@ -449,14 +474,12 @@ def verify(
 
     Only the touched nodes are re-read, so the re-plan covers exactly them.
     """
-    if read_node is None:
-        from . import live
+    if read_node is None or replan is None:
+        from . import live, planner
 
-        read_node = live.read_node
-    if replan is None:
-        from . import planner
-
-        replan = planner.plan
+        read_node = read_node or live.read_node
+        # Command tables read off nodes whose version has no bundled table.
+        replan = replan or (lambda d, s, today: planner.plan(d, s, today=today, tables=live.tables()))
     touched = _touched_nodes(plan)
     if not touched:
         return
@@ -473,6 +496,9 @@ def verify(
         for node in inst.nodes:
             if node.changes:
                 problems.append(f"did not converge on node {node.address} ({inst.name}): {_describe_left(node.changes)}")
+            elif node.config:
+                left = ", ".join(f"{cc.parameter} {cc.after}" for cc in node.config)
+                problems.append(f"did not converge on node {node.address} ({inst.name}): CONFIG {left}")
     if problems:
         raise ApplyError("\n".join(problems))
 

@@ -385,3 +385,36 @@ def test_asks_on_a_terminal(env: Env, capsys, monkeypatch, answer: str, applied:
         assert code == 1
         assert "apply cancelled; nothing was changed" in err
         assert env.users() == before
+
+
+def test_apply_over_tls(tls_server: RunningServer, tmp_path: Path, capsys, monkeypatch) -> None:
+    env = Env(tls_server, tmp_path, monkeypatch)
+    mat = tls_server.tls_material
+    assert mat is not None
+    text = env.file.read_text().replace(
+        "    prune: false\n",
+        "    prune: false\n"
+        f"    tls: {{ca_file: {mat.ca_file}, cert_file: {mat.admin_cert}, key_file: {mat.admin_key}}}\n",
+    )
+    env.file.write_text(text)
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    assert "Apply complete: 2 added" in out
+    assert logs_in(tls_server, "app-reports", TOKENS["REPORTS"])
+    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out
+
+
+def test_primary_and_replica_both_get_the_users(server: RunningServer, server_factory, tmp_path: Path, capsys, monkeypatch) -> None:
+    """ACLs do not replicate: every node is written, in parallel, and verified."""
+    replica = server_factory(server.id, extra_config=[f"replicaof {server.host} {server.port}"])
+    env = Env(server, tmp_path, monkeypatch)
+    replica.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
+    env.file.write_text(env.file.read_text().replace("[{env: T_NODE}]", f'[{{env: T_NODE}}, "{replica.address}"]'))
+    code, out, err = apply_file(env, capsys)
+    assert code == 0, err
+    assert f"cache {server.address} " in out and f"cache {replica.address} " in out
+    for srv in (server, replica):
+        assert logs_in(srv, "app-orders", TOKENS["ORDERS_NEW"])
+    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out

@@ -105,7 +105,6 @@ def test_full_model(tmp_path: Path) -> None:
                 note: remove after apps moved
             certificates:
               - subject: "CN=app,OU=payments,O=Acme,C=US"
-                cert_file: certs/app.pem
           off-user:
             enabled: false
             tokens: []
@@ -150,7 +149,7 @@ def test_full_model(tmp_path: Path) -> None:
     assert t2.note == "remove after apps moved"
     assert (t1.line, t2.line) == (30, 34)
     assert app.certificates[0].subject == "CN=app,OU=payments,O=Acme,C=US"
-    assert app.certificates[0].cert_file == f"{d}/certs/app.pem"
+    assert app.certificates[0].cert_file is None
     off = state.users["off-user"]
     assert off.instances == ("prod", "staging")  # default: every instance
     assert off.enabled is False and off.tokens == () and off.tokens_declared is True
@@ -462,6 +461,34 @@ users:
         (14, "users.svc.certificates[3].subject", "subject listed twice (first at line 11)"),
         (15, "users.svc.certificates[4].subject", "subject listed twice (first at line 11)"),
     ]
+
+
+def _self_signed(path: Path, cn: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=400)).sign(key, hashes.SHA256())
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def test_cert_file_is_relative_to_the_yaml(tmp_path: Path, monkeypatch) -> None:
+    _self_signed(tmp_path / "conf" / "certs" / "app.pem", "app")
+    write(tmp_path / "conf", HEAD + "users:\n  app:\n    certificates: [{subject: 'CN=app,O=Acme', cert_file: certs/app.pem}]\n")
+    monkeypatch.chdir(tmp_path)
+    state = load("conf/access.yaml", environ={}, today=TODAY)
+    assert state.users["app"].certificates[0].cert_file == "conf/certs/app.pem"
 
 
 def test_cert_only_user(tmp_path: Path) -> None:

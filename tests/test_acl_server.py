@@ -208,6 +208,8 @@ def test_bundled_table_matches_server(live):
     srv, client, table = live
     bundled = CommandTable.bundled(table.name)
     assert bundled == table
+    for opts in ({"decode_responses": False}, {"protocol": 3}):
+        assert CommandTable.read(srv.client(**opts), srv.server, srv.version) == table, opts
     assert json.loads(json.dumps(table.to_json())) == bundled.to_json()
     assert CommandTable.nearest(srv.server, srv.version).name == table.name
 

@@ -227,7 +227,7 @@ def _s(x: Any) -> str:
 
 def _key_flags(spec: Any) -> str:
     if isinstance(spec, dict):
-        flags = spec.get("flags", [])
+        flags = {_s(k): v for k, v in spec.items()}.get("flags", [])
     else:  # RESP2 flat list: ["flags", [...], "begin_search", ...]
         d = {_s(spec[i]): spec[i + 1] for i in range(0, len(spec) - 1, 2)}
         flags = d.get("flags", [])

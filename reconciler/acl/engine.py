@@ -305,7 +305,7 @@ def collapse(names: list[str], t: CommandTable, mask: int) -> list[str]:
     return out
 
 
-def selector_rules(sel: SelectorPerms, t: CommandTable, *, root: bool) -> list[str]:
+def selector_rules(sel: SelectorPerms, t: CommandTable) -> list[str]:
     out: list[str] = []
     if sel.allchannels:
         out.append("&*")
@@ -324,9 +324,9 @@ def selector_rules(sel: SelectorPerms, t: CommandTable, *, root: bool) -> list[s
 
 
 def canonical_rules(perms: Permissions, t: CommandTable) -> str:
-    parts = selector_rules(perms.root, t, root=True)
+    parts = selector_rules(perms.root, t)
     for sel in perms.selectors:
-        parts.append("(" + " ".join(selector_rules(sel, t, root=False)) + ")")
+        parts.append("(" + " ".join(selector_rules(sel, t)) + ")")
     return " ".join(parts)
 
 

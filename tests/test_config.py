@@ -243,6 +243,25 @@ def test_schema_messages_do_not_echo_values(tmp_path: Path) -> None:
     assert p.message == "expected a sha256: 64 lowercase hex characters"
 
 
+def test_secret_reference_shapes(tmp_path: Path) -> None:
+    body = HEAD + (
+        "users:\n  app:\n    tokens:\n"
+        "      - {id: a, secret: Plaintext-Pasted-Here}\n"
+        "      - {id: b, secret: {env: A, file: b}}\n"
+        "      - {id: c, secret: {}}\n"
+        "      - {id: d, secret: {vault: x}}\n"
+    )
+    found = [(p.line, p.path, p.message) for p in problems(write(tmp_path, body))]
+    shape = "a secret reference is {env: NAME} or {file: PATH} (exactly one)"
+    assert found == [
+        (7, "users.app.tokens[0].secret", shape),
+        (8, "users.app.tokens[1].secret", shape),
+        (9, "users.app.tokens[2].secret", shape),
+        (10, "users.app.tokens[3].secret.vault", "unknown key 'vault' (expected one of: env, file)"),
+    ]
+    assert "Plaintext" not in str(found)
+
+
 def test_invalid_names(tmp_path: Path) -> None:
     p = one(write(tmp_path, HEAD + "users:\n  'bad name':\n    acl: '+get'\n"))
     assert p.line == 5 and p.path == 'users["bad name"]'

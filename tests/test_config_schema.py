@@ -71,6 +71,14 @@ def test_every_property_has_a_description_and_objects_are_closed() -> None:
     assert open_objects == []
 
 
+def test_error_messages_are_editor_compatible() -> None:
+    # yaml-language-server shows `errorMessage` and expects a string; per-keyword wording
+    # lives in `x-errorMessages`, which editors ignore.
+    found = [(p, n["errorMessage"]) for p, n in _walk(SCHEMA) if "errorMessage" in n]
+    assert len(found) >= 10
+    assert all(isinstance(m, str) for _, m in found)
+
+
 @pytest.mark.parametrize(
     "ref, good, bad",
     [

@@ -210,7 +210,7 @@ class Builder:
 
     def resolve_secret(self, ref: Any, path: Path, what: str) -> tuple[str, secrets.Resolved | None]:
         """-> (source reference, resolved or None). Problems are recorded with `what` in front."""
-        if not isinstance(ref, dict) or len(ref) != 1 or not isinstance(next(iter(ref.values())), str):
+        if not isinstance(ref, dict) or set(ref) not in ({"env"}, {"file"}) or not isinstance(next(iter(ref.values())), str):
             return "", None  # the schema reported it
         source = secrets.describe(ref)
         if not self.resolve_secrets:

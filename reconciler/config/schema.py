@@ -105,9 +105,14 @@ def check(data: Any) -> list[SchemaProblem]:
 
 
 def _custom(error: "ValidationError") -> str | None:
-    msg = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
-    if isinstance(msg, dict):
-        return msg.get(error.validator)
+    """The schema's own wording: `x-errorMessages` per keyword, else `errorMessage` (a string,
+    as yaml-language-server shows it) for anything but unknown/missing keys."""
+    if not isinstance(error.schema, dict):
+        return None
+    per_keyword = error.schema.get("x-errorMessages")
+    if isinstance(per_keyword, dict) and error.validator in per_keyword:
+        return per_keyword[error.validator]
+    msg = error.schema.get("errorMessage")
     if isinstance(msg, str) and error.validator not in ("additionalProperties", "required", "dependentRequired"):
         return msg
     return None

@@ -4,7 +4,9 @@ the planner needs in one pipelined round trip (plus the command table once per v
 from __future__ import annotations
 
 import hashlib
+import os
 import ssl
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,15 +31,95 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _describe_error(exc: BaseException) -> str:
+# OpenSSL texts -> what failed, in words an operator can act on. Checked in order.
+_TLS_FAILURES = (
+    ("hostname mismatch", "TLS: hostname mismatch: the server certificate is not valid for {name}"),
+    ("ip address mismatch", "TLS: hostname mismatch: the server certificate is not valid for {name}"),
+    ("certificate has expired", "TLS: the server certificate has expired"),
+    ("certificate is not yet valid", "TLS: the server certificate is not valid yet"),
+    ("unable to get local issuer certificate", "TLS: unknown CA: the server certificate is not signed by a CA in {ca}"),
+    ("self-signed certificate", "TLS: unknown CA: the server certificate is not signed by a CA in {ca}"),
+    ("self signed certificate", "TLS: unknown CA: the server certificate is not signed by a CA in {ca}"),
+    ("certificate signature failure", "TLS: unknown CA: the server certificate is not signed by a CA in {ca}"),
+    ("alert certificate expired", "TLS: the server refused our client certificate {cert}: it has expired"),
+    ("alert unknown ca", "TLS: the server refused our client certificate {cert}: unknown CA (not signed by the server's tls-ca-cert-file)"),
+    ("alert bad certificate", "TLS: the server refused our client certificate {cert}"),
+    ("alert decrypt error", "TLS: the server refused our client certificate {cert} (signature does not verify: not signed by a CA in its tls-ca-cert-file?)"),
+    ("alert certificate required", "TLS: the server requires a client certificate (tls-auth-clients yes); set tls.cert_file and tls.key_file"),
+    ("wrong version number", "TLS: the server did not answer TLS (is this a plain-text port?)"),
+    # TLS 1.3: the server's verdict on our certificate may arrive as a plain close.
+    ("eof occurred in violation of protocol", "TLS: the server closed the connection during the handshake: it refused our client certificate {cert} (not signed by a CA in its tls-ca-cert-file?)"),
+)
+
+
+def _describe_tls(text: str, instance: Instance | None, address: str) -> str | None:
+    low = text.lower()
+    tls = instance.tls if instance is not None else None
+    name = (tls.server_name if tls and tls.server_name else split_address(address)[0]) if address else "the node"
+    ca = (tls.ca_file if tls and tls.ca_file else "the system trust store")
+    cert = (tls.cert_file if tls and tls.cert_file else "(none)")
+    if "eof occurred in violation of protocol" in low and not (tls and tls.cert_file):
+        low = "alert certificate required"  # no certificate of ours to refuse: it wants one
+    for needle, message in _TLS_FAILURES:
+        if needle in low:
+            return message.format(name=name, ca=ca, cert=cert) + f" ({text.strip()})"
+    if "certificate_verify_failed" in low:
+        return f"TLS verification failed: {text}"
+    return None
+
+
+def _describe_error(exc: BaseException, instance: Instance | None = None, address: str = "") -> str:
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "invalid username-password" in str(exc):
         return "AUTH failed"
     text = str(exc) or type(exc).__name__
+    tls = _describe_tls(text, instance, address)
+    if tls is not None:
+        return tls
     if isinstance(exc, redis.TimeoutError):
         return f"timed out ({text})"
-    if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS verification failed: {text}"
     return text
+
+
+class _NamedSSLConnection(redis.connection.SSLConnection):
+    """SSLConnection that checks the server certificate against `tls.server_name` (and sends it
+    as SNI) instead of the address it connects to; redis-py uses the host for both."""
+
+    def __init__(self, *args: Any, ssl_server_name: str | None = None, **kwargs: Any):
+        self.ssl_server_name = ssl_server_name
+        super().__init__(*args, **kwargs)
+
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        if not self.ssl_server_name:
+            return super()._wrap_socket_with_ssl(sock)
+        host, self.host = self.host, self.ssl_server_name
+        try:
+            return super()._wrap_socket_with_ssl(sock)
+        finally:
+            self.host = host
+
+
+def _tls_files_problem(instance: Instance) -> str | None:
+    """Checks we can make before connecting: files readable, our own certificate in date."""
+    from . import certs
+
+    tls = instance.tls
+    assert tls is not None
+    for what, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if path and not os.path.isfile(path):
+            return f"TLS: tls.{what} {path} cannot be read"
+    if bool(tls.cert_file) != bool(tls.key_file):
+        return "TLS: tls.cert_file and tls.key_file go together"
+    if tls.cert_file:
+        try:
+            info = certs.inspect(tls.cert_file)
+        except certs.CertError as exc:
+            return f"TLS: tls.cert_file: {exc}"
+        now = datetime.now(timezone.utc)
+        if info.not_after < now:
+            return f"TLS: our client certificate {tls.cert_file} has expired (not after {info.not_after:%Y-%m-%d %H:%M} UTC); servers refuse it"
+        if info.not_before > now:
+            return f"TLS: our client certificate {tls.cert_file} is not valid yet (not before {info.not_before:%Y-%m-%d %H:%M} UTC)"
+    return None
 
 
 def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
@@ -59,26 +141,33 @@ def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOU
         kwargs["username"] = admin.username
     if instance.tls is not None:
         tls = instance.tls
-        kwargs.update(
-            ssl=True,
+        problem = _tls_files_problem(instance)
+        if problem:
+            raise LiveError(f"{instance.name} {address}: {problem}")
+        # rediss:// semantics: verify the chain and the name (tls.server_name, else the node's host).
+        pool = redis.ConnectionPool(
+            connection_class=_NamedSSLConnection,
             ssl_ca_certs=tls.ca_file,
             ssl_certfile=tls.cert_file,
             ssl_keyfile=tls.key_file,
             ssl_cert_reqs="required",
-            ssl_check_hostname=bool(tls.server_name),
+            ssl_check_hostname=True,
+            ssl_server_name=tls.server_name,
+            **kwargs,
         )
-        if tls.server_name:
-            kwargs["host"] = host
-    client = redis.Redis(**kwargs)
+        client = redis.Redis.from_pool(pool)  # closing the client closes the pool
+    else:
+        client = redis.Redis(**kwargs)
     try:
         client.ping()
     except redis.RedisError as exc:
         client.close()
-        who = f" for user {admin.username}" if "AUTH" in _describe_error(exc) else ""
-        raise LiveError(f"{instance.name} {address}: {_describe_error(exc)}{who}") from None
-    except OSError as exc:
+        why = _describe_error(exc, instance, address)
+        who = f" for user {admin.username}" if "AUTH" in why else ""
+        raise LiveError(f"{instance.name} {address}: {why}{who}") from None
+    except (OSError, ssl.SSLError) as exc:
         client.close()
-        raise LiveError(f"{instance.name} {address}: {_describe_error(exc)}") from None
+        raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
     return client
 
 
@@ -192,7 +281,7 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
             tls=tls_on,
         )
     except redis.RedisError as exc:
-        raise LiveError(f"{instance.name} {address}: {_describe_error(exc)}") from None
+        raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
     finally:
         if own:
             client.close()

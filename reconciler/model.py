@@ -7,7 +7,7 @@ never show the value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 SENSITIVE = "(sensitive value)"
@@ -62,10 +62,39 @@ class Token:
 
 
 @dataclass(frozen=True)
+class CertInfo:
+    """The inventory of one certificate file (its first certificate, the leaf)."""
+
+    path: str
+    subject: str  # RFC 4514, as cryptography prints it ("CN=app,OU=payments,O=Acme,C=US")
+    issuer: str
+    serial: str  # hex, lower case
+    sha256: str  # fingerprint of the DER encoding, hex lower case
+    not_before: datetime
+    not_after: datetime
+    client_auth: bool | None  # EKU clientAuth: True/False, None when the EKU extension is absent
+    attributes: tuple[tuple[str, str], ...] = ()  # (SHORT NAME, value) of the subject
+
+    def expires_on(self) -> date:
+        return self.not_after.date()
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "sha256": self.sha256,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class Certificate:
     subject: str  # "CN=app,OU=payments,O=Acme,C=US"
     cert_file: str | None = None  # resolved path (relative paths already joined to the YAML's folder)
     line: int = 0
+    info: CertInfo | None = field(default=None, compare=False)  # inventory of cert_file, read at load
 
 
 @dataclass(frozen=True)

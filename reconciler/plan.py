@@ -65,6 +65,16 @@ class UserChange:
 
 
 @dataclass(frozen=True)
+class ConfigChange:
+    """A server setting the file manages (tls_client_auth), sent as `CONFIG SET parameter after`."""
+
+    parameter: str  # "tls-auth-clients" | "tls-auth-clients-user"
+    before: str
+    after: str
+    rewrite: bool = False  # CONFIG REWRITE afterwards (the server has a config file)
+
+
+@dataclass(frozen=True)
 class Finding:
     kind: str  # unmanaged_user | unmanaged_token | token_expired | token_expiring | token_age | nopass | persist | cert_expiring ...
     message: str
@@ -83,10 +93,11 @@ class NodePlan:
     fingerprint: str  # sha256 of the node's live ACL state when planned
     changes: tuple[UserChange, ...] = ()
     persist: str = "none"  # "acl-save" | "config-rewrite" | "none" | "warn"
+    config: tuple[ConfigChange, ...] = ()  # CONFIG SET, sent after the user changes, before persist
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes) or bool(self.config)
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(n.changes for i in self.instances for n in i.nodes)
+        return any(n.has_changes for i in self.instances for n in i.nodes)
 
     def counts(self) -> Counts:
         """Distinct (instance, user, action): a user created on 6 nodes is 1 to add."""
@@ -130,6 +141,8 @@ class Plan:
             for node in inst.nodes:
                 for c in node.changes:
                     seen.add((inst.name, c.user, c.action))
+                for cc in node.config:
+                    seen.add((inst.name, f"config {cc.parameter}", "update"))
         return Counts(
             add=sum(1 for s in seen if s[2] == "create"),
             change=sum(1 for s in seen if s[2] == "update"),
@@ -166,7 +179,14 @@ class Plan:
                 name=i["name"],
                 topology=i["topology"],
                 nodes=tuple(
-                    NodePlan(**{**n, "changes": tuple(change(c) for c in n["changes"])}) for n in i["nodes"]
+                    NodePlan(
+                        **{
+                            **n,
+                            "changes": tuple(change(c) for c in n["changes"]),
+                            "config": tuple(ConfigChange(**cc) for cc in n.get("config", ())),
+                        }
+                    )
+                    for n in i["nodes"]
                 ),
                 findings=tuple(Finding(**f) for f in i["findings"]),
             )
@@ -189,6 +209,7 @@ def only_instances(plan: Plan, names: set[str]) -> Plan:
 
 
 __all__ = [
+    "ConfigChange",
     "Counts",
     "DeltaLine",
     "Finding",

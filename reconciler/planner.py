@@ -11,8 +11,8 @@ from datetime import date
 
 from . import acl
 from .errors import PlanError
-from .model import DesiredState, Instance, Token, User
-from .plan import DeltaLine, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange, fingerprint
+from .model import Certificate, DesiredState, Instance, Token, User
+from .plan import ConfigChange, DeltaLine, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange, fingerprint
 from .state import LiveState, LiveUser, NodeState
 
 TableLookup = Callable[[str], "acl.CommandTable"]
@@ -45,7 +45,7 @@ def plan(
         nodes = tuple(_plan_node(desired, inst, users, node, get_table(node.command_table), today) for node in inst_live.nodes)
         findings = _dedupe(
             [f for node in inst_live.nodes for f in _node_findings(desired, inst, users, node)], len(inst_live.nodes)
-        ) + _token_findings(desired, inst, users, today)
+        ) + _token_findings(desired, inst, users, today) + _cert_findings(desired, inst, users, today)
         instances.append(InstancePlan(name=name, topology=inst_live.topology, nodes=nodes, findings=tuple(findings)))
     return Plan(source=desired.source, instances=tuple(instances), today=today.isoformat())
 
@@ -117,6 +117,7 @@ def _plan_node(
                 UserChange(action="delete", user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
             )
     persist = _persist_mode(inst, node) if changes else "none"
+    config, _ = _tls_client_auth(inst, users, node)
     return NodePlan(
         address=node.address,
         role=node.role,
@@ -124,6 +125,7 @@ def _plan_node(
         fingerprint=node_fingerprint(node),
         changes=tuple(changes),
         persist=persist,
+        config=tuple(config),
     )
 
 
@@ -135,16 +137,25 @@ def _plan_user(
         rules = acl.rules_for(user.rules, table)
     except acl.UnsupportedRule as exc:
         raise PlanError(f"{where}: {node.label} can't express this: {exc}") from None
+    except acl.AclSyntaxError as exc:
+        raise PlanError(f"{where}: {exc}") from None
     if user.certificate_only and not node.capabilities.cert_user_mapping:
         raise PlanError(
             f"{where}: certificate-only user, but {node.label} can't map client certificates to users "
             "(needs Valkey >= 9.0 or Redis >= 8.6 with TLS)"
         )
+    if user.certificate_only and not node.tls:
+        raise PlanError(f"{where}: certificate-only user, but instance {inst.name} has no tls: (certificates log in over TLS only)")
+    if user.certificate_only and _mapping_after(inst, node) != "CN":
+        raise PlanError(
+            f"{where}: certificate-only user, but tls-auth-clients-user is {node.tls_auth_clients_user or 'off'} on the node "
+            "and the file does not set tls_client_auth.user_field: CN, so no certificate could log in as this user"
+        )
     nopass = _wants_nopass(inst, user)
     hashes = () if nopass else _target_hashes(user, today)
     wanted = acl.effective(user.rules, table)
     by_hash = {t.sha256: t for t in user.tokens}
-    certs = tuple(c.subject for c in user.certificates)
+    certs = tuple(_cert_label(c) for c in user.certificates)
     note = "certificate-only (resetpass)" if user.certificate_only else ""
     if nopass:
         note = "nopass (auth_mode: none)"
@@ -170,14 +181,21 @@ def _plan_user(
     target = set(hashes)
     added = [h for h in hashes if h not in live_hashes]
     removed = sorted(live_hashes - target)
+    # An `expires` date is the file saying when a token stops working, so a last token that
+    # expired goes like any other expired token (drift warned for expiry_warning_days before).
+    lapsed = bool(removed) and not target and all(h in by_hash and _expired(by_hash[h], today) for h in removed)
     if removed and not target and not nopass:
-        explicit = user.certificate_only or (user.tokens_declared and not user.tokens and not user.enabled)
+        explicit = user.certificate_only or lapsed or (user.tokens_declared and not user.tokens and not user.enabled)
         if not explicit:
             raise PlanError(
                 f"{where}: this would remove the user's last token; say so explicitly "
                 "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
             )
-    live_perms = acl.effective(live.rules, table)
+    try:
+        live_perms = acl.effective(live.rules, table)
+    except (acl.AclSyntaxError, acl.UnsupportedRule) as exc:
+        # e.g. a module command the bundled table lacks: say so rather than guess
+        raise PlanError(f"{where}: can't read the live rules ({exc})") from None
     same = (
         live.enabled == user.enabled
         and live.nopass == nopass
@@ -209,6 +227,8 @@ def _plan_user(
     perms = tuple(acl.describe_delta(live_perms, wanted)) if live_perms != wanted else ()
     if live.nopass and not nopass and not note:
         note = "nopass removed"
+    if lapsed and not user.certificate_only:
+        note = "last token expired: nobody can log in until a new token is added"
     return UserChange(
         action="update",
         user=user.name,
@@ -226,14 +246,84 @@ def _plan_user(
     )
 
 
+def _cert_label(cert: "Certificate") -> str:
+    """`CN=app,O=Acme  (sha256:ab12cd34…, expires 2027-03-01)`: the inventory shown in the plan."""
+    if cert.info is None:
+        return cert.subject
+    return f"{cert.subject}  (sha256:{cert.info.sha256[:8]}…, expires {cert.info.not_after.date().isoformat()})"
+
+
 def _iso(d: date | None) -> str | None:
     return d.isoformat() if d else None
+
+
+# tls_client_auth in the file -> the server's CONFIG values.
+_TLS_REQUIRED = {"true": "yes", "false": "no", "optional": "optional"}
+_TLS_USER_FIELD = {"CN": "CN", "none": "off"}
+
+
+def _mapping_after(inst: Instance, node: NodeState) -> str:
+    """tls-auth-clients-user once this plan is applied ("off" when unknown)."""
+    if inst.tls_client_auth is not None and node.capabilities.cert_user_mapping and node.tls_auth_clients_user is not None:
+        return _TLS_USER_FIELD[inst.tls_client_auth.user_field]
+    return node.tls_auth_clients_user or "off"
+
+
+def _tls_client_auth(inst: Instance, users: list[User], node: NodeState) -> tuple[list[ConfigChange], list[Finding]]:
+    """CONFIG SET changes for tls_client_auth, and findings where the server can't take them at runtime."""
+    tca = inst.tls_client_auth
+    if tca is None:
+        return [], []
+    where = f"{inst.name} {node.address}"
+    want_req, want_user = _TLS_REQUIRED[tca.required], _TLS_USER_FIELD[tca.user_field]
+    changes: list[ConfigChange] = []
+    findings: list[Finding] = []
+
+    def restart(what: str, why: str) -> None:
+        findings.append(
+            Finding("tls_client_auth", f"needs restart with {what}: {why}", inst.name, node.address, severity="error")
+        )
+
+    if not node.tls:
+        restart(f"tls-port and tls-auth-clients {want_req}", "tls_client_auth is set but the instance has no tls: settings")
+        return [], findings
+    if node.tls_auth_clients is None:
+        restart(f"tls-auth-clients {want_req}", f"{node.label} does not report tls-auth-clients (built without TLS?)")
+    elif node.tls_auth_clients != want_req:
+        if want_req == "yes" and (inst.tls is None or not inst.tls.cert_file):
+            raise PlanError(
+                f"{where}: tls_client_auth.required: true, but tls.cert_file is not set: "
+                "the reconciler could not connect to this node afterwards"
+            )
+        changes.append(ConfigChange("tls-auth-clients", node.tls_auth_clients, want_req, rewrite=node.config_file))
+    if want_user == "CN" and (not node.capabilities.cert_user_mapping or node.tls_auth_clients_user is None):
+        restart(
+            "a server that supports tls-auth-clients-user CN (Valkey >= 9.0, Redis >= 8.6)",
+            f"{node.label} can't map client certificates to users",
+        )
+    elif node.tls_auth_clients_user is not None and node.tls_auth_clients_user != want_user:
+        changes.append(ConfigChange("tls-auth-clients-user", node.tls_auth_clients_user, want_user, rewrite=node.config_file))
+    return changes, findings
 
 
 def _node_findings(desired: DesiredState, inst: Instance, users: list[User], node: NodeState) -> list[Finding]:
     out: list[Finding] = []
     wanted = {u.name for u in users}
     declared_default = "default" in wanted
+    out.extend(_tls_client_auth(inst, users, node)[1])
+    cert_users = any(u.certificates for u in users)
+    if declared_default and cert_users and node.tls:
+        d = next(u for u in users if u.name == "default")
+        if d.enabled and _wants_nopass(inst, d):
+            out.append(
+                Finding(
+                    "nopass",
+                    "user default is nopass (auth_mode: none) on an instance with certificate users: "
+                    "clients without a matching certificate fall back to it",
+                    inst.name,
+                    user="default",
+                )
+            )
     for name, lu in sorted(node.users.items()):
         if name == "default" and not declared_default:
             if lu.enabled and lu.nopass and (inst.auth_mode == "token" or desired.policies.forbid_nopass):
@@ -245,6 +335,20 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
             continue
         if name not in wanted and name != node.admin_user and not inst.prune:
             out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
+    # A password someone added by hand: the plan removes it; drift also names it as a finding.
+    for user in users:
+        lu = node.users.get(user.name)
+        declared = {t.sha256 for t in user.tokens}
+        for h in sorted(set(lu.hashes) - declared) if lu is not None else ():
+            out.append(
+                Finding(
+                    "unmanaged_token",
+                    f"user {user.name} has a token that is not in the file (sha256:{h[:8]}…); apply removes it",
+                    inst.name,
+                    node.address,
+                    user=user.name,
+                )
+            )
     return out
 
 
@@ -268,6 +372,33 @@ def _token_findings(desired: DesiredState, inst: Instance, users: list[User], to
                     out.append(
                         Finding("token_age", f"{ref} is {age} days old (policy {pol.token_max_age_days})", inst.name, user=user.name, token_id=t.id)
                     )
+    return out
+
+
+def _cert_findings(desired: DesiredState, inst: Instance, users: list[User], today: date) -> list[Finding]:
+    """Expiry of every inventoried cert_file (read at load; see reconciler.certs)."""
+    warn_days = desired.policies.expiry_warning_days
+    out: list[Finding] = []
+    for user in sorted(users, key=lambda u: u.name):
+        for cert in user.certificates:
+            info = cert.info
+            if info is None:
+                continue
+            ref = f"certificate {user.name} {info.subject} (sha256:{info.sha256[:8]}…, {cert.cert_file})"
+            ends = info.not_after.date()
+            if ends < today:
+                out.append(
+                    Finding("cert_expired", f"{ref} expired on {ends.isoformat()}", inst.name, user=user.name, severity="error")
+                )
+            elif (ends - today).days <= warn_days:
+                out.append(
+                    Finding(
+                        "cert_expiring",
+                        f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn_days})",
+                        inst.name,
+                        user=user.name,
+                    )
+                )
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
 
-from .. import acl, secrets
+from .. import acl, certs, secrets
 from ..model import (
     Admin,
     Certificate,
@@ -603,7 +603,8 @@ class Builder:
             if parsed is None:
                 self.problem(where + ("subject",), 'expected a subject like "CN=app,OU=payments,O=Acme,C=US"')
             else:
-                key = tuple(sorted(parsed))
+                # Rotation lists one subject twice, each with its own cert_file.
+                key = (tuple(sorted(parsed)), self.path_of(spec["cert_file"]) if isinstance(spec.get("cert_file"), str) else None)
                 if key in seen:
                     self.problem(where + ("subject",), f"subject listed twice (first at line {self.line(seen[key])})")
                 else:
@@ -622,11 +623,18 @@ class Builder:
                             "maps certificates to users by CN (tls_client_auth.user_field: CN)",
                         )
             cert_file = _str(spec.get("cert_file"))
+            info = None
+            if cert_file:  # inventory: subject, chain to each instance's CA, clientAuth (certs.check)
+                cas = [(n, instances[n].tls.ca_file) for n in user_instances if instances[n].tls and instances[n].tls.ca_file]
+                info, cert_problems = certs.check(self.path_of(cert_file), parsed, cas)
+                for msg in cert_problems:
+                    self.problem(where + ("cert_file",), msg)
             out.append(
                 Certificate(
                     subject=subject,
                     cert_file=self.path_of(cert_file) if cert_file else None,
                     line=self.line(where),
+                    info=info,
                 )
             )
         return tuple(out)

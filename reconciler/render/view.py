@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..plan import Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange
+from ..plan import ConfigChange, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
@@ -63,8 +63,9 @@ class PlanView:
 
 
 def token_label(t: TokenChange) -> str:
-    name = t.token_id if t.token_id else "(unmanaged)"
-    return f"{name} (sha256:{t.prefix}…)"
+    if t.token_id:
+        return f"{t.token_id} (sha256:{t.prefix}…)"
+    return f"sha256:{t.prefix}…"
 
 
 def _token_line(t: TokenChange, colors: Colors) -> str:
@@ -108,6 +109,13 @@ def _change_view(c: UserChange, colors: Colors) -> ChangeView:
     return ChangeView(symbol=symbol, head=head + (" " * pad if notes else ""), note="; ".join(notes), lines=lines)
 
 
+def _config_view(cc: ConfigChange, colors: Colors) -> ChangeView:
+    text = f"~ config {cc.parameter}"
+    pad = max(1, NOTE_COLUMN - len(text))
+    then = "; CONFIG REWRITE" if cc.rewrite else ""
+    return ChangeView(symbol="~", head=colors.paint("~", text) + " " * pad, note=f"{cc.before} -> {cc.after} (CONFIG SET{then})")
+
+
 def _node_header(nodes: list[NodePlan]) -> str:
     primaries = [n for n in nodes if n.role == "primary"]
     replicas = [n for n in nodes if n.role != "primary"]
@@ -128,16 +136,20 @@ def _node_header(nodes: list[NodePlan]) -> str:
 def _groups(inst: InstancePlan, colors: Colors) -> list[GroupView]:
     buckets: dict[tuple, list[NodePlan]] = {}
     for node in inst.nodes:
-        buckets.setdefault((node.changes, node.persist), []).append(node)
+        buckets.setdefault((node.changes, node.persist, node.config), []).append(node)
     groups = []
-    for (changes, persist), nodes in buckets.items():
-        if not changes:
+    for (changes, persist, config), nodes in buckets.items():
+        if not changes and not config:
             continue
         header = ""
         if len(buckets) > 1:
             header = "on " + ", ".join(n.address for n in nodes)
         groups.append(
-            GroupView(header=header, changes=[_change_view(c, colors) for c in changes], persist=PERSIST[persist])
+            GroupView(
+                header=header,
+                changes=[_change_view(c, colors) for c in changes] + [_config_view(cc, colors) for cc in config],
+                persist=PERSIST[persist],
+            )
         )
     return groups
 

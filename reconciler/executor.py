@@ -168,6 +168,11 @@ def _no_such_user(exc: BaseException) -> bool:
     return "no such user" in str(exc).lower()
 
 
+def _config_changes(node: NodePlan) -> tuple[Any, ...]:
+    # NodePlan.config (CONFIG SET for tls_client_auth) is being added to plan.py alongside.
+    return tuple(getattr(node, "config", ()))
+
+
 class _NodeRun:
     """Executes one NodePlan; every outcome lands in self.result (and the audit log)."""
 
@@ -329,11 +334,12 @@ class _NodeRun:
 
     def _config(self, client: Any) -> None:
         """CONFIG SET for managed settings (tls_client_auth); CONFIG REWRITE when the server has a config file."""
-        if not self.node.config:
+        config = _config_changes(self.node)
+        if not config:
             return
         self._check_stop()
         self.result.started = True
-        for cc in self.node.config:
+        for cc in config:
             label = f"{cc.parameter} {cc.after}"
             try:
                 client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
@@ -342,7 +348,7 @@ class _NodeRun:
                 self._fail(f"CONFIG SET {label} refused: {exc}")
                 raise _Stop
             self._record("config", label, OK, f"was {cc.before}")
-        if any(cc.rewrite for cc in self.node.config) and self.node.persist != "config-rewrite":
+        if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
             try:
                 client.execute_command("CONFIG", "REWRITE")
             except Exception as exc:
@@ -496,8 +502,8 @@ def verify(
         for node in inst.nodes:
             if node.changes:
                 problems.append(f"did not converge on node {node.address} ({inst.name}): {_describe_left(node.changes)}")
-            elif node.config:
-                left = ", ".join(f"{cc.parameter} {cc.after}" for cc in node.config)
+            elif _config_changes(node):
+                left = ", ".join(f"{cc.parameter} {cc.after}" for cc in _config_changes(node))
                 problems.append(f"did not converge on node {node.address} ({inst.name}): CONFIG {left}")
     if problems:
         raise ApplyError("\n".join(problems))

@@ -336,11 +336,16 @@ def rules_for(rules: str, table: CommandTable) -> str:
     Starts with `resetchannels` (so Redis 6.2's `acl-pubsub-default allchannels` is not inherited).
     Raises UnsupportedRule when the node's version can't express the rules.
     """
+    key = ("rules_for", " ".join(rules.split()))
+    hit = table.cache.get(key)
+    if hit is not None:
+        return hit
     want = effective(rules, table)
     text = canonical_rules(want, table)
     if effective(text, table) != want:  # pragma: no cover - guard: never send a wrong canonical form
         kept = [r.text for r in parse(rules) if not r.identity]
         text = " ".join(["resetchannels", *kept])
+    table.cache[key] = text
     return text
 
 

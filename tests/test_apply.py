@@ -418,3 +418,21 @@ def test_primary_and_replica_both_get_the_users(server: RunningServer, server_fa
         assert logs_in(srv, "app-orders", TOKENS["ORDERS_NEW"])
     code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out
+
+
+def test_quickstart_example_applies_then_no_changes(server: RunningServer, capsys, monkeypatch) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
+    server.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
+    monkeypatch.setenv("DEMO_NODE", server.address)
+    monkeypatch.setenv("DEMO_ADMIN_TOKEN", ADMIN)
+    monkeypatch.setenv("DEMO_ORDERS_TOKEN", TOKENS["ORDERS_NEW"])
+    monkeypatch.setenv("DEMO_ORDERS_TOKEN_OLD", TOKENS["ORDERS_OLD"])
+    monkeypatch.setenv("DEMO_REPORTS_TOKEN", TOKENS["REPORTS"])
+    monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+    code, out, err = run(capsys, "apply", "-f", str(example), "--auto-approve")
+    assert code == 0, err
+    assert "Apply complete: 2 added, 0 changed, 0 destroyed." in out
+    assert "changes live in memory only" in err  # persist: auto on a server without files
+    assert logs_in(server, "app-orders", TOKENS["ORDERS_OLD"]) and logs_in(server, "app-reports", TOKENS["REPORTS"])
+    code, out, _ = run(capsys, "plan", "-f", str(example), "--detailed-exitcode")
+    assert code == 0 and "No changes." in out

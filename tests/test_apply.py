@@ -436,3 +436,17 @@ def test_quickstart_example_applies_then_no_changes(server: RunningServer, capsy
     assert logs_in(server, "app-orders", TOKENS["ORDERS_OLD"]) and logs_in(server, "app-reports", TOKENS["REPORTS"])
     code, out, _ = run(capsys, "plan", "-f", str(example), "--detailed-exitcode")
     assert code == 0 and "No changes." in out
+
+
+def test_rule_a_node_cannot_express_refuses_the_whole_instance(server_factory, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A selector is fine on 7.0 but not on 6.2: nothing is written to either node."""
+    new, old = server_factory("redis-7.0"), server_factory("redis-6.2")
+    env = Env(new, tmp_path, monkeypatch)
+    old.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
+    text = env.file.read_text().replace("[{env: T_NODE}]", f'[{{env: T_NODE}}, "{old.address}"]')
+    env.file.write_text(text.replace('"~reports:* +@read -keys"', '"~reports:* +@read -keys (~audit:* +get)"'))
+    before = {s.address: acl_users(s.client("default", ADMIN)) for s in (new, old)}
+    code, out, err = apply_file(env, capsys)
+    assert code == 1
+    assert f"cache {old.address}: user app-reports: Redis 6.2.14 can't express this" in err
+    assert {s.address: acl_users(s.client("default", ADMIN)) for s in (new, old)} == before

@@ -22,7 +22,7 @@ from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, today
 from ..model import DesiredState
-from ..plan import Plan
+from ..plan import Plan, only_instances
 from ..planner import node_fingerprint
 from ..render import render_text
 from ..state import InstanceState, LiveState, NodeState
@@ -155,11 +155,10 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not plan.has_changes:
         _present(plan)  # says "No changes." and lists any findings
         return 0
+    _present(plan)
     problems = safety.check(plan, state, manager.desired, force=args.force)
     if problems:
-        _present(plan)
         return _refuse(problems)
-    _present(plan)
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
@@ -173,12 +172,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     manager = Manager.from_file(source)
     if args.instance:
         manager.instance_names(args.instance)  # unknown names are an error
-        plan = Plan(
-            source=plan.source,
-            instances=tuple(i for i in plan.instances if i.name in args.instance),
-            format_version=plan.format_version,
-            today=plan.today,
-        )
+        plan = only_instances(plan, set(args.instance))
     if not plan.has_changes:
         _out(f"No changes. {args.plan_file} has nothing to apply.")
         return 0

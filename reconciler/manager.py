@@ -7,7 +7,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
-from . import config, live, planner
+from . import certs, config, live, planner
 from .errors import ReconcilerError
 from .model import DesiredState
 from .plan import Plan
@@ -50,7 +50,9 @@ class Manager:
         return LiveState(instances={s.name: s for s in states})
 
     def plan(self, state: LiveState) -> Plan:
-        return planner.plan(self.desired, state, today=today(), tables=live.tables())
+        # The certificate inventory the last apply recorded (certs.record_inventory), read here at the edge.
+        recorded = certs.load_inventory(self.desired.source)
+        return planner.plan(self.desired, state, today=today(), tables=live.tables(), inventory=recorded)
 
 
 def warn_unpersisted(plan: Plan) -> None:

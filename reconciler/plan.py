@@ -75,6 +75,19 @@ class ConfigChange:
 
 
 @dataclass(frozen=True)
+class InventoryChange:
+    """A certificate (cert_file) added to or removed from the file since the last apply recorded the
+    inventory. No server command: servers map certificates by CN and keep no list of them."""
+
+    action: str  # "add" | "remove"
+    user: str
+    subject: str
+    sha256: str  # fingerprint of the certificate
+    expires: str | None = None
+    cert_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Finding:
     kind: str  # unmanaged_user | unmanaged_token | token_expired | token_expiring | token_age | nopass | persist | cert_expiring ...
     message: str
@@ -106,6 +119,7 @@ class InstancePlan:
     topology: str
     nodes: tuple[NodePlan, ...]
     findings: tuple[Finding, ...] = ()
+    inventory: tuple[InventoryChange, ...] = ()  # certificate inventory changes (no server command)
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(n.has_changes for i in self.instances for n in i.nodes)
+        return any(n.has_changes for i in self.instances for n in i.nodes) or any(i.inventory for i in self.instances)
 
     def counts(self) -> Counts:
         """Distinct (instance, user, action): a user created on 6 nodes is 1 to add."""
@@ -189,6 +203,7 @@ class Plan:
                     for n in i["nodes"]
                 ),
                 findings=tuple(Finding(**f) for f in i["findings"]),
+                inventory=tuple(InventoryChange(**c) for c in i.get("inventory", ())),
             )
             for i in d["instances"]
         )
@@ -215,6 +230,7 @@ __all__ = [
     "Finding",
     "FORMAT_VERSION",
     "InstancePlan",
+    "InventoryChange",
     "NodePlan",
     "Plan",
     "TokenChange",

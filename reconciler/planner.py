@@ -12,7 +12,7 @@ from datetime import date
 from . import acl
 from .errors import PlanError
 from .model import Certificate, DesiredState, Instance, Token, User
-from .plan import ConfigChange, DeltaLine, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange, fingerprint
+from .plan import ConfigChange, DeltaLine, InventoryChange, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange, fingerprint
 from .state import LiveState, LiveUser, NodeState
 
 TableLookup = Callable[[str], "acl.CommandTable"]
@@ -36,7 +36,10 @@ def plan(
     *,
     today: date,
     tables: Mapping[str, "acl.CommandTable"] | None = None,
+    inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
 ) -> Plan:
+    """inventory: the certificate inventory the last apply recorded (instance -> user -> entries
+    with sha256), or None to leave certificate inventory out of the plan."""
     get_table = _lookup(tables)
     instances = []
     for name, inst_live in live.instances.items():
@@ -46,7 +49,10 @@ def plan(
         findings = _dedupe(
             [f for node in inst_live.nodes for f in _node_findings(desired, inst, users, node)], len(inst_live.nodes)
         ) + _token_findings(desired, inst, users, today) + _cert_findings(desired, inst, users, today)
-        instances.append(InstancePlan(name=name, topology=inst_live.topology, nodes=nodes, findings=tuple(findings)))
+        inv = () if inventory is None else _inventory_changes(users, inventory.get(name, {}))
+        instances.append(
+            InstancePlan(name=name, topology=inst_live.topology, nodes=nodes, findings=tuple(findings), inventory=inv)
+        )
     return Plan(source=desired.source, instances=tuple(instances), today=today.isoformat())
 
 
@@ -400,6 +406,25 @@ def _cert_findings(desired: DesiredState, inst: Instance, users: list[User], tod
                     )
                 )
     return out
+
+
+def _inventory_changes(users: list[User], recorded: Mapping[str, list[dict]]) -> tuple[InventoryChange, ...]:
+    """Certificates added to / removed from the file since the recorded inventory (by fingerprint)."""
+    out: list[InventoryChange] = []
+    names = sorted({u.name for u in users if any(c.info for c in u.certificates)} | set(recorded))
+    by_name = {u.name: u for u in users}
+    for name in names:
+        user = by_name.get(name)
+        now = {c.info.sha256: c for c in (user.certificates if user else ()) if c.info is not None}
+        before = {e.get("sha256", ""): e for e in recorded.get(name, []) if isinstance(e, dict)}
+        for fp, c in now.items():
+            if fp not in before:
+                assert c.info is not None
+                out.append(InventoryChange("add", name, c.info.subject, fp, c.info.not_after.date().isoformat(), c.cert_file))
+        for fp, e in before.items():
+            if fp not in now:
+                out.append(InventoryChange("remove", name, str(e.get("subject", "")), fp, e.get("expires"), e.get("cert_file")))
+    return tuple(out)
 
 
 def _dedupe(findings: list[Finding], node_count: int) -> list[Finding]:

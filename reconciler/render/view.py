@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..plan import ConfigChange, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange
+from ..plan import ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, TokenChange, UserChange
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
@@ -116,6 +116,20 @@ def _config_view(cc: ConfigChange, colors: Colors) -> ChangeView:
     return ChangeView(symbol="~", head=colors.paint("~", text) + " " * pad, note=f"{cc.before} -> {cc.after} (CONFIG SET{then})")
 
 
+def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> GroupView:
+    views = []
+    for user in dict.fromkeys(c.user for c in changes):
+        lines = []
+        for c in (c for c in changes if c.user == user):
+            sign = "+" if c.action == "add" else "-"
+            extra = f", expires {c.expires}" if c.expires else ""
+            lines.append(colors.paint(sign, f"certificate {sign} {c.subject}  (sha256:{c.sha256[:8]}…{extra})"))
+        text = f"~ user {user}"
+        pad = max(1, NOTE_COLUMN - len(text))
+        views.append(ChangeView(symbol="~", head=colors.paint("~", text) + " " * pad, note="certificate inventory only", lines=lines))
+    return GroupView(header="certificate inventory (recorded by apply; no server command)", changes=views, persist="")
+
+
 def _node_header(nodes: list[NodePlan]) -> str:
     primaries = [n for n in nodes if n.role == "primary"]
     replicas = [n for n in nodes if n.role != "primary"]
@@ -167,7 +181,7 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
             InstanceView(
                 name=inst.name,
                 header=f"Instance {inst.name} ({_node_header(list(inst.nodes))})",
-                groups=_groups(inst, colors),
+                groups=_groups(inst, colors) + ([_inventory_group(inst.inventory, colors)] if inst.inventory else []),
                 findings=[_finding_line(f, colors) for f in inst.findings],
                 add=sub.add,
                 change=sub.change,
@@ -177,6 +191,9 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
     c = plan.counts()
     if plan.has_changes:
         summary = f"Plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy."
+        inventory = sum(len(i.inventory) for i in plan.instances)
+        if inventory:
+            summary += f" Certificate inventory: {inventory} change{'s' if inventory != 1 else ''} to record."
     else:
         summary = "No changes. The live servers match the file."
     return PlanView(

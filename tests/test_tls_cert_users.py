@@ -1,0 +1,305 @@
+"""Certificate users end to end through the CLI, on real servers.
+
+Valkey 9.1 (TLS, tls-auth-clients-user): a certificate-only user is applied with resetpass
+(never nopass); a client presenting its certificate is that user without AUTH; no certificate,
+or one whose CN is no user, falls back to `default` -- which the file protects with a token, so
+such a client can do nothing; AUTH with any password as the user fails; rotation with two
+certificates keeps a reconnecting client working; an expired cert_file is a drift finding.
+Redis 7.0 / 8.0 and Valkey 8.1 (TLS, no mapping): a certificate-only user is a plan error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import redis
+
+from reconciler import certs, executor
+from reconciler.cli import main
+from servers import RunningServer, no_retry
+
+ADMIN = "admin-plaintext-5d0e7b3c9a1f2468e0c2a4b6"
+
+FILE = """\
+version: 1
+policies: {{expiry_warning_days: 14}}
+instances:
+  pay:
+    nodes: [{{env: T_NODE}}]
+    tls: {{ca_file: {ca}, cert_file: {admin_cert}, key_file: {admin_key}}}
+    admin: {{username: default, secret: {{env: T_ADMIN}}}}
+    tls_client_auth: {{required: optional, user_field: CN}}
+users:
+  default:                 # not nopass: a client without a matching certificate can do nothing
+    acl: "~* &* +@all"
+    tokens:
+      - {{id: admin, secret: {{env: T_ADMIN}}}}
+  app-billing:
+    acl: "~billing:* +@all -@dangerous"
+    certificates:
+{certs}"""
+
+
+class Env:
+    def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any):
+        self.srv, self.tmp, self.capsys = srv, tmp, capsys
+        self.mat = srv.tls_material
+        assert self.mat is not None
+        self.file = tmp / "access.yaml"
+        monkeypatch.setenv("T_NODE", srv.address)
+        monkeypatch.setenv("T_ADMIN", ADMIN)
+        monkeypatch.delenv("RECONCILER_TODAY", raising=False)
+        srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
+        self.sent: list[tuple[str, ...]] = []
+        real = executor._NodeRun._command
+
+        def spy(run: Any, step: str, c: Any) -> tuple[str, ...]:
+            cmd = real(run, step, c)
+            self.sent.append(cmd)
+            return cmd
+
+        monkeypatch.setattr(executor._NodeRun, "_command", spy)
+
+    def cert(self, cn: str = "app-billing", **kw: Any) -> tuple[Path, Path]:
+        return self.mat.client_cert(cn, "payments", "Acme", c="US", **kw)
+
+    def write(self, *cert_files: Path) -> None:
+        lines = "".join(
+            f'      - subject: "CN=app-billing,OU=payments,O=Acme,C=US"\n        cert_file: {p}\n' for p in cert_files
+        )
+        self.file.write_text(
+            FILE.format(ca=self.mat.ca_file, admin_cert=self.mat.admin_cert, admin_key=self.mat.admin_key, certs=lines)
+        )
+
+    def run(self, *argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def apply(self) -> tuple[int, str, str]:
+        return self.run("apply", "-f", str(self.file), "--auto-approve")
+
+    def admin(self) -> redis.Redis:
+        return self.srv.client("default", ADMIN, cert=(self.mat.admin_cert, self.mat.admin_key), retry=no_retry())
+
+
+@pytest.fixture
+def env(server_factory: Callable[..., RunningServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Env:
+    # TLS without tls-auth-clients-user: the plan has to turn the mapping on.
+    return Env(server_factory("valkey-9.1", tls=True), tmp_path, monkeypatch, capsys)
+
+
+def refused(client: redis.Redis) -> str:
+    with pytest.raises(redis.RedisError) as exc:
+        client.set("billing:x", "1")
+    return str(exc.value)
+
+
+def test_certificate_only_user_logs_in_with_its_certificate_only(env: Env) -> None:
+    cert = env.cert()
+    env.write(cert[0])
+    code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 2, err
+    assert "~ config tls-auth-clients-user" in out and "off -> CN (CONFIG SET)" in out
+    assert "+ user app-billing" in out and "certificate-only (resetpass)" in out
+    assert "certificate: CN=app-billing,OU=payments,O=Acme,C=US  (sha256:" in out
+
+    code, out, err = env.apply()
+    assert code == 0, err
+    admin = env.admin()
+    assert admin.config_get("tls-auth-clients-user") == {"tls-auth-clients-user": "CN"}
+
+    # Never nopass: not in any SETUSER sent, not in the live ACL.
+    setusers = [c for c in env.sent if c[:2] == ("ACL", "SETUSER")]
+    billing = [c for c in setusers if c[2] == "app-billing"]
+    assert len(billing) == 1 and "resetpass" in billing[0]
+    assert not any("nopass" in (w.lower() for w in c) for c in setusers), setusers
+    line = next(x for x in admin.execute_command("ACL", "LIST") if x.split()[1] == "app-billing")
+    assert " nopass" not in line and "#" not in line and ">" not in line, line
+    getuser = admin.acl_getuser("app-billing")
+    assert "nopass" not in getuser["flags"] and getuser["passwords"] == []
+
+    # Its certificate logs in as the user, no AUTH; its permissions hold.
+    app = env.srv.client(cert=cert, retry=no_retry())
+    assert app.execute_command("ACL", "WHOAMI") == "app-billing"
+    assert app.set("billing:1", "x") is True
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.get("orders:1")
+
+    # No certificate, or a certificate whose CN is no user: `default`, which needs a token.
+    assert "Authentication required" in refused(env.srv.client(retry=no_retry(), protocol=2))
+    stranger = env.mat.client_cert("nobody-here", "payments", "Acme", c="US")
+    assert "Authentication required" in refused(env.srv.client(cert=stranger, retry=no_retry(), protocol=2))
+
+    # AUTH with any password as that user fails, with and without its certificate.
+    for password in ("", "x", ADMIN, "app-billing"):
+        with pytest.raises(redis.AuthenticationError):
+            env.srv.client("app-billing", password or "p", retry=no_retry()).ping()
+    with pytest.raises(redis.AuthenticationError):
+        app.execute_command("AUTH", "app-billing", "anything")
+
+    code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out + err
+    code, out, _ = env.run("drift", "-f", str(env.file))
+    assert code == 0, out
+
+
+def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env: Env) -> None:
+    old = env.cert(days=20)
+    new = env.cert(days=400)
+    old_fp, new_fp = certs.inspect(str(old[0])).sha256, certs.inspect(str(new[0])).sha256
+    assert old_fp != new_fp
+    env.write(old[0])
+    code, out, err = env.apply()
+    assert code == 0, err
+    assert f"Certificate inventory recorded in {env.tmp / 'access.inventory.json'}" in out
+    app = env.srv.client(cert=old)  # default retry: reconnects after CLIENT KILL
+    assert app.execute_command("ACL", "WHOAMI") == "app-billing"
+
+    # Step 1: both certificates in the file. Same CN: the servers need nothing, the inventory grows.
+    env.write(old[0], new[0])
+    code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 2, out + err
+    assert f"certificate + CN=app-billing,OU=payments,O=Acme,C=US  (sha256:{new_fp[:8]}…, expires " in out
+    assert "certificate inventory only" in out and "+ user" not in out and "config" not in out
+    assert "Plan: 0 to add, 0 to change, 0 to destroy. Certificate inventory: 1 change to record." in out
+    env.sent.clear()
+    code, out, err = env.apply()
+    assert code == 0, err
+    assert env.sent == []  # no server command for an inventory change
+    env.admin().execute_command("CLIENT", "KILL", "USER", "app-billing")
+    assert app.execute_command("ACL", "WHOAMI") == "app-billing"  # reconnected with the old one
+    moved = env.srv.client(cert=new)
+    assert moved.execute_command("ACL", "WHOAMI") == "app-billing"
+
+    # Step 2: the apps moved; the old certificate leaves the file. Servers unchanged, the plan says so.
+    env.write(new[0])
+    code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 2, out + err
+    assert f"certificate - CN=app-billing,OU=payments,O=Acme,C=US  (sha256:{old_fp[:8]}…, expires " in out
+    assert "+ user" not in out and "~ user app-billing" in out
+    code, out, err = env.apply()
+    assert code == 0 and env.sent == [], err
+    code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
+    assert code == 0, out + err
+    recorded = json.loads((env.tmp / "access.inventory.json").read_text())
+    assert [e["sha256"] for e in recorded["instances"]["pay"]["app-billing"]] == [new_fp]
+    env.admin().execute_command("CLIENT", "KILL", "USER", "app-billing")
+    assert moved.execute_command("ACL", "WHOAMI") == "app-billing"
+
+
+def test_expired_and_expiring_cert_files_are_drift_findings(env: Env) -> None:
+    good = env.cert()
+    env.write(good[0])
+    assert env.apply()[0] == 0
+    expired = env.cert(expired=True)
+    soon = env.cert(days=3)
+    env.write(expired[0], soon[0])
+    code, out, err = env.run("drift", "-f", str(env.file))
+    assert code == 2, out + err
+    assert f"certificate app-billing CN=app-billing,OU=payments,O=Acme,C=US (sha256:" in out
+    assert f"{expired[0]}) expired on " in out
+    assert f"{soon[0]}) expires in " in out and "warning at 14" in out
+    code, out, err = env.run("drift", "-f", str(env.file), "--format", "json")
+    kinds = sorted(f["kind"] for f in json.loads(out)["instances"][0]["findings"])
+    assert kinds == ["cert_expired", "cert_expiring"]
+    # The server itself refuses the expired certificate.
+    with pytest.raises(redis.ConnectionError):
+        env.srv.client(cert=expired, retry=no_retry()).ping()
+
+
+def test_default_nopass_with_certificate_users_is_a_warning(server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any) -> None:
+    srv = server_factory("valkey-9.1", cert_user_mapping=True)
+    m = srv.tls_material
+    assert m is not None
+    cert, _ = m.client_cert("app-billing")
+    f = tmp_path / "access.yaml"
+    f.write_text(
+        f"""\
+version: 1
+instances:
+  pay:
+    nodes: ["{srv.address}"]
+    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
+    tls_client_auth: {{required: optional, user_field: CN}}
+users:
+  app-billing:
+    acl: "~billing:* +get"
+    certificates: [{{subject: "CN=app-billing", cert_file: {cert}}}]
+"""
+    )
+    code = main(["plan", "-f", str(f)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "! finding: user default is nopass: anyone can connect without a token; clients without a matching certificate fall back to it" in out
+
+
+@pytest.mark.parametrize("server_id", ["redis-7.0", "redis-8.0", "valkey-8.1"])
+def test_certificate_only_user_refused_where_certificates_cannot_map(
+    server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+) -> None:
+    srv = server_factory(server_id, tls=True)
+    m = srv.tls_material
+    assert m is not None
+    f = tmp_path / "access.yaml"
+    f.write_text(
+        f"""\
+version: 1
+instances:
+  pay:
+    nodes: ["{srv.address}"]
+    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
+users:
+  app-billing:
+    acl: "~billing:* +get"
+    certificates: [{{subject: "CN=app-billing,O=Acme"}}]
+"""
+    )
+    before = srv.admin().execute_command("ACL", "LIST")
+    for argv in (["plan", "-f", str(f)], ["apply", "-f", str(f), "--auto-approve"]):
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert code == 1
+        assert (
+            f"pay {srv.address}: user app-billing: certificate-only user, but {srv.server.replace('redis', 'Redis').replace('valkey', 'Valkey')} "
+            f"{srv.version} can't map client certificates to users (needs Valkey >= 9.0 or Redis >= 8.6 with TLS)"
+        ) in err, err
+        assert "Traceback" not in err
+    assert srv.admin().execute_command("ACL", "LIST") == before
+
+
+@pytest.mark.parametrize("server_id", ["redis-7.0", "valkey-8.1"])
+def test_tls_client_auth_user_field_needs_restart_where_unsupported(
+    server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+) -> None:
+    srv = server_factory(server_id, tls=True)
+    m = srv.tls_material
+    assert m is not None
+    f = tmp_path / "access.yaml"
+    f.write_text(
+        f"""\
+version: 1
+instances:
+  pay:
+    nodes: ["{srv.address}"]
+    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
+    auth_mode: none
+    tls_client_auth: {{required: true, user_field: CN}}
+users: {{}}
+"""
+    )
+    code = main(["plan", "-f", str(f), "--detailed-exitcode"])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "~ config tls-auth-clients" in out and "optional -> yes (CONFIG SET)" in out
+    assert "needs restart with a server that supports tls-auth-clients-user CN" in out
+    code = main(["apply", "-f", str(f), "--auto-approve"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert srv.admin().config_get("tls-auth-clients") == {"tls-auth-clients": "yes"}
+    # Required now: a client without a certificate is refused at the TLS layer.
+    with pytest.raises(redis.ConnectionError):
+        srv.client(retry=no_retry()).ping()

@@ -12,6 +12,7 @@ from typing import Mapping
 
 from ..errors import ConfigError, Problem
 from ..model import DesiredState
+from . import cache as _cache
 from . import schema as _schema
 from .build import Builder, emit_warnings, format_path, redact
 from .yamlsrc import MAX_BYTES, SourceError, decode, parse
@@ -37,10 +38,13 @@ def load(
     """
     today = today or date.today()
     text = _read(path)
-    try:
-        src = parse(text)
-    except SourceError as exc:
-        raise ConfigError(_clean([Problem(path, exc.line, format_path(exc.path), exc.message)])) from None
+    src = _cache.get(text)
+    cached = src is not None
+    if src is None:
+        try:
+            src = parse(text)
+        except SourceError as exc:
+            raise ConfigError(_clean([Problem(path, exc.line, format_path(exc.path), exc.message)])) from None
 
     problems = [Problem(path, p.line, format_path(p.path), p.message) for p in src.problems]
     version = src.data.get("version")
@@ -54,8 +58,11 @@ def load(
         problems.append(Problem(path, src.line_of(("version",)), "version", message))
         raise ConfigError(_clean(problems))
 
-    for sp in _schema.check(src.data):
-        problems.append(Problem(path, src.line_of(sp.path), format_path(sp.path), sp.message))
+    if not cached:
+        for sp in _schema.check(src.data):
+            problems.append(Problem(path, src.line_of(sp.path), format_path(sp.path), sp.message))
+        if not problems:
+            _cache.put(text, src)
 
     builder = Builder(
         src=src,

@@ -7,6 +7,7 @@ is malformed (the schema already reported it), so one run reports every problem.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -130,8 +131,18 @@ def parse_subject(subject: str) -> list[tuple[str, str]] | None:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _check_rules_cached(text: str, field_name: str) -> tuple[str, ...]:
+    return tuple(_check_rules(text, field_name))
+
+
 def check_rules(text: str, field_name: str) -> list[str]:
-    """Problems in a rule string (`acl` of a user or a role), identity rules first."""
+    """Problems in a rule string (`acl` of a user or a role), identity rules first.
+    Memoized: thousands of users share a few rule strings."""
+    return list(_check_rules_cached(text, field_name))
+
+
+def _check_rules(text: str, field_name: str) -> list[str]:
     problems: list[str] = []
     try:
         tokens = acl.split_rules(text)

@@ -236,3 +236,42 @@ def test_plan_sets_tls_client_auth_and_refuses_a_user_without_mapping(ca: TLSMat
     (cc,) = plan.instances[0].nodes[0].config
     assert (cc.parameter, cc.before, cc.after) == ("tls-auth-clients-user", "off", "CN")
     assert plan.has_changes
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mtls.yaml"
+
+
+def test_mtls_example_with_its_certificate_files(tmp_path: Path) -> None:
+    """examples/mtls.yaml with its commented cert_file lines switched on and the certificates it
+    names generated: validate passes and the inventory (rotation: one subject, two files) loads."""
+    from reconciler.cli import main
+
+    mat = make_tls_material(tmp_path / "material")
+    certs_dir = tmp_path / "certs"
+    certs_dir.mkdir()
+    (certs_dir / "ca.pem").write_bytes(mat.ca_file.read_bytes())
+    admin, admin_key = mat.client_cert("reconciler", o="Acme", c="US")
+    (certs_dir / "reconciler.pem").write_bytes(admin.read_bytes())
+    (certs_dir / "reconciler.key").write_bytes(admin_key.read_bytes())
+    for year, days in (("2026", 20), ("2027", 400)):
+        cert, _ = mat.client_cert("app-billing", "payments", "Acme", c="US", days=days)
+        (certs_dir / f"app-billing-{year}.pem").write_bytes(cert.read_bytes())
+    text = EXAMPLE.read_text()
+    on = (
+        text.replace("        # cert_file:", "        cert_file:")
+        .replace("      # - subject:", "      - subject:")
+        .replace("      #   cert_file:", "        cert_file:")
+    )
+    assert on.count("cert_file: certs/app-billing-") == 2
+    f = tmp_path / "mtls.yaml"
+    f.write_text(on)
+    assert main(["validate", "-f", str(f)]) == 0
+    state = load(str(f))
+    billing = state.users["app-billing"].certificates
+    assert [c.info.subject for c in billing] == ["CN=app-billing,OU=payments,O=Acme,C=US"] * 2
+    assert billing[0].info.sha256 != billing[1].info.sha256
+    # A certificate of another subject in place of the new one: a validation error.
+    other, _ = mat.client_cert("app-ledger", "payments", "Acme", c="US")
+    (certs_dir / "app-billing-2027.pem").write_bytes(other.read_bytes())
+    with pytest.raises(ConfigError, match="does not match the declared subject: CN=app-billing"):
+        load(str(f))

@@ -303,3 +303,33 @@ users: {{}}
     # Required now: a client without a certificate is refused at the TLS layer.
     with pytest.raises(redis.ConnectionError):
         srv.client(retry=no_retry()).ping()
+
+
+def test_tls_client_auth_survives_restart_with_a_config_file(
+    server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+) -> None:
+    srv = server_factory("valkey-9.1", tls=True, config_file=True)
+    m = srv.tls_material
+    assert m is not None
+    f = tmp_path / "access.yaml"
+    f.write_text(
+        f"""\
+version: 1
+instances:
+  pay:
+    nodes: ["{srv.address}"]
+    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
+    auth_mode: none
+    tls_client_auth: {{required: optional, user_field: CN}}
+users: {{}}
+"""
+    )
+    code = main(["plan", "-f", str(f)])
+    out, err = capsys.readouterr()
+    assert code == 0 and "off -> CN (CONFIG SET; CONFIG REWRITE)" in out, out + err
+    assert main(["apply", "-f", str(f), "--auto-approve"]) == 0
+    capsys.readouterr()
+    assert srv.config_file is not None and "tls-auth-clients-user CN" in srv.config_file.read_text()
+    srv.restart()
+    assert srv.admin().config_get("tls-auth-clients-user") == {"tls-auth-clients-user": "CN"}
+    assert main(["plan", "-f", str(f), "--detailed-exitcode"]) == 0

@@ -241,3 +241,148 @@ def test_rotation_default_user_simple_auth(cli: Cli, prober_factory) -> None:
     assert srv.client(ADMIN_USER, ADMIN, retry=no_retry()).ping()
     r = cli("drift", "-f", str(cli.file))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_prober_sees_a_premature_revoke(server_factory, tmp_path: Path, prober_factory) -> None:
+    """Control for the tests above: removing A while the client still holds it is caught."""
+    srv = server_factory("valkey-9.1")
+    bootstrap_admin(srv)
+    cli = Cli(srv, tmp_path)
+    cli.apply(access_file("app-orders", ["a"]))
+    prober, thread = prober_factory(srv, "app-orders", TOKEN_A)
+    time.sleep(0.2)
+    cli.apply(access_file("app-orders", ["b"]))  # A is the user's only token: "a" -> "b" replaces it
+    time.sleep(0.2)
+    prober.stop()
+    thread.join(5)
+    assert prober.failures and all("AUTH refused" in f for f in prober.failures)
+
+
+# -- guard rails ---------------------------------------------------------------------------------
+
+
+def admin_client(srv: RunningServer) -> redis.Redis:
+    return srv.client(ADMIN_USER, ADMIN, retry=no_retry())
+
+
+def live_acl(srv: RunningServer) -> list[str]:
+    return sorted(admin_client(srv).execute_command("ACL", "LIST"))
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines, "no error message"
+    return r.stderr
+
+
+@pytest.mark.parametrize("second", ["same user", "other user"])
+def test_same_token_twice_is_invalid(tmp_path: Path, second: str) -> None:
+    """One hash on two users, or twice on one user (secret and sha256 spellings of one token)."""
+    cli = Cli.__new__(Cli)
+    cli.file = tmp_path / "access.yaml"
+    cli.env = {**os.environ, "T_NODE": "127.0.0.1:1", "T_ADMIN": ADMIN, "T_TOKEN_A": TOKEN_A, "PYTHONPATH": str(REPO)}
+    text = access_file("app-orders", ["a"])
+    if second == "same user":
+        text += f"      - id: a-again\n        sha256: {sha(TOKEN_A)}\n"
+    else:
+        text += (
+            "  app-reports:\n    acl: \"~reports:* +@read\"\n    tokens:\n"
+            f"      - id: r1\n        sha256: {sha(TOKEN_A)}\n"
+        )
+    cli.write(text)
+    r = cli("validate", "-f", str(cli.file))
+    err = one_line_error(r)
+    assert "same token" in err and str(cli.file) in err
+    assert TOKEN_A not in r.stdout + r.stderr
+    r = cli("plan", "-f", str(cli.file))  # never reaches the (unreachable) server
+    assert r.returncode == 1 and "same token" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "server_id,spelling", [("redis-6.2", "no tokens key"), ("valkey-9.1", "tokens: [] but enabled")]
+)
+def test_removing_the_last_token_needs_saying_so(server_factory, tmp_path: Path, server_id: str, spelling: str) -> None:
+    srv = server_factory(server_id)
+    bootstrap_admin(srv)
+    cli = Cli(srv, tmp_path)
+    cli.apply(access_file("app-orders", ["a"]))
+    before = live_acl(srv)
+    cli.write(access_file("app-orders", None if spelling == "no tokens key" else []))
+    for argv in (("plan",), ("plan", "--detailed-exitcode"), ("apply", "--auto-approve"), ("drift",)):
+        r = cli(*argv, "-f", str(cli.file))
+        err = one_line_error(r)
+        assert "user app-orders: this would remove the user's last token" in err, err
+        assert "tokens: [] with enabled: false" in err
+    assert live_acl(srv) == before
+    assert try_auth(srv, "app-orders", TOKEN_A)
+
+
+def test_no_tokens_and_disabled_is_allowed(cli: Cli) -> None:
+    srv = cli.srv
+    cli.apply(access_file("app-orders", ["a"]))
+    r = cli.apply(access_file("app-orders", [], enabled=False))
+    assert "enabled: true -> false" in r.stdout and "not in file" in r.stdout
+    line = acl_users(admin_client(srv))["app-orders"]
+    assert " off " in line and "#" not in line and "nopass" not in line
+    assert not try_auth(srv, "app-orders", TOKEN_A)
+    r = cli("plan", "-f", str(cli.file), "--detailed-exitcode")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def open_conn(srv: RunningServer, username: str | None, password: str) -> redis.Connection:
+    conn = redis.Connection(host=srv.host, port=srv.port, username=username, password=password, socket_timeout=5)
+    conn.connect()
+    return conn
+
+
+def still_open(conn: redis.Connection) -> bool:
+    """A raw connection never reconnects by itself, so a killed one shows as a ConnectionError."""
+    try:
+        conn.send_command("ECHO", "x")
+        conn.read_response()
+        return True
+    except (redis.ConnectionError, OSError):
+        return False
+
+
+def test_kill_sessions_on_revoke(cli: Cli) -> None:
+    """Per user, on every server of the matrix."""
+    check_kill_sessions(cli, "user")
+
+
+@pytest.mark.parametrize("where", ["instance", "off"])
+def test_kill_sessions_on_revoke_instance_default(server_factory, tmp_path: Path, where: str) -> None:
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    check_kill_sessions(Cli(srv, tmp_path), where)
+
+
+def check_kill_sessions(cli: Cli, where: str) -> None:
+    srv = cli.srv
+    user_extra = "    kill_sessions_on_revoke: true\n" if where == "user" else ""
+    instance_extra = "    kill_sessions_on_revoke: true\n" if where == "instance" else ""
+    opts = dict(user_extra=user_extra, instance_extra=instance_extra, acl="~app:* +@read +ping +echo")
+    cli.apply(access_file("app-orders", ["a", "b"], **opts))
+    old, new = open_conn(srv, "app-orders", TOKEN_A), open_conn(srv, "app-orders", TOKEN_B)
+    assert still_open(old) and still_open(new)
+    # Adding a token revokes nothing: no session is touched.
+    cli.apply(access_file("app-orders", ["a", "b", "c"], **opts))
+    assert still_open(old) and still_open(new)
+
+    r = cli.apply(access_file("app-orders", ["b", "c"], **opts))
+    if where == "off":
+        # The servers' own behaviour: removing a password leaves its sessions logged in.
+        assert "CLIENT KILL USER" not in r.stdout
+        assert still_open(old) and still_open(new)
+    else:
+        assert "sessions: CLIENT KILL USER (2 open connections now)" in r.stdout, r.stdout
+        assert not still_open(old)
+        # CLIENT KILL USER can't tell which token a session used: sessions on B go too.
+        assert not still_open(new)
+        assert not any(c.get("user") == "app-orders" for c in admin_client(srv).client_list())
+        assert try_auth(srv, "app-orders", TOKEN_B)  # ... and reconnect
+    assert admin_client(srv).ping()  # the reconciler's own user is untouched
+    old.disconnect()
+    new.disconnect()

@@ -17,7 +17,16 @@ def run(args: argparse.Namespace) -> int:
     drifted = plan.has_changes or bool(plan.findings)
     if args.format == "json":
         doc = plan.to_json()
-        doc["drift"] = {"changes": plan.has_changes, "findings": len(plan.findings), "exit_code": 2 if drifted else 0}
+        kinds: dict[str, int] = {}
+        for f in plan.findings:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        doc["drift"] = {
+            "status": "drift" if drifted else "clean",
+            "exit_code": 2 if drifted else 0,
+            "changes": plan.has_changes,
+            "findings": len(plan.findings),
+            "kinds": kinds,
+        }
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         title = "reconciler drift: " + ("drift or findings" if drifted else "clean")

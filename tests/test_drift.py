@@ -1,0 +1,358 @@
+"""`reconciler drift` against real servers: exit 2 for each kind of finding (one test per kind),
+0 on a clean instance, 1 on bad input; stable JSON keys; Markdown that renders.
+
+Dates are pinned with RECONCILER_TODAY so expiry and age are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from executor_support import acl_users, sha
+from reconciler.cli import main
+from servers import RunningServer, no_retry
+
+REPO = Path(__file__).resolve().parent.parent
+
+ADMIN_USER = "reconciler-admin"
+ADMIN = "drift-admin-plaintext-3e8b1f6a0c9d2754"
+ORDERS = "drift-orders-plaintext-9a1c5e7b3d2f4086"
+ORDERS_OLD = "drift-orders-old-plaintext-6f0e2d4c8b1a3957"
+TODAY = "2026-11-23"
+
+# Two servers are enough for the per-kind tests; clean/changed runs over the whole matrix.
+KIND_SERVERS = [pytest.param(s, id=s, marks=pytest.mark.server) for s in ("redis-7.0", "valkey-9.1")]
+
+FILE = """\
+version: 1
+policies:
+  token_max_age_days: 90
+  expiry_warning_days: 14
+  forbid_nopass: {forbid_nopass}
+instances:
+  cache:
+    nodes: [{{env: T_NODE}}]
+    admin: {{username: {admin}, secret: {{env: T_ADMIN}}}}
+    auth_mode: {auth_mode}
+    persist: none
+    prune: false
+users:
+  {admin}:
+    acl: "~* &* +@all"
+    tokens:
+      - id: admin-1
+        secret: {{env: T_ADMIN}}
+        created: 2026-11-01
+  app-orders:
+    acl: "~orders:* +@read +@write -@dangerous"
+    tokens:
+      - id: 2026-11
+        secret: {{env: T_ORDERS}}
+        created: {created}
+        expires: {expires}
+{more_tokens}"""
+
+TOP_KEYS = {"drift", "format_version", "instances", "source", "summary", "today"}
+DRIFT_KEYS = {"status", "exit_code", "changes", "findings", "kinds"}
+SUMMARY_KEYS = {"add", "change", "destroy", "findings"}
+INSTANCE_KEYS = {"name", "topology", "nodes", "findings"}
+NODE_KEYS = {"address", "role", "label", "fingerprint", "changes", "persist"}  # at least these
+CHANGE_KEYS = {"action", "user", "enabled", "nopass", "hashes", "rules", "enabled_before", "tokens",
+               "permissions", "certificates", "kill_sessions", "connections", "note"}
+TOKEN_KEYS = {"action", "sha256", "token_id", "reason", "expires"}
+FINDING_KEYS = {"kind", "message", "instance", "node", "user", "token_id", "severity"}
+
+
+class DriftEnv:
+    def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+        self.srv = srv
+        self.file = tmp / "access.yaml"
+        self.monkeypatch = monkeypatch
+        self.capsys = capsys
+        self.env = {"T_NODE": srv.address, "T_ADMIN": ADMIN, "T_ORDERS": ORDERS, "T_ORDERS_OLD": ORDERS_OLD,
+                    "RECONCILER_TODAY": TODAY, "NO_COLOR": "1"}
+        for k, v in self.env.items():
+            monkeypatch.setenv(k, v)
+        srv.admin().execute_command("ACL", "SETUSER", ADMIN_USER, "on", f">{ADMIN}", "~*", "&*", "+@all")
+
+    def write(self, *, created: str = "2026-10-01", expires: str = "2027-06-01", auth_mode: str = "none",
+              forbid_nopass: bool = False, more_tokens: str = "") -> None:
+        self.file.write_text(FILE.format(admin=ADMIN_USER, created=created, expires=expires, auth_mode=auth_mode,
+                                         forbid_nopass=str(forbid_nopass).lower(), more_tokens=more_tokens))
+
+    def run(self, *argv: str, today: str = TODAY) -> tuple[int, str, str]:
+        self.monkeypatch.setenv("RECONCILER_TODAY", today)
+        code = main(list(argv))
+        out, err = self.capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    def apply(self, today: str = TODAY) -> None:
+        code, out, err = self.run("apply", "-f", str(self.file), "--auto-approve", today=today)
+        assert code == 0, out + err
+
+    def drift(self, fmt: str = "text", today: str = TODAY) -> tuple[int, str, str]:
+        return self.run("drift", "-f", str(self.file), "--format", fmt, today=today)
+
+    def drift_json(self, today: str = TODAY) -> tuple[int, dict]:
+        code, out, _ = self.drift("json", today=today)
+        return code, json.loads(out)
+
+    def admin(self) -> redis.Redis:
+        return self.srv.client(ADMIN_USER, ADMIN, retry=no_retry())
+
+
+def make_env(srv: RunningServer, tmp_path: Path, monkeypatch, capsys) -> DriftEnv:
+    return DriftEnv(srv, tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture(params=KIND_SERVERS)
+def denv(request, server_factory, tmp_path: Path, monkeypatch, capsys) -> DriftEnv:
+    return make_env(server_factory(request.param), tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture
+def matrix_env(server: RunningServer, tmp_path: Path, monkeypatch, capsys) -> DriftEnv:
+    return make_env(server, tmp_path, monkeypatch, capsys)
+
+
+def kinds(doc: dict) -> list[str]:
+    return sorted(f["kind"] for inst in doc["instances"] for f in inst["findings"])
+
+
+def findings(doc: dict, kind: str) -> list[dict]:
+    return [f for inst in doc["instances"] for f in inst["findings"] if f["kind"] == kind]
+
+
+def changes(doc: dict) -> list[dict]:
+    return [c for inst in doc["instances"] for n in inst["nodes"] for c in n["changes"]]
+
+
+def check_keys(doc: dict) -> None:
+    assert set(doc) == TOP_KEYS
+    assert set(doc["drift"]) == DRIFT_KEYS
+    assert set(doc["summary"]) == SUMMARY_KEYS
+    assert doc["format_version"] == 1
+    for inst in doc["instances"]:
+        assert set(inst) == INSTANCE_KEYS
+        for node in inst["nodes"]:
+            assert NODE_KEYS <= set(node)
+            for c in node["changes"]:
+                assert set(c) == CHANGE_KEYS
+                for t in c["tokens"]:
+                    assert set(t) == TOKEN_KEYS
+        for f in inst["findings"]:
+            assert set(f) == FINDING_KEYS
+
+
+# -- clean and changed, over the whole matrix --------------------------------------------------
+
+
+def test_clean_instance_exits_0(matrix_env: DriftEnv) -> None:
+    e = matrix_env
+    e.write()
+    e.apply()
+    code, out, err = e.drift()
+    assert code == 0, out + err
+    assert "reconciler drift: clean" in out and "No changes." in out and "finding" not in out
+    code, doc = e.drift_json()
+    assert code == 0
+    check_keys(doc)
+    assert doc["drift"] == {"status": "clean", "exit_code": 0, "changes": False, "findings": 0, "kinds": {}}
+    assert doc["today"] == TODAY
+
+
+def test_out_of_band_permission_change_exits_2(matrix_env: DriftEnv) -> None:
+    e = matrix_env
+    e.write()
+    e.apply()
+    e.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall", "~billing:*")
+    edited = acl_users(e.admin())["app-orders"]
+    code, out, err = e.drift()
+    assert code == 2, out + err
+    # the plan reverts it: the delta reads from live to the file
+    assert "~ user app-orders" in out and "- revokes FLUSHALL" in out and "- keys billing:*" in out
+    code, doc = e.drift_json()
+    assert code == 2
+    check_keys(doc)
+    assert doc["drift"]["status"] == "drift" and doc["drift"]["changes"] is True and doc["drift"]["findings"] == 0
+    assert [c["user"] for c in changes(doc)] == ["app-orders"]
+    # drift never writes: the out-of-band change is still there
+    assert acl_users(e.admin())["app-orders"] == edited
+
+
+# -- one test per kind of finding ---------------------------------------------------------------
+
+
+def test_expired_token(denv: DriftEnv) -> None:
+    old = f"      - id: 2026-08\n        secret: {{env: T_ORDERS_OLD}}\n        created: 2026-08-01\n        expires: 2026-12-01\n"
+    denv.write(more_tokens=old)
+    denv.apply(today="2026-11-10")
+    code, out, _ = denv.drift(today="2026-12-05")
+    assert code == 2
+    assert "token app-orders/2026-08 expired on 2026-12-01: removed from servers" in out
+    assert "token - 2026-08 (sha256:" in out and "expired 2026-12-01" in out
+    code, doc = denv.drift_json(today="2026-12-05")
+    assert code == 2 and doc["drift"]["kinds"] == {"token_expired": 1}
+    (f,) = findings(doc, "token_expired")
+    assert (f["user"], f["token_id"]) == ("app-orders", "2026-08")
+    (c,) = changes(doc)
+    assert [(t["action"], t["token_id"], t["reason"]) for t in c["tokens"] if t["action"] == "remove"] == [
+        ("remove", "2026-08", "expired 2026-12-01")
+    ]
+    assert sha(ORDERS_OLD) in acl_users(denv.admin())["app-orders"]  # drift only reports
+
+
+def test_last_token_expired_is_reported_not_an_error(denv: DriftEnv) -> None:
+    """The only token lapsing is a finding and a planned removal (exit 2), not a plan error (exit 1)."""
+    denv.write(expires="2026-12-01")
+    denv.apply(today="2026-11-10")
+    code, doc = denv.drift_json(today="2026-12-05")
+    assert code == 2 and doc["drift"]["kinds"] == {"token_expired": 1}
+    (c,) = changes(doc)
+    assert c["hashes"] == [] and "last token expired" in c["note"]
+
+
+def test_token_expiring_within_warning_days(denv: DriftEnv) -> None:
+    denv.write(expires="2026-12-01")
+    denv.apply()
+    code, out, _ = denv.drift()
+    assert code == 2
+    assert "token app-orders/2026-11 expires in 8 days (2026-12-01, warning at 14)" in out
+    code, doc = denv.drift_json()
+    assert doc["drift"] == {"status": "drift", "exit_code": 2, "changes": False, "findings": 1, "kinds": {"token_expiring": 1}}
+    # 15 days ahead is outside the window: clean
+    code, doc = denv.drift_json(today="2026-11-16")
+    assert code == 0, doc["drift"]
+
+
+def test_token_older_than_max_age(denv: DriftEnv) -> None:
+    denv.write(created="2026-06-01")
+    denv.apply()
+    code, out, _ = denv.drift()
+    assert code == 2
+    assert "token app-orders/2026-11 is 175 days old (policy 90)" in out
+    code, doc = denv.drift_json()
+    assert doc["drift"]["kinds"] == {"token_age": 1} and doc["drift"]["changes"] is False
+    (f,) = findings(doc, "token_age")
+    assert (f["user"], f["token_id"]) == ("app-orders", "2026-11")
+
+
+def test_unmanaged_user_with_prune_false(denv: DriftEnv) -> None:
+    denv.write()
+    denv.apply()
+    denv.admin().execute_command("ACL", "SETUSER", "stranger", "on", ">stranger-pw-0123456789", "~*", "+get")
+    code, out, _ = denv.drift()
+    assert code == 2
+    assert "user stranger is not in the file (prune: false)" in out
+    code, doc = denv.drift_json()
+    assert doc["drift"]["kinds"] == {"unmanaged_user": 1} and doc["drift"]["changes"] is False
+    assert findings(doc, "unmanaged_user")[0]["user"] == "stranger"
+    # for plan it is a finding, not a change
+    code, _, _ = denv.run("plan", "-f", str(denv.file), "--detailed-exitcode")
+    assert code == 0
+    assert "stranger" in acl_users(denv.admin())
+
+
+def test_unmanaged_token_on_a_managed_user(denv: DriftEnv) -> None:
+    denv.write()
+    denv.apply()
+    extra = "someone-added-this-by-hand-2741"
+    denv.admin().execute_command("ACL", "SETUSER", "app-orders", f">{extra}")
+    code, out, _ = denv.drift()
+    assert code == 2
+    assert f"user app-orders has a token that is not in the file (sha256:{sha(extra)[:8]}…)" in out
+    assert f"token - sha256:{sha(extra)[:8]}…" in out or f"(sha256:{sha(extra)[:8]}…)" in out
+    code, doc = denv.drift_json()
+    assert doc["drift"]["kinds"] == {"unmanaged_token": 1} and doc["drift"]["changes"] is True
+    (c,) = changes(doc)
+    assert [(t["action"], t["sha256"], t["reason"]) for t in c["tokens"] if t["action"] == "remove"] == [
+        ("remove", sha(extra), "not in file")
+    ]
+
+
+@pytest.mark.parametrize("why", ["auth_mode: token", "forbid_nopass"])
+def test_nopass_default_user(denv: DriftEnv, why: str) -> None:
+    """The fixture's default user is `on nopass`; the file does not declare it."""
+    if why == "auth_mode: token":
+        denv.write(auth_mode="token")
+    else:
+        denv.write(auth_mode="none", forbid_nopass=True)
+    denv.apply()
+    code, out, _ = denv.drift()
+    assert code == 2
+    assert "user default is nopass: anyone can connect without a token" in out
+    code, doc = denv.drift_json()
+    assert doc["drift"]["kinds"] == {"nopass": 1}
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_bad_input_exits_1(denv: DriftEnv) -> None:
+    denv.write()
+    text = denv.file.read_text()
+    denv.file.write_text(text.replace('acl: "~orders:* +@read', 'acl: "~orders:* +@raed'))
+    code, out, err = denv.drift()
+    assert code == 1 and out == ""
+    assert f"{denv.file}:" in err and "users.app-orders.acl" in err and len(err.strip().splitlines()) == 1
+
+    denv.write()
+    code, out, err = denv.run("drift", "-f", str(denv.file), "--instance", "nope")
+    assert code == 1 and "unknown instance nope" in err
+
+    code, out, err = denv.run("drift", "-f", str(denv.file), today="23/11/2026")
+    assert code == 1 and "RECONCILER_TODAY" in err
+
+    denv.monkeypatch.setenv("T_NODE", "127.0.0.1:1")  # nothing listens there
+    code, out, err = denv.drift("json")
+    assert code == 1 and out == "" and err.startswith("reconciler: ") and len(err.strip().splitlines()) == 1
+
+
+def test_exit_codes_through_the_real_cli(denv: DriftEnv) -> None:
+    """The process exit status is what a scheduler sees: 0 clean, 2 drift, 1 error."""
+    denv.write()
+    denv.apply()
+    env = {**os.environ, **denv.env, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "reconciler.cli", "drift", "-f", str(denv.file)]
+    assert subprocess.run(cmd, capture_output=True, env=env, cwd=REPO).returncode == 0
+    denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+keys")
+    r = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert r.returncode == 2 and json.loads(r.stdout)["drift"]["exit_code"] == 2
+    r = subprocess.run([*cmd[:-1], str(denv.file) + ".missing"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert r.returncode == 1 and "cannot read" in r.stderr
+
+
+# -- formats -----------------------------------------------------------------------------------
+
+
+def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
+    old = f"      - id: 2026-05\n        secret: {{env: T_ORDERS_OLD}}\n        created: 2026-05-01\n        expires: 2026-11-30\n"
+    denv.write(auth_mode="token", more_tokens=old)
+    denv.apply(today="2026-11-10")
+    a = denv.admin()
+    a.execute_command("ACL", "SETUSER", "stranger", "on", "nopass", "~*", "+get")
+    a.execute_command("ACL", "SETUSER", "app-orders", ">by-hand-token-5512", "+flushall")
+    code, doc = denv.drift_json()
+    assert code == 2
+    check_keys(doc)
+    assert doc["drift"]["kinds"] == {"nopass": 1, "token_age": 1, "token_expiring": 1, "unmanaged_token": 1, "unmanaged_user": 1}
+    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5}
+    assert json.loads(json.dumps(doc)) == doc
+
+    code, md, _ = denv.drift("markdown")
+    assert code == 2
+    assert md.startswith("## reconciler drift: drift or findings\n")
+    assert "**Plan: 0 to add, 1 to change, 0 to destroy.** 5 findings." in md
+    assert "| Instance | Add | Change | Destroy | Findings |" in md and "| cache | 0 | 1 | 0 | 5 |" in md
+    assert md.count("```") % 2 == 0 and "```diff" in md
+    assert md.count("<details>") == md.count("</details>") == 1
+    assert "! finding: [" in md and "] user stranger is not in the file (prune: false)" in md
+    assert "- revokes FLUSHALL" in md

@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import LiveError
 from .model import Instance
@@ -132,6 +134,9 @@ def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOU
         "socket_connect_timeout": timeout,
         "decode_responses": True,
         "protocol": 2,
+        # No silent retries: redis-py's default (3, with backoff) spends ~3 s on every refused
+        # connection and would re-send writes the executor must report as in doubt.
+        "retry": Retry(NoBackoff(), 0),
     }
     admin = instance.admin
     if admin.secret is not None:
@@ -288,9 +293,16 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
 
 
 def read_instance(instance: Instance) -> InstanceState:
-    nodes = list(instance.nodes)
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, max(1, len(nodes)))) as pool:
-        states = list(pool.map(lambda a: read_node(instance, a), nodes))
-    replicas = sum(1 for n in states if n.role == "replica")
-    topology = "replicated" if replicas else "standalone"
-    return InstanceState(name=instance.name, nodes=tuple(states), topology=topology)
+    """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
+    reusing discovery's connections."""
+    from .topology import discover
+
+    topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
+    nodes = list(topo.nodes)
+    try:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, max(1, len(nodes)))) as pool:
+            states = list(pool.map(lambda a: read_node(instance, a, clients[a]), nodes))
+    finally:
+        for client in clients.values():
+            client.close()
+    return InstanceState(name=instance.name, nodes=tuple(states), topology=topo.kind)

@@ -62,8 +62,8 @@ users:
 TOP_KEYS = {"drift", "format_version", "instances", "source", "summary", "today"}
 DRIFT_KEYS = {"status", "exit_code", "changes", "findings", "kinds"}
 SUMMARY_KEYS = {"add", "change", "destroy", "findings"}
-INSTANCE_KEYS = {"name", "topology", "nodes", "findings"}
-NODE_KEYS = {"address", "role", "label", "fingerprint", "changes", "persist"}  # at least these
+INSTANCE_KEYS = {"name", "topology", "nodes", "findings", "inventory"}
+NODE_KEYS = {"address", "role", "label", "fingerprint", "changes", "persist", "config"}
 CHANGE_KEYS = {"action", "user", "enabled", "nopass", "hashes", "rules", "enabled_before", "tokens",
                "permissions", "certificates", "kill_sessions", "connections", "note"}
 TOKEN_KEYS = {"action", "sha256", "token_id", "reason", "expires"}
@@ -143,7 +143,7 @@ def check_keys(doc: dict) -> None:
     for inst in doc["instances"]:
         assert set(inst) == INSTANCE_KEYS
         for node in inst["nodes"]:
-            assert NODE_KEYS <= set(node)
+            assert set(node) == NODE_KEYS
             for c in node["changes"]:
                 assert set(c) == CHANGE_KEYS
                 for t in c["tokens"]:

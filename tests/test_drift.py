@@ -356,3 +356,95 @@ def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
     assert md.count("<details>") == md.count("</details>") == 1
     assert "! finding: [" in md and "] user stranger is not in the file (prune: false)" in md
     assert "- revokes FLUSHALL" in md
+
+
+# -- the scheduled-job examples, run for real ------------------------------------------------------
+
+
+def _example_env(denv: DriftEnv, tmp_path: Path) -> dict[str, str]:
+    """The job's environment: secrets from the environment, `reconciler` on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("T_", "RECONCILER_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def test_github_workflow_drift_step(denv: DriftEnv, tmp_path: Path) -> None:
+    """The workflow's `Drift report` step, run with bash as Actions runs it: exit_code output,
+    Markdown report for the issue, step fails only on errors."""
+    import yaml
+
+    wf = yaml.safe_load((REPO / "examples" / "drift-schedule.yml").read_text())
+    triggers = wf[True]  # YAML 1.1 reads the key `on` as true; GitHub reads it as "on"
+    assert triggers["schedule"][0]["cron"].count(" ") == 4
+    steps = wf["jobs"]["drift"]["steps"]
+    (step,) = [s for s in steps if s.get("id") == "drift"]
+    issue_step = next(s for s in steps if "gh issue" in s.get("run", ""))
+    assert issue_step["if"] == "steps.drift.outputs.exit_code == '2'"
+
+    denv.write()
+    denv.apply()
+    env = {**_example_env(denv, tmp_path), **{k: v for k, v in denv.env.items()}, "ACCESS_FILE": str(denv.file)}
+
+    def run_step() -> tuple[int, dict[str, str], str]:
+        out, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
+        out.write_text("")
+        summary.write_text("")
+        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
+                           env={**env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
+                           capture_output=True, text=True, timeout=120)
+        outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+        return r.returncode, outputs, summary.read_text()
+
+    code, outputs, summary = run_step()
+    assert (code, outputs) == (0, {"exit_code": "0"})
+    assert json.loads((tmp_path / "drift.json").read_text())["drift"]["status"] == "clean"
+
+    denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
+    code, outputs, summary = run_step()
+    assert (code, outputs) == (0, {"exit_code": "2"})  # the issue step runs next
+    assert (tmp_path / "drift.md").read_text().startswith("## reconciler drift: drift or findings")
+    assert "revokes FLUSHALL" in summary
+    assert json.loads((tmp_path / "drift.json").read_text())["drift"]["exit_code"] == 2
+
+    env["T_ADMIN"] = "wrong-admin-token-0123456789"
+    code, outputs, _ = run_step()
+    assert (code, outputs) == (1, {"exit_code": "1"})
+
+
+def test_cron_example(denv: DriftEnv, tmp_path: Path) -> None:
+    """examples/drift.cron's command with its variables pointed here: silent when clean (so cron
+    mails nothing), the report on drift, the error on failure; drift.json kept every time."""
+    import re
+
+    text = (REPO / "examples" / "drift.cron").read_text()
+    variables = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, re.M))
+    (line,) = [ln for ln in text.splitlines() if re.match(r"^[0-9*]", ln)]
+    fields = line.split(None, 6)
+    assert len(fields) == 7 and fields[5] == "reconciler"
+    command = fields[6]
+
+    denv.write()
+    denv.apply()
+    secrets_env = tmp_path / "secrets.env"
+    secrets_env.write_text("".join(f"{k}={v}\n" for k, v in denv.env.items()))
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    variables.update(RECONCILER=str(Path(sys.executable).parent / "reconciler"), ACCESS_DIR=str(denv.file.parent),
+                     SECRETS_ENV=str(secrets_env), REPORT_DIR=str(reports))
+    env = {**_example_env(denv, tmp_path), **variables}
+
+    def cron() -> str:
+        r = subprocess.run([variables["SHELL"], "-c", command], env=env, capture_output=True, text=True, timeout=120)
+        return r.stdout + r.stderr
+
+    assert cron() == ""
+    assert json.loads((reports / "drift.json").read_text())["drift"]["status"] == "clean"
+    denv.admin().execute_command("ACL", "SETUSER", "stranger", "on", "nopass", "+ping")
+    out = cron()
+    assert "user stranger is not in the file (prune: false)" in out
+    assert json.loads((reports / "drift.json").read_text())["drift"]["kinds"] == {"unmanaged_user": 1}
+    secrets_env.write_text(secrets_env.read_text().replace(ADMIN, "wrong-admin-token-0123456789"))
+    out = cron()
+    assert "reconciler drift failed (exit 1)" in out and "reconciler: " in out
+    assert ADMIN not in out

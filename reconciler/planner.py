@@ -341,20 +341,6 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
             continue
         if name not in wanted and name != node.admin_user and not inst.prune:
             out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
-    # A password someone added by hand: the plan removes it; drift also names it as a finding.
-    for user in users:
-        lu = node.users.get(user.name)
-        declared = {t.sha256 for t in user.tokens}
-        for h in sorted(set(lu.hashes) - declared) if lu is not None else ():
-            out.append(
-                Finding(
-                    "unmanaged_token",
-                    f"user {user.name} has a token that is not in the file (sha256:{h[:8]}…); apply removes it",
-                    inst.name,
-                    node.address,
-                    user=user.name,
-                )
-            )
     return out
 
 

@@ -206,6 +206,7 @@ def rotate(cli: Cli, prober_factory, user: str, username: str | None, **file_opt
     prober.switch(TOKEN_B)  # the apps move to B, and are seen using it, before A is removed
     r = cli.apply(access_file(user, ["b"], **file_opts))
     assert sha(TOKEN_A)[:8] in r.stdout and "not in file" in r.stdout  # the plan named what went
+    assert "finding: " not in r.stdout.replace("finding: user default is nopass", "")  # a rotation is no finding
     time.sleep(0.2)
     prober.stop()
     thread.join(5)

@@ -17,10 +17,20 @@ from typing import Any
 import pytest
 import redis
 
-from cluster_support import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls, wait_until
+from cluster_support import (
+    ADMIN_PASSWORD,
+    REGISTRY,
+    REPL_CONFIG,
+    Deployment,
+    admin,
+    needed_keys,
+    replica_in_sync,
+    reset_acls,
+    wait_until,
+)
 from reconciler import acl, executor, live
 from reconciler.cli import main
-from servers import MATRIX, RunningServer, no_retry
+from servers import MATRIX, RunningServer, no_retry, start_server
 
 KINDS = ("replicated", "cluster")
 KEYS = [(sid, kind) for kind in KINDS for sid in MATRIX]
@@ -340,3 +350,60 @@ def test_replica_killed_mid_apply_then_rerun_converges(deployment: Deployment, t
     assert code == 0 and "No changes." in out, out + err
     assert_identical(env, {"app-orders", "app-reports"})
     assert logs_in(victim, "app-orders", TOKENS["ORDERS"])
+
+
+MIXED = """\
+version: 1
+instances:
+  cache:
+    nodes: [{{env: T_SEED}}]
+users:
+  app-orders:
+    acl: "{acl}"
+    tokens:
+      - id: 2026-11
+        secret: {{env: T_ORDERS}}
+"""
+
+
+def test_mixed_versions_rules_must_fit_every_node(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A Redis 6.2 primary with a 7.0 replica (an upgrade in progress): selectors exist on 7.0
+    only, so a file using them is refused before anything is written to either node."""
+    primary = start_server("redis-6.2", tmp_path / "primary", extra_config=REPL_CONFIG)
+    replica = None
+    try:
+        replica = start_server(
+            "redis-7.0", tmp_path / "replica", extra_config=REPL_CONFIG + (f"replicaof {primary.host} {primary.port}",)
+        )
+        wait_until("the 7.0 replica in sync", lambda: replica_in_sync(replica))
+        monkeypatch.setenv("T_SEED", primary.address)
+        monkeypatch.setenv("T_ORDERS", TOKENS["ORDERS"])
+        monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+        f = tmp_path / "access.yaml"
+        f.write_text(MIXED.format(acl="~orders:* +get (~audit:* +set)"))
+
+        code, out, err = run(capsys, "apply", "-f", str(f), "--auto-approve")
+        assert code == 1
+        assert f"cache {primary.address}: user app-orders: Redis 6.2." in err and "can't express this" in err
+        assert "selectors" in err
+        for s in (primary, replica):
+            c = s.admin()
+            assert [line.split()[1] for line in c.execute_command("ACL", "LIST")] == ["default"], s.address
+            c.close()
+
+        f.write_text(MIXED.format(acl="~orders:* +get +set"))
+        code, out, err = run(capsys, "plan", "-f", str(f), "--detailed-exitcode")
+        assert code == 2
+        assert f"Instance cache (2 nodes: {primary.address} primary, 1 replica; Redis {primary.version}, Redis {replica.version})" in out
+        code, out, err = run(capsys, "apply", "-f", str(f), "--auto-approve")
+        assert code == 0, err
+        assert f"cache {primary.address} (Redis {primary.version}): 1 created" in out
+        assert f"cache {replica.address} (Redis {replica.version}): 1 created" in out
+        code, out, err = run(capsys, "plan", "-f", str(f), "--detailed-exitcode")
+        assert code == 0 and "No changes." in out
+        for s in (primary, replica):
+            assert logs_in(s, "app-orders", TOKENS["ORDERS"])
+    finally:
+        if replica is not None:
+            replica.stop()
+        primary.stop()

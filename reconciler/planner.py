@@ -317,6 +317,19 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
     wanted = {u.name for u in users}
     declared_default = "default" in wanted
     out.extend(_tls_client_auth(inst, users, node)[1])
+    maps = node.capabilities.cert_user_mapping and node.tls and _mapping_after(inst, node) == "CN"
+    for u in users:
+        if u.certificates and u.tokens and not maps:  # certificate-only users are a plan error instead
+            out.append(
+                Finding(
+                    "cert_unmapped",
+                    f"user {u.name} has certificates, but {node.label} on this node does not map certificates "
+                    "to users (tls-auth-clients-user CN over TLS): only its tokens log in",
+                    inst.name,
+                    node.address,
+                    user=u.name,
+                )
+            )
     cert_users = any(u.certificates for u in users)
     if declared_default and cert_users and node.tls:
         d = next(u for u in users if u.name == "default")

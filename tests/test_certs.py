@@ -275,3 +275,21 @@ def test_mtls_example_with_its_certificate_files(tmp_path: Path) -> None:
     (certs_dir / "app-billing-2027.pem").write_bytes(other.read_bytes())
     with pytest.raises(ConfigError, match="does not match the declared subject: CN=app-billing"):
         load(str(f))
+
+
+def test_user_with_tokens_and_certificates_where_certificates_cannot_map(ca: TLSMaterial, tmp_path: Path) -> None:
+    cert, _ = ca.client_cert("app-billing")
+    f = write_yaml(tmp_path, ca, f'      - {{subject: "CN=app-billing", cert_file: {cert}}}\n    tokens:\n      - {{id: t1, sha256: "{"a" * 64}"}}\n')
+    state = load(str(f))
+    node = _live().instances["pay"].nodes[0]
+    from dataclasses import replace
+
+    old = replace(node, server="valkey", version="8.1.1", command_table="valkey-8.1.1", tls_auth_clients_user=None)
+    plan = planner.plan(state, LiveState(instances={"pay": InstanceState("pay", (old,))}), today=date.today())
+    found = [x for x in plan.findings if x.kind == "cert_unmapped"]
+    assert [x.user for x in found] == ["app-billing"] and "only its tokens log in" in found[0].message
+    (change,) = plan.instances[0].nodes[0].changes
+    assert change.hashes == ("a" * 64,) and "resetpass" not in change.setuser_args()
+    # On Valkey 9.1 with the mapping: no such finding
+    plan = planner.plan(state, _live(), today=date.today())
+    assert not [x for x in plan.findings if x.kind == "cert_unmapped"]

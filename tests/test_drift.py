@@ -448,3 +448,18 @@ def test_cron_example(denv: DriftEnv, tmp_path: Path) -> None:
     out = cron()
     assert "reconciler drift failed (exit 1)" in out and "reconciler: " in out
     assert ADMIN not in out
+
+
+def test_readme_documents_the_json_keys() -> None:
+    """The example in README "Drift reports" has exactly the keys the tests pin."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Drift reports", 1)[1]
+    (block,) = re.findall(r"```json\n(.*?)```", section, re.S)
+    doc = json.loads(block)
+    check_keys(doc)
+    assert set(doc["instances"][0]["nodes"][0]) == NODE_KEYS
+    assert set(doc["instances"][0]["nodes"][0]["changes"][0]) == CHANGE_KEYS
+    for kind in ("token_expired", "token_expiring", "token_age", "unmanaged_user", "unmanaged_token", "nopass"):
+        assert f"| `{kind}` |" in section

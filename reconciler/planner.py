@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import date
+from typing import Any
 
 from . import acl
 from .errors import PlanError
@@ -104,6 +105,23 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
     return "warn"
 
 
+# Pure results by (what, table name, rule string): nodes of one version share them, so a
+# 6-node cluster costs about what one node does instead of 6x (issue 10's benchmark).
+_MEMO: dict[tuple[str, str, str], Any] = {}
+_MEMO_LIMIT = 100_000
+
+
+def _memo(kind: str, table: "acl.CommandTable", rules: str, compute: Callable[[], Any]) -> Any:
+    key = (kind, table.name, rules)
+    hit = _MEMO.get(key)
+    if hit is None:
+        hit = compute()  # exceptions (UnsupportedRule) are not cached
+        if len(_MEMO) > _MEMO_LIMIT:
+            _MEMO.clear()
+        _MEMO[key] = hit
+    return hit
+
+
 def _plan_node(
     desired: DesiredState, inst: Instance, users: list[User], node: NodeState, table: "acl.CommandTable", today: date
 ) -> NodePlan:
@@ -140,7 +158,7 @@ def _plan_user(
 ) -> UserChange | None:
     where = f"{inst.name} {node.address}: user {user.name}"
     try:
-        rules = acl.rules_for(user.rules, table)
+        rules = _memo("rules_for", table, user.rules, lambda: acl.rules_for(user.rules, table))
     except acl.UnsupportedRule as exc:
         raise PlanError(f"{where}: {node.label} can't express this: {exc}") from None
     except acl.AclSyntaxError as exc:
@@ -178,7 +196,7 @@ def _plan_user(
             hashes=hashes,
             rules=rules,
             tokens=tokens,
-            permissions=tuple(DeltaLine("+", line) for line in acl.describe(wanted)),
+            permissions=_memo("describe", table, user.rules, lambda: tuple(DeltaLine("+", line) for line in acl.describe(wanted))),
             certificates=certs,
             note=note,
         )
@@ -216,7 +234,7 @@ def _plan_user(
         for h in hashes:
             t = by_hash[h]
             if h in live_hashes:
-                reason = "kept: remove after apps moved" if added else "kept"
+                reason = f"kept: {t.note}" if t.note else "kept: remove after apps moved" if added else "kept"
                 token_changes.append(TokenChange("keep", h, t.id, reason=reason, expires=_iso(t.expires)))
             else:
                 token_changes.append(TokenChange("add", h, t.id, expires=_iso(t.expires)))

@@ -135,11 +135,28 @@ start_server
 export_example_tokens
 export PATH="$VENV/bin:$PATH"
 
-# The demo's steps. Later: plan, apply, plan again (should show no changes).
+# The demo: plan, apply, plan again (no changes), then finish the token rotation.
 step reconciler validate -f "$EXAMPLE"
-# step reconciler plan -f "$EXAMPLE"
-# step reconciler apply -f "$EXAMPLE" --auto-approve
-# step reconciler plan -f "$EXAMPLE" --detailed-exitcode
+step reconciler plan -f "$EXAMPLE"
+step reconciler apply -f "$EXAMPLE" --auto-approve --audit-log "$DEMO_DIR/audit.jsonl"
+step reconciler plan -f "$EXAMPLE" --detailed-exitcode
+
+# Rotation: the apps now use app-orders' 2026-11 token, so the 2026-08 entry leaves the file.
+ROTATED="$DEMO_DIR/quickstart-rotated.yaml"
+"$PY" - "$EXAMPLE" "$ROTATED" <<'PYEOF'
+import re, sys
+text = open(sys.argv[1]).read()
+text = re.sub(r"\n      - id: 2026-08\n(?:        .*\n)+", "\n", text)  # the 2026-08 list item
+open(sys.argv[2], "w").write(text)
+PYEOF
+echo
+echo "demo: the apps moved to token 2026-11, so 2026-08 leaves the file ($ROTATED)"
+step reconciler plan -f "$ROTATED"
+step reconciler apply -f "$ROTATED" --auto-approve --audit-log "$DEMO_DIR/audit.jsonl"
+step reconciler plan -f "$ROTATED" --detailed-exitcode
+echo
+echo "demo: audit log, one JSON line per executed change (no secrets):"
+cat "$DEMO_DIR/audit.jsonl"
 
 echo
 echo "demo: done"

@@ -90,9 +90,12 @@ def _repl_info(srv: RunningServer) -> dict[str, Any]:
         c.close()
 
 
-def replica_in_sync(srv: RunningServer) -> bool:
-    info = _repl_info(srv)
+def _in_sync(info: dict[str, Any]) -> bool:
     return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+def replica_in_sync(srv: RunningServer) -> bool:
+    return _in_sync(_repl_info(srv))
 
 
 def connected_replicas(srv: RunningServer) -> int:
@@ -147,16 +150,21 @@ class Replicated(Deployment):
     kind = "replicated"
 
     def wait_ready(self) -> None:
-        primaries = self.primaries()
-        assert len(primaries) == 1, f"expected one primary, found {[p.address for p in primaries]}"
-        primary = primaries[0]
-        replicas = [s for s in self.nodes if s is not primary]
-        for r in replicas:
-            wait_until(f"{r.address} in sync with {primary.address}", lambda r=r: replica_in_sync(r))
-        wait_until(
-            f"{primary.address} listing {len(replicas)} replicas",
-            lambda: connected_replicas(primary) == len(replicas),
-        )
+        clients = {s.address: admin(s, socket_timeout=2) for s in self.nodes}
+
+        def ok() -> bool:
+            infos = {a: c.info("replication") for a, c in clients.items()}
+            primaries = [a for a, i in infos.items() if i.get("role") == "master"]
+            assert len(primaries) <= 1, f"expected one primary, found {primaries}"
+            if not primaries or int(infos[primaries[0]].get("connected_slaves", 0)) != len(self.nodes) - 1:
+                return False
+            return all(_in_sync(i) for a, i in infos.items() if a != primaries[0])
+
+        try:
+            wait_until("one primary with every replica in sync", ok)
+        finally:
+            for c in clients.values():
+                c.close()
 
     def rejoin(self, srv: RunningServer) -> None:
         # Its argv says `replicaof <first primary>`, which a failover may have demoted.
@@ -221,30 +229,36 @@ class Cluster(Deployment):
     kind = "cluster"
 
     def wait_ready(self) -> None:
-        def ok() -> bool:
-            for s in self.nodes:
-                c = admin(s, socket_timeout=2)
-                try:
-                    info = c.execute_command("CLUSTER", "INFO")
-                    text = info if isinstance(info, str) else str(info)
-                    if "cluster_state:ok" not in text.replace(" ", ""):
-                        return False
-                    nodes = _cluster_nodes_text(c)
-                    if any(flag in nodes for flag in ("fail", "handshake", "noaddr")):
-                        return False
-                    # Every node's own view must agree: each shard's primary holds slots and
-                    # every replica is known as one (gossip spreads role changes lazily).
-                    lines = [l.split() for l in nodes.splitlines() if l.strip()]
-                    if len(lines) != len(self.nodes):
-                        return False
-                    primaries = [l for l in lines if "master" in l[2].split(",")]
-                    if len(primaries) != self.shards or any(len(l) < 9 for l in primaries):
-                        return False
-                finally:
-                    c.close()
-            return all(replica_in_sync(r) for r in self.replicas())
+        # One client per node for the whole wait: over TLS every new connection is a handshake.
+        clients = {s.address: admin(s, socket_timeout=2) for s in self.nodes}
 
-        wait_until("cluster_state:ok on every node", ok)
+        def ok() -> bool:
+            replicas = []
+            for address, c in clients.items():
+                info = c.execute_command("CLUSTER", "INFO")
+                text = info if isinstance(info, str) else str(info)
+                if "cluster_state:ok" not in text.replace(" ", ""):
+                    return False
+                nodes = _cluster_nodes_text(c)
+                if any(flag in nodes for flag in ("fail", "handshake", "noaddr")):
+                    return False
+                # Every node's own view must agree: each shard's primary holds slots and
+                # every replica is known as one (gossip spreads role changes lazily).
+                lines = [l.split() for l in nodes.splitlines() if l.strip()]
+                if len(lines) != len(self.nodes):
+                    return False
+                primaries = [l for l in lines if "master" in l[2].split(",")]
+                if len(primaries) != self.shards or any(len(l) < 9 for l in primaries):
+                    return False
+                if c.execute_command("ROLE")[0] == "slave":
+                    replicas.append(c)
+            return all(_in_sync(c.info("replication")) for c in replicas)
+
+        try:
+            wait_until("cluster_state:ok on every node", ok)
+        finally:
+            for c in clients.values():
+                c.close()
 
     wait_ok = wait_ready
 
@@ -342,7 +356,7 @@ def start_cluster(server_id: str, workdir: Path, *, shards: int = 3, replicas: i
 # -- deployments shared by the tests of a session ---------------------------------------------
 
 ADMIN_PASSWORD = "cluster-admin-plaintext-5c2e8a1f9d7b3064"
-Key = tuple[str, str]  # (server id, "replicated" | "cluster")
+Key = tuple[str, str]  # (server id, "replicated" | "cluster" | "replicated-tls" | "cluster-tls")
 
 
 def setup_admin(dep: Deployment, password: str = ADMIN_PASSWORD) -> None:
@@ -376,11 +390,14 @@ def use_masterauth(srv: RunningServer) -> None:
 
 def reset_acls(dep: Deployment) -> None:
     """Back to the starting point: every node up and in sync, only `default` left."""
+    restarted = False
     for s in dep.nodes:
-        if not s.alive():
+        if not s.alive():  # a test that failed half-way left a node down
             s.restart()
             dep.rejoin(s)
-    dep.wait_ready()
+            restarted = True
+    if restarted:
+        dep.wait_ready()
     for s in dep.nodes:
         c = admin(s)
         try:
@@ -411,10 +428,11 @@ class Registry:
         server_id, kind = key
         try:
             where = self._workdir() / f"{server_id}-{kind}"
-            if kind == "cluster":
-                dep: Deployment = start_cluster(server_id, where, aclfile=True)
+            tls = kind.endswith("-tls")  # "cluster-tls": TLS-only ports, tls-replication, tls-cluster
+            if kind.startswith("cluster"):
+                dep: Deployment = start_cluster(server_id, where, aclfile=True, tls=tls)
             else:
-                dep = start_replicated(server_id, where, aclfile=True)
+                dep = start_replicated(server_id, where, aclfile=True, tls=tls)
             setup_admin(dep)
             return dep
         except BaseException as exc:  # pytest's skip/fail outcomes included: re-raised by get()

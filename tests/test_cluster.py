@@ -30,7 +30,7 @@ from cluster_support import (
 )
 from reconciler import acl, executor, live
 from reconciler.cli import main
-from servers import MATRIX, RunningServer, no_retry, start_server
+from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
 
 KINDS = ("replicated", "cluster")
 KEYS = [(sid, kind) for kind in KINDS for sid in MATRIX]
@@ -407,3 +407,25 @@ def test_mixed_versions_rules_must_fit_every_node(tmp_path: Path, monkeypatch, c
         if replica is not None:
             replica.stop()
         primary.stop()
+
+
+# TLS costs a handshake per connection: clusters on every TLS version, replication on one.
+TLS_KEYS = [(sid, "cluster-tls") for sid in TLS_MATRIX] + [("valkey-9.1", "replicated-tls")]
+
+
+@pytest.mark.parametrize("deployment", TLS_KEYS, indirect=True, ids=_ids)
+def test_tls_discovery_and_apply(deployment: Deployment, tmp_path, monkeypatch, capsys) -> None:
+    """Over TLS-only ports: replicas announce their TLS port (tls-replication), cluster
+    members are found at CLUSTER SHARDS' tls-port; every node gets the ACLs."""
+    seed = deployment.replicas()[-1]
+    env = Env(deployment, tmp_path, monkeypatch, seed=seed)
+    tls = seed.tls_config()
+    assert tls is not None
+    env.write(instance_extra=f"    tls: {{ca_file: {tls['ca_file']}, cert_file: {tls['cert_file']}, key_file: {tls['key_file']}}}\n")
+    code, out, err = apply(env, capsys)
+    assert code == 0, err
+    for s in deployment.nodes:
+        assert f"cache {s.address} (" in out
+    assert_identical(env, {"app-orders", "app-reports"})
+    code, out, err = plan(env, capsys)
+    assert code == 0 and "No changes." in out, out + err

@@ -429,3 +429,43 @@ def test_tls_discovery_and_apply(deployment: Deployment, tmp_path, monkeypatch, 
     assert_identical(env, {"app-orders", "app-reports"})
     code, out, err = plan(env, capsys)
     assert code == 0 and "No changes." in out, out + err
+
+
+@pytest.mark.parametrize("deployment", [(sid, "replicated") for sid in MATRIX], indirect=True, ids=_ids)
+def test_saved_plan_refused_when_a_replica_joined(deployment: Deployment, tmp_path, monkeypatch, capsys) -> None:
+    """`apply PLAN.json` discovers again: a replica added since the plan would miss the users."""
+    env = Env(deployment, tmp_path, monkeypatch)
+    saved = tmp_path / "plan.json"
+    code, _, err = run(capsys, "plan", "-f", str(env.file), "--out", str(saved))
+    assert code == 0, err
+
+    primary = deployment.primaries()[0]
+    extra = start_server(deployment.nodes[0].id, tmp_path / "extra", extra_config=REPL_CONFIG)
+    try:
+        c = extra.admin()
+        c.execute_command("CONFIG", "SET", "masterauth", ADMIN_PASSWORD)
+        c.execute_command("REPLICAOF", primary.host, str(primary.port))
+        c.close()
+        wait_until("the new replica in sync", lambda: replica_in_sync(extra))
+        code, out, err = run(capsys, "apply", str(saved), "-f", str(env.file), "--auto-approve")
+        assert code == 1
+        assert f"cache {extra.address}: node joined the instance since the plan was made; make a new plan" in err
+        assert "nothing was changed" in err
+        for s in [*deployment.nodes, extra]:
+            c = admin(s)
+            assert [line.split()[1] for line in c.execute_command("ACL", "LIST")] == ["default"], s.address
+            c.close()
+    finally:
+        extra.stop()
+    wait_until("the primary back to 2 replicas", lambda: len(deployment.replicas()) == 2 and _replica_count(primary) == 2)
+    code, out, err = run(capsys, "apply", str(saved), "-f", str(env.file), "--auto-approve")
+    assert code == 0, err
+    assert_identical(env, {"app-orders", "app-reports"})
+
+
+def _replica_count(srv: RunningServer) -> int:
+    c = admin(srv)
+    try:
+        return int(c.info("replication").get("connected_slaves", 0))
+    finally:
+        c.close()

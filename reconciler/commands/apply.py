@@ -84,9 +84,20 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
         if instance is None:
             problems.append(f"instance {inst.name} is in the plan but not in {desired.source}")
             continue
+        # Discovery again: a replica or cluster member that joined since would miss the changes.
+        fresh = live.read_instance(instance)
+        by_address = {n.address: n for n in fresh.nodes}
+        planned = {n.address for n in inst.nodes}
+        for address in sorted(by_address.keys() - planned):
+            problems.append(f"{inst.name} {address}: node joined the instance since the plan was made; make a new plan")
         states: list[NodeState] = []
         for node_plan in inst.nodes:
-            state = live.read_node(instance, node_plan.address)
+            state = by_address.get(node_plan.address)
+            if state is None:
+                problems.append(
+                    f"{inst.name} {node_plan.address}: node is no longer part of the instance; make a new plan"
+                )
+                continue
             states.append(state)
             # The planner's own digest of the parsed ACL state: the same function made the plan's.
             if node_fingerprint(state) != node_plan.fingerprint:
@@ -99,7 +110,7 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
                     f"{inst.name} {node_plan.address}: server is now {state.label}, the plan was made for "
                     f"{node_plan.label}; make a new plan"
                 )
-        instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=inst.topology)
+        instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
     return problems, LiveState(instances=instances)
 
 

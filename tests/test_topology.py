@@ -270,3 +270,27 @@ def test_cluster_member_announcing_an_unreachable_port(deployment: Deployment) -
             return False
 
     wait_until("the real port to be gossiped back", healed, timeout=15)
+
+
+@pytest.mark.parametrize("deployment", [k for k in KEYS if k[1] == "cluster"], indirect=True, ids=lambda k: f"{k[0]}-{k[1]}")
+def test_cluster_discovery_with_a_restricted_admin(deployment: Deployment) -> None:
+    """An admin user without CLUSTER SHARDS falls back to CLUSTER NODES; without either, the
+    error says what to allow (or to list the nodes with discover: false)."""
+    secret = "restricted-admin-plaintext-7e3a9c1d5b"
+    # 6.2 has no CLUSTER SHARDS (and refuses the rule): it always reads CLUSTER NODES.
+    no_shards = "+@all" if deployment.nodes[0].id == "redis-6.2" else "+@all -cluster|shards"
+    for rules, works in ((no_shards, True), ("+@all -cluster", False)):
+        for s in deployment.nodes:
+            c = admin(s)
+            c.execute_command("ACL", "SETUSER", "reconciler", "reset", "on", f">{secret}", "~*", "&*", *rules.split())
+            c.close()
+        inst = Instance(name="cache", nodes=(deployment.nodes[0].address,), admin=Admin("reconciler", Secret(secret)))
+        if works:
+            assert set(discovered(inst).nodes) == set(deployment.roles())
+        else:
+            with pytest.raises(LiveError, match=r"cannot list cluster members .*allow CLUSTER SHARDS / CLUSTER NODES.*`discover: false`"):
+                discovered(inst)
+            listed = Instance(
+                name="cache", nodes=tuple(s.address for s in deployment.nodes), admin=Admin("reconciler", Secret(secret)), discover=False
+            )
+            assert discovered(listed).kind == "cluster"

@@ -7,7 +7,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
-from . import certs, config, live, planner
+from . import config, inventory, live, planner
 from .errors import ReconcilerError
 from .model import DesiredState
 from .plan import Plan
@@ -50,8 +50,8 @@ class Manager:
         return LiveState(instances={s.name: s for s in states})
 
     def plan(self, state: LiveState) -> Plan:
-        # The certificate inventory the last apply recorded (certs.record_inventory), read here at the edge.
-        recorded = certs.load_inventory(self.desired.source)
+        # The certificate inventory the last apply recorded (inventory.record_inventory), read here at the edge.
+        recorded = inventory.load_inventory(self.desired.source)
         return planner.plan(self.desired, state, today=today(), tables=live.tables(), inventory=recorded)
 
 

@@ -17,7 +17,7 @@ import sys
 from datetime import date
 from typing import Any, Callable
 
-from .. import certs, executor, live, safety
+from .. import executor, inventory, live, safety
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, today
@@ -144,7 +144,7 @@ def _execute(args: argparse.Namespace, plan: Plan, desired: DesiredState, verify
         _out(line)
     verify()
     if any(i.inventory for i in plan.instances):
-        path = certs.record_inventory(desired.source, desired, [i.name for i in plan.instances])
+        path = inventory.record_inventory(desired.source, desired, [i.name for i in plan.instances])
         _out(f"Certificate inventory recorded in {path}")
     c = plan.counts()
     _out(f"\nApply complete: {c.add} added, {c.change} changed, {c.destroy} destroyed.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
 
-from .. import acl, certs, secrets
+from .. import acl, secrets
 from ..model import (
     Admin,
     Certificate,
@@ -636,6 +636,8 @@ class Builder:
             cert_file = _str(spec.get("cert_file"))
             info = None
             if cert_file:  # inventory: subject, chain to each instance's CA, clientAuth (certs.check)
+                from .. import certs  # imports `cryptography`: only files with cert_file pay for it
+
                 cas = [(n, instances[n].tls.ca_file) for n in user_instances if instances[n].tls and instances[n].tls.ca_file]
                 info, cert_problems = certs.check(self.path_of(cert_file), parsed, cas)
                 for msg in cert_problems:

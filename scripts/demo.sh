@@ -18,40 +18,9 @@ EXTRAS="embedded"
 EXAMPLE=${EXAMPLE:-examples/quickstart.yaml}
 PY="$VENV/bin/python"
 
-ensure_venv() {
-    local py=${PYTHON:-python3}
-    if [[ ! -x $VENV/bin/python ]]; then
-        "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-            || { echo "demo.sh: Python >= 3.11 required ($($py --version 2>&1))" >&2; exit 1; }
-        if ! "$py" -m venv "$VENV"; then
-            # Debian ships venv's ensurepip separately.
-            if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-                rm -rf "$VENV"
-                DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >&2 \
-                    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >&2; }
-                "$py" -m venv "$VENV"
-            else
-                echo "demo.sh: '$py -m venv' failed; install python3-venv" >&2
-                exit 1
-            fi
-        fi
-    fi
-    # Reinstall only when pyproject.toml changed since the last install
-    # (an install with the test extra includes the embedded one).
-    if [[ -e $VENV/.installed-test-embedded && ! pyproject.toml -nt $VENV/.installed-test-embedded ]]; then
-        return
-    fi
-    local stamp="$VENV/.installed-$EXTRAS"
-    if [[ ! -e $stamp || pyproject.toml -nt $stamp ]]; then
-        echo "demo.sh: installing .[$EXTRAS] into .venv" >&2
-        if ! "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" > "$VENV/pip-install.log" 2>&1; then
-            tail -n 30 "$VENV/pip-install.log" >&2
-            echo "demo.sh: pip install failed (full log: .venv/pip-install.log)" >&2
-            exit 1
-        fi
-        touch "$stamp"
-    fi
-}
+SCRIPT=demo.sh
+# shellcheck source=scripts/venv.sh
+source "$ROOT/scripts/venv.sh"
 
 new_token() {
     "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))'

@@ -7,10 +7,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
-from . import config, inventory, live, planner
+from . import config, inventory, providers
 from .errors import ReconcilerError
 from .model import DesiredState
-from .plan import Plan
+from .plan import InstancePlan, Plan
 from .state import LiveState
 
 
@@ -45,14 +45,25 @@ class Manager:
 
     def read(self, only: list[str] | None = None) -> LiveState:
         names = self.instance_names(only)
+        # Each instance is read by its provider (`instances.<name>.provider`, redis by default).
+        def read_one(n: str):
+            return providers.for_instance(self.desired, n).read(self.desired.instances[n])
+
         with ThreadPoolExecutor(max_workers=max(1, min(4, len(names)))) as pool:
-            states = list(pool.map(lambda n: live.read_instance(self.desired.instances[n]), names))
+            states = list(pool.map(read_one, names))
         return LiveState(instances={s.name: s for s in states})
 
     def plan(self, state: LiveState) -> Plan:
         # The certificate inventory the last apply recorded (inventory.record_inventory), read here at the edge.
         recorded = inventory.load_inventory(self.desired.source)
-        return planner.plan(self.desired, state, today=today(), tables=live.tables(), inventory=recorded)
+        day = today()
+        by_name: dict[str, InstancePlan] = {}
+        for provider_name, names in providers.group(self.desired, list(state.instances)).items():
+            provider = providers.get(provider_name, self.desired)
+            scoped = LiveState(instances={n: state.instances[n] for n in names})
+            for inst in provider.plan(scoped, today=day, inventory=recorded):
+                by_name[inst.name] = inst
+        return Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
 
 
 def warn_unpersisted(plan: Plan) -> None:

@@ -17,7 +17,7 @@ import sys
 from datetime import date
 from typing import Any, Callable
 
-from .. import executor, inventory, live, safety
+from .. import executor, inventory, live, providers, safety
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, today
@@ -85,7 +85,7 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
             problems.append(f"instance {inst.name} is in the plan but not in {desired.source}")
             continue
         # Discovery again: a replica or cluster member that joined since would miss the changes.
-        fresh = live.read_instance(instance)
+        fresh = providers.get(instance.provider, desired).read(instance)
         by_address = {n.address: n for n in fresh.nodes}
         planned = {n.address for n in inst.nodes}
         for address in sorted(by_address.keys() - planned):
@@ -114,7 +114,52 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
     return problems, LiveState(instances=instances)
 
 
+def _by_provider(plan: Plan, desired: DesiredState) -> list[tuple[str, Plan]]:
+    """The plan split by each instance's provider (file order); unknown instances go to redis,
+    whose executor names them."""
+    groups: dict[str, set[str]] = {}
+    for inst in plan.instances:
+        spec = desired.instances.get(inst.name)
+        groups.setdefault(spec.provider if spec is not None else providers.DEFAULT, set()).add(inst.name)
+    return [(name, only_instances(plan, names)) for name, names in groups.items()]
+
+
+class _Results:
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def summary_lines(self) -> list[str]:
+        return [line for r in self.parts for line in r.summary_lines()]
+
+
+def _apply_all(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> _Results:
+    """Each provider applies its instances; a failure still reports what earlier providers did."""
+    done = _Results()
+    for name, sub in _by_provider(plan, desired):
+        try:
+            done.parts.append(providers.get(name, desired).apply(sub, audit=audit))
+        except ApplyError as exc:
+            partial: Any = getattr(exc, "result", None)
+            if partial is not None:
+                done.parts.append(partial)
+            exc.result = done  # type: ignore[attr-defined]
+            raise
+    return done
+
+
+def _verify_all(plan: Plan, desired: DesiredState, day: date) -> None:
+    for name, sub in _by_provider(plan, desired):
+        providers.get(name, desired).verify(sub, today=day)
+
+
 def _verify_saved(plan: Plan, desired: DesiredState) -> None:
+    managed = [sub for name, sub in _by_provider(plan, desired) if name != providers.DEFAULT]
+    if managed:
+        # Managed services: re-read through the provider and re-plan against the file.
+        day = date.fromisoformat(plan.today) if plan.today else today()
+        for sub in managed:
+            providers.for_instance(desired, sub.instances[0].name).verify(sub, today=day)
+        plan = only_instances(plan, {i.name for i in plan.instances} - {i.name for sub in managed for i in sub.instances})
     fresh: dict[tuple[str, str], NodeState] = {}
     for inst in plan.instances:
         for node_plan in inst.nodes:
@@ -129,7 +174,7 @@ def _execute(args: argparse.Namespace, plan: Plan, desired: DesiredState, verify
     audit = _audit(args, desired, plan)
     try:
         try:
-            result = executor.execute(plan, desired, audit=audit)
+            result = _apply_all(plan, desired, audit)
         except ApplyError as exc:
             partial: Any = getattr(exc, "result", None)
             if partial is not None:
@@ -177,7 +222,7 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
     day: date = date.fromisoformat(plan.today) if plan.today else today()
-    return _execute(args, plan, manager.desired, lambda: executor.verify(plan, manager.desired, today=day))
+    return _execute(args, plan, manager.desired, lambda: _verify_all(plan, manager.desired, day))
 
 
 def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:

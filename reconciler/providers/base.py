@@ -1,0 +1,67 @@
+"""The provider interface (octoDNS style): one object per way of managing users.
+
+A provider reads an instance into the live-state dataclasses the pure planner understands,
+plans (usually: the planner plus a pure, provider-specific refinement), applies the plan's
+changes and verifies them. The core -- config, planner, render, safety -- stays
+provider-agnostic: everything a managed service does differently lives behind this class.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Mapping
+
+from ..audit import AuditLog
+from ..model import DesiredState, Instance
+from ..plan import InstancePlan, Plan
+from ..state import InstanceState, LiveState
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can express; the planner's refinements and the README are built on these."""
+
+    rules: bool = True  # per-user permission rules (ACL SETUSER, or a Redis Software redis_acl)
+    token_hashes: bool = True  # accepts `sha256:`-only tokens (the server stores hashes)
+    token_secrets: bool = True  # accepts `secret:` tokens (plaintext known to the reconciler)
+    server_generated_tokens: bool = False  # tokens are made by the service; declared by id with a sink
+    multiple_tokens: bool = True  # zero-downtime rotation (two tokens at once)
+    certificate_users: bool = True
+    disable_users: bool = True  # enabled: false
+    saved_plans: bool = True  # `apply PLAN.json` re-reads and compares fingerprints
+    topology: bool = True  # nodes, replicas and cluster members are the reconciler's business
+
+
+class Provider(ABC):
+    """One provider, bound to a desired state (it needs the file's folder for its records)."""
+
+    name: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, desired: DesiredState):
+        self.desired = desired
+
+    @abstractmethod
+    def read(self, instance: Instance) -> InstanceState:
+        """Live state of one instance. Raises LiveError with one clear line on failure."""
+
+    @abstractmethod
+    def plan(
+        self,
+        live: LiveState,
+        *,
+        today: date,
+        inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
+    ) -> tuple[InstancePlan, ...]:
+        """Pure: the instance plans for `live` (which holds only this provider's instances)."""
+
+    @abstractmethod
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> Any:
+        """Carry out `plan` (only this provider's instances). Returns an object with
+        summary_lines(); raises ApplyError (with .result when partial) on failure."""
+
+    @abstractmethod
+    def verify(self, plan: Plan, *, today: date) -> None:
+        """Re-read what `plan` touched and re-plan; raise ApplyError naming what did not converge."""

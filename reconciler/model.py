@@ -55,6 +55,7 @@ class Token:
     plaintext: Secret | None = field(default=None, repr=False, compare=False)
     line: int = 0
     note: str | None = None  # free text from the file, shown next to the token in plans
+    sink: str | None = None  # provider: memorystore: file (resolved path) the service-generated value goes to
 
     @property
     def prefix(self) -> str:
@@ -138,6 +139,23 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """Where a managed service's API is (provider: redis-software / memorystore)."""
+
+    url: str | None = None  # redis-software: https://HOST:9443; memorystore: default https://memorystore.googleapis.com
+    database: int | None = None  # redis-software: bdb uid whose roles_permissions bind roles to redis ACLs
+    instance: str | None = None  # memorystore: projects/P/locations/L/instances/I
+
+
+def server_token_ref(user: str, token_id: str) -> str:
+    """The stand-in "sha256" of a token whose value the service generates (memorystore): a digest of
+    user and token id, so plans compare such tokens by id. It is not the token's hash."""
+    import hashlib
+
+    return hashlib.sha256(f"server-generated:{user}/{token_id}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class Instance:
     name: str
     provider: str = "redis"
@@ -153,6 +171,7 @@ class Instance:
     kill_sessions_on_revoke: bool = False
     line: int = 0
     timeout_seconds: float = 5.0  # connect and command timeout per node
+    api: ApiSettings | None = None  # provider: redis-software / memorystore
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,7 @@ users:
 def test_unknown_key_lists_alternatives(tmp_path: Path) -> None:
     p = one(write(tmp_path, BLOCK_HEAD + "    prunee: true\n"))
     assert p.line == 5 and p.path == "instances.cache.prunee"
-    assert p.message.startswith("unknown key 'prunee' (did you mean 'prune'? expected one of: admin, auth_mode,")
+    assert p.message.startswith("unknown key 'prunee' (did you mean 'prune'? expected one of: admin, api, auth_mode,")
 
 
 def test_schema_error_points_at_deepest_existing_node(tmp_path: Path) -> None:

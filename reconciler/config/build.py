@@ -18,6 +18,7 @@ from typing import Any, Callable
 from .. import acl, secrets
 from ..model import (
     Admin,
+    ApiSettings,
     Certificate,
     DesiredState,
     Instance,
@@ -27,6 +28,7 @@ from ..model import (
     TLSConfig,
     Token,
     User,
+    server_token_ref,
 )
 from .yamlsrc import Path, Source
 
@@ -302,10 +304,71 @@ class Builder:
                 if (_is_int(timeout) or isinstance(timeout, float)) and 0 < timeout <= 3600
                 else defaults.timeout_seconds,
                 line=self.line(base),
+                api=self.api(spec, base, name),
             )
             if out[name].topology == "standalone" and len(nodes) > 1:
                 self.problem(base + ("topology",), f"topology: standalone but {len(nodes)} nodes are listed")
         return out
+
+    def api(self, spec: dict, base: Path, instance: str) -> ApiSettings | None:
+        """`api:` of a managed-service provider; what each provider needs is checked here."""
+        provider = _str(spec.get("provider")) or "redis"
+        raw = spec.get("api")
+        if provider == "redis":
+            if raw is not None:
+                self.problem(base + ("api",), "api: is for provider redis-software or memorystore (provider: redis uses nodes:)")
+            return None
+        if provider not in ("redis-software", "memorystore"):
+            return None  # the schema reported it
+        if "nodes" in spec:
+            self.problem(base + ("nodes",), f"nodes: is not used by provider {provider} (the service is reached through api:)")
+        if not isinstance(raw, dict):
+            return None  # the schema reported it
+        url, database, resource = _str(raw.get("url")), raw.get("database"), _str(raw.get("instance"))
+        if provider == "redis-software":
+            if not url:
+                self.problem(base + ("api",), "provider redis-software needs api.url (the cluster's REST API, https://HOST:9443)")
+            if not _is_int(database):
+                self.problem(base + ("api",), "provider redis-software needs api.database (the uid of the database whose users this file manages)")
+            if resource:
+                self.problem(base + ("api", "instance"), "api.instance is for provider memorystore")
+        else:
+            if not resource:
+                self.problem(base + ("api",), "provider memorystore needs api.instance (projects/PROJECT/locations/REGION/instances/ID)")
+            if "database" in raw:
+                self.problem(base + ("api", "database"), "api.database is for provider redis-software")
+        return ApiSettings(url=url, database=database if _is_int(database) else None, instance=resource)
+
+    def provider_tokens(self, user: str, tokens: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
+        """Token kinds each provider can use: redis-software needs plaintext (its password API asks for
+        an existing password to add one and for the password itself to delete it); memorystore
+        generates token values itself, so its tokens are declared by id with a sink."""
+        for i, t in enumerate(tokens):
+            where = path + (i,)
+            for inst_name in user_instances:
+                provider = instances[inst_name].provider
+                if provider == "redis-software" and t.source == "sha256":
+                    self.problem(
+                        where,
+                        f"token {t.id} of user {user}: instance {inst_name} uses provider redis-software, whose password API "
+                        "needs the plaintext (to add a password next to an existing one and to delete one): "
+                        "give it as secret: {env|file}, not sha256",
+                    )
+                    break
+                if provider == "memorystore" and t.source != "server-generated":
+                    self.problem(
+                        where,
+                        f"token {t.id} of user {user}: instance {inst_name} uses provider memorystore, which generates token "
+                        "values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
+                    )
+                    break
+                if provider != "memorystore" and t.source == "server-generated":
+                    self.problem(
+                        where + ("sink",),
+                        f"token {t.id} of user {user}: sink: is for provider memorystore, but instance {inst_name} uses "
+                        f"provider {provider}: give the token as secret: {{env|file}} or sha256",
+                    )
+                    break
 
     def nodes(self, raw: Any, path: Path, instance: str, seen: dict[str, tuple[str, Path]]) -> tuple[str, ...]:
         out: list[str] = []
@@ -490,6 +553,7 @@ class Builder:
             if own.strip():
                 parts.append(own.strip())
             tokens = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
+            self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
             ksor = spec.get("kill_sessions_on_revoke")
             out[name] = User(
@@ -528,6 +592,7 @@ class Builder:
             sha: str | None = None
             source = "sha256"
             plaintext: Secret | None = None
+            sink: str | None = None
             if "secret" in spec and "sha256" not in spec:
                 source, resolved = self.resolve_secret(spec["secret"], where + ("secret",), f"{label} ({secrets.describe(_dict(spec['secret']))})")
                 if resolved is not None:
@@ -536,6 +601,12 @@ class Builder:
             elif "sha256" in spec and "secret" not in spec and isinstance(spec["sha256"], str):
                 if re.fullmatch(r"[0-9a-f]{64}", spec["sha256"]):
                     sha = spec["sha256"]
+            elif "sink" in spec and "secret" not in spec and "sha256" not in spec:
+                sink_file = _str(_dict(spec["sink"]).get("file"))
+                if sink_file:
+                    sink = self.path_of(sink_file)
+                    source = "server-generated"
+                    sha = server_token_ref(user, tid)
             if sha is not None:
                 if sha in hashes:
                     self.problem(where, f"{label} is the same token as tokens[{hashes[sha][-1]}] (line {self.line(hashes[sha])}): listed twice")
@@ -569,6 +640,7 @@ class Builder:
                     plaintext=plaintext,
                     note=_str(spec.get("note")),
                     line=self.line(where),
+                    sink=sink,
                 )
             )
         return tuple(out)

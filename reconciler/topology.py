@@ -4,7 +4,7 @@ ACLs are per node (Redis Cluster does not propagate ACL SETUSER and replicas do 
 ACLs from their primary), so every member must be found and managed:
 
 - cluster (`cluster_enabled:1`): the members CLUSTER SHARDS lists (Redis/Valkey 7.0+), or
-  CLUSTER NODES on 6.2;
+  CLUSTER NODES on 6.2 and for admin users not allowed CLUSTER SHARDS;
 - replicated: INFO replication, walked both ways (a replica names its primary, a primary
   lists its replicas, chained replicas list theirs), so any seed finds the whole group;
 - standalone: one node, no replicas.
@@ -152,7 +152,7 @@ def _pairs(value: Any) -> dict[str, Any]:
     return {str(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
-def parse_cluster_shards(reply: Any, *, tls: bool, myself: str) -> list[ClusterNode]:
+def parse_cluster_shards(reply: Any, *, tls: bool) -> list[ClusterNode]:
     """CLUSTER SHARDS (7.0+): one entry per shard with its slot ranges and nodes."""
     out: list[ClusterNode] = []
     for shard in reply:
@@ -216,7 +216,7 @@ def parse_cluster_nodes(text: str, *, myself: str) -> list[ClusterNode]:
 def cluster_members(client: redis.Redis, address: str, *, tls: bool) -> list[ClusterNode]:
     try:
         reply = client.execute_command("CLUSTER", "SHARDS")
-        return parse_cluster_shards(reply, tls=tls, myself=address)
+        return parse_cluster_shards(reply, tls=tls)
     except redis.ResponseError:
         pass  # Redis 6.2 has no CLUSTER SHARDS; an admin user may be allowed CLUSTER NODES only
     # Read the raw text: redis-py's CLUSTER NODES parser drops fields.

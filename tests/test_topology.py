@@ -62,7 +62,7 @@ def test_parse_cluster_shards_prefers_tls_port_and_endpoint() -> None:
         ],
         {"slots": [], "nodes": [{"id": "c" * 40, "port": 7002, "ip": "::1", "endpoint": "::1", "role": "master"}]},
     ]
-    plain = topology.parse_cluster_shards(reply, tls=False, myself="x:1")
+    plain = topology.parse_cluster_shards(reply, tls=False)
     assert [(n.address, n.role) for n in plain] == [
         ("cache-1.internal:7000", "primary"),
         ("10.0.0.2:7001", "replica"),  # endpoint "?" -> ip
@@ -70,7 +70,7 @@ def test_parse_cluster_shards_prefers_tls_port_and_endpoint() -> None:
     ]
     assert plain[1].primary_id == "a" * 40 and plain[1].failed
     assert plain[0].first_slot == 0 and plain[2].first_slot > 16383
-    tls = topology.parse_cluster_shards(reply, tls=True, myself="x:1")
+    tls = topology.parse_cluster_shards(reply, tls=True)
     assert tls[0].address == "cache-1.internal:7100" and tls[1].address == "10.0.0.2:7001"
 
 

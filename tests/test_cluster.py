@@ -32,6 +32,8 @@ from reconciler import acl, executor, live
 from reconciler.cli import main
 from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
 
+pytestmark = pytest.mark.server
+
 KINDS = ("replicated", "cluster")
 KEYS = [(sid, kind) for kind in KINDS for sid in MATRIX]
 TOKENS = {

@@ -114,6 +114,7 @@ def discovered(inst: Instance) -> topology.Topology:
     return topo
 
 
+@pytest.mark.server
 @each_deployment
 def test_any_seed_finds_every_node(deployment: Deployment) -> None:
     roles = deployment.roles()
@@ -142,6 +143,7 @@ def test_any_seed_finds_every_node(deployment: Deployment) -> None:
     assert {n.address: n.role for n in state.nodes} == roles
 
 
+@pytest.mark.server
 @each_deployment
 def test_discover_false_reads_only_the_listed_nodes(deployment: Deployment) -> None:
     one, two = deployment.replicas()[0], deployment.primaries()[0]
@@ -153,6 +155,7 @@ def test_discover_false_reads_only_the_listed_nodes(deployment: Deployment) -> N
     assert state.nodes[0].role == "replica"
 
 
+@pytest.mark.server
 @each_deployment
 def test_declared_topology_must_match(deployment: Deployment) -> None:
     seed = deployment.nodes[0].address
@@ -162,12 +165,14 @@ def test_declared_topology_must_match(deployment: Deployment) -> None:
         discovered(instance(seed, topo=other))
 
 
+@pytest.mark.server
 def test_unreachable_seed_is_named(tmp_path: Path) -> None:
     port = free_port()
     with pytest.raises(LiveError, match=rf"^cache 127\.0\.0\.1:{port}: .*(refused|111)"):
         discovered(instance(f"127.0.0.1:{port}"))
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("server_id", MATRIX)
 def test_replica_announcing_an_unreachable_address(server_id: str, tmp_path: Path, monkeypatch, capsys) -> None:
     dead = free_port()  # nothing listens here: what a NATed / containerised replica looks like
@@ -216,6 +221,7 @@ def _replicas(srv) -> int:
         c.close()
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("server_id", MATRIX)
 def test_chained_replica_found_from_any_seed(server_id: str, tmp_path: Path) -> None:
     group = start_replicated(server_id, tmp_path, replicas=1)
@@ -237,6 +243,7 @@ def test_chained_replica_found_from_any_seed(server_id: str, tmp_path: Path) -> 
         group.stop()
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("deployment", [k for k in KEYS if k[1] == "cluster"], indirect=True, ids=lambda k: f"{k[0]}-{k[1]}")
 def test_cluster_member_announcing_an_unreachable_port(deployment: Deployment) -> None:
     victim = deployment.replicas()[-1]
@@ -272,6 +279,7 @@ def test_cluster_member_announcing_an_unreachable_port(deployment: Deployment) -
     wait_until("the real port to be gossiped back", healed, timeout=15)
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("deployment", [k for k in KEYS if k[1] == "cluster"], indirect=True, ids=lambda k: f"{k[0]}-{k[1]}")
 def test_cluster_discovery_with_a_restricted_admin(deployment: Deployment) -> None:
     """An admin user without CLUSTER SHARDS falls back to CLUSTER NODES; without either, the

@@ -365,11 +365,7 @@ class _NodeRun:
                 client.execute_command("ACL", "SAVE")
             elif mode == "config-rewrite":
                 client.execute_command("CONFIG", "REWRITE")
-            elif mode == "warn":
-                self.warn(
-                    f"warning: {self.instance.name} {self.node.address}: the server has neither an aclfile "
-                    "nor a config file; the changes live in memory only and are lost on restart"
-                )
+            # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"

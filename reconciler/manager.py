@@ -67,11 +67,13 @@ class Manager:
 
 
 def warn_unpersisted(plan: Plan) -> None:
+    """One stderr line per instance whose changed nodes have neither an aclfile nor a config file."""
     for inst in plan.instances:
-        for node in inst.nodes:
-            if node.changes and node.persist == "warn":
-                print(
-                    f"reconciler: warning: {inst.name} {node.address}: no aclfile and no config file; "
-                    "changes live in memory only and are lost on restart",
-                    file=sys.stderr,
-                )
+        nodes = [n.address for n in inst.nodes if n.has_changes and n.persist == "warn"]
+        if nodes:
+            where = nodes[0] if len(nodes) == 1 else f"{len(nodes)} nodes ({', '.join(nodes)})"
+            print(
+                f"reconciler: warning: {inst.name} {where}: no aclfile and no config file; "
+                "changes live in memory only and are lost on restart",
+                file=sys.stderr,
+            )

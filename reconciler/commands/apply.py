@@ -20,7 +20,7 @@ from typing import Any, Callable
 from .. import executor, inventory, live, providers, safety
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
-from ..manager import Manager, today
+from ..manager import Manager, today, warn_unpersisted
 from ..model import DesiredState
 from ..plan import Plan, only_instances
 from ..planner import node_fingerprint
@@ -187,6 +187,7 @@ def _execute(args: argparse.Namespace, plan: Plan, desired: DesiredState, verify
             audit.close()
     for line in result.summary_lines():
         _out(line)
+    warn_unpersisted(plan)
     verify()
     if any(i.inventory for i in plan.instances):
         path = inventory.record_inventory(desired.source, desired, [i.name for i in plan.instances])

@@ -210,3 +210,78 @@ def test_validate_cli_allow_expired(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "expired on 2020-01-01" in bad.stderr
     good = run("--allow-expired")
     assert good.returncode == 0 and good.stdout == f"{f}: ok (1 instances, 1 users, 1 tokens)\n"
+
+
+# -- the fast verdict (fastjsonschema) agrees with jsonschema ------------------------------------
+
+import copy  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from reconciler.config import schema as schema_module  # noqa: E402
+from reconciler.config.yamlsrc import SourceError, parse  # noqa: E402
+
+_REPO = Path(__file__).resolve().parent.parent
+_CORPUS = sorted(
+    [*(_REPO / "examples").glob("*.yaml"), *(_REPO / "tests" / "malformed").glob("*.yaml"),
+     *(_REPO / "plan-fixtures").glob("*/desired.yaml")]
+)
+
+
+def _data(path: Path):
+    try:
+        return parse(path.read_text(encoding="utf-8")).data
+    except (SourceError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _jsonschema_valid(data) -> bool:
+    return not any(True for _ in schema_module.validator().iter_errors(data))
+
+
+@pytest.mark.parametrize("path", _CORPUS, ids=lambda p: str(p.relative_to(_REPO)))
+def test_fast_verdict_agrees_on_corpus(path: Path) -> None:
+    data = _data(path)
+    if data is None:  # not YAML at all: the schema never sees it
+        assert path.parent.name == "malformed"
+        return
+    assert schema_module.is_valid_fast(data) == _jsonschema_valid(data)
+
+
+_VALID = [d for d in (_data(p) for p in _CORPUS if p.parent.name != "malformed") if d is not None and _jsonschema_valid(d)]
+_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 70000), st.text(max_size=6),
+    st.sampled_from(["on", "token", "none", "CN", "optional", "true", "auto", "acl-save", "2026-13-01",
+                     "127.0.0.1:6379", "[::1]:1", "h:0", "x" * 64, "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"]),
+    st.lists(st.text(max_size=3), max_size=2), st.dictionaries(st.sampled_from(["env", "file", "x", "id"]), st.text(max_size=3), max_size=2),
+)
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fast_verdict_agrees_on_mutations(data) -> None:
+    doc = copy.deepcopy(data.draw(st.sampled_from(_VALID)))
+    paths = [p for p in _paths(doc) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        parent[path[-1]] = data.draw(_LEAVES)
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(st.sampled_from(["zz", "tokens", "acl", "prune", "discover", "sha256"]))] = data.draw(_LEAVES)
+    assert schema_module.is_valid_fast(doc) == _jsonschema_valid(doc)

@@ -11,7 +11,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import ReconcilerError
 from .yamlsrc import Path, type_name
@@ -86,7 +86,44 @@ _TYPE_WORDS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def fast_validator() -> Callable[[Any], Any]:
+    """fastjsonschema's compiled validator of the same schema: a yes/no verdict about 4x faster
+    than jsonschema on large files. It speaks draft 7, so 2020-12's `dependentRequired` is
+    rewritten as draft 7's `dependencies`; tests/test_config_schema.py checks both validators
+    agree on every example and every malformed file."""
+    import fastjsonschema
+
+    def draft7(node: Any) -> Any:
+        if isinstance(node, list):
+            return [draft7(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: draft7(v) for k, v in node.items() if k != "dependentRequired"}
+        if "dependentRequired" in node:
+            out["dependencies"] = node["dependentRequired"]
+        return out
+
+    converted = draft7(_inline_refs(schema()))
+    converted["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(converted)
+
+
+def is_valid_fast(data: Any) -> bool:
+    import fastjsonschema
+
+    try:
+        fast_validator()(data)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
 def check(data: Any) -> list[SchemaProblem]:
+    # Valid files (the common case) take the fast verdict; only invalid ones pay for jsonschema's
+    # full list of errors, each worded for people.
+    if is_valid_fast(data):
+        return []
     out: list[SchemaProblem] = []
     for error in validator().iter_errors(data):
         out.extend(_explain(error))

@@ -12,8 +12,9 @@ DEFAULT = "redis"
 def _classes() -> dict[str, type[Provider]]:
     # Imported lazily: the HTTP providers are not needed by a file that uses only `redis`.
     from .redis import RedisProvider
+    from .redis_software import RedisSoftwareProvider
 
-    return {"redis": RedisProvider}
+    return {"redis": RedisProvider, "redis-software": RedisSoftwareProvider}
 
 
 def names() -> tuple[str, ...]:

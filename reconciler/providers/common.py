@@ -1,0 +1,119 @@
+"""Pieces the managed-service providers share: results, per-file records, planning helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any, Callable, Mapping
+
+from ..audit import AuditLog, redact
+from ..errors import ApplyError, PlanError
+from ..model import DesiredState, User
+from ..plan import InstancePlan, Plan, UserChange
+from ..state import InstanceState, LiveState
+
+
+@dataclass
+class ProviderResult:
+    """What one managed instance's apply did; the same summary/failure shape as the executor's."""
+
+    instance: str
+    address: str
+    label: str
+    done: list[str] = field(default_factory=list)  # "create app", "update app (token + 2026-11)"
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    left: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        words = {"create": "created", "update": "updated", "delete": "deleted"}
+        parts = [f"{self.counts[a]} {words[a]}" for a in ("create", "update", "delete") if self.counts.get(a)]
+        if self.counts.get("config"):
+            parts.append(f"{self.counts['config']} setting{'s' if self.counts['config'] != 1 else ''} changed")
+        return [f"{self.instance} {self.address} ({self.label}): " + (", ".join(parts) or "nothing to do")]
+
+
+@dataclass
+class Results:
+    parts: list[ProviderResult] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        return [line for p in self.parts if p.error is None for line in p.summary_lines()]
+
+
+def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -> ApplyError:
+    """One line: what failed, why, how much was done, and that a re-run converges."""
+    part.error = str(exc)
+    done = len(part.done)
+    total = done + 1 + len(part.left)
+    msg = (
+        f"{part.instance} {part.address}: {what} failed: {exc} "
+        f"({done} of {total} changes applied; fix the cause and run apply again to converge)"
+    )
+    err = ApplyError(redact(" ".join(msg.split())))
+    err.result = result  # type: ignore[attr-defined]
+    return err
+
+
+def audit(log: AuditLog | None, part: ProviderResult, change: UserChange | None, action: str, user: str, result: str, detail: str = "") -> None:
+    if log is not None:
+        log.record(instance=part.instance, node=part.address, action=action, user=user, result=result, change=change, detail=detail)
+
+
+# -- per-file records of what a provider cannot read back ---------------------------------
+
+
+def record_path(source: str, provider: str) -> str:
+    """`access.yaml` -> `access.redis-software.json`, next to the file."""
+    stem, _ = os.path.splitext(source)
+    return f"{stem}.{provider}.json"
+
+
+def load_record(source: str, provider: str) -> dict[str, Any]:
+    path = record_path(source, provider)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"{path}: unreadable record ({exc}); delete it and run plan again (passwords are then replaced)") from None
+    return data if isinstance(data, dict) else {}
+
+
+def save_record(source: str, provider: str, data: dict[str, Any]) -> None:
+    path = record_path(source, provider)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
+def plan_with(
+    desired: DesiredState,
+    live: LiveState,
+    today: date,
+    view: Callable[[User], User],
+    refine: Callable[[InstancePlan, InstanceState, DesiredState], InstancePlan],
+) -> tuple[InstancePlan, ...]:
+    """The pure planner on a provider's view of the users, then the provider's pure refinement."""
+    from .. import planner
+
+    viewed = replace(desired, users={n: view(u) for n, u in desired.users.items()})
+    plan = planner.plan(viewed, live, today=today)
+    return tuple(refine(inst, live.instances[inst.name], desired) for inst in plan.instances)
+
+
+def users_here(desired: DesiredState, instance: str) -> Mapping[str, User]:
+    return {u.name: u for u in desired.users_for(instance)}
+
+
+def only(plan: Plan, provider: str, desired: DesiredState) -> list[InstancePlan]:
+    return [i for i in plan.instances if desired.instances[i.name].provider == provider]

@@ -1,0 +1,167 @@
+"""A small JSON-over-HTTPS client for the managed-service providers (uses `requests`).
+
+Retries with exponential backoff where a retry cannot do a write twice: connection refused
+and 429/502/503/504 (the request did not reach the service's backend) for every method; 500
+and read timeouts for GET only. Every failure becomes one LiveError line naming the instance,
+method and path -- never a request body, and any secret the request carried is scrubbed from
+what the service answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable
+
+import requests
+
+from ..audit import redact
+from ..errors import LiveError
+from ..model import SENSITIVE
+
+RETRY_ANY = frozenset({429, 502, 503, 504})
+RETRY_GET = RETRY_ANY | {500}
+ATTEMPTS = 4
+
+
+def backoff_base() -> float:
+    """Seconds before the first retry (doubled each time); RECONCILER_HTTP_BACKOFF overrides (tests)."""
+    try:
+        return max(0.0, float(os.environ.get("RECONCILER_HTTP_BACKOFF", "0.5")))
+    except ValueError:
+        return 0.5
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class HttpError(LiveError):
+    def __init__(self, message: str, status: int = 0, code: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.code = code  # the service's error code (`error_code`, or Google's `status`)
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        where: str,
+        basic: tuple[str, str] | None = None,
+        bearer: str | None = None,
+        ca_file: str | None = None,
+        cert: tuple[str, str] | None = None,
+        timeout: float = 5.0,
+        auth_hint: str = "check admin.username and admin.secret",
+    ):
+        self.base = base_url.rstrip("/")
+        self.where = where  # "rs-prod https://127.0.0.1:9443"
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxies or netrc credentials picked up from the environment
+        if basic is not None:
+            self.session.auth = basic
+        if bearer is not None:
+            self.session.headers["Authorization"] = f"Bearer {bearer}"
+        self.session.headers["Accept"] = "application/json"
+        self.session.verify = ca_file if ca_file else True
+        if cert is not None:
+            self.session.cert = cert
+        self.timeout = timeout
+        self.auth_hint = auth_hint
+        self.requests_sent = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = ()) -> Any:
+        """Send one request (retrying as the module docstring says); the decoded JSON body, or None."""
+        hidden = [s for s in secrets if s]
+        url = self.base + path
+        delay = backoff_base()
+        for attempt in range(1, ATTEMPTS + 1):
+            last = attempt == ATTEMPTS
+            try:
+                self.requests_sent += 1
+                resp = self.session.request(method, url, json=body, timeout=self.timeout)
+            except requests.exceptions.SSLError as exc:
+                raise HttpError(f"{self.where}: TLS failed on {method} {path}: {_first_line(exc, hidden)}") from None
+            except requests.exceptions.ConnectTimeout:
+                if last:
+                    raise HttpError(f"{self.where}: {method} {path}: connect timed out after {self.timeout:g} s ({ATTEMPTS} attempts)") from None
+            except requests.exceptions.ReadTimeout:
+                # The service may have done a write; only a read is repeated.
+                if method != "GET" or last:
+                    raise HttpError(
+                        f"{self.where}: {method} {path}: no answer within {self.timeout:g} s"
+                        + ("" if method == "GET" else " (the change may or may not have been made; run plan again)")
+                    ) from None
+            except requests.exceptions.ConnectionError as exc:
+                if last:
+                    raise HttpError(f"{self.where}: {method} {path}: cannot connect ({_first_line(exc, hidden)})") from None
+            else:
+                retryable = RETRY_GET if method == "GET" else RETRY_ANY
+                if resp.status_code in retryable and not last:
+                    pass  # fall through to the backoff below
+                else:
+                    return self._result(method, path, resp, hidden)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _result(self, method: str, path: str, resp: requests.Response, hidden: list[str]) -> Any:
+        if 200 <= resp.status_code < 300:
+            if not resp.content:
+                return None
+            try:
+                return resp.json()
+            except ValueError:
+                raise HttpError(f"{self.where}: {method} {path}: answer is not JSON (HTTP {resp.status_code})") from None
+        code, message = _error_fields(resp)
+        reason = _REASONS.get(resp.status_code, resp.reason or "")
+        text = f"{self.where}: HTTP {resp.status_code} {reason} on {method} {path}"
+        if code or message:
+            text += ": " + ": ".join(x for x in (code, message) if x)
+        if resp.status_code == 401:
+            text += f" ({self.auth_hint})"
+        elif resp.status_code in RETRY_GET:
+            text += f" (after {ATTEMPTS} attempts)"
+        raise HttpError(_scrub(text, hidden), resp.status_code, code)
+
+
+def _error_fields(resp: requests.Response) -> tuple[str, str]:
+    try:
+        data = resp.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    if isinstance(data.get("error"), dict):  # Google: {"error": {"code", "message", "status"}}
+        err = data["error"]
+        return str(err.get("status") or ""), str(err.get("message") or "")[:300]
+    return str(data.get("error_code") or ""), str(data.get("message") or data.get("description") or "")[:300]
+
+
+def _scrub(text: str, hidden: list[str]) -> str:
+    for s in hidden:
+        text = text.replace(s, SENSITIVE)
+    return redact(" ".join(text.split()))
+
+
+def _first_line(exc: BaseException, hidden: list[str]) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _scrub(text, hidden)[:300]

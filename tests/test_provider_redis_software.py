@@ -1,0 +1,306 @@
+"""provider: redis-software against the loopback contract server (tests/fake_redis_software.py):
+plan -> apply -> no-op -> rotation (add token, move apps, remove old), the documented password
+rules, and error paths (401, 409, 5xx retried with backoff, timeouts) with one clear line and
+a re-run that converges."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fake_redis_software import FakeRedisSoftware, complex_enough
+from reconciler.cli import main
+
+ADMIN = "Admin-Secret-1!"
+OLD = "Old-Token-0123456789abcdef!"
+NEW = "New-Token-0123456789abcdef!"
+NEWER = "Newer-Token-0123456789abcdef!"
+SECRETS = (ADMIN, OLD, NEW, NEWER)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRedisSoftware]:
+    f = FakeRedisSoftware()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"RS_ADMIN": ADMIN, "OLD": OLD, "NEW": NEW, "NEWER": NEWER}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+
+
+def access(fake: FakeRedisSoftware, tokens: str, *, extra_users: str = "", instance_extra: str = "") -> str:
+    return f"""version: 1
+instances:
+  rs:
+    provider: redis-software
+    api: {{url: "{fake.url}", database: 1}}
+    tls: {{ca_file: "{fake.ca_file}"}}
+    admin: {{username: admin@example.com, secret: {{env: RS_ADMIN}}}}
+{instance_extra}roles:
+  reader: "~* +@read"
+users:
+  app-orders:
+    roles: [reader]
+    acl: "+@write"
+    tokens:
+{tokens}  app-billing:
+    acl: "~billing:* +@all -@dangerous"
+    certificates:
+      - subject: "CN=app-billing,OU=payments,O=Acme,C=US"
+{extra_users}"""
+
+
+def tok(tid: str, env: str, extra: str = "") -> str:
+    return f"      - id: {tid}\n        secret: {{env: {env}}}\n{extra}"
+
+
+class Run:
+    def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str]):
+        self.file = tmp / "access.yaml"
+        self.capsys = capsys
+        self.outputs: list[str] = []
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        rc = main([*argv])
+        out, err = self.capsys.readouterr()
+        self.outputs.append(out + err)
+        assert "Traceback" not in err
+        return rc, out, err
+
+    def plan(self, text: str) -> tuple[int, str, str]:
+        self.file.write_text(text)
+        return self("plan", "-f", str(self.file), "--detailed-exitcode")
+
+    def apply(self, text: str) -> tuple[int, str, str]:
+        self.file.write_text(text)
+        return self("apply", "-f", str(self.file), "--auto-approve")
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    return Run(tmp_path, capsys)
+
+
+def no_secret_in(texts: list[str], *paths: Path) -> None:
+    blob = "\n".join(texts) + "".join(p.read_text() for p in paths if p.exists())
+    for s in SECRETS:
+        assert s not in blob
+
+
+def test_plan_apply_noop_rotation_cycle(fake: FakeRedisSoftware, run: Run, tmp_path: Path) -> None:
+    one = access(fake, tok("2026-08", "OLD"))
+    rc, out, _ = run.plan(one)
+    assert rc == 2 and "+ user app-orders" in out and "certificate: CN=app-billing,OU=payments,O=Acme,C=US" in out
+    rc, out, _ = run.apply(one)
+    assert rc == 0 and "2 created" in out
+    assert fake.password_count("app-orders") == 1 and fake.has_password("app-orders", OLD)
+    billing = fake.by_name("app-billing")
+    assert billing["auth_method"] == "certificate" and billing["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"
+    assert fake.password_count("app-billing") == 0
+    assert "+@write" in fake.rules_of("app-orders") and "+@read" in fake.rules_of("app-orders")
+    assert run.plan(one)[0] == 0  # no-op
+
+    # 1. add the new token next to the old one: POST /v1/users/password authorized by the old one
+    two = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD"))
+    rc, out, _ = run.plan(two)
+    assert rc == 2 and "token + 2026-11" in out and "kept: remove after apps moved" in out
+    before = len(fake.http.requests("PUT", "/v1/users/password"))
+    assert run.apply(two)[0] == 0
+    assert fake.has_password("app-orders", OLD) and fake.has_password("app-orders", NEW)
+    post = fake.http.requests("POST", "/v1/users/password")[-1][2]
+    assert post["old_password"] == OLD and post["new_password"] == NEW
+    assert len(fake.http.requests("PUT", "/v1/users/password")) == before  # never replace-all here
+    assert run.plan(two)[0] == 0
+    # 2. apps move to the new token (outside the reconciler)
+    # 3. remove the old token from the file: its plaintext is gone, so only PUT can drop it, and the plan says so
+    three = access(fake, tok("2026-11", "NEW"))
+    rc, out, _ = run.plan(three)
+    assert rc == 2 and "replace all passwords (PUT /v1/users/password)" in out
+    assert run.apply(three)[0] == 0
+    assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
+    assert run.plan(three)[0] == 0
+    no_secret_in(run.outputs, tmp_path / "access.redis-software.json")
+
+
+def test_removing_a_token_still_in_the_file_uses_delete(fake: FakeRedisSoftware, run: Run) -> None:
+    assert run.apply(access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD")))[0] == 0
+    expired = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD", "        expires: 2026-11-01\n"))
+    rc, out, _ = run.plan(expired)
+    assert rc == 2 and "token - 2026-08" in out and "replace all" not in out
+    puts = len(fake.http.requests("PUT", "/v1/users/password"))
+    assert run.apply(expired)[0] == 0
+    assert fake.http.requests("DELETE", "/v1/users/password")[-1][2] == {"username": "app-orders", "old_password": OLD}
+    assert len(fake.http.requests("PUT", "/v1/users/password")) == puts
+    assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
+
+
+def test_passwords_changed_outside_are_replaced_all(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD"))
+    assert run.apply(text)[0] == 0
+    # someone adds a password by hand: the issue date moves, the record no longer describes the user
+    uid = fake.by_name("app-orders")["uid"]
+    fake.passwords[uid].append("Hand-Made-1234!x")
+    fake.users[uid]["password_issue_date"] = "2030-01-01T00:00:00.000000Z"
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "replace all passwords" in out and "passwords set outside the reconciler" in out
+    assert run.apply(text)[0] == 0
+    assert fake.passwords[uid] == [OLD]
+    assert run.plan(text)[0] == 0
+
+
+def test_disable_and_delete(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD"), extra_users='  batch:\n    acl: "+get ~batch:*"\n    tokens:\n' + tok("a", "NEWER"))
+    assert run.apply(text)[0] == 0
+    off = text.replace('  batch:\n    acl:', '  batch:\n    enabled: false\n    acl:')
+    assert run.apply(off)[0] == 0
+    assert fake.rules_of("batch") == ""  # no roles_permissions binding: no database access
+    assert run.plan(off)[0] == 0
+    pruned = access(fake, tok("2026-08", "OLD"), instance_extra="    prune: true\n")
+    rc, out, _ = run.plan(pruned)
+    assert rc == 2 and "- user batch" in out
+    assert run.apply(pruned)[0] == 0
+    assert fake.by_name("batch") is None
+    assert not any(r["name"] == "reconciler-batch" for r in fake.roles.values())
+    assert not any(a["name"] == "reconciler-batch" for a in fake.acls.values())
+    assert fake.by_name("admin") is not None and fake.by_name("default") is not None  # never touched
+
+
+# -- the contract server enforces the documented rules ---------------------------------------------
+
+
+def _client(fake: FakeRedisSoftware):
+    import requests
+
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
+    s.auth = ("admin@example.com", ADMIN)
+    s.verify = fake.ca_file
+    return lambda method, path, body=None: s.request(method, fake.url + path, json=body, timeout=5)
+
+
+def test_contract_password_rules(fake: FakeRedisSoftware) -> None:
+    call = _client(fake)
+    r = call("POST", "/v1/users", {"name": "u1", "email": "u1@x", "password": OLD, "role_uids": []})
+    assert r.status_code == 200
+    # duplicate password refused (new_password_same_as_current)
+    r = call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": OLD})
+    assert r.status_code == 400 and r.json()["error_code"] == "new_password_same_as_current"
+    # adding needs an existing password
+    r = call("POST", "/v1/users/password", {"username": "u1", "old_password": "Wrong-Pass-123!", "new_password": NEW})
+    assert r.status_code == 400
+    # complexity
+    r = call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": "simple"})
+    assert r.status_code == 400 and r.json()["error_code"] == "password_not_complex"
+    assert not complex_enough("u1-Aa1!xyz", "u1")  # contains the username
+    # the last password can't be deleted
+    r = call("DELETE", "/v1/users/password", {"username": "u1", "old_password": OLD})
+    assert r.status_code == 400 and r.json()["error_code"] == "cannot_delete_last_password"
+    assert call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": NEW}).status_code == 200
+    assert call("POST", "/v1/users/password", {"username": "u1", "old_password": NEW, "new_password": NEWER}).status_code == 200
+    assert fake.password_count("u1") == 3
+    # PUT replaces all passwords with one
+    assert call("PUT", "/v1/users/password", {"username": "u1", "new_password": "Only-One-Pass-1!"}).status_code == 200
+    assert fake.passwords[fake.by_name("u1")["uid"]] == ["Only-One-Pass-1!"]
+    # the default user can't rotate
+    r = call("POST", "/v1/users/password", {"username": "default", "old_password": "Default-Pass-1!", "new_password": NEW})
+    assert r.status_code == 400
+    # passwords are never returned
+    assert all("password" not in u for u in call("GET", "/v1/users").json())
+    # wrong admin password: 401
+    import requests
+
+    s = requests.Session()
+    s.trust_env = False
+    assert s.get(fake.url + "/v1/users", auth=("admin@example.com", "nope"), verify=fake.ca_file, timeout=5).status_code == 401
+
+
+def test_default_user_rotation_is_a_plan_error(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD"), extra_users="  default:\n    acl: \"+@all ~*\"\n    tokens:\n" + tok("a", "NEW") + tok("b", "NEWER"))
+    rc, _, err = run.plan(text)
+    assert rc == 1 and "can't rotate the default user's password" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not fake.http.requests("POST") and not fake.http.requests("PUT")
+
+
+def test_sha256_tokens_are_a_validation_error(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, "      - id: x\n        sha256: " + "a" * 64 + "\n")
+    rc, _, err = run("validate", "-f", str(_write(run, text)))
+    assert rc == 1 and "users.app-orders.tokens[0]" in err and "needs the plaintext" in err
+
+
+def _write(run: Run, text: str) -> Path:
+    run.file.write_text(text)
+    return run.file
+
+
+# -- error paths ----------------------------------------------------------------------------------------
+
+
+def test_wrong_admin_password_is_one_line(fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RS_ADMIN", "Wrong-Admin-1!")
+    rc, out, err = run.plan(access(fake, tok("2026-08", "OLD")))
+    assert rc == 1 and out == ""
+    assert err.strip().count("\n") == 0
+    assert "HTTP 401 Unauthorized on GET /v1/bdbs/1" in err and "admin.username and admin.secret" in err
+    assert "Wrong-Admin-1!" not in err
+
+
+def test_5xx_is_retried_with_backoff(fake: FakeRedisSoftware, run: Run) -> None:
+    fake.http.fail("GET", "/v1/users", 503, times=2)
+    rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
+    assert rc == 2 and "+ user app-orders" in out
+    assert len(fake.http.requests("GET", "/v1/users")) == 3
+
+
+def test_5xx_that_persists_fails_one_line_then_rerun_converges(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD"))
+    fake.http.fail("POST", "/v1/users/password", 500, times=1)  # a write's 500 is not retried
+    rc, out, err = run.apply(text)
+    assert rc == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "HTTP 500" in lines[0] and "run apply again" in lines[0]
+    rc, out, err = run.apply(text)
+    assert rc == 0, err
+    assert sorted(fake.passwords[fake.by_name("app-orders")["uid"]]) == sorted([NEW, OLD])
+    assert run.plan(text)[0] == 0
+
+
+def test_409_conflict_is_one_line_and_rerun_converges(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD"))
+    fake.http.fail("POST", "/v1/users", 409, times=1, body={"error_code": "user_exists", "message": "a user with the same email already exists"})
+    rc, _, err = run.apply(text)
+    assert rc == 1 and "HTTP 409 Conflict on POST /v1/users: user_exists" in err and len(err.strip().splitlines()) == 1
+    assert run.apply(text)[0] == 0
+    assert run.plan(text)[0] == 0
+
+
+def test_timeout_is_one_line(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD"), instance_extra="    timeout_seconds: 0.3\n")
+    fake.http.stall("GET", "/v1/bdbs/1", 1.0, times=4)
+    rc, _, err = run.plan(text)
+    assert rc == 1 and "GET /v1/bdbs/1: no answer within 0.3 s" in err and len(err.strip().splitlines()) == 1
+    assert run.plan(text)[0] == 2
+
+
+def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run: Run, tmp_path: Path) -> None:
+    text = access(fake, tok("2026-08", "OLD"))
+    run.file.write_text(text)
+    saved = tmp_path / "plan.json"
+    assert run("plan", "-f", str(run.file), "--out", str(saved))[0] == 0
+    assert all(s not in saved.read_text() for s in SECRETS)
+    assert run("apply", str(saved), "--auto-approve")[0] == 0
+    assert fake.has_password("app-orders", OLD)
+    assert json.loads(saved.read_text())["instances"][0]["nodes"][0]["changes"]
+    assert run("apply", str(saved), "--auto-approve")[0] == 1  # live state moved since

@@ -11,10 +11,11 @@ DEFAULT = "redis"
 
 def _classes() -> dict[str, type[Provider]]:
     # Imported lazily: the HTTP providers are not needed by a file that uses only `redis`.
+    from .memorystore import MemorystoreProvider
     from .redis import RedisProvider
     from .redis_software import RedisSoftwareProvider
 
-    return {"redis": RedisProvider, "redis-software": RedisSoftwareProvider}
+    return {"redis": RedisProvider, "redis-software": RedisSoftwareProvider, "memorystore": MemorystoreProvider}
 
 
 def names() -> tuple[str, ...]:

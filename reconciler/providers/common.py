@@ -117,3 +117,19 @@ def users_here(desired: DesiredState, instance: str) -> Mapping[str, User]:
 
 def only(plan: Plan, provider: str, desired: DesiredState) -> list[InstancePlan]:
     return [i for i in plan.instances if desired.instances[i.name].provider == provider]
+
+
+def verify_by_replan(provider: Any, plan: Plan, today: date) -> None:
+    """Re-read every instance the plan changed through its provider and re-plan: nothing may be left."""
+    names = [i.name for i in plan.instances if any(n.has_changes for n in i.nodes)]
+    if not names:
+        return
+    live = LiveState(instances={n: provider.read(provider.desired.instances[n]) for n in names})
+    problems = []
+    for inst in provider.plan(live, today=today):
+        for node in inst.nodes:
+            left = [f"{c.action} {c.user}" for c in node.changes] + [f"{c.parameter} {c.after}" for c in node.config]
+            if left:
+                problems.append(f"did not converge on {inst.name} {node.address}: {', '.join(left[:10])}")
+    if problems:
+        raise ApplyError("\n".join(problems))

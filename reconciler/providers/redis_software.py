@@ -202,24 +202,7 @@ class RedisSoftwareProvider(Provider):
         return results
 
     def verify(self, plan: Plan, *, today: date) -> None:
-        verify_by_replan(self, plan, today)
-
-
-def verify_by_replan(provider: Provider, plan: Plan, today: date) -> None:
-    from ..errors import ApplyError
-
-    names = [i.name for i in plan.instances if any(n.has_changes for n in i.nodes)]
-    if not names:
-        return
-    live = LiveState(instances={n: provider.read(provider.desired.instances[n]) for n in names})
-    problems = []
-    for inst in provider.plan(live, today=today):
-        for node in inst.nodes:
-            left = [f"{c.action} {c.user}" for c in node.changes] + [f"{c.parameter} {c.after}" for c in node.config]
-            if left:
-                problems.append(f"did not converge on {inst.name} {node.address}: {', '.join(left[:10])}")
-    if problems:
-        raise ApplyError("\n".join(problems))
+        common.verify_by_replan(self, plan, today)
 
 
 # -- the pure refinement ------------------------------------------------------------------------

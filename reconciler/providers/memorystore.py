@@ -1,0 +1,320 @@
+"""`provider: memorystore`: Memorystore for Valkey token-based authentication through Google's
+REST API (https://docs.cloud.google.com/memorystore/docs/valkey/reference/rest/v1/), with a
+plain HTTPS client.
+
+Calls (v1; every write returns a long-running Operation, polled with GET /v1/{operation}):
+  GET    /v1/{instance}                                   Instance (authorizationMode, engineVersion)
+  PATCH  /v1/{instance}?updateMask=authorizationMode      turn token-based auth on
+  POST   /v1/{instance}:addTokenAuthUser                  {"tokenAuthUser": NAME}
+                                                          (projects.locations.instances.addTokenAuthUser)
+  GET    /v1/{instance}/tokenAuthUsers                    {"tokenAuthUsers": [...], "nextPageToken"}
+  DELETE /v1/{instance}/tokenAuthUsers/{user}
+  POST   /v1/{user}:addAuthToken                          {"authToken": {"name": .../authTokens/ID}}
+                                                          (tokenAuthUsers.addAuthToken); the service
+                                                          generates the value: AuthToken.token is
+                                                          output only
+  GET    /v1/{user}/authTokens                            {"authTokens": [{name, createTime, state}]}
+  GET    /v1/{user}/authTokens/{id}                       (tokenAuthUsers.authTokens.get)
+  DELETE /v1/{user}/authTokens/{id}
+
+Authentication: `Authorization: Bearer <OAuth access token>` from `admin.secret` (e.g.
+{env: GOOGLE_OAUTH_ACCESS_TOKEN} filled by `gcloud auth print-access-token`). google-auth's own
+credential flows need network access to Google's token endpoint, so the reconciler takes a
+ready access token instead and has no Google client library dependency.
+
+How the file maps: each user is a token-auth user; each token is declared by id and the value the
+service generates at creation goes to the token's `sink: {file: PATH}` (mode 0600) -- never into
+a plan, an audit record or the terminal. The planner compares tokens by id: their stand-in
+"sha256" is model.server_token_ref(user, id). The API has no per-user permission rules, so a user
+on a memorystore instance declaring `acl`/`roles` is a plan error (the file would promise a
+restriction nobody enforces); `enabled: false` and certificates are plan errors for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+from .. import acl
+from ..audit import AuditLog
+from ..errors import LiveError, PlanError
+from ..model import DesiredState, Instance, User, server_token_ref
+from ..plan import ConfigChange, InstancePlan, Plan, UserChange
+from ..state import InstanceState, LiveState, LiveUser, NodeState
+from . import common
+from .base import Capabilities, Provider
+from .http import Client, HttpError
+
+NAME = "memorystore"
+DEFAULT_URL = "https://memorystore.googleapis.com"
+TOKEN_AUTH = "TOKEN_AUTH"  # Instance.authorizationMode for basic token-based authentication
+MODE_PARAMETER = "authorizationMode"
+POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class MSNode(NodeState):
+    resource: str = ""
+    engine: str = ""
+    authorization_mode: str = ""
+    token_ids: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # user -> {stand-in hash: id}
+
+    @property
+    def label(self) -> str:
+        return f"Memorystore for Valkey {self.engine or self.version}"
+
+
+def _version(engine: str) -> str:
+    """"VALKEY_8_0" -> "8.0"."""
+    parts = [p for p in engine.split("_") if p.isdigit()]
+    return ".".join(parts[:2]) if parts else "8.0"
+
+
+def _last(name: str) -> str:
+    return name.rstrip("/").rsplit("/", 1)[-1]
+
+
+class MemorystoreProvider(Provider):
+    name = NAME
+    capabilities = Capabilities(
+        rules=False,
+        token_hashes=False,
+        token_secrets=False,
+        server_generated_tokens=True,
+        certificate_users=False,
+        disable_users=False,
+        topology=False,
+    )
+
+    def client(self, instance: Instance) -> Client:
+        api = instance.api
+        assert api is not None and api.instance
+        if instance.admin.secret is None:
+            raise LiveError(
+                f"{instance.name}: provider memorystore needs admin.secret: an OAuth access token "
+                "(e.g. {env: GOOGLE_OAUTH_ACCESS_TOKEN} filled by `gcloud auth print-access-token`)"
+            )
+        url = api.url or DEFAULT_URL
+        tls = instance.tls
+        return Client(
+            url,
+            where=f"{instance.name} {urlparse(url).netloc}",
+            bearer=instance.admin.secret.reveal(),
+            ca_file=tls.ca_file if tls else None,
+            timeout=instance.timeout_seconds,
+            auth_hint="the access token in admin.secret is missing, expired or not allowed on this instance",
+        )
+
+    # -- read -----------------------------------------------------------------------------
+
+    def read(self, instance: Instance) -> InstanceState:
+        assert instance.api is not None and instance.api.instance
+        resource = instance.api.instance
+        http = self.client(instance)
+        try:
+            try:
+                inst = http.get(f"/v1/{resource}")
+            except HttpError as exc:
+                if exc.status == 404:
+                    raise LiveError(f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)") from None
+                raise
+            users: dict[str, LiveUser] = {}
+            ids: dict[str, dict[str, str]] = {}
+            for u in _pages(http, f"/v1/{resource}/tokenAuthUsers", "tokenAuthUsers"):
+                name = _last(u.get("name", ""))
+                tokens = {server_token_ref(name, _last(t.get("name", ""))): _last(t.get("name", "")) for t in _pages(http, f"/v1/{u['name']}/authTokens", "authTokens")}
+                ids[name] = tokens
+                users[name] = LiveUser(name=name, enabled=True, nopass=False, hashes=tuple(sorted(tokens)), rules="")
+        finally:
+            http.close()
+        engine = str(inst.get("engineVersion") or "VALKEY_8_0")
+        version = _version(engine)
+        return InstanceState(
+            name=instance.name,
+            nodes=(
+                MSNode(
+                    address=resource,
+                    server="valkey",
+                    version=version,
+                    users=users,
+                    command_table=acl.CommandTable.nearest("valkey", version).name,
+                    admin_user="",
+                    tls=True,
+                    resource=resource,
+                    engine=engine,
+                    authorization_mode=str(inst.get("authorizationMode") or ""),
+                    token_ids=ids,
+                ),
+            ),
+            topology="standalone",
+        )
+
+    # -- plan (pure) ----------------------------------------------------------------------
+
+    def plan(self, live: LiveState, *, today: date, inventory: Any = None) -> tuple[InstancePlan, ...]:
+        for name in live.instances:
+            for u in self.desired.users_for(name):
+                _check_user(name, u)
+        return common.plan_with(self.desired, live, today, lambda u: u, refine)
+
+    # -- apply ----------------------------------------------------------------------------
+
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+        results = common.Results()
+        for inst_plan in plan.instances:
+            if any(n.has_changes for n in inst_plan.nodes):
+                _Run(self, self.desired.instances[inst_plan.name], inst_plan, results, audit).run()
+        return results
+
+    def verify(self, plan: Plan, *, today: date) -> None:
+        common.verify_by_replan(self, plan, today)
+
+
+def _pages(http: Client, path: str, key: str) -> list[dict]:
+    out: list[dict] = []
+    token = ""
+    while True:
+        page = http.get(path + (f"?pageToken={token}" if token else "")) or {}
+        out.extend(page.get(key) or [])
+        token = page.get("nextPageToken") or ""
+        if not token:
+            return out
+
+
+def _check_user(instance: str, u: User) -> None:
+    where = f"{instance}: user {u.name}"
+    if u.rules.strip():
+        raise PlanError(
+            f"{where}: Memorystore token-auth users have no per-user permission rules in the API; "
+            "remove acl/roles for users on this instance (or scope them with instances:)"
+        )
+    if not u.enabled:
+        raise PlanError(f"{where}: Memorystore token-auth users can't be disabled; remove the user (with prune: true) instead")
+    if u.certificates:
+        raise PlanError(f"{where}: Memorystore token-auth users log in with tokens only; remove certificates")
+
+
+def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> InstancePlan:
+    nodes = []
+    for node_plan, node in zip(inst.nodes, state.nodes):
+        assert isinstance(node, MSNode)
+        config = tuple(node_plan.config)
+        if node.authorization_mode != TOKEN_AUTH:
+            config += (ConfigChange(MODE_PARAMETER, node.authorization_mode or "(unset)", TOKEN_AUTH),)
+        changes = tuple(
+            # No permission lines: the API has none to show (a create would list "-@all").
+            replace(c, permissions=(), note=c.note or "token values are generated by the service and written to each token's sink")
+            if c.action == "create"
+            else c
+            for c in node_plan.changes
+        )
+        nodes.append(replace(node_plan, changes=changes, config=config, persist="none"))
+    return replace(inst, nodes=tuple(nodes), inventory=())
+
+
+# -- execution --------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, provider: MemorystoreProvider, instance: Instance, plan: InstancePlan, results: common.Results, audit: AuditLog | None):
+        self.p = provider
+        self.instance = instance
+        self.plan = plan
+        self.audit = audit
+        node = plan.nodes[0]
+        self.part = common.ProviderResult(instance.name, node.address, node.label)
+        results.parts.append(self.part)
+        self.results = results
+        self.users = common.users_here(provider.desired, instance.name)
+        assert instance.api is not None and instance.api.instance
+        self.resource = instance.api.instance
+
+    def run(self) -> None:
+        http = self.p.client(self.instance)
+        node = self.plan.nodes[0]
+        steps: list[tuple[str, str, Any]] = [("config", cc.parameter, cc) for cc in node.config]
+        steps += [(c.action, c.user, c) for c in node.changes]
+        self.part.left = [f"{a} {u}" for a, u, _ in steps]
+        try:
+            for action, user, item in steps:
+                self.part.left.pop(0)
+                change = item if isinstance(item, UserChange) else None
+                try:
+                    if isinstance(item, ConfigChange):
+                        self._wait(http, http.request("PATCH", f"/v1/{self.resource}?updateMask={MODE_PARAMETER}", {MODE_PARAMETER: item.after}))
+                    else:
+                        self._user(http, item)
+                except (HttpError, OSError) as exc:
+                    common.audit(self.audit, self.part, change, action, user, "failed", str(exc))
+                    raise common.fail(self.results, self.part, f"{action} {user}", exc) from None
+                common.audit(self.audit, self.part, change, action, user, "ok")
+                self.part.done.append(f"{action} {user}")
+                self.part.counts[action] = self.part.counts.get(action, 0) + 1
+        finally:
+            http.close()
+
+    def _wait(self, http: Client, op: Any) -> Any:
+        """Poll a long-running Operation until done; its `response`, or HttpError for its `error`."""
+        deadline = time.monotonic() + max(30.0, self.instance.timeout_seconds * 10)
+        while isinstance(op, dict) and not op.get("done"):
+            if time.monotonic() > deadline:
+                raise HttpError(f"{self.instance.name}: operation {op.get('name')} not done after {deadline:.0f} s; run plan again")
+            time.sleep(POLL_SECONDS)
+            op = http.get(f"/v1/{op['name']}")
+        if isinstance(op, dict) and op.get("error"):
+            err = op["error"]
+            raise HttpError(f"{self.instance.name}: operation failed: {err.get('status') or err.get('code')}: {err.get('message', '')}")
+        return op.get("response") if isinstance(op, dict) else None
+
+    def _user(self, http: Client, c: UserChange) -> None:
+        user_res = f"{self.resource}/tokenAuthUsers/{c.user}"
+        if c.action == "delete":
+            self._wait(http, http.request("DELETE", f"/v1/{user_res}"))
+            return
+        if c.action == "create":
+            self._wait(http, http.request("POST", f"/v1/{self.resource}:addTokenAuthUser", {"tokenAuthUser": c.user}))
+        user = self.users[c.user]
+        by_ref = {t.sha256: t for t in user.tokens}
+        for t in c.tokens:
+            if t.action == "add":
+                self._add_token(http, user_res, by_ref[t.sha256])
+        live_ids: dict[str, str] | None = None
+        for t in c.tokens:  # removals after additions: an app never has no token to move to
+            if t.action == "remove":
+                if t.sha256 in by_ref:
+                    tid: str | None = by_ref[t.sha256].id
+                else:
+                    # A token no longer in the file: its id comes back from its stand-in hash.
+                    if live_ids is None:
+                        listed = _pages(http, f"/v1/{user_res}/authTokens", "authTokens")
+                        live_ids = {server_token_ref(c.user, _last(x.get("name", ""))): _last(x.get("name", "")) for x in listed}
+                    tid = live_ids.get(t.sha256)
+                if tid is None:
+                    raise HttpError(f"{self.instance.name}: user {c.user}: token sha256:{t.prefix}… has no id; make a new plan")
+                self._wait(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{tid}"))
+
+    def _add_token(self, http: Client, user_res: str, token: Any) -> None:
+        # The sink is opened (0600) before the token exists: a token whose value could not be kept is never made.
+        path = token.sink
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            name = f"{user_res}/authTokens/{token.id}"
+            made = self._wait(http, http.request("POST", f"/v1/{user_res}:addAuthToken", {"authToken": {"name": name}})) or {}
+            value = made.get("token") if isinstance(made, dict) else None
+            if not value:
+                value = (http.get(f"/v1/{name}") or {}).get("token")
+            if not value:
+                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id}")
+            os.write(fd, value.encode() + b"\n")
+        except BaseException:
+            os.close(fd)
+            if os.path.getsize(path) == 0:
+                os.unlink(path)
+            raise
+        os.close(fd)
+

@@ -1,0 +1,143 @@
+"""A loopback HTTPS server implementing the Memorystore for Valkey v1 REST calls the
+`memorystore` provider uses (token-based auth users and their auth tokens), enforcing the
+documented behaviour it relies on. References are to
+https://docs.cloud.google.com/memorystore/docs/valkey/reference/rest/v1/ and
+https://docs.cloud.google.com/memorystore/docs/valkey/manage-basic-auth; where the docs give no
+error shape, Google's standard {"error": {code, message, status}} is used.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from fake_redis_software import Loopback
+
+INSTANCE = "projects/acme/locations/us-central1/instances/cache"
+TOKEN_AUTH = "TOKEN_AUTH"
+
+
+def _err(code: int, status: str, message: str) -> tuple[int, Any]:
+    return code, {"error": {"code": code, "message": message, "status": status}}
+
+
+@dataclass
+class FakeMemorystore:
+    access_token: str = "ya29.test-access-token-0123456789"
+    instance: str = INSTANCE
+    authorization_mode: str = "AUTH_DISABLED"
+    page_size: int = 2  # small, so listing follows nextPageToken
+    users: dict[str, dict[str, dict]] = field(default_factory=dict)  # user -> token id -> AuthToken (with value)
+    operations: dict[str, dict] = field(default_factory=dict)
+    generated: list[str] = field(default_factory=list)  # every token value the service made (for grep tests)
+    _ops: int = 0
+
+    def __post_init__(self) -> None:
+        self.http = Loopback(self.handle)
+        self.url = self.http.url
+        self.ca_file = self.http.ca_file
+
+    def stop(self) -> None:
+        self.http.stop()
+
+    def token_value(self, user: str, tid: str) -> str | None:
+        t = self.users.get(user, {}).get(tid)
+        return t["token"] if t else None
+
+    # -- operations: every write is a long-running Operation (done on the first poll) ----------
+
+    def _op(self, response: Any = None) -> tuple[int, Any]:
+        self._ops += 1
+        name = f"{self.instance.rsplit('/instances/', 1)[0]}/operations/op-{self._ops}"
+        self.operations[name] = {"name": name, "done": True, "response": response}
+        return 200, {"name": name, "done": False}
+
+    def handle(self, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        # Google APIs: a missing/invalid OAuth bearer token is 401 UNAUTHENTICATED.
+        if headers.get("Authorization") != f"Bearer {self.access_token}":
+            return _err(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        parsed = urllib.parse.urlsplit(path)
+        route = urllib.parse.unquote(parsed.path)
+        query = urllib.parse.parse_qs(parsed.query)
+        if not route.startswith("/v1/"):
+            return _err(404, "NOT_FOUND", "unknown API version")
+        route = route[len("/v1/"):]
+        if route in self.operations and method == "GET":
+            return 200, self.operations[route]
+        inst = self.instance
+        if route == inst:
+            if method == "GET":
+                return 200, {"name": inst, "authorizationMode": self.authorization_mode, "engineVersion": "VALKEY_8_0", "state": "ACTIVE"}
+            if method == "PATCH":
+                if query.get("updateMask") != ["authorizationMode"]:
+                    return _err(400, "INVALID_ARGUMENT", "updateMask must name authorizationMode")
+                self.authorization_mode = body.get("authorizationMode", "")
+                return self._op({"name": inst, "authorizationMode": self.authorization_mode})
+        if not route.startswith(inst):
+            return _err(404, "NOT_FOUND", f"instance not found")
+        rest = route[len(inst):]
+        if rest == ":addTokenAuthUser" and method == "POST":
+            # manage-basic-auth: users are added to an instance with token-based auth enabled.
+            if self.authorization_mode != TOKEN_AUTH:
+                return _err(400, "FAILED_PRECONDITION", "token-based authentication is not enabled on the instance")
+            name = (body or {}).get("tokenAuthUser", "")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                return _err(400, "INVALID_ARGUMENT", "invalid tokenAuthUser")
+            if name in self.users:
+                return _err(409, "ALREADY_EXISTS", f"token auth user {name} already exists")
+            self.users[name] = {}
+            return self._op({"name": f"{inst}/tokenAuthUsers/{name}", "state": "ACTIVE"})
+        if rest == "/tokenAuthUsers" and method == "GET":
+            names = sorted(self.users)
+            start = int(query.get("pageToken", ["0"])[0])
+            page = names[start:start + self.page_size]
+            out: dict[str, Any] = {"tokenAuthUsers": [{"name": f"{inst}/tokenAuthUsers/{n}", "state": "ACTIVE"} for n in page]}
+            if start + self.page_size < len(names):
+                out["nextPageToken"] = str(start + self.page_size)
+            return 200, out
+        m = re.fullmatch(r"/tokenAuthUsers/([^/:]+)(:addAuthToken|/authTokens(?:/([^/]+))?)?", rest)
+        if not m:
+            return _err(404, "NOT_FOUND", "no such resource")
+        user, tail, tid = m.group(1), m.group(2) or "", m.group(3)
+        if user not in self.users:
+            return _err(404, "NOT_FOUND", f"token auth user {user} not found")
+        user_res = f"{inst}/tokenAuthUsers/{user}"
+        tokens = self.users[user]
+        if tail == "" and method == "DELETE":
+            del self.users[user]
+            return self._op(None)
+        if tail == ":addAuthToken" and method == "POST":
+            spec = (body or {}).get("authToken") or {}
+            # AuthToken.token is "Output only": the service generates token values.
+            if "token" in spec:
+                return _err(400, "INVALID_ARGUMENT", "authToken.token is output only")
+            name = spec.get("name") or f"{user_res}/authTokens/t-{secrets.token_hex(4)}"
+            tid = name.rsplit("/", 1)[-1]
+            if not name.startswith(user_res + "/authTokens/") or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", tid):
+                return _err(400, "INVALID_ARGUMENT", "invalid auth token name")
+            if tid in tokens:
+                return _err(409, "ALREADY_EXISTS", f"auth token {tid} already exists")
+            value = secrets.token_urlsafe(32)
+            self.generated.append(value)
+            tokens[tid] = {
+                "name": name,
+                "token": value,
+                "createTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "state": "ACTIVE",
+            }
+            return self._op(dict(tokens[tid]))
+        if tail == "/authTokens" and tid is None and method == "GET":
+            return 200, {"authTokens": [{k: v for k, v in t.items() if k != "token"} for _, t in sorted(tokens.items())]}
+        if tid is not None:
+            if tid not in tokens:
+                return _err(404, "NOT_FOUND", f"auth token {tid} not found")
+            if method == "GET":
+                return 200, tokens[tid]
+            if method == "DELETE":
+                del tokens[tid]
+                return self._op(None)
+        return _err(405, "METHOD_NOT_ALLOWED", f"{method} {route}")

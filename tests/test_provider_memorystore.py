@@ -1,0 +1,205 @@
+"""provider: memorystore against the loopback contract server (tests/fake_memorystore.py):
+authorization mode, token-auth users, server-generated tokens written to their sinks (0600),
+plan -> apply -> no-op -> rotation, and error paths."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fake_memorystore import INSTANCE, FakeMemorystore
+from reconciler.cli import main
+
+ACCESS_TOKEN = "ya29.test-access-token-0123456789"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMemorystore]:
+    f = FakeMemorystore(access_token=ACCESS_TOKEN)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MS_TOKEN", ACCESS_TOKEN)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+
+
+def access(fake: FakeMemorystore, tokens: str, *, extra_users: str = "", instance_extra: str = "") -> str:
+    return f"""version: 1
+instances:
+  ms:
+    provider: memorystore
+    api: {{url: "{fake.url}", instance: {INSTANCE}}}
+    tls: {{ca_file: "{fake.ca_file}"}}
+    admin: {{secret: {{env: MS_TOKEN}}}}
+{instance_extra}users:
+  app-orders:
+    tokens:
+{tokens}{extra_users}"""
+
+
+def tok(tid: str) -> str:
+    return f"      - id: {tid}\n        sink: {{file: secrets/app-orders-{tid}.token}}\n"
+
+
+class Run:
+    def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str]):
+        self.dir = tmp
+        self.file = tmp / "access.yaml"
+        (tmp / "secrets").mkdir()
+        self.capsys = capsys
+        self.outputs: list[str] = []
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        rc = main([*argv])
+        out, err = self.capsys.readouterr()
+        self.outputs.append(out + err)
+        assert "Traceback" not in err
+        return rc, out, err
+
+    def plan(self, text: str) -> tuple[int, str, str]:
+        self.file.write_text(text)
+        return self("plan", "-f", str(self.file), "--detailed-exitcode")
+
+    def apply(self, text: str, *extra: str) -> tuple[int, str, str]:
+        self.file.write_text(text)
+        return self("apply", "-f", str(self.file), "--auto-approve", *extra)
+
+    def sink(self, tid: str) -> Path:
+        return self.dir / "secrets" / f"app-orders-{tid}.token"
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    return Run(tmp_path, capsys)
+
+
+def test_plan_apply_noop_rotation_cycle(fake: FakeMemorystore, run: Run, tmp_path: Path) -> None:
+    one = access(fake, tok("2026-08"))
+    rc, out, _ = run.plan(one)
+    assert rc == 2
+    assert "config authorizationMode" in out and "TOKEN_AUTH" in out and "+ user app-orders" in out and "token + 2026-08" in out
+    audit = tmp_path / "audit.jsonl"
+    rc, out, _ = run.apply(one, "--audit-log", str(audit))
+    assert rc == 0, out
+    assert fake.authorization_mode == "TOKEN_AUTH"
+    value = fake.token_value("app-orders", "2026-08")
+    assert value and run.sink("2026-08").read_text() == value + "\n"
+    assert stat.S_IMODE(run.sink("2026-08").stat().st_mode) == 0o600
+    assert run.plan(one)[0] == 0
+
+    # 1. add the new token: the service makes it, apply writes it to its sink; the old one stays
+    two = access(fake, tok("2026-11") + tok("2026-08"))
+    rc, out, _ = run.plan(two)
+    assert rc == 2 and "token + 2026-11" in out and "kept: remove after apps moved" in out
+    assert run.apply(two, "--audit-log", str(audit))[0] == 0
+    assert set(fake.users["app-orders"]) == {"2026-08", "2026-11"}
+    assert run.sink("2026-11").read_text() == fake.token_value("app-orders", "2026-11") + "\n"
+    assert run.sink("2026-08").read_text() == value + "\n"  # not rewritten
+    assert run.plan(two)[0] == 0
+    # 2. apps move to the new token; 3. the old one leaves the file and the service
+    three = access(fake, tok("2026-11"))
+    rc, out, _ = run.plan(three)
+    assert rc == 2 and "token - " in out and "not in file" in out
+    assert run.apply(three, "--audit-log", str(audit))[0] == 0
+    assert set(fake.users["app-orders"]) == {"2026-11"}
+    assert run.plan(three)[0] == 0
+    # no generated value in any output, plan or audit record
+    blob = "\n".join(run.outputs) + audit.read_text()
+    assert fake.generated and not any(v in blob for v in fake.generated)
+    assert ACCESS_TOKEN not in blob
+
+
+def test_prune_deletes_user_and_paginated_listing(fake: FakeMemorystore, run: Run) -> None:
+    extra = "".join(f"  svc-{i}:\n    tokens:\n      - id: a\n        sink: {{file: secrets/svc-{i}.token}}\n" for i in range(3))
+    assert run.apply(access(fake, tok("2026-08"), extra_users=extra))[0] == 0
+    assert set(fake.users) == {"app-orders", "svc-0", "svc-1", "svc-2"}  # listed over 2 pages
+    assert run.plan(access(fake, tok("2026-08"), extra_users=extra))[0] == 0
+    pruned = access(fake, tok("2026-08"), instance_extra="    prune: true\n", extra_users=extra.split("  svc-2:")[0])
+    rc, out, _ = run.plan(pruned)
+    assert rc == 2 and "- user svc-2" in out
+    assert run.apply(pruned)[0] == 0
+    assert "svc-2" not in fake.users
+
+
+def test_rules_are_a_plan_error(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-08")).replace("  app-orders:\n", "  app-orders:\n    acl: \"+@read ~*\"\n")
+    rc, _, err = run.plan(text)
+    assert rc == 1 and "no per-user permission rules" in err and len(err.strip().splitlines()) == 1
+
+
+def test_secret_tokens_are_a_validation_error(fake: FakeMemorystore, run: Run) -> None:
+    run.file.write_text(access(fake, "      - id: x\n        secret: {env: MS_TOKEN}\n"))
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 1 and "generates token values itself" in err
+
+
+def test_contract_tokens_are_server_generated(fake: FakeMemorystore) -> None:
+    import requests
+
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = fake.ca_file
+    s.headers["Authorization"] = f"Bearer {ACCESS_TOKEN}"
+    base = f"{fake.url}/v1/{INSTANCE}"
+    # users need token-based auth on the instance first
+    assert s.post(f"{base}:addTokenAuthUser", json={"tokenAuthUser": "u"}).json()["error"]["status"] == "FAILED_PRECONDITION"
+    fake.authorization_mode = "TOKEN_AUTH"
+    op = s.post(f"{base}:addTokenAuthUser", json={"tokenAuthUser": "u"}).json()
+    assert op["done"] is False and s.get(f"{fake.url}/v1/{op['name']}").json()["done"] is True
+    assert s.post(f"{base}:addTokenAuthUser", json={"tokenAuthUser": "u"}).status_code == 409
+    # a client can't choose the value: AuthToken.token is output only
+    r = s.post(f"{base}/tokenAuthUsers/u:addAuthToken", json={"authToken": {"name": f"{INSTANCE}/tokenAuthUsers/u/authTokens/a", "token": "mine"}})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    op = s.post(f"{base}/tokenAuthUsers/u:addAuthToken", json={"authToken": {"name": f"{INSTANCE}/tokenAuthUsers/u/authTokens/a"}}).json()
+    made = s.get(f"{fake.url}/v1/{op['name']}").json()["response"]
+    assert made["token"] == fake.token_value("u", "a") and len(made["token"]) >= 32
+    assert "token" not in s.get(f"{base}/tokenAuthUsers/u/authTokens").json()["authTokens"][0]
+    assert requests.get(f"{base}/tokenAuthUsers", verify=fake.ca_file).status_code == 401
+
+
+def test_expired_access_token_is_one_line(fake: FakeMemorystore, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MS_TOKEN", "ya29.expired")
+    rc, out, err = run.plan(access(fake, tok("2026-08")))
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "HTTP 401 Unauthorized" in err and "UNAUTHENTICATED" in err and "ya29.expired" not in err
+
+
+def test_5xx_retried_and_failed_write_reruns_to_convergence(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-11") + tok("2026-08"))
+    fake.http.fail("GET", f"/v1/{INSTANCE}/tokenAuthUsers", 503, times=2)
+    assert run.plan(text)[0] == 2  # retried
+    fake.http.fail("POST", f"/v1/{INSTANCE}/tokenAuthUsers/app-orders:addAuthToken", 500, times=1)
+    rc, _, err = run.apply(text)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "HTTP 500" in err and "run apply again" in err
+    assert not run.sink("2026-11").exists() or run.sink("2026-11").read_text()  # never an empty sink left behind
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert set(fake.users["app-orders"]) == {"2026-08", "2026-11"}
+    for tid in ("2026-08", "2026-11"):
+        assert run.sink(tid).read_text() == fake.token_value("app-orders", tid) + "\n"
+    assert run.plan(text)[0] == 0
+
+
+def test_409_on_create_is_one_line(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-08"))
+    fake.http.fail("POST", f"/v1/{INSTANCE}:addTokenAuthUser", 409, body={"error": {"code": 409, "status": "ALREADY_EXISTS", "message": "exists"}})
+    rc, _, err = run.apply(text)
+    assert rc == 1 and "HTTP 409 Conflict" in err and "ALREADY_EXISTS" in err and len(err.strip().splitlines()) == 1
+    assert run.apply(text)[0] == 0 and run.plan(text)[0] == 0
+
+
+def test_timeout_is_one_line(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-08"), instance_extra="    timeout_seconds: 0.3\n")
+    fake.http.stall("GET", f"/v1/{INSTANCE}", 1.0, times=4)
+    rc, _, err = run.plan(text)
+    assert rc == 1 and "no answer within 0.3 s" in err and len(err.strip().splitlines()) == 1

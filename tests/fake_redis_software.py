@@ -150,6 +150,12 @@ class FakeRedisSoftware:
     version: str = "7.4.2"
     tls: bool = True
     users: dict[int, dict] = field(default_factory=dict)
+    # objects/cluster: mTLS settings for certificate-based authentication
+    cluster: dict[str, Any] = field(
+        default_factory=lambda: {"name": "cluster.local", "mtls_certificate_authentication": False,
+                                 "mtls_client_cert_subject_validation_type": "disabled"}
+    )
+    certificates: dict[str, str] = field(default_factory=lambda: {"mtls_trusted_ca": "-----BEGIN CERTIFICATE-----..."})
     passwords: dict[int, list[str]] = field(default_factory=dict)  # uid -> plaintexts (never returned)
     roles: dict[int, dict] = field(default_factory=dict)
     acls: dict[int, dict] = field(default_factory=dict)
@@ -215,14 +221,15 @@ class FakeRedisSoftware:
         if auth != expected:
             return _err(401, "unauthorized", "the user is unauthorized")
         route = path.split("?")[0].rstrip("/")
-        m = re.fullmatch(r"/v1/(\w+)(?:/(\d+|password))?", route)
+        m = re.fullmatch(r"/v1/(\w+)(?:/(\d+|password|certificates))?", route)
         if not m:
             return _err(404, "not_found", "no such endpoint")
         kind, item = m.group(1), m.group(2)
-        fn = getattr(self, f"{method.lower()}_{kind}" + ("_password" if item == "password" else "" if item is None else "_one"), None)
+        numeric = item is not None and item.isdigit()
+        fn = getattr(self, f"{method.lower()}_{kind}" + ("_one" if numeric else f"_{item}" if item else ""), None)
         if fn is None:
             return _err(405, "method_not_allowed", f"{method} {route}")
-        return fn(body, int(item)) if item and item != "password" else fn(body)
+        return fn(body, int(item)) if numeric else fn(body)
 
     def _public(self, u: dict) -> dict:
         return dict(u)  # objects/user: passwords are never returned
@@ -347,6 +354,19 @@ class FakeRedisSoftware:
         self.passwords[u["uid"]] = [new]
         u["password_issue_date"] = _now()
         return 200, None
+
+    # cluster (requests/cluster, requests/cluster/certificates)
+    def get_cluster(self, body: Any) -> tuple[int, Any]:
+        return 200, dict(self.cluster)
+
+    def put_cluster(self, body: Any) -> tuple[int, Any]:
+        for key in ("mtls_certificate_authentication", "mtls_client_cert_subject_validation_type"):
+            if key in body:
+                self.cluster[key] = body[key]
+        return 200, dict(self.cluster)
+
+    def get_cluster_certificates(self, body: Any) -> tuple[int, Any]:
+        return 200, {"certificates": [{"name": n, "certificate": c} for n, c in self.certificates.items()]}
 
     # roles (requests/roles)
     def get_roles(self, body: Any) -> tuple[int, Any]:

@@ -130,3 +130,18 @@ users:
     assert audit.read_text().strip() and json.loads(audit.read_text().splitlines()[0])["instance"]
     leaked = [s for s in (*SECRETS, *ms.generated) if s in blob]
     assert not leaked, f"{len(leaked)} secret(s) found in outputs or records"
+
+
+def test_readme_provider_examples_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = {title: re.search(r"```yaml\n(.*?)```", readme.split(f"## {title}", 1)[1], re.S).group(1) for title in ("Redis Software provider", "Memorystore provider")}
+    for name in ("RS_ADMIN_PASSWORD", "GOOGLE_OAUTH_ACCESS_TOKEN"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("ORDERS_TOKEN_2026_11", "Readme-Token-2026-11-0123456789!")
+    monkeypatch.setenv("ORDERS_TOKEN_2026_08", "Readme-Token-2026-08-0123456789!")
+    for title, text in blocks.items():
+        f = tmp_path / "readme.yaml"
+        f.write_text(text)
+        assert main(["validate", "-f", str(f)]) == 0, (title, capsys.readouterr().err)

@@ -103,8 +103,10 @@ def test_plan_apply_noop_rotation_cycle(fake: FakeRedisSoftware, run: Run, tmp_p
     one = access(fake, tok("2026-08", "OLD"))
     rc, out, _ = run.plan(one)
     assert rc == 2 and "+ user app-orders" in out and "certificate: CN=app-billing,OU=payments,O=Acme,C=US" in out
+    assert "config mtls_certificate_authentication" in out  # certificate users need it on the cluster
     rc, out, _ = run.apply(one)
     assert rc == 0 and "2 created" in out
+    assert fake.cluster["mtls_certificate_authentication"] is True
     assert fake.password_count("app-orders") == 1 and fake.has_password("app-orders", OLD)
     billing = fake.by_name("app-billing")
     assert billing["auth_method"] == "certificate" and billing["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"
@@ -304,3 +306,12 @@ def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run:
     assert fake.has_password("app-orders", OLD)
     assert json.loads(saved.read_text())["instances"][0]["nodes"][0]["changes"]
     assert run("apply", str(saved), "--auto-approve")[0] == 1  # live state moved since
+
+
+def test_missing_trusted_ca_is_an_error_finding(fake: FakeRedisSoftware, run: Run) -> None:
+    fake.certificates.clear()
+    rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
+    assert rc == 2 and "no mtls_trusted_ca certificate" in out
+    run.file.write_text(access(fake, tok("2026-08", "OLD")))
+    rc, out, _ = run("drift", "-f", str(run.file), "--format", "json")
+    assert rc == 2 and json.loads(out)["drift"]["kinds"].get("cert_unmapped") == 1

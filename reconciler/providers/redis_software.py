@@ -55,7 +55,7 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
-from ..plan import InstancePlan, NodePlan, Plan, TokenChange, UserChange
+from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -65,6 +65,7 @@ NAME = "redis-software"
 PREFIX = "reconciler-"  # names of the redis_acl and role made for each user
 UNKNOWN = "0" * 64  # stands for "passwords the reconciler did not set" in live hashes
 REPLACE_ALL = "replace all passwords (PUT /v1/users/password)"
+MTLS = "mtls_certificate_authentication"
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,23 @@ class RSNode(NodeState):
     database: int = 0
     subjects: Mapping[str, str] = field(default_factory=dict)  # user -> certificate_subject_line
     auth_methods: Mapping[str, str] = field(default_factory=dict)  # user -> auth_method
+    # Cluster mTLS settings, read when the file has certificate users (else None):
+    mtls: bool | None = None  # cluster mtls_certificate_authentication
+    subject_validation: str | None = None  # cluster mtls_client_cert_subject_validation_type
+    trusted_ca: bool | None = None  # an mtls_trusted_ca certificate is installed
 
     @property
     def label(self) -> str:
         return f"Redis Software database {self.database}, Redis {self.version}"
+
+
+def _certificate_names(certs: Any) -> set[str]:
+    """Names in GET /v1/cluster/certificates (a list of {name, certificate}, or an object keyed by name)."""
+    if isinstance(certs, dict):
+        certs = certs.get("certificates", certs)
+    if isinstance(certs, dict):
+        return set(certs)
+    return {c.get("name", "") for c in certs or [] if isinstance(c, dict)}
 
 
 def _address(url: str) -> str:
@@ -127,10 +141,23 @@ class RedisSoftwareProvider(Provider):
             users = http.get("/v1/users")
             roles = {r["uid"]: r for r in http.get("/v1/roles")}
             acls = {a["uid"]: a for a in http.get("/v1/redis_acls")}
+            mtls: dict[str, Any] = {}
+            if any(u.certificates for u in self.desired.users_for(instance.name)):
+                # security/certificates/certificate-based-authentication: certificate users need an
+                # mtls_trusted_ca certificate and mtls_certificate_authentication on the cluster.
+                cluster = http.get("/v1/cluster") or {}
+                certs = http.get("/v1/cluster/certificates")
+                names = _certificate_names(certs)
+                mtls = {
+                    "mtls": bool(cluster.get("mtls_certificate_authentication")),
+                    "subject_validation": str(cluster.get("mtls_client_cert_subject_validation_type") or "disabled"),
+                    "trusted_ca": "mtls_trusted_ca" in names,
+                }
         finally:
             http.close()
         record = common.load_record(self.desired.source, NAME).get(instance.name, {})
-        return InstanceState(name=instance.name, nodes=(self._node(instance, bdb, users, roles, acls, record),), topology="standalone")
+        node = replace(self._node(instance, bdb, users, roles, acls, record), **mtls)
+        return InstanceState(name=instance.name, nodes=(node,), topology="standalone")
 
     def _node(self, instance: Instance, bdb: dict, users: list, roles: dict, acls: dict, record: dict) -> RSNode:
         assert instance.api is not None and instance.api.url
@@ -238,7 +265,22 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
                         note=f"certificate subject: {node.subjects.get(name) or '(none)'} -> {subject or '(none)'}",
                     )
                 )
-        nodes.append(replace(node_plan, changes=tuple(changes), persist="none"))
+        config = tuple(node_plan.config)
+        findings = list(inst.findings)
+        if node.mtls is False:
+            config += (ConfigChange(MTLS, "false", "true"),)
+        if node.trusted_ca is False:
+            findings.append(
+                Finding(
+                    "cert_unmapped",
+                    "certificate users can't log in: the cluster has no mtls_trusted_ca certificate "
+                    "(add it with PUT /v1/cluster/certificates; the reconciler does not manage CAs)",
+                    inst.name,
+                    severity="error",
+                )
+            )
+        nodes.append(replace(node_plan, changes=tuple(changes), config=config, persist="none"))
+        inst = replace(inst, findings=tuple(findings))
     return replace(inst, nodes=tuple(nodes), inventory=())
 
 
@@ -318,7 +360,20 @@ class _Run:
         self.part.left = [f"{c.action} {c.user}" for c in changes]
         record = common.load_record(self.p.desired.source, NAME)
         mine = record.setdefault(self.instance.name, {})
+        config = list(self.plan.nodes[0].config)
+        self.part.left = [f"config {cc.parameter}" for cc in config] + self.part.left
         try:
+            for cc in config:
+                self.part.left.pop(0)
+                try:
+                    # certificate-based-authentication: PUT /v1/cluster {"mtls_certificate_authentication": true}
+                    http.request("PUT", "/v1/cluster", {cc.parameter: cc.after == "true"})
+                except HttpError as exc:
+                    common.audit(self.audit, self.part, None, "config", cc.parameter, "failed", str(exc))
+                    raise common.fail(self.results, self.part, f"config {cc.parameter}", exc) from None
+                common.audit(self.audit, self.part, None, "config", cc.parameter, "ok")
+                self.part.done.append(f"config {cc.parameter}")
+                self.part.counts["config"] = self.part.counts.get("config", 0) + 1
             for c in changes:
                 self.part.left.pop(0)
                 try:

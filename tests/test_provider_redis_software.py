@@ -315,3 +315,15 @@ def test_missing_trusted_ca_is_an_error_finding(fake: FakeRedisSoftware, run: Ru
     run.file.write_text(access(fake, tok("2026-08", "OLD")))
     rc, out, _ = run("drift", "-f", str(run.file), "--format", "json")
     assert rc == 2 and json.loads(out)["drift"]["kinds"].get("cert_unmapped") == 1
+
+
+def test_failure_mid_create_reruns_without_replacing_all(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD"))
+    fake.http.fail("POST", "/v1/users/password", 500, times=1)
+    rc, _, err = run.apply(text)
+    assert rc == 1 and err.count("127.0.0.1") == 1 and "attempts" not in err  # a write's 500 is not retried
+    assert fake.password_count("app-orders") == 1
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "token + 2026-08" in out and "replace all" not in out  # the record kept the first password
+    assert run.apply(text)[0] == 0
+    assert sorted(fake.passwords[fake.by_name("app-orders")["uid"]]) == sorted([NEW, OLD])

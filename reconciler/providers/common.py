@@ -46,10 +46,14 @@ class Results:
 def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -> ApplyError:
     """One line: what failed, why, how much was done, and that a re-run converges."""
     part.error = str(exc)
+    reason = str(exc)
+    prefix = f"{part.instance} {part.address}: "
+    if reason.startswith(prefix):
+        reason = reason[len(prefix):]
     done = len(part.done)
     total = done + 1 + len(part.left)
     msg = (
-        f"{part.instance} {part.address}: {what} failed: {exc} "
+        f"{part.instance} {part.address}: {what} failed: {reason} "
         f"({done} of {total} changes applied; fix the cause and run apply again to converge)"
     )
     err = ApplyError(redact(" ".join(msg.split())))

@@ -118,12 +118,12 @@ class Client:
                 if resp.status_code in retryable and not last:
                     pass  # fall through to the backoff below
                 else:
-                    return self._result(method, path, resp, hidden)
+                    return self._result(method, path, resp, hidden, attempt)
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _result(self, method: str, path: str, resp: requests.Response, hidden: list[str]) -> Any:
+    def _result(self, method: str, path: str, resp: requests.Response, hidden: list[str], attempt: int = 1) -> Any:
         if 200 <= resp.status_code < 300:
             if not resp.content:
                 return None
@@ -138,8 +138,8 @@ class Client:
             text += ": " + ": ".join(x for x in (code, message) if x)
         if resp.status_code == 401:
             text += f" ({self.auth_hint})"
-        elif resp.status_code in RETRY_GET:
-            text += f" (after {ATTEMPTS} attempts)"
+        elif attempt > 1:
+            text += f" (after {attempt} attempts)"
         raise HttpError(_scrub(text, hidden), resp.status_code, code)
 
 

@@ -145,6 +145,8 @@ class ApiSettings:
     url: str | None = None  # redis-software: https://HOST:9443; memorystore: default https://memorystore.googleapis.com
     database: int | None = None  # redis-software: bdb uid whose roles_permissions bind roles to redis ACLs
     instance: str | None = None  # memorystore: projects/P/locations/L/instances/I
+    ca_file: str | None = None  # memorystore: CA for the API (tls: is the data plane's)
+    data_plane: "Admin | None" = None  # memorystore: who runs CLIENT KILL USER on `nodes`
 
 
 def server_token_ref(user: str, token_id: str) -> str:

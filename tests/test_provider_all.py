@@ -71,8 +71,7 @@ instances:
     admin: {{username: admin@example.com, secret: {{env: RS_ADMIN}}}}
   ms:
     provider: memorystore
-    api: {{url: "{ms.url}", instance: {INSTANCE}}}
-    tls: {{ca_file: "{ms.ca_file}"}}
+    api: {{url: "{ms.url}", instance: {INSTANCE}, ca_file: "{ms.ca_file}"}}
     admin: {{secret: {{env: MS_TOKEN}}}}
 users:
   app-orders:
@@ -137,7 +136,7 @@ def test_readme_provider_examples_validate(tmp_path: Path, capsys: pytest.Captur
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = {title: re.search(r"```yaml\n(.*?)```", readme.split(f"## {title}", 1)[1], re.S).group(1) for title in ("Redis Software provider", "Memorystore provider")}
-    for name in ("RS_ADMIN_PASSWORD", "GOOGLE_OAUTH_ACCESS_TOKEN"):
+    for name in ("RS_ADMIN_PASSWORD", "GOOGLE_OAUTH_ACCESS_TOKEN", "CACHE_OPS_TOKEN"):
         monkeypatch.setenv(name, "x")
     monkeypatch.setenv("ORDERS_TOKEN_2026_11", "Readme-Token-2026-11-0123456789!")
     monkeypatch.setenv("ORDERS_TOKEN_2026_08", "Readme-Token-2026-08-0123456789!")

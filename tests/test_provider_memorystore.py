@@ -38,8 +38,7 @@ def access(fake: FakeMemorystore, tokens: str, *, extra_users: str = "", instanc
 instances:
   ms:
     provider: memorystore
-    api: {{url: "{fake.url}", instance: {INSTANCE}}}
-    tls: {{ca_file: "{fake.ca_file}"}}
+    api: {{url: "{fake.url}", instance: {INSTANCE}, ca_file: "{fake.ca_file}"}}
     admin: {{secret: {{env: MS_TOKEN}}}}
 {instance_extra}users:
   app-orders:
@@ -203,3 +202,41 @@ def test_timeout_is_one_line(fake: FakeMemorystore, run: Run) -> None:
     fake.http.stall("GET", f"/v1/{INSTANCE}", 1.0, times=4)
     rc, _, err = run.plan(text)
     assert rc == 1 and "no answer within 0.3 s" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.server
+def test_deleted_user_sessions_are_killed_on_data_plane_nodes(
+    fake: FakeMemorystore, run: Run, server_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real Valkey stands in for the instance's data plane: deleting a token-auth user through
+    the API is followed by CLIENT KILL USER there, so its open connections go too."""
+    import redis
+
+    srv = server_factory("valkey-9.1")
+    srv.admin().execute_command("ACL", "SETUSER", "ops", "on", ">ops-data-plane-token-0123", "~*", "&*", "+@all")
+    srv.admin().execute_command("ACL", "SETUSER", "svc-old", "on", ">svc-old-data-plane-0123", "~*", "+@all")
+    monkeypatch.setenv("DP_TOKEN", "ops-data-plane-token-0123")
+    monkeypatch.setenv("DP_NODE", srv.address)
+    extra = "  svc-old:\n    tokens:\n      - id: a\n        sink: {file: secrets/svc-old.token}\n"
+    base = access(fake, tok("2026-08"), extra_users=extra).replace(
+        f', ca_file: "{fake.ca_file}"}}', f', ca_file: "{fake.ca_file}", data_plane: {{username: ops, secret: {{env: DP_TOKEN}}}}}}\n    nodes: [{{env: DP_NODE}}]'
+    )
+    assert run.apply(base)[0] == 0
+    victim = redis.Redis(host=srv.host, port=srv.port, username="svc-old", password="svc-old-data-plane-0123")
+    assert victim.ping()
+    before = int(srv.admin().info("clients")["connected_clients"])
+    pruned = base.replace("    admin: {secret: {env: MS_TOKEN}}\n", "    admin: {secret: {env: MS_TOKEN}}\n    prune: true\n").replace(extra, "")
+    rc, out, _ = run.plan(pruned)
+    assert rc == 2 and "- user svc-old" in out
+    assert run.apply(pruned)[0] == 0
+    assert "svc-old" not in fake.users
+    clients = srv.admin().execute_command("CLIENT", "LIST")
+    assert "user=svc-old" not in (clients.decode() if isinstance(clients, bytes) else clients)
+    assert int(srv.admin().info("clients")["connected_clients"]) < before
+
+
+def test_without_data_plane_the_plan_says_connections_stay(fake: FakeMemorystore, run: Run) -> None:
+    extra = "  svc-old:\n    tokens:\n      - id: a\n        sink: {file: secrets/svc-old.token}\n"
+    assert run.apply(access(fake, tok("2026-08"), extra_users=extra))[0] == 0
+    rc, out, _ = run.plan(access(fake, tok("2026-08"), instance_extra="    prune: true\n"))
+    assert rc == 2 and "- user svc-old" in out and "open connections stay" in out

@@ -320,7 +320,7 @@ class Builder:
             return None
         if provider not in ("redis-software", "memorystore"):
             return None  # the schema reported it
-        if "nodes" in spec:
+        if "nodes" in spec and provider == "redis-software":
             self.problem(base + ("nodes",), f"nodes: is not used by provider {provider} (the service is reached through api:)")
         if not isinstance(raw, dict):
             return None  # the schema reported it
@@ -337,7 +337,21 @@ class Builder:
                 self.problem(base + ("api",), "provider memorystore needs api.instance (projects/PROJECT/locations/REGION/instances/ID)")
             if "database" in raw:
                 self.problem(base + ("api", "database"), "api.database is for provider redis-software")
-        return ApiSettings(url=url, database=database if _is_int(database) else None, instance=resource)
+        data_plane: Admin | None = None
+        if provider == "memorystore" and isinstance(raw.get("data_plane"), dict):
+            data_plane = self.admin(raw["data_plane"], base + ("api", "data_plane"), instance)
+        elif "data_plane" in raw:
+            self.problem(base + ("api", "data_plane"), "api.data_plane is for provider memorystore")
+        if provider == "memorystore" and "nodes" in spec and data_plane is None:
+            self.problem(base + ("nodes",), "nodes: on a memorystore instance are for CLIENT KILL USER and need api.data_plane (who connects)")
+        ca = _str(raw.get("ca_file"))
+        return ApiSettings(
+            url=url,
+            database=database if _is_int(database) else None,
+            instance=resource,
+            ca_file=self.path_of(ca) if ca else None,
+            data_plane=data_plane,
+        )
 
     def provider_tokens(self, user: str, tokens: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
         """Token kinds each provider can use: redis-software needs plaintext (its password API asks for

@@ -72,6 +72,7 @@ class ConfigChange:
     before: str
     after: str
     rewrite: bool = False  # CONFIG REWRITE afterwards (the server has a config file)
+    via: str = "CONFIG SET"  # how it is applied: CONFIG SET, or a managed service's API call
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
         config = tuple(node_plan.config)
         findings = list(inst.findings)
         if node.mtls is False:
-            config += (ConfigChange(MTLS, "false", "true"),)
+            config += (ConfigChange(MTLS, "false", "true", via="PUT /v1/cluster"),)
         if node.trusted_ca is False:
             findings.append(
                 Finding(

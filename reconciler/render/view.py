@@ -113,7 +113,7 @@ def _config_view(cc: ConfigChange, colors: Colors) -> ChangeView:
     text = f"~ config {cc.parameter}"
     pad = max(1, NOTE_COLUMN - len(text))
     then = "; CONFIG REWRITE" if cc.rewrite else ""
-    return ChangeView(symbol="~", head=colors.paint("~", text) + " " * pad, note=f"{cc.before} -> {cc.after} (CONFIG SET{then})")
+    return ChangeView(symbol="~", head=colors.paint("~", text) + " " * pad, note=f"{cc.before} -> {cc.after} ({cc.via}{then})")
 
 
 def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> GroupView:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ReconcilerError
-from .model import CertInfo, DesiredState
+from .model import CertInfo
 
 # Subject attributes a declared subject may name, by their usual short names.
 SHORT_NAMES = {

@@ -6,7 +6,6 @@ a re-run that converges."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from ..audit import AuditLog, redact
 from ..errors import ApplyError, PlanError
-from ..model import DesiredState, User
+from ..model import DesiredState, Instance, User
 from ..plan import InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState
 
@@ -113,6 +113,34 @@ def plan_with(
     viewed = replace(desired, users={n: view(u) for n, u in desired.users.items()})
     plan = planner.plan(viewed, live, today=today)
     return tuple(refine(inst, live.instances[inst.name], desired) for inst in plan.instances)
+
+
+class ApiRun:
+    """What one apply of one API-managed instance needs: its result part, the file's users there,
+    the audit log. Providers subclass it with their own `run()`."""
+
+    def __init__(self, provider: Any, instance: Instance, plan: InstancePlan, results: Results, audit: AuditLog | None):
+        self.p = provider
+        self.instance = instance
+        self.plan = plan
+        self.audit = audit
+        node = plan.nodes[0]
+        self.part = ProviderResult(instance.name, node.address, node.label)
+        results.parts.append(self.part)
+        self.results = results
+        self.users = users_here(provider.desired, instance.name)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+
+def apply_each(provider: Any, plan: Plan, audit: AuditLog | None, run: type[ApiRun]) -> Results:
+    """Run `run` for every instance of the plan that has changes."""
+    results = Results()
+    for inst_plan in plan.instances:
+        if any(n.has_changes for n in inst_plan.nodes):
+            run(provider, provider.desired.instances[inst_plan.name], inst_plan, results, audit).run()
+    return results
 
 
 def users_here(desired: DesiredState, instance: str) -> Mapping[str, User]:

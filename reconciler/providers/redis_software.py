@@ -222,11 +222,7 @@ class RedisSoftwareProvider(Provider):
     # -- apply ----------------------------------------------------------------------------
 
     def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
-        results = common.Results()
-        for inst_plan in plan.instances:
-            if any(n.has_changes for n in inst_plan.nodes):
-                _Run(self, self.desired.instances[inst_plan.name], inst_plan, results, audit).run()
-        return results
+        return common.apply_each(self, plan, audit, _Run)
 
     def verify(self, plan: Plan, *, today: date) -> None:
         common.verify_by_replan(self, plan, today)
@@ -340,17 +336,9 @@ def replace_all(c: UserChange) -> bool:
 # -- execution --------------------------------------------------------------------------------
 
 
-class _Run:
+class _Run(common.ApiRun):
     def __init__(self, provider: RedisSoftwareProvider, instance: Instance, plan: InstancePlan, results: common.Results, audit: AuditLog | None):
-        self.p = provider
-        self.instance = instance
-        self.plan = plan
-        self.audit = audit
-        node = plan.nodes[0]
-        self.part = common.ProviderResult(instance.name, node.address, node.label)
-        results.parts.append(self.part)
-        self.results = results
-        self.users = common.users_here(provider.desired, instance.name)
+        super().__init__(provider, instance, plan, results, audit)
         assert instance.api is not None
         self.db = instance.api.database
 

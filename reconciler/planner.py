@@ -105,7 +105,7 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
     return "warn"
 
 
-# Pure results by (what, table name, rule string): nodes of one version share them, so a
+# describe() results by (what, table name, rule string): nodes of one version share them, so a
 # 6-node cluster costs about what one node does instead of 6x (issue 10's benchmark).
 _MEMO: dict[tuple[str, str, str], Any] = {}
 _MEMO_LIMIT = 100_000
@@ -158,7 +158,7 @@ def _plan_user(
 ) -> UserChange | None:
     where = f"{inst.name} {node.address}: user {user.name}"
     try:
-        rules = _memo("rules_for", table, user.rules, lambda: acl.rules_for(user.rules, table))
+        rules = acl.rules_for(user.rules, table)  # memoized per table by the engine
     except acl.UnsupportedRule as exc:
         raise PlanError(f"{where}: {node.label} can't express this: {exc}") from None
     except acl.AclSyntaxError as exc:

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from fake_memorystore import INSTANCE, FakeMemorystore
-from reconciler.cli import main
+from cli_support import CliRun
 
 ACCESS_TOKEN = "ya29.test-access-token-0123456789"
 
@@ -50,28 +50,10 @@ def tok(tid: str) -> str:
     return f"      - id: {tid}\n        sink: {{file: secrets/app-orders-{tid}.token}}\n"
 
 
-class Run:
+class Run(CliRun):
     def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str]):
-        self.dir = tmp
-        self.file = tmp / "access.yaml"
+        super().__init__(tmp, capsys)
         (tmp / "secrets").mkdir()
-        self.capsys = capsys
-        self.outputs: list[str] = []
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        rc = main([*argv])
-        out, err = self.capsys.readouterr()
-        self.outputs.append(out + err)
-        assert "Traceback" not in err
-        return rc, out, err
-
-    def plan(self, text: str) -> tuple[int, str, str]:
-        self.file.write_text(text)
-        return self("plan", "-f", str(self.file), "--detailed-exitcode")
-
-    def apply(self, text: str, *extra: str) -> tuple[int, str, str]:
-        self.file.write_text(text)
-        return self("apply", "-f", str(self.file), "--auto-approve", *extra)
 
     def sink(self, tid: str) -> Path:
         return self.dir / "secrets" / f"app-orders-{tid}.token"

@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from fake_redis_software import FakeRedisSoftware, complex_enough
-from reconciler.cli import main
+from cli_support import CliRun
 
 ADMIN = "Admin-Secret-1!"
 OLD = "Old-Token-0123456789abcdef!"
@@ -65,26 +65,7 @@ def tok(tid: str, env: str, extra: str = "") -> str:
     return f"      - id: {tid}\n        secret: {{env: {env}}}\n{extra}"
 
 
-class Run:
-    def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str]):
-        self.file = tmp / "access.yaml"
-        self.capsys = capsys
-        self.outputs: list[str] = []
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        rc = main([*argv])
-        out, err = self.capsys.readouterr()
-        self.outputs.append(out + err)
-        assert "Traceback" not in err
-        return rc, out, err
-
-    def plan(self, text: str) -> tuple[int, str, str]:
-        self.file.write_text(text)
-        return self("plan", "-f", str(self.file), "--detailed-exitcode")
-
-    def apply(self, text: str) -> tuple[int, str, str]:
-        self.file.write_text(text)
-        return self("apply", "-f", str(self.file), "--auto-approve")
+Run = CliRun
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ from reconciler.acl.engine import (
     SelectorPerms,
     canonical_rules,
     check,
+    command_allowed,
     effective,
     known_command,
     rules_for,

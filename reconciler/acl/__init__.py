@@ -55,6 +55,7 @@ from reconciler.acl.engine import (
     command_allowed,
     effective,
     known_command,
+    unknown_commands,
     rules_for,
 )
 from reconciler.acl.syntax import (

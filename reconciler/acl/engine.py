@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse
 from reconciler.acl.table import CommandTable
 
-__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command"]
+__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command", "unknown_commands"]
 
 
 @dataclass(frozen=True, order=True)
@@ -134,6 +134,56 @@ def known_command(name: str) -> bool:
             names.update(c.name for c in CommandTable.bundled(table_name).commands)
         _KNOWN = frozenset(names)
     return name.lower() in _KNOWN
+
+
+_CONTAINERS: frozenset[str] | None = None
+
+
+def _containers() -> frozenset[str]:
+    global _CONTAINERS
+    if _CONTAINERS is None:
+        known_command("get")
+        assert _KNOWN is not None
+        _CONTAINERS = frozenset(n.split("|", 1)[0] for n in _KNOWN if "|" in n)
+    return _CONTAINERS
+
+
+def unknown_commands(rules: str) -> list[str]:
+    """Command names no supported version knows, one message each with a suggestion:
+    "unknown command 'lpusj' (did you mean 'lpush'?)". Needs no server: the union of the
+    bundled tables. Names only some versions know are left to the plan (node and version)."""
+    import difflib
+
+    known_command("get")
+    assert _KNOWN is not None
+    out: list[str] = []
+    flat: list[Rule] = []
+    for r in parse(rules, lenient=True):
+        flat += r.selector if r.kind == "selector" else [r]
+    for r in flat:
+        if r.kind != "command":
+            continue
+        if r.name not in _KNOWN:
+            tops = sorted(n for n in _KNOWN if "|" not in n)
+            close = difflib.get_close_matches(r.name, tops, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msg = f"unknown command '{r.name}'{hint}"
+        elif r.sub is None:
+            continue
+        elif r.name not in _containers():
+            if r.allow:
+                continue  # `+select|0`: a first argument, any value
+            msg = f"'{r.text}': a first argument can't be denied, only allowed ({r.name} has no subcommands)"
+        elif f"{r.name}|{r.sub.lower()}" not in _KNOWN:
+            subs = sorted(n for n in _KNOWN if n.startswith(r.name + "|"))
+            close = difflib.get_close_matches(f"{r.name}|{r.sub.lower()}", subs, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msg = f"unknown subcommand '{r.name}|{r.sub}'{hint}"
+        else:
+            continue
+        if msg not in out:
+            out.append(msg)
+    return out
 
 
 def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:

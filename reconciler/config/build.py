@@ -170,6 +170,8 @@ def _check_rules(text: str, field_name: str) -> list[str]:
                 if close:
                     message += f" (did you mean '@{close[0]}'?)"
             problems.append(message)
+        return problems
+    problems += acl.unknown_commands(text)  # unknown to every supported version
     return problems
 
 

@@ -28,8 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check the file (schema and semantics), no network")
-    _file_arg(p)
+    p.add_argument("-f", "--file", required=True, nargs="+", metavar="FILE", help="desired-state YAML file(s)")
     p.add_argument("--allow-expired", action="store_true", help="do not treat expired tokens as errors")
+    p.add_argument(
+        "--resolve-secrets",
+        action="store_true",
+        help="read {env}/{file} secrets too (else their form only) and check min_token_length, complexity",
+    )
 
     p = sub.add_parser("plan", help="read live state and show the ordered changes")
     _file_arg(p)

@@ -57,6 +57,7 @@ from reconciler.acl.engine import (
     known_command,
     unknown_commands,
     rules_for,
+    shortest_rules,
 )
 from reconciler.acl.syntax import (
     KNOWN_CATEGORIES,

@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse
+from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse, split_rules
 from reconciler.acl.table import CommandTable
 
-__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command", "unknown_commands"]
+__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command", "unknown_commands", "shortest_rules"]
 
 
 @dataclass(frozen=True, order=True)
@@ -613,3 +613,57 @@ def _glob_to_regex(p: str) -> str:
             out.append(re.escape(c))
         i += 1
     return "".join(out)
+
+
+# ---- shortest written form (import) -------------------------------------------------------
+
+
+def _short_selector(sel: SelectorPerms, t: CommandTable) -> list[str]:
+    """A selector in the file's own terms: a rule string starts from no command, key or channel
+    (`reset resetchannels`), so the canonical form's `resetchannels` and leading `-@all` go."""
+    out: list[str] = []
+    if sel.allkeys:
+        out.append("allkeys")
+    else:
+        out += [f"~{p}" if f == "RW" else f"%{f}~{p}" for p, f in sel.keys]
+    if sel.allchannels:
+        out.append("allchannels")
+    else:
+        out += [f"&{c}" for c in sel.channels]
+    if sel.dbs is not None:
+        out.append(f"db={','.join(map(str, sel.dbs))}" if sel.dbs else "resetdbs")
+    ops = command_ops(sel, t)
+    return out + (ops[1:] if ops[0] == "-@all" else ops)
+
+
+def _as_written(rules: str) -> str:
+    """A server's spelling in the file's terms: `allkeys`/`allchannels` for `~*`/`&*`, and the
+    leading words the file implies (`resetchannels`, `resetkeys`, a first `-@all`) dropped."""
+    words = ["allkeys" if w == "~*" else "allchannels" if w == "&*" else w for w in split_rules(rules)]
+    while words and words[0].lower() in ("resetchannels", "resetkeys", "nocommands", "-@all"):
+        words.pop(0)
+    return " ".join(words)
+
+
+def shortest_rules(rules: str, table: CommandTable) -> str:
+    """The shortest rule string for the file that the engine proves equal to `rules` on this
+    version (same Permissions) and that validates: the engine's short canonical form, or the
+    server's own spelling tidied, whichever is shorter. `rules` is usually ACL LIST's text."""
+    want = effective(rules, table)
+    candidates = [" ".join(_short_selector(want.root, table))]
+    candidates[0] = " ".join(
+        [candidates[0], *("(" + " ".join(_short_selector(s, table)) + ")" for s in want.selectors)]
+    ).strip()
+    candidates.append(_as_written(rules))
+    best: str | None = None
+    for text in candidates:
+        try:
+            parse(text)  # strict: what validate accepts
+            same = effective(text, table) == want
+        except (AclSyntaxError, UnsupportedRule):
+            continue
+        if same and (best is None or len(text) < len(best)):
+            best = text
+    if best is None:  # pragma: no cover - the canonical form always reads back
+        best = rules_for(rules, table)
+    return best

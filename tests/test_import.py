@@ -154,7 +154,7 @@ def test_import_validates_plans_and_applies_as_a_no_op(server: RunningServer, tm
 def test_import_reuses_an_instance_of_a_file(server: RunningServer, tmp_path: Path, capsys) -> None:
     server.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
     client = server.client("default", ADMIN)
-    client.execute_command("ACL", "SETUSER", "app", "on", ">app-Secret-value-1", "~app:*", "+@read")
+    client.execute_command("ACL", "SETUSER", "app", "reset", "resetchannels", "on", ">app-Secret-value-1", "~app:*", "+@read")
     src = tmp_path / "src" / "access.yaml"
     src.parent.mkdir()
     src.write_text(
@@ -214,7 +214,7 @@ def deployment(request: pytest.FixtureRequest) -> Deployment:
 def test_import_from_one_seed_of_a_replica_set_or_cluster(deployment: Deployment, tmp_path: Path) -> None:
     for s in deployment.nodes:  # ACLs are per node: the same users on every node
         c = admin(s)
-        c.execute_command("ACL", "SETUSER", "app", "reset", "on", ">app-Secret-value-1", "~app:*", "+@read", "-keys")
+        c.execute_command("ACL", "SETUSER", "app", "reset", "resetchannels", "on", ">app-Secret-value-1", "~app:*", "+@read", "-keys")
         c.execute_command("ACL", "SETUSER", "batch", "reset", "off", ">batch-Secret-value-1", "~*", "+@all", "-@dangerous")
         c.close()
     seed = deployment.replicas()[0]

@@ -152,6 +152,24 @@ def unknown_commands(rules: str) -> list[str]:
     """Command names no supported version knows, one message each with a suggestion:
     "unknown command 'lpusj' (did you mean 'lpush'?)". Needs no server: the union of the
     bundled tables. Names only some versions know are left to the plan (node and version)."""
+    # Only command words matter, and files repeat a few command parts around per-user key
+    # patterns: look them up by those words alone (selector parentheses stripped).
+    words = [w.strip("()") for w in rules.split()]
+    key = " ".join(w for w in words if w[:1] in "+-" and w[1:2] != "@")
+    if not key:
+        return []
+    hit = _UNKNOWN_MEMO.get(key)
+    if hit is None:
+        if len(_UNKNOWN_MEMO) > 100_000:
+            _UNKNOWN_MEMO.clear()
+        hit = _UNKNOWN_MEMO[key] = tuple(_unknown_commands(key))
+    return list(hit)
+
+
+_UNKNOWN_MEMO: dict[str, tuple[str, ...]] = {}
+
+
+def _unknown_commands(rules: str) -> list[str]:
     import difflib
 
     known_command("get")

@@ -56,7 +56,7 @@ def main() -> int:
     cold = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    same = sum(1 for a, b in zip(perms, (effective(r, table) for r in users)) if a == b)
+    same = sum(1 for a, b in zip(perms, (effective(r, table) for r in users), strict=True) if a == b)
     warm = time.perf_counter() - t0
     assert same == len(users)
 

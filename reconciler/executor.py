@@ -1,6 +1,6 @@
 """Executor: carry out a Plan on the live nodes, then verify.
 
-Per node, in DESIGN.md's order:
+Per node, in this order:
   1. one atomic `ACL SETUSER name reset <on|off> <#hash..|resetpass|nopass> <rules>` per
      created/updated user, pipelined without MULTI in batches (one round trip per batch),
      every reply checked;

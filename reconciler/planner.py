@@ -106,7 +106,7 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
 
 
 # describe() results by (what, table name, rule string): nodes of one version share them, so a
-# 6-node cluster costs about what one node does instead of 6x (issue 10's benchmark).
+# 6-node cluster costs about what one node does instead of 6x (bench/bench_cluster.py).
 _MEMO: dict[tuple[str, str, str], Any] = {}
 _MEMO_LIMIT = 100_000
 

@@ -1,4 +1,4 @@
-"""The JSON Schema file itself, the DESIGN.md example and examples/*.yaml."""
+"""The JSON Schema file itself, a full example using every key, and examples/*.yaml."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_patterns(ref: str, good: list[str], bad: list[str]) -> None:
     assert [b for b in bad if v.is_valid(b)] == []
 
 
-DESIGN_EXAMPLE = """\
+FULL_EXAMPLE = """\
 version: 1
 policies:                       # all optional
   token_max_age_days: 90        # drift flags older tokens (age from `created`)
@@ -136,14 +136,14 @@ users:
 """
 
 
-def test_design_md_example_is_valid(tmp_path: Path) -> None:
+def test_full_example_is_valid(tmp_path: Path) -> None:
     from reconciler.config.yamlsrc import parse
 
-    # every key of the DESIGN.md example, cert_file included, is accepted by the schema
-    assert list(Draft202012Validator(SCHEMA).iter_errors(parse(DESIGN_EXAMPLE).data)) == []
+    # every key of the full example, cert_file included, is accepted by the schema
+    assert list(Draft202012Validator(SCHEMA).iter_errors(parse(FULL_EXAMPLE).data)) == []
     f = tmp_path / "access.yaml"
     # cert_file is read at load time (certificate inventory); this example's file does not exist
-    f.write_text(DESIGN_EXAMPLE.replace("        cert_file: certs/app-billing.pem   # optional; gives expiry to drift\n", ""))
+    f.write_text(FULL_EXAMPLE.replace("        cert_file: certs/app-billing.pem   # optional; gives expiry to drift\n", ""))
     env = {"CACHE_ADMIN_TOKEN": "x", "ORDERS_TOKEN": "o" * 16 + "O" * 16 + "1!"}
     state = load(str(f), today=date(2026, 11, 23), environ=env)
     assert state.users["app-orders"].rules == "~* +@read -@dangerous ~orders:* +@write -flushall"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.acl import CommandTable, effective  # noqa: E402
-from reconciler.acl.syntax import _LENIENT  # noqa: E402
+from reconciler.acl import CommandTable, effective  # noqa: E402 - after the sys.path line above
+from reconciler.acl.syntax import _LENIENT  # noqa: E402 - after the sys.path line above
 
 ROLES = [
     "+@read -@dangerous",

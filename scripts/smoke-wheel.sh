@@ -157,6 +157,8 @@ grep -qx "reconciler $version" version.out || fail "--version printed '$(cat ver
 expect 0 module python -m reconciler --version
 expect 0 schema reconciler schema
 python -c 'import json, sys; d = json.load(open("schema.out")); sys.exit(d.get("title") is None)' || fail "schema is not the JSON Schema"
+expect 0 schema-md reconciler schema --markdown
+grep -q '^| `users` |' schema-md.out || fail "schema --markdown lacks the users row"
 
 expect 0 validate reconciler validate -f access.yaml
 expect 1 broken reconciler validate -f broken.yaml

@@ -202,7 +202,7 @@ def test_validate_cli_allow_expired(tmp_path: Path) -> None:
         "version: 1\ninstances:\n  c: {nodes: ['h:1']}\nusers:\n  u:\n    tokens:\n"
         "      - {id: t, sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: 2020-01-01}\n"
     )
-    run = lambda *extra: subprocess.run(  # noqa: E731
+    run = lambda *extra: subprocess.run(  # noqa: E731 - a one-line helper for the two runs below
         [sys.executable, "-m", "reconciler.cli", "validate", "-f", str(f), *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
@@ -214,13 +214,13 @@ def test_validate_cli_allow_expired(tmp_path: Path) -> None:
 
 # -- the fast verdict (fastjsonschema) agrees with jsonschema ------------------------------------
 
-import copy  # noqa: E402
+import copy  # noqa: E402 - the property tests below are a section of their own
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - the property tests below are a section of their own
+from hypothesis import strategies as st  # noqa: E402 - the property tests below are a section of their own
 
-from reconciler.config import schema as schema_module  # noqa: E402
-from reconciler.config.yamlsrc import SourceError, parse  # noqa: E402
+from reconciler.config import schema as schema_module  # noqa: E402 - the property tests below are a section of their own
+from reconciler.config.yamlsrc import SourceError, parse  # noqa: E402 - the property tests below are a section of their own
 
 _REPO = Path(__file__).resolve().parent.parent
 _CORPUS = sorted(

@@ -361,7 +361,7 @@ def test_written_rules_keep_server_meaning(live):
         for rname, rules in raw.items():
             wname = "w" + rname[3:]
             perms = effective(rules, table)
-            for argv, a, b in zip(probes, verdicts[rname], verdicts[wname]):
+            for argv, a, b in zip(probes, verdicts[rname], verdicts[wname], strict=True):
                 checked += 1
                 if a != b:
                     failures.append(f"{rules!r} written as {written[wname]!r}: {argv}: server {a!r}, written {b!r}")

@@ -8,11 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from servers import RunningServer
 
 from reconciler.cli import main
 from reconciler.config import load
 from reconciler.errors import ConfigError
-from servers import RunningServer
 
 ADMIN = "Admin-token-for-name-tests-1"
 

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cluster_support import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
-from reconciler import acl
-from reconciler.cli import main
 from servers import RunningServer
+
+from reconciler import acl
 
 pytestmark = pytest.mark.server
 

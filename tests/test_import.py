@@ -158,7 +158,8 @@ def test_import_reuses_an_instance_of_a_file(server: RunningServer, tmp_path: Pa
     src.parent.mkdir()
     src.write_text(
         "version: 1\ninstances:\n  cache:\n    nodes: [{env: T_NODE}]\n"
-        "    admin: {username: default, secret: {env: T_ADMIN}}\n    prune: false\nusers: {}\n"
+        "    admin: {username: default, secret: {env: T_ADMIN}}\n    prune: false\n"
+        "users:\n  other:\n    tokens: [{id: a, secret: {env: T_NOT_SET_HERE}}]\n"  # not needed to import
     )
     env = {"T_ADMIN": ADMIN, "T_NODE": server.address}
     r = cli("import", "--instance", "cache", "-f", str(src), env=env)

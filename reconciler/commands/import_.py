@@ -182,7 +182,8 @@ def _from_node(args: argparse.Namespace, out_dir: str) -> tuple[str, dict[str, A
 def _from_file(args: argparse.Namespace, out_dir: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     from ..config import load
 
-    desired = load(args.file, allow_expired=True, today=today())
+    # Only this instance's admin secret is needed (read below); the file's other secrets are not.
+    desired = load(args.file, allow_expired=True, today=today(), resolve_secrets=False)
     if args.instance not in desired.instances:
         raise ReconcilerError(f"unknown instance {args.instance} (the file has: {', '.join(desired.instances)})")
     with open(args.file, encoding="utf-8") as fh:

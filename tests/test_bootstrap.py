@@ -1,0 +1,95 @@
+"""`apply --bootstrap`: a fresh server (`default on nopass`) to a file with its own admin and
+`default` disabled, in one run, on every server of the matrix; then a no-op."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from cli_support import CliRun
+
+ADMIN_TOKEN = "bootstrap-admin-token-0123456789abcdef"
+APP_TOKEN = "bootstrap-app-token-0123456789abcdef"
+
+
+def access_yaml(address: str) -> str:
+    return f"""\
+version: 1
+instances:
+  cache:
+    nodes: ["{address}"]
+    admin: {{username: reconciler, secret: {{env: T_BOOT_ADMIN}}}}
+users:
+  reconciler:
+    acl: "+@all ~* &*"
+    tokens:
+      - id: admin-1
+        secret: {{env: T_BOOT_ADMIN}}
+  app:
+    acl: "~app:* +@read +@write -@dangerous"
+    tokens:
+      - id: app-1
+        secret: {{env: T_BOOT_APP}}
+  default:
+    enabled: false
+"""
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRun:
+    monkeypatch.setenv("T_BOOT_ADMIN", ADMIN_TOKEN)
+    monkeypatch.setenv("T_BOOT_APP", APP_TOKEN)
+    return CliRun(tmp_path, capsys)
+
+
+def test_bootstrap_fresh_server_in_one_run(server, run: CliRun) -> None:
+    run.file.write_text(access_yaml(server.address))
+    # Without --bootstrap: the admin does not exist yet.
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve")
+    assert rc == 1 and "AUTH failed for user reconciler" in err
+    assert server.admin().ping()  # nothing changed: default still nopass
+
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, err
+    step1 = out.index("Step 1 of 3 (cache): connected as `default`, create the admin user reconciler")
+    step2 = out.index("Step 2 of 3: connected as the file's admin, everything else")
+    step3 = out.index("Step 3 of 3 (cache): connected as the file's admin, `default` last")
+    assert step1 < out.index("+ user reconciler") < step2 < out.index("+ user app") < step3
+    assert step3 < out.index("~ user default") < out.index("Bootstrap complete: 2 added, 1 changed, 0 destroyed.")
+    assert ADMIN_TOKEN not in out + err and APP_TOKEN not in out + err
+
+    # default is disabled: a client without credentials can't run anything.
+    with pytest.raises(redis.RedisError):
+        server.admin().ping()
+    admin = server.client(username="reconciler", password=ADMIN_TOKEN)
+    assert admin.execute_command("ACL", "WHOAMI") == "reconciler"
+    assert server.client(username="app", password=APP_TOKEN).set("app:1", "x")
+    default = next(line for line in admin.execute_command("ACL", "LIST") if line.startswith("user default "))
+    assert " off " in default
+
+    # Second run: the admin logs in; an ordinary apply with nothing to do; plan is a no-op.
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, err
+    assert "nothing to bootstrap" in out and "No changes." in out
+    rc, out, _ = run("plan", "-f", str(run.file), "--detailed-exitcode")
+    assert rc == 0 and "No changes." in out
+
+
+def test_bootstrap_refuses_without_admin_user_in_file(server, run: CliRun) -> None:
+    text = access_yaml(server.address).replace("  reconciler:\n    acl: \"+@all ~* &*\"\n    tokens:\n      - id: admin-1\n        secret: {env: T_BOOT_ADMIN}\n", "")
+    assert "users:\n  app:" in text
+    run.file.write_text(text)
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1
+    assert "admin user reconciler cannot log in and" in err and "does not declare it under users:" in err
+    assert server.admin().execute_command("ACL", "USERS") == ["default"]
+
+
+def test_bootstrap_lockout_rail_still_applies(server, run: CliRun) -> None:
+    """An admin declared without the rights the reconciler needs is refused before any write."""
+    run.file.write_text(access_yaml(server.address).replace('acl: "+@all ~* &*"', 'acl: "+@read ~*"'))
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1 and "refusing to apply" in err and "nothing was changed" in err
+    assert server.admin().execute_command("ACL", "USERS") == ["default"]

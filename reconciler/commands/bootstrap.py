@@ -177,10 +177,10 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
     plan = manager.plan(state)
     steps = split(plan, desired, set(boot))
     color = use_color(args, sys.stdout)
-    for sub, title in zip((steps.admin, steps.rest, steps.default), _titles(boot, desired)):
-        _out(render_text(sub, color=color, title=title))
+    for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), _titles(boot, desired))):
+        _out(("\n" if i else "") + render_text(sub, color=color, title=title))
     c = plan.counts()
-    _out(f"Bootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
+    _out(f"\nBootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
     problems = safety.check(plan, _as_admin(state, desired, set(boot)), desired, force=args.force)
     if problems:
         for p in problems:

@@ -10,7 +10,7 @@ SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
     "acl-save": "ACL SAVE",
     "config-rewrite": "CONFIG REWRITE",
-    "warn": "nothing to persist with (no aclfile, no config file): changes live in memory only",
+    "warn": "not persisted: changes live in memory only (see the warning)",
     "none": "",
 }
 NOTE_COLUMN = 40

@@ -242,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if isinstance(args, int):
         return args
+    from . import progress
+
+    progress.configure(quiet=getattr(args, "quiet", False))
+    try:
+        return _run(args)
+    finally:
+        progress.clear()
+
+
+def _run(args: argparse.Namespace) -> int:
     name = _module_for(args)
     try:
         module = importlib.import_module(f"reconciler.commands.{name}")

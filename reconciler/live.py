@@ -297,11 +297,20 @@ def read_instance(instance: Instance) -> InstanceState:
     reusing discovery's connections."""
     from .topology import discover
 
+    from . import progress
+
     topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
+    tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
+
+    def read_one(address: str) -> NodeState:
+        state = read_node(instance, address, clients[address])
+        tick()
+        return state
+
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, max(1, len(nodes)))) as pool:
-            states = list(pool.map(lambda a: read_node(instance, a, clients[a]), nodes))
+            states = list(pool.map(read_one, nodes))
     finally:
         for client in clients.values():
             client.close()

@@ -57,7 +57,7 @@ def _omitted_line(inst: InstanceView, lines: list[str], kept: int, budget: Budge
         parts.append(f"{changes - shown:,} of {changes:,} changes")
     if findings > shown_findings:
         parts.append(f"{findings - shown_findings:,} of {findings:,} findings")
-    where = budget.full_plan or "run `reconciler plan` (or `--format json`) for the full plan"
+    where = budget.full_plan or "`reconciler plan --out plan.json` saves it"
     return (
         f"> **{inst.name}: {' and '.join(parts) or 'some lines'} not shown** "
         f"({len(lines) - kept:,} lines left out to keep this comment under {budget.max_chars:,} characters). "

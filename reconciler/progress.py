@@ -48,7 +48,8 @@ class Reporter:
         try:
             width = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError, AttributeError):
-            width = 80
+            width = 0
+        width = width if width > 0 else 80  # a terminal that reports no size
         if len(line) >= width:
             line = line[: max(0, width - 2)] + "…"
         if line or self.shown:

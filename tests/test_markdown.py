@@ -75,7 +75,8 @@ def test_markdown_heading_and_bang_for_changes(valkey, run: CliRun) -> None:
     body = md.split("```diff\n", 1)[1].split("```", 1)[0].splitlines()
     assert "! user app-00000" in body and "+ user new" in body
     assert not any(line.startswith("~") for line in body)  # `~` gets no diff highlighting
-    assert any(line.startswith("!") and "SET" in line for line in body)
+    # An update's lines carry their own sign: a grant is an addition.
+    assert any(line.startswith("+") and "+ grants SET" in line for line in body), body
 
 
 def _fake_gh(tmp_path: Path) -> Path:

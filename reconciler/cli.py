@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         "what a user may do on each node and which rule grants or denies it (no writes)",
         "reconciler explain app-orders -f access.yaml",
-        "reconciler explain app-orders -f access.yaml --command set --key orders:1",
+        "reconciler explain app-orders -f access.yaml --command set --key orders:1 --arg value",
         "reconciler explain app-orders -f access.yaml --offline --command flushall",
     )
     p.add_argument("user", metavar="USER", help="a user declared in the file")
@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command", dest="probe_command", metavar="CMD", help="a command to check, e.g. get or 'client|kill'")
     p.add_argument("--key", action="append", metavar="K", help="a key the command touches (repeatable)")
     p.add_argument("--channel", action="append", metavar="C", help="a channel the command touches (repeatable)")
+    p.add_argument(
+        "--arg", action="append", metavar="A", help="any further argument, after keys and channels (e.g. SET's value)"
+    )
     p.add_argument(
         "--offline",
         action="store_true",

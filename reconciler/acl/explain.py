@@ -42,7 +42,7 @@ def _deciding(words: list[str], table: CommandTable, argv: list[str], suffix: st
 
 
 def explain(rules: str, table: CommandTable, argv: list[str]) -> Verdict:
-    words = [r.text for r in parse(rules)]
+    words = [r.text for r in parse(rules, lenient=True)]
     perms = effective(rules, table)
     allowed = check(perms, argv, table)
     command = argv[0] if len(argv) == 1 or not table.subcommands(argv[0]) else f"{argv[0]}|{argv[1]}"
@@ -54,12 +54,13 @@ def explain(rules: str, table: CommandTable, argv: list[str]) -> Verdict:
     command_rule = _deciding(words, table, argv, wide)
     label = command.upper()
     if not command_allowed:
-        why = f"denied by {command_rule}" if command_rule else "no rule grants it (nothing is allowed unless granted)"
-        return Verdict(False, False, command_rule, "", f"{label}: {why}")
-    granted = f"{label} granted by {command_rule}" if command_rule else f"{label} allowed"
+        why = f"{command_rule} denies {label}" if command_rule else f"no rule grants {label} (nothing is allowed unless granted)"
+        return Verdict(False, False, command_rule, "", f"denied: {why}")
+    granted = f"{command_rule} grants {label}" if command_rule else f"{label} allowed"
     if allowed:
-        access = _deciding(words, table, argv, "") if len(argv) > 1 else ""
-        extra = f"; its keys/channels by {access}" if access and access != command_rule else ""
+        # The key/channel rule: replay with every command allowed, so only access rules flip it.
+        access = _deciding(words, table, argv, "+@all") if len(argv) > 1 else ""
+        extra = f"; {access} covers its keys/channels" if access and access != command_rule else ""
         return Verdict(True, True, command_rule, access, f"allowed: {granted}{extra}")
     args = " ".join(argv[2:] if "|" in command else argv[1:])
     patterns = ", ".join(f"~{p}" if f == "RW" else f"%{f}~{p}" for p, f in perms.root.keys) or "no key patterns"

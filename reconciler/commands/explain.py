@@ -44,7 +44,8 @@ def _dryrun(node: NodeState, instance: Any, user: str, argv: list[str]) -> str |
     try:
         reply = client.execute_command("ACL", "DRYRUN", user, *argv)
     except Exception as exc:  # noqa: BLE001 - the server's refusal text is the answer
-        return f"error: {exc}"
+        hint = "; give the whole command (--arg for values)" if "wrong number of arguments" in str(exc) else ""
+        return f"not judged: {exc}{hint}"
     finally:
         client.close()
     return "allowed" if str(reply) == "OK" else f"denied: {reply}"
@@ -70,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     user = desired.users.get(args.user)
     if user is None:
         raise ReconcilerError(f"user {args.user} is not declared in {args.file} (explain judges declared users)")
-    argv = argv_for(args.probe_command, args.key, args.channel) if args.probe_command else None
-    if not argv and (args.key or args.channel):
-        raise ReconcilerError("--key/--channel need --command")
+    argv = argv_for(args.probe_command, args.key, args.channel) + (args.arg or []) if args.probe_command else None
+    if not argv and (args.key or args.channel or args.arg):
+        raise ReconcilerError("--key/--channel/--arg need --command")
     state = "enabled" if user.enabled else "disabled (off): cannot log in"
     roles = f"roles {', '.join(user.roles)}; " if user.roles else ""
     out = [f"user {user.name} ({state}); {roles}rules: {user.rules or '(none: nothing allowed)'}"]
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             if argv and verdict is not None and instance.provider == "redis":
                 answer = _dryrun(nodes[0], instance, user.name, argv)
                 if answer is not None:
-                    agree = answer.startswith("allowed") == verdict.allowed
+                    agree = answer.startswith("not judged") or answer.startswith("allowed") == verdict.allowed
                     out.append(f"    ACL DRYRUN on {nodes[0].address}: {answer}" + ("" if agree else "  (differs: the live user's rules are not the file's; see `reconciler plan`)"))
     sys.stdout.write("\n".join(out) + "\n")
     return 0

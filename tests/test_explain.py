@@ -112,3 +112,28 @@ def test_deciding_rule_is_the_last_flip() -> None:
     assert not v.allowed and v.command_rule == "" and "no rule grants GET" in v.reason
     v = explain("+client|list", t, argv_for("client|list", None, None))
     assert v.allowed and v.command_rule == "+client|list"
+
+
+def test_explain_says_when_live_differs_and_plan_target(server_factory, run: CliRun) -> None:
+    srv = server_factory("valkey-9.1")
+    text = FILE.format(address=srv.address) + '  other:\n    acl: "+ping"\n'
+    run.file.write_text(text)
+    rc, out, _ = run("explain", "app", "-f", str(run.file))
+    assert rc == 0 and "on the server: not yet (apply creates it)" in out
+    assert run("apply", "-f", str(run.file), "--auto-approve")[0] == 0
+    rc, out, _ = run("explain", "app", "-f", str(run.file))
+    assert "on the server (on): the same permissions" in out
+    srv.admin().execute_command("ACL", "SETUSER", "app", "+flushall")
+    srv.admin().execute_command("ACL", "SETUSER", "other", "+get")
+    rc, out, _ = run("explain", "app", "-f", str(run.file), "--command", "flushall")
+    assert "on the server (on): different permissions" in out
+    assert "flushall: denied: no rule grants FLUSHALL" in out and "ACL DRYRUN on" in out and "allowed  (differs" in out
+
+    # plan --target: only the named user's changes.
+    rc, out, _ = run("plan", "-f", str(run.file), "--detailed-exitcode", "--target", "other")
+    assert rc == 2 and "~ user other" in out and "user app" not in out
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in out
+    rc, out, _ = run("plan", "-f", str(run.file), "--detailed-exitcode")
+    assert rc == 2 and "Plan: 0 to add, 2 to change, 0 to destroy." in out
+    rc, _, err = run("plan", "-f", str(run.file), "--target", "nobody")
+    assert rc == 1 and "--target: nobody is neither declared" in err

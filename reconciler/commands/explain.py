@@ -101,7 +101,18 @@ def run(args: argparse.Namespace) -> int:
             out.extend(lines)
             live_user = nodes[0].users.get(user.name)
             if live_user is None:
-                out.append("    not on the server yet (apply creates it)")
+                out.append("    on the server: not yet (apply creates it)")
+            else:
+                table = _table(nodes[0])
+                try:
+                    same = acl.effective(live_user.rules, table) == acl.effective(user.rules, table)
+                except (acl.UnsupportedRule, ValueError):
+                    same = False
+                state_ = "on" if live_user.enabled else "off"
+                out.append(
+                    f"    on the server ({state_}): "
+                    + ("the same permissions" if same else "different permissions; `reconciler plan` shows the change")
+                )
             if argv and verdict is not None and instance.provider == "redis":
                 answer = _dryrun(nodes[0], instance, user.name, argv)
                 if answer is not None:

@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--instance", required=True, metavar="N", help="the instance of the file to read users from")
     _file_arg(p)
+    _terminal_args(p)
 
     p = command(
         "explain",
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not connect: judge against the bundled command tables of every supported server version",
     )
+    _terminal_args(p)
 
     p = command("token", "token helpers", "reconciler token new app-orders --id 2026-11 --out orders.token")
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
@@ -278,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+    except Exception as exc:
         if os.environ.get("RECONCILER_DEBUG"):
             raise
         print(f"reconciler: internal error ({type(exc).__name__}): {exc}; RECONCILER_DEBUG=1 shows details", file=sys.stderr)

@@ -12,7 +12,8 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 _MIN_INTERVAL = 0.1  # seconds between two redraws
 

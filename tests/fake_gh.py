@@ -24,7 +24,10 @@ LIMIT = 65536
 def main(argv: list[str]) -> int:
     assert argv[0] == "api", argv
     state_path = os.environ["FAKE_GH_STATE"]
-    state = json.load(open(state_path)) if os.path.exists(state_path) else {"comments": [], "calls": []}
+    state = {"comments": [], "calls": []}
+    if os.path.exists(state_path):
+        with open(state_path) as fh:
+            state = json.load(fh)
     method, path, jq, body = "GET", "", None, None
     args = iter(argv[1:])
     for a in args:
@@ -37,7 +40,10 @@ def main(argv: list[str]) -> int:
         elif a == "-F":
             key, value = next(args).split("=", 1)
             assert key == "body"
-            body = open(value[1:]).read() if value.startswith("@") else value
+            body = value
+            if value.startswith("@"):
+                with open(value[1:]) as fh:
+                    body = fh.read()
         else:
             path = a
     state["calls"].append([method, path])

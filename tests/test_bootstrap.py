@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from cli_support import CliRun
 
 ADMIN_TOKEN = "bootstrap-admin-token-0123456789abcdef"

@@ -75,7 +75,7 @@ def test_unknown_flag_exits_1_on_every_command(path: tuple[str, ...], capsys: py
 def test_console_script_usage_errors_exit_1() -> None:
     """The installed entry point, as a scheduler runs it: `reconciler drift; echo $?` is 1, not 2."""
     for argv in (["drift"], ["plan", "--nope"], []):
-        r = subprocess.run([RECONCILER, *argv], capture_output=True, text=True)
+        r = subprocess.run(check=False, args=[RECONCILER, *argv], capture_output=True, text=True)
         assert r.returncode == 1, (argv, r.stderr)
         assert "error:" in r.stderr
 
@@ -126,11 +126,11 @@ def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert word in script
     path = tmp_path / "reconciler.bash"
     path.write_text(script)
-    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert subprocess.run(check=False, args=["bash", "-n", str(path)]).returncode == 0
     # Completing `reconciler pl<TAB>` in a real bash offers `plan`.
     probe = f'source {path}; COMP_WORDS=(reconciler pl); COMP_CWORD=1; COMP_LINE="reconciler pl"; ' \
             f'COMP_POINT=${{#COMP_LINE}}; _shtab_reconciler reconciler pl reconciler; printf "%s\\n" "${{COMPREPLY[@]}}"'
-    r = subprocess.run(["bash", "--noprofile", "--norc", "-c", probe], capture_output=True, text=True)
+    r = subprocess.run(check=False, args=["bash", "--noprofile", "--norc", "-c", probe], capture_output=True, text=True)
     assert "plan" in r.stdout.split(), r.stdout + r.stderr
 
 
@@ -139,4 +139,4 @@ def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
     script = capsys.readouterr().out
     assert script.startswith("#compdef reconciler") and "--detailed-exitcode" in script
     if shutil.which("zsh"):
-        assert subprocess.run(["zsh", "-n"], input=script, text=True).returncode == 0
+        assert subprocess.run(check=False, args=["zsh", "-n"], input=script, text=True).returncode == 0

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from cli_support import CliRun
+
 from reconciler.acl import CommandTable
 from reconciler.acl.explain import argv_for, explain
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_support import CliRun
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,7 +119,7 @@ def test_pr_workflow_posts_one_comment_updated_in_place(valkey, tmp_path: Path) 
         out, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
         out.write_text("")
         summary.write_text("")
-        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=work,
+        r = subprocess.run(check=False, args=["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=work,
                            env={**env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
                            capture_output=True, text=True, timeout=300)
         assert "Traceback" not in r.stderr

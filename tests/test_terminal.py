@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_support import CliRun
 
 RECONCILER = str(Path(sys.executable).parent / "reconciler")
@@ -90,7 +89,7 @@ def test_progress_on_a_terminal_only(valkey, tmp_path: Path) -> None:
     code, out, term = run_on_pty(["apply", "-f", str(f), "--auto-approve", "--quiet"])
     assert code == 0 and "Apply complete: 0 added, 2500 changed" in out
     assert "reading" not in term and "applying" not in term and "\r" not in term.replace("\r\n", "\n")
-    r = subprocess.run([RECONCILER, "plan", "-f", str(f)], capture_output=True, text=True, env=_env())
+    r = subprocess.run(check=False, args=[RECONCILER, "plan", "-f", str(f)], capture_output=True, text=True, env=_env())
     assert r.returncode == 0 and "No changes." in r.stdout
     assert "reading" not in r.stderr and "\r" not in r.stderr and ESC not in r.stderr
     # TERM=dumb: no progress line even on a terminal.
@@ -107,7 +106,7 @@ def test_colors_follow_terminal_conventions(valkey, tmp_path: Path) -> None:
         code, _, term = run_on_pty(["plan", "-f", str(f), *argv], stdout_tty=True, **env)
         assert code == 0 and "+ user app-00000" in term
         assert ESC + "32m" not in term, (argv, env)
-    r = subprocess.run([RECONCILER, "plan", "-f", str(f)], capture_output=True, text=True, env=_env())
+    r = subprocess.run(check=False, args=[RECONCILER, "plan", "-f", str(f)], capture_output=True, text=True, env=_env())
     assert "+ user app-00000" in r.stdout and ESC not in r.stdout
 
 

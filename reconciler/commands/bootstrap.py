@@ -22,8 +22,9 @@ import dataclasses
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from datetime import date
-from typing import Any, Callable
+from typing import Any
 
 from .. import live, providers, safety
 from ..audit import AuditLog

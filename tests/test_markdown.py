@@ -150,3 +150,25 @@ def test_pr_workflow_posts_one_comment_updated_in_place(valkey, tmp_path: Path) 
     (work / "access.yaml").write_text(big_file("127.0.0.1:1", users=1))
     code, outputs, _ = step(plan_step["run"])
     assert (code, outputs) == (1, {"exit_code": "1"})
+
+
+def test_budget_holds_with_many_instances() -> None:
+    """Pure renderer: 300 instances with 20 changes each in 4,000 characters: the table is
+    whole only if it fits; the text never exceeds the budget and says what it left out."""
+    from reconciler.plan import InstancePlan, NodePlan, Plan, UserChange
+    from reconciler.render import Budget, render_markdown
+
+    def inst(i: int) -> InstancePlan:
+        changes = tuple(UserChange(action="create", user=f"u{j}", rules="+get") for j in range(20))
+        node = NodePlan(address=f"10.0.{i // 250}.{i % 250}:6379", role="primary", label="Valkey 9.1.2",
+                        fingerprint="0" * 64, changes=changes)
+        return InstancePlan(name=f"cache-{i:03d}", topology="standalone", nodes=(node,))
+
+    plan = Plan(source="access.yaml", instances=tuple(inst(i) for i in range(300)))
+    whole = render_markdown(plan, title="t", budget=Budget(max_chars=10**7))
+    assert len(whole) > 100_000 and "not shown" not in whole
+    md = render_markdown(plan, title="t", budget=Budget(max_chars=40_000, full_plan="the artifact"))
+    assert len(md) <= 40_000
+    assert md.count("| cache-") == 300  # the summary table, whole
+    assert md.rstrip().endswith("more instances left out here.** Full plan: the artifact")
+    assert "cache-000: 20 of 20 changes not shown" in md

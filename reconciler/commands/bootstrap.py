@@ -179,7 +179,10 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
     steps = split(plan, desired, set(boot))
     color = use_color(args, sys.stdout)
     for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), _titles(boot, desired))):
-        _out(("\n" if i else "") + render_text(sub, color=color, title=title))
+        if sub.has_changes or sub.findings:
+            _out(("\n" if i else "") + render_text(sub, color=color, title=title))
+        else:
+            _out(f"\n{title}\n\n  nothing to change")
     c = plan.counts()
     _out(f"\nBootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
     problems = safety.check(plan, _as_admin(state, desired, set(boot)), desired, force=args.force)

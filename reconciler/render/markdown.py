@@ -90,7 +90,21 @@ def render(env: jinja2.Environment, view: PlanView, title: str, budget: Budget) 
             text = "\n" + _omitted_line(inst, lines, 0, budget) + "\n"
         out.append(text)
         left -= len(text)
-    return "".join(out)
+    return _fit(out, budget)
+
+
+def _fit(parts: list[str], budget: Budget) -> str:
+    """Last resort when even the per-instance lines overflow (hundreds of instances): drop
+    instance sections from the end, naming how many; the head (summary table) stays."""
+    text = "".join(parts)
+    dropped = 0
+    while len(text) > budget.max_chars and len(parts) > 1:
+        parts.pop()
+        dropped += 1
+        where = budget.full_plan or "`reconciler plan --out plan.json` saves it"
+        tail = f"\n> **{dropped:,} more instance{'s' if dropped != 1 else ''} left out here.** Full plan: {where}\n"
+        text = "".join(parts) + tail
+    return text
 
 
 def diff_symbols(view: PlanView) -> PlanView:

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
     p.add_argument(
-        "--target", action="append", metavar="USER", help="plan only this user (repeatable); other users are left out"
+        "--target", action="append", metavar="USER", help="plan only this user (repeatable), for review; not with --out"
     )
     _markdown_args(p)
     _terminal_args(p)

@@ -92,3 +92,22 @@ def test_bootstrap_lockout_rail_still_applies(server, run: CliRun) -> None:
     rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
     assert rc == 1 and "refusing to apply" in err and "nothing was changed" in err
     assert server.admin().execute_command("ACL", "USERS") == ["default"]
+
+
+def test_bootstrap_with_default_password(server_factory, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server whose `default` has a password (requirepass): --bootstrap-secret-env names it."""
+    srv = server_factory("redis-7.0")
+    srv.admin().execute_command("ACL", "SETUSER", "default", "resetpass", ">old-default-password-0123456789")
+    # Taking default's only password away must be said explicitly (tokens: []).
+    run.file.write_text(access_yaml(srv.address).replace("    enabled: false\n", "    enabled: false\n    tokens: []\n"))
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1 and "cannot log in as `default` either" in err
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_UNSET_VAR")
+    assert rc == 1 and "--bootstrap-secret-env T_UNSET_VAR: the variable is not set or empty" in err
+    monkeypatch.setenv("T_BOOT_DEFAULT", "old-default-password-0123456789")
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_BOOT_DEFAULT")
+    assert rc == 0, err
+    assert "old-default-password" not in out + err
+    assert "Bootstrap complete: 2 added, 1 changed, 0 destroyed." in out
+    admin = srv.client(username="reconciler", password=ADMIN_TOKEN)
+    assert " off " in next(ln for ln in admin.execute_command("ACL", "LIST") if ln.startswith("user default "))

@@ -135,5 +135,7 @@ def test_explain_says_when_live_differs_and_plan_target(server_factory, run: Cli
     assert "Plan: 0 to add, 1 to change, 0 to destroy." in out
     rc, out, _ = run("plan", "-f", str(run.file), "--detailed-exitcode")
     assert rc == 2 and "Plan: 0 to add, 2 to change, 0 to destroy." in out
+    rc, _, err = run("plan", "-f", str(run.file), "--target", "other", "--out", str(run.dir / "p.json"))
+    assert rc == 1 and "--out saves whole plans only" in err and not (run.dir / "p.json").exists()
     rc, _, err = run("plan", "-f", str(run.file), "--target", "nobody")
     assert rc == 1 and "--target: nobody is neither declared" in err

@@ -30,6 +30,9 @@ def targeted(plan: Plan, users: list[str] | None, manager: Manager) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "target", None) and args.out:
+        # A saved plan is applied only while a fresh whole plan still equals it; a subset never would.
+        raise ReconcilerError("--target is for review; --out saves whole plans only (drop one of them)")
     manager = Manager.from_file(args.file)
     state = manager.read(args.instance)
     plan = targeted(manager.plan(state), getattr(args, "target", None), manager)

@@ -204,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _terminal_args(p)
 
+    p = command(
+        "schema",
+        "print the desired-state JSON Schema (for editors)",
+        "reconciler schema > desired-state.schema.json",
+        "reconciler schema --markdown > reference.md",
+    )
+    p.add_argument("--markdown", action="store_true", help="print the YAML reference generated from it instead")
+
     p = command("token", "token helpers", "reconciler token new app-orders --id 2026-11 --out orders.token")
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
     t = tsub.add_parser(
@@ -280,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
         if os.environ.get("RECONCILER_DEBUG"):
             raise
         print(f"reconciler: internal error ({type(exc).__name__}): {exc}; RECONCILER_DEBUG=1 shows details", file=sys.stderr)

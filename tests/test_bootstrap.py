@@ -111,3 +111,20 @@ def test_bootstrap_with_default_password(server_factory, run: CliRun, monkeypatc
     assert "Bootstrap complete: 2 added, 1 changed, 0 destroyed." in out
     admin = srv.client(username="reconciler", password=ADMIN_TOKEN)
     assert " off " in next(ln for ln in admin.execute_command("ACL", "LIST") if ln.startswith("user default "))
+
+
+def test_readme_bootstrap_example(server_factory, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first-run file, pointed at a fresh server: `apply --bootstrap` in one run."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## First run: `apply --bootstrap`", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    srv = server_factory("valkey-9.1")
+    run.file.write_text(block.replace("10.0.0.5:6379", srv.address))
+    monkeypatch.setenv("CACHE_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("APP_TOKEN", APP_TOKEN)
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, err
+    assert "Bootstrap complete: 2 added, 1 changed, 0 destroyed." in out
+    assert run("plan", "-f", str(run.file), "--detailed-exitcode")[0] == 0

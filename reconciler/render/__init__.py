@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 
+from .. import resources
 from ..plan import Plan
 from . import markdown
 from .markdown import Budget
@@ -18,7 +19,7 @@ __all__ = ["Budget", "budget_from_args", "render", "render_text", "render_markdo
 @lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("reconciler.render", "templates"),
+        loader=jinja2.FunctionLoader(lambda name: resources.read_text(f"{resources.TEMPLATES}/{name}")),
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -295,9 +295,8 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
 def read_instance(instance: Instance) -> InstanceState:
     """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
     reusing discovery's connections."""
-    from .topology import discover
-
     from . import progress
+    from .topology import discover
 
     topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)

@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
     plan = manager.plan(state)
     steps = split(plan, desired, set(boot))
     color = use_color(args, sys.stdout)
-    for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), _titles(boot, desired))):
+    for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), _titles(boot, desired), strict=True)):
         if sub.has_changes or sub.findings:
             _out(("\n" if i else "") + render_text(sub, color=color, title=title))
         else:

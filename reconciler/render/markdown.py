@@ -76,7 +76,7 @@ def render(env: jinja2.Environment, view: PlanView, title: str, budget: Budget) 
         return head + "".join(full)
     out = [head]
     left = budget.max_chars - len(head)
-    for n, ((inst, lines), whole) in enumerate(zip(bodies, full)):
+    for n, ((inst, lines), whole) in enumerate(zip(bodies, full, strict=True)):
         share = left // (len(bodies) - n)  # unused room rolls over to the instances after
         if len(whole) <= share:
             out.append(whole)

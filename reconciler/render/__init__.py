@@ -13,7 +13,7 @@ from . import markdown
 from .markdown import Budget
 from .view import Colors, build_view
 
-__all__ = ["Budget", "budget_from_args", "render", "render_text", "render_markdown", "render_json"]
+__all__ = ["Budget", "budget_from_args", "headline", "render", "render_json", "render_markdown", "render_text"]
 
 
 @lru_cache(maxsize=1)

@@ -189,9 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reconciler import --node 10.0.0.5:6379 --admin-secret-env CACHE_ADMIN_TOKEN --out access.yaml",
         "reconciler import --instance cache-prod -f access.yaml --out cache-prod.yaml",
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--node", action="append", metavar="HOST:PORT", help="seed node (repeatable); replicas and cluster members are discovered"
     )
+    source.add_argument("--instance", metavar="N", help="or: the instance N of -f FILE")
     p.add_argument("--admin-user", default="default", metavar="U", help="user to connect as (default: default)")
     p.add_argument("--admin-secret-env", metavar="VAR", help="environment variable holding the admin's token")
     p.add_argument("--tls-ca", metavar="FILE", help="CA file to verify the server with (turns TLS on)")
@@ -199,7 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", metavar="FILE", help="its key")
     p.add_argument("--tls-server-name", metavar="NAME", help="name to check the server's certificate against")
     p.add_argument("--name", metavar="N", help="instance name in the file (default: imported)")
-    p.add_argument("--instance", metavar="N", help="or: the instance N of -f FILE")
     _file_arg(p, required=False)
     p.add_argument("--out", metavar="FILE", help="write here instead of stdout (refuses to overwrite)")
     p.add_argument("--force", action="store_true", help="let --out overwrite an existing file")

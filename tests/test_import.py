@@ -170,7 +170,9 @@ def test_import_reuses_an_instance_of_a_file(server: RunningServer, tmp_path: Pa
     }
     assert doc["users"]["app"] == {"enabled": True, "acl": "~app:* +@read", "tokens": [{"id": sha("app-Secret-value-1")[:8], "sha256": sha("app-Secret-value-1")}]}
     r = cli("import", "--admin-secret-env", "T_ADMIN", env=env)
-    assert r.returncode == 1 and "import needs --node" in r.stderr
+    assert r.returncode == 1 and "usage: reconciler import" in r.stderr and "--node" in r.stderr
+    r = cli("import", "--instance", "cache", env=env)
+    assert r.returncode == 1 and "import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE" in r.stderr
 
 
 def test_import_certificate_users_over_tls(server_factory, tmp_path: Path) -> None:

@@ -13,13 +13,15 @@ def _classes() -> dict[str, type[Provider]]:
     # Imported lazily: the HTTP providers are not needed by a file that uses only `redis`.
     from .memorystore import MemorystoreProvider
     from .redis import RedisProvider
+    from .redis_cloud import RedisCloudProvider
     from .redis_software import RedisSoftwareProvider
 
-    return {"redis": RedisProvider, "redis-software": RedisSoftwareProvider, "memorystore": MemorystoreProvider}
+    return {"redis": RedisProvider, "redis-software": RedisSoftwareProvider, "memorystore": MemorystoreProvider,
+            "redis-cloud": RedisCloudProvider}
 
 
 def names() -> tuple[str, ...]:
-    return ("redis", "redis-software", "memorystore")
+    return ("redis", "redis-software", "memorystore", "redis-cloud")
 
 
 def provider_class(name: str) -> type[Provider]:

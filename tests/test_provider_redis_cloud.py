@@ -1,0 +1,261 @@
+"""provider: redis-cloud against the loopback contract server (tests/fake_redis_cloud.py), through
+the CLI: create from empty -> no-op -> zero-downtime rotation with a rotation pair (asserted on the
+server's credential timeline) -> prune; the default user's password (explicit consent, announced);
+client certificate rotation (add new, keep old); 429s and a failed task; and no secret in any
+output, saved plan, record or audit log."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cli_support import CliRun
+from fake_redis_cloud import FakeRedisCloud
+from servers import tls_material
+
+ACCOUNT = "acct-key-0123456789"
+SECRET = "user-secret-key-ABCDEF-0123"
+OLD = "Old-Cloud-Token-0123456789!"
+NEW = "New-Cloud-Token-0123456789?"
+DEFAULT_NEW = "Default-Pass-2026-11#x"
+INITIAL_DEFAULT = "Initial-Default-1!"
+SECRETS = (ACCOUNT, SECRET, OLD, NEW, DEFAULT_NEW, INITIAL_DEFAULT)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRedisCloud]:
+    f = FakeRedisCloud(account_key=ACCOUNT, secret_key=SECRET, default_password=INITIAL_DEFAULT)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"RC_ACCOUNT": ACCOUNT, "RC_SECRET": SECRET, "OLD": OLD, "NEW": NEW, "DEFPW": DEFAULT_NEW}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+    monkeypatch.delenv("RECONCILER_CLOUD_RATE", raising=False)
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CliRun:
+    return CliRun(tmp_path, capsys)
+
+
+def access(fake: FakeRedisCloud, users: str, *, api_extra: str = "", instance_extra: str = "") -> str:
+    return f"""version: 1
+audit_log: audit.jsonl
+instances:
+  rc:
+    provider: redis-cloud
+    api: {{url: "{fake.url}", subscription: {fake.subscription}, database: {fake.database}, ca_file: "{fake.ca_file}"{api_extra}}}
+    admin: {{account_key: {{env: RC_ACCOUNT}}, secret: {{env: RC_SECRET}}}}
+    prune: true
+{instance_extra}roles:
+  reader: "~* +@read"
+users:
+{users}"""
+
+
+def orders(*tokens: str) -> str:
+    return '  app-orders:\n    roles: [reader]\n    acl: "+@write"\n    tokens:\n' + "".join(tokens)
+
+
+def tok(tid: str, env: str, username: str = "") -> str:
+    return f"      - id: {tid}\n        secret: {{env: {env}}}\n" + (f"        username: {username}\n" if username else "")
+
+
+def no_secret_in(run: CliRun, *paths: Path) -> None:
+    blob = "\n".join(run.outputs) + "".join(p.read_text() for p in paths if p.exists())
+    leaked = [s for s in SECRETS if s in blob or s[-12:] in blob]
+    assert not leaked, f"{len(leaked)} secret(s) in outputs or files"
+
+
+def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    one = access(fake, orders(tok("2026-08", "OLD")))
+    rc, out, _ = run.plan(one)
+    assert rc == 2 and "+ user app-orders" in out and "+ Cloud user app-orders (token 2026-08, role reconciler-app-orders)" in out
+    rc, out, err = run.apply(one)
+    assert rc == 0, err
+    rule, role, user = fake.rule_by_name("reconciler-app-orders"), fake.role_by_name("reconciler-app-orders"), fake.by_name("app-orders")
+    assert rule is not None and "+@write" in rule["acl"] and "+@read" in rule["acl"]
+    assert role is not None and role["redisRules"][0]["databases"][0]["databaseId"] == fake.database
+    assert user is not None and user["role"] == "reconciler-app-orders" and fake.can_auth("app-orders", OLD)
+    record = tmp_path / "access.redis-cloud.json"
+    assert stat.S_IMODE(os.stat(record).st_mode) == 0o600
+    assert json.loads(record.read_text())["rc"]["users"]["app-orders"]["token_id"] == "2026-08"
+    rc, out, _ = run.plan(one)
+    assert rc == 0, out  # no-op
+    created = len(fake.timeline)
+
+    # 1. the rotation pair: the new token goes to a second Cloud user with the same role
+    two = access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
+    rc, out, _ = run.plan(two)
+    assert rc == 2 and "+ Cloud user app-orders-b (token 2026-11" in out and "old connections fail" not in out
+    assert run.apply(two)[0] == 0
+    assert fake.by_name("app-orders-b")["role"] == "reconciler-app-orders"
+    assert fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders-b", NEW)
+    assert run.plan(two)[0] == 0
+    moved = len(fake.timeline)
+    # 2. the apps move to app-orders-b / NEW; 3. the old token leaves the file: its Cloud user goes
+    three = access(fake, orders(tok("2026-11", "NEW", "app-orders-b")))
+    rc, out, _ = run.plan(three)
+    assert rc == 2 and "- Cloud user app-orders (after the new ones exist)" in out
+    assert run.apply(three)[0] == 0
+    assert fake.by_name("app-orders") is None and fake.can_auth("app-orders-b", NEW)
+    assert run.plan(three)[0] == 0
+    # At every state the service went through, the credential the app held then was valid.
+    for i, (_, valid) in enumerate(fake.timeline[created - 1:], start=created - 1):
+        held = ("app-orders", OLD) if i < moved else ("app-orders-b", NEW)
+        assert held in valid, f"state {i}: {held[0]} could not log in"
+    assert ("app-orders", OLD) in fake.timeline[moved - 1][1] and ("app-orders-b", NEW) in fake.timeline[moved - 1][1]
+
+    # prune: the user leaves the file; its Cloud user, role and rule go; the built-in rules stay
+    rest = access(fake, '  app-reports:\n    enabled: false\n    acl: "+get ~r:*"\n    tokens:\n' + tok("1", "OLD"))
+    rc, out, _ = run.plan(rest)
+    assert rc == 2 and "- user app-orders" in out
+    assert run.apply(rest)[0] == 0
+    assert fake.by_name("app-orders-b") is None and fake.role_by_name("reconciler-app-orders") is None
+    assert fake.rule_by_name("reconciler-app-orders") is None and fake.rule_by_name("Read-Only") is not None
+    assert run.plan(rest)[0] == 0
+    assert run("plan", "-f", str(run.file), "--out", str(tmp_path / "plan.json"))[0] == 0
+    audit = tmp_path / "audit.jsonl"
+    assert audit.read_text().count("\n") >= 4
+    no_secret_in(run, record, audit, tmp_path / "plan.json")
+
+
+def test_unmanaged_users_are_findings_never_pruned(fake: FakeRedisCloud, run: CliRun) -> None:
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    # someone adds a role + user by hand in the console
+    fake.roles[1] = {"id": 1, "name": "ops", "status": "active",
+                     "redisRules": [{"ruleName": "Read-Only", "databases": [{"subscriptionId": fake.subscription, "databaseId": fake.database}]}]}
+    fake.users[2] = {"id": 2, "name": "ops-user", "role": "ops", "status": "active"}
+    fake.passwords[2] = "Ops-Password-1!"
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 2 and "ops-user" in out and "did not create" in out
+    assert run.apply(text)[0] == 0 and fake.by_name("ops-user") is not None
+
+
+def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    default = "  default:\n    tokens:\n" + tok("2026-11", "DEFPW")
+    text = access(fake, orders(tok("2026-08", "OLD")) + default)
+    rc, _, err = run.plan(text)
+    assert rc == 1 and "old connections fail after rotation" in err and "api.allow_password_replace: true" in err
+    assert run.apply(text)[0] == 1
+    assert fake.can_auth("default", INITIAL_DEFAULT) and fake.by_name("app-orders") is None  # nothing changed
+    allowed = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and f"database password (PUT .../databases/{fake.database}): old connections fail after rotation" in out
+    assert run.apply(allowed)[0] == 0
+    assert fake.can_auth("default", DEFAULT_NEW) and not fake.can_auth("default", INITIAL_DEFAULT)
+    assert run.plan(allowed)[0] == 0  # GET's security.password is compared as a hash in memory
+    # turning the default user off: enableDefaultUser false
+    off = allowed.replace("  default:\n    tokens:", "  default:\n    enabled: false\n    tokens:")
+    rc, out, _ = run.plan(off)
+    assert rc == 2 and "enableDefaultUser: false" in out
+    assert run.apply(off)[0] == 0 and not fake.can_auth("default", DEFAULT_NEW)
+    assert run.plan(off)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_client_certificate_rotation_adds_new_keeps_old(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    mat = tls_material()
+    old, _ = mat.client_cert("rc-client-old", days=200)
+    new, _ = mat.client_cert("rc-client-new", days=3)  # expires within expiry_warning_days of... the real date
+    key = (fake.subscription, fake.database)
+
+    def certs(*paths: Path) -> str:
+        return "    client_certificates:\n" + "".join(f"      - cert_file: {p}\n" for p in paths) if paths else "    client_certificates: []\n"
+
+    users = orders(tok("2026-08", "OLD"))
+    first = access(fake, users, instance_extra=certs(old))
+    rc, out, _ = run.plan(first)
+    assert rc == 2 and "~ config clientTlsCertificates" in out
+    assert run.apply(first)[0] == 0
+    assert len(fake.client_certs[key]) == 1 and fake.databases[key]["security"]["tlsClientAuthentication"] is True
+    assert fake.databases[key]["security"]["enableTls"] is True
+    assert run.plan(first)[0] == 0
+    both = access(fake, users, instance_extra=certs(old, new))
+    assert run.apply(both)[0] == 0
+    assert len(fake.client_certs[key]) == 2  # the old one stays valid while clients move
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 2 and "client certificate CN=rc-client-new" in out and "expires in" in out
+    only_new = access(fake, users, instance_extra=certs(new))
+    assert run.apply(only_new)[0] == 0
+    assert len(fake.client_certs[key]) == 1 and "rc-client-new" not in fake.client_certs[key][0]  # PEM, not names
+    assert run.plan(only_new)[0] == 0
+    off = access(fake, users, instance_extra=certs())
+    rc, out, _ = run.plan(off)
+    assert rc == 2 and "(mTLS off)" in out
+    assert run.apply(off)[0] == 0
+    assert fake.client_certs[key] == [] and fake.databases[key]["security"]["tlsClientAuthentication"] is False
+    assert run.plan(off)[0] == 0
+    record = json.loads((tmp_path / "access.redis-cloud.json").read_text())
+    assert record["rc"]["certificates"] == []
+
+
+def test_rate_limit_429_is_waited_out(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.rate_limit, fake.rate_window = 8, 1.0
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.1")
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert fake.throttled > 0 and fake.can_auth("app-orders", OLD)
+    # with the client's budget under the service's limit, nothing is throttled
+    fake.throttled = 0
+    time.sleep(fake.rate_window)  # the first apply's requests leave the service's window
+    monkeypatch.setenv("RECONCILER_CLOUD_RATE", "7/1.0")
+    two = access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
+    assert run.apply(two)[0] == 0
+    assert fake.throttled == 0 and fake.can_auth("app-orders-b", NEW)
+
+
+def test_failed_task_stops_with_its_error_and_rerun_converges(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    fake.fail_next_task("createUser", "ACL_USER_CREATION_FAILURE", "the service could not create the user")
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    rc, _, err = run.apply(text)
+    assert rc == 1
+    assert "ACL_USER_CREATION_FAILURE: the service could not create the user" in err and "run apply again" in err
+    assert err.count("\n") == 1 and fake.by_name("app-orders") is None
+    assert fake.rule_by_name("reconciler-app-orders") is not None  # what ran before stays
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_in_place_replacement_needs_consent(fake: FakeRedisCloud, run: CliRun) -> None:
+    assert run.apply(access(fake, orders(tok("2026-08", "OLD"))))[0] == 0
+    swapped = access(fake, orders(tok("2026-11", "NEW")))  # same Cloud user, new password
+    rc, _, err = run.plan(swapped)
+    assert rc == 1 and "replace the one password of Redis Cloud user app-orders in place" in err and "username:" in err
+    allowed = access(fake, orders(tok("2026-11", "NEW")), api_extra=", allow_password_replace: true")
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and "password replaced (token 2026-11): old connections fail after rotation" in out
+    assert run.apply(allowed)[0] == 0 and fake.can_auth("app-orders", NEW) and not fake.can_auth("app-orders", OLD)
+
+
+@pytest.mark.parametrize(
+    "users, message",
+    [
+        (orders("      - id: h\n        sha256: " + "a" * 64 + "\n"), "whose API takes the password itself"),
+        (orders(tok("a", "OLD"), tok("b", "NEW")), "a Redis Cloud ACL user holds one password"),
+        (orders(tok("a", "WEAK")), "Redis Cloud passwords need 8 to 128 characters"),
+    ],
+)
+def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch, users: str, message: str) -> None:
+    monkeypatch.setenv("WEAK", "alllowercase-but-long")
+    run.file.write_text(access(fake, users))
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 1 and message in err and "access.yaml:" in err

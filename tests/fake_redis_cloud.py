@@ -34,18 +34,17 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-
 from fake_redis_software import Loopback
 
 DEFAULT_RULES = {"Full-Access": "+@all  ~*", "Read-Write": "+@all -@dangerous ~*", "Read-Only": "+@read ~*"}  # [openapi] AccountACLRedisRules example
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _error(status: int, message: str) -> tuple[int, Any]:
@@ -453,7 +452,7 @@ class FakeRedisCloud:
                     cert = x509.load_pem_x509_certificate(pem.encode())
                 except ValueError:
                     raise TaskError("DATABASE_INVALID_CERT") from None
-                if cert.not_valid_after_utc < datetime.now(timezone.utc):
+                if cert.not_valid_after_utc < datetime.now(UTC):
                     raise TaskError("DATABASE_EXPIRED_CERT")
                 pems.append(pem)
             # [openapi] "If set to an empty list, TLS client certificates will be removed and mTLS will not be required."

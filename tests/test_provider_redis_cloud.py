@@ -10,11 +10,10 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from cli_support import CliRun
 from fake_redis_cloud import FakeRedisCloud
 from servers import tls_material

@@ -26,7 +26,7 @@ DEFAULT_URL = "https://api.redislabs.com/v1"
 MAX_PASSWORD = 128  # create-assign-users: "ACL user passwords must be between 8 and 128 characters long"
 
 
-def api(b: "Builder", spec: dict, raw: Any, base: "Path") -> ApiSettings | None:
+def api(b: Builder, spec: dict, raw: Any, base: Path) -> ApiSettings | None:
     if "nodes" in spec:
         b.problem(base + ("nodes",), "nodes: is not used by provider redis-cloud (the database is reached through api:)")
     if not isinstance(raw, dict):
@@ -55,7 +55,7 @@ def api(b: "Builder", spec: dict, raw: Any, base: "Path") -> ApiSettings | None:
     )
 
 
-def not_cloud(b: "Builder", spec: dict, raw: Any, base: "Path") -> None:
+def not_cloud(b: Builder, spec: dict, raw: Any, base: Path) -> None:
     """Keys only redis-cloud reads, on another provider's instance."""
     if isinstance(raw, dict):
         for key in ("subscription", "allow_password_replace"):
@@ -67,7 +67,7 @@ def not_cloud(b: "Builder", spec: dict, raw: Any, base: "Path") -> None:
         b.problem(base + ("admin", "account_key"), "admin.account_key is for provider redis-cloud")
 
 
-def account_key(b: "Builder", raw: dict, path: "Path", instance: str, admin: Admin) -> Admin:
+def account_key(b: Builder, raw: dict, path: Path, instance: str, admin: Admin) -> Admin:
     from dataclasses import replace
 
     if "account_key" not in raw:
@@ -76,11 +76,13 @@ def account_key(b: "Builder", raw: dict, path: "Path", instance: str, admin: Adm
     return replace(admin, account_key=resolved.secret if resolved else None)
 
 
-def client_certificates(b: "Builder", spec: dict, base: "Path") -> tuple[Certificate, ...] | None:
+def client_certificates(b: Builder, spec: dict, base: Path) -> tuple[Certificate, ...] | None:
     raw = spec.get("client_certificates")
     if (spec.get("provider") != PROVIDER) or not isinstance(raw, list):
         return None
-    from .. import certs  # imports `cryptography`: only files that list certificates pay for it
+    from .. import (
+        certs,  # imports `cryptography`: only files that list certificates pay for it
+    )
 
     out: list[Certificate] = []
     seen: dict[str, int] = {}
@@ -102,7 +104,7 @@ def client_certificates(b: "Builder", spec: dict, base: "Path") -> tuple[Certifi
     return tuple(out)
 
 
-def tokens(b: "Builder", user: str, tokens_: tuple[Token, ...], path: "Path", user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
+def tokens(b: Builder, user: str, tokens_: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
     cloud = [n for n in user_instances if instances[n].provider == PROVIDER]
     owners: dict[str, int] = {}
     for i, t in enumerate(tokens_):

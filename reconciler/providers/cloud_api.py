@@ -20,7 +20,8 @@ import hashlib
 import os
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..audit import redact
 from ..model import SENSITIVE
@@ -106,7 +107,7 @@ class CloudClient(Client):
                 delay = min(delay * 2, self.budget.window)
             return resp
 
-        self.session.request = limited  # type: ignore[method-assign]
+        self.session.request = limited  # type: ignore[method-assign,assignment]
 
     def write(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = (), deadline: float = TASK_DEADLINE) -> Any:
         """One asynchronous call, waited for: the task's resourceId. TaskFailed when processing failed."""

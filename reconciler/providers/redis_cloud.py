@@ -32,9 +32,10 @@ fingerprints it sent in `<file>.redis-cloud.json` next to the file (mode 0600).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, Mapping
+from typing import Any
 
 from .. import acl
 from ..audit import AuditLog
@@ -92,7 +93,9 @@ class RedisCloudProvider(Provider):
     )
 
     def client(self, instance: Instance) -> Any:
-        from .cloud_api import CloudClient  # imports requests: only files with a redis-cloud instance pay for it
+        from .cloud_api import (
+            CloudClient,  # imports requests: only files with a redis-cloud instance pay for it
+        )
 
         api, admin = instance.api, instance.admin
         assert api is not None and api.url
@@ -166,7 +169,8 @@ class RedisCloudProvider(Provider):
                 if owner not in ours:
                     continue
                 rec = recorded.get(name) or {}
-                sha = rec.get("sha256") if rec.get("user") == owner and isinstance(rec.get("sha256"), str) else unknown(name)
+                kept = rec.get("sha256")
+                sha = kept if rec.get("user") == owner and isinstance(kept, str) else unknown(name)
                 accounts.setdefault(owner, []).append(Account(name, int(u.get("id") or 0), sha))
             elif role in covering:
                 others.append(name)
@@ -181,10 +185,15 @@ class RedisCloudProvider(Provider):
             )
         if "default" in declared:
             rec = record.get("default") or {}
-            sha = default_hash or (rec.get("sha256") if isinstance(rec.get("sha256"), str) else unknown("default"))
+            kept = rec.get("sha256")
+            hashes: tuple[str, ...] = (default_hash or (kept if isinstance(kept, str) else unknown("default")),)
+            enabled = bool(security.get("enableDefaultUser", True))
+            if not enabled and not declared["default"].enabled:
+                # Off in the file and on the service: its password can't be used, so it is not compared.
+                hashes = tuple(tk.sha256 for tk in declared["default"].tokens) or hashes
             live["default"] = LiveUser(
-                name="default", enabled=bool(security.get("enableDefaultUser", True)), nopass=False,
-                hashes=(sha,), rules=declared["default"].rules,
+                name="default", enabled=enabled, nopass=False,
+                hashes=hashes, rules=declared["default"].rules,
             )
         mtls = bool(security.get("tlsClientAuthentication"))
         certs: tuple[str, ...] | None = ()
@@ -376,6 +385,7 @@ def _refine_default(who: str, c: UserChange, user: User, node: RCNode, allow: bo
                 "Set api.allow_password_replace: true to do it"
             )
         note = f"database password (PUT .../databases/{node.database}): {CUTS}"
-    if user.enabled != (node.users.get("default").enabled if node.users.get("default") else True):
+    live = node.users.get("default")
+    if live is not None and user.enabled != live.enabled:
         note = "; ".join(x for x in (note, f"enableDefaultUser: {'true' if user.enabled else 'false'}") if x)
     return replace(c, note=note or c.note)

@@ -5,7 +5,9 @@ roles before the users that need them, users before the roles and rules they use
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+XX
+from typing import Any
 
 from .. import certs as certs_mod
 from ..model import User
@@ -44,7 +46,7 @@ class Run(common.ApiRun):
             if cc.parameter == CERTS:
                 steps.append((f"config {CERTS}", None, self._certificates))
         for c in node.changes:
-            steps.append((f"{c.action} {c.user}", c, lambda http, c=c: self._one(http, c)))
+            steps.append((f"{c.action} {c.user}", c, functools.partial(self._one, change=c)))
         self.part.left = [s[0] for s in steps]
         self.record = common.load_record(self.p.desired.source, NAME)
         self.mine = self.record.setdefault(self.instance.name, {})
@@ -76,7 +78,8 @@ class Run(common.ApiRun):
 
     # -- one change ---------------------------------------------------------------------------
 
-    def _one(self, http: Any, c: UserChange) -> None:
+    def _one(self, http: Any, change: UserChange) -> None:
+        c = change
         if c.user == "default":
             self._default(http, c)
             return

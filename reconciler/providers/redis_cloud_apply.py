@@ -6,7 +6,7 @@ roles before the users that need them, users before the roles and rules they use
 from __future__ import annotations
 
 import functools
-XX
+from collections.abc import Callable
 from typing import Any
 
 from .. import certs as certs_mod

@@ -258,3 +258,21 @@ def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run
     run.file.write_text(access(fake, users))
     rc, _, err = run("validate", "-f", str(run.file))
     assert rc == 1 and message in err and "access.yaml:" in err
+
+
+def test_readme_example_validates(run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shutil
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Redis Cloud provider", 1)[1]
+    text = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    (tmp_path / "certs").mkdir()
+    shutil.copy(tls_material().client_cert("orders-client")[0], tmp_path / "certs" / "orders-client-2026.pem")
+    for name, value in {"REDISCLOUD_ACCOUNT_KEY": ACCOUNT, "REDISCLOUD_USER_KEY": SECRET,
+                        "ORDERS_TOKEN_2026_08": OLD, "ORDERS_TOKEN_2026_11": NEW}.items():
+        monkeypatch.setenv(name, value)
+    run.file.write_text(text)
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 0, err
+    assert "| `client_certificates:` | `clientTlsCertificates`" in section  # the mapping table is there

@@ -93,6 +93,7 @@ class FakeRedisCloud:
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _seen: collections.deque = field(default_factory=collections.deque)
     _done: int = 0
+    hold: bool = False  # tests: the head task stays in processing-in-progress (a slow operation)
 
     def __post_init__(self) -> None:
         for name, acl in DEFAULT_RULES.items():
@@ -260,6 +261,8 @@ class FakeRedisCloud:
         task = self.tasks[task_id]
         if task["status"] == "received":
             task["status"] = "processing-in-progress"
+            return
+        if self.hold:
             return
         self.queue.popleft()
         self._done += 1

@@ -266,7 +266,7 @@ def test_readme_example_validates(run: CliRun, tmp_path: Path, monkeypatch: pyte
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Redis Cloud provider", 1)[1]
-    text = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    text = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
     (tmp_path / "certs").mkdir()
     shutil.copy(tls_material().client_cert("orders-client")[0], tmp_path / "certs" / "orders-client-2026.pem")
     for name, value in {"REDISCLOUD_ACCOUNT_KEY": ACCOUNT, "REDISCLOUD_USER_KEY": SECRET,
@@ -276,3 +276,63 @@ def test_readme_example_validates(run: CliRun, tmp_path: Path, monkeypatch: pyte
     rc, _, err = run("validate", "-f", str(run.file))
     assert rc == 0, err
     assert "| `client_certificates:` | `clientTlsCertificates`" in section  # the mapping table is there
+
+
+def test_slow_task_stops_at_the_deadline_and_rerun_converges(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.3")
+    fake.hold = True
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    rc, _, err = run.apply(text)
+    assert rc == 1 and "still processing-in-progress after 0 s" in err and "run plan again later" in err
+    fake.hold = False  # the service finishes the operation (the queued one is processed next)
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+
+
+def test_disable_withdraws_the_database_and_enable_restores(fake: FakeRedisCloud, run: CliRun) -> None:
+    other = (fake.subscription, 777)
+    fake.databases[other] = {**fake.databases[(fake.subscription, fake.database)], "databaseId": 777, "name": "other",
+                             "security": dict(fake.databases[(fake.subscription, fake.database)]["security"])}
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    # another database in the same role (e.g. another instance of the file): disabling here keeps it
+    role = fake.role_by_name("reconciler-app-orders")
+    role["redisRules"][0]["databases"].append({"subscriptionId": other[0], "databaseId": other[1], "databaseName": "other"})
+    off = text.replace("  app-orders:\n", "  app-orders:\n    enabled: false\n")
+    rc, out, _ = run.plan(off)
+    assert rc == 2 and "role reconciler-app-orders no longer lists this database" in out
+    rc, _, err = run.apply(off)
+    assert rc == 0, err
+    assert not fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders", OLD, other)
+    assert run.plan(off)[0] == 0
+    assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD)
+    # the only database: the role can't be empty, so its user, role and rule go; enabling re-creates them
+    role["redisRules"][0]["databases"] = [d for d in role["redisRules"][0]["databases"] if d["databaseId"] != 777]
+    assert run.apply(off)[0] == 0
+    assert fake.by_name("app-orders") is None and fake.role_by_name("reconciler-app-orders") is None
+    assert run.plan(off)[0] == 0
+    assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+    # prune while another database still uses the role: this database is withdrawn, the user stays there
+    role = fake.role_by_name("reconciler-app-orders")
+    role["redisRules"][0]["databases"].append({"subscriptionId": other[0], "databaseId": other[1], "databaseName": "other"})
+    gone = access(fake, '  someone-else:\n    enabled: false\n    acl: "+get"\n    tokens:\n' + tok("1", "NEW"))
+    assert run.apply(gone)[0] == 0
+    assert not fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders", OLD, other)
+    assert run.plan(gone)[0] == 0
+
+
+def test_saved_plan_and_wrong_keys(fake: FakeRedisCloud, run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    run.file.write_text(text)
+    saved = tmp_path / "plan.json"
+    assert run("plan", "-f", str(run.file), "--out", str(saved), "--detailed-exitcode")[0] == 2
+    assert run("plan", "-f", str(run.file), "--format", "json")[0] == 0
+    assert run("drift", "-f", str(run.file), "--format", "markdown")[0] == 2
+    rc, _, err = run("apply", str(saved), "--auto-approve")
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD)
+    monkeypatch.setenv("RC_SECRET", "wrong-" + SECRET[::-1])
+    rc, _, err = run("plan", "-f", str(run.file))
+    assert rc == 1 and "HTTP 401" in err and "check admin.account_key and admin.secret" in err and err.count("\n") == 1
+    no_secret_in(run, saved)

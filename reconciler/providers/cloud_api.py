@@ -33,6 +33,14 @@ POLL_CAP = 5.0  # longest pause between two task polls
 THROTTLE_ATTEMPTS = 6  # 429s waited out before the shared client's own retries take over
 
 
+def task_deadline() -> float:
+    """RECONCILER_CLOUD_TASK_DEADLINE=SECONDS overrides how long apply waits for one task."""
+    try:
+        return max(0.0, float(os.environ.get("RECONCILER_CLOUD_TASK_DEADLINE", TASK_DEADLINE)))
+    except ValueError:
+        return TASK_DEADLINE
+
+
 def rate() -> tuple[int, float]:
     """RECONCILER_CLOUD_RATE=N/SECONDS overrides the request budget (tests; accounts with other limits)."""
     raw = os.environ.get("RECONCILER_CLOUD_RATE", "")
@@ -109,14 +117,14 @@ class CloudClient(Client):
 
         self.session.request = limited  # type: ignore[method-assign,assignment]
 
-    def write(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = (), deadline: float = TASK_DEADLINE) -> Any:
+    def write(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = ()) -> Any:
         """One asynchronous call, waited for: the task's resourceId. TaskFailed when processing failed."""
         hidden = [s for s in secrets if s]
         answer = self.request(method, path, body, secrets=hidden) or {}
         task_id = answer.get("taskId")
         if not task_id:
             return answer.get("response", {}).get("resourceId") if isinstance(answer.get("response"), dict) else None
-        start = time.monotonic()
+        start, deadline = time.monotonic(), task_deadline()
         delay = max(backoff_base() / 5, 0.001)
         while True:
             task = self.get(f"/tasks/{task_id}") or {}

@@ -85,10 +85,10 @@ class Run(common.ApiRun):
             return
         user = self.users.get(c.user)
         if c.action == "delete" or user is None:
-            self._withdraw(http, c.user)
+            self._withdraw(http, c.user, forget=True)
             return
         if not user.enabled:
-            self._withdraw(http, c.user)
+            self._withdraw(http, c.user, forget=False)
             return
         name = PREFIX + c.user
         users, roles, rules = self._lists(http)
@@ -130,10 +130,11 @@ class Run(common.ApiRun):
                 http.write("DELETE", f"/acl/users/{live['id']}")
                 recorded.pop(cloud_name, None)
 
-    def _withdraw(self, http: Any, owner: str) -> None:
+    def _withdraw(self, http: Any, owner: str, *, forget: bool) -> None:
         """The role stops listing this database (enabled: false, or the user left the file). A role
         can't list no database (ACL_ROLE_REDIS_RULES_IS_MISSING), so when this was its last one its
-        Cloud users, the role and the rule are deleted, in that order."""
+        Cloud users, the role and the rule are deleted, in that order. `forget`: the user left the
+        file, so this instance's record drops it even when other databases keep its Cloud users."""
         name = PREFIX + owner
         users, roles, rules = self._lists(http)
         recorded = self.mine.setdefault("users", {})
@@ -142,6 +143,8 @@ class Run(common.ApiRun):
         if role is not None and entries:
             if _plain(role) != entries:
                 http.write("PUT", f"/acl/roles/{role['id']}", {"name": name, "redisRules": entries})
+            if not forget:
+                return  # disabled here: the Cloud users keep their passwords, the record its entries
         else:
             for cloud_name, live in sorted(users.items()):
                 if live.get("role") == name:

@@ -82,10 +82,10 @@ _budgets: dict[tuple[str, int, float], Budget] = {}
 _budgets_lock = threading.Lock()
 
 
-def budget_for(account_key: str) -> Budget:
-    """One budget per account key in this process: the limit is the account's, not one client's."""
+def budget_for(base_url: str, account_key: str) -> Budget:
+    """One budget per API and account key in this process: the limit is the account's, not one client's."""
     limit, window = rate()
-    key = (hashlib.sha256(account_key.encode()).hexdigest(), limit, window)
+    key = (hashlib.sha256(f"{base_url}\n{account_key}".encode()).hexdigest(), limit, window)
     with _budgets_lock:
         if key not in _budgets:
             _budgets[key] = Budget(limit, window)
@@ -97,7 +97,7 @@ class CloudClient(Client):
         super().__init__(base_url, where=where, ca_file=ca_file, timeout=timeout, auth_hint="check admin.account_key and admin.secret")
         self.session.headers["x-api-key"] = account_key
         self.session.headers["x-api-secret-key"] = secret_key
-        self.budget = budget_for(account_key)
+        self.budget = budget_for(self.base, account_key)
         self.throttled = 0
         send = self.session.request
 
@@ -142,7 +142,7 @@ class CloudClient(Client):
                 raise TaskFailed(redact(" ".join(text.split()))[:500])
             if time.monotonic() - start > deadline:
                 raise HttpError(
-                    f"{self.where}: {method} {path}: task {task_id} still {status} after {deadline:.0f} s "
+                    f"{self.where}: {method} {path}: task {task_id} still {status} after {deadline:g} s "
                     "(the service keeps processing it; run plan again later)"
                 )
             time.sleep(delay)

@@ -336,3 +336,20 @@ def test_saved_plan_and_wrong_keys(fake: FakeRedisCloud, run: CliRun, tmp_path: 
     rc, _, err = run("plan", "-f", str(run.file))
     assert rc == 1 and "HTTP 401" in err and "check admin.account_key and admin.secret" in err and err.count("\n") == 1
     no_secret_in(run, saved)
+
+
+def test_lost_record_is_a_finding_until_passwords_are_set_again(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
+    text = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
+    assert run.apply(text)[0] == 0
+    (tmp_path / "access.redis-cloud.json").unlink()
+    strict = access(fake, orders(tok("2026-08", "OLD")) + default)
+    assert run.plan(strict)[0] == 0  # nothing to change that the plan can know of
+    rc, out, _ = run("drift", "-f", str(run.file), "--format", "json")
+    kinds = json.loads(out)["drift"]["kinds"]
+    assert rc == 2 and kinds == {"password_unknown": 1}  # app-orders; the default password is read (hashed) from GET
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "~ Cloud user app-orders: password replaced (token 2026-08): old connections fail after rotation" in out
+    assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD)
+    assert run.plan(strict)[0] == 0 and run("drift", "-f", str(run.file))[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json")

@@ -72,6 +72,7 @@ class RCNode(NodeState):
     database: int = 0
     accounts: Mapping[str, tuple[Account, ...]] = field(default_factory=dict)  # file user -> Cloud users
     others: tuple[str, ...] = ()  # Cloud users with access here through roles the reconciler did not make
+    unrecorded: tuple[tuple[str, str], ...] = ()  # (Cloud user, token id) taken as the file says: no record
     certificates: tuple[str, ...] | None = None  # fingerprints in force (None: mTLS on, list unknown)
     mtls: bool = False
 
@@ -161,6 +162,11 @@ class RedisCloudProvider(Provider):
         live: dict[str, LiveUser] = {}
         accounts: dict[str, list[Account]] = {}
         others = []
+        # Without a record entry the API can't tell a Cloud user's password. Unless the file allows
+        # replacing passwords, it is taken to be the file's token and a finding says so.
+        allow = bool(api.allow_password_replace)
+        want = {tk.username or u.name: (u.name, tk.sha256, tk.id) for u in declared.values() for tk in u.tokens}
+        unrecorded: list[tuple[str, str]] = []
         for u in users:
             role = u.get("role") or ""
             name = u.get("name") or ""
@@ -170,7 +176,13 @@ class RedisCloudProvider(Provider):
                     continue
                 rec = recorded.get(name) or {}
                 kept = rec.get("sha256")
-                sha = kept if rec.get("user") == owner and isinstance(kept, str) else unknown(name)
+                if rec.get("user") == owner and isinstance(kept, str):
+                    sha = kept
+                elif not allow and name in want and want[name][0] == owner:
+                    sha = want[name][1]
+                    unrecorded.append((name, want[name][2]))
+                else:
+                    sha = unknown(name)
                 accounts.setdefault(owner, []).append(Account(name, int(u.get("id") or 0), sha))
             elif role in covering:
                 others.append(name)
@@ -187,6 +199,9 @@ class RedisCloudProvider(Provider):
             rec = record.get("default") or {}
             kept = rec.get("sha256")
             hashes: tuple[str, ...] = (default_hash or (kept if isinstance(kept, str) else unknown("default")),)
+            if default_hash is None and not isinstance(kept, str) and not allow and "default" in want:
+                hashes = (want["default"][1],)
+                unrecorded.append(("default", want["default"][2]))
             enabled = bool(security.get("enableDefaultUser", True))
             if not enabled and not declared["default"].enabled:
                 # Off in the file and on the service: its password can't be used, so it is not compared.
@@ -215,6 +230,7 @@ class RedisCloudProvider(Provider):
             database=api.database,
             accounts={k: tuple(sorted(v, key=lambda a: a.name)) for k, v in accounts.items()},
             others=tuple(sorted(others)),
+            unrecorded=tuple(sorted(unrecorded)),
             certificates=certs,
             mtls=mtls,
         )
@@ -289,6 +305,11 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
         Finding("unmanaged_user", f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
                 "(left alone, also by prune)", inst.name, user=n)
         for n in node.others
+    ] + [
+        Finding("password_unknown", f"the password of Redis Cloud user {n} is not in {common.record_path(desired.source, NAME)}: "
+                f"taken to be token {tid}; set api.allow_password_replace: true to set it again (old connections fail)",
+                inst.name, user=n, token_id=tid)
+        for n, tid in node.unrecorded
     ]
     config = list(node_plan.config)
     if instance.client_certificates is not None:

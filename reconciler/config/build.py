@@ -16,7 +16,6 @@ from datetime import date
 from typing import Any, Callable, Literal
 
 from .. import acl, secrets
-from . import cloud
 from ..model import (
     Admin,
     ApiSettings,
@@ -31,6 +30,7 @@ from ..model import (
     User,
     server_token_ref,
 )
+from . import cloud
 from .yamlsrc import Path, Source
 
 HOST_PORT = re.compile(r"^(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})$")

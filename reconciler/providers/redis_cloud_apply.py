@@ -146,7 +146,7 @@ class Run(common.ApiRun):
             if not forget:
                 return  # disabled here: the Cloud users keep their passwords, the record its entries
         else:
-            for cloud_name, live in sorted(users.items()):
+            for _, live in sorted(users.items()):
                 if live.get("role") == name:
                     http.write("DELETE", f"/acl/users/{live['id']}")
             if role is not None:

@@ -353,3 +353,51 @@ def test_lost_record_is_a_finding_until_passwords_are_set_again(fake: FakeRedisC
     assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD)
     assert run.plan(strict)[0] == 0 and run("drift", "-f", str(run.file))[0] == 0
     no_secret_in(run, tmp_path / "access.redis-cloud.json")
+
+
+def test_two_databases_of_one_account_share_the_user(fake: FakeRedisCloud, run: CliRun) -> None:
+    second = (fake.subscription, 51170942)
+    base = fake.databases[(fake.subscription, fake.database)]
+    fake.databases[second] = {**base, "databaseId": second[1], "name": "second", "security": dict(base["security"])}
+    fake.client_certs[second] = []
+
+    def two(*tokens: str) -> str:
+        text = access(fake, orders(*tokens))
+        rc2 = text.split("  rc:\n", 1)[1].split("roles:\n", 1)[0].replace(f"database: {fake.database}", f"database: {second[1]}")
+        return text.replace("roles:\n", "  rc2:\n" + rc2 + "roles:\n", 1)
+
+    one = two(tok("2026-08", "OLD"))
+    assert run.apply(one)[0] == 0
+    role = fake.role_by_name("reconciler-app-orders")
+    assert sorted(d["databaseId"] for e in role["redisRules"] for d in e["databases"]) == [fake.database, second[1]]
+    rotated = two(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b"))
+    assert run.apply(rotated)[0] == 0
+    assert fake.can_auth("app-orders-b", NEW) and fake.can_auth("app-orders-b", NEW, second)
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 0, out  # what one instance recorded about the account's users holds for the other
+    done = two(tok("2026-11", "NEW", "app-orders-b"))
+    assert run.apply(done)[0] == 0
+    assert fake.by_name("app-orders") is None and run("drift", "-f", str(run.file))[0] == 0
+
+
+def test_contract_server_processes_one_task_at_a_time(fake: FakeRedisCloud) -> None:
+    import requests
+
+    s = requests.Session()
+    s.headers.update({"x-api-key": ACCOUNT, "x-api-secret-key": SECRET})
+    s.trust_env = False  # no CA bundle from the environment
+    s.verify = fake.ca_file
+    first = s.post(fake.url + "/acl/redisRules", json={"name": "r1", "redisRule": "+get ~a:*"}).json()
+    second = s.post(fake.url + "/acl/redisRules", json={"name": "r2", "redisRule": "+get ~b:*"}).json()
+    assert first["status"] == second["status"] == "received"
+    states = []
+    for _ in range(6):
+        states.append((s.get(f"{fake.url}/tasks/{first['taskId']}").json()["status"], s.get(f"{fake.url}/tasks/{second['taskId']}").json()["status"]))
+    # the second task waits in `received` until the first one is done
+    assert all(b == "received" for a, b in states if a != "processing-completed")
+    assert states[-1] == ("processing-completed", "processing-completed")
+    assert s.get(fake.url + "/acl/users", headers={"x-api-secret-key": "wrong"}).status_code == 401
+    bad = s.post(fake.url + "/acl/users", json={"name": "weak", "role": "nope", "password": "weak"}).json()
+    while (task := s.get(f"{fake.url}/tasks/{bad['taskId']}").json())["status"] not in ("processing-completed", "processing-error"):
+        pass
+    assert task["status"] == "processing-error" and task["response"]["error"] == "ACL_ROLE_DOES_NOT_EXISTS"

@@ -139,13 +139,15 @@ class RedisCloudProvider(Provider):
             rules = (http.get("/acl/redisRules") or {}).get("redisRules") or []
         finally:
             http.close()
-        record = common.load_record(self.desired.source, NAME).get(instance.name, {})
-        node = self._node(instance, db, security, default_hash, users, roles, rules, record)
+        everything = common.load_record(self.desired.source, NAME)
+        record = everything.get(instance.name, {})
+        known = known_passwords(self.desired, everything, instance)
+        node = self._node(instance, db, security, default_hash, users, roles, rules, record, known)
         return InstanceState(name=instance.name, nodes=(node,), topology="standalone")
 
     def _node(
         self, instance: Instance, db: dict, security: dict, default_hash: str | None,
-        users: list, roles: list, rules: list, record: dict,
+        users: list, roles: list, rules: list, record: dict, known: dict,
     ) -> RCNode:
         api = instance.api
         assert api is not None and api.subscription and api.database
@@ -174,7 +176,7 @@ class RedisCloudProvider(Provider):
                 owner = role[len(PREFIX):]
                 if owner not in ours:
                     continue
-                rec = recorded.get(name) or {}
+                rec = known.get(name) or {}
                 kept = rec.get("sha256")
                 if rec.get("user") == owner and isinstance(kept, str):
                     sha = kept
@@ -263,6 +265,21 @@ def _covers(role: dict, here: tuple[int, int]) -> bool:
         for entry in role.get("redisRules") or []
         for d in entry.get("databases") or []
     )
+
+
+def known_passwords(desired: DesiredState, record: dict, instance: Instance) -> dict[str, dict]:
+    """Cloud ACL users belong to the account, not to one database: what the apply of any instance
+    of this file on the same API and account recorded about them (this instance's entries win)."""
+    out: dict[str, dict] = {}
+    for name, other in desired.instances.items():
+        same = (
+            other.provider == NAME and other.api is not None and instance.api is not None
+            and other.api.url == instance.api.url and other.admin.account_key == instance.admin.account_key
+        )
+        if same and name != instance.name:
+            out.update((record.get(name) or {}).get("users") or {})
+    out.update((record.get(instance.name) or {}).get("users") or {})
+    return out
 
 
 def wanted_accounts(user: User) -> dict[str, str]:

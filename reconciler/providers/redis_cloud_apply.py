@@ -14,7 +14,7 @@ from ..model import User
 from ..plan import UserChange
 from . import common
 from .http import HttpError
-from .redis_cloud import CERTS, NAME, PREFIX, wanted_accounts
+from .redis_cloud import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
 
 
 def _entries(role: dict, here: tuple[int, int], rule: str | None) -> list[dict]:
@@ -109,6 +109,8 @@ class Run(common.ApiRun):
         """One Cloud user per token: create the missing ones first, then delete the ones the file dropped."""
         role = PREFIX + user.name
         recorded = self.mine.setdefault("users", {})
+        known = known_passwords(self.p.desired, self.record, self.instance)
+        allow = bool(self.instance.api and self.instance.api.allow_password_replace)
         want = wanted_accounts(user)
         tokens = {t.sha256: t for t in user.tokens}
         for cloud_name, sha in want.items():
@@ -116,15 +118,21 @@ class Run(common.ApiRun):
             assert token.plaintext is not None  # validate: redis-cloud tokens are secret references
             password = token.plaintext.reveal()
             live = users.get(cloud_name)
-            rec = recorded.get(cloud_name) or {}
+            rec = known.get(cloud_name) or {}
+            entry = {"user": user.name, "sha256": sha, "token_id": token.id}
             if live is None:
                 http.write("POST", "/acl/users", {"name": cloud_name, "role": role, "password": password}, secrets=[password])
-            elif rec.get("sha256") != sha or rec.get("user") != user.name:
+                recorded[cloud_name] = entry
+            elif (rec.get("sha256"), rec.get("user")) != (sha, user.name) and allow:
                 # in place: the plan said "old connections fail" and the file allowed it
                 http.write("PUT", f"/acl/users/{live['id']}", {"role": role, "password": password}, secrets=[password])
-            elif live.get("role") != role:
-                http.write("PUT", f"/acl/users/{live['id']}", {"role": role})
-            recorded[cloud_name] = {"user": user.name, "sha256": sha, "token_id": token.id}
+                recorded[cloud_name] = entry
+            else:
+                if live.get("role") != role:
+                    http.write("PUT", f"/acl/users/{live['id']}", {"role": role})
+                if (rec.get("sha256"), rec.get("user")) == (sha, user.name):
+                    recorded[cloud_name] = entry
+                # else: the password is unknown and may not be replaced: the plan's finding stands
         for cloud_name, live in sorted(users.items()):
             if live.get("role") == role and cloud_name not in want:
                 http.write("DELETE", f"/acl/users/{live['id']}")

@@ -94,6 +94,7 @@ class FakeRedisCloud:
     _seen: collections.deque = field(default_factory=collections.deque)
     _done: int = 0
     hold: bool = False  # tests: the head task stays in processing-in-progress (a slow operation)
+    shows_password: bool = True  # [openapi] the Database example has security.password; tests turn it off
 
     def __post_init__(self) -> None:
         for name, acl in DEFAULT_RULES.items():
@@ -200,7 +201,8 @@ class FakeRedisCloud:
                 return _error(404, "The resource you were trying to reach was not found or does not exist")
             if method == "GET":
                 db = self.databases[key]
-                return 200, {**db, "security": dict(db["security"])}
+                security = {k: v for k, v in db["security"].items() if k != "password" or self.shows_password}
+                return 200, {**db, "security": security}
             if method == "PUT":
                 return self._submit("updateDatabase", self._update_database, key, body or {})
         writes = {

@@ -401,3 +401,25 @@ def test_contract_server_processes_one_task_at_a_time(fake: FakeRedisCloud) -> N
     while (task := s.get(f"{fake.url}/tasks/{bad['taskId']}").json())["status"] not in ("processing-completed", "processing-error"):
         pass
     assert task["status"] == "processing-error" and task["response"]["error"] == "ACL_ROLE_DOES_NOT_EXISTS"
+
+
+def test_default_password_known_from_the_record_when_get_hides_it(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    fake.shows_password = False
+    default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
+    strict = access(fake, orders(tok("2026-08", "OLD")) + default)
+    rc, out, _ = run.plan(strict)  # unknown and not to be replaced: taken as the file's, said in a finding
+    assert rc == 2 and "+ user app-orders" in out and "~ user default" not in out
+    assert "the password of Redis Cloud user default is not in" in out
+    allowed = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and "~ user default" in out and "old connections fail after rotation" in out
+    assert run.apply(allowed)[0] == 0 and fake.can_auth("default", DEFAULT_NEW)
+    assert json.loads((tmp_path / "access.redis-cloud.json").read_text())["rc"]["default"]["token_id"] == "d1"
+    assert run.plan(allowed)[0] == 0 and run.plan(strict)[0] == 0  # the record knows it now
+    assert run("drift", "-f", str(run.file))[0] == 0
+
+
+def test_tls_keys_are_refused_on_redis_cloud(fake: FakeRedisCloud, run: CliRun) -> None:
+    run.file.write_text(access(fake, orders(tok("a", "OLD")), instance_extra="    tls: {ca_file: ca.pem}\n"))
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 1 and "instances.rc.tls: tls: is not used by provider redis-cloud" in err

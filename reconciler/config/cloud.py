@@ -38,6 +38,10 @@ def api(b: Builder, spec: dict, raw: Any, base: Path) -> ApiSettings | None:
     if not isinstance(db, int) or isinstance(db, bool):
         b.problem(base + ("api",), "provider redis-cloud needs api.database (the database id in that subscription)")
         db = None
+    for key in ("tls", "tls_client_auth"):
+        if key in spec:
+            b.problem(base + (key,), f"{key}: is not used by provider redis-cloud (api.ca_file is the API's CA; "
+                      "client_certificates: are the database's mTLS certificates)")
     for key in ("instance", "data_plane"):
         if key in raw:
             b.problem(base + ("api", key), f"api.{key} is for provider memorystore")

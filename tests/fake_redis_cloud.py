@@ -9,14 +9,16 @@ Sources (cited on each rule below):
               AccountACLRoles, AccountACLRedisRules, DatabaseUpdateRequest, DatabaseCertificateSpec)
   [lifecycle] content/operate/rc/api/get-started/process-lifecycle.md (tasks and their states;
               "For each account, only one operation is processed concurrently")
-  [use-api]   content/operate/rc/api/get-started/use-rest-api.md (x-api-key, x-api-secret-key)
+  [use-api]   content/operate/rc/api/get-started/use-rest-api.md (x-api-key, x-api-secret-key; "a
+              request limit of 400 requests per minute per Account API key")
+  [429]       Redis support, "Troubleshooting 429 Errors in Redis Cloud APIs": a 429 may carry the
+              delay in `x-rate-limit-retry-after-seconds`
   [users]     content/operate/rc/security/access-control/data-access-control/create-assign-users.md
               ("ACL user passwords must be between 8 and 128 characters long")
   [default]   .../data-access-control/default-user.md ("Database passwords must be less than 50
               characters long")
   [guide]     the Redis Cloud credential-rotation guide: passwords need >= 8 characters with upper,
-              lower, digit and special characters; about 400 requests per minute per account key,
-              429 beyond.
+              lower, digit and special characters.
 Where a source names no error, the code here is this fake's own and says so.
 
 Tasks move one state per tick (every request the server receives is a tick), so tests need no
@@ -76,7 +78,7 @@ class FakeRedisCloud:
     secret_key: str = "user-secret-key-ABCDEF-0123"
     subscription: int = 120416
     database: int = 51170941
-    rate_limit: int = 400  # [guide] requests per window per account key
+    rate_limit: int = 400  # [use-api] requests per window per account key
     rate_window: float = 60.0
     default_password: str = "Initial-Default-1!"
     users: dict[int, dict] = field(default_factory=dict)
@@ -89,10 +91,12 @@ class FakeRedisCloud:
     queue: collections.deque = field(default_factory=collections.deque)
     timeline: list[tuple[int, frozenset]] = field(default_factory=list)  # (task number, valid (user, password) pairs)
     throttled: int = 0  # requests answered 429
+    early: int = 0  # requests that came before the retry delay a 429 announced had passed
     task_failures: list[tuple[str, str, str]] = field(default_factory=list)  # (commandType, error, info)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _seen: collections.deque = field(default_factory=collections.deque)
     _done: int = 0
+    _retry_at: float = 0.0
     hold: bool = False  # tests: the head task stays in processing-in-progress (a slow operation)
     shows_password: bool = True  # [openapi] the Database example has security.password; tests turn it off
 
@@ -170,13 +174,19 @@ class FakeRedisCloud:
         # [openapi] 401 "Authentication failed for requested resource".
         if lower.get("x-api-key") != self.account_key or lower.get("x-api-secret-key") != self.secret_key:
             return _error(401, "Authentication failed for requested resource")
-        # [guide] about 400 requests per minute per account key; [openapi] 429 Too Many Requests.
+        # [use-api] 400 requests per minute per account key; [openapi] 429 Too Many Requests;
+        # [429] with the delay in x-rate-limit-retry-after-seconds.
         now = time.monotonic()
+        if now < self._retry_at:
+            self.early += 1
         while self._seen and now - self._seen[0] > self.rate_window:
             self._seen.popleft()
         if len(self._seen) >= self.rate_limit:
             self.throttled += 1
-            return _error(429, "Too Many Requests")
+            wait = self.rate_window - (now - self._seen[0])
+            self._retry_at = now + wait
+            status, body = _error(429, "Too Many Requests")
+            return status, body, {"x-rate-limit-retry-after-seconds": f"{wait:.3f}"}
         self._seen.append(now)
         self._tick()
         route = path.split("?")[0].rstrip("/")

@@ -75,15 +75,17 @@ class Loopback:
                         self._send(fault.status, fault.body if fault.body is not None else {"error_code": "injected", "message": "injected fault"})
                         return
                 with outer._lock:
-                    status, out = outer.handle(method, path, body, dict(self.headers))
-                self._send(status, out)
+                    answer = outer.handle(method, path, body, dict(self.headers))
+                self._send(*answer)  # (status, body) or (status, body, extra headers)
 
-            def _send(self, status: int, out: Any) -> None:
+            def _send(self, status: int, out: Any, extra: dict[str, str] | None = None) -> None:
                 data = b"" if out is None else json.dumps(out).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in (extra or {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError, ssl.SSLError):

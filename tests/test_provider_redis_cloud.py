@@ -211,6 +211,7 @@ def test_rate_limit_429_is_waited_out(fake: FakeRedisCloud, run: CliRun, monkeyp
     rc, _, err = run.apply(text)
     assert rc == 0, err
     assert fake.throttled > 0 and fake.can_auth("app-orders", OLD)
+    assert fake.early == 0  # every retry waited the delay the 429 announced
     # with the client's budget under the service's limit, nothing is throttled
     fake.throttled = 0
     time.sleep(fake.rate_window)  # the first apply's requests leave the service's window

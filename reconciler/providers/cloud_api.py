@@ -4,9 +4,11 @@ Redis Cloud API reference (openapi.json, "Version 1 Redis Cloud API") and guides
 https://redis.io/docs/latest/operate/rc/api/:
   auth       every request carries `x-api-key` (account key) and `x-api-secret-key` (user key)
              (get-started/use-rest-api)
-  rate       about 400 requests per minute per account key; beyond that 429 Too Many Requests,
-             which the reference also answers when "too many resources are concurrently created /
-             updated / deleted in the account"
+  rate       "a request limit of 400 requests per minute per Account API key" (use-rest-api);
+             beyond it 429 Too Many Requests, which the reference also answers when "too many
+             resources are concurrently created / updated / deleted in the account"; the 429 may
+             carry the delay in `x-rate-limit-retry-after-seconds` (Redis support: "Troubleshooting
+             429 Errors in Redis Cloud APIs")
   tasks      POST/PUT/DELETE answer a TaskStateUpdate {taskId, status, ...}; GET /v1/tasks/{taskId}
              moves received -> processing-in-progress -> processing-completed (response.resourceId)
              | processing-error (response.error, response.additionalInfo); one operation is
@@ -78,6 +80,14 @@ class Budget:
                 time.sleep(pause)
 
 
+def _retry_after(resp: Any) -> float | None:
+    """The delay a 429 announces (x-rate-limit-retry-after-seconds), at most a minute."""
+    try:
+        return min(60.0, max(0.0, float(resp.headers.get("x-rate-limit-retry-after-seconds", ""))))
+    except (TypeError, ValueError):
+        return None
+
+
 _budgets: dict[tuple[str, int, float], Budget] = {}
 _budgets_lock = threading.Lock()
 
@@ -111,7 +121,7 @@ class CloudClient(Client):
                 if resp.status_code != 429:
                     return resp
                 self.throttled += 1
-                time.sleep(delay)
+                time.sleep(_retry_after(resp) or delay)
                 delay = min(delay * 2, self.budget.window)
             return resp
 

@@ -94,9 +94,8 @@ class RedisCloudProvider(Provider):
     )
 
     def client(self, instance: Instance) -> Any:
-        from .cloud_api import (
-            CloudClient,  # imports requests: only files with a redis-cloud instance pay for it
-        )
+        # imports requests: only files with a redis-cloud instance pay for it
+        from .cloud_api import CloudClient
 
         api, admin = instance.api, instance.admin
         assert api is not None and api.url
@@ -240,7 +239,7 @@ class RedisCloudProvider(Provider):
     # -- plan (pure) ----------------------------------------------------------------------
 
     def plan(self, live: LiveState, *, today: date, inventory: Any = None) -> tuple[InstancePlan, ...]:
-        return common.plan_with(self.desired, live, today, lambda u: u, refine)
+        return common.plan_with(self.desired, live, today, lambda u: u, lambda i, s, d: refine(i, s, d, today))
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -290,7 +289,7 @@ def wanted_accounts(user: User) -> dict[str, str]:
 # -- the pure refinement ------------------------------------------------------------------------
 
 
-def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> InstancePlan:
+def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState, today: date) -> InstancePlan:
     """Provider rules on the planner's changes: which Cloud users a token change creates or deletes,
     what cuts connections (refused unless api.allow_password_replace), certificates, findings."""
     users = common.users_here(desired, inst.name)
@@ -335,7 +334,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
             before = "unknown (mTLS on; not readable through the API)" if node.certificates is None else _fps(node.certificates)
             after = _fps(want) if want else "[] (mTLS off)"
             config.append(ConfigChange(CERTS, before, after, via=f"PUT /v1/subscriptions/{node.subscription}/databases/{node.database}"))
-        findings += _cert_findings(desired, inst.name, instance)
+        findings += _cert_findings(desired, inst.name, instance, today)
     nodes = (replace(node_plan, changes=tuple(changes), config=tuple(config), persist="none"),)
     return replace(inst, nodes=nodes, findings=tuple(findings), inventory=())
 
@@ -344,10 +343,7 @@ def _fps(fps: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"sha256:{f[:8]}…" for f in sorted(fps)) + "]"
 
 
-def _cert_findings(desired: DesiredState, instance: str, inst: Instance) -> list[Finding]:
-    from .. import manager
-
-    today = manager.today()
+def _cert_findings(desired: DesiredState, instance: str, inst: Instance, today: date) -> list[Finding]:
     warn = desired.policies.expiry_warning_days
     out = []
     for cert in inst.client_certificates or ():

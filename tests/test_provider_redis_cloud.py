@@ -165,6 +165,11 @@ def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisClo
     assert rc == 2 and "enableDefaultUser: false" in out
     assert run.apply(off)[0] == 0 and not fake.can_auth("default", DEFAULT_NEW)
     assert run.plan(off)[0] == 0
+    no_token = access(fake, orders(tok("2026-08", "OLD")) + "  default:\n    enabled: false\n    tokens: []\n")
+    assert run.plan(no_token)[0] == 0  # off is off: the password it would need is not compared
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and "enableDefaultUser: true" in out
+    assert run.apply(allowed)[0] == 0 and fake.can_auth("default", DEFAULT_NEW) and run.plan(allowed)[0] == 0
     no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
 
 

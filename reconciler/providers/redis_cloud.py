@@ -206,7 +206,7 @@ class RedisCloudProvider(Provider):
             enabled = bool(security.get("enableDefaultUser", True))
             if not enabled and not declared["default"].enabled:
                 # Off in the file and on the service: its password can't be used, so it is not compared.
-                hashes = tuple(tk.sha256 for tk in declared["default"].tokens) or hashes
+                hashes = tuple(tk.sha256 for tk in declared["default"].tokens)
             live["default"] = LiveUser(
                 name="default", enabled=enabled, nopass=False,
                 hashes=hashes, rules=declared["default"].rules,

@@ -48,6 +48,7 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Loopback:
@@ -58,6 +59,7 @@ class Loopback:
         self.tls = tls
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, Any]] = []  # (method, path, body) of every request
+        self.times: list[float] = []  # time.monotonic() of every request, in log order
         self._lock = threading.Lock()
         outer = self
 
@@ -84,6 +86,7 @@ class Loopback:
                 method, path = self.command, self.path
                 with outer._lock:
                     outer.log.append((method, path, body))
+                    outer.times.append(time.monotonic())
                     fault = next((f for f in outer.faults if f.method == method and path.startswith(f.path) and f.times > 0), None)
                     if fault is not None:
                         fault.times -= 1
@@ -91,16 +94,18 @@ class Loopback:
                     if fault.delay:
                         time.sleep(fault.delay)
                     if fault.status:
-                        self._send(fault.status, fault.body if fault.body is not None else {"error_code": "injected", "message": "injected fault"})
+                        self._send(fault.status, fault.body if fault.body is not None else {"error_code": "injected", "message": "injected fault"}, fault.headers)
                         return
                 with outer._lock:
                     status, out = outer.handle(method, path, body, dict(self.headers))
                 self._send(status, out)
 
-            def _send(self, status: int, out: Any) -> None:
+            def _send(self, status: int, out: Any, headers: dict[str, str] | None = None) -> None:
                 data = b"" if out is None else json.dumps(out).encode()
                 try:
                     self.send_response(status)
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -123,9 +128,9 @@ class Loopback:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def fail(self, method: str, path: str, status: int, times: int = 1, body: Any = None) -> None:
+    def fail(self, method: str, path: str, status: int, times: int = 1, body: Any = None, headers: dict[str, str] | None = None) -> None:
         with self._lock:
-            self.faults.append(Fault(method, path, status, times, body=body))
+            self.faults.append(Fault(method, path, status, times, body=body, headers=dict(headers or {})))
 
     def stall(self, method: str, path: str, seconds: float, times: int = 1) -> None:
         with self._lock:

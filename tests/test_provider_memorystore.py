@@ -5,6 +5,7 @@ plan -> apply -> no-op -> rotation, and error paths."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 import stat
 from pathlib import Path
 from typing import Iterator
@@ -112,12 +113,20 @@ def test_plan_apply_noop_rotation_prune_cycle(fake: FakeMemorystore, run: Run, t
     # the timeline: the user never had no token between creation and deletion
     history = fake.history("app-orders")
     assert history == [(), (first,), tuple(sorted((first, second))), (second,), ()]
-    for before, after in zip(history[1:], history[2:-1]):
+    for before, after in pairwise(history[1:-1]):
         assert set(before) & set(after), f"a moment without the token in use: {before} -> {after}"
     # no generated value in any output, plan or audit record
     blob = "\n".join(run.outputs) + audit.read_text() + (tmp_path / "access.memorystore.json").read_text()
     assert fake.generated and not any(v in blob for v in fake.generated)
     assert ACCESS_TOKEN not in blob
+
+
+def test_a_lost_record_is_a_finding_not_a_crash(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-08"))
+    assert run.apply(text)[0] == 0
+    (run.dir / "access.memorystore.json").unlink()
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "access.memorystore.json names none of the service's tokens" in out
 
 
 def test_authorization_mode_is_immutable(fake: FakeMemorystore, run: Run) -> None:

@@ -6,6 +6,7 @@ a re-run that converges."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 import re
 from pathlib import Path
 from typing import Iterator
@@ -88,7 +89,7 @@ def no_gap(history: list[tuple[str, ...]]) -> None:
     """Every change of the user's passwords keeps one the apps may be using: consecutive password
     sets overlap, and none is empty before the user is deleted."""
     assert history, "no password change recorded"
-    for before, after in zip(history, history[1:]):
+    for before, after in pairwise(history):
         if after == ():  # the user was deleted
             continue
         assert after and set(before) & set(after), f"a moment without the credential in use: {before} -> {after}"

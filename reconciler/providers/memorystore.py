@@ -54,7 +54,7 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User, server_token_ref
-from ..plan import ConfigChange, InstancePlan, Plan, UserChange
+from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -74,6 +74,7 @@ class MSNode(NodeState):
     engine: str = ""
     authorization_mode: str = ""
     token_ids: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # user -> {stand-in hash: service name}
+    unrecorded: tuple[str, ...] = ()  # file users with service tokens the record has no names for
 
     @property
     def label(self) -> str:
@@ -136,10 +137,13 @@ class MemorystoreProvider(Provider):
             users: dict[str, LiveUser] = {}
             ids: dict[str, dict[str, str]] = {}
             record = common.load_record(self.desired.source, NAME).get(instance.name, {})
+            unrecorded: list[str] = []
             for u in _pages(http, f"/v1/{resource}/tokenAuthUsers", "tokenAuthUsers"):
                 name = _last(u.get("name", ""))
                 tokens = token_refs(name, _pages(http, f"/v1/{u['name']}/authTokens", "authTokens"), record.get(name) or {})
                 ids[name] = tokens
+                if tokens and not record.get(name) and any(d.name == name for d in self.desired.users_for(instance.name)):
+                    unrecorded.append(name)
                 users[name] = LiveUser(name=name, enabled=True, nopass=False, hashes=tuple(sorted(tokens)), rules="")
         finally:
             http.close()
@@ -160,6 +164,7 @@ class MemorystoreProvider(Provider):
                     engine=engine,
                     authorization_mode=str(inst.get("authorizationMode") or ""),
                     token_ids=ids,
+                    unrecorded=tuple(unrecorded),
                 ),
             ),
             topology="standalone",
@@ -235,6 +240,22 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
             for c in node_plan.changes
         )
         nodes.append(replace(node_plan, changes=changes, config=config, persist="none"))
+        if node.unrecorded:
+            record = common.record_path(desired.source, NAME)
+            inst = replace(
+                inst,
+                findings=inst.findings
+                + tuple(
+                    Finding(
+                        "record_missing",
+                        f"user {user}: {record} names none of the service's tokens, so they can't be matched to the "
+                        "file's token ids; apply would replace them (new values to the sinks) -- restore the record to keep them",
+                        inst.name,
+                        user=user,
+                    )
+                    for user in node.unrecorded
+                ),
+            )
     return replace(inst, nodes=tuple(nodes), inventory=())
 
 

@@ -73,9 +73,9 @@ from ..model import DesiredState, Instance, User
 from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common, rs_versions
-from .rs_rules import email_of
 from .base import Capabilities, Provider
 from .http import Client, HttpError, poll_delays
+from .rs_rules import email_of
 
 NAME = "redis-software"
 PREFIX = "reconciler-"  # names of the redis_acl and role made for each user

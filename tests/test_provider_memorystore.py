@@ -35,6 +35,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
     monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
     monkeypatch.setenv("RECONCILER_POLL_CAP", "0.04")
+    from reconciler.providers import memorystore
+
+    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))  # test_requests_stay_within_the_quota scales it down
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
 
 
@@ -119,6 +122,18 @@ def test_plan_apply_noop_rotation_prune_cycle(fake: FakeMemorystore, run: Run, t
     blob = "\n".join(run.outputs) + audit.read_text() + (tmp_path / "access.memorystore.json").read_text()
     assert fake.generated and not any(v in blob for v in fake.generated)
     assert ACCESS_TOKEN not in blob
+
+
+def test_requests_stay_within_the_quota(fake: FakeMemorystore, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.providers import memorystore
+
+    monkeypatch.setattr(memorystore, "QUOTA", (8, 0.4))  # stands for 60 per minute, scaled down
+    assert run.apply(access(fake, tok("2026-11") + tok("2026-08")))[0] == 0
+    times = fake.http.times
+    assert len(times) > 16
+    # any 9 consecutive requests span at least the window, across plan, apply and verify
+    windows = [b - a for a, b in zip(times, times[8:])]
+    assert min(windows) >= 0.38
 
 
 def test_a_lost_record_is_a_finding_not_a_crash(fake: FakeMemorystore, run: Run) -> None:

@@ -9,7 +9,8 @@ Every failure becomes one LiveError line naming the instance, method and path --
 request body, and any secret the request carried is scrubbed from what the service answered.
 
 `poll_delays()` is the backoff long-running operations are polled with (start ~1 s, cap ~10 s),
-which keeps an apply within per-minute API quotas.
+which keeps an apply within per-minute API quotas; `rate_limit` makes a client wait rather
+than send more requests in a window than a quota allows.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def poll_delays() -> Iterator[float]:
         yield delay
         delay = min(cap, delay * 2 if delay else cap)
 
+
+_SENT_AT: dict[str, list[float]] = {}  # base URL -> times of recent requests (Client.rate_limit)
 
 MAX_RETRY_AFTER = 60.0  # never wait longer than this on one Retry-After
 
@@ -99,6 +102,7 @@ class Client:
         cert: tuple[str, str] | None = None,
         timeout: float = 5.0,
         auth_hint: str = "check admin.username and admin.secret",
+        rate_limit: tuple[int, float] | None = None,
     ):
         self.base = base_url.rstrip("/")
         self.where = where  # "rs-prod https://127.0.0.1:9443"
@@ -115,6 +119,10 @@ class Client:
         self.timeout = timeout
         self.auth_hint = auth_hint
         self.requests_sent = 0
+        # (requests, seconds): never more than that many requests in any such window (an API quota),
+        # counted over every client of this process that talks to the same API.
+        self.rate_limit = rate_limit
+        self._sent_at = _SENT_AT.setdefault(self.base, [])
 
     def close(self) -> None:
         self.session.close()
@@ -142,6 +150,7 @@ class Client:
             last = attempt >= ATTEMPTS
             wait = delay
             try:
+                self._pace()
                 self.requests_sent += 1
                 resp = self.session.request(method, url, json=body, timeout=self.timeout)
             except requests.exceptions.SSLError as exc:
@@ -175,6 +184,20 @@ class Client:
                     return self._result(method, path, resp, hidden, attempt)
             time.sleep(wait)
             delay = min(delay * 2, 10.0) if delay else 0.0
+
+    def _pace(self) -> None:
+        """Wait until one more request fits in the rate limit's window."""
+        if self.rate_limit is None:
+            return
+        count, window = self.rate_limit
+        sent = self._sent_at
+        now = time.monotonic()
+        sent[:] = [t for t in sent if now - t < window]
+        if len(sent) >= count:
+            time.sleep(max(0.0, window - (now - sent[0])))
+            now = time.monotonic()
+            sent[:] = [t for t in sent if now - t < window]
+        sent.append(now)
 
     def _result(self, method: str, path: str, resp: requests.Response, hidden: list[str], attempt: int = 1) -> Any:
         if 200 <= resp.status_code < 300:

@@ -64,6 +64,7 @@ NAME = "memorystore"
 DEFAULT_URL = "https://memorystore.googleapis.com"
 TOKEN_AUTH = "TOKEN_AUTH"  # Instance.authorizationMode for basic token-based authentication
 MODE_PARAMETER = "authorizationMode"
+QUOTA = (60, 60.0)  # the instance API's quota: 60 requests per minute per project
 OPERATION_DEADLINE = 600.0  # seconds an operation may run before apply gives up on it
 STAY = "open connections stay: the file names no data-plane nodes for CLIENT KILL USER"
 
@@ -119,6 +120,7 @@ class MemorystoreProvider(Provider):
             ca_file=api.ca_file,  # tls: is the data plane's
             timeout=instance.timeout_seconds,
             auth_hint="the access token in admin.secret is missing, expired or not allowed on this instance",
+            rate_limit=QUOTA,
         )
 
     # -- read -----------------------------------------------------------------------------

@@ -178,6 +178,9 @@ def test_passwords_changed_outside_are_replaced_all(fake: FakeRedisSoftware, run
     assert rc == 2 and "replace all passwords" in out and "passwords set outside the reconciler" in out
     assert run.apply(text)[0] == 0
     assert fake.passwords[uid] == [OLD]
+    # 7.4: no password is known for sure, so the user object's password field sets one (objects/user)
+    assert bool([b for _, _, b in fake.http.requests("PUT", f"/v1/users/{uid}") if b and "password" in b]) == fake.legacy
+    assert all(fake.history("app-orders"))  # never without a password
     assert run.plan(text)[0] == 0
 
 

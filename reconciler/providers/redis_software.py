@@ -427,7 +427,8 @@ class _Run(common.ApiRun):
         config = list(node.config)
         record = common.load_record(self.p.desired.source, NAME)
         mine = record.setdefault(self.instance.name, {})
-        self.part.left = [f"config {cc.parameter}" for cc in config] + ["database roles_permissions"] + [f"{c.action} {c.user}" for c in changes]
+        bound = any(c.user != DEFAULT for c in changes)  # the default user has no role to bind
+        self.part.left = [f"config {cc.parameter}" for cc in config] + (["database roles_permissions"] if bound else []) + [f"{c.action} {c.user}" for c in changes]
         try:
             software = rs_versions.lowest([str(n.get("software_version") or "") for n in http.get("/v1/nodes") or []])
             self.passwords = rs_versions.password_api(software, self.where)
@@ -447,7 +448,8 @@ class _Run(common.ApiRun):
                 else:
                     pair = self._ensure_acl_and_role(http, c.user, c.rules)
                     bindings[c.user] = pair if c.enabled else None
-            self._step("database roles_permissions", None, "config", "roles_permissions", lambda: self._permissions(http, bindings))
+            if bound:
+                self._step("database roles_permissions", None, "config", "roles_permissions", lambda: self._permissions(http, bindings))
             for c in changes:
                 self._step(f"{c.action} {c.user}", c, c.action, c.user, lambda c=c: self._one(http, c, mine))
                 self.part.counts[c.action] = self.part.counts.get(c.action, 0) + 1
@@ -558,9 +560,10 @@ class _Run(common.ApiRun):
         new = [] if outside else [plain[t.sha256] for t in c.tokens if t.action == "add" and t.sha256 in plain]
         first = new[0] if new else _temporary_password()
         known = [plain[t.sha256] for t in c.tokens if t.action in ("keep", "remove") and t.sha256 in plain]
-        if self.passwords.needs_old_password and not known:
-            # 7.4: PUT /v1/users/password needs an existing password; none is known, so the user
-            # object's password field (objects/user: password) sets it.
+        if self.passwords.needs_old_password and (outside or not known):
+            # 7.4: PUT /v1/users/password needs an existing password; none is known for sure (after
+            # changes outside, a known one may be gone), so the user object's password field
+            # (objects/user: password) sets it.
             http.request("PUT", f"/v1/users/{live['uid']}", {"password": first}, secrets=[first])
         else:
             body = {"username": c.user, "new_password": first}

@@ -5,8 +5,8 @@ plan -> apply -> no-op -> rotation, and error paths."""
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 import stat
+from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
 
@@ -131,7 +131,7 @@ def test_requests_stay_within_the_quota(fake: FakeMemorystore, run: Run, monkeyp
     times = fake.http.times
     assert len(times) > 16
     # any 9 consecutive requests span at least the window, across plan, apply and verify
-    windows = [b - a for a, b in zip(times, times[8:])]
+    windows = [b - a for a, b in zip(times, times[8:], strict=False)]
     assert min(windows) >= 0.38
 
 
@@ -163,9 +163,9 @@ def test_operations_are_polled_with_backoff_and_retry_after(fake: FakeMemorystor
     fake.http.fail("GET", f"/v1/{INSTANCE.rsplit('/instances/', 1)[0]}/operations/", 429, times=1, headers={"Retry-After": "0.3"},
                    body={"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota"}})
     assert run.apply(access(fake, tok("2026-08")))[0] == 0
-    ops = [(t, p) for t, (m, p, _) in zip(fake.http.times, fake.http.log) if m == "GET" and "/operations/" in p]
+    ops = [(t, p) for t, (m, p, _) in zip(fake.http.times, fake.http.log, strict=True) if m == "GET" and "/operations/" in p]
     first_op = [t for t, p in ops if p == ops[0][1]]
-    gaps = [b - a for a, b in zip(first_op, first_op[1:])]
+    gaps = [b - a for a, b in pairwise(first_op)]
     assert gaps[0] >= 0.3  # the 429's Retry-After was honoured
     later = gaps[1:]
     assert later and all(g >= 0.05 for g in later) and max(later) >= 0.19  # doubling up to the cap

@@ -6,8 +6,8 @@ a re-run that converges."""
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
 

@@ -148,6 +148,7 @@ def test_authorization_mode_is_immutable(fake: FakeMemorystore, run: Run) -> Non
     text = access(fake, tok("2026-08"))
     rc, out, _ = run.plan(text)
     assert rc == 2 and "config authorizationMode" in out and "TOKEN_AUTH" in out  # the update is tried
+    assert "immutable in the v1 API" in out
     rc, _, err = run.apply(text)
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "immutable" in err and "recreate the instance with token-based authentication" in err

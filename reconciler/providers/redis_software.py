@@ -592,7 +592,10 @@ class _Run(common.ApiRun):
         token = user.tokens[0]
         assert token.plaintext is not None
         value = token.plaintext.reveal()
-        http.request("PUT", f"/v1/bdbs/{self.db}/passwords", {"password": value}, secrets=[value])
+        # A database change still pending answers 409 here too: reattempt, as for PUT /v1/bdbs/{uid}.
+        http.request(
+            "PUT", f"/v1/bdbs/{self.db}/passwords", {"password": value}, secrets=[value], conflict_deadline=time.monotonic() + ACTION_DEADLINE
+        )
         mine[DEFAULT] = {"tokens": {token.sha256: token.id}}
 
     def _remember(self, http: Client, user: str, hashes: tuple[str, ...], ids: dict[str, str], mine: dict) -> None:

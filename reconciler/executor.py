@@ -426,6 +426,10 @@ def execute(
     `between_batches` is called after each completed batch (tests kill servers there).
     """
     connect = connect or _default_connect()
+    if between_batches is None:
+        from . import progress
+
+        between_batches = progress.batch_hook(plan, batch_size)
     result = ApplyResult()
 
     def _warn_and_record(message: str) -> None:
@@ -491,12 +495,21 @@ def verify(
     if not touched:
         return
     instances: dict[str, InstanceState] = {}
+    from . import progress
+
     for name, nodes in touched.items():
         instance = desired.instances[name]
         topology = next(i.topology for i in plan.instances if i.name == name)
+        tick = progress.counter(f"verify {name}", f"verifying {name}", len(nodes), "nodes")
+
+        def read_one(n: NodePlan, instance: Instance = instance, tick: Callable[[], None] = tick) -> NodeState:
+            state = read_node(instance, n.address)
+            tick()
+            return state
+
         # In parallel, like the first read: verifying a 6-node cluster should not cost 6 reads in a row.
         with ThreadPoolExecutor(max_workers=min(MAX_NODE_THREADS, len(nodes))) as pool:
-            states = tuple(pool.map(lambda n, instance=instance: read_node(instance, n.address), nodes))
+            states = tuple(pool.map(read_one, nodes))
         instances[name] = InstanceState(name=name, nodes=states, topology=topology)
     scoped = replace(desired, instances={k: v for k, v in desired.instances.items() if k in touched})
     again = replan(scoped, LiveState(instances=instances), today=today)

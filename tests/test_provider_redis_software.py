@@ -377,6 +377,15 @@ def test_what_redis_software_refuses_fails_validate(
     assert not fake.http.requests("POST") and not fake.http.requests("PUT")
 
 
+def test_selectors_redis_software_accepts_pass_validate(fake: FakeRedisSoftware, run: Run) -> None:
+    users = '  app-x:\n    acl: "+get ~a (+set ~b) (%R~c &d)"\n    tokens:\n' + tok("a", "NEWER")
+    text = access(fake, tok("2026-08", "OLD"), extra_users=users)
+    run.file.write_text(text)
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 0, err
+    assert run.apply(text)[0] == 0 and "+set)" in fake.rules_of("app-x")  # and the contract server takes them (canonical form)
+
+
 def test_sha256_tokens_are_a_validation_error(fake: FakeRedisSoftware, run: Run) -> None:
     text = access(fake, "      - id: x\n        sha256: " + "a" * 64 + "\n")
     rc, _, err = run("validate", "-f", str(_write(run, text)))

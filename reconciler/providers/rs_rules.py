@@ -27,24 +27,20 @@ def email_of(user: str) -> str:
 
 
 def rules_problems(rules: str) -> list[str]:
-    """Problems Redis Software's Redis ACL objects would refuse in a resolved rule string."""
+    """Problems Redis Software's Redis ACL objects would refuse in a resolved rule string. A
+    selector is a run of words from one starting with `(` to one ending with `)`."""
     out: list[str] = []
     depth = 0
-    word = ""
-    for ch in rules + " ":
-        if ch == "(" and not word:
-            depth += 1
-            if depth > 1:
-                out.append("Redis Software refuses nested selectors in a Redis ACL (redis-acl-overview)")
-            continue
-        if ch.isspace() or (ch == ")" and depth and not word.startswith(("~", "%", "&"))):
-            if word:
-                out.extend(_word_problems(word))
-            word = ""
-            if ch == ")":
-                depth -= 1
-            continue
-        word += ch
+    for word in rules.split():
+        core = word.lstrip("(")
+        depth += len(word) - len(core)
+        if depth > 1:
+            out.append("Redis Software refuses nested selectors in a Redis ACL (redis-acl-overview)")
+        closing = len(core) - len(core.rstrip(")")) if depth else 0
+        closing = min(closing, depth)  # only open selectors close; a stray `)` stays in the word
+        core = core[: len(core) - closing] if closing else core
+        depth -= closing
+        out.extend(_word_problems(core))
     return list(dict.fromkeys(out))
 
 

@@ -72,7 +72,7 @@ from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
 from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
-from . import common, rs_versions
+from . import common, rs_rules, rs_versions
 from .base import Capabilities, Provider
 from .http import Client, HttpError, poll_delays
 from .rs_rules import email_of
@@ -629,4 +629,7 @@ class _Run(common.ApiRun):
 def _temporary_password() -> str:
     # Meets Redis Software's complexity rules (upper, lower, digit, special; 8+ characters; no
     # character four times in a row).
-    return "Tmp-" + _random.token_hex(16) + "a1A!"
+    while True:
+        value = "Tmp-" + _random.token_urlsafe(24) + "a1A!"
+        if rs_rules.password_problem(value, "") is None:
+            return value

@@ -576,6 +576,8 @@ class Builder:
             self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
             cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
+            if any(instances[n].provider == "redis-software" for n in user_instances):
+                self.redis_software_user(name, spec, base, roles, tokens, policies)
             ksor = spec.get("kill_sessions_on_revoke")
             out[name] = User(
                 name=name,
@@ -591,6 +593,31 @@ class Builder:
                 line=self.line(base),
             )
         return out
+
+    def redis_software_user(
+        self, name: str, spec: dict, base: Path, roles: dict[str, str | None], tokens: tuple[Token, ...], policies: Policies
+    ) -> None:
+        """What Redis Software would refuse (providers/rs_rules.py cites the pages), before any write."""
+        from ..providers import rs_rules
+
+        # objects/user's name pattern (ASCII, no & < > ") is already within the schema's username pattern.
+        for msg in rs_rules.rules_problems(_str(spec.get("acl")) or ""):
+            self.problem(base + ("acl",), msg)
+        for i, role in enumerate(_list(spec.get("roles"))):
+            if isinstance(role, str) and roles.get(role):
+                for msg in rs_rules.rules_problems(roles[role] or ""):
+                    self.problem(base + ("roles", i), f"role {role}: {msg}")
+        for i, t in enumerate(tokens):
+            if t.plaintext is not None and name != "default":  # the default user's is the database's password
+                problem = rs_rules.password_problem(t.plaintext.reveal(), name, policies.min_token_length)
+                if problem:
+                    self.problem(base + ("tokens", i), f"token {t.id} of user {name}: {problem}")
+        for i, c in enumerate(_list(spec.get("certificates"))):
+            parsed = parse_subject(c["subject"]) if isinstance(c, dict) and isinstance(c.get("subject"), str) else None
+            if parsed:
+                problem = rs_rules.subject_problem(parsed)
+                if problem:
+                    self.problem(base + ("certificates", i, "subject"), problem)
 
     def tokens(
         self, user: str, raw: Any, path: Path, policies: Policies, hash_owner: dict[str, tuple[str, Path]]

@@ -101,7 +101,7 @@ class Run(common.ApiRun):
             http.write("POST", "/acl/roles", {"name": name, "redisRules": _entries({}, self.here, name)})
         else:
             entries = _entries(roles[name], self.here, name)
-            if _plain(roles[name]) != entries:
+            if not _same(_plain(roles[name]), entries):
                 http.write("PUT", f"/acl/roles/{roles[name]['id']}", {"name": name, "redisRules": entries})
         self._accounts(http, user, users)
 
@@ -149,7 +149,7 @@ class Run(common.ApiRun):
         role = roles.get(name)
         entries = _entries(role, self.here, None) if role else []
         if role is not None and entries:
-            if _plain(role) != entries:
+            if not _same(_plain(role), entries):
                 http.write("PUT", f"/acl/roles/{role['id']}", {"name": name, "redisRules": entries})
             if not forget:
                 return  # disabled here: the Cloud users keep their passwords, the record its entries
@@ -197,3 +197,11 @@ class Run(common.ApiRun):
 def _plain(role: dict) -> list[dict]:
     """A role's entries as the API takes them (without ruleId, databaseName)."""
     return _entries(role, (-1, -1), None)
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Role entries equal regardless of order (the API may list them in its own order)."""
+    def norm(entries: list[dict]) -> list:
+        return sorted((e["ruleName"], sorted((d["subscriptionId"], d["databaseId"]) for d in e["databases"])) for e in entries)
+
+    return norm(a) == norm(b)

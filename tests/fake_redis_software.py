@@ -97,8 +97,8 @@ class Loopback:
                         self._send(fault.status, fault.body if fault.body is not None else {"error_code": "injected", "message": "injected fault"}, fault.headers)
                         return
                 with outer._lock:
-                    status, out = outer.handle(method, path, body, dict(self.headers))
-                self._send(status, out)
+                    answer = outer.handle(method, path, body, dict(self.headers))
+                self._send(*answer)  # (status, body) or (status, body, extra headers)
 
             def _send(self, status: int, out: Any, headers: dict[str, str] | None = None) -> None:
                 data = b"" if out is None else json.dumps(out).encode()

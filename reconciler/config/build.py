@@ -30,6 +30,7 @@ from ..model import (
     User,
     server_token_ref,
 )
+from . import cloud
 from .yamlsrc import Path, Source
 
 HOST_PORT = re.compile(r"^(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})$")
@@ -305,6 +306,7 @@ class Builder:
                 else defaults.timeout_seconds,
                 line=self.line(base),
                 api=self.api(spec, base, name),
+                client_certificates=cloud.client_certificates(self, spec, base),
             )
             if out[name].topology == "standalone" and len(nodes) > 1:
                 self.problem(base + ("topology",), f"topology: standalone but {len(nodes)} nodes are listed")
@@ -314,6 +316,9 @@ class Builder:
         """`api:` of a managed-service provider; what each provider needs is checked here."""
         provider = _str(spec.get("provider")) or "redis"
         raw = spec.get("api")
+        if provider == cloud.PROVIDER:
+            return cloud.api(self, spec, raw, base)
+        cloud.not_cloud(self, spec, raw, base)
         if provider == "redis":
             if raw is not None:
                 self.problem(base + ("api",), "api: is for provider redis-software or memorystore (provider: redis uses nodes:)")
@@ -455,7 +460,8 @@ class Builder:
         source, resolved = self.resolve_secret(
             raw["secret"], path + ("secret",), f"admin secret of instance {instance} ({secrets.describe(_dict(raw['secret']))})"
         )
-        return Admin(username=username, secret=resolved.secret if resolved else None, source=source)
+        admin = Admin(username=username, secret=resolved.secret if resolved else None, source=source)
+        return cloud.account_key(self, raw, path, instance, admin)
 
     # -- roles ---------------------------------------------------------------------
 
@@ -568,6 +574,7 @@ class Builder:
                 parts.append(own.strip())
             tokens = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
             self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
+            cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
             if any(instances[n].provider == "redis-software" for n in user_instances):
                 self.redis_software_user(name, spec, base, roles, tokens, policies)
@@ -682,6 +689,7 @@ class Builder:
                     note=_str(spec.get("note")),
                     line=self.line(where),
                     sink=sink,
+                    username=_str(spec.get("username")),
                 )
             )
         return tuple(out)

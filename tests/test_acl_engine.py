@@ -286,3 +286,13 @@ def test_commands_of_other_versions_are_unsupported_not_unknown():
     with pytest.raises(AclSyntaxError, match="unknown command 'gett'"):
         effective("+gett", old)
     assert known_command("GET") and known_command("config|get") and not known_command("gett")
+
+
+def test_selectors_with_and_without_database_rules_sort(table):
+    """Selectors differing only in a database rule (None: all) are ordered, not compared as None < tuple."""
+    if not table.has_databases:
+        return
+    a = effective("() (db=0)", table)
+    assert a == effective("(db=0) ()", table)
+    assert len(a.selectors) == 2 and {s.dbs for s in a.selectors} == {None, (0,)}
+    assert describe_delta(effective("", table), a)

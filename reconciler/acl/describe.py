@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Set as AbstractSet
 
-from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops
+from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops, selector_order
 from reconciler.acl.table import CommandTable
 from reconciler.plan import DeltaLine
 
@@ -148,10 +148,10 @@ def describe_delta(before: Permissions, after: Permissions) -> list[DeltaLine]:
     out += _pattern_delta(before.root, after.root, "")
     added = Counter(after.selectors) - Counter(before.selectors)
     removed = Counter(before.selectors) - Counter(after.selectors)
-    for sel in sorted(added.elements()):
+    for sel in sorted(added.elements(), key=selector_order):
         danger = any(d.sign == "!" for d in _command_delta(_EMPTY, sel, t, ""))
         out.append(DeltaLine("!" if danger else "+", f"selector ({_selector_text(sel, t)})"))
-    for sel in sorted(removed.elements()):
+    for sel in sorted(removed.elements(), key=selector_order):
         out.append(DeltaLine("-", f"selector ({_selector_text(sel, t)})"))
     return out
 

@@ -44,6 +44,11 @@ class SelectorPerms:
         return self.channels == ("*",)
 
 
+def selector_order(sel: SelectorPerms) -> tuple:
+    """A total order on selectors (dbs may be None: all databases, or a tuple)."""
+    return (sel.commands, sel.future, sel.firstargs, sel.keys, sel.channels, sel.dbs is not None, sel.dbs or ())
+
+
 @dataclass(frozen=True)
 class Permissions:
     """Effective permissions of a user on one server version. `==` is the planner's no-change test."""
@@ -321,7 +326,7 @@ def _compute(rules: str, t: CommandTable) -> Permissions:
     root.mask, root.future, fa = _command_part(cmd_rules, t)
     if fa:
         root.firstargs = {i: set(a) for i, a in fa}
-    return Permissions(t.name, root.freeze(t), tuple(sorted(selectors)), t)
+    return Permissions(t.name, root.freeze(t), tuple(sorted(selectors, key=selector_order)), t)
 
 
 def _command_part(

@@ -7,6 +7,7 @@ set of password hashes, and on on/off and nopass -- never on rule text.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -53,7 +54,9 @@ def plan(
         findings = _node_findings_all(desired, inst, users, inst_live.nodes)
         findings += _token_findings(desired, inst, users, today) + _cert_findings(desired, inst, users, today)
         if inst.sentinel_users:
-            findings += _token_findings(desired, inst, list(inst.sentinel_users), today)
+            findings += [
+                replace(f, message=f"sentinels: {f.message}") for f in _token_findings(desired, inst, list(inst.sentinel_users), today)
+            ]
         inv = () if inventory is None else _inventory_changes(users, inventory.get(name, {}))
         instances.append(
             InstancePlan(name=name, topology=inst_live.topology, nodes=nodes, findings=tuple(findings), inventory=inv)
@@ -62,12 +65,15 @@ def plan(
 
 
 def _node_findings_all(desired: DesiredState, inst: Instance, users: list[User], nodes: tuple[NodeState, ...]) -> list[Finding]:
-    """Findings per node, each said once for the nodes of one role (sentinels hold other users)."""
-    out: list[Finding] = []
-    for role_group in (tuple(n for n in nodes if n.role != "sentinel"), tuple(n for n in nodes if n.role == "sentinel")):
-        if role_group:
-            wanted = inst.users_for_role(role_group[0].role, users)
-            out += _dedupe([f for node in role_group for f in _node_findings(desired, inst, wanted, node)], len(role_group))
+    """Findings per node, each said once for the nodes of one role (sentinels hold other users,
+    and their findings say they are about the sentinels)."""
+    data = tuple(n for n in nodes if n.role != "sentinel")
+    sentinels = tuple(n for n in nodes if n.role == "sentinel")
+    out = _dedupe([f for node in data for f in _node_findings(desired, inst, users, node)], len(data))
+    if sentinels:
+        wanted = inst.users_for_role("sentinel", users)
+        found = _dedupe([f for node in sentinels for f in _node_findings(desired, inst, wanted, node)], len(sentinels))
+        out += [replace(f, message=f"sentinel{'s' if not f.node else ''}: {f.message}") for f in found]
     return out
 
 

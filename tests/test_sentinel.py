@@ -344,3 +344,65 @@ def test_wrong_master_name_is_named(group: Group, env: CliRun) -> None:
     rc, out, err = env("plan", "-f", str(env.file))
     assert rc == 1
     assert "does not monitor a master named 'nosuch'" in err
+
+
+# --- validation: no server needed ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "instance,message",
+    [
+        ("    topology: sentinel\n    master_name: m\n", "instances.cache: missing required key 'sentinels'"),
+        ("    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n", "master_name"),
+        (
+            "    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n    nodes: [10.0.0.5:6379]\n",
+            "instances.cache.nodes: nodes: is not used with topology: sentinel",
+        ),
+        ("    nodes: [10.0.0.5:6379]\n    master_name: m\n", "instances.cache.master_name: master_name: is for topology: sentinel"),
+        (
+            "    nodes: [10.0.0.5:6379]\n    sentinel_users: {}\n",
+            "instances.cache.sentinel_users: sentinel_users: is for topology: sentinel",
+        ),
+        (
+            "    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n"
+            "    sentinel_users:\n      app:\n        instances: [cache]\n        acl: \"+ping\"\n",
+            "instances.cache.sentinel_users.app.instances: instances: is not used in sentinel_users",
+        ),
+        (
+            "    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n"
+            "    sentinel_users:\n      app:\n        acl: \"+ping >secret\"\n",
+            "instances.cache.sentinel_users.app.acl: '>…' is not allowed in acl",
+        ),
+        (
+            "    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n    discover: false\n",
+            "instances.cache.discover: discover: false does not apply to topology: sentinel",
+        ),
+    ],
+    ids=["no-sentinels", "no-master-name", "nodes-too", "master-name-elsewhere", "sentinel-users-elsewhere",
+         "instances-in-sentinel-users", "identity-rule", "discover-false"],
+)
+def test_sentinel_keys_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str], instance: str, message: str) -> None:
+    from reconciler.cli import main
+
+    f = tmp_path / "access.yaml"
+    f.write_text(f"version: 1\ninstances:\n  cache:\n{instance}users: {{}}\n")
+    assert main(["validate", "-f", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert f"{f}:" in err and "Traceback" not in err
+
+
+def test_two_instances_may_share_sentinels_but_not_their_users(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler.cli import main
+
+    def inst(name: str, users: bool) -> str:
+        extra = "    sentinel_users:\n      app:\n        acl: \"+ping\"\n" if users else ""
+        return f"  {name}:\n    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: {name}\n{extra}"
+
+    f = tmp_path / "access.yaml"
+    f.write_text("version: 1\ninstances:\n" + inst("a", True) + inst("b", False) + "users: {}\n")
+    assert main(["validate", "-f", str(f)]) == 0, capsys.readouterr().err
+    f.write_text("version: 1\ninstances:\n" + inst("a", True) + inst("b", True) + "users: {}\n")
+    assert main(["validate", "-f", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "instances.b.sentinels[0]: sentinel 10.0.0.7:26379 is also managed by instance 'a'" in err, err

@@ -11,6 +11,7 @@ sentinels per server, driven through the CLI.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -125,6 +126,12 @@ class Group:
             c.close()
 
     def reset(self) -> None:
+        """Only `default` left everywhere; a node a failed test left down is started again."""
+        if not all(srv.alive() for srv in self.data):
+            for srv in self.data:
+                if not srv.alive():
+                    srv.restart()
+            wait_until("the sentinel group", self.settled)
         for srv in self.data + self.sentinels:
             c = self.data_client(srv) if srv in self.data else srv.client()
             try:
@@ -156,8 +163,11 @@ def start_group(server_id: str, workdir: Path) -> Group:
             c = srv.admin()
             try:
                 c.config_set("requirepass", ADMIN)
+                c.config_rewrite()  # a node a test restarts comes back with it
             finally:
                 c.close()
+            # ... so its readiness check after a restart has to log in.
+            srv.admin = functools.partial(srv.client, password=ADMIN)  # type: ignore[method-assign]
         for i in (1, 2, 3):
             sentinels.append(
                 start_sentinel(server_id, workdir / f"sentinel{i}", master_name=MASTER, primary=primary.address,
@@ -252,6 +262,47 @@ def test_failover_between_plan_and_apply_refuses_the_saved_plan(group: Group, en
     rc, out, err = env.apply(access())  # a new plan goes through
     assert rc == 0, err
     assert all("app-orders" in group.users(srv) for srv in group.data)
+
+
+def test_failover_during_apply_is_reported_per_node_and_a_rerun_converges(
+    group: Group, env: CliRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary dies while apply runs (the usual cause of a failover): the report names the
+    node that failed and says the rest is complete; once the sentinels have promoted a replica
+    and the old primary is back (as a replica), a re-run converges on the new roles."""
+    from reconciler import executor, live
+
+    old = group.node(next(iter(group.reported_primary())))
+    killed: list[str] = []
+
+    def connect_and_kill_the_primary(instance, address, **kw):  # the executor's connections only
+        client = live.connect(instance, address, **kw)
+        if address == old.address and not killed:
+            old.kill()
+            killed.append(address)
+        return client
+
+    with monkeypatch.context() as mp:
+        mp.setattr(executor, "_default_connect", lambda: connect_and_kill_the_primary)
+        rc, out, err = env.apply(access())
+    assert killed
+    assert rc == 1
+    assert "apply stopped on instance cache:" in err
+    assert f"node {old.address} ({old.server.replace('redis', 'Redis').replace('valkey', 'Valkey')} {old.version}): FAILED: connection lost" in err, err
+    for srv in group.data:  # every node is in the report, each with what it got
+        assert f"node {srv.address} " in err
+    assert "run apply again to converge" in err
+    wait_until("the sentinels to promote a replica", lambda: group.reported_primary() not in ({old.address}, set()))
+    old.restart()  # it comes back as a primary; the sentinels turn it into a replica
+    wait_until("the old primary to rejoin as a replica", group.settled)
+    new_primary = next(iter(group.reported_primary()))
+    rc, out, err = env.apply(access())
+    assert rc == 0, err
+    assert f"{new_primary} primary" in out  # the new plan names the primary the sentinels report now
+    for srv in group.data:
+        assert "app-orders" in group.users(srv), srv.address
+    rc, out, err = env.plan(access())
+    assert rc == 0, out + err
 
 
 def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun) -> None:

@@ -23,7 +23,18 @@ import redis
 
 from .errors import LiveError
 from .model import Instance
-from .topology import Connect, Member, Topology, _canonical, _fail, _info, _pairs, _Session, _sort_key, join_address
+from .topology import (
+    Connect,
+    Member,
+    Topology,
+    _canonical,
+    _fail,
+    _info,
+    _pairs,
+    _Session,
+    _sort_key,
+    join_address,
+)
 
 RESET_HINT = "if a reported node is gone for good, SENTINEL RESET {name} on every sentinel forgets it"
 
@@ -95,7 +106,7 @@ def _ask_all(instance: Instance, connect: Connect, addresses: list[str], timeout
             client = connect(as_sentinel, address, timeout=timeout)
         except LiveError as exc:
             text, prefix = str(exc), f"{instance.name} {address}: "
-            return SentinelView(address=address, error=text[len(prefix):] if text.startswith(prefix) else text), None
+            return SentinelView(address=address, error=text.removeprefix(prefix)), None
         try:
             view = ask(client, address, instance.master_name)  # type: ignore[arg-type]
         except (redis.RedisError, OSError) as exc:

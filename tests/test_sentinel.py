@@ -20,9 +20,15 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from cli_support import CliRun
-from servers import NEWEST, RunningServer, free_port, no_retry, start_sentinel, start_server
+from servers import (
+    NEWEST,
+    RunningServer,
+    free_port,
+    no_retry,
+    start_sentinel,
+    start_server,
+)
 
 pytestmark = pytest.mark.server
 
@@ -251,15 +257,15 @@ def test_apply_reaches_every_data_node_then_failover_is_a_noop(group: Group, env
 def test_failover_between_plan_and_apply_refuses_the_saved_plan(group: Group, env: CliRun) -> None:
     env.file.write_text(access())
     saved = env.dir / "plan.json"
-    rc, out, err = env("plan", "-f", str(env.file), "--out", str(saved), "--detailed-exitcode")
+    rc, _out, err = env("plan", "-f", str(env.file), "--out", str(saved), "--detailed-exitcode")
     assert rc == 2, err
     group.failover()
-    rc, out, err = env("apply", str(saved), "--auto-approve")
+    rc, _out, err = env("apply", str(saved), "--auto-approve")
     assert rc == 1
     assert "failover" in err and "make a new plan" in err
     for srv in group.data:
         assert "app-orders" not in group.users(srv)
-    rc, out, err = env.apply(access())  # a new plan goes through
+    rc, _out, err = env.apply(access())  # a new plan goes through
     assert rc == 0, err
     assert all("app-orders" in group.users(srv) for srv in group.data)
 
@@ -311,7 +317,9 @@ def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun
     for s in group.sentinels:
         line = group.users(s)["app"]
         assert f"#{sha(TOKENS['T_SAPP1'])}" in line
-        assert "app" in s.config_file.read_text()  # SENTINEL FLUSHCONFIG wrote it to sentinel.conf
+        # SENTINEL FLUSHCONFIG wrote the user to sentinel.conf (a sentinel has no CONFIG REWRITE)
+        saved = [ln for ln in s.config_file.read_text().splitlines() if ln.startswith("user app ")]
+        assert len(saved) == 1 and sha(TOKENS["T_SAPP1"]) in saved[0]
     for srv in group.data:
         assert "app" not in group.users(srv)  # sentinel users never reach data nodes
 
@@ -330,7 +338,7 @@ def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun
                 host, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
                 assert host and port
                 stats["ok"] += 1
-            except Exception as exc:  # counted: the assertion below shows them
+            except (redis.RedisError, OSError, AssertionError) as exc:  # counted: the assertion below shows them
                 stats["failed"] += 1
                 errors.append(f"{s.address}: {exc}")
             finally:
@@ -360,6 +368,10 @@ def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun
             s.client(username="app", password=TOKENS["T_SAPP1"], retry=no_retry()).ping()
     rc, out, err = env.plan(access(sentinel_users=sentinel_app("T_SAPP2")))
     assert rc == 0, out + err
+    restarted = group.sentinels[0]
+    restarted.restart()  # persisted: the rotated user comes back from sentinel.conf
+    assert restarted.client(username="app", password=TOKENS["T_SAPP2"], retry=no_retry()).ping()
+    wait_until("the sentinel group", group.settled)
 
 
 def test_sentinels_that_disagree_are_an_error(group: Group, env: CliRun, tmp_path: Path) -> None:
@@ -367,7 +379,7 @@ def test_sentinels_that_disagree_are_an_error(group: Group, env: CliRun, tmp_pat
     rogue = start_sentinel(group.server_id, tmp_path / "rogue", master_name=MASTER, primary=other.address, quorum=1)
     try:
         env.file.write_text(access(sentinels=f"[{{env: T_S0}}, {{env: T_S1}}, {{env: T_S2}}, {rogue.address}]"))
-        rc, out, err = env("plan", "-f", str(env.file))
+        rc, _out, err = env("plan", "-f", str(env.file))
         assert rc == 1
         assert "disagree on the primary" in err and other.address in err
         for srv in group.data:
@@ -380,19 +392,19 @@ def test_sentinels_that_disagree_are_an_error(group: Group, env: CliRun, tmp_pat
 def test_unreachable_sentinel_tolerated_for_data_but_not_for_sentinel_users(group: Group, env: CliRun) -> None:
     dead = f"127.0.0.1:{free_port()}"
     listed = f"[{{env: T_S0}}, {{env: T_S1}}, {{env: T_S2}}, {dead}]"
-    rc, out, err = env.plan(access(sentinels=listed))
+    rc, _out, err = env.plan(access(sentinels=listed))
     assert rc == 2, err  # 3 of 4 answered and agree: enough to find the data nodes
-    rc, out, err = env.plan(access(sentinels=listed, sentinel_users=sentinel_app("T_SAPP1")))
+    rc, _out, err = env.plan(access(sentinels=listed, sentinel_users=sentinel_app("T_SAPP1")))
     assert rc == 1
     assert dead in err and "every sentinel must be reachable" in err
-    rc, out, err = env.plan(access(sentinels=f"[{{env: T_S0}}, {dead}, 127.0.0.1:{free_port()}]"))
+    rc, _out, err = env.plan(access(sentinels=f"[{{env: T_S0}}, {dead}, 127.0.0.1:{free_port()}]"))
     assert rc == 1
     assert "only 1 of 3 sentinels answered" in err
 
 
 def test_wrong_master_name_is_named(group: Group, env: CliRun) -> None:
     env.file.write_text(access().replace(f"master_name: {MASTER}", "master_name: nosuch"))
-    rc, out, err = env("plan", "-f", str(env.file))
+    rc, _out, err = env("plan", "-f", str(env.file))
     assert rc == 1
     assert "does not monitor a master named 'nosuch'" in err
 
@@ -415,13 +427,13 @@ def test_wrong_master_name_is_named(group: Group, env: CliRun) -> None:
             "instances.cache.sentinel_users: sentinel_users: is for topology: sentinel",
         ),
         (
-            "    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n"
-            "    sentinel_users:\n      app:\n        instances: [cache]\n        acl: \"+ping\"\n",
+            ("    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n"
+             "    sentinel_users:\n      app:\n        instances: [cache]\n        acl: \"+ping\"\n"),
             "instances.cache.sentinel_users.app.instances: instances: is not used in sentinel_users",
         ),
         (
-            "    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n"
-            "    sentinel_users:\n      app:\n        acl: \"+ping >secret\"\n",
+            ("    topology: sentinel\n    sentinels: [10.0.0.7:26379]\n    master_name: m\n"
+             "    sentinel_users:\n      app:\n        acl: \"+ping >secret\"\n"),
             "instances.cache.sentinel_users.app.acl: '>…' is not allowed in acl",
         ),
         (
@@ -457,3 +469,12 @@ def test_two_instances_may_share_sentinels_but_not_their_users(tmp_path: Path, c
     assert main(["validate", "-f", str(f)]) == 1
     err = capsys.readouterr().err
     assert "instances.b.sentinels[0]: sentinel 10.0.0.7:26379 is also managed by instance 'a'" in err, err
+
+
+def test_the_sentinel_example_validates(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.cli import main
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "sentinel.yaml"
+    monkeypatch.setenv("CACHE_ADMIN_TOKEN", "x" * 32)
+    monkeypatch.setenv("SENTINEL_ADMIN_TOKEN", "y" * 32)
+    assert main(["validate", "-f", str(example)]) == 0, capsys.readouterr().err

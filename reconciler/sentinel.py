@@ -44,7 +44,7 @@ class SentinelView:
     """What one sentinel says about the monitored master."""
 
     address: str
-    run_id: str = ""
+    run_id: str = ""  # SENTINEL MYID: what SENTINEL SENTINELS calls runid
     primary: str | None = None
     replicas: list[str] = field(default_factory=list)
     sentinels: list[str] = field(default_factory=list)  # other sentinels of this master (ip:port)
@@ -70,7 +70,8 @@ def ask(client: redis.Redis, address: str, master_name: str) -> SentinelView:
     pipe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master_name)
     pipe.execute_command("SENTINEL", "REPLICAS", master_name)
     pipe.execute_command("SENTINEL", "SENTINELS", master_name)
-    info, primary, replicas, others = pipe.execute(raise_on_error=False)
+    pipe.execute_command("SENTINEL", "MYID")  # the id other sentinels report it under (6.2+)
+    info, primary, replicas, others, myid = pipe.execute(raise_on_error=False)
     for reply, what in ((info, "INFO"), (primary, "SENTINEL GET-MASTER-ADDR-BY-NAME"), (replicas, "SENTINEL REPLICAS"), (others, "SENTINEL SENTINELS")):
         if isinstance(reply, Exception):
             text = str(reply)
@@ -83,7 +84,7 @@ def ask(client: redis.Redis, address: str, master_name: str) -> SentinelView:
     if str(fields.get("redis_mode") or fields.get("server_mode") or "sentinel") != "sentinel":
         view.error = "is not a sentinel: list the sentinels under sentinels: (the data nodes are found through them)"
         return view
-    view.run_id = str(fields.get("run_id", ""))
+    view.run_id = "" if isinstance(myid, Exception) else str(myid)
     if not primary:
         view.error = f"does not monitor a master named '{master_name}' (check master_name)"
         return view

@@ -374,6 +374,19 @@ def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun
     wait_until("the sentinel group", group.settled)
 
 
+def test_sentinel_users_reach_sentinels_the_file_does_not_list(group: Group, env: CliRun) -> None:
+    """Two of three listed, one of them as localhost: the third is found through SENTINEL
+    SENTINELS, and the localhost one is not counted twice (same SENTINEL MYID)."""
+    first = group.sentinels[0]
+    listed = f"[localhost:{first.port}, {{env: T_S1}}]"
+    rc, out, err = env.apply(access(sentinels=listed, sentinel_users=sentinel_app("T_SAPP1")))
+    assert rc == 0, err
+    assert "3 sentinels" in out
+    assert f"localhost:{first.port}" in out and first.address not in out
+    for s in group.sentinels:
+        assert f"#{sha(TOKENS['T_SAPP1'])}" in group.users(s)["app"], s.address
+
+
 def test_sentinels_that_disagree_are_an_error(group: Group, env: CliRun, tmp_path: Path) -> None:
     other = start_server(group.server_id, tmp_path / "other")
     rogue = start_sentinel(group.server_id, tmp_path / "rogue", master_name=MASTER, primary=other.address, quorum=1)

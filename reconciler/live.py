@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import redis
@@ -308,20 +308,25 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
 def read_instance(instance: Instance) -> InstanceState:
     """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
     reusing discovery's connections."""
+    from . import progress
     from .topology import discover
 
     topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
     sentinels = {m.address for m in topo.members if m.role == "sentinel"}
+    tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
 
-    def read(a: str) -> NodeState:
-        if a in sentinels:
-            return read_node(instance.for_role("sentinel"), a, clients[a], role="sentinel")
-        return read_node(instance, a, clients[a])
+    def read_one(address: str) -> NodeState:
+        if address in sentinels:
+            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel")
+        else:
+            state = read_node(instance, address, clients[address])
+        tick()
+        return state
 
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, max(1, len(nodes)))) as pool:
-            states = list(pool.map(read, nodes))
+            states = list(pool.map(read_one, nodes))
     finally:
         for client in clients.values():
             client.close()

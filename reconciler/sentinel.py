@@ -257,7 +257,7 @@ def _all_sentinels(
     known_ids = {v.run_id for v in views.values() if v.run_id}
     extra: list[str] = []
     for v in views.values():
-        for a, run_id in zip(v.sentinels, v.sentinel_ids):
+        for a, run_id in zip(v.sentinels, v.sentinel_ids, strict=True):
             if a not in views and a not in extra and not (run_id and run_id in known_ids):
                 extra.append(a)
     if extra:

@@ -375,6 +375,8 @@ def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun
             s.client(username="app", password=TOKENS["T_SAPP1"], retry=no_retry()).ping()
     rc, out, err = env.plan(access(sentinel_users=sentinel_app("T_SAPP2")))
     assert rc == 0, out + err
+    for text in env.outputs:  # plans and apply reports name tokens by id and sha256 prefix only
+        assert not any(secret in text for secret in (*TOKENS.values(), ADMIN))
     restarted = group.sentinels[0]
     restarted.restart()  # persisted: the rotated user comes back from sentinel.conf
     assert restarted.client(username="app", password=TOKENS["T_SAPP2"], retry=no_retry()).ping()

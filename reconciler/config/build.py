@@ -30,6 +30,7 @@ from ..model import (
     User,
     server_token_ref,
 )
+from . import cloud
 from .yamlsrc import Path, Source
 
 HOST_PORT = re.compile(r"^(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})$")
@@ -307,6 +308,7 @@ class Builder:
                 else defaults.timeout_seconds,
                 line=self.line(base),
                 api=self.api(spec, base, name),
+                client_certificates=cloud.client_certificates(self, spec, base),
                 **self.sentinel_keys(spec, base, name, seen_sentinels),
             )
             if out[name].topology == "standalone" and len(nodes) > 1:
@@ -371,6 +373,9 @@ class Builder:
         """`api:` of a managed-service provider; what each provider needs is checked here."""
         provider = _str(spec.get("provider")) or "redis"
         raw = spec.get("api")
+        if provider == cloud.PROVIDER:
+            return cloud.api(self, spec, raw, base)
+        cloud.not_cloud(self, spec, raw, base)
         if provider == "redis":
             if raw is not None:
                 self.problem(base + ("api",), "api: is for provider redis-software or memorystore (provider: redis uses nodes:)")
@@ -512,7 +517,8 @@ class Builder:
         source, resolved = self.resolve_secret(
             raw["secret"], path + ("secret",), f"admin secret of instance {instance} ({secrets.describe(_dict(raw['secret']))})"
         )
-        return Admin(username=username, secret=resolved.secret if resolved else None, source=source)
+        admin = Admin(username=username, secret=resolved.secret if resolved else None, source=source)
+        return cloud.account_key(self, raw, path, instance, admin)
 
     # -- roles ---------------------------------------------------------------------
 
@@ -627,7 +633,10 @@ class Builder:
                 parts.append(own.strip())
             tokens = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
             self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
+            cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
+            if any(instances[n].provider == "redis-software" for n in user_instances):
+                self.redis_software_user(name, spec, base, roles, tokens, policies)
             ksor = spec.get("kill_sessions_on_revoke")
             out[name] = User(
                 name=name,
@@ -643,6 +652,31 @@ class Builder:
                 line=self.line(base),
             )
         return out
+
+    def redis_software_user(
+        self, name: str, spec: dict, base: Path, roles: dict[str, str | None], tokens: tuple[Token, ...], policies: Policies
+    ) -> None:
+        """What Redis Software would refuse (providers/rs_rules.py cites the pages), before any write."""
+        from ..providers import rs_rules
+
+        # objects/user's name pattern (ASCII, no & < > ") is already within the schema's username pattern.
+        for msg in rs_rules.rules_problems(_str(spec.get("acl")) or ""):
+            self.problem(base + ("acl",), msg)
+        for i, role in enumerate(_list(spec.get("roles"))):
+            if isinstance(role, str) and roles.get(role):
+                for msg in rs_rules.rules_problems(roles[role] or ""):
+                    self.problem(base + ("roles", i), f"role {role}: {msg}")
+        for i, t in enumerate(tokens):
+            if t.plaintext is not None and name != "default":  # the default user's is the database's password
+                problem = rs_rules.password_problem(t.plaintext.reveal(), name, policies.min_token_length)
+                if problem:
+                    self.problem(base + ("tokens", i), f"token {t.id} of user {name}: {problem}")
+        for i, c in enumerate(_list(spec.get("certificates"))):
+            parsed = parse_subject(c["subject"]) if isinstance(c, dict) and isinstance(c.get("subject"), str) else None
+            if parsed:
+                problem = rs_rules.subject_problem(parsed)
+                if problem:
+                    self.problem(base + ("certificates", i, "subject"), problem)
 
     def tokens(
         self, user: str, raw: Any, path: Path, policies: Policies, hash_owner: dict[str, tuple[str, Path]]
@@ -714,6 +748,7 @@ class Builder:
                     note=_str(spec.get("note")),
                     line=self.line(where),
                     sink=sink,
+                    username=_str(spec.get("username")),
                 )
             )
         return tuple(out)

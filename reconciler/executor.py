@@ -90,6 +90,7 @@ class NodeResult:
             {
                 "acl-save": "saved (ACL SAVE)",
                 "config-rewrite": "saved (CONFIG REWRITE)",
+                "sentinel-flushconfig": "saved (SENTINEL FLUSHCONFIG)",
                 "warn": "not persisted (in memory only)",
                 "none": "persist: none",
             }.get(self.persisted, "not persisted")
@@ -247,7 +248,7 @@ class _NodeRun:
         try:
             self._check_stop()
             try:
-                client = self.connect(self.instance, self.node.address)
+                client = self.connect(self.instance.for_role(self.node.role), self.node.address)
             except ReconcilerError as exc:
                 self._fail(str(exc))
                 raise _Stop from None
@@ -365,6 +366,8 @@ class _NodeRun:
                 client.execute_command("ACL", "SAVE")
             elif mode == "config-rewrite":
                 client.execute_command("CONFIG", "REWRITE")
+            elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
+                client.execute_command("SENTINEL", "FLUSHCONFIG")
             # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
@@ -473,6 +476,12 @@ def _describe_left(changes: Sequence[UserChange]) -> str:
     return ", ".join(parts) + more
 
 
+def _reread(read_node: Callable[..., NodeState], instance: Instance, node: NodePlan) -> NodeState:
+    if node.role == "sentinel":
+        return read_node(instance.for_role("sentinel"), node.address, role="sentinel")
+    return read_node(instance, node.address)
+
+
 def verify(
     plan: Plan,
     desired: DesiredState,
@@ -503,7 +512,7 @@ def verify(
         tick = progress.counter(f"verify {name}", f"verifying {name}", len(nodes), "nodes")
 
         def read_one(n: NodePlan, instance: Instance = instance, tick: Callable[[], None] = tick) -> NodeState:
-            state = read_node(instance, n.address)
+            state = _reread(read_node, instance, n)
             tick()
             return state
 

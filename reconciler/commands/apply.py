@@ -105,6 +105,11 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
                     f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
                     "(fingerprint differs); make a new plan"
                 )
+            elif state.role != node_plan.role:
+                problems.append(
+                    f"{inst.name} {node_plan.address}: node is now {state.role}, the plan was made when it was "
+                    f"{node_plan.role} (a failover since?); make a new plan"
+                )
             elif state.label != node_plan.label:
                 problems.append(
                     f"{inst.name} {node_plan.address}: server is now {state.label}, the plan was made for "

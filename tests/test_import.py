@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_support import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
-from servers import RunningServer
+from servers import CERT_USER_MAPPING, RunningServer
 
 from reconciler import acl
 
@@ -175,8 +175,9 @@ def test_import_reuses_an_instance_of_a_file(server: RunningServer, tmp_path: Pa
     assert r.returncode == 1 and "import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE" in r.stderr
 
 
-def test_import_certificate_users_over_tls(server_factory, tmp_path: Path) -> None:
-    srv: RunningServer = server_factory("valkey-9.1", cert_user_mapping=True)
+@pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
+def test_import_certificate_users_over_tls(server_factory, tmp_path: Path, server_id: str) -> None:
+    srv: RunningServer = server_factory(server_id, cert_user_mapping=True)
     srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
     client = srv.admin(username="default", password=ADMIN)
     client.execute_command("ACL", "SETUSER", "app-billing", "reset", "on", "resetpass", "~billing:*", "+@all", "-@dangerous")

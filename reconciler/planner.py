@@ -149,7 +149,7 @@ def _plan_node(
 ) -> NodePlan:
     changes: list[UserChange] = []
     for user in sorted(users, key=lambda u: u.name):
-        change = _plan_user(inst, user, node.users.get(user.name), node, table, today)
+        change = _plan_user(inst, user, node.users.get(user.name), node, table, today, desired.source)
         if change is not None:
             changes.append(change)
     wanted = {u.name for u in users}
@@ -177,15 +177,25 @@ def _plan_node(
 
 
 def _plan_user(
-    inst: Instance, user: User, live: LiveUser | None, node: NodeState, table: "acl.CommandTable", today: date
+    inst: Instance,
+    user: User,
+    live: LiveUser | None,
+    node: NodeState,
+    table: "acl.CommandTable",
+    today: date,
+    source: str = "",
 ) -> UserChange | None:
     where = f"{inst.name} {node.address}: user {user.name}"
     try:
         rules = acl.rules_for(user.rules, table)  # memoized per table by the engine
-    except acl.UnsupportedRule as exc:
-        raise PlanError(f"{where}: {node.label} can't express this: {exc}") from None
-    except acl.AclSyntaxError as exc:
-        raise PlanError(f"{where}: {exc}") from None
+    except (acl.UnsupportedRule, acl.AclSyntaxError) as exc:
+        # The rule is in the file: say where (the user's line; `roles` when a role brought it).
+        own = isinstance(exc, acl.UnsupportedRule) and exc.rule in user.acl.split()
+        field = "acl" if own or not user.roles else "roles"
+        at = f"{source}:{user.line}: users.{user.name}.{field}: " if source and user.line else ""
+        if isinstance(exc, acl.UnsupportedRule):
+            raise PlanError(f"{at}{where}: {node.label} can't express this: {exc}") from None
+        raise PlanError(f"{at}{where}: {exc}") from None
     if user.certificate_only and not node.capabilities.cert_user_mapping:
         raise PlanError(
             f"{where}: certificate-only user, but {node.label} can't map client certificates to users "

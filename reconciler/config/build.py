@@ -171,6 +171,8 @@ def _check_rules(text: str, field_name: str) -> list[str]:
                 if close:
                     message += f" (did you mean '@{close[0]}'?)"
             problems.append(message)
+        return problems
+    problems += acl.unknown_commands(text)  # unknown to every supported version
     return problems
 
 
@@ -227,7 +229,10 @@ class Builder:
         if not isinstance(ref, dict) or set(ref) not in ({"env"}, {"file"}) or not isinstance(next(iter(ref.values())), str):
             return "", None  # the schema reported it
         source = secrets.describe(ref)
-        if not self.resolve_secrets:
+        if not self.resolve_secrets:  # validate without --resolve-secrets: the form only
+            shape = secrets.shape_problem(ref)
+            if shape and "env" not in ref:  # env names: the schema's pattern reported it
+                self.problem(path, f"{what}: {shape}")
             return source, None
         try:
             resolved = secrets.resolve(

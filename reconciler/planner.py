@@ -14,7 +14,22 @@ from typing import Any
 from . import acl
 from .errors import PlanError
 from .model import Certificate, DesiredState, Instance, Token, User
-from .plan import ConfigChange, DeltaLine, Finding, InstancePlan, InventoryChange, NodePlan, Plan, TokenChange, UserChange, fingerprint
+from .plan import (
+    Action,
+    ConfigChange,
+    DeltaLine,
+    Finding,
+    FindingKind,
+    InstancePlan,
+    InventoryChange,
+    NodePlan,
+    Plan,
+    Severity,
+    TokenAction,
+    TokenChange,
+    UserChange,
+    fingerprint,
+)
 from .state import LiveState, LiveUser, NodeState
 
 TableLookup = Callable[[str], "acl.CommandTable"]
@@ -160,7 +175,7 @@ def _plan_node(
             lu = node.users[name]
             conns = f"; {lu.connections} open connection{'s' if lu.connections != 1 else ''} will be killed" if lu.connections else ""
             changes.append(
-                UserChange(action="delete", user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
+                UserChange(action=Action.DELETE, user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
             )
     persist = _persist_mode(inst, node) if changes else "none"
     # tls-auth-clients* are data-node settings; a sentinel has no CONFIG SET.
@@ -219,10 +234,10 @@ def _plan_user(
 
     if live is None:
         tokens = tuple(
-            TokenChange("add", h, by_hash[h].id, expires=_iso(by_hash[h].expires)) for h in hashes
+            TokenChange(TokenAction.ADD, h, by_hash[h].id, expires=_iso(by_hash[h].expires)) for h in hashes
         )
         return UserChange(
-            action="create",
+            action=Action.CREATE,
             user=user.name,
             enabled=user.enabled,
             nopass=nopass,
@@ -268,15 +283,15 @@ def _plan_user(
             t = by_hash[h]
             if h in live_hashes:
                 reason = f"kept: {t.note}" if t.note else "kept: remove after apps moved" if added else "kept"
-                token_changes.append(TokenChange("keep", h, t.id, reason=reason, expires=_iso(t.expires)))
+                token_changes.append(TokenChange(TokenAction.KEEP, h, t.id, reason=reason, expires=_iso(t.expires)))
             else:
-                token_changes.append(TokenChange("add", h, t.id, expires=_iso(t.expires)))
+                token_changes.append(TokenChange(TokenAction.ADD, h, t.id, expires=_iso(t.expires)))
         for h in removed:
             gone = by_hash.get(h)
             if gone is not None and _expired(gone, today):
-                token_changes.append(TokenChange("remove", h, gone.id, reason=f"expired {gone.expires}", expires=_iso(gone.expires)))
+                token_changes.append(TokenChange(TokenAction.REMOVE, h, gone.id, reason=f"expired {gone.expires}", expires=_iso(gone.expires)))
             else:
-                token_changes.append(TokenChange("remove", h, None, reason="not in file"))
+                token_changes.append(TokenChange(TokenAction.REMOVE, h, None, reason="not in file"))
     disabled = live.enabled and not user.enabled
     revoke_kill = bool(removed) and (
         user.kill_sessions_on_revoke if user.kill_sessions_on_revoke is not None else inst.kill_sessions_on_revoke
@@ -287,7 +302,7 @@ def _plan_user(
     if lapsed and not user.certificate_only:
         note = "last token expired: nobody can log in until a new token is added"
     return UserChange(
-        action="update",
+        action=Action.UPDATE,
         user=user.name,
         enabled=user.enabled,
         nopass=nopass,
@@ -338,7 +353,7 @@ def _tls_client_auth(inst: Instance, users: list[User], node: NodeState) -> tupl
 
     def restart(what: str, why: str) -> None:
         findings.append(
-            Finding("tls_client_auth", f"needs restart with {what}: {why}", inst.name, node.address, severity="error")
+            Finding(FindingKind.TLS_CLIENT_AUTH, f"needs restart with {what}: {why}", inst.name, node.address, severity=Severity.ERROR)
         )
 
     if not node.tls:
@@ -373,7 +388,7 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
         if u.certificates and u.tokens and not maps:  # certificate-only users are a plan error instead
             out.append(
                 Finding(
-                    "cert_unmapped",
+                    FindingKind.CERT_UNMAPPED,
                     f"user {u.name} has certificates, but {node.label} on this node does not map certificates "
                     "to users (tls-auth-clients-user CN over TLS): only its tokens log in",
                     inst.name,
@@ -387,7 +402,7 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
         if d.enabled and _wants_nopass(inst, d):
             out.append(
                 Finding(
-                    "nopass",
+                    FindingKind.NOPASS,
                     "user default is nopass (auth_mode: none) on an instance with certificate users: "
                     "clients without a matching certificate fall back to it",
                     inst.name,
@@ -400,11 +415,11 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
                 certs = any(u.certificates for u in users)
                 why = "; clients without a matching certificate fall back to it" if certs else ""
                 out.append(
-                    Finding("nopass", f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
+                    Finding(FindingKind.NOPASS, f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
                 )
             continue
         if name not in wanted and name != node.admin_user and not inst.prune:
-            out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
+            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
     return out
 
 
@@ -415,18 +430,18 @@ def _token_findings(desired: DesiredState, inst: Instance, users: list[User], to
         for t in user.tokens:
             ref = f"token {user.name}/{t.id}"
             if _expired(t, today):
-                out.append(Finding("token_expired", f"{ref} expired on {t.expires}: removed from servers", inst.name, user=user.name, token_id=t.id))
+                out.append(Finding(FindingKind.TOKEN_EXPIRED, f"{ref} expired on {t.expires}: removed from servers", inst.name, user=user.name, token_id=t.id))
                 continue
             if t.expires is not None and (t.expires - today).days <= pol.expiry_warning_days:
                 days = (t.expires - today).days
                 out.append(
-                    Finding("token_expiring", f"{ref} expires in {days} days ({t.expires.isoformat()}, warning at {pol.expiry_warning_days})", inst.name, user=user.name, token_id=t.id)
+                    Finding(FindingKind.TOKEN_EXPIRING, f"{ref} expires in {days} days ({t.expires.isoformat()}, warning at {pol.expiry_warning_days})", inst.name, user=user.name, token_id=t.id)
                 )
             if pol.token_max_age_days is not None and t.created is not None:
                 age = (today - t.created).days
                 if age > pol.token_max_age_days:
                     out.append(
-                        Finding("token_age", f"{ref} is {age} days old (policy {pol.token_max_age_days})", inst.name, user=user.name, token_id=t.id)
+                        Finding(FindingKind.TOKEN_AGE, f"{ref} is {age} days old (policy {pol.token_max_age_days})", inst.name, user=user.name, token_id=t.id)
                     )
     return out
 
@@ -444,12 +459,12 @@ def _cert_findings(desired: DesiredState, inst: Instance, users: list[User], tod
             ends = info.not_after.date()
             if ends < today:
                 out.append(
-                    Finding("cert_expired", f"{ref} expired on {ends.isoformat()}", inst.name, user=user.name, severity="error")
+                    Finding(FindingKind.CERT_EXPIRED, f"{ref} expired on {ends.isoformat()}", inst.name, user=user.name, severity=Severity.ERROR)
                 )
             elif (ends - today).days <= warn_days:
                 out.append(
                     Finding(
-                        "cert_expiring",
+                        FindingKind.CERT_EXPIRING,
                         f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn_days})",
                         inst.name,
                         user=user.name,
@@ -470,10 +485,10 @@ def _inventory_changes(users: list[User], recorded: Mapping[str, list[dict]]) ->
         for fp, c in now.items():
             if fp not in before:
                 assert c.info is not None
-                out.append(InventoryChange("add", name, c.info.subject, fp, c.info.not_after.date().isoformat(), c.cert_file))
+                out.append(InventoryChange(TokenAction.ADD, name, c.info.subject, fp, c.info.not_after.date().isoformat(), c.cert_file))
         for fp, e in before.items():
             if fp not in now:
-                out.append(InventoryChange("remove", name, str(e.get("subject", "")), fp, e.get("expires"), e.get("cert_file")))
+                out.append(InventoryChange(TokenAction.REMOVE, name, str(e.get("subject", "")), fp, e.get("expires"), e.get("cert_file")))
     return tuple(out)
 
 

@@ -61,11 +61,11 @@ users:
 
 TOP_KEYS = {"drift", "format_version", "instances", "source", "summary", "today"}
 DRIFT_KEYS = {"status", "exit_code", "changes", "findings", "kinds"}
-SUMMARY_KEYS = {"add", "change", "destroy", "findings"}
+SUMMARY_KEYS = {"add", "change", "destroy", "findings", "errors"}
 INSTANCE_KEYS = {"name", "topology", "nodes", "findings", "inventory"}
 NODE_KEYS = {"address", "role", "label", "fingerprint", "changes", "persist", "config"}
 CHANGE_KEYS = {"action", "user", "enabled", "nopass", "hashes", "rules", "enabled_before", "tokens",
-               "permissions", "certificates", "kill_sessions", "connections", "note"}
+               "permissions", "certificates", "kill_sessions", "connections", "note", "passwords"}
 TOKEN_KEYS = {"action", "sha256", "token_id", "reason", "expires"}
 FINDING_KEYS = {"kind", "message", "instance", "node", "user", "token_id", "severity"}
 
@@ -139,7 +139,7 @@ def check_keys(doc: dict) -> None:
     assert set(doc) == TOP_KEYS
     assert set(doc["drift"]) == DRIFT_KEYS
     assert set(doc["summary"]) == SUMMARY_KEYS
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     for inst in doc["instances"]:
         assert set(inst) == INSTANCE_KEYS
         for node in inst["nodes"]:
@@ -344,7 +344,7 @@ def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
     assert code == 2
     check_keys(doc)
     assert doc["drift"]["kinds"] == {"nopass": 1, "token_age": 1, "token_expiring": 1, "unmanaged_token": 1, "unmanaged_user": 1}
-    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5}
+    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5, "errors": 0}
     assert json.loads(json.dumps(doc)) == doc
 
     code, md, _ = denv.drift("markdown")

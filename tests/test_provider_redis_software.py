@@ -147,6 +147,11 @@ def test_token_gone_from_the_file_is_replaced_all(fake: FakeRedisSoftware, run: 
     three = access(fake, tok("2026-11", "NEW"))
     rc, out, _ = run.plan(three)
     assert rc == 2 and "replace all passwords (PUT /v1/users/password)" in out
+    # apply decides from the typed field, not from the note's text
+    run.file.write_text(three)
+    rc, out, _ = run("plan", "-f", str(run.file), "--format", "json")
+    (change,) = json.loads(out)["instances"][0]["nodes"][0]["changes"]
+    assert change["passwords"] == "replace-all"
     assert run.apply(three)[0] == 0
     assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
     put = fake.http.requests("PUT", "/v1/users/password")[-1][2]
@@ -463,10 +468,12 @@ def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run:
 def test_missing_trusted_ca_is_an_error_finding(fake: FakeRedisSoftware, run: Run) -> None:
     fake.certificates.clear()
     rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
-    assert rc == 2 and "no mtls_trusted_ca certificate" in out
+    assert rc == 2 and "! finding (error): certificate users can't log in: the cluster has no mtls_trusted_ca certificate" in out
     run.file.write_text(access(fake, tok("2026-08", "OLD")))
     rc, out, _ = run("drift", "-f", str(run.file), "--format", "json")
-    assert rc == 2 and json.loads(out)["drift"]["kinds"].get("cert_unmapped") == 1
+    doc = json.loads(out)
+    assert rc == 2 and doc["drift"]["kinds"].get("cert_unmapped") == 1
+    assert doc["summary"]["errors"] == 1 and [f["severity"] for f in doc["instances"][0]["findings"]] == ["error"]
 
 
 def test_failure_mid_create_reruns_without_replacing_all(fake: FakeRedisSoftware, run: Run) -> None:

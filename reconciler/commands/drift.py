@@ -8,7 +8,7 @@ import json
 import sys
 
 from ..manager import Manager
-from ..plan import Finding, Plan
+from ..plan import Finding, FindingKind, Plan
 from ..planner import _dedupe
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
@@ -25,7 +25,7 @@ def with_unmanaged_tokens(plan: Plan) -> Plan:
     for inst in plan.instances:
         extra = [
             Finding(
-                "unmanaged_token",
+                FindingKind.UNMANAGED_TOKEN,
                 f"user {c.user} has a token that is not in the file (sha256:{t.prefix}…); apply removes it",
                 inst.name,
                 node.address,

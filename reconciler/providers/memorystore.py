@@ -54,7 +54,7 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User, server_token_ref
-from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
+from ..plan import ConfigChange, Finding, FindingKind, InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -251,7 +251,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
                 findings=inst.findings
                 + tuple(
                     Finding(
-                        "record_missing",
+                        FindingKind.RECORD_MISSING,
                         f"user {user}: {record} names none of the service's tokens, so they can't be matched to the "
                         "file's token ids; apply would replace them (new values to the sinks) -- restore the record to keep them",
                         inst.name,

@@ -41,7 +41,7 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
-from ..plan import ConfigChange, Finding, InstancePlan, Plan, TokenChange, UserChange
+from ..plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, Plan, Severity, TokenAction, TokenChange, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -312,17 +312,17 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState, toda
         live = {a.name: a.sha256 for a in node.accounts[name]}
         if live != wanted_accounts(user):
             lu = node.users[name]
-            c = UserChange(action="update", user=name, enabled=user.enabled, hashes=lu.hashes, rules=lu.rules,
-                           tokens=tuple(TokenChange("keep", t.sha256, t.id) for t in user.tokens))
+            c = UserChange(action=Action.UPDATE, user=name, enabled=user.enabled, hashes=lu.hashes, rules=lu.rules,
+                           tokens=tuple(TokenChange(TokenAction.KEEP, t.sha256, t.id) for t in user.tokens))
             changed = _refine_change(where, c, user, node, allow)
             if changed is not None:
                 changes.append(changed)
     findings = list(inst.findings) + [
-        Finding("unmanaged_user", f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
+        Finding(FindingKind.UNMANAGED_USER, f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
                 "(left alone, also by prune)", inst.name, user=n)
         for n in node.others
     ] + [
-        Finding("password_unknown", f"the password of Redis Cloud user {n} is not in {common.record_path(desired.source, NAME)}: "
+        Finding(FindingKind.PASSWORD_UNKNOWN, f"the password of Redis Cloud user {n} is not in {common.record_path(desired.source, NAME)}: "
                 f"taken to be token {tid}; set api.allow_password_replace: true to set it again (old connections fail)",
                 inst.name, user=n, token_id=tid)
         for n, tid in node.unrecorded
@@ -353,9 +353,9 @@ def _cert_findings(desired: DesiredState, instance: str, inst: Instance, today: 
         ends = info.not_after.date()
         ref = f"client certificate {info.subject} (sha256:{info.sha256[:8]}…, {cert.cert_file})"
         if ends < today:
-            out.append(Finding("cert_expired", f"{ref} expired on {ends.isoformat()}", instance, severity="error"))
+            out.append(Finding(FindingKind.CERT_EXPIRED, f"{ref} expired on {ends.isoformat()}", instance, severity=Severity.ERROR))
         elif (ends - today).days <= warn:
-            out.append(Finding("cert_expiring", f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn})", instance))
+            out.append(Finding(FindingKind.CERT_EXPIRING, f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn})", instance))
     return out
 
 

@@ -70,7 +70,7 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
-from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
+from ..plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, PasswordStrategy, Plan, Severity, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common, rs_rules, rs_versions
 from .base import Capabilities, Provider
@@ -291,7 +291,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
                 lu = node.users[name]
                 changes.append(
                     UserChange(
-                        action="update",
+                        action=Action.UPDATE,
                         user=name,
                         enabled=user.enabled,
                         hashes=lu.hashes,
@@ -307,22 +307,22 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
         if node.trusted_ca is False:
             findings.append(
                 Finding(
-                    "cert_unmapped",
+                    FindingKind.CERT_UNMAPPED,
                     "certificate users can't log in: the cluster has no mtls_trusted_ca certificate "
                     "(add it with PUT /v1/cluster/update_cert; the reconciler does not manage CAs)",
                     inst.name,
-                    severity="error",
+                    severity=Severity.ERROR,
                 )
             )
         if node.database_mtls is False:
             findings.append(
                 Finding(
-                    "cert_unmapped",
+                    FindingKind.CERT_UNMAPPED,
                     f"certificate users can't log in to database {node.database}: it needs tls_mode enabled and "
                     "client certificate authentication (enforce_client_authentication) -- set them on the database "
                     "(the reconciler does not change database TLS)",
                     inst.name,
-                    severity="error",
+                    severity=Severity.ERROR,
                 )
             )
         nodes.append(replace(node_plan, changes=tuple(changes), config=config, persist="none"))
@@ -389,12 +389,8 @@ def _refine_change(instance: str, c: UserChange, user: User | None, node: RSNode
             else f"no kept token's plaintext to authorize adding one (Redis Software {node.software} asks for old_password)"
         )
         note = f"{REPLACE_ALL}: {why}; new connections with a kept token fail for a moment until it is added back"
-        return replace(c, note=note)
+        return replace(c, note=note, passwords=PasswordStrategy.REPLACE_ALL)
     return c
-
-
-def replace_all(c: UserChange) -> bool:
-    return c.note.startswith(REPLACE_ALL)
 
 # -- execution --------------------------------------------------------------------------------
 
@@ -539,7 +535,7 @@ class _Run(common.ApiRun):
             http.request("PUT", f"/v1/users/{live['uid']}", update)
         if subject or not any(t.action in ("add", "remove") for t in c.tokens):
             return
-        if replace_all(c):
+        if c.passwords == PasswordStrategy.REPLACE_ALL:
             self._replace_all(http, c, live, plain)
         else:
             kept = [plain[t.sha256] for t in c.tokens if t.action == "keep" and t.sha256 in plain]

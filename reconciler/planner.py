@@ -84,10 +84,10 @@ def _node_findings_all(desired: DesiredState, inst: Instance, users: list[User],
     and their findings say they are about the sentinels)."""
     data = tuple(n for n in nodes if n.role != "sentinel")
     sentinels = tuple(n for n in nodes if n.role == "sentinel")
-    out = _dedupe([f for node in data for f in _node_findings(desired, inst, users, node)], len(data))
+    out = dedupe_findings([f for node in data for f in _node_findings(desired, inst, users, node)], len(data))
     if sentinels:
         wanted = inst.users_for_role("sentinel", users)
-        found = _dedupe([f for node in sentinels for f in _node_findings(desired, inst, wanted, node)], len(sentinels))
+        found = dedupe_findings([f for node in sentinels for f in _node_findings(desired, inst, wanted, node)], len(sentinels))
         out += [replace(f, message=f"sentinel{'s' if not f.node else ''}: {f.message}") for f in found]
     return out
 
@@ -492,7 +492,7 @@ def _inventory_changes(users: list[User], recorded: Mapping[str, list[dict]]) ->
     return tuple(out)
 
 
-def _dedupe(findings: list[Finding], node_count: int) -> list[Finding]:
+def dedupe_findings(findings: list[Finding], node_count: int) -> list[Finding]:
     """A finding that holds on every node of an instance is reported once, without a node."""
     groups: dict[tuple, list[Finding]] = {}
     for f in findings:

@@ -9,7 +9,7 @@ import sys
 
 from ..manager import Manager
 from ..plan import Finding, FindingKind, Plan
-from ..planner import _dedupe
+from ..planner import dedupe_findings
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
 
@@ -36,7 +36,7 @@ def with_unmanaged_tokens(plan: Plan) -> Plan:
             for t in c.tokens
             if t.action == "remove" and t.token_id is None
         ]
-        instances.append(dataclasses.replace(inst, findings=inst.findings + tuple(_dedupe(extra, len(inst.nodes)))))
+        instances.append(dataclasses.replace(inst, findings=inst.findings + tuple(dedupe_findings(extra, len(inst.nodes)))))
     return dataclasses.replace(plan, instances=tuple(instances))
 
 

@@ -21,10 +21,6 @@ _CLASSES = {
 }
 
 
-def names() -> tuple[str, ...]:
-    return tuple(_CLASSES)
-
-
 def provider_class(name: str) -> type[Provider]:
     if name not in _CLASSES:
         raise ReconcilerError(f"unknown provider '{name}' (known: {', '.join(_CLASSES)})")

@@ -147,10 +147,6 @@ def users_here(desired: DesiredState, instance: str) -> Mapping[str, User]:
     return {u.name: u for u in desired.users_for(instance)}
 
 
-def only(plan: Plan, provider: str, desired: DesiredState) -> list[InstancePlan]:
-    return [i for i in plan.instances if desired.instances[i.name].provider == provider]
-
-
 def verify_by_replan(provider: Any, plan: Plan, today: date) -> None:
     """Re-read every instance the plan changed through its provider and re-plan: nothing may be left."""
     names = [i.name for i in plan.instances if any(n.has_changes for n in i.nodes)]

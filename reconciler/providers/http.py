@@ -118,7 +118,6 @@ class Client:
             self.session.cert = cert
         self.timeout = timeout
         self.auth_hint = auth_hint
-        self.requests_sent = 0
         # (requests, seconds): never more than that many requests in any such window (an API quota),
         # counted over every client of this process that talks to the same API.
         self.rate_limit = rate_limit
@@ -151,7 +150,6 @@ class Client:
             wait = delay
             try:
                 self._pace()
-                self.requests_sent += 1
                 resp = self.session.request(method, url, json=body, timeout=self.timeout)
             except requests.exceptions.SSLError as exc:
                 raise HttpError(f"{self.where}: TLS failed on {method} {path}: {_first_line(exc, hidden)}") from None

@@ -16,8 +16,7 @@ import pytest
 import redis
 from executor_support import acl_users, sha
 from servers import RunningServer, no_retry
-
-from reconciler.cli import main
+from support.cli import Cli, Result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,9 +72,9 @@ FINDING_KEYS = {"kind", "message", "instance", "node", "user", "token_id", "seve
 class DriftEnv:
     def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
         self.srv = srv
-        self.file = tmp / "access.yaml"
+        self.cli = Cli(tmp, capsys=capsys)
+        self.file = self.cli.file
         self.monkeypatch = monkeypatch
-        self.capsys = capsys
         self.env = {"T_NODE": srv.address, "T_ADMIN": ADMIN, "T_ORDERS": ORDERS, "T_ORDERS_OLD": ORDERS_OLD,
                     "RECONCILER_TODAY": TODAY, "NO_COLOR": "1"}
         for k, v in self.env.items():
@@ -87,12 +86,9 @@ class DriftEnv:
         self.file.write_text(FILE.format(admin=ADMIN_USER, created=created, expires=expires, auth_mode=auth_mode,
                                          forbid_nopass=str(forbid_nopass).lower(), more_tokens=more_tokens))
 
-    def run(self, *argv: str, today: str = TODAY) -> tuple[int, str, str]:
+    def run(self, *argv: str, today: str = TODAY) -> Result:
         self.monkeypatch.setenv("RECONCILER_TODAY", today)
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in err
-        return code, out, err
+        return self.cli(*argv)
 
     def apply(self, today: str = TODAY) -> None:
         code, out, err = self.run("apply", "-f", str(self.file), "--auto-approve", today=today)

@@ -2,7 +2,7 @@
 replicas and a 3-primary/3-replica cluster. ACLs are per node -- neither replication nor the
 cluster bus carries them -- so every test checks every node.
 
-Deployments are shared by the session (tests/cluster_support.py starts them all in parallel
+Deployments are shared by the session (tests/support/cluster.py starts them all in parallel
 on first use); each test starts from `default` only, with every node up and in sync.
 """
 
@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import redis
-from cluster_support import (
+from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
+from support.cli import Cli
+from support.cluster import (
     ADMIN_PASSWORD,
     REGISTRY,
     REPL_CONFIG,
@@ -27,8 +29,6 @@ from cluster_support import (
     reset_acls,
     wait_until,
 )
-from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
-from support.cli import Cli
 
 from reconciler import acl, executor, live
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_support import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
 from servers import CERT_USER_MAPPING, RunningServer
+from support.cluster import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
 
 from reconciler import acl
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster_support import (
+from servers import MATRIX, free_port
+from support.cluster import (
     ADMIN_PASSWORD,
     REGISTRY,
     Deployment,
@@ -18,7 +19,6 @@ from cluster_support import (
     start_replicated,
     wait_until,
 )
-from servers import MATRIX, free_port
 
 from reconciler import live, topology
 from reconciler.cli import main

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Literal
 
-from .. import acl, secrets
+from .. import acl, providers, secrets
 from ..model import (
     Admin,
     ApiSettings,
@@ -330,8 +330,9 @@ class Builder:
                 if key in spec:
                     self.problem(base + (key,), f"{key}: is for topology: sentinel")
             return {}
-        if (_str(spec.get("provider")) or "redis") != "redis":
-            self.problem(base + ("topology",), "topology: sentinel is for provider redis")
+        provider = _str(spec.get("provider")) or providers.DEFAULT
+        if providers.known(provider) and not providers.capabilities(provider).topology:
+            self.problem(base + ("topology",), f"topology: sentinel is for provider {' or '.join(providers.supporting('topology'))}")
         if "nodes" in spec:
             self.problem(base + ("nodes",), "nodes: is not used with topology: sentinel: the sentinels report the primary and replicas; list the sentinels under sentinels:")
         if spec.get("discover") is False:
@@ -421,35 +422,29 @@ class Builder:
         )
 
     def provider_tokens(self, user: str, tokens: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
-        """Token kinds each provider can use: redis-software needs plaintext (its password API asks for
-        an existing password to add one and for the password itself to delete it); memorystore
-        generates token values itself, so its tokens are declared by id with a sink."""
+        """Token kinds each instance's provider accepts, from its Capabilities: a sha256 entry needs
+        token_hashes, a secret token_secrets, a sink (the service generates the value)
+        server_generated_tokens. One problem per token."""
         for i, t in enumerate(tokens):
             where = path + (i,)
+            kind = {"sha256": "token_hashes", "server-generated": "server_generated_tokens"}.get(t.source, "token_secrets")
             for inst_name in user_instances:
                 provider = instances[inst_name].provider
-                if provider == "redis-software" and t.source == "sha256":
-                    self.problem(
-                        where,
-                        f"token {t.id} of user {user}: instance {inst_name} uses provider redis-software, whose password API "
-                        "needs the plaintext (to add a password next to an existing one and to delete one): "
-                        "give it as secret: {env|file}, not sha256",
-                    )
-                    break
-                if provider == "memorystore" and t.source != "server-generated":
-                    self.problem(
-                        where,
-                        f"token {t.id} of user {user}: instance {inst_name} uses provider memorystore, which generates token "
-                        "values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
-                    )
-                    break
-                if provider != "memorystore" and t.source == "server-generated":
+                if not providers.known(provider):
+                    continue  # the schema reported it
+                caps = providers.capabilities(provider)
+                if getattr(caps, kind):
+                    continue
+                if kind == "server_generated_tokens":
                     self.problem(
                         where + ("sink",),
-                        f"token {t.id} of user {user}: sink: is for provider memorystore, but instance {inst_name} uses "
-                        f"provider {provider}: give the token as secret: {{env|file}} or sha256",
+                        f"token {t.id} of user {user}: sink: is for provider {' or '.join(providers.supporting(kind))}, "
+                        f"but instance {inst_name} uses provider {provider}: give the token as secret: {{env|file}} or sha256",
                     )
-                    break
+                else:
+                    why = caps.reasons.get(kind) or f"which does not take {'sha256' if kind == 'token_hashes' else 'secret'} tokens"
+                    self.problem(where, f"token {t.id} of user {user}: instance {inst_name} uses provider {provider}, {why}")
+                break
 
     def nodes(self, raw: Any, path: Path, instance: str, seen: dict[str, tuple[str, Path]]) -> tuple[str, ...]:
         out: list[str] = []

@@ -120,12 +120,7 @@ def tokens(b: Builder, user: str, tokens_: tuple[Token, ...], path: Path, user_i
             continue
         if user == "default" and t.username is not None:
             b.problem(where + ("username",), "the default user's token is the database password: it takes no username")
-        if t.source == "sha256":
-            b.problem(
-                where,
-                f"token {t.id} of user {user}: instance {cloud[0]} uses provider redis-cloud, whose API takes the "
-                "password itself: give it as secret: {env|file}, not sha256",
-            )
+        # sha256 entries: refused through the provider's Capabilities (Builder.provider_tokens)
         name = t.username or user
         if name in owners:
             b.problem(

@@ -9,7 +9,7 @@ provider-agnostic: everything a managed service does differently lives behind th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Mapping
 
@@ -21,7 +21,9 @@ from ..state import InstanceState, LiveState
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can express; the planner's refinements and the README are built on these."""
+    """What a provider can express. config.load checks the file against the capabilities of each
+    instance's provider (providers.capabilities), so a new provider declares what it supports
+    here and validation follows; `reasons` words the validation error for a missing one."""
 
     rules: bool = True  # per-user permission rules (ACL SETUSER, or a Redis Software redis_acl)
     token_hashes: bool = True  # accepts `sha256:`-only tokens (the server stores hashes)
@@ -32,6 +34,8 @@ class Capabilities:
     disable_users: bool = True  # enabled: false
     saved_plans: bool = True  # `apply PLAN.json` re-reads and compares fingerprints
     topology: bool = True  # nodes, replicas and cluster members are the reconciler's business
+    # capability name -> why it is missing, completing "instance X uses provider P, <reason>"
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 class Provider(ABC):

@@ -102,6 +102,10 @@ class MemorystoreProvider(Provider):
         certificate_users=False,
         disable_users=False,
         topology=False,
+        reasons={
+            "token_hashes": "which generates token values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
+            "token_secrets": "which generates token values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
+        },
     )
 
     def client(self, instance: Instance) -> Client:

@@ -91,6 +91,7 @@ class RedisCloudProvider(Provider):
         token_hashes=False,  # the API takes the password itself
         certificate_users=False,  # certificates are per database (client_certificates), not per user
         topology=False,
+        reasons={"token_hashes": "whose API takes the password itself: give it as secret: {env|file}, not sha256"},
     )
 
     def client(self, instance: Instance) -> Any:

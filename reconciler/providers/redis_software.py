@@ -128,6 +128,10 @@ class RedisSoftwareProvider(Provider):
         token_hashes=False,  # the password API needs plaintext
         topology=False,
         saved_plans=True,
+        reasons={
+            "token_hashes": "whose password API needs the plaintext (to add a password next to an existing one and to "
+            "delete one): give it as secret: {env|file}, not sha256",
+        },
     )
 
     # -- connection -----------------------------------------------------------------------

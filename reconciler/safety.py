@@ -59,7 +59,7 @@ def _default_table(node: NodeState) -> Any:
         return acl.CommandTable.bundled(node.command_table)
     except KeyError:
         pass
-    from .live import tables  # tables read off nodes this run (a sentinel's own table)
+    from .providers.redis.read import tables  # tables read off nodes this run (a sentinel's own table)
 
     read = tables().get(node.command_table)
     return read if read is not None else acl.CommandTable.nearest(node.server, node.version)

@@ -13,8 +13,8 @@ import redis
 from executor_support import acl_users, sha, write_calls
 from servers import RunningServer, no_retry
 
-from reconciler import executor
 from reconciler.cli import main
+from reconciler.providers.redis import execute as executor
 
 ADMIN = "admin-plaintext-0c8e2f4a6b1d3957e0f2a4c6"
 TOKENS = {
@@ -348,7 +348,7 @@ def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
         f"did not converge on node {env.srv.address} (cache): update app-orders, create app-reports"
     )
     # The plan-only check used for saved plans sees the hand-made plan as done.
-    from reconciler import live
+    from reconciler.providers.redis import read as live
 
     fresh = {("cache", env.srv.address): live.read_node(desired.instances["cache"], env.srv.address)}
     assert executor.verify_targets(partial, fresh) == []

@@ -30,7 +30,9 @@ from support.cluster import (
     wait_until,
 )
 
-from reconciler import acl, executor, live
+from reconciler import acl
+from reconciler.providers.redis import execute as executor
+from reconciler.providers.redis import read as live
 
 pytestmark = pytest.mark.server
 

@@ -25,9 +25,9 @@ from executor_support import (
 )
 from servers import RunningServer, no_retry
 
-from reconciler import executor
 from reconciler.audit import AuditLog, plan_fingerprint
 from reconciler.errors import ApplyError
+from reconciler.providers.redis import execute as executor
 
 
 def _wait_until(cond, timeout: float = 3.0) -> bool:

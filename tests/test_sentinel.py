@@ -283,7 +283,8 @@ def test_failover_during_apply_is_reported_per_node_and_a_rerun_converges(
     """The primary dies while apply runs (the usual cause of a failover): the report names the
     node that failed and says the rest is complete; once the sentinels have promoted a replica
     and the old primary is back (as a replica), a re-run converges on the new roles."""
-    from reconciler import executor, live
+    from reconciler.providers.redis import execute as executor
+    from reconciler.providers.redis import read as live
 
     old = group.node(next(iter(group.reported_primary())))
     killed: list[str] = []

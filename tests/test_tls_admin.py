@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from servers import RunningServer, make_tls_material, new_key, no_retry, write_pair, x509_name
 
-from reconciler import live
 from reconciler.errors import LiveError
 from reconciler.model import Instance, TLSConfig
+from reconciler.providers.redis import read as live
 
 
 def instance(srv: RunningServer, **tls: str | None) -> Instance:

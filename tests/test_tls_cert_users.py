@@ -19,7 +19,8 @@ import redis
 from servers import CERT_USER_MAPPING, RunningServer, no_retry
 from support.cli import Cli, Result
 
-from reconciler import certs, executor
+from reconciler import certs
+from reconciler.providers.redis import execute as executor
 
 ADMIN = "admin-plaintext-5d0e7b3c9a1f2468e0c2a4b6"
 

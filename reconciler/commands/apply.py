@@ -16,13 +16,15 @@ import sys
 from datetime import date
 from typing import Any, Callable
 
-from .. import executor, inventory, live, providers, safety
+from .. import inventory, providers, safety
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, today, warn_unpersisted
 from ..model import DesiredState
 from ..plan import Plan, only_instances
 from ..planner import node_fingerprint
+from ..providers.redis import execute as executor
+from ..providers.redis import read as live
 from ..render import render_text
 from ..render.terminal import use_color
 from ..state import InstanceState, LiveState, NodeState

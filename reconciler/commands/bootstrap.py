@@ -26,12 +26,13 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from .. import live, providers, safety
+from .. import providers, safety
 from ..audit import AuditLog
 from ..errors import ApplyError, LiveError, ReconcilerError
 from ..manager import Manager, today, warn_unpersisted
 from ..model import Admin, DesiredState, Instance, Secret
 from ..plan import Plan, UserChange, only_changes
+from ..providers.redis import read as live
 from ..render import render_text
 from ..render.terminal import use_color
 from ..state import InstanceState, LiveState

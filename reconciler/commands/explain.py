@@ -21,7 +21,7 @@ from ..state import NodeState
 
 
 def _table(node: NodeState) -> Any:
-    from .. import live
+    from ..providers.redis import read as live
 
     read = live.tables().get(node.command_table)
     if read is not None:
@@ -34,7 +34,7 @@ def _table(node: NodeState) -> Any:
 
 def _dryrun(node: NodeState, instance: Any, user: str, argv: list[str]) -> str | None:
     """The server's ACL DRYRUN (Redis 7.0+, Valkey): "allowed" or its refusal, None if unavailable."""
-    from .. import live
+    from ..providers.redis import read as live
 
     if node.server == "redis" and tuple(int(x) for x in node.version.split(".")[:2]) < (7, 0):
         return None

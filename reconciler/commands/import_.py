@@ -25,9 +25,10 @@ from typing import Any
 
 import yaml
 
-from .. import acl, live
+from .. import acl
 from ..errors import ReconcilerError
 from ..manager import Manager, today
+from ..providers.redis import read as live
 from ..state import InstanceState, LiveUser, NodeState
 
 _REQUIRED = {"yes": True, "no": False, "optional": "optional"}

@@ -322,7 +322,7 @@ class _Run(common.ApiRun):
         connections alone (manage-basic-auth advises closing them)."""
         import redis
 
-        from .. import live
+        from .redis import read as live
 
         dp = self.instance.api.data_plane if self.instance.api else None
         if dp is None or not self.instance.nodes:

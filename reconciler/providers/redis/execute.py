@@ -26,11 +26,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from .audit import AuditLog, redact
-from .errors import ApplyError, ReconcilerError
-from .model import DesiredState, Instance
-from .plan import InstancePlan, NodePlan, Plan, UserChange
-from .state import InstanceState, LiveState, NodeState
+from ...audit import AuditLog, redact
+from ...errors import ApplyError, ReconcilerError
+from ...model import DesiredState, Instance
+from ...plan import InstancePlan, NodePlan, Plan, UserChange
+from ...state import InstanceState, LiveState, NodeState
 
 # Step outcomes.
 OK = "ok"
@@ -112,10 +112,6 @@ class ApplyResult:
     def failed_instances(self) -> list[str]:
         return sorted({n.instance for n in self.nodes if not n.ok})
 
-    def touched(self) -> list[tuple[str, str]]:
-        """(instance, address) of every node a write was sent to."""
-        return [(n.instance, n.address) for n in self.nodes if n.started]
-
     def summary_lines(self) -> list[str]:
         return [n.summary() for n in self.nodes if n.ok]
 
@@ -152,7 +148,7 @@ class _Stop(Exception):
 
 
 def _default_connect() -> Connect:
-    from . import live
+    from . import read as live
 
     return live.connect
 
@@ -170,8 +166,7 @@ def _no_such_user(exc: BaseException) -> bool:
 
 
 def _config_changes(node: NodePlan) -> tuple[Any, ...]:
-    # NodePlan.config (CONFIG SET for tls_client_auth) is being added to plan.py alongside.
-    return tuple(getattr(node, "config", ()))
+    return node.config
 
 
 class _NodeRun:
@@ -430,7 +425,7 @@ def execute(
     """
     connect = connect or _default_connect()
     if between_batches is None:
-        from . import progress
+        from ... import progress
 
         between_batches = progress.batch_hook(plan, batch_size)
     result = ApplyResult()
@@ -495,7 +490,8 @@ def verify(
     Only the touched nodes are re-read, so the re-plan covers exactly them.
     """
     if read_node is None or replan is None:
-        from . import live, planner
+        from ... import planner
+        from . import read as live
 
         read_node = read_node or live.read_node
         # Command tables read off nodes whose version has no bundled table.
@@ -504,7 +500,7 @@ def verify(
     if not touched:
         return
     instances: dict[str, InstanceState] = {}
-    from . import progress
+    from ... import progress
 
     for name, nodes in touched.items():
         instance = desired.instances[name]
@@ -566,7 +562,7 @@ def _holds(change: UserChange, state: NodeState) -> bool:
 
 
 def same_permissions(wanted: str, live_rules: str, state: NodeState) -> bool:
-    from . import acl
+    from ... import acl
 
     try:
         table = acl.CommandTable.bundled(state.command_table)

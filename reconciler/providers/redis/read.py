@@ -14,10 +14,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import LiveError
-from .model import Instance
-from .plan import fingerprint
-from .state import InstanceState, LiveUser, NodeState
+from ...errors import LiveError
+from ...model import Instance
+from ...state import InstanceState, LiveUser, NodeState
+from . import sentinel, topology
 
 DEFAULT_TIMEOUT = 5.0
 MAX_PARALLEL_NODES = 8
@@ -102,7 +102,7 @@ class _NamedSSLConnection(redis.connection.SSLConnection):
 
 def _tls_files_problem(instance: Instance) -> str | None:
     """Checks we can make before connecting: files readable, our own certificate in date."""
-    from . import certs
+    from ... import certs
 
     tls = instance.tls
     assert tls is not None
@@ -176,15 +176,8 @@ def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOU
     return client
 
 
-def _parse_info(text: str | dict) -> dict[str, str]:
-    if isinstance(text, dict):  # redis-py's INFO callback already parsed it
-        return {k: str(v) for k, v in text.items()}
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if ":" in line and not line.startswith("#"):
-            k, _, v = line.partition(":")
-            out[k.strip()] = v.strip()
-    return out
+def _info_text(reply: Any) -> dict[str, str]:
+    return {k: str(v) for k, v in topology.parse_info(reply).items()}
 
 
 def _connections_by_user(client_list: Any) -> dict[str, int]:
@@ -214,12 +207,8 @@ def _config_value(reply: Any, key: str) -> str | None:
     return value if value else None
 
 
-def acl_fingerprint(client: redis.Redis) -> str:
-    return fingerprint(list(client.execute_command("ACL", "LIST")))
-
-
 def _command_table(client: redis.Redis, server: str, version: str) -> str:
-    from .acl import CommandTable
+    from ...acl import CommandTable
 
     name = f"{server}-{version}"
     if name not in _TABLES:
@@ -233,7 +222,7 @@ def _command_table(client: redis.Redis, server: str, version: str) -> str:
 def _sentinel_table(client: redis.Redis, server: str, version: str) -> str:
     """A sentinel's own command table (SENTINEL, ACL, AUTH, ...), read off the sentinel: rules of
     sentinel_users are checked against what a sentinel runs, not a data node's table."""
-    from .acl import CommandTable
+    from ...acl import CommandTable
 
     name = f"{server}-sentinel-{version}"
     if name not in _TABLES:
@@ -249,7 +238,7 @@ def tables() -> dict[str, Any]:
 
 def read_node(instance: Instance, address: str, client: redis.Redis | None = None, role: str | None = None) -> NodeState:
     """role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role)."""
-    from .acl import parse_acl_list_line
+    from ...acl import parse_acl_list_line
 
     own = client is None
     if client is None:
@@ -270,10 +259,10 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
         for reply, what in ((acl_list, "ACL LIST"), (info_server, "INFO"), (whoami, "ACL WHOAMI")):
             if isinstance(reply, Exception):
                 raise LiveError(f"{instance.name} {address}: {what} refused: {reply}")
-        info = _parse_info(info_server)
+        info = _info_text(info_server)
         server = "valkey" if "valkey_version" in info else "redis"
         version = info.get("valkey_version") or info.get("redis_version", "0.0.0")
-        repl = {} if isinstance(info_repl, Exception) else _parse_info(info_repl)
+        repl = {} if isinstance(info_repl, Exception) else _info_text(info_repl)
         conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
@@ -308,10 +297,10 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
 def read_instance(instance: Instance) -> InstanceState:
     """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
     reusing discovery's connections."""
-    from . import progress
-    from .topology import discover
+    from ... import progress
 
-    topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
+    find = sentinel.discover if instance.topology == "sentinel" else topology.discover
+    topo, clients = find(instance, connect=connect, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
     sentinels = {m.address for m in topo.members if m.role == "sentinel"}
     tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")

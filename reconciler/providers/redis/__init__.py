@@ -1,0 +1,45 @@
+"""`provider: redis` (the default): ACL commands on every node of standalone servers,
+replicas, clusters and Sentinel-managed deployments.
+
+    topology.py   which nodes make up an instance (seeds, replicas, cluster members)
+    sentinel.py   the same for `topology: sentinel`, from what the sentinels report
+    read.py       connecting to a node and reading its ACL state into state.NodeState
+    execute.py    pipelined, verified ACL writes and their persistence
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Mapping
+
+from ... import planner
+from ...audit import AuditLog
+from ...model import Instance
+from ...plan import InstancePlan, Plan
+from ...state import InstanceState, LiveState
+from ..base import Capabilities, Provider
+from . import execute, read
+
+
+class RedisProvider(Provider):
+    name = "redis"
+    capabilities = Capabilities()
+
+    def read(self, instance: Instance) -> InstanceState:
+        return read.read_instance(instance)
+
+    def plan(
+        self,
+        live_state: LiveState,
+        *,
+        today: date,
+        inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
+    ) -> tuple[InstancePlan, ...]:
+        # Command tables read off nodes whose version has no bundled table.
+        return planner.plan(self.desired, live_state, today=today, tables=read.tables(), inventory=inventory).instances
+
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> Any:
+        return execute.execute(plan, self.desired, audit=audit)
+
+    def verify(self, plan: Plan, *, today: date) -> None:
+        execute.verify(plan, self.desired, today=today)

@@ -20,7 +20,7 @@ from servers import CERT_USER_MAPPING, RunningServer, no_retry
 from support.cli import Cli, Result
 
 from reconciler import certs
-from reconciler.providers.redis import execute as executor
+from reconciler.plan import Plan
 
 ADMIN = "admin-plaintext-5d0e7b3c9a1f2468e0c2a4b6"
 
@@ -44,6 +44,9 @@ users:
 {certs}"""
 
 
+WRITE_COMMANDS = {"acl|setuser", "acl|deluser", "acl|save", "config|set", "config|rewrite", "client|kill"}
+
+
 class Env:
     def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any):
         self.srv, self.tmp, self.capsys = srv, tmp, capsys
@@ -55,15 +58,11 @@ class Env:
         monkeypatch.setenv("T_ADMIN", ADMIN)
         monkeypatch.delenv("RECONCILER_TODAY", raising=False)
         srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
-        self.sent: list[tuple[str, ...]] = []
-        real = executor._NodeRun._command
 
-        def spy(run: Any, step: str, c: Any) -> tuple[str, ...]:
-            cmd = real(run, step, c)
-            self.sent.append(cmd)
-            return cmd
-
-        monkeypatch.setattr(executor._NodeRun, "_command", spy)
+    def writes(self) -> int:
+        """Write commands the server has executed so far (its own INFO commandstats)."""
+        stats = self.admin().info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k.split("_", 1)[1] in WRITE_COMMANDS)
 
     def cert(self, cn: str = "app-billing", **kw: Any) -> tuple[Path, Path]:
         return self.mat.client_cert(cn, "payments", "Acme", c="US", **kw)
@@ -107,16 +106,17 @@ def test_certificate_only_user_logs_in_with_its_certificate_only(env: Env) -> No
     assert "+ user app-billing" in out and "certificate-only (resetpass)" in out
     assert "certificate: CN=app-billing,OU=payments,O=Acme,C=US  (sha256:" in out
 
+    # Never nopass: not in the SETUSER the plan makes (apply sends exactly these), not in the live ACL.
+    code, out, err = env.run("plan", "-f", str(env.file), "--format", "json")
+    changes = [c for i in Plan.from_json(json.loads(out)).instances for n in i.nodes for c in n.changes]
+    billing = [c.setuser_args() for c in changes if c.user == "app-billing"]
+    assert len(billing) == 1 and "resetpass" in billing[0]
+    assert not any("nopass" in (w.lower() for w in c.setuser_args()) for c in changes), changes
+
     code, out, err = env.apply()
     assert code == 0, err
     admin = env.admin()
     assert admin.config_get("tls-auth-clients-user") == {"tls-auth-clients-user": "CN"}
-
-    # Never nopass: not in any SETUSER sent, not in the live ACL.
-    setusers = [c for c in env.sent if c[:2] == ("ACL", "SETUSER")]
-    billing = [c for c in setusers if c[2] == "app-billing"]
-    assert len(billing) == 1 and "resetpass" in billing[0]
-    assert not any("nopass" in (w.lower() for w in c) for c in setusers), setusers
     line = next(x for x in admin.execute_command("ACL", "LIST") if x.split()[1] == "app-billing")
     assert " nopass" not in line and "#" not in line and ">" not in line, line
     getuser = admin.acl_getuser("app-billing")
@@ -156,6 +156,7 @@ def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env:
     code, out, err = env.apply()
     assert code == 0, err
     assert f"Certificate inventory recorded in {env.tmp / 'access.inventory.json'}" in out
+    assert env.writes() > 0  # the count sees the first apply's writes
     app = env.srv.client(cert=old)  # default retry: reconnects after CLIENT KILL
     assert app.execute_command("ACL", "WHOAMI") == "app-billing"
 
@@ -166,10 +167,10 @@ def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env:
     assert f"certificate + CN=app-billing,OU=payments,O=Acme,C=US  (sha256:{new_fp[:8]}…, expires " in out
     assert "certificate inventory only" in out and "+ user" not in out and "config" not in out
     assert "Plan: 0 to add, 0 to change, 0 to destroy. Certificate inventory: 1 change to record." in out
-    env.sent.clear()
+    before = env.writes()
     code, out, err = env.apply()
     assert code == 0, err
-    assert env.sent == []  # no server command for an inventory change
+    assert env.writes() == before  # no server command for an inventory change
     env.admin().execute_command("CLIENT", "KILL", "USER", "app-billing")
     assert app.execute_command("ACL", "WHOAMI") == "app-billing"  # reconnected with the old one
     moved = env.srv.client(cert=new)
@@ -181,8 +182,9 @@ def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env:
     assert code == 2, out + err
     assert f"certificate - CN=app-billing,OU=payments,O=Acme,C=US  (sha256:{old_fp[:8]}…, expires " in out
     assert "+ user" not in out and "~ user app-billing" in out
+    before = env.writes()
     code, out, err = env.apply()
-    assert code == 0 and env.sent == [], err
+    assert code == 0 and env.writes() == before, err
     code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out + err
     recorded = json.loads((env.tmp / "access.inventory.json").read_text())

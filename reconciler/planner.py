@@ -35,16 +35,11 @@ from .state import LiveState, LiveUser, NodeState
 TableLookup = Callable[[str], "acl.CommandTable"]
 
 
-def _lookup(tables: Mapping[str, "acl.CommandTable"] | None) -> TableLookup:
-    def get(name: str) -> "acl.CommandTable":
-        if tables is not None and name in tables:
-            return tables[name]
-        try:
-            return acl.CommandTable.bundled(name)
-        except KeyError:
-            raise PlanError(f"no command table '{name}' (read it from the node or add it to reconciler/acl/tables)") from None
-
-    return get
+def _table(node: NodeState) -> "acl.CommandTable":
+    try:
+        return node.acl_table()
+    except KeyError:
+        raise PlanError(f"no command table '{node.command_table}' (read it from the node or add it to reconciler/acl/tables)") from None
 
 
 def plan(
@@ -52,18 +47,16 @@ def plan(
     live: LiveState,
     *,
     today: date,
-    tables: Mapping[str, "acl.CommandTable"] | None = None,
     inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
 ) -> Plan:
     """inventory: the certificate inventory the last apply recorded (instance -> user -> entries
     with sha256), or None to leave certificate inventory out of the plan."""
-    get_table = _lookup(tables)
     instances = []
     for name, inst_live in live.instances.items():
         inst = desired.instances[name]
         users = desired.users_for(name)
         nodes = tuple(
-            _plan_node(desired, inst, inst.users_for_role(node.role, users), node, get_table(node.command_table), today)
+            _plan_node(desired, inst, inst.users_for_role(node.role, users), node, _table(node), today)
             for node in inst_live.nodes
         )
         findings = _node_findings_all(desired, inst, users, inst_live.nodes)

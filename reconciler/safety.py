@@ -53,16 +53,8 @@ def _admin_hash(node: NodeState, desired: DesiredState | None, instance: str) ->
 
 
 def _default_table(node: NodeState) -> Any:
-    from . import acl
-
-    try:
-        return acl.CommandTable.bundled(node.command_table)
-    except KeyError:
-        pass
-    from .providers.redis.read import tables  # tables read off nodes this run (a sentinel's own table)
-
-    read = tables().get(node.command_table)
-    return read if read is not None else acl.CommandTable.nearest(node.server, node.version)
+    # The table the plan was made with (bundled, or read off the node): never a nearby version's.
+    return node.acl_table()
 
 
 def missing_commands(rules: str, table: Any, required: tuple[str, ...] = REQUIRED_COMMANDS) -> list[str]:

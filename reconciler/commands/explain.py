@@ -21,15 +21,7 @@ from ..state import NodeState
 
 
 def _table(node: NodeState) -> Any:
-    from ..providers.redis import read as live
-
-    read = live.tables().get(node.command_table)
-    if read is not None:
-        return read
-    try:
-        return acl.CommandTable.bundled(node.command_table)
-    except KeyError:
-        return acl.CommandTable.nearest(node.server, node.version)
+    return node.acl_table()
 
 
 def _dryrun(node: NodeState, instance: Any, user: str, argv: list[str]) -> str | None:

@@ -35,8 +35,7 @@ class RedisProvider(Provider):
         today: date,
         inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
     ) -> tuple[InstancePlan, ...]:
-        # Command tables read off nodes whose version has no bundled table.
-        return planner.plan(self.desired, live_state, today=today, tables=read.tables(), inventory=inventory).instances
+        return planner.plan(self.desired, live_state, today=today, inventory=inventory).instances
 
     def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> Any:
         return execute.execute(plan, self.desired, audit=audit)

@@ -494,8 +494,7 @@ def verify(
         from . import read as live
 
         read_node = read_node or live.read_node
-        # Command tables read off nodes whose version has no bundled table.
-        replan = replan or (lambda d, s, today: planner.plan(d, s, today=today, tables=live.tables()))
+        replan = replan or (lambda d, s, today: planner.plan(d, s, today=today))
     touched = _touched_nodes(plan)
     if not touched:
         return
@@ -564,8 +563,5 @@ def _holds(change: UserChange, state: NodeState) -> bool:
 def same_permissions(wanted: str, live_rules: str, state: NodeState) -> bool:
     from ... import acl
 
-    try:
-        table = acl.CommandTable.bundled(state.command_table)
-    except KeyError:
-        table = acl.CommandTable.nearest(state.server, state.version)
+    table = state.acl_table()  # the one the plan was made with
     return acl.effective(wanted, table) == acl.effective(live_rules, table)

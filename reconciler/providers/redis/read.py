@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ...acl.table import CommandTable
 from ...errors import LiveError
 from ...model import Instance
 from ...state import InstanceState, LiveUser, NodeState
@@ -23,7 +24,6 @@ DEFAULT_TIMEOUT = 5.0
 MAX_PARALLEL_NODES = 8
 
 # Command tables read off live nodes, by name, so one plan reads each version once.
-_TABLES: dict[str, Any] = {}
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -207,37 +207,40 @@ def _config_value(reply: Any, key: str) -> str | None:
     return value if value else None
 
 
-def _command_table(client: redis.Redis, server: str, version: str) -> str:
-    from ...acl import CommandTable
-
+def _command_table(client: redis.Redis, server: str, version: str, cache: dict[str, CommandTable]) -> tuple[str, CommandTable | None]:
+    """(name, the table read off the node, or None when a bundled table has the name). `cache`:
+    tables already read in this read of the instance (nodes of one version share one)."""
     name = f"{server}-{version}"
-    if name not in _TABLES:
-        try:
-            _TABLES[name] = CommandTable.bundled(name)
-        except KeyError:
-            _TABLES[name] = CommandTable.read(client, server, version)
-    return name
+    try:
+        CommandTable.bundled(name)
+        return name, None
+    except KeyError:
+        pass
+    if name not in cache:
+        cache[name] = CommandTable.read(client, server, version)
+    return name, cache[name]
 
 
-def _sentinel_table(client: redis.Redis, server: str, version: str) -> str:
+def _sentinel_table(client: redis.Redis, server: str, version: str, cache: dict[str, CommandTable]) -> tuple[str, CommandTable]:
     """A sentinel's own command table (SENTINEL, ACL, AUTH, ...), read off the sentinel: rules of
     sentinel_users are checked against what a sentinel runs, not a data node's table."""
-    from ...acl import CommandTable
-
     name = f"{server}-sentinel-{version}"
-    if name not in _TABLES:
+    if name not in cache:
         t = CommandTable.read(client, server, version)
-        _TABLES[name] = CommandTable(name, t.server, t.version, t.categories, t.commands)
-    return name
+        cache[name] = CommandTable(name, t.server, t.version, t.categories, t.commands)
+    return name, cache[name]
 
 
-def tables() -> dict[str, Any]:
-    """Command tables read so far in this process, by NodeState.command_table name."""
-    return dict(_TABLES)
-
-
-def read_node(instance: Instance, address: str, client: redis.Redis | None = None, role: str | None = None) -> NodeState:
-    """role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role)."""
+def read_node(
+    instance: Instance,
+    address: str,
+    client: redis.Redis | None = None,
+    role: str | None = None,
+    *,
+    tables: dict[str, CommandTable] | None = None,
+) -> NodeState:
+    """role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role).
+    tables: command tables read off other nodes of this instance so far (shared, filled in)."""
     from ...acl import parse_acl_list_line
 
     own = client is None
@@ -272,13 +275,17 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
+        cache = tables if tables is not None else {}
+        table_name, table = (
+            _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
+        )
         return NodeState(
             address=address,
             server=server,
             version=version,
             role=role or ("replica" if repl.get("role") == "slave" else "primary"),
             users=users,
-            command_table=_sentinel_table(client, server, version) if role == "sentinel" else _command_table(client, server, version),
+            command_table=table_name,
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
             config_file=bool(info.get("config_file")),
             tls_auth_clients=None if isinstance(tac, Exception) else _config_value(tac, "tls-auth-clients"),
@@ -286,6 +293,7 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            table=table,
         )
     except redis.RedisError as exc:
         raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
@@ -304,12 +312,13 @@ def read_instance(instance: Instance) -> InstanceState:
     nodes = list(topo.nodes)
     sentinels = {m.address for m in topo.members if m.role == "sentinel"}
     tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
+    tables: dict[str, CommandTable] = {}  # nodes of one version read its table once
 
     def read_one(address: str) -> NodeState:
         if address in sentinels:
-            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel")
+            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel", tables=tables)
         else:
-            state = read_node(instance, address, clients[address])
+            state = read_node(instance, address, clients[address], tables=tables)
         tick()
         return state
 

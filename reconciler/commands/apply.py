@@ -13,21 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
-from typing import Any, Callable
+from typing import Callable
 
-from .. import inventory, providers, safety
+from .. import inventory, safety
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
-from ..manager import Manager, today, warn_unpersisted
+from ..manager import Manager, unpersisted
 from ..model import DesiredState
 from ..plan import Plan, only_instances
-from ..planner import node_fingerprint
-from ..providers.redis import execute as executor
-from ..providers.redis import read as live
 from ..render import render_text
 from ..render.terminal import use_color
-from ..state import InstanceState, LiveState, NodeState
 
 Prompt = Callable[[str], str]
 
@@ -74,128 +69,31 @@ def _load_saved(path: str) -> Plan:
         raise ReconcilerError(f"{path}: not a saved plan ({exc})") from None
 
 
-def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState]:
-    """Re-read every node of a saved plan; name each whose ACLs or version moved since.
-
-    Returns (problems, the fresh live state for the safety rails).
-    """
-    problems: list[str] = []
-    instances: dict[str, InstanceState] = {}
-    for inst in plan.instances:
-        instance = desired.instances.get(inst.name)
-        if instance is None:
-            problems.append(f"instance {inst.name} is in the plan but not in {desired.source}")
-            continue
-        # Discovery again: a replica or cluster member that joined since would miss the changes.
-        fresh = providers.get(instance.provider, desired).read(instance)
-        by_address = {n.address: n for n in fresh.nodes}
-        planned = {n.address for n in inst.nodes}
-        for address in sorted(by_address.keys() - planned):
-            problems.append(f"{inst.name} {address}: node joined the instance since the plan was made; make a new plan")
-        states: list[NodeState] = []
-        for node_plan in inst.nodes:
-            state = by_address.get(node_plan.address)
-            if state is None:
-                problems.append(
-                    f"{inst.name} {node_plan.address}: node is no longer part of the instance; make a new plan"
-                )
-                continue
-            states.append(state)
-            # The planner's own digest of the parsed ACL state: the same function made the plan's.
-            if node_fingerprint(state) != node_plan.fingerprint:
-                problems.append(
-                    f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
-                    "(fingerprint differs); make a new plan"
-                )
-            elif state.role != node_plan.role:
-                problems.append(
-                    f"{inst.name} {node_plan.address}: node is now {state.role}, the plan was made when it was "
-                    f"{node_plan.role} (a failover since?); make a new plan"
-                )
-            elif state.label != node_plan.label:
-                problems.append(
-                    f"{inst.name} {node_plan.address}: server is now {state.label}, the plan was made for "
-                    f"{node_plan.label}; make a new plan"
-                )
-        instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
-    return problems, LiveState(instances=instances)
+def _warnings(lines: list[str]) -> None:
+    for line in lines:
+        _err(f"reconciler: warning: {line}")
 
 
-def _by_provider(plan: Plan, desired: DesiredState) -> list[tuple[str, Plan]]:
-    """The plan split by each instance's provider (file order); unknown instances go to redis,
-    whose executor names them."""
-    groups: dict[str, set[str]] = {}
-    for inst in plan.instances:
-        spec = desired.instances.get(inst.name)
-        groups.setdefault(spec.provider if spec is not None else providers.DEFAULT, set()).add(inst.name)
-    return [(name, only_instances(plan, names)) for name, names in groups.items()]
-
-
-class _Results:
-    def __init__(self) -> None:
-        self.parts: list[Any] = []
-
-    def summary_lines(self) -> list[str]:
-        return [line for r in self.parts for line in r.summary_lines()]
-
-
-def _apply_all(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> _Results:
-    """Each provider applies its instances; a failure still reports what earlier providers did."""
-    done = _Results()
-    for name, sub in _by_provider(plan, desired):
-        try:
-            done.parts.append(providers.get(name, desired).apply(sub, audit=audit))
-        except ApplyError as exc:
-            partial: Any = getattr(exc, "result", None)
-            if partial is not None:
-                done.parts.append(partial)
-            exc.result = done
-            raise
-    return done
-
-
-def _verify_all(plan: Plan, desired: DesiredState, day: date) -> None:
-    for name, sub in _by_provider(plan, desired):
-        providers.get(name, desired).verify(sub, today=day)
-
-
-def _verify_saved(plan: Plan, desired: DesiredState) -> None:
-    managed = [sub for name, sub in _by_provider(plan, desired) if name != providers.DEFAULT]
-    if managed:
-        # Managed services: re-read through the provider and re-plan against the file.
-        day = date.fromisoformat(plan.today) if plan.today else today()
-        for sub in managed:
-            providers.for_instance(desired, sub.instances[0].name).verify(sub, today=day)
-        plan = only_instances(plan, {i.name for i in plan.instances} - {i.name for sub in managed for i in sub.instances})
-    fresh: dict[tuple[str, str], NodeState] = {}
-    for inst in plan.instances:
-        for node_plan in inst.nodes:
-            if node_plan.changes:
-                fresh[(inst.name, node_plan.address)] = live.read_node(desired.instances[inst.name], node_plan.address)
-    problems = executor.verify_targets(plan, fresh)
-    if problems:
-        raise ApplyError("\n".join(problems))
-
-
-def _execute(args: argparse.Namespace, plan: Plan, desired: DesiredState, verify: Callable[[], None]) -> int:
+def _execute(args: argparse.Namespace, plan: Plan, manager: Manager) -> int:
+    desired = manager.desired
     audit = _audit(args, desired, plan)
     try:
         try:
-            result = _apply_all(plan, desired, audit)
+            report = manager.apply(plan, audit=audit)
         except ApplyError as exc:
-            partial: Any = getattr(exc, "result", None)
-            if partial is not None:
-                for line in partial.summary_lines():
+            if exc.report is not None:
+                for line in exc.report.summary_lines():
                     _out(line)
+                _warnings(exc.report.warnings)
             _err(f"reconciler: {exc}")
             return 1
     finally:
         if audit is not None:
             audit.close()
-    for line in result.summary_lines():
+    for line in report.summary_lines():
         _out(line)
-    warn_unpersisted(plan)
-    verify()
+    _warnings(report.warnings + unpersisted(plan))
+    manager.verify(plan)
     if any(i.inventory for i in plan.instances):
         path = inventory.record_inventory(desired.source, desired, [i.name for i in plan.instances])
         _out(f"Certificate inventory recorded in {path}")
@@ -229,8 +127,7 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
-    day: date = date.fromisoformat(plan.today) if plan.today else today()
-    return _execute(args, plan, manager.desired, lambda: _verify_all(plan, manager.desired, day))
+    return _execute(args, plan, manager)
 
 
 def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
@@ -243,7 +140,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not plan.has_changes:
         _out(f"No changes. {args.plan_file} has nothing to apply.")
         return 0
-    stale, state = stale_nodes(plan, manager.desired)
+    stale, state = manager.stale(plan)
     if stale:
         for p in stale:
             _err(f"reconciler: {args.plan_file} is stale: {p}")
@@ -256,7 +153,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
-    return _execute(args, plan, manager.desired, lambda: _verify_saved(plan, manager.desired))
+    return _execute(args, plan, manager)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import ReconcilerError
-from ..manager import Manager, warn_unpersisted
+from ..manager import Manager, unpersisted
 from ..plan import Plan, only_changes
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(plan.dumps())
         print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
-    warn_unpersisted(plan)
+    for warning in unpersisted(plan):
+        print(f"reconciler: warning: {warning}", file=sys.stderr)
     if args.detailed_exitcode and plan.has_changes:
         return 2
     return 0

@@ -11,11 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Mapping
+from typing import Mapping
 
 from ..audit import AuditLog
 from ..model import DesiredState, Instance
 from ..plan import InstancePlan, Plan
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState
 
 
@@ -62,9 +63,9 @@ class Provider(ABC):
         """Pure: the instance plans for `live` (which holds only this provider's instances)."""
 
     @abstractmethod
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> Any:
-        """Carry out `plan` (only this provider's instances). Returns an object with
-        summary_lines(); raises ApplyError (with .result when partial) on failure."""
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
+        """Carry out `plan` (only this provider's instances). Raises ApplyError (with .report:
+        what was done before the stop) on failure."""
 
     @abstractmethod
     def verify(self, plan: Plan, *, today: date) -> None:

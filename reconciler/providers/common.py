@@ -1,4 +1,4 @@
-"""Pieces the managed-service providers share: results, per-file records, planning helpers."""
+"""Pieces the managed-service providers share: outcomes, per-file records, planning helpers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..audit import AuditLog, redact
 from ..errors import ApplyError, PlanError
 from ..model import DesiredState, Instance, User
 from ..plan import InstancePlan, Plan, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState
 
 
@@ -35,15 +36,7 @@ class ProviderResult:
         return [f"{self.instance} {self.address} ({self.label}): " + (", ".join(parts) or "nothing to do")]
 
 
-@dataclass
-class Results:
-    parts: list[ProviderResult] = field(default_factory=list)
-
-    def summary_lines(self) -> list[str]:
-        return [line for p in self.parts if p.error is None for line in p.summary_lines()]
-
-
-def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -> ApplyError:
+def fail(report: ApplyReport, part: ProviderResult, what: str, exc: BaseException) -> ApplyError:
     """One line: what failed, why, how much was done, and that a re-run converges."""
     part.error = str(exc)
     reason = str(exc)
@@ -56,9 +49,7 @@ def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -
         f"{part.instance} {part.address}: {what} failed: {reason} "
         f"({done} of {total} changes applied; fix the cause and run apply again to converge)"
     )
-    err = ApplyError(redact(" ".join(msg.split())))
-    err.result = result
-    return err
+    return ApplyError(redact(" ".join(msg.split())), report)
 
 
 def audit(log: AuditLog | None, part: ProviderResult, change: UserChange | None, action: str, user: str, result: str, detail: str = "") -> None:
@@ -119,14 +110,14 @@ class ApiRun:
     """What one apply of one API-managed instance needs: its result part, the file's users there,
     the audit log. Providers subclass it with their own `run()`."""
 
-    def __init__(self, provider: Any, instance: Instance, plan: InstancePlan, results: Results, audit: AuditLog | None):
+    def __init__(self, provider: Any, instance: Instance, plan: InstancePlan, results: ApplyReport, audit: AuditLog | None):
         self.p = provider
         self.instance = instance
         self.plan = plan
         self.audit = audit
         node = plan.nodes[0]
         self.part = ProviderResult(instance.name, node.address, node.label)
-        results.parts.append(self.part)
+        results.outcomes.append(self.part)
         self.results = results
         self.users = users_here(provider.desired, instance.name)
 
@@ -134,9 +125,9 @@ class ApiRun:
         raise NotImplementedError
 
 
-def apply_each(provider: Any, plan: Plan, audit: AuditLog | None, run: type[ApiRun]) -> Results:
+def apply_each(provider: Any, plan: Plan, audit: AuditLog | None, run: type[ApiRun]) -> ApplyReport:
     """Run `run` for every instance of the plan that has changes."""
-    results = Results()
+    results = ApplyReport()
     for inst_plan in plan.instances:
         if any(n.has_changes for n in inst_plan.nodes):
             run(provider, provider.desired.instances[inst_plan.name], inst_plan, results, audit).run()

@@ -55,6 +55,7 @@ from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User, server_token_ref
 from ..plan import ConfigChange, Finding, FindingKind, InstancePlan, Plan, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -186,7 +187,7 @@ class MemorystoreProvider(Provider):
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         return common.apply_each(self, plan, audit, _Run)
 
     def verify(self, plan: Plan, *, today: date) -> None:
@@ -271,7 +272,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
 
 
 class _Run(common.ApiRun):
-    def __init__(self, provider: MemorystoreProvider, instance: Instance, plan: InstancePlan, results: common.Results, audit: AuditLog | None):
+    def __init__(self, provider: MemorystoreProvider, instance: Instance, plan: InstancePlan, results: ApplyReport, audit: AuditLog | None):
         super().__init__(provider, instance, plan, results, audit)
         assert instance.api is not None and instance.api.instance
         self.resource = instance.api.instance

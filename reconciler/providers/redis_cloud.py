@@ -42,6 +42,7 @@ from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
 from ..plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, Plan, Severity, TokenAction, TokenChange, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -244,7 +245,7 @@ class RedisCloudProvider(Provider):
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         from .redis_cloud_apply import Run
 
         return common.apply_each(self, plan, audit, Run)

@@ -71,6 +71,7 @@ from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
 from ..plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, PasswordStrategy, Plan, Severity, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common, rs_rules, rs_versions
 from .base import Capabilities, Provider
@@ -261,7 +262,7 @@ class RedisSoftwareProvider(Provider):
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         return common.apply_each(self, plan, audit, _Run)
 
     def verify(self, plan: Plan, *, today: date) -> None:
@@ -404,7 +405,7 @@ class _Run(common.ApiRun):
     roles_permissions update of the database (waited for), then users and passwords, then what
     is deleted."""
 
-    def __init__(self, provider: RedisSoftwareProvider, instance: Instance, plan: InstancePlan, results: common.Results, audit: AuditLog | None):
+    def __init__(self, provider: RedisSoftwareProvider, instance: Instance, plan: InstancePlan, results: ApplyReport, audit: AuditLog | None):
         super().__init__(provider, instance, plan, results, audit)
         assert instance.api is not None and instance.api.url
         self.db = instance.api.database

@@ -10,12 +10,13 @@ replicas, clusters and Sentinel-managed deployments.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Mapping
+from typing import Mapping
 
 from ... import planner
 from ...audit import AuditLog
 from ...model import Instance
 from ...plan import InstancePlan, Plan
+from ...report import ApplyReport
 from ...state import InstanceState, LiveState
 from ..base import Capabilities, Provider
 from . import execute, read
@@ -37,7 +38,7 @@ class RedisProvider(Provider):
     ) -> tuple[InstancePlan, ...]:
         return planner.plan(self.desired, live_state, today=today, inventory=inventory).instances
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> Any:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         return execute.execute(plan, self.desired, audit=audit)
 
     def verify(self, plan: Plan, *, today: date) -> None:

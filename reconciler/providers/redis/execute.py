@@ -18,7 +18,6 @@ each user on each node is either fully old or fully new; a re-run converges.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from ...audit import AuditLog, redact
 from ...errors import ApplyError, ReconcilerError
 from ...model import DesiredState, Instance
 from ...plan import InstancePlan, NodePlan, Plan, UserChange
+from ...report import ApplyReport
 from ...state import InstanceState, LiveState, NodeState
 
 # Step outcomes.
@@ -98,49 +98,42 @@ class NodeResult:
         where = f"{self.address} ({self.label})" if self.label else self.address
         return f"{self.instance} {where}: " + ", ".join(parts)
 
-
-@dataclass
-class ApplyResult:
-    nodes: list[NodeResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(n.ok for n in self.nodes)
-
-    @property
-    def failed_instances(self) -> list[str]:
-        return sorted({n.instance for n in self.nodes if not n.ok})
-
     def summary_lines(self) -> list[str]:
-        return [n.summary() for n in self.nodes if n.ok]
+        return [self.summary()]
 
-    def failure_report(self) -> str:
-        lines: list[str] = []
-        for inst in self.failed_instances:
-            lines.append(f"apply stopped on instance {inst}:")
-            for n in (n for n in self.nodes if n.instance == inst):
-                where = f"{n.address} ({n.label})" if n.label else n.address
-                state = f"FAILED: {n.error}" if n.error else "stopped" if n.by_status(NOT_APPLIED) else "complete"
-                lines.append(f"  node {where}: {state}")
-                for status, title in (
-                    (OK, "applied"),
-                    (FAILED, "refused"),
-                    (IN_DOUBT, "sent, no reply (in doubt)"),
-                    (NOT_APPLIED, "not applied"),
-                ):
-                    steps = n.by_status(status)
-                    if not steps:
-                        continue
-                    names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
-                    shown = ", ".join(names[:LIST_LIMIT])
-                    more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
-                    lines.append(f"    {title} ({len(steps)}): {shown}{more}")
-        lines.append(
-            "Every user is complete on every node (each ACL SETUSER is atomic); "
-            "fix the cause and run apply again to converge."
-        )
-        return redact("\n".join(lines))
+
+def node_results(report: ApplyReport) -> list[NodeResult]:
+    """The redis nodes' outcomes in a report (which may hold other providers' too)."""
+    return [o for o in report.outcomes if isinstance(o, NodeResult)]
+
+
+def failure_report(nodes: list[NodeResult]) -> str:
+    """What was applied, refused, in doubt and not applied on every node of each stopped instance."""
+    lines: list[str] = []
+    for inst in sorted({n.instance for n in nodes if not n.ok}):
+        lines.append(f"apply stopped on instance {inst}:")
+        for n in (n for n in nodes if n.instance == inst):
+            where = f"{n.address} ({n.label})" if n.label else n.address
+            state = f"FAILED: {n.error}" if n.error else "stopped" if n.by_status(NOT_APPLIED) else "complete"
+            lines.append(f"  node {where}: {state}")
+            for status, title in (
+                (OK, "applied"),
+                (FAILED, "refused"),
+                (IN_DOUBT, "sent, no reply (in doubt)"),
+                (NOT_APPLIED, "not applied"),
+            ):
+                steps = n.by_status(status)
+                if not steps:
+                    continue
+                names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
+                shown = ", ".join(names[:LIST_LIMIT])
+                more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
+                lines.append(f"    {title} ({len(steps)}): {shown}{more}")
+    lines.append(
+        "Every user is complete on every node (each ACL SETUSER is atomic); "
+        "fix the cause and run apply again to converge."
+    )
+    return redact("\n".join(lines))
 
 
 class _Stop(Exception):
@@ -363,7 +356,7 @@ class _NodeRun:
                 client.execute_command("CONFIG", "REWRITE")
             elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
                 client.execute_command("SENTINEL", "FLUSHCONFIG")
-            # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
+            # mode "warn": nothing to run; the command says so once per instance (manager.unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"
@@ -371,10 +364,6 @@ class _NodeRun:
             raise _Stop from None
         self.result.persisted = mode
         self._record("persist", "", OK, mode)
-
-
-def _stderr(message: str) -> None:
-    print(f"reconciler: {message}", file=sys.stderr)
 
 
 def _run_instance(
@@ -416,31 +405,34 @@ def execute(
     connect: Connect | None = None,
     batch_size: int = 1000,
     between_batches: BatchHook | None = None,
-    warn: Callable[[str], None] = _stderr,
-) -> ApplyResult:
-    """Execute every node plan; raise ApplyError (with .result) when any instance stopped.
+    warn: Callable[[str], None] | None = None,
+) -> ApplyReport:
+    """Execute every node plan; raise ApplyError (with .report) when any instance stopped.
 
-    `connect(instance, address)` returns an authenticated admin client (live.connect).
+    `connect(instance, address)` returns an authenticated admin client (read.connect).
     `between_batches` is called after each completed batch (tests kill servers there).
+    Warnings go to the report (and to `warn` as they happen, when given).
     """
     connect = connect or _default_connect()
     if between_batches is None:
         from ... import progress
 
         between_batches = progress.batch_hook(plan, batch_size)
-    result = ApplyResult()
+    report = ApplyReport()
 
     def _warn_and_record(message: str) -> None:
-        result.warnings.append(message)
-        warn(message)
+        report.warnings.append(message)
+        if warn is not None:
+            warn(message)
 
+    nodes: list[NodeResult] = []
     for inst_plan in plan.instances:
         if not any(n.has_changes for n in inst_plan.nodes):
             continue
         instance = desired.instances.get(inst_plan.name)
         if instance is None:
-            raise ApplyError(f"plan names instance {inst_plan.name!r}, which {desired.source} does not declare")
-        result.nodes.extend(
+            raise ApplyError(f"plan names instance {inst_plan.name!r}, which {desired.source} does not declare", report)
+        nodes.extend(
             _run_instance(
                 inst_plan,
                 instance,
@@ -451,11 +443,10 @@ def execute(
                 warn=_warn_and_record,
             )
         )
-    if not result.ok:
-        err = ApplyError(result.failure_report())
-        err.result = result
-        raise err
-    return result
+    report.outcomes.extend(nodes)
+    if not all(n.ok for n in nodes):
+        raise ApplyError(failure_report(nodes), report)
+    return report
 
 
 # -- verification ------------------------------------------------------------------------

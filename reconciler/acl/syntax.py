@@ -8,16 +8,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = [
-    "AclSyntaxError",
-    "UnsupportedRule",
-    "KNOWN_CATEGORIES",
-    "Rule",
-    "parse",
-    "split_rules",
-    "parse_acl_list_line",
-]
-
 # Union of `ACL CAT` over Redis 6.2/7.0/8.0 and Valkey 8.1/9.1 (all the same set without modules).
 # "all" is also accepted in rules (+@all / -@all) but is not listed by ACL CAT.
 KNOWN_CATEGORIES: frozenset[str] = frozenset(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Callable, Mapping
 
+from .. import records
 from ..audit import AuditLog, redact
 from ..errors import ApplyError, PlanError
 from ..model import DesiredState, Instance, User
@@ -69,23 +69,14 @@ def record_path(source: str, provider: str) -> str:
 def load_record(source: str, provider: str) -> dict[str, Any]:
     path = record_path(source, provider)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return {}
+        data = records.read_json(path)
     except (OSError, ValueError) as exc:
         raise PlanError(f"{path}: unreadable record ({exc}); delete it and run plan again (passwords are then replaced)") from None
     return data if isinstance(data, dict) else {}
 
 
 def save_record(source: str, provider: str, data: dict[str, Any]) -> None:
-    path = record_path(source, provider)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    records.write_json(record_path(source, provider), data)
 
 
 # -- planning --------------------------------------------------------------------------------

@@ -129,6 +129,15 @@ class Client:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
+    def get_existing(self, path: str, missing: str) -> Any:
+        """GET `path`; 404 means the file names something the service does not have: LiveError(missing)."""
+        try:
+            return self.get(path)
+        except HttpError as exc:
+            if exc.status == 404:
+                raise LiveError(missing) from None
+            raise
+
     def request(
         self,
         method: str,

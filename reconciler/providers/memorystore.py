@@ -135,12 +135,7 @@ class MemorystoreProvider(Provider):
         resource = instance.api.instance
         http = self.client(instance)
         try:
-            try:
-                inst = http.get(f"/v1/{resource}")
-            except HttpError as exc:
-                if exc.status == 404:
-                    raise LiveError(f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)") from None
-                raise
+            inst = http.get_existing(f"/v1/{resource}", f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)")
             users: dict[str, LiveUser] = {}
             ids: dict[str, dict[str, str]] = {}
             record = common.load_record(self.desired.source, NAME).get(instance.name, {})

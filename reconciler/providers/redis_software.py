@@ -162,12 +162,7 @@ class RedisSoftwareProvider(Provider):
         http = self.client(instance)
         where = f"{instance.name} {_address(api.url)}"
         try:
-            try:
-                bdb = http.get(f"/v1/bdbs/{api.database}")
-            except HttpError as exc:
-                if exc.status == 404:
-                    raise LiveError(f"{where}: database {api.database} does not exist (api.database)") from None
-                raise
+            bdb = http.get_existing(f"/v1/bdbs/{api.database}", f"{where}: database {api.database} does not exist (api.database)")
             # objects/node: software_version; the password calls depend on it (rs_versions).
             software = rs_versions.lowest([str(n.get("software_version") or "") for n in http.get("/v1/nodes") or []])
             passwords = rs_versions.password_api(software, where)

@@ -46,10 +46,8 @@ from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
+from .rc_accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
 
-NAME = "redis-cloud"
-PREFIX = "reconciler-"  # names of the Redis rule and the role made for each user
-CERTS = "clientTlsCertificates"
 CUTS = "old connections fail after rotation"
 
 
@@ -266,26 +264,6 @@ def _covers(role: dict, here: tuple[int, int]) -> bool:
         for entry in role.get("redisRules") or []
         for d in entry.get("databases") or []
     )
-
-
-def known_passwords(desired: DesiredState, record: dict, instance: Instance) -> dict[str, dict]:
-    """Cloud ACL users belong to the account, not to one database: what the apply of any instance
-    of this file on the same API and account recorded about them (this instance's entries win)."""
-    out: dict[str, dict] = {}
-    for name, other in desired.instances.items():
-        same = (
-            other.provider == NAME and other.api is not None and instance.api is not None
-            and other.api.url == instance.api.url and other.admin.account_key == instance.admin.account_key
-        )
-        if same and name != instance.name:
-            out.update((record.get(name) or {}).get("users") or {})
-    out.update((record.get(instance.name) or {}).get("users") or {})
-    return out
-
-
-def wanted_accounts(user: User) -> dict[str, str]:
-    """Cloud username -> sha256 of the token it holds (validate made the usernames unique)."""
-    return {t.username or user.name: t.sha256 for t in user.tokens}
 
 
 # -- the pure refinement ------------------------------------------------------------------------

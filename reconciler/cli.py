@@ -18,6 +18,11 @@ def _file_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("-f", "--file", required=required, metavar="FILE", help="desired-state YAML file")
 
 
+def _instance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--instance", action="append", metavar="N", help="only this instance; a glob such as 'cache-eu-*' (quote it) selects several (repeatable)")
+    p.add_argument("--shard", metavar="K/N", help="only the K-th of N slices of the (selected) instances, for N parallel CI jobs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler",
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="read live state and show the ordered changes")
     _file_arg(p)
-    p.add_argument("--instance", action="append", metavar="N", help="only this instance (repeatable)")
+    _instance_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
@@ -50,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("drift", help="plan plus policy findings; exit 2 on drift or findings")
     _file_arg(p)
-    p.add_argument("--instance", action="append", metavar="N", help="only this instance (repeatable)")
+    _instance_args(p)
     p.add_argument("--format", choices=FORMATS, default="text")
 
     p = sub.add_parser("import", help="print desired-state YAML for what is live")

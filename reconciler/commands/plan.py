@@ -6,13 +6,13 @@ import argparse
 import os
 import sys
 
-from ..manager import Manager, warn_unpersisted
+from ..manager import Manager, Shard, warn_unpersisted
 from ..render import render
 
 
 def run(args: argparse.Namespace) -> int:
     manager = Manager.from_file(args.file)
-    state = manager.read(args.instance)
+    state = manager.read(args.instance, Shard.parse(args.shard) if args.shard else None)
     plan = manager.plan(state)
     sys.stdout.write(render(plan, args.format, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
     if args.out:

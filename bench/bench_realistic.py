@@ -1,0 +1,417 @@
+"""Benchmark: realistic desired-state files, cold processes as CI runs them, and fleets.
+
+Every user has its own key pattern (`~app{i}:* +@read`) and one sha256 token; the bench
+writes its files itself. Each figure is the median of --runs whole `reconciler` processes,
+side by side with the floor measured in the same run:
+
+  floor   raw `redis-cli --pipe` of the same ACL SETUSER lines (users absent)
+          + a fresh interpreter loading the same YAML with PyYAML's C loader
+
+  1. 10k users on one server: apply -f (cold: users absent, empty parse cache), no-op
+     plan --detailed-exitcode cold (fresh RECONCILER_CACHE_DIR) and warm, drift cold and warm;
+     the same for the all-identical-rules file.
+  2. scaling: 1k / 10k / 100k users, time per user and peak RSS (apply -f cold, plan cold).
+  3. fleet: 50 server processes x 200 users each, cold no-op plan, vs one 10k instance.
+  4. apply -f of 10k users through a loopback proxy adding --latency-ms per client->server
+     chunk (bench_apply.py's proxy), vs the same apply without it.
+
+    .venv/bin/python bench/bench_realistic.py [--runs 5] [--sizes 1000,10000,100000]
+        [--server valkey-9.1] [--skip scaling,fleet,latency,identical]
+
+Targets: apply <= 3.0x floor, plan cold <= 2.0x, warm <= 1.5x, drift as plan; 100k time
+per user within 1.2x of 10k, peak RSS <= 150 MB at 10k and <= 1 GB at 100k; 50 instances
+<= 2x one 10k instance; +1 ms apply within 1.5x of apply without. The machine's load average
+is printed with each section: on a shared machine compare ratios, not seconds.
+Not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+
+ADMIN_TOKEN = "Bench-admin-token-1!"
+PY = sys.executable
+YAML_FLOOR = "import sys, yaml; yaml.load(open(sys.argv[1], 'rb'), Loader=yaml.CSafeLoader)"
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def rules(i: int, identical: bool) -> str:
+    return "~app:* +@read" if identical else f"~app{i}:* +@read"
+
+
+def digest(i: int) -> str:
+    return hashlib.sha256(f"bench-token-{i}".encode()).hexdigest()
+
+
+def header(instances: dict[str, str]) -> list[str]:
+    lines = ["version: 1", "instances:"]
+    for name, address in instances.items():
+        lines += [
+            f"  {name}:",
+            f'    nodes: ["{address}"]',
+            "    admin: {username: reconciler, secret: {env: BENCH_ADMIN_TOKEN}}",
+            "    persist: none",
+            "    discover: false",
+        ]
+    lines += [
+        "users:",
+        "  reconciler:",
+        '    acl: "~* &* +@all"',
+        "    tokens:",
+        "      - {id: admin, secret: {env: BENCH_ADMIN_TOKEN}}",
+        "  default:",  # off and without a password: drift has no `nopass` finding
+        "    enabled: false",
+        "    tokens: []",
+    ]
+    return lines
+
+
+def user_lines(i: int, identical: bool, instance: str | None = None) -> list[str]:
+    out = [f"  app{i}:", f'    acl: "{rules(i, identical)}"']
+    if instance:
+        out.append(f"    instances: [{instance}]")
+    return out + ["    tokens:", f"      - {{id: t1, sha256: {digest(i)}}}"]
+
+
+def write_file(path: Path, n: int, address: str, identical: bool = False) -> Path:
+    lines = header({"bench": address})
+    for i in range(n):
+        lines += user_lines(i, identical)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def setuser_args(i: int, identical: bool) -> list[str]:
+    from reconciler.plan import UserChange
+
+    change = UserChange("create", f"app{i}", hashes=(digest(i),), rules=rules(i, identical))
+    return ["ACL", "SETUSER", change.user, *change.setuser_args()]
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss_mb: float
+
+
+def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Run:
+    """One process's wall time, or RuntimeError when it exits otherwise than `ok`."""
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if r.returncode not in ok:
+        raise RuntimeError(f"{' '.join(argv[-6:])} exited {r.returncode}:\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}")
+    return Run(elapsed, 0.0)
+
+
+def timed_rss(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Run:
+    """Like timed(), with the child's own peak RSS from wait4 (output goes to a temp file)."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in ok:
+            out.seek(0)
+            raise RuntimeError(f"{' '.join(argv[-6:])} exited {proc.returncode}:\n{out.read().decode()[-3000:]}")
+    return Run(elapsed, usage.ru_maxrss / 1024)
+
+
+def median(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.seconds for r in runs), max(r.rss_mb for r in runs))
+
+
+def load() -> str:
+    a, b, c = os.getloadavg()
+    return f"load average {a:.2f} {b:.2f} {c:.2f} ({os.cpu_count()} cores)"
+
+
+def redis_cli() -> str:
+    # The system's first: the downloaded newer builds may need a newer libc than the host's.
+    candidates = [shutil.which("redis-cli"), shutil.which("valkey-cli")]
+    candidates += [str(p) for p in sorted((REPO / ".cache/servers").glob("*/usr/bin/*-cli"))]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+            return candidate
+    raise SystemExit("redis-cli not found (Debian package redis-tools)")
+
+
+def resp(args: list[str]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+# -- one server with N users -----------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, base: Path):
+        self.args = args
+        self.base = base
+        self.env = {**os.environ, "BENCH_ADMIN_TOKEN": ADMIN_TOKEN, "RECONCILER_TODAY": "2026-11-23"}
+        self.env.pop("RECONCILER_NO_CACHE", None)
+        self.servers: list = []
+        self.cache_n = 0
+
+    def start(self):
+        from servers import start_server
+
+        srv = start_server(self.args.server, self.base / f"srv-{len(self.servers)}")
+        self.servers.append(srv)
+        c = srv.admin()
+        c.execute_command("ACL", "SETUSER", "reconciler", "on", f">{ADMIN_TOKEN}", "~*", "&*", "+@all")
+        c.execute_command("ACL", "SETUSER", "default", "reset", "off")
+        c.close()
+        return srv
+
+    def client(self, port: int):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port, username="reconciler", password=ADMIN_TOKEN, socket_timeout=60)
+
+    def stop_all(self) -> None:
+        for srv in self.servers:
+            srv.stop()
+        self.servers.clear()
+
+    def clear_users(self, port: int) -> None:
+        c = self.client(port)
+        names = [line.split()[1] for line in (l.decode() for l in c.execute_command("ACL", "LIST"))]
+        names = [n for n in names if n.startswith("app")]
+        pipe = c.pipeline(transaction=False)
+        for k in range(0, len(names), 1000):
+            pipe.execute_command("ACL", "DELUSER", *names[k : k + 1000])
+        pipe.execute()
+        c.close()
+
+    def count_users(self, port: int) -> int:
+        c = self.client(port)
+        n = sum(1 for l in c.execute_command("ACL", "LIST") if l.startswith(b"user app"))
+        c.close()
+        return n
+
+    def fill(self, port: int, n: int, identical: bool) -> None:
+        c = self.client(port)
+        pipe = c.pipeline(transaction=False)
+        for i in range(n):
+            pipe.execute_command(*setuser_args(i, identical))
+            if i % 5000 == 4999:
+                pipe.execute()
+        pipe.execute()
+        c.close()
+
+    def fresh_cache(self) -> dict[str, str]:
+        self.cache_n += 1
+        return {**self.env, "RECONCILER_CACHE_DIR": str(self.base / f"cache-{self.cache_n}")}
+
+    def cli(self, *args: str) -> list[str]:
+        return [PY, "-m", "reconciler.cli", *args]
+
+    # floor ------------------------------------------------------------------------------
+
+    def floor(self, port: int, n: int, identical: bool, path: Path) -> tuple[float, float, float]:
+        data = self.base / f"setuser-{n}-{identical}.resp"
+        with open(data, "wb") as fh:
+            for i in range(n):
+                fh.write(resp(setuser_args(i, identical)))
+        cli = redis_cli()
+        pipe_runs, yaml_runs = [], []
+        for _ in range(self.args.runs):
+            self.clear_users(port)
+            with open(data, "rb") as fh:
+                t0 = time.perf_counter()
+                r = subprocess.run(
+                    [cli, "-h", "127.0.0.1", "-p", str(port), "--user", "reconciler", "--pass", ADMIN_TOKEN, "--no-auth-warning", "--pipe"],
+                    stdin=fh, capture_output=True, text=True,
+                )
+                pipe_runs.append(time.perf_counter() - t0)
+            if r.returncode != 0 or "errors: 0" not in r.stdout:
+                raise RuntimeError(f"redis-cli --pipe failed: {r.stdout} {r.stderr}")
+            yaml_runs.append(timed([PY, "-c", YAML_FLOOR, str(path)], self.env).seconds)
+        self.clear_users(port)
+        p, y = statistics.median(pipe_runs), statistics.median(yaml_runs)
+        return p, y, p + y
+
+    # reconciler ------------------------------------------------------------------------
+
+    def apply_cold(self, port: int, path: Path, n: int) -> Run:
+        runs = []
+        for _ in range(self.args.runs):
+            self.clear_users(port)
+            runs.append(timed_rss(self.cli("apply", "-f", str(path), "--auto-approve"), self.fresh_cache()))
+            got = self.count_users(port)
+            if got != n:
+                raise RuntimeError(f"apply left {got} users, expected {n}")
+        return median(runs)
+
+    def noop(self, command: str, path: Path, warm: bool) -> Run:
+        argv = self.cli(command, "-f", str(path)) + (["--detailed-exitcode"] if command == "plan" else [])
+        if warm:
+            env = self.fresh_cache()
+            timed(argv, env)  # primes the parse cache
+            return median([timed_rss(argv, env) for _ in range(self.args.runs)])
+        return median([timed_rss(argv, self.fresh_cache()) for _ in range(self.args.runs)])
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def add(self, step: str, run: Run | float, floor: float | None = None, target: float | None = None, note: str = "") -> None:
+        seconds = run.seconds if isinstance(run, Run) else run
+        rss = f"{run.rss_mb:6.0f} MB" if isinstance(run, Run) and run.rss_mb else ""
+        ratio = f"{seconds / floor:5.2f}x" if floor else ""
+        verdict = ""
+        if target is not None and floor:
+            verdict = f"<= {target:g}x " + ("met" if seconds / floor <= target else "MISSED")
+        self.rows.append((step, f"{seconds:7.2f} s", ratio, rss, (verdict + " " + note).strip()))
+        print(f"  {step:<52} {seconds:7.2f} s {ratio:>7} {rss:>9}  {(verdict + ' ' + note).strip()}", flush=True)
+
+
+def section_single(b: Bench, table: Table, n: int, identical: bool, label: str) -> dict[str, Run | float]:
+    srv = b.start()
+    path = write_file(b.base / f"users-{n}-{'same' if identical else 'own'}.yaml", n, srv.address, identical)
+    size = path.stat().st_size / 1e6
+    print(f"\n{label}: {n} users, {size:.1f} MB file, {srv.server} {srv.version}; {load()}", flush=True)
+    pipe, yaml_s, floor = b.floor(srv.port, n, identical, path)
+    table.add(f"{label}: floor (redis-cli --pipe {pipe:.2f} s + YAML C loader {yaml_s:.2f} s)", floor, floor)
+    out: dict[str, Run | float] = {"floor": floor}
+    out["apply"] = b.apply_cold(srv.port, path, n)
+    table.add(f"{label}: apply -f, cold", out["apply"], floor, 3.0)
+    out["plan_cold"] = b.noop("plan", path, warm=False)
+    table.add(f"{label}: no-op plan, cold (fresh cache dir)", out["plan_cold"], floor, 2.0)
+    if not b.args.quick:
+        out["plan_warm"] = b.noop("plan", path, warm=True)
+        table.add(f"{label}: no-op plan, warm (parse cache)", out["plan_warm"], floor, 1.5)
+        out["drift_cold"] = b.noop("drift", path, warm=False)
+        table.add(f"{label}: drift, cold", out["drift_cold"], floor, 2.0)
+        out["drift_warm"] = b.noop("drift", path, warm=True)
+        table.add(f"{label}: drift, warm", out["drift_warm"], floor, 1.5)
+    b.stop_all()
+    return out
+
+
+def section_fleet(b: Bench, table: Table, one: Run, instances: int = 50, per: int = 200) -> None:
+    print(f"\nfleet: {instances} server processes x {per} users; {load()}", flush=True)
+    servers = [b.start() for _ in range(instances)]
+    names = {f"fleet-{k:02d}": srv.address for k, srv in enumerate(servers)}
+    lines = header(names)
+    i = 0
+    for k, name in enumerate(names):
+        for _ in range(per):
+            lines += user_lines(i, False, instance=name)
+            i += 1
+    path = b.base / "fleet.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    i = 0
+    for srv in servers:
+        c = b.client(srv.port)
+        pipe = c.pipeline(transaction=False)
+        for _ in range(per):
+            pipe.execute_command(*setuser_args(i, False))
+            i += 1
+        pipe.execute()
+        c.close()
+    run = b.noop("plan", path, warm=False)
+    table.add(f"fleet: no-op plan cold, {instances} x {per} (vs one 10k instance)", run, one.seconds, 2.0)
+    b.stop_all()
+
+
+def section_latency(b: Bench, table: Table, n: int) -> None:
+    from bench_apply import start_proxy
+
+    srv = b.start()
+    print(f"\nlatency: apply -f of {n} users, +{b.args.latency_ms:g} ms per client->server chunk; {load()}", flush=True)
+    plain = write_file(b.base / f"lat-plain-{n}.yaml", n, srv.address)
+    base_run = b.apply_cold(srv.port, plain, n)
+    proxy, port = start_proxy(srv.port, b.args.latency_ms)
+    try:
+        delayed = write_file(b.base / f"lat-proxy-{n}.yaml", n, f"127.0.0.1:{port}")
+        run = b.apply_cold(srv.port, delayed, n)
+    finally:
+        proxy.kill()
+        proxy.wait()
+    table.add(f"latency: apply -f, no added latency", base_run, base_run.seconds)
+    table.add(f"latency: apply -f, +{b.args.latency_ms:g} ms (vs no added latency)", run, base_run.seconds, 1.5)
+    b.stop_all()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--server", default="valkey-9.1")
+    ap.add_argument("--users", type=int, default=10_000)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="scaling sizes (the --users size is reused)")
+    ap.add_argument("--latency-ms", type=float, default=1.0)
+    ap.add_argument("--skip", default="", help="comma list of: identical,scaling,fleet,latency")
+    ap.add_argument("--quick", action="store_true", help="apply and cold plan only (no warm, no drift)")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    table = Table()
+    print(f"medians of {args.runs} whole processes; {load()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-realistic-") as tmp:
+        b = Bench(args, Path(tmp))
+        try:
+            main10 = section_single(b, table, args.users, False, f"{args.users // 1000}k own rules")
+            if "identical" not in skip:
+                section_single(b, table, args.users, True, f"{args.users // 1000}k identical rules")
+            if "scaling" not in skip:
+                per_user: dict[int, tuple[Run, Run]] = {args.users: (main10["apply"], main10["plan_cold"])}  # type: ignore[dict-item]
+                for n in (int(s) for s in args.sizes.split(",")):
+                    if n == args.users:
+                        continue
+                    b.args.quick = True
+                    got = section_single(b, table, n, False, f"scaling {n // 1000}k")
+                    per_user[n] = (got["apply"], got["plan_cold"])  # type: ignore[assignment]
+                print("\nscaling (cold): time per user and peak RSS", flush=True)
+                for n in sorted(per_user):
+                    a, p = per_user[n]
+                    print(f"  {n:>7} users: apply {1e6 * a.seconds / n:7.1f} us/user ({a.rss_mb:5.0f} MB), "
+                          f"plan {1e6 * p.seconds / n:7.1f} us/user ({p.rss_mb:5.0f} MB)", flush=True)
+                big = max(per_user)
+                if big != args.users:
+                    for what, k in (("apply", 0), ("plan", 1)):
+                        r = (per_user[big][k].seconds / big) / (per_user[args.users][k].seconds / args.users)
+                        print(f"  {what}: per-user time at {big} vs {args.users}: {r:.2f}x (target <= 1.2x)"
+                              f" {'met' if r <= 1.2 else 'MISSED'}")
+            if "fleet" not in skip:
+                section_fleet(b, table, main10["plan_cold"])  # type: ignore[arg-type]
+            if "latency" not in skip:
+                section_latency(b, table, args.users)
+        finally:
+            b.stop_all()
+    print(f"\ndone; {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

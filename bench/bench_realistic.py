@@ -111,22 +111,14 @@ def setuser_args(i: int, identical: bool) -> list[str]:
 
 @dataclass
 class Run:
-    seconds: float
-    rss_mb: float
+    seconds: float  # wall time
+    rss_mb: float = 0.0  # the process's own peak RSS
+    cpu: float = 0.0  # user + system CPU time of the process (less sensitive to a busy machine)
 
 
 def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Run:
-    """One process's wall time, or RuntimeError when it exits otherwise than `ok`."""
-    t0 = time.perf_counter()
-    r = subprocess.run(argv, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    if r.returncode not in ok:
-        raise RuntimeError(f"{' '.join(argv[-6:])} exited {r.returncode}:\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}")
-    return Run(elapsed, 0.0)
-
-
-def timed_rss(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Run:
-    """Like timed(), with the child's own peak RSS from wait4 (output goes to a temp file)."""
+    """One process: wall time, peak RSS and CPU time from wait4, or RuntimeError when it exits
+    otherwise than `ok` (its output goes to a temp file, shown on failure)."""
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -136,11 +128,15 @@ def timed_rss(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) 
         if proc.returncode not in ok:
             out.seek(0)
             raise RuntimeError(f"{' '.join(argv[-6:])} exited {proc.returncode}:\n{out.read().decode()[-3000:]}")
-    return Run(elapsed, usage.ru_maxrss / 1024)
+    return Run(elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def median(runs: list[Run]) -> Run:
-    return Run(statistics.median(r.seconds for r in runs), max(r.rss_mb for r in runs))
+    return Run(
+        statistics.median(r.seconds for r in runs),
+        max(r.rss_mb for r in runs),
+        statistics.median(r.cpu for r in runs),
+    )
 
 
 def load() -> str:
@@ -232,135 +228,160 @@ class Bench:
     def cli(self, *args: str) -> list[str]:
         return [PY, "-m", "reconciler.cli", *args]
 
-    # floor ------------------------------------------------------------------------------
+    # one round of each measurement ------------------------------------------------------
 
-    def floor(self, port: int, n: int, identical: bool, path: Path) -> tuple[float, float, float]:
+    def resp_file(self, n: int, identical: bool) -> Path:
         data = self.base / f"setuser-{n}-{identical}.resp"
-        with open(data, "wb") as fh:
-            for i in range(n):
-                fh.write(resp(setuser_args(i, identical)))
-        cli = redis_cli()
-        pipe_runs, yaml_runs = [], []
-        for _ in range(self.args.runs):
-            self.clear_users(port)
-            with open(data, "rb") as fh:
-                t0 = time.perf_counter()
-                r = subprocess.run(
-                    [cli, "-h", "127.0.0.1", "-p", str(port), "--user", "reconciler", "--pass", ADMIN_TOKEN, "--no-auth-warning", "--pipe"],
-                    stdin=fh, capture_output=True, text=True,
-                )
-                pipe_runs.append(time.perf_counter() - t0)
-            if r.returncode != 0 or "errors: 0" not in r.stdout:
-                raise RuntimeError(f"redis-cli --pipe failed: {r.stdout} {r.stderr}")
-            yaml_runs.append(timed([PY, "-c", YAML_FLOOR, str(path)], self.env).seconds)
-        self.clear_users(port)
-        p, y = statistics.median(pipe_runs), statistics.median(yaml_runs)
-        return p, y, p + y
+        if not data.exists():
+            with open(data, "wb") as fh:
+                for i in range(n):
+                    fh.write(resp(setuser_args(i, identical)))
+        return data
 
-    # reconciler ------------------------------------------------------------------------
+    def pipe(self, port: int, data: Path) -> Run:
+        """The raw floor: the same ACL SETUSER lines through `redis-cli --pipe` (users absent)."""
+        self.clear_users(port)
+        cli = [redis_cli(), "-h", "127.0.0.1", "-p", str(port), "--user", "reconciler", "--pass", ADMIN_TOKEN, "--no-auth-warning", "--pipe"]
+        with open(data, "rb") as fh:
+            t0 = time.perf_counter()
+            r = subprocess.run(cli, stdin=fh, capture_output=True, text=True)
+            elapsed = time.perf_counter() - t0
+        if r.returncode != 0 or "errors: 0" not in r.stdout:
+            raise RuntimeError(f"redis-cli --pipe failed: {r.stdout} {r.stderr}")
+        self.clear_users(port)
+        return Run(elapsed, 0.0, elapsed)  # the server does the work: count it all
+
+    def yaml_floor(self, path: Path) -> Run:
+        return timed([PY, "-c", YAML_FLOOR, str(path)], self.env)
 
     def apply_cold(self, port: int, path: Path, n: int) -> Run:
-        runs = []
-        for _ in range(self.args.runs):
-            self.clear_users(port)
-            runs.append(timed_rss(self.cli("apply", "-f", str(path), "--auto-approve"), self.fresh_cache()))
-            got = self.count_users(port)
-            if got != n:
-                raise RuntimeError(f"apply left {got} users, expected {n}")
-        return median(runs)
+        self.clear_users(port)
+        run = timed(self.cli("apply", "-f", str(path), "--auto-approve"), self.fresh_cache())
+        got = self.count_users(port)
+        if got != n:
+            raise RuntimeError(f"apply left {got} users, expected {n}")
+        return run
 
-    def noop(self, command: str, path: Path, warm: bool) -> Run:
+    def noop(self, command: str, path: Path, env: dict[str, str] | None = None) -> Run:
+        """A no-op plan (exit 0 expected) or drift; cold with a fresh cache dir unless `env`."""
         argv = self.cli(command, "-f", str(path)) + (["--detailed-exitcode"] if command == "plan" else [])
-        if warm:
-            env = self.fresh_cache()
-            timed(argv, env)  # primes the parse cache
-            return median([timed_rss(argv, env) for _ in range(self.args.runs)])
-        return median([timed_rss(argv, self.fresh_cache()) for _ in range(self.args.runs)])
+        return timed(argv, env or self.fresh_cache())
+
+    def warm_env(self, path: Path) -> dict[str, str]:
+        env = self.fresh_cache()
+        timed(self.cli("validate", "-f", str(path)), env)  # fills the parse cache
+        return env
 
 
 # -- report --------------------------------------------------------------------------------
 
 
 class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str, str]] = []
+    """Prints each figure as it is measured: wall median (and its ratio to the floor), CPU
+    median (and its ratio to the floor's), peak RSS, the target on the wall ratio."""
 
-    def add(self, step: str, run: Run | float, floor: float | None = None, target: float | None = None, note: str = "") -> None:
-        seconds = run.seconds if isinstance(run, Run) else run
-        rss = f"{run.rss_mb:6.0f} MB" if isinstance(run, Run) and run.rss_mb else ""
-        ratio = f"{seconds / floor:5.2f}x" if floor else ""
+    def add(self, step: str, run: Run, floor: Run | None = None, target: float | None = None) -> None:
+        ratio = f"{run.seconds / floor.seconds:5.2f}x" if floor else ""
+        cpu_ratio = f"{run.cpu / floor.cpu:5.2f}x" if floor and floor.cpu else ""
+        rss = f"{run.rss_mb:5.0f} MB" if run.rss_mb else ""
         verdict = ""
         if target is not None and floor:
-            verdict = f"<= {target:g}x " + ("met" if seconds / floor <= target else "MISSED")
-        self.rows.append((step, f"{seconds:7.2f} s", ratio, rss, (verdict + " " + note).strip()))
-        print(f"  {step:<52} {seconds:7.2f} s {ratio:>7} {rss:>9}  {(verdict + ' ' + note).strip()}", flush=True)
+            verdict = f"<= {target:g}x " + ("met" if run.seconds / floor.seconds <= target else "MISSED")
+            if floor.cpu:
+                verdict += " (cpu " + ("met" if run.cpu / floor.cpu <= target else "MISSED") + ")"
+        print(f"  {step:<50} {run.seconds:6.2f} s {ratio:>6}  cpu {run.cpu:6.2f} s {cpu_ratio:>6} {rss:>8}  {verdict}", flush=True)
 
 
-def section_single(b: Bench, table: Table, n: int, identical: bool, label: str) -> dict[str, Run | float]:
+def section_single(b: Bench, table: Table, n: int, identical: bool, label: str) -> dict[str, Run]:
+    """Every measurement once per round, rounds repeated: a busy machine slows them alike."""
     srv = b.start()
     path = write_file(b.base / f"users-{n}-{'same' if identical else 'own'}.yaml", n, srv.address, identical)
-    size = path.stat().st_size / 1e6
-    print(f"\n{label}: {n} users, {size:.1f} MB file, {srv.server} {srv.version}; {load()}", flush=True)
-    pipe, yaml_s, floor = b.floor(srv.port, n, identical, path)
-    table.add(f"{label}: floor (redis-cli --pipe {pipe:.2f} s + YAML C loader {yaml_s:.2f} s)", floor, floor)
-    out: dict[str, Run | float] = {"floor": floor}
-    out["apply"] = b.apply_cold(srv.port, path, n)
+    print(f"\n{label}: {n} users, {path.stat().st_size / 1e6:.1f} MB file, {srv.server} {srv.version}; {load()}", flush=True)
+    data = b.resp_file(n, identical)
+    steps: list[tuple[str, Callable[[], Run]]] = [
+        ("pipe", lambda: b.pipe(srv.port, data)),
+        ("yaml", lambda: b.yaml_floor(path)),
+        ("apply", lambda: b.apply_cold(srv.port, path, n)),
+        ("plan_cold", lambda: b.noop("plan", path)),
+    ]
+    if not b.args.quick:
+        warm: dict[str, dict[str, str]] = {}
+        steps += [
+            ("plan_warm", lambda: b.noop("plan", path, warm.setdefault("env", b.warm_env(path)))),
+            ("drift_cold", lambda: b.noop("drift", path)),
+            ("drift_warm", lambda: b.noop("drift", path, warm.setdefault("env", b.warm_env(path)))),
+        ]
+    runs: dict[str, list[Run]] = {name: [] for name, _ in steps}
+    for _ in range(b.args.runs):
+        for name, step in steps:
+            runs[name].append(step())
+    out = {name: median(r) for name, r in runs.items()}
+    pipe, yml = out["pipe"], out["yaml"]
+    floor = Run(pipe.seconds + yml.seconds, 0.0, pipe.cpu + yml.cpu)
+    out["floor"] = floor
+    table.add(f"{label}: floor (pipe {pipe.seconds:.2f} s + YAML {yml.seconds:.2f} s)", floor, floor)
     table.add(f"{label}: apply -f, cold", out["apply"], floor, 3.0)
-    out["plan_cold"] = b.noop("plan", path, warm=False)
     table.add(f"{label}: no-op plan, cold (fresh cache dir)", out["plan_cold"], floor, 2.0)
     if not b.args.quick:
-        out["plan_warm"] = b.noop("plan", path, warm=True)
         table.add(f"{label}: no-op plan, warm (parse cache)", out["plan_warm"], floor, 1.5)
-        out["drift_cold"] = b.noop("drift", path, warm=False)
         table.add(f"{label}: drift, cold", out["drift_cold"], floor, 2.0)
-        out["drift_warm"] = b.noop("drift", path, warm=True)
         table.add(f"{label}: drift, warm", out["drift_warm"], floor, 1.5)
     b.stop_all()
     return out
 
 
-def section_fleet(b: Bench, table: Table, one: Run, instances: int = 50, per: int = 200) -> None:
-    print(f"\nfleet: {instances} server processes x {per} users; {load()}", flush=True)
+def section_fleet(b: Bench, table: Table, n_single: int, instances: int = 50, per: int = 200) -> None:
+    """Cold no-op plan of one file with `instances` servers x `per` users, alternating with a
+    cold no-op plan of one server holding n_single users."""
+    print(f"\nfleet: {instances} server processes x {per} users vs one server with {n_single}; {load()}", flush=True)
     servers = [b.start() for _ in range(instances)]
     names = {f"fleet-{k:02d}": srv.address for k, srv in enumerate(servers)}
     lines = header(names)
     i = 0
-    for k, name in enumerate(names):
-        for _ in range(per):
-            lines += user_lines(i, False, instance=name)
-            i += 1
-    path = b.base / "fleet.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    i = 0
-    for srv in servers:
+    for name, srv in zip(names, servers):
         c = b.client(srv.port)
         pipe = c.pipeline(transaction=False)
         for _ in range(per):
+            lines += user_lines(i, False, instance=name)
             pipe.execute_command(*setuser_args(i, False))
             i += 1
         pipe.execute()
         c.close()
-    run = b.noop("plan", path, warm=False)
-    table.add(f"fleet: no-op plan cold, {instances} x {per} (vs one 10k instance)", run, one.seconds, 2.0)
+    fleet = b.base / "fleet.yaml"
+    fleet.write_text("\n".join(lines) + "\n")
+    single_srv = b.start()
+    single = write_file(b.base / f"single-{n_single}.yaml", n_single, single_srv.address)
+    b.fill(single_srv.port, n_single, False)
+    runs: dict[str, list[Run]] = {"fleet": [], "single": []}
+    for _ in range(b.args.runs):
+        runs["fleet"].append(b.noop("plan", fleet))
+        runs["single"].append(b.noop("plan", single))
+    one = median(runs["single"])
+    table.add(f"fleet: one instance, {n_single} users, no-op plan cold", one, one)
+    table.add(f"fleet: {instances} instances x {per} users, no-op plan cold", median(runs["fleet"]), one, 2.0)
     b.stop_all()
 
 
 def section_latency(b: Bench, table: Table, n: int) -> None:
+    """apply -f cold straight to the server and through the delay proxy, alternating."""
     from bench_apply import start_proxy
 
     srv = b.start()
     print(f"\nlatency: apply -f of {n} users, +{b.args.latency_ms:g} ms per client->server chunk; {load()}", flush=True)
     plain = write_file(b.base / f"lat-plain-{n}.yaml", n, srv.address)
-    base_run = b.apply_cold(srv.port, plain, n)
     proxy, port = start_proxy(srv.port, b.args.latency_ms)
     try:
         delayed = write_file(b.base / f"lat-proxy-{n}.yaml", n, f"127.0.0.1:{port}")
-        run = b.apply_cold(srv.port, delayed, n)
+        runs: dict[str, list[Run]] = {"plain": [], "delayed": []}
+        for _ in range(b.args.runs):
+            runs["plain"].append(b.apply_cold(srv.port, plain, n))
+            runs["delayed"].append(b.apply_cold(srv.port, delayed, n))
     finally:
         proxy.kill()
         proxy.wait()
-    table.add(f"latency: apply -f, no added latency", base_run, base_run.seconds)
-    table.add(f"latency: apply -f, +{b.args.latency_ms:g} ms (vs no added latency)", run, base_run.seconds, 1.5)
+    base_run = median(runs["plain"])
+    table.add("latency: apply -f, cold, no added latency", base_run, base_run)
+    table.add(f"latency: apply -f, cold, +{b.args.latency_ms:g} ms", median(runs["delayed"]), base_run, 1.5)
     b.stop_all()
 
 
@@ -385,26 +406,27 @@ def main() -> int:
             if "identical" not in skip:
                 section_single(b, table, args.users, True, f"{args.users // 1000}k identical rules")
             if "scaling" not in skip:
-                per_user: dict[int, tuple[Run, Run]] = {args.users: (main10["apply"], main10["plan_cold"])}  # type: ignore[dict-item]
+                per_user: dict[int, tuple[Run, Run]] = {args.users: (main10["apply"], main10["plan_cold"])}
                 for n in (int(s) for s in args.sizes.split(",")):
                     if n == args.users:
                         continue
                     b.args.quick = True
                     got = section_single(b, table, n, False, f"scaling {n // 1000}k")
-                    per_user[n] = (got["apply"], got["plan_cold"])  # type: ignore[assignment]
-                print("\nscaling (cold): time per user and peak RSS", flush=True)
+                    per_user[n] = (got["apply"], got["plan_cold"])
+                print("\nscaling (cold): wall and CPU time per user, peak RSS", flush=True)
                 for n in sorted(per_user):
                     a, p = per_user[n]
-                    print(f"  {n:>7} users: apply {1e6 * a.seconds / n:7.1f} us/user ({a.rss_mb:5.0f} MB), "
-                          f"plan {1e6 * p.seconds / n:7.1f} us/user ({p.rss_mb:5.0f} MB)", flush=True)
+                    print(f"  {n:>7} users: apply {1e6 * a.seconds / n:6.0f} us/user (cpu {1e6 * a.cpu / n:6.0f}, {a.rss_mb:5.0f} MB), "
+                          f"plan {1e6 * p.seconds / n:6.0f} us/user (cpu {1e6 * p.cpu / n:6.0f}, {p.rss_mb:5.0f} MB)", flush=True)
                 big = max(per_user)
                 if big != args.users:
                     for what, k in (("apply", 0), ("plan", 1)):
                         r = (per_user[big][k].seconds / big) / (per_user[args.users][k].seconds / args.users)
-                        print(f"  {what}: per-user time at {big} vs {args.users}: {r:.2f}x (target <= 1.2x)"
+                        c = (per_user[big][k].cpu / big) / (per_user[args.users][k].cpu / args.users)
+                        print(f"  {what}: per-user time at {big} vs {args.users}: wall {r:.2f}x, cpu {c:.2f}x (target <= 1.2x)"
                               f" {'met' if r <= 1.2 else 'MISSED'}")
             if "fleet" not in skip:
-                section_fleet(b, table, main10["plan_cold"])  # type: ignore[arg-type]
+                section_fleet(b, table, args.users)
             if "latency" not in skip:
                 section_latency(b, table, args.users)
         finally:

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance", required=True, metavar="N")
     _file_arg(p)
 
+    p = sub.add_parser("schema", help="print the desired-state JSON Schema (for editors)")
+    p.add_argument("--markdown", action="store_true", help="print the YAML reference generated from it instead")
+
     p = sub.add_parser("token", help="token helpers")
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True)
     t = tsub.add_parser("new", help="make a strong random token and print its YAML entry")

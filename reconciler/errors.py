@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ReconcilerError(Exception):
@@ -41,3 +42,5 @@ class PlanError(ReconcilerError):
 
 class ApplyError(ReconcilerError):
     """Execution stopped; the message says what was applied and what was not."""
+
+    result: Any = None  # the partial ApplyResult: what was done before the stop

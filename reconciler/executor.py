@@ -1,6 +1,6 @@
 """Executor: carry out a Plan on the live nodes, then verify.
 
-Per node, in DESIGN.md's order:
+Per node, in this order:
   1. one atomic `ACL SETUSER name reset <on|off> <#hash..|resetpass|nopass> <rules>` per
      created/updated user, pipelined without MULTI in batches (one round trip per batch),
      every reply checked;
@@ -250,10 +250,10 @@ class _NodeRun:
                 client = self.connect(self.instance, self.node.address)
             except ReconcilerError as exc:
                 self._fail(str(exc))
-                raise _Stop
+                raise _Stop from None
             except Exception as exc:  # connection refused, TLS, auth: the node cannot be written
                 self._fail(f"{self.instance.name} {self.node.address}: cannot connect: {exc}")
-                raise _Stop
+                raise _Stop from None
             try:
                 self._pipelined(client, "setuser")
                 self._pipelined(client, "deluser")
@@ -293,9 +293,9 @@ class _NodeRun:
                     self._record("kill-sessions" if step == "kill" else c.action, c.user, IN_DOUBT, change=c)
                 self.pending[step] = items[start + len(batch) :]
                 self._fail(f"connection lost during {step} batch {self.batch_no + 1}: {exc}")
-                raise _Stop
+                raise _Stop from None
             refused: list[str] = []
-            for c, reply in zip(batch, replies):
+            for c, reply in zip(batch, replies, strict=True):
                 refused_text = self._check_reply(step, c, reply)
                 if refused_text:
                     refused.append(f"{c.user}: {refused_text}")
@@ -303,7 +303,7 @@ class _NodeRun:
             self.batch_no += 1
             if refused:
                 self._fail(f"server refused {len(refused)} command(s): " + "; ".join(refused[:5]))
-                raise _Stop
+                raise _Stop from None
             if self.between_batches is not None:
                 self.between_batches(self.instance.name, self.node.address, step, self.batch_no)
 
@@ -346,7 +346,7 @@ class _NodeRun:
             except Exception as exc:
                 self._record("config", label, FAILED, str(exc))
                 self._fail(f"CONFIG SET {label} refused: {exc}")
-                raise _Stop
+                raise _Stop from None
             self._record("config", label, OK, f"was {cc.before}")
         if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
             try:
@@ -354,7 +354,7 @@ class _NodeRun:
             except Exception as exc:
                 self._record("config", "rewrite", FAILED, str(exc))
                 self._fail(f"CONFIG REWRITE after CONFIG SET failed: {exc}")
-                raise _Stop
+                raise _Stop from None
             self._record("config", "rewrite", OK)
 
     def _persist(self, client: Any) -> None:
@@ -370,7 +370,7 @@ class _NodeRun:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"
             self._fail(f"persist ({mode}) failed: {exc}")
-            raise _Stop
+            raise _Stop from None
         self.result.persisted = mode
         self._record("persist", "", OK, mode)
 
@@ -427,6 +427,11 @@ def execute(
     """
     connect = connect or _default_connect()
     result = ApplyResult()
+
+    def _warn_and_record(message: str) -> None:
+        result.warnings.append(message)
+        warn(message)
+
     for inst_plan in plan.instances:
         if not any(n.has_changes for n in inst_plan.nodes):
             continue
@@ -441,12 +446,12 @@ def execute(
                 audit=audit,
                 batch_size=batch_size,
                 between_batches=between_batches,
-                warn=lambda m: (result.warnings.append(m), warn(m)),
+                warn=_warn_and_record,
             )
         )
     if not result.ok:
         err = ApplyError(result.failure_report())
-        err.result = result  # type: ignore[attr-defined]
+        err.result = result
         raise err
     return result
 

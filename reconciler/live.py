@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import redis

@@ -78,7 +78,7 @@ class FakeMemorystore:
                 self.authorization_mode = body.get("authorizationMode", "")
                 return self._op({"name": inst, "authorizationMode": self.authorization_mode})
         if not route.startswith(inst):
-            return _err(404, "NOT_FOUND", f"instance not found")
+            return _err(404, "NOT_FOUND", "instance not found")
         rest = route[len(inst):]
         if rest == ":addTokenAuthUser" and method == "POST":
             # manage-basic-auth: users are added to an instance with token-based auth enabled.

@@ -12,11 +12,11 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
-
 from fake_memorystore import INSTANCE, FakeMemorystore
 from fake_redis_software import FakeRedisSoftware
-from reconciler.cli import main
 from servers import RunningServer
+
+from reconciler.cli import main
 
 RS_ADMIN = "Admin-Secret-1!"
 MS_ACCESS = "ya29.all-providers-access-token-42"

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from fake_memorystore import INSTANCE, FakeMemorystore
 from cli_support import CliRun
+from fake_memorystore import INSTANCE, FakeMemorystore
 
 ACCESS_TOKEN = "ya29.test-access-token-0123456789"
 

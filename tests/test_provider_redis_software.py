@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from fake_redis_software import FakeRedisSoftware, complex_enough
 from cli_support import CliRun
+from fake_redis_software import FakeRedisSoftware, complex_enough
 
 ADMIN = "Admin-Secret-1!"
 OLD = "Old-Token-0123456789abcdef!"

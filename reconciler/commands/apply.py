@@ -142,7 +142,7 @@ def _apply_all(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> _Re
             partial: Any = getattr(exc, "result", None)
             if partial is not None:
                 done.parts.append(partial)
-            exc.result = done  # type: ignore[attr-defined]
+            exc.result = done
             raise
     return done
 

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from .. import acl, secrets
 from ..model import (
@@ -282,20 +282,20 @@ class Builder:
             base: Path = ("instances", name)
             nodes = self.nodes(spec.get("nodes"), base + ("nodes",), name, seen_nodes)
             defaults = Instance(name=name)
-            timeout = spec.get("timeout_seconds")
+            timeout: Any = spec.get("timeout_seconds")
             out[name] = Instance(
                 name=name,
                 provider=_str(spec.get("provider")) or defaults.provider,
                 nodes=nodes,
                 tls=self.tls(spec.get("tls")),
                 admin=self.admin(spec.get("admin"), base + ("admin",), name),
-                auth_mode=spec.get("auth_mode") if spec.get("auth_mode") in ("token", "none") else defaults.auth_mode,
+                auth_mode=spec["auth_mode"] if spec.get("auth_mode") in ("token", "none") else defaults.auth_mode,
                 tls_client_auth=self.tls_client_auth(spec.get("tls_client_auth")),
-                persist=spec.get("persist")
+                persist=spec["persist"]
                 if spec.get("persist") in ("auto", "acl-save", "config-rewrite", "none")
                 else defaults.persist,
                 prune=_bool(spec.get("prune"), defaults.prune),
-                topology=spec.get("topology")
+                topology=spec["topology"]
                 if spec.get("topology") in ("auto", "standalone", "replicated", "cluster")
                 else defaults.topology,
                 discover=_bool(spec.get("discover"), defaults.discover),
@@ -442,8 +442,8 @@ class Builder:
         if not isinstance(raw, dict):
             return None
         req = raw.get("required")
-        required = "true" if req is True else "optional" if req == "optional" else "false"
-        field_ = raw.get("user_field") if raw.get("user_field") in ("CN", "none") else "none"
+        required: Literal["true", "false", "optional"] = "true" if req is True else "optional" if req == "optional" else "false"
+        field_: Literal["CN", "none"] = raw["user_field"] if raw.get("user_field") in ("CN", "none") else "none"
         return TLSClientAuth(required=required, user_field=field_)
 
     def admin(self, raw: Any, path: Path, instance: str) -> Admin:
@@ -477,7 +477,7 @@ class Builder:
                 for msg in check_rules(own, "a role"):
                     self.problem(base + ("acl",), msg)
         known = sorted(specs)
-        for name, (refs, _) in specs.items():
+        for name in specs:
             for i, ref in enumerate(_list(_dict(raw[name]).get("roles"))):
                 if isinstance(ref, str) and ref not in specs:
                     self.problem(("roles", name, "roles", i), f"unknown role '{ref}' ({_suggest(ref, known)}roles: {', '.join(known)})")
@@ -559,8 +559,8 @@ class Builder:
                         base + ("roles", i),
                         f"unknown role '{role}' ({_suggest(role, known_roles)}roles: {', '.join(known_roles) or 'none defined'})",
                     )
-                elif roles[role]:
-                    parts.append(roles[role])  # type: ignore[arg-type]
+                elif role_rules := roles[role]:
+                    parts.append(role_rules)
             own = _str(spec.get("acl")) or ""
             for msg in check_rules(own, "acl"):
                 self.problem(base + ("acl",), msg)
@@ -689,7 +689,7 @@ class Builder:
         seen: dict[tuple, Path] = {}
         cn_instances = [
             n for n in user_instances
-            if instances[n].tls_client_auth is not None and instances[n].tls_client_auth.user_field == "CN"
+            if (auth := instances[n].tls_client_auth) is not None and auth.user_field == "CN"
         ]
         for i, spec in enumerate(_list(raw)):
             if not isinstance(spec, dict) or not isinstance(spec.get("subject"), str):
@@ -724,7 +724,7 @@ class Builder:
             if cert_file:  # inventory: subject, chain to each instance's CA, clientAuth (certs.check)
                 from .. import certs  # imports `cryptography`: only files with cert_file pay for it
 
-                cas = [(n, instances[n].tls.ca_file) for n in user_instances if instances[n].tls and instances[n].tls.ca_file]
+                cas = [(n, tls.ca_file) for n in user_instances if (tls := instances[n].tls) and tls.ca_file]
                 info, cert_problems = certs.check(self.path_of(cert_file), parsed, cas)
                 for msg in cert_problems:
                     self.problem(where + ("cert_file",), msg)

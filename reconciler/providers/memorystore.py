@@ -197,7 +197,7 @@ def _check_user(instance: str, u: User) -> None:
 def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> InstancePlan:
     data_plane = bool(desired.instances[inst.name].nodes)
     nodes = []
-    for node_plan, node in zip(inst.nodes, state.nodes):
+    for node_plan, node in zip(inst.nodes, state.nodes, strict=True):
         assert isinstance(node, MSNode)
         config = tuple(node_plan.config)
         if node.authorization_mode != TOKEN_AUTH:

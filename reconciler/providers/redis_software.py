@@ -236,7 +236,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
     password calls a token change needs (and when only "replace all" can do it)."""
     users = common.users_here(desired, inst.name)
     nodes = []
-    for node_plan, node in zip(inst.nodes, state.nodes):
+    for node_plan, node in zip(inst.nodes, state.nodes, strict=True):
         assert isinstance(node, RSNode)
         changes: list[UserChange] = []
         seen = set()

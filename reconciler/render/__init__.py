@@ -6,6 +6,7 @@ from functools import lru_cache
 
 import jinja2
 
+from .. import resources
 from ..plan import Plan
 from .view import Colors, build_view
 
@@ -15,7 +16,7 @@ __all__ = ["render", "render_text", "render_markdown", "render_json"]
 @lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("reconciler.render", "templates"),
+        loader=jinja2.FunctionLoader(lambda name: resources.read_text(f"{resources.TEMPLATES}/{name}")),
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,

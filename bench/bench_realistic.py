@@ -197,7 +197,7 @@ class Bench:
 
     def clear_users(self, port: int) -> None:
         c = self.client(port)
-        names = [line.split()[1] for line in (l.decode() for l in c.execute_command("ACL", "LIST"))]
+        names = [line.split()[1] for line in (raw.decode() for raw in c.execute_command("ACL", "LIST"))]
         names = [n for n in names if n.startswith("app")]
         pipe = c.pipeline(transaction=False)
         for k in range(0, len(names), 1000):
@@ -207,7 +207,7 @@ class Bench:
 
     def count_users(self, port: int) -> int:
         c = self.client(port)
-        n = sum(1 for l in c.execute_command("ACL", "LIST") if l.startswith(b"user app"))
+        n = sum(1 for raw in c.execute_command("ACL", "LIST") if raw.startswith(b"user app"))
         c.close()
         return n
 
@@ -338,7 +338,7 @@ def section_fleet(b: Bench, table: Table, n_single: int, instances: int = 50, pe
     names = {f"fleet-{k:02d}": srv.address for k, srv in enumerate(servers)}
     lines = header(names)
     i = 0
-    for name, srv in zip(names, servers):
+    for name, srv in zip(names, servers, strict=True):
         c = b.client(srv.port)
         pipe = c.pipeline(transaction=False)
         for _ in range(per):

@@ -498,7 +498,7 @@ def verify(
         # In parallel, like the first read: verifying a 6-node cluster should not cost 6 reads in a row.
         with ThreadPoolExecutor(max_workers=min(MAX_NODE_THREADS, len(nodes))) as pool:
             states = list(pool.map(read, nodes))
-        for node, state in zip(nodes, states):
+        for node, state in zip(nodes, states, strict=True):
             left = [c for c in node.changes if not _holds(c, state)]
             config_left = [cc for cc in _config_changes(node) if _config_value(state, cc.parameter) != cc.after]
             if left:

@@ -15,7 +15,6 @@ from .model import DesiredState
 from .plan import InstancePlan, Plan
 from .state import LiveState
 
-
 MAX_PARALLEL_INSTANCES = 8
 
 

@@ -90,6 +90,7 @@ class NodeResult:
             {
                 "acl-save": "saved (ACL SAVE)",
                 "config-rewrite": "saved (CONFIG REWRITE)",
+                "sentinel-flushconfig": "saved (SENTINEL FLUSHCONFIG)",
                 "warn": "not persisted (in memory only)",
                 "none": "persist: none",
             }.get(self.persisted, "not persisted")
@@ -247,7 +248,7 @@ class _NodeRun:
         try:
             self._check_stop()
             try:
-                client = self.connect(self.instance, self.node.address)
+                client = self.connect(self.instance.for_role(self.node.role), self.node.address)
             except ReconcilerError as exc:
                 self._fail(str(exc))
                 raise _Stop from None
@@ -365,6 +366,8 @@ class _NodeRun:
                 client.execute_command("ACL", "SAVE")
             elif mode == "config-rewrite":
                 client.execute_command("CONFIG", "REWRITE")
+            elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
+                client.execute_command("SENTINEL", "FLUSHCONFIG")
             # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
@@ -426,6 +429,10 @@ def execute(
     `between_batches` is called after each completed batch (tests kill servers there).
     """
     connect = connect or _default_connect()
+    if between_batches is None:
+        from . import progress
+
+        between_batches = progress.batch_hook(plan, batch_size)
     result = ApplyResult()
 
     def _warn_and_record(message: str) -> None:
@@ -469,6 +476,13 @@ def _describe_left(changes: Sequence[UserChange]) -> str:
     return ", ".join(parts) + more
 
 
+def _reread(read_node: Callable[..., NodeState], instance: Instance, node: NodePlan) -> NodeState:
+    only = frozenset(c.user for c in node.changes)  # the touched users; the rest is not parsed
+    if node.role == "sentinel":
+        return read_node(instance.for_role("sentinel"), node.address, role="sentinel", only=only)
+    return read_node(instance, node.address, only=only)
+
+
 def verify(
     plan: Plan,
     desired: DesiredState,
@@ -488,16 +502,21 @@ def verify(
         from . import live
 
         read_node = live.read_node
+    from . import progress
+
     problems = []
     for name, nodes in _touched_nodes(plan).items():
         instance = desired.instances[name]
+        tick = progress.counter(f"verify {name}", f"verifying {name}", len(nodes), "nodes")
 
-        def read(n: NodePlan, instance: Instance = instance) -> NodeState:
-            return read_node(instance, n.address, only=frozenset(c.user for c in n.changes))
+        def read_one(n: NodePlan, instance: Instance = instance, tick: Callable[[], None] = tick) -> NodeState:
+            state = _reread(read_node, instance, n)
+            tick()
+            return state
 
         # In parallel, like the first read: verifying a 6-node cluster should not cost 6 reads in a row.
         with ThreadPoolExecutor(max_workers=min(MAX_NODE_THREADS, len(nodes))) as pool:
-            states = list(pool.map(read, nodes))
+            states = list(pool.map(read_one, nodes))
         for node, state in zip(nodes, states, strict=True):
             left = [c for c in node.changes if not _holds(c, state)]
             config_left = [cc for cc in _config_changes(node) if _config_value(state, cc.parameter) != cc.after]

@@ -230,16 +230,37 @@ def _command_table(client: redis.Redis, server: str, version: str) -> str:
     return name
 
 
+def _sentinel_table(client: redis.Redis, server: str, version: str) -> str:
+    """A sentinel's own command table (SENTINEL, ACL, AUTH, ...), read off the sentinel: rules of
+    sentinel_users are checked against what a sentinel runs, not a data node's table."""
+    from .acl import CommandTable
+
+    name = f"{server}-sentinel-{version}"
+    if name not in _TABLES:
+        t = CommandTable.read(client, server, version)
+        _TABLES[name] = CommandTable(name, t.server, t.version, t.categories, t.commands)
+    return name
+
+
 def tables() -> dict[str, Any]:
     """Command tables read so far in this process, by NodeState.command_table name."""
     return dict(_TABLES)
 
 
 def read_node(
-    instance: Instance, address: str, client: redis.Redis | None = None, *, only: frozenset[str] | None = None
+    instance: Instance,
+    address: str,
+    client: redis.Redis | None = None,
+    role: str | None = None,
+    *,
+    only: frozenset[str] | None = None,
 ) -> NodeState:
-    """Everything the planner needs from one node. `only`: parse just these users' ACL lines
-    (verification after apply compares the touched users, not the whole node)."""
+    """Everything the planner needs from one node.
+
+    role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role).
+    only: parse just these users' ACL lines (verification after apply compares the touched
+    users, not the whole node).
+    """
     from .acl import parse_acl_list_line
 
     own = client is None
@@ -280,9 +301,9 @@ def read_node(
             address=address,
             server=server,
             version=version,
-            role="replica" if repl.get("role") == "slave" else "primary",
+            role=role or ("replica" if repl.get("role") == "slave" else "primary"),
             users=users,
-            command_table=_command_table(client, server, version),
+            command_table=_sentinel_table(client, server, version) if role == "sentinel" else _command_table(client, server, version),
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
             config_file=bool(info.get("config_file")),
             tls_auth_clients=None if isinstance(tac, Exception) else _config_value(tac, "tls-auth-clients"),
@@ -307,13 +328,25 @@ def _acl_line_user(line: str | bytes) -> str:
 def read_instance(instance: Instance) -> InstanceState:
     """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
     reusing discovery's connections."""
+    from . import progress
     from .topology import discover
 
     topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
+    sentinels = {m.address for m in topo.members if m.role == "sentinel"}
+    tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
+
+    def read_one(address: str) -> NodeState:
+        if address in sentinels:
+            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel")
+        else:
+            state = read_node(instance, address, clients[address])
+        tick()
+        return state
+
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, max(1, len(nodes)))) as pool:
-            states = list(pool.map(lambda a: read_node(instance, a, clients[a]), nodes))
+            states = list(pool.map(read_one, nodes))
     finally:
         for client in clients.values():
             client.close()

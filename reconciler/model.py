@@ -56,6 +56,7 @@ class Token:
     line: int = 0
     note: str | None = None  # free text from the file, shown next to the token in plans
     sink: str | None = None  # provider: memorystore: file (resolved path) the service-generated value goes to
+    username: str | None = None  # provider: redis-cloud: the Cloud ACL user holding this token (default: the user's name)
 
     @property
     def prefix(self) -> str:
@@ -136,6 +137,7 @@ class Admin:
     username: str = "default"
     secret: Secret | None = field(default=None, repr=False, compare=False)
     source: str = ""  # "env:NAME" | "file:PATH"
+    account_key: Secret | None = field(default=None, repr=False, compare=False)  # redis-cloud: x-api-key
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class ApiSettings:
     instance: str | None = None  # memorystore: projects/P/locations/L/instances/I
     ca_file: str | None = None  # memorystore: CA for the API (tls: is the data plane's)
     data_plane: "Admin | None" = None  # memorystore: who runs CLIENT KILL USER on `nodes`
+    subscription: int | None = None  # redis-cloud: the Pro subscription holding `database`
+    allow_password_replace: bool = False  # redis-cloud: consent to changes that cut existing connections
 
 
 def server_token_ref(user: str, token_id: str) -> str:
@@ -168,12 +172,30 @@ class Instance:
     tls_client_auth: TLSClientAuth | None = None
     persist: Literal["auto", "acl-save", "config-rewrite", "none"] = "auto"
     prune: bool = False
-    topology: Literal["auto", "standalone", "replicated", "cluster"] = "auto"
+    topology: Literal["auto", "standalone", "replicated", "cluster", "sentinel"] = "auto"
     discover: bool = True
     kill_sessions_on_revoke: bool = False
     line: int = 0
     timeout_seconds: float = 5.0  # connect and command timeout per node
-    api: ApiSettings | None = None  # provider: redis-software / memorystore
+    api: ApiSettings | None = None  # provider: redis-software / memorystore / redis-cloud
+    client_certificates: tuple[Certificate, ...] | None = None  # redis-cloud: clientTlsCertificates (None: unmanaged)
+    # topology: sentinel -- the data nodes are the ones these sentinels report for master_name
+    sentinels: tuple[str, ...] = ()  # "host:port"
+    master_name: str | None = None
+    sentinel_admin: Admin = field(default_factory=Admin)
+    sentinel_users: tuple[User, ...] | None = None  # the sentinels' own users; None: sentinels' ACLs not managed
+
+    def for_role(self, role: str) -> "Instance":
+        """The instance as seen by a node of this role: sentinels are reached as sentinel_admin."""
+        if role != "sentinel":
+            return self
+        from dataclasses import replace
+
+        return replace(self, admin=self.sentinel_admin)
+
+    def users_for_role(self, role: str, users: list[User]) -> list[User]:
+        """The desired users of a node: sentinel_users on a sentinel, the file's users elsewhere."""
+        return list(self.sentinel_users or ()) if role == "sentinel" else users
 
 
 @dataclass(frozen=True)

@@ -349,7 +349,7 @@ def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
 
     code, md, _ = denv.drift("markdown")
     assert code == 2
-    assert md.startswith("## reconciler drift: drift or findings\n")
+    assert md.startswith("## reconciler drift: 1 to change; 5 findings\n")
     assert "**Plan: 0 to add, 1 to change, 0 to destroy.** 5 findings." in md
     assert "| Instance | Add | Change | Destroy | Findings |" in md and "| cache | 0 | 1 | 0 | 5 |" in md
     assert md.count("```") % 2 == 0 and "```diff" in md
@@ -403,7 +403,7 @@ def test_github_workflow_drift_step(denv: DriftEnv, tmp_path: Path) -> None:
     denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
     code, outputs, summary = run_step()
     assert (code, outputs) == (0, {"exit_code": "2"})  # the issue step runs next
-    assert (tmp_path / "drift.md").read_text().startswith("## reconciler drift: drift or findings")
+    assert (tmp_path / "drift.md").read_text().startswith("## reconciler drift: 1 to change")
     assert "revokes FLUSHALL" in summary
     assert json.loads((tmp_path / "drift.json").read_text())["drift"]["exit_code"] == 2
 

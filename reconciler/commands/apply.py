@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import date
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from ..model import DesiredState
 from ..plan import Plan, only_instances
 from ..planner import node_fingerprint
 from ..render import render_text
+from ..render.terminal import use_color
 from ..state import InstanceState, LiveState, NodeState
 
 Prompt = Callable[[str], str]
@@ -104,6 +104,11 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
                 problems.append(
                     f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
                     "(fingerprint differs); make a new plan"
+                )
+            elif state.role != node_plan.role:
+                problems.append(
+                    f"{inst.name} {node_plan.address}: node is now {state.role}, the plan was made when it was "
+                    f"{node_plan.role} (a failover since?); make a new plan"
                 )
             elif state.label != node_plan.label:
                 problems.append(
@@ -204,8 +209,8 @@ def _refuse(problems: list[str]) -> int:
     return 1
 
 
-def _present(plan: Plan) -> None:
-    _out(render_text(plan, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+def _present(plan: Plan, args: argparse.Namespace | None = None) -> None:
+    _out(render_text(plan, color=use_color(args, sys.stdout)))
 
 
 def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
@@ -213,9 +218,9 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     state = manager.read(args.instance)
     plan = manager.plan(state)
     if not plan.has_changes:
-        _present(plan)  # says "No changes." and lists any findings
+        _present(plan, args)  # says "No changes." and lists any findings
         return 0
-    _present(plan)
+    _present(plan, args)
     problems = safety.check(plan, state, manager.desired, force=args.force)
     if problems:
         return _refuse(problems)
@@ -245,7 +250,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     problems = safety.check(plan, state, manager.desired, force=args.force)
     if problems:
         return _refuse(problems)
-    _present(plan)
+    _present(plan, args)
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
@@ -253,6 +258,14 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "bootstrap", False):
+        if args.plan_file or not args.file:
+            raise ReconcilerError("--bootstrap works with -f FILE, not with a saved plan")
+        from . import bootstrap
+
+        code = bootstrap.run(args, None, _confirm)
+        if code >= 0:
+            return code
     if args.plan_file:
         # With -f FILE as well, the file only supplies connection details and secrets.
         return run_saved(args)

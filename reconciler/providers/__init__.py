@@ -17,6 +17,7 @@ _CLASSES = {
     "redis": ("redis", "RedisProvider"),
     "redis-software": ("redis_software", "RedisSoftwareProvider"),
     "memorystore": ("memorystore", "MemorystoreProvider"),
+    "redis-cloud": ("redis_cloud", "RedisCloudProvider"),
 }
 
 

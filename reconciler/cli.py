@@ -59,7 +59,18 @@ def _file_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _instance_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--instance", action="append", metavar="N", help="only this instance of the file (repeatable)")
+    p.add_argument(
+        "--instance",
+        action="append",
+        metavar="N",
+        help="only this instance of the file; a glob such as 'cache-eu-*' (quoted) selects several (repeatable)",
+    )
+
+
+def _shard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard", metavar="K/N", help="only the K-th of N slices of the (selected) instances, for N parallel CI jobs"
+    )
 
 
 def _format_arg(p: argparse.ArgumentParser) -> None:
@@ -134,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _file_arg(p)
     _instance_arg(p)
+    _shard_arg(p)
     _format_arg(p)
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
@@ -179,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _file_arg(p)
     _instance_arg(p)
+    _shard_arg(p)
     _format_arg(p)
     _markdown_args(p)
     _terminal_args(p)

@@ -247,8 +247,20 @@ def tables() -> dict[str, Any]:
     return dict(_TABLES)
 
 
-def read_node(instance: Instance, address: str, client: redis.Redis | None = None, role: str | None = None) -> NodeState:
-    """role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role)."""
+def read_node(
+    instance: Instance,
+    address: str,
+    client: redis.Redis | None = None,
+    role: str | None = None,
+    *,
+    only: frozenset[str] | None = None,
+) -> NodeState:
+    """Everything the planner needs from one node.
+
+    role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role).
+    only: parse just these users' ACL lines (verification after apply compares the touched
+    users, not the whole node).
+    """
     from .acl import parse_acl_list_line
 
     own = client is None
@@ -277,6 +289,8 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
         conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
+            if only is not None and _acl_line_user(line) not in only:
+                continue
             name, enabled, nopass, hashes, rules = parse_acl_list_line(line)
             users[name] = LiveUser(name, enabled, nopass, hashes, rules, conns.get(name, 0))
         admin_hash = None
@@ -303,6 +317,12 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
     finally:
         if own:
             client.close()
+
+
+def _acl_line_user(line: str | bytes) -> str:
+    # "user <name> on ..." -- names have no spaces.
+    text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
+    return text.split(" ", 2)[1] if text.startswith("user ") else ""
 
 
 def read_instance(instance: Instance) -> InstanceState:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date
 
 from . import config, inventory, providers
@@ -12,6 +14,44 @@ from .errors import ReconcilerError
 from .model import DesiredState
 from .plan import InstancePlan, Plan
 from .state import LiveState
+
+MAX_PARALLEL_INSTANCES = 8
+
+
+def select(names: list[str], only: list[str] | None) -> list[str]:
+    """`names` narrowed to those matching any of `only` (exact names or fnmatch globs), in
+    their original order; a name or glob that matches nothing is an error."""
+    if not only:
+        return names
+    unknown = [p for p in only if p not in names and not fnmatch.filter(names, p)]
+    if unknown:
+        raise ReconcilerError(f"unknown instance {', '.join(unknown)} (the file has: {', '.join(names)})")
+    return [n for n in names if any(n == p or fnmatch.fnmatchcase(n, p) for p in only)]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard K/N`: the K-th of N slices of the instances, so N CI jobs can split a fleet.
+
+    The instances are sorted by name and dealt round-robin: the one at sorted position i
+    (0-based) belongs to shard i mod N + 1. The slices depend only on the set of names (not
+    file order, not the machine), differ in size by at most one, and together cover every
+    instance exactly once.
+    """
+
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        k, sep, n = text.partition("/")
+        if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise ReconcilerError(f"--shard {text!r}: expected K/N with 1 <= K <= N (e.g. 2/4)")
+        return cls(int(k), int(n))
+
+    def pick(self, names: list[str]) -> list[str]:
+        mine = {name for i, name in enumerate(sorted(names)) if i % self.n == self.k - 1}
+        return [n for n in names if n in mine]
 
 
 def today() -> date:
@@ -34,22 +74,22 @@ class Manager:
         # Expired tokens are not a load error here: the plan removes them and says why.
         return cls(config.load(path, allow_expired=True, today=today()))
 
-    def instance_names(self, only: list[str] | None = None) -> list[str]:
-        names = list(self.desired.instances)
-        if not only:
-            return names
-        unknown = [n for n in only if n not in self.desired.instances]
-        if unknown:
-            raise ReconcilerError(f"unknown instance {', '.join(unknown)} (the file has: {', '.join(names)})")
-        return [n for n in names if n in only]
+    def instance_names(self, only: list[str] | None = None, shard: Shard | None = None) -> list[str]:
+        """The file's instances (file order), narrowed to `only` (names or shell-style globs such
+        as `cache-eu-*`; each must match) and then to one shard of what is left."""
+        names = select(list(self.desired.instances), only)
+        return shard.pick(names) if shard is not None else names
 
-    def read(self, only: list[str] | None = None) -> LiveState:
-        names = self.instance_names(only)
+    def read(self, only: list[str] | None = None, shard: Shard | None = None) -> LiveState:
+        names = self.instance_names(only, shard)
         # Each instance is read by its provider (`instances.<name>.provider`, redis by default).
+        # Instances are read in parallel, at most MAX_PARALLEL_INSTANCES at a time (each reads
+        # its own nodes with a bounded pool too): a fleet of 50 small instances costs about
+        # what one large instance does, without opening hundreds of connections at once.
         def read_one(n: str):
             return providers.for_instance(self.desired, n).read(self.desired.instances[n])
 
-        with ThreadPoolExecutor(max_workers=max(1, min(4, len(names)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
             states = list(pool.map(read_one, names))
         return LiveState(instances={s.name: s for s in states})
 

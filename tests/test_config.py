@@ -595,3 +595,17 @@ def test_never_a_raw_exception_on_odd_shapes(tmp_path: Path) -> None:
         found = problems(f)
         assert found, text
         assert all(p.file == str(f) and p.line >= 1 for p in found), (text, found)
+
+
+def test_rule_check_memoized_by_pattern_shape_says_what_the_full_check_says() -> None:
+    """check_rules reuses a clean verdict across strings that differ only in plain key/channel
+    patterns; every verdict and message must be what checking the real string gives."""
+    from reconciler.config.build import _check_rules, check_rules
+
+    patterns = ["~app1:*", "~b", "%R~r:*", "%W~w", "%RW~x{1}", "%RR~bad", "&ch:*", "~*", "&*", "allkeys", "resetkeys", "~a b"]
+    rest = ["+@read", "+@raed", "on", ">pw", "-@all +get", "(~s +get)", '"~q"', "resetchannels"]
+    for p1 in patterns:
+        for p2 in patterns:
+            for r in rest:
+                text = f"{p1} {p2} {r}"
+                assert check_rules(text, "acl") == _check_rules(text, "acl"), text

@@ -236,8 +236,8 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     source = args.file or plan.source
     manager = Manager.from_file(source)
     if args.instance:
-        manager.instance_names(args.instance)  # unknown names are an error
-        plan = only_instances(plan, set(args.instance))
+        # Names or globs; one that matches nothing is an error.
+        plan = only_instances(plan, set(manager.instance_names(args.instance)))
     if not plan.has_changes:
         _out(f"No changes. {args.plan_file} has nothing to apply.")
         return 0

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ..manager import Manager
+from ..manager import Manager, Shard
 from ..plan import Finding, Plan
 from ..planner import _dedupe
 from ..render import budget_from_args, headline, render
@@ -42,7 +42,8 @@ def with_unmanaged_tokens(plan: Plan) -> Plan:
 
 def run(args: argparse.Namespace) -> int:
     manager = Manager.from_file(args.file)
-    plan = with_unmanaged_tokens(manager.plan(manager.read(args.instance)))
+    shard = Shard.parse(args.shard) if args.shard else None
+    plan = with_unmanaged_tokens(manager.plan(manager.read(args.instance, shard)))
     drifted = plan.has_changes or bool(plan.findings)
     if args.format == "json":
         doc = plan.to_json()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import ReconcilerError
-from ..manager import Manager, warn_unpersisted
+from ..manager import Manager, Shard, warn_unpersisted
 from ..plan import Plan, only_changes
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         # A saved plan is applied only while a fresh whole plan still equals it; a subset never would.
         raise ReconcilerError("--target is for review; --out saves whole plans only (drop one of them)")
     manager = Manager.from_file(args.file)
-    state = manager.read(args.instance)
+    state = manager.read(args.instance, Shard.parse(args.shard) if args.shard else None)
     plan = targeted(manager.plan(state), getattr(args, "target", None), manager)
     title = f"reconciler plan: {headline(plan)}" if args.format == "markdown" else ""
     budget = budget_from_args(args, out=args.out)

@@ -64,4 +64,5 @@ class Provider(ABC):
 
     @abstractmethod
     def verify(self, plan: Plan, *, today: date) -> None:
-        """Re-read what `plan` touched and re-plan; raise ApplyError naming what did not converge."""
+        """Re-read what `plan` touched and check it now holds (by re-planning, or by comparing the
+        touched users with their changes); raise ApplyError naming what did not converge."""

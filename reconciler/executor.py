@@ -39,6 +39,8 @@ IN_DOUBT = "in-doubt"  # sent, but the connection died before the reply
 NOT_APPLIED = "not-applied"
 
 MAX_NODE_THREADS = 4
+# Set by `apply` on SIGINT/SIGTERM: every node stops after the batch in flight.
+INTERRUPT = threading.Event()
 LIST_LIMIT = 50  # names listed per outcome in a failure report (counts stay exact)
 
 Connect = Callable[..., Any]
@@ -168,6 +170,13 @@ def _no_such_user(exc: BaseException) -> bool:
     return "no such user" in str(exc).lower()
 
 
+def _pending_kills(node: NodePlan) -> list[UserChange]:
+    """CLIENT KILL USER an earlier apply did not get to: its revoke is not complete until it runs."""
+    planned = {c.user for c in node.changes if c.kill_sessions}
+    users = [p.split(" ", 1)[1] for p in node.pending if p.startswith("kill-sessions ")]
+    return [UserChange(action="update", user=u, kill_sessions=True, note="pending") for u in users if u not in planned]
+
+
 def _config_changes(node: NodePlan) -> tuple[Any, ...]:
     # NodePlan.config (CONFIG SET for tls_client_auth) is being added to plan.py alongside.
     return tuple(getattr(node, "config", ()))
@@ -230,6 +239,10 @@ class _NodeRun:
             self._record("persist", "", NOT_APPLIED)
 
     def _check_stop(self) -> None:
+        if INTERRUPT.is_set():
+            if self.result.error is None:
+                self.result.error = "interrupted: stopped after the batch in flight"
+            raise _Stop
         if self.stop.is_set():
             if self.result.error is None:
                 self.result.error = "stopped: another node of this instance failed"
@@ -242,7 +255,7 @@ class _NodeRun:
         self.pending = {
             "setuser": [c for c in changes if c.action in ("create", "update")],
             "deluser": [c for c in changes if c.action == "delete"],
-            "kill": [c for c in changes if c.kill_sessions],
+            "kill": [c for c in changes if c.kill_sessions] + _pending_kills(self.node),
         }
         try:
             self._check_stop()
@@ -311,8 +324,9 @@ class _NodeRun:
         """Record the outcome of one command; return the refusal text ("" when it worked)."""
         if step == "kill":
             if isinstance(reply, Exception):
-                if _no_such_user(reply) and c.action == "delete":
-                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections.
+                if _no_such_user(reply):
+                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections, so a
+                    # user that no longer exists has none left.
                     self.result.killed[c.user] = 0
                     self._record("kill-sessions", c.user, OK, "user deleted; DELUSER closed its connections", c)
                     return ""
@@ -361,7 +375,11 @@ class _NodeRun:
         self._check_stop()
         mode = self.node.persist
         try:
-            if mode == "acl-save":
+            if mode == "auto":
+                # The aclfile setting could not be read (no CONFIG GET). ACL SAVE is tried first: only
+                # the server's own "no ACL file" answer makes CONFIG REWRITE (or nothing) safe.
+                mode = self._save_or_fallback(client)
+            elif mode == "acl-save":
                 client.execute_command("ACL", "SAVE")
             elif mode == "config-rewrite":
                 client.execute_command("CONFIG", "REWRITE")
@@ -373,6 +391,22 @@ class _NodeRun:
             raise _Stop
         self.result.persisted = mode
         self._record("persist", "", OK, mode)
+
+    def _save_or_fallback(self, client: Any) -> str:
+        try:
+            client.execute_command("ACL", "SAVE")
+            return "acl-save"
+        except Exception as exc:
+            if "acl file" not in str(exc).lower():
+                raise
+        try:
+            client.execute_command("CONFIG", "REWRITE")
+            return "config-rewrite"
+        except Exception as exc:
+            if "config file" not in str(exc).lower():
+                raise
+        self.warn(f"{self.instance.name} {self.node.address}: no aclfile and no config file; changes live in memory only")
+        return "warn"
 
 
 def _stderr(message: str) -> None:

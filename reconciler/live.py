@@ -278,6 +278,7 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
             users=users,
             command_table=_command_table(client, server, version),
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
+            aclfile_known=not isinstance(aclfile, Exception),
             config_file=bool(info.get("config_file")),
             tls_auth_clients=None if isinstance(tac, Exception) else _config_value(tac, "tls-auth-clients"),
             tls_auth_clients_user=None if isinstance(tacu, Exception) else _config_value(tacu, "tls-auth-clients-user"),

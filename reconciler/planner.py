@@ -84,7 +84,7 @@ def _target_hashes(user: User, today: date) -> tuple[str, ...]:
     return tuple(t.sha256 for t in user.tokens if not _expired(t, today))
 
 
-def _persist_mode(inst: Instance, node: NodeState) -> str:
+def persist_mode(inst: Instance, node: NodeState) -> str:
     where = f"{inst.name} {node.address}"
     if inst.persist == "none":
         return "none"
@@ -93,6 +93,12 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
             raise PlanError(f"{where}: persist: acl-save but the server has no aclfile")
         return "acl-save"
     if inst.persist == "config-rewrite":
+        if not node.aclfile_known:
+            # CONFIG REWRITE does not write users when an aclfile is in use: they would be lost on restart.
+            raise PlanError(
+                f"{where}: persist: config-rewrite, but the admin user may not run CONFIG GET, so whether the "
+                "server uses an aclfile is unknown; grant +config|get"
+            )
         if node.aclfile:
             raise PlanError(f"{where}: persist: config-rewrite but the server uses an aclfile (use acl-save or auto)")
         if not node.config_file:
@@ -100,6 +106,8 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
         return "config-rewrite"
     if node.aclfile:
         return "acl-save"
+    if not node.aclfile_known:
+        return "auto"  # the executor tries ACL SAVE and falls back only when the server says it has no aclfile
     if node.config_file:
         return "config-rewrite"
     return "warn"
@@ -140,7 +148,7 @@ def _plan_node(
             changes.append(
                 UserChange(action="delete", user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
             )
-    persist = _persist_mode(inst, node) if changes else "none"
+    persist = persist_mode(inst, node) if changes else "none"
     config, _ = _tls_client_auth(inst, users, node)
     return NodePlan(
         address=node.address,

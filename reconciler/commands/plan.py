@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
+from .. import saved
 from ..manager import Manager, warn_unpersisted
 from ..render import render
 
@@ -16,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     plan = manager.plan(state)
     sys.stdout.write(render(plan, args.format, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(plan.dumps())
+        # Bound to the file it was made from: apply re-plans from it and refuses on any difference.
+        saved.write(args.out, replace(plan, source_sha256=saved.file_digest(args.file)))
         print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
     warn_unpersisted(plan)
     if args.detailed_exitcode and plan.has_changes:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import ConfigError, ReconcilerError
+from .errors import ConfigError, ReconcilerError, redacted_output
 
 FORMATS = ("text", "markdown", "json")
 
@@ -84,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"reconciler {args.command}: not implemented yet", file=sys.stderr)
         return 1
+    with redacted_output():  # no line leaves the process with a secret the process holds
+        return _run(module, args)
+
+
+def _run(module: object, args: argparse.Namespace) -> int:
     try:
-        return module.run(args)
+        return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -94,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("reconciler: interrupted", file=sys.stderr)
-        return 1
+        print("reconciler: interrupted; nothing was changed", file=sys.stderr)
+        return 130
     except OSError as exc:
         print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1

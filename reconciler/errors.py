@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TextIO
 
 
 class ReconcilerError(Exception):
@@ -41,3 +46,85 @@ class PlanError(ReconcilerError):
 
 class ApplyError(ReconcilerError):
     """Execution stopped; the message says what was applied and what was not."""
+
+
+# -- redaction ---------------------------------------------------------------------------------
+# Every plaintext secret the process holds (admin secrets, token plaintexts) is remembered here
+# by value when it is read, and every line the tool prints, logs or audits passes redact_secrets:
+# a server's error text can echo any argument it was sent (`rename-command AUTH ""` makes AUTH
+# an unknown command whose arguments come back in the error), so redaction is by value, not by
+# the shape of a message.
+
+MIN_SECRET_LENGTH = 4  # shorter values would mangle ordinary words; schema checks make them rare
+_ECHO_PREFIX = 12  # servers cut long arguments: an echoed prefix this long is redacted too
+REDACTED = "(redacted)"
+_SECRETS: set[str] = set()
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
+
+
+def remember_secret(value: str) -> None:
+    if len(value) >= MIN_SECRET_LENGTH:
+        _SECRETS.add(value)
+
+
+def redact_secrets(text: str) -> str:
+    """Every remembered secret in `text` (whole, or a prefix of at least 12 characters) replaced."""
+    if not _SECRETS or not text:
+        return text
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        if len(secret) > _ECHO_PREFIX and secret[:_ECHO_PREFIX] in text:
+            text = _redact_prefixes(text, secret)
+    return text
+
+
+def _redact_prefixes(text: str, secret: str) -> str:
+    out: list[str] = []
+    i = 0
+    head = secret[:_ECHO_PREFIX]
+    while True:
+        j = text.find(head, i)
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out)
+        k = _ECHO_PREFIX
+        while k < len(secret) and j + k < len(text) and text[j + k] == secret[k]:
+            k += 1
+        out.append(text[i:j] + REDACTED)
+        i = j + k
+
+
+def redact(text: str) -> str:
+    """For error text and audit records: secrets by value, and every run of 16+ hex digits (a
+    hash, which servers echo back from a refused `#<hash>`) cut to its first 8."""
+    return _HEX_RUN.sub(lambda m: m.group(0)[:8] + "…", redact_secrets(text))
+
+
+class RedactingStream:
+    """A text stream that passes everything written through redact_secrets."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact_secrets(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def redacted_output() -> Iterator[None]:
+    """sys.stdout and sys.stderr redacted for the duration (the CLI runs every command in it)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err

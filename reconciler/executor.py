@@ -300,8 +300,9 @@ class _NodeRun:
             for c in batch:
                 pipe.execute_command(*self._command(step, c))
             try:
-                replies = pipe.execute(raise_on_error=False)
-            except Exception as exc:  # the node died or the connection broke mid-batch
+                with _deadline(client, self.instance, self.node.address, f"{step} batch {self.batch_no + 1}"):
+                    replies = pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the node died, stalled past the deadline or broke mid-batch
                 for c in batch:
                     self._record("kill-sessions" if step == "kill" else c.action, c.user, IN_DOUBT, change=c)
                 self.pending[step] = items[start + len(batch) :]
@@ -375,15 +376,16 @@ class _NodeRun:
         self._check_stop()
         mode = self.node.persist
         try:
-            if mode == "auto":
-                # The aclfile setting could not be read (no CONFIG GET). ACL SAVE is tried first: only
-                # the server's own "no ACL file" answer makes CONFIG REWRITE (or nothing) safe.
-                mode = self._save_or_fallback(client)
-            elif mode == "acl-save":
-                client.execute_command("ACL", "SAVE")
-            elif mode == "config-rewrite":
-                client.execute_command("CONFIG", "REWRITE")
-            # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
+            with _deadline(client, self.instance, self.node.address, "persist"):
+                if mode == "auto":
+                    # The aclfile setting could not be read (no CONFIG GET). ACL SAVE is tried first: only
+                    # the server's own "no ACL file" answer makes CONFIG REWRITE (or nothing) safe.
+                    mode = self._save_or_fallback(client)
+                elif mode == "acl-save":
+                    client.execute_command("ACL", "SAVE")
+                elif mode == "config-rewrite":
+                    client.execute_command("CONFIG", "REWRITE")
+                # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"
@@ -407,6 +409,12 @@ class _NodeRun:
                 raise
         self.warn(f"{self.instance.name} {self.node.address}: no aclfile and no config file; changes live in memory only")
         return "warn"
+
+
+def _deadline(client: Any, instance: Instance, address: str, phase: str) -> Any:
+    from .live import deadline, timeout_of
+
+    return deadline(client, timeout_of(instance), f"{instance.name} {address}", phase)
 
 
 def _stderr(message: str) -> None:
@@ -525,7 +533,7 @@ def verify(
         topology = next(i.topology for i in plan.instances if i.name == name)
         # In parallel, like the first read: verifying a 6-node cluster should not cost 6 reads in a row.
         with ThreadPoolExecutor(max_workers=min(MAX_NODE_THREADS, len(nodes))) as pool:
-            states = tuple(pool.map(lambda n, instance=instance: read_node(instance, n.address), nodes))
+            states = tuple(pool.map(lambda n, instance=instance: _verify_read(read_node, instance, n.address), nodes))
         instances[name] = InstanceState(name=name, nodes=states, topology=topology)
     scoped = replace(desired, instances={k: v for k, v in desired.instances.items() if k in touched})
     again = replan(scoped, LiveState(instances=instances), today=today)
@@ -539,6 +547,14 @@ def verify(
                 problems.append(f"did not converge on node {node.address} ({inst.name}): CONFIG {left}")
     if problems:
         raise ApplyError("\n".join(problems))
+
+
+def _verify_read(read_node: Callable[[Instance, str], NodeState], instance: Instance, address: str) -> NodeState:
+    try:
+        return read_node(instance, address)
+    except ReconcilerError as exc:
+        # The writes are done; say so, so nobody reads this as a failed apply.
+        raise ApplyError(f"verify (re-reading after the apply): {exc}") from None
 
 
 def verify_targets(plan: Plan, nodes: dict[tuple[str, str], NodeState]) -> list[str]:

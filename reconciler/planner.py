@@ -141,7 +141,14 @@ def _plan_node(
     wanted = {u.name for u in users}
     if inst.prune:
         for name in sorted(set(node.users) - wanted):
-            if name in ("default", node.admin_user):
+            if name == node.admin_user and name != "default":
+                # Never exempted silently: "the servers match the file" would be false.
+                raise PlanError(
+                    f"{inst.name} {node.address}: prune: true, but the admin user {name} (the user the reconciler "
+                    f"logs in as) is not in the file; declare it under users.{name} with the rules it needs and its "
+                    "token as a sha256 entry (`reconciler import` prints both), or set prune: false"
+                )
+            if name == "default":
                 continue
             lu = node.users[name]
             conns = f"; {lu.connections} open connection{'s' if lu.connections != 1 else ''} will be killed" if lu.connections else ""
@@ -378,8 +385,9 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
                     Finding("nopass", f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
                 )
             continue
-        if name not in wanted and name != node.admin_user and not inst.prune:
-            out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
+        if name not in wanted and not inst.prune:
+            admin = " (the reconciler's admin user: declare it to manage it)" if name == node.admin_user else ""
+            out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
     return out
 
 

@@ -674,8 +674,12 @@ class Builder:
             )
 
     def date(self, raw: Any, path: Path) -> date | None:
+        if raw is None:
+            return None
         if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-            return None  # schema reported it
+            # The schema says so too (same words, said once); a value that does not parse is never dropped.
+            self.problem(path, "expected a date YYYY-MM-DD")
+            return None
         try:
             return date.fromisoformat(raw)
         except ValueError:

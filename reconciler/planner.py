@@ -230,11 +230,14 @@ def _plan_user(
                 f"{where}: this would remove the user's last token; say so explicitly "
                 "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
             )
+    unreadable = ""
     try:
         live_perms = acl.effective(live.rules, table)
-    except (acl.AclSyntaxError, acl.UnsupportedRule) as exc:
-        # e.g. a module command the bundled table lacks: say so rather than guess
-        raise PlanError(f"{where}: can't read the live rules ({exc})") from None
+    except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
+        # An odd out-of-band rule (or a module command the table lacks) on this one user: it is
+        # drift on this user, reset to the file's rules by apply, not an error for the instance.
+        live_perms = None
+        unreadable = f"live rules can't be read ({exc}); apply replaces them with the file's"
     same = (
         live.enabled == user.enabled
         and live.nopass == nopass
@@ -263,7 +266,10 @@ def _plan_user(
     revoke_kill = bool(removed) and (
         user.kill_sessions_on_revoke if user.kill_sessions_on_revoke is not None else inst.kill_sessions_on_revoke
     )
-    perms = tuple(acl.describe_delta(live_perms, wanted)) if live_perms != wanted else ()
+    if live_perms is None:
+        perms: tuple[DeltaLine, ...] = (DeltaLine("-", unreadable),)
+    else:
+        perms = tuple(acl.describe_delta(live_perms, wanted)) if live_perms != wanted else ()
     if live.nopass and not nopass and not note:
         note = "nopass removed"
     if lapsed and not user.certificate_only:

@@ -56,10 +56,11 @@ def load(path: str) -> Plan:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ReconcilerError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ReconcilerError(f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ReconcilerError(f"{path}: not a regular file")
         if st.st_size > MAX_PLAN_BYTES:
             raise ReconcilerError(f"{path}: file is too large for a saved plan ({st.st_size / 1e6:.0f} MB)")
         raw = fh.read(MAX_PLAN_BYTES + 1)

@@ -10,6 +10,7 @@ SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
     "acl-save": "ACL SAVE",
     "config-rewrite": "CONFIG REWRITE",
+    "auto": "ACL SAVE (the aclfile setting can't be read without CONFIG GET; CONFIG REWRITE only if the server has no aclfile)",
     "warn": "nothing to persist with (no aclfile, no config file): changes live in memory only",
     "none": "",
 }

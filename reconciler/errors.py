@@ -28,11 +28,19 @@ class Problem:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
+MAX_PROBLEMS = 100  # a hostile or broken file must not print hundreds of thousands of lines
+
+
 class ConfigError(ReconcilerError):
-    """The desired-state file is invalid; carries every problem found, sorted by line."""
+    """The desired-state file is invalid; carries the problems found, sorted by line (the first
+    MAX_PROBLEMS, then one line saying how many more)."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.path))
+        ordered = sorted(problems, key=lambda p: (p.file, p.line, p.path))
+        if len(ordered) > MAX_PROBLEMS:
+            more = len(ordered) - MAX_PROBLEMS
+            ordered = ordered[:MAX_PROBLEMS] + [Problem(ordered[0].file, 0, "", f"... and {more} more problems (fix these first)")]
+        self.problems = ordered
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

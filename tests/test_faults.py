@@ -458,7 +458,7 @@ def test_interrupt_stops_after_the_batch_in_flight_and_reports(sig, server_facto
     created = {name for name in site.users() if name.startswith("bulk-")}
     assert 0 < len(created) < n
     records = [json.loads(line) for line in audit.read_text().splitlines()]
-    audited = {r["user"] for r in records if r["action"] == "create" and r["result"] == "ok"}
+    audited = {r["user"] for r in records if r["action"] == "create" and r["result"] == "ok" and r["user"].startswith("bulk-")}
     assert audited == created  # every command sent is in the audit log
     r = site.cli("apply", "-f", str(site.file), "--auto-approve")
     assert r.returncode == 0, r.stderr
@@ -542,3 +542,47 @@ def test_admin_missing_from_file_with_prune_is_refused(site: Site, capsys) -> No
     code, out, err = apply(site, capsys)
     assert code == 0, err
     assert "reconciler" in site.users()
+
+
+# -- 12: smaller holes ---------------------------------------------------------------------------
+
+
+def test_token_policies_default_length_and_service_complexity(tmp_path, monkeypatch, capsys) -> None:
+    """Plaintext tokens: 16 characters unless the file says otherwise; Redis Software's
+    complexity rules at validate, so the service never refuses one mid-apply; a long random
+    hex token stays valid on a self-hosted server."""
+    monkeypatch.setenv("SHORT", "abcdefg")
+    monkeypatch.setenv("HEX", "0123456789abcdef0123456789abcdef")
+    f = tmp_path / "access.yaml"
+    base = (
+        "version: 1\ninstances:\n  self:\n    nodes: [\"127.0.0.1:6379\"]\n    admin: {username: default}\n"
+        "  rs:\n    provider: redis-software\n    api: {url: \"https://rs.example:9443\", database: 1}\n"
+        "    admin: {username: admin@example.com, secret: {env: HEX}}\n"
+    )
+    f.write_text(base + "users:\n  a:\n    instances: [self]\n    tokens: [{id: t, secret: {env: SHORT}}]\n")
+    code, _, err = run(capsys, "validate", "-f", str(f))
+    assert code == 1 and "shorter than policies.min_token_length (16, the default)" in err
+    f.write_text(base + "users:\n  a:\n    instances: [self]\n    tokens: [{id: t, secret: {env: HEX}}]\n")
+    code, _, err = run(capsys, "validate", "-f", str(f))
+    assert code == 0, err
+    f.write_text(base + "users:\n  a:\n    instances: [rs]\n    tokens: [{id: t, secret: {env: HEX}}]\n")
+    code, _, err = run(capsys, "validate", "-f", str(f))
+    assert code == 1 and "uses provider redis-software, whose service refuses passwords without" in err
+    assert "0123456789abcdef" not in err
+
+
+def test_token_new_checks_the_file_before_making_a_token(tmp_path, capsys) -> None:
+    out = tmp_path / "token.txt"
+    code, stdout, err = run(capsys, "token", "new", "app", "--id", "x", "-f", str(tmp_path / "missing.yaml"), "--out", str(out))
+    assert code == 1 and "missing.yaml" in err
+    assert stdout == "" and not out.exists()
+
+
+def test_error_flood_is_capped(tmp_path, capsys) -> None:
+    users = "".join(f"  u{i}:\n    acl: \"+@nosuch{i}\"\n" for i in range(5000))
+    f = tmp_path / "access.yaml"
+    f.write_text("version: 1\ninstances:\n  c:\n    nodes: [\"127.0.0.1:1\"]\n    admin: {username: default}\nusers:\n" + users)
+    code, _, err = run(capsys, "validate", "-f", str(f))
+    lines = err.splitlines()
+    assert code == 1
+    assert len(lines) <= 101 and "and 4900 more problems" in lines[-1]

@@ -173,6 +173,12 @@ def _check_rules(text: str, field_name: str) -> list[str]:
     return problems
 
 
+# Where the plaintext is known, a token shorter than this is refused unless policies.min_token_length says otherwise.
+DEFAULT_MIN_TOKEN_LENGTH = 16
+# Providers whose services enforce password complexity themselves (Redis Software, Redis Cloud).
+SERVICE_COMPLEXITY = ("redis-software", "redis-cloud")
+
+
 def complexity_ok(value: str) -> bool:
     return (
         len(value) >= 8
@@ -361,6 +367,14 @@ class Builder:
             where = path + (i,)
             for inst_name in user_instances:
                 provider = instances[inst_name].provider
+                if provider in SERVICE_COMPLEXITY and t.plaintext is not None and not complexity_ok(t.plaintext.reveal()):
+                    # Checked here so the service never refuses the token half-way through an apply.
+                    self.problem(
+                        where + ("secret",),
+                        f"token {t.id} of user {user}: instance {inst_name} uses provider {provider}, whose service "
+                        "refuses passwords without 8+ characters, upper- and lower-case letters, a digit and a special character",
+                    )
+                    break
                 if provider == "redis-software" and t.source == "sha256":
                     self.problem(
                         where,
@@ -661,10 +675,12 @@ class Builder:
 
     def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:
         value = resolved.secret.reveal()
-        if policies.min_token_length and len(value) < policies.min_token_length:
+        minimum = DEFAULT_MIN_TOKEN_LENGTH if policies.min_token_length is None else policies.min_token_length
+        if minimum and len(value) < minimum:
+            default = "" if policies.min_token_length is not None else ", the default"
             self.problem(
                 path,
-                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({policies.min_token_length})",
+                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({minimum}{default})",
             )
         if policies.password_complexity and not complexity_ok(value):
             self.problem(

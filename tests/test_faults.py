@@ -315,12 +315,19 @@ def _holds_lock(site: Site) -> bool:
 def test_second_apply_refused_while_the_first_holds_the_instance(site: Site, tmp_path) -> None:
     """The first apply is frozen (SIGSTOP) while it holds the instance; a second apply of
     another file must refuse without writing; the first then finishes alone."""
-    site.write(more=_many_users(4000))
+    # Enough users that the lock is held for seconds (re-check, then the writes), even on a busy machine.
+    site.write(more=_many_users(8000))
     first = site.spawn("apply", "-f", str(site.file), "--auto-approve")
+    watcher = site.root()
     try:
-        wait_until("the first apply to take the instance", lambda: _holds_lock(site) or first.poll() is not None, timeout=120)
+        wait_until(
+            "the first apply to take the instance",
+            lambda: first.poll() is not None or any(c.get("name", "").startswith("reconciler-apply-") for c in watcher.client_list()),
+            timeout=120,
+        )
         first.send_signal(signal.SIGSTOP)
         assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert _holds_lock(site), "the first apply finished before it could be stopped"
         other = tmp_path / "other.yaml"
         other.write_text(site.file.read_text().replace("~app:* +@read", "~app:* +@all"))
         before = site.users()
@@ -586,3 +593,37 @@ def test_error_flood_is_capped(tmp_path, capsys) -> None:
     lines = err.splitlines()
     assert code == 1
     assert len(lines) <= 101 and "and 4900 more problems" in lines[-1]
+
+
+# -- 8: a value that doesn't parse is an error, never dropped --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where, value, expect",
+    [
+        ("expires", '"2020-01-01\\n"', "users.app.tokens[0].expires: expected a date YYYY-MM-DD"),
+        ("created", '"2026-01-01\\n"', "users.app.tokens[0].created: expected a date YYYY-MM-DD"),
+        ("sha256", f'"{"a" * 64}\\n"', "users.app.tokens[0].sha256: expected a sha256"),
+        ("id", '"t1\\n"', "users.app.tokens[0].id: expected a token id"),
+        ("username", "", "invalid username"),
+    ],
+)
+def test_trailing_newline_never_passes_a_pattern(where: str, value: str, expect: str, site: Site, capsys) -> None:
+    """`$` in Python also matches before a final newline: "2020-01-01\\n" used to pass the schema,
+    the builder dropped the date, and an expired token was installed with drift clean."""
+    token = {"id": "t1", "sha256": f'"{sha(APP_A)}"', "expires": '"2027-01-01"', "created": '"2026-01-01"'}
+    name = '"app\\n"' if where == "username" else "app"
+    if where != "username":
+        token[where] = value
+    entry = ", ".join(f"{k}: {v}" for k, v in token.items())
+    site.file.write_text(
+        f"version: 1\ninstances:\n  cache:\n    nodes: [\"{site.srv.address}\"]\n"
+        f"    admin: {{username: reconciler, secret: {{env: T_ADMIN}}}}\nusers:\n  {name}:\n"
+        f"    acl: \"~app:* +@read\"\n    tokens: [{{{entry}}}]\n"
+    )
+    before = site.users()
+    for argv in (("validate", "-f", str(site.file)), ("apply", "-f", str(site.file), "--auto-approve")):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and expect in err, err
+        assert len(err.strip().splitlines()) == 1, err  # one line, even for a name with a newline
+    assert site.users() == before

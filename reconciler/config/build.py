@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def format_path(path: Path) -> str:
         elif re.fullmatch(r"[A-Za-z0-9_:@+=-]+", str(part)):
             out += ("." if out else "") + str(part)
         else:
-            out += f'["{part}"]'
+            out += f"[{json.dumps(str(part), ensure_ascii=False)}]"  # escaped: a newline in a key stays on one line
     return out
 
 

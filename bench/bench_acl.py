@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.acl import CommandTable, effective  # noqa: E402
-from reconciler.acl.syntax import _LENIENT  # noqa: E402
+from reconciler.acl import CommandTable, effective  # noqa: E402 - after the sys.path line above
+from reconciler.acl.syntax import _LENIENT  # noqa: E402 - after the sys.path line above
 
 ROLES = [
     "+@read -@dangerous",
@@ -56,7 +56,7 @@ def main() -> int:
     cold = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    same = sum(1 for a, b in zip(perms, (effective(r, table) for r in users)) if a == b)
+    same = sum(1 for a, b in zip(perms, (effective(r, table) for r in users), strict=True) if a == b)
     warm = time.perf_counter() - t0
     assert same == len(users)
 

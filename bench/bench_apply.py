@@ -243,7 +243,7 @@ def main() -> int:
         version = ""
         slow = ("apply -f", "per-user")
         print(f"best of {args.repeat} runs each (slow ones once), a fresh server per run", flush=True)
-        for label, fn, latency in [(l, f, 0.0) for l, f in runs] + [(l, f, args.latency_ms) for l, f in delayed]:
+        for label, fn, latency in [(name, f, 0.0) for name, f in runs] + [(name, f, args.latency_ms) for name, f in delayed]:
             times = []
             for _ in range(1 if label.startswith(slow) else args.repeat):
                 srv = start_server(args.server, base / f"srv-{len(results)}-{len(times)}")

@@ -6,7 +6,7 @@ split (load / read / plan / render).
 
     .venv/bin/python bench/bench_plan.py [--users 10000] [--server valkey-9.1] [--runs 3]
 
-Targets (issue 6): process time under 1.5 s, within 10x of the bare ACL LIST. Not a timed test.
+Targets: process time under 1.5 s, within 10x of the bare ACL LIST. Not a timed test.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ class PlanError(ReconcilerError):
 class ApplyError(ReconcilerError):
     """Execution stopped; the message says what was applied and what was not."""
 
+    result: Any = None  # the partial ApplyResult: what was done before the stop
+
 
 # -- redaction ---------------------------------------------------------------------------------
 # Every plaintext secret the process holds (admin secrets, token plaintexts) is remembered here

@@ -1,6 +1,6 @@
 """Executor: carry out a Plan on the live nodes, then verify.
 
-Per node, in DESIGN.md's order:
+Per node, in this order:
   1. one atomic `ACL SETUSER name reset <on|off> <#hash..|resetpass|nopass> <rules>` per
      created/updated user, pipelined without MULTI in batches (one round trip per batch),
      every reply checked;
@@ -263,10 +263,10 @@ class _NodeRun:
                 client = self.connect(self.instance, self.node.address)
             except ReconcilerError as exc:
                 self._fail(str(exc))
-                raise _Stop
+                raise _Stop from None
             except Exception as exc:  # connection refused, TLS, auth: the node cannot be written
                 self._fail(f"{self.instance.name} {self.node.address}: cannot connect: {exc}")
-                raise _Stop
+                raise _Stop from None
             try:
                 self._pipelined(client, "setuser")
                 self._pipelined(client, "deluser")
@@ -307,9 +307,9 @@ class _NodeRun:
                     self._record("kill-sessions" if step == "kill" else c.action, c.user, IN_DOUBT, change=c)
                 self.pending[step] = items[start + len(batch) :]
                 self._fail(f"connection lost during {step} batch {self.batch_no + 1}: {exc}")
-                raise _Stop
+                raise _Stop from None
             refused: list[str] = []
-            for c, reply in zip(batch, replies):
+            for c, reply in zip(batch, replies, strict=True):
                 refused_text = self._check_reply(step, c, reply)
                 if refused_text:
                     refused.append(f"{c.user}: {refused_text}")
@@ -317,7 +317,7 @@ class _NodeRun:
             self.batch_no += 1
             if refused:
                 self._fail(f"server refused {len(refused)} command(s): " + "; ".join(refused[:5]))
-                raise _Stop
+                raise _Stop from None
             if self.between_batches is not None:
                 self.between_batches(self.instance.name, self.node.address, step, self.batch_no)
 
@@ -361,7 +361,7 @@ class _NodeRun:
             except Exception as exc:
                 self._record("config", label, FAILED, str(exc))
                 self._fail(f"CONFIG SET {label} refused: {exc}")
-                raise _Stop
+                raise _Stop from None
             self._record("config", label, OK, f"was {cc.before}")
         if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
             try:
@@ -369,7 +369,7 @@ class _NodeRun:
             except Exception as exc:
                 self._record("config", "rewrite", FAILED, str(exc))
                 self._fail(f"CONFIG REWRITE after CONFIG SET failed: {exc}")
-                raise _Stop
+                raise _Stop from None
             self._record("config", "rewrite", OK)
 
     def _persist(self, client: Any) -> None:
@@ -390,7 +390,7 @@ class _NodeRun:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"
             self._fail(f"persist ({mode}) failed: {exc}")
-            raise _Stop
+            raise _Stop from None
         self.result.persisted = mode
         self._record("persist", "", OK, mode)
 
@@ -468,7 +468,16 @@ def execute(
     `between_batches` is called after each completed batch (tests kill servers there).
     """
     connect = connect or _default_connect()
+    if between_batches is None:
+        from . import progress
+
+        between_batches = progress.batch_hook(plan, batch_size)
     result = ApplyResult()
+
+    def _warn_and_record(message: str) -> None:
+        result.warnings.append(message)
+        warn(message)
+
     for inst_plan in plan.instances:
         if not any(n.has_changes for n in inst_plan.nodes):
             continue
@@ -483,12 +492,12 @@ def execute(
                 audit=audit,
                 batch_size=batch_size,
                 between_batches=between_batches,
-                warn=lambda m: (result.warnings.append(m), warn(m)),
+                warn=_warn_and_record,
             )
         )
     if not result.ok:
         err = ApplyError(result.failure_report())
-        err.result = result  # type: ignore[attr-defined]
+        err.result = result
         raise err
     return result
 
@@ -528,12 +537,21 @@ def verify(
     if not touched:
         return
     instances: dict[str, InstanceState] = {}
+    from . import progress
+
     for name, nodes in touched.items():
         instance = desired.instances[name]
         topology = next(i.topology for i in plan.instances if i.name == name)
+        tick = progress.counter(f"verify {name}", f"verifying {name}", len(nodes), "nodes")
+
+        def read_one(n: NodePlan, instance: Instance = instance, tick: Callable[[], None] = tick) -> NodeState:
+            state = _verify_read(read_node, instance, n.address)
+            tick()
+            return state
+
         # In parallel, like the first read: verifying a 6-node cluster should not cost 6 reads in a row.
         with ThreadPoolExecutor(max_workers=min(MAX_NODE_THREADS, len(nodes))) as pool:
-            states = tuple(pool.map(lambda n, instance=instance: _verify_read(read_node, instance, n.address), nodes))
+            states = tuple(pool.map(read_one, nodes))
         instances[name] = InstanceState(name=name, nodes=states, topology=topology)
     scoped = replace(desired, instances={k: v for k, v in desired.instances.items() if k in touched})
     again = replan(scoped, LiveState(instances=instances), today=today)

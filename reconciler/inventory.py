@@ -62,7 +62,8 @@ def record_inventory(source: str, desired: DesiredState, instances: list[str]) -
         recorded[name] = users
     path = inventory_path(source)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like every file the reconciler writes
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"version": INVENTORY_VERSION, "instances": recorded}, fh, indent=2, sort_keys=True)
         fh.write("\n")
     os.replace(tmp, path)

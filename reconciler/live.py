@@ -350,13 +350,21 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
 def read_instance(instance: Instance) -> InstanceState:
     """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
     reusing discovery's connections."""
+    from . import progress
     from .topology import discover
 
     topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
+    tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
+
+    def read_one(address: str) -> NodeState:
+        state = read_node(instance, address, clients[address])
+        tick()
+        return state
+
     try:
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, max(1, len(nodes)))) as pool:
-            states = list(pool.map(lambda a: read_node(instance, a, clients[a]), nodes))
+            states = list(pool.map(read_one, nodes))
     finally:
         for client in clients.values():
             client.close()

@@ -59,6 +59,7 @@ class Token:
     line: int = 0
     note: str | None = None  # free text from the file, shown next to the token in plans
     sink: str | None = None  # provider: memorystore: file (resolved path) the service-generated value goes to
+    username: str | None = None  # provider: redis-cloud: the Cloud ACL user holding this token (default: the user's name)
 
     @property
     def prefix(self) -> str:
@@ -139,6 +140,7 @@ class Admin:
     username: str = "default"
     secret: Secret | None = field(default=None, repr=False, compare=False)
     source: str = ""  # "env:NAME" | "file:PATH"
+    account_key: Secret | None = field(default=None, repr=False, compare=False)  # redis-cloud: x-api-key
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class ApiSettings:
     instance: str | None = None  # memorystore: projects/P/locations/L/instances/I
     ca_file: str | None = None  # memorystore: CA for the API (tls: is the data plane's)
     data_plane: "Admin | None" = None  # memorystore: who runs CLIENT KILL USER on `nodes`
+    subscription: int | None = None  # redis-cloud: the Pro subscription holding `database`
+    allow_password_replace: bool = False  # redis-cloud: consent to changes that cut existing connections
 
 
 def server_token_ref(user: str, token_id: str) -> str:
@@ -176,7 +180,8 @@ class Instance:
     kill_sessions_on_revoke: bool = False
     line: int = 0
     timeout_seconds: float = 5.0  # connect and command timeout per node
-    api: ApiSettings | None = None  # provider: redis-software / memorystore
+    api: ApiSettings | None = None  # provider: redis-software / memorystore / redis-cloud
+    client_certificates: tuple[Certificate, ...] | None = None  # redis-cloud: clientTlsCertificates (None: unmanaged)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 FORMAT_VERSION = 1
 
@@ -253,5 +253,28 @@ __all__ = [
     "TokenChange",
     "UserChange",
     "fingerprint",
+    "only_changes",
     "only_instances",
 ]
+
+
+def only_changes(plan: Plan, keep: Callable[[str, str], bool], *, findings: bool = True, config: bool = True) -> Plan:
+    """The plan with only the user changes (and certificate inventory) `keep(instance, user)` accepts.
+
+    `findings`/`config`: keep an instance's findings (user findings filtered the same way) and
+    its config changes. Fingerprints stay: they describe the nodes, not the changes.
+    """
+    instances = []
+    for inst in plan.instances:
+        nodes = tuple(
+            replace(
+                n,
+                changes=tuple(c for c in n.changes if keep(inst.name, c.user)),
+                config=n.config if config else (),
+            )
+            for n in inst.nodes
+        )
+        kept_findings = tuple(f for f in inst.findings if not f.user or keep(inst.name, f.user)) if findings else ()
+        inventory = tuple(c for c in inst.inventory if keep(inst.name, c.user))
+        instances.append(replace(inst, nodes=nodes, findings=kept_findings, inventory=inventory))
+    return replace(plan, instances=tuple(instances))

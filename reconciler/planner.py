@@ -13,7 +13,7 @@ from typing import Any
 from . import acl
 from .errors import PlanError
 from .model import Certificate, DesiredState, Instance, Token, User
-from .plan import ConfigChange, DeltaLine, InventoryChange, Finding, InstancePlan, NodePlan, Plan, TokenChange, UserChange, fingerprint
+from .plan import ConfigChange, DeltaLine, Finding, InstancePlan, InventoryChange, NodePlan, Plan, TokenChange, UserChange, fingerprint
 from .state import LiveState, LiveUser, NodeState
 
 TableLookup = Callable[[str], "acl.CommandTable"]
@@ -114,7 +114,7 @@ def persist_mode(inst: Instance, node: NodeState) -> str:
 
 
 # describe() results by (what, table name, rule string): nodes of one version share them, so a
-# 6-node cluster costs about what one node does instead of 6x (issue 10's benchmark).
+# 6-node cluster costs about what one node does instead of 6x (bench/bench_cluster.py).
 _MEMO: dict[tuple[str, str, str], Any] = {}
 _MEMO_LIMIT = 100_000
 
@@ -257,9 +257,9 @@ def _plan_user(
             else:
                 token_changes.append(TokenChange("add", h, t.id, expires=_iso(t.expires)))
         for h in removed:
-            t = by_hash.get(h)
-            if t is not None and _expired(t, today):
-                token_changes.append(TokenChange("remove", h, t.id, reason=f"expired {t.expires.isoformat()}", expires=_iso(t.expires)))
+            gone = by_hash.get(h)
+            if gone is not None and _expired(gone, today):
+                token_changes.append(TokenChange("remove", h, gone.id, reason=f"expired {gone.expires}", expires=_iso(gone.expires)))
             else:
                 token_changes.append(TokenChange("remove", h, None, reason="not in file"))
     disabled = live.enabled and not user.enabled
@@ -404,7 +404,7 @@ def _token_findings(desired: DesiredState, inst: Instance, users: list[User], to
         for t in user.tokens:
             ref = f"token {user.name}/{t.id}"
             if _expired(t, today):
-                out.append(Finding("token_expired", f"{ref} expired on {t.expires.isoformat()}: removed from servers", inst.name, user=user.name, token_id=t.id))
+                out.append(Finding("token_expired", f"{ref} expired on {t.expires}: removed from servers", inst.name, user=user.name, token_id=t.id))
                 continue
             if t.expires is not None and (t.expires - today).days <= pol.expiry_warning_days:
                 days = (t.expires - today).days

@@ -409,7 +409,7 @@ def _replication(instance: Instance, seeds: list[str], session: _Session) -> Top
 
     def place_replicas_of(primary: str) -> None:
         kids = sorted(
-            (r for r in replicas if r not in placed and by_address[r].primary and _canonical(session, by_address[r].primary) == primary),
+            (r for r in replicas if r not in placed and (up := by_address[r].primary) and _canonical(session, up) == primary),
             key=_sort_key,
         )
         for r in kids:
@@ -465,17 +465,17 @@ def _cluster(instance: Instance, seeds: list[str], session: _Session) -> Topolog
     ordered: list[Member] = []
     placed: set[str] = set()
     for p in primaries:
-        pa = canonical[p.address]  # type: ignore[index]
+        pa = canonical[p.address]  # type: ignore[index]  # members without an address were refused above
         if pa not in placed:
             placed.add(pa)
             ordered.append(Member(pa, "primary"))
         for r in sorted((m for m in members if m.role == "replica" and m.primary_id == p.id), key=lambda m: _sort_key(m.address or "")):
-            ra = canonical[r.address]  # type: ignore[index]
+            ra = canonical[r.address]  # type: ignore[index]  # members without an address were refused above
             if ra not in placed:
                 placed.add(ra)
                 ordered.append(Member(ra, "replica", pa))
     for m in members:  # replicas whose primary the seed does not know
-        a = canonical[m.address]  # type: ignore[index]
+        a = canonical[m.address]  # type: ignore[index]  # members without an address were refused above
         if a not in placed:
             placed.add(a)
             primary = by_id.get(m.primary_id or "")

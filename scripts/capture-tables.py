@@ -17,9 +17,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+TABLES_DIR = REPO / "reconciler" / "acl" / "tables"  # the source tree, not an installed copy
 
-from reconciler.acl.table import TABLES_DIR, CommandTable  # noqa: E402
-from servers import MATRIX, is_available, start_server  # noqa: E402
+from servers import MATRIX, is_available, start_server  # noqa: E402 - after the sys.path lines above
+
+from reconciler.acl.table import CommandTable  # noqa: E402 - after the sys.path lines above
 
 
 def capture(server_id: str) -> Path:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install / download every server the test matrix needs (DESIGN.md, "Supported
-# servers and the test matrix"). Idempotent; a warm run takes about a second.
+# Install / download every server the test matrix needs (tests/servers.py lists the matrix
+# and where each binary comes from). Idempotent; a warm run takes about a second.
 #
 #   redis-7.0   Debian 12 redis-server (apt-get install, system-wide)
 #   redis-8.0   Debian 13 trixie redis-tools   -> .cache/servers/trixie

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import redis
-
 from servers import RunningServer, ServerStartError, start_server
 
 SLOTS = 16384
@@ -234,7 +233,7 @@ class Cluster(Deployment):
 
         def ok() -> bool:
             replicas = []
-            for address, c in clients.items():
+            for _address, c in clients.items():
                 info = c.execute_command("CLUSTER", "INFO")
                 text = info if isinstance(info, str) else str(info)
                 if "cluster_state:ok" not in text.replace(" ", ""):
@@ -244,11 +243,11 @@ class Cluster(Deployment):
                     return False
                 # Every node's own view must agree: each shard's primary holds slots and
                 # every replica is known as one (gossip spreads role changes lazily).
-                lines = [l.split() for l in nodes.splitlines() if l.strip()]
+                lines = [ln.split() for ln in nodes.splitlines() if ln.strip()]
                 if len(lines) != len(self.nodes):
                     return False
-                primaries = [l for l in lines if "master" in l[2].split(",")]
-                if len(primaries) != self.shards or any(len(l) < 9 for l in primaries):
+                primaries = [f for f in lines if "master" in f[2].split(",")]
+                if len(primaries) != self.shards or any(len(f) < 9 for f in primaries):
                     return False
                 if c.execute_command("ROLE")[0] == "slave":
                     replicas.append(c)
@@ -314,7 +313,7 @@ def start_cluster(server_id: str, workdir: Path, *, shards: int = 3, replicas: i
         cluster = Cluster(nodes, shards)
         clients = [s.admin() for s in nodes]
         try:
-            for s, c in zip(nodes, clients):
+            for s, c in zip(nodes, clients, strict=False):
                 cluster.ids[s.address] = c.execute_command("CLUSTER", "MYID")
             per = SLOTS // shards
             for i in range(shards):
@@ -327,7 +326,7 @@ def start_cluster(server_id: str, workdir: Path, *, shards: int = 3, replicas: i
 
             def everyone_known() -> bool:
                 return all(
-                    len([l for l in _cluster_nodes_text(c).splitlines() if l.strip()]) == count
+                    len([ln for ln in _cluster_nodes_text(c).splitlines() if ln.strip()]) == count
                     and "handshake" not in _cluster_nodes_text(c)
                     for c in clients
                 )
@@ -441,7 +440,7 @@ class Registry:
     def prepare(self, keys: list[Key]) -> None:
         with self._lock:
             todo = [k for k in dict.fromkeys(keys) if k not in self._done]
-            for key, result in zip(todo, _parallel([(lambda k=k: self._start(k)) for k in todo]) if todo else []):
+            for key, result in zip(todo, _parallel([(lambda k=k: self._start(k)) for k in todo]) if todo else [], strict=False):
                 self._done[key] = result
 
     def get(self, key: Key, also: list[Key] = ()) -> Deployment:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import MATRIX, TLS_MATRIX, RunningServer, start_server  # noqa: E402
+from servers import MATRIX, TLS_MATRIX, RunningServer, start_server  # noqa: E402 - after the sys.path line above
 
 
 def _params(ids: tuple[str, ...]) -> list[Any]:

@@ -1,15 +1,22 @@
 """A loopback HTTPS server implementing the Memorystore for Valkey v1 REST calls the
 `memorystore` provider uses (token-based auth users and their auth tokens), enforcing the
-documented behaviour it relies on. References are to
-https://docs.cloud.google.com/memorystore/docs/valkey/reference/rest/v1/ and
-https://docs.cloud.google.com/memorystore/docs/valkey/manage-basic-auth; where the docs give no
-error shape, Google's standard {"error": {code, message, status}} is used.
+documented behaviour it relies on. References are to the Memorystore v1 REST reference
+(https://docs.cloud.google.com/memorystore/docs/valkey/reference/rest/v1/, the proto
+google/cloud/memorystore/v1/memorystore.proto with its field_behavior annotations),
+https://docs.cloud.google.com/memorystore/docs/valkey/manage-basic-auth, and the Terraform google
+provider's memorystore resources; where the docs give no error shape, Google's standard
+{"error": {code, message, status}} is used (AIP-193).
+
+`timeline` records the token names of every user after each change, so tests can assert that
+no moment left a user without a token; operations finish after `op_polls` polls and record when
+they were polled, so tests can check the provider's backoff.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +41,10 @@ class FakeMemorystore:
     users: dict[str, dict[str, dict]] = field(default_factory=dict)  # user -> token id -> AuthToken (with value)
     operations: dict[str, dict] = field(default_factory=dict)
     generated: list[str] = field(default_factory=list)  # every token value the service made (for grep tests)
+    op_polls: int = 1  # GETs of an operation before it is done
+    authorization_mode_mutable: bool = False  # memorystore.proto: authorization_mode is IMMUTABLE
+    timeline: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    polls: list[float] = field(default_factory=list)  # time.monotonic() of every operation poll
     _ops: int = 0
 
     def __post_init__(self) -> None:
@@ -48,13 +59,30 @@ class FakeMemorystore:
         t = self.users.get(user, {}).get(tid)
         return t["token"] if t else None
 
-    # -- operations: every write is a long-running Operation (done on the first poll) ----------
+    def _changed(self, user: str) -> None:
+        self.timeline.append((user, tuple(sorted(self.users.get(user, {})))))
+
+    def history(self, user: str) -> list[tuple[str, ...]]:
+        return [names for u, names in self.timeline if u == user]
+
+    # -- operations: every write is a long-running Operation (google.longrunning), done after op_polls polls
 
     def _op(self, response: Any = None) -> tuple[int, Any]:
         self._ops += 1
         name = f"{self.instance.rsplit('/instances/', 1)[0]}/operations/op-{self._ops}"
-        self.operations[name] = {"name": name, "done": True, "response": response}
+        self.operations[name] = {"name": name, "done": False, "response": response, "_left": self.op_polls}
         return 200, {"name": name, "done": False}
+
+    def _poll(self, name: str) -> dict:
+        op = self.operations[name]
+        self.polls.append(time.monotonic())
+        op["_left"] -= 1
+        if op["_left"] <= 0:
+            op["done"] = True
+        out = {k: v for k, v in op.items() if not k.startswith("_")}
+        if not op["done"]:
+            out.pop("response", None)
+        return out
 
     def handle(self, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
         # Google APIs: a missing/invalid OAuth bearer token is 401 UNAUTHENTICATED.
@@ -67,7 +95,7 @@ class FakeMemorystore:
             return _err(404, "NOT_FOUND", "unknown API version")
         route = route[len("/v1/"):]
         if route in self.operations and method == "GET":
-            return 200, self.operations[route]
+            return 200, self._poll(route)
         inst = self.instance
         if route == inst:
             if method == "GET":
@@ -75,10 +103,14 @@ class FakeMemorystore:
             if method == "PATCH":
                 if query.get("updateMask") != ["authorizationMode"]:
                     return _err(400, "INVALID_ARGUMENT", "updateMask must name authorizationMode")
+                # memorystore.proto (v1): authorization_mode is [(google.api.field_behavior) = IMMUTABLE]
+                # (ForceNew in the Terraform google provider): an update is refused.
+                if not self.authorization_mode_mutable:
+                    return _err(400, "INVALID_ARGUMENT", "field authorization_mode is immutable")
                 self.authorization_mode = body.get("authorizationMode", "")
                 return self._op({"name": inst, "authorizationMode": self.authorization_mode})
         if not route.startswith(inst):
-            return _err(404, "NOT_FOUND", f"instance not found")
+            return _err(404, "NOT_FOUND", "instance not found")
         rest = route[len(inst):]
         if rest == ":addTokenAuthUser" and method == "POST":
             # manage-basic-auth: users are added to an instance with token-based auth enabled.
@@ -90,6 +122,7 @@ class FakeMemorystore:
             if name in self.users:
                 return _err(409, "ALREADY_EXISTS", f"token auth user {name} already exists")
             self.users[name] = {}
+            self._changed(name)
             return self._op({"name": f"{inst}/tokenAuthUsers/{name}", "state": "ACTIVE"})
         if rest == "/tokenAuthUsers" and method == "GET":
             names = sorted(self.users)
@@ -108,19 +141,22 @@ class FakeMemorystore:
         user_res = f"{inst}/tokenAuthUsers/{user}"
         tokens = self.users[user]
         if tail == "" and method == "DELETE":
+            # DeleteTokenAuthUser: a user that still has auth tokens is deleted only with force=true
+            # (FAILED_PRECONDITION otherwise).
+            if tokens and query.get("force") != ["true"]:
+                return _err(400, "FAILED_PRECONDITION", f"token auth user {user} has auth tokens; set force=true")
             del self.users[user]
+            self._changed(user)
             return self._op(None)
         if tail == ":addAuthToken" and method == "POST":
             spec = (body or {}).get("authToken") or {}
             # AuthToken.token is "Output only": the service generates token values.
             if "token" in spec:
                 return _err(400, "INVALID_ARGUMENT", "authToken.token is output only")
-            name = spec.get("name") or f"{user_res}/authTokens/t-{secrets.token_hex(4)}"
-            tid = name.rsplit("/", 1)[-1]
-            if not name.startswith(user_res + "/authTokens/") or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", tid):
-                return _err(400, "INVALID_ARGUMENT", "invalid auth token name")
-            if tid in tokens:
-                return _err(409, "ALREADY_EXISTS", f"auth token {tid} already exists")
+            # AuthToken.name is IDENTIFIER: "for Create methods name is optional and unused" -- the
+            # service assigns it, whatever the request says.
+            tid = f"t-{secrets.token_hex(4)}"
+            name = f"{user_res}/authTokens/{tid}"
             value = secrets.token_urlsafe(32)
             self.generated.append(value)
             tokens[tid] = {
@@ -129,15 +165,19 @@ class FakeMemorystore:
                 "createTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
                 "state": "ACTIVE",
             }
-            return self._op(dict(tokens[tid]))
+            self._changed(user)
+            # addAuthToken's operation response is the TokenAuthUser, never the token.
+            return self._op({"name": user_res, "state": "ACTIVE"})
         if tail == "/authTokens" and tid is None and method == "GET":
             return 200, {"authTokens": [{k: v for k, v in t.items() if k != "token"} for _, t in sorted(tokens.items())]}
         if tid is not None:
             if tid not in tokens:
                 return _err(404, "NOT_FOUND", f"auth token {tid} not found")
             if method == "GET":
+                # authTokens.get: the AuthToken with its output-only `token` value (lists omit it here).
                 return 200, tokens[tid]
             if method == "DELETE":
                 del tokens[tid]
+                self._changed(user)
                 return self._op(None)
         return _err(405, "METHOD_NOT_ALLOWED", f"{method} {route}")

@@ -14,6 +14,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import MATRIX, start_server
 
 from reconciler.acl import (
     AclSyntaxError,
@@ -25,7 +26,6 @@ from reconciler.acl import (
     parse_acl_list_line,
     rules_for,
 )
-from servers import MATRIX, start_server
 
 pytestmark = pytest.mark.server
 
@@ -177,7 +177,7 @@ def _apply(client, users: dict[str, str]) -> dict[str, Exception | None]:
     for name, rules in users.items():
         pipe.execute_command(*_setuser_args(name, rules))
     replies = pipe.execute(raise_on_error=False)
-    return {n: (r if isinstance(r, Exception) else None) for n, r in zip(users, replies)}
+    return {n: (r if isinstance(r, Exception) else None) for n, r in zip(users, replies, strict=False)}
 
 
 def _live_rules(client) -> dict[str, str]:
@@ -253,7 +253,7 @@ def test_rules_for_roundtrip(live):
     for name, text in users.items():
         pipe.execute_command("ACL", "SETUSER", name, "reset", *text.split())
     replies = pipe.execute(raise_on_error=False)
-    bad = [f"{users[n]!r}: {r}" for n, r in zip(users, replies) if isinstance(r, Exception)]
+    bad = [f"{users[n]!r}: {r}" for n, r in zip(users, replies, strict=False) if isinstance(r, Exception)]
     assert not bad, "\n".join(bad)
     listed = _live_rules(client)
     failures = [
@@ -351,7 +351,7 @@ def test_check_matches_dryrun(live):
         pipe.execute_command("ACL", "DRYRUN", name, *argv)
     replies = pipe.execute(raise_on_error=False)
     mismatches = []
-    for (name, argv), reply in zip(cases, replies):
+    for (name, argv), reply in zip(cases, replies, strict=False):
         server_ok = not isinstance(reply, Exception) and reply in (b"OK", "OK", True)
         mine = check(effective(users[name], table), argv, table)
         if mine != server_ok:
@@ -410,16 +410,16 @@ def test_random_rules_match_server(server_id, tmp_path_factory):
             assert refused is None, f"{rules!r}: server refuses ({refused}), engine accepts"
             line = client.execute_command("ACL", "LIST")
             perms = dict(
-                (parse_acl_list_line(l.decode() if isinstance(l, bytes) else l)[0],
-                 parse_acl_list_line(l.decode() if isinstance(l, bytes) else l)[4])
-                for l in line
+                (parse_acl_list_line(entry.decode() if isinstance(entry, bytes) else entry)[0],
+                 parse_acl_list_line(entry.decode() if isinstance(entry, bytes) else entry)[4])
+                for entry in line
             )[name]
             assert effective(perms, table) == mine, f"{rules!r}: server prints {perms!r}"
             if table.has_selectors:  # verdicts: the engine's check() against ACL DRYRUN
                 pipe = client.pipeline(transaction=False)
                 for argv in DRYRUN_ARGV:
                     pipe.execute_command("ACL", "DRYRUN", name, *argv)
-                for argv, reply in zip(DRYRUN_ARGV, pipe.execute(raise_on_error=False)):
+                for argv, reply in zip(DRYRUN_ARGV, pipe.execute(raise_on_error=False), strict=False):
                     server_ok = not isinstance(reply, Exception) and reply in (b"OK", "OK", True)
                     assert check(mine, argv, table) == server_ok, f"{rules!r} {argv}: server {reply!r}"
             client.execute_command("ACL", "DELUSER", name)

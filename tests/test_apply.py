@@ -10,11 +10,11 @@ from typing import Callable
 
 import pytest
 import redis
-
 from executor_support import acl_users, sha, write_calls
+from servers import RunningServer, no_retry
+
 from reconciler import executor
 from reconciler.cli import main
-from servers import RunningServer, no_retry
 
 ADMIN = "admin-plaintext-0c8e2f4a6b1d3957e0f2a4c6"
 TOKENS = {
@@ -326,11 +326,12 @@ def test_audit_log_from_the_file(env: Env, capsys) -> None:
 
 def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
     """verify() re-reads the touched nodes and re-plans: a hand-made plan that leaves work undone fails."""
+    from datetime import date
+
     from executor_support import create, node_plan, plan
+
     from reconciler import config
     from reconciler.errors import ApplyError
-
-    from datetime import date
 
     desired = config.load(str(env.file), today=date(2026, 11, 23))
     partial = plan(

@@ -12,12 +12,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from servers import TLSMaterial, _new_key, _write_pair, make_tls_material
 
 from reconciler import certs, planner
 from reconciler.config import load
 from reconciler.errors import ConfigError
 from reconciler.state import InstanceState, LiveState, LiveUser, NodeState
-from servers import TLSMaterial, _new_key, _write_pair, make_tls_material
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import redis
-
 from cluster_support import (
     ADMIN_PASSWORD,
     REGISTRY,
@@ -28,9 +27,10 @@ from cluster_support import (
     reset_acls,
     wait_until,
 )
+from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
+
 from reconciler import acl, executor, live
 from reconciler.cli import main
-from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
 
 pytestmark = pytest.mark.server
 
@@ -279,7 +279,7 @@ def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkey
     code, out, err = apply(env, capsys)
     assert code == 0, err
     assert out.count("1 connection killed") == len(deployment.nodes), out
-    for s, c in zip(deployment.nodes, clients):
+    for s, c in zip(deployment.nodes, clients, strict=False):
         assert _sessions(s, "app-batch") == 0, s.address
         with pytest.raises(redis.ConnectionError):
             c.ping()
@@ -294,7 +294,7 @@ def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkey
     env.write(prune=True)
     code, out, err = apply(env, capsys)
     assert code == 0, err
-    for s, c in zip(deployment.nodes, clients):
+    for s, c in zip(deployment.nodes, clients, strict=False):
         assert _sessions(s, "app-batch") == 0, s.address
         with pytest.raises(redis.ConnectionError):
             c.ping()

@@ -291,7 +291,7 @@ def test_values_shaped_like_passwords_are_never_echoed(tmp_path: Path) -> None:
     found = problems(write(tmp_path, body))
     assert [p.message for p in found] == [
         "'>…' is not one of: auto, acl-save, config-rewrite, none",
-        "'<…' is not one of: redis, redis-software, memorystore",
+        "'<…' is not one of: redis, redis-software, memorystore, redis-cloud",
     ]
 
 

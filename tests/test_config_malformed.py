@@ -53,7 +53,7 @@ def results() -> dict[str, subprocess.CompletedProcess]:
     names = sorted(EXPECTED)
     with ThreadPoolExecutor(max_workers=3) as pool:
         done = pool.map(lambda n: _validate(f"tests/malformed/{n}", env), names)
-        return dict(zip(names, done))
+        return dict(zip(names, done, strict=False))
 
 
 def test_corpus_is_complete() -> None:
@@ -72,9 +72,9 @@ def test_malformed_file(name: str, results: dict[str, subprocess.CompletedProces
     lines = proc.stderr.splitlines()
     assert lines, "no error printed"
     prefix = f"tests/malformed/{name}:"
-    assert all(l.startswith(prefix) for l in lines), lines
+    assert all(ln.startswith(prefix) for ln in lines), lines
     wanted = f"{prefix}{line}: "
-    assert any(l.startswith(wanted) and fragment in l for l in lines), (wanted, fragment, lines)
+    assert any(ln.startswith(wanted) and fragment in ln for ln in lines), (wanted, fragment, lines)
     assert SECRET_IN_CORPUS not in proc.stderr
     assert "Sup3r" not in proc.stderr
 
@@ -118,6 +118,6 @@ def test_all_problems_reported_sorted_by_line(tmp_path: Path) -> None:
     proc = _validate(str(f), _env())
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
-    numbers = [int(l.split(":")[1]) for l in lines]
+    numbers = [int(ln.split(":")[1]) for ln in lines]
     assert numbers == sorted(numbers)
     assert set(numbers) == {3, 5, 8, 9, 11}, lines

@@ -1,4 +1,4 @@
-"""The JSON Schema file itself, the DESIGN.md example and examples/*.yaml."""
+"""The JSON Schema file itself, a full example using every key, and examples/*.yaml."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_patterns(ref: str, good: list[str], bad: list[str]) -> None:
     assert [b for b in bad if v.is_valid(b)] == []
 
 
-DESIGN_EXAMPLE = """\
+FULL_EXAMPLE = """\
 version: 1
 policies:                       # all optional
   token_max_age_days: 90        # drift flags older tokens (age from `created`)
@@ -136,14 +136,14 @@ users:
 """
 
 
-def test_design_md_example_is_valid(tmp_path: Path) -> None:
+def test_full_example_is_valid(tmp_path: Path) -> None:
     from reconciler.config.yamlsrc import parse
 
-    # every key of the DESIGN.md example, cert_file included, is accepted by the schema
-    assert list(Draft202012Validator(SCHEMA).iter_errors(parse(DESIGN_EXAMPLE).data)) == []
+    # every key of the full example, cert_file included, is accepted by the schema
+    assert list(Draft202012Validator(SCHEMA).iter_errors(parse(FULL_EXAMPLE).data)) == []
     f = tmp_path / "access.yaml"
     # cert_file is read at load time (certificate inventory); this example's file does not exist
-    f.write_text(DESIGN_EXAMPLE.replace("        cert_file: certs/app-billing.pem   # optional; gives expiry to drift\n", ""))
+    f.write_text(FULL_EXAMPLE.replace("        cert_file: certs/app-billing.pem   # optional; gives expiry to drift\n", ""))
     env = {"CACHE_ADMIN_TOKEN": "x", "ORDERS_TOKEN": "o" * 16 + "O" * 16 + "1!"}
     state = load(str(f), today=date(2026, 11, 23), environ=env)
     assert state.users["app-orders"].rules == "~* +@read -@dangerous ~orders:* +@write -flushall"
@@ -202,7 +202,7 @@ def test_validate_cli_allow_expired(tmp_path: Path) -> None:
         "version: 1\ninstances:\n  c: {nodes: ['h:1']}\nusers:\n  u:\n    tokens:\n"
         "      - {id: t, sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: 2020-01-01}\n"
     )
-    run = lambda *extra: subprocess.run(  # noqa: E731
+    run = lambda *extra: subprocess.run(  # noqa: E731 - a one-line helper for the two runs below
         [sys.executable, "-m", "reconciler.cli", "validate", "-f", str(f), *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
@@ -214,13 +214,13 @@ def test_validate_cli_allow_expired(tmp_path: Path) -> None:
 
 # -- the fast verdict (fastjsonschema) agrees with jsonschema ------------------------------------
 
-import copy  # noqa: E402
+import copy  # noqa: E402 - the property tests below are a section of their own
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - the property tests below are a section of their own
+from hypothesis import strategies as st  # noqa: E402 - the property tests below are a section of their own
 
-from reconciler.config import schema as schema_module  # noqa: E402
-from reconciler.config.yamlsrc import SourceError, parse  # noqa: E402
+from reconciler.config import schema as schema_module  # noqa: E402 - the property tests below are a section of their own
+from reconciler.config.yamlsrc import SourceError, parse  # noqa: E402 - the property tests below are a section of their own
 
 _REPO = Path(__file__).resolve().parent.parent
 _CORPUS = sorted(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from executor_support import acl_users, sha
-from reconciler.cli import main
 from servers import RunningServer, no_retry
+
+from reconciler.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -192,7 +192,7 @@ def test_out_of_band_permission_change_exits_2(matrix_env: DriftEnv) -> None:
 
 
 def test_expired_token(denv: DriftEnv) -> None:
-    old = f"      - id: 2026-08\n        secret: {{env: T_ORDERS_OLD}}\n        created: 2026-08-01\n        expires: 2026-12-01\n"
+    old = "      - id: 2026-08\n        secret: {env: T_ORDERS_OLD}\n        created: 2026-08-01\n        expires: 2026-12-01\n"
     denv.write(more_tokens=old)
     denv.apply(today="2026-11-10")
     code, out, _ = denv.drift(today="2026-12-05")
@@ -334,7 +334,7 @@ def test_exit_codes_through_the_real_cli(denv: DriftEnv) -> None:
 
 
 def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
-    old = f"      - id: 2026-05\n        secret: {{env: T_ORDERS_OLD}}\n        created: 2026-05-01\n        expires: 2026-11-30\n"
+    old = "      - id: 2026-05\n        secret: {env: T_ORDERS_OLD}\n        created: 2026-05-01\n        expires: 2026-11-30\n"
     denv.write(auth_mode="token", more_tokens=old)
     denv.apply(today="2026-11-10")
     a = denv.admin()
@@ -349,7 +349,7 @@ def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
 
     code, md, _ = denv.drift("markdown")
     assert code == 2
-    assert md.startswith("## reconciler drift: drift or findings\n")
+    assert md.startswith("## reconciler drift: 1 to change; 5 findings\n")
     assert "**Plan: 0 to add, 1 to change, 0 to destroy.** 5 findings." in md
     assert "| Instance | Add | Change | Destroy | Findings |" in md and "| cache | 0 | 1 | 0 | 5 |" in md
     assert md.count("```") % 2 == 0 and "```diff" in md
@@ -403,7 +403,7 @@ def test_github_workflow_drift_step(denv: DriftEnv, tmp_path: Path) -> None:
     denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
     code, outputs, summary = run_step()
     assert (code, outputs) == (0, {"exit_code": "2"})  # the issue step runs next
-    assert (tmp_path / "drift.md").read_text().startswith("## reconciler drift: drift or findings")
+    assert (tmp_path / "drift.md").read_text().startswith("## reconciler drift: 1 to change")
     assert "revokes FLUSHALL" in summary
     assert json.loads((tmp_path / "drift.json").read_text())["drift"]["exit_code"] == 2
 

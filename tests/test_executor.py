@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from executor_support import (
     PLAINTEXTS,
     acl_users,
@@ -24,10 +23,11 @@ from executor_support import (
     user_connections,
     write_calls,
 )
+from servers import RunningServer, no_retry
+
 from reconciler import executor
 from reconciler.audit import AuditLog, plan_fingerprint
 from reconciler.errors import ApplyError
-from servers import RunningServer, no_retry
 
 
 def _wait_until(cond, timeout: float = 3.0) -> bool:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from executor_support import create, delete, desired, instance, node_plan, plan, sha, update
+
 from reconciler import safety
 from reconciler.audit import redact, token_refs
 from reconciler.plan import TokenChange, UserChange

@@ -12,11 +12,11 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
-
 from fake_memorystore import INSTANCE, FakeMemorystore
 from fake_redis_software import FakeRedisSoftware
-from reconciler.cli import main
 from servers import RunningServer
+
+from reconciler.cli import main
 
 RS_ADMIN = "Admin-Secret-1!"
 MS_ACCESS = "ya29.all-providers-access-token-42"
@@ -27,7 +27,7 @@ SECRETS = (RS_ADMIN, MS_ACCESS, OLD, NEW)
 
 @pytest.fixture
 def fakes() -> Iterator[tuple[FakeRedisSoftware, FakeMemorystore]]:
-    rs, ms = FakeRedisSoftware(admin=("admin@example.com", RS_ADMIN)), FakeMemorystore(access_token=MS_ACCESS)
+    rs, ms = FakeRedisSoftware(admin=("admin@example.com", RS_ADMIN)), FakeMemorystore(access_token=MS_ACCESS, authorization_mode="TOKEN_AUTH")
     try:
         yield rs, ms
     finally:
@@ -49,6 +49,10 @@ def test_rotation_through_every_provider(
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+    monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
+    from reconciler.providers import memorystore
+
+    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))  # the quota has its own test
     (tmp_path / "sinks").mkdir()
     f = tmp_path / "access.yaml"
     audit = tmp_path / "audit.jsonl"
@@ -108,23 +112,29 @@ users:
         except redis.AuthenticationError:
             return False
 
+    def ms_tokens() -> set[str]:
+        """The file's ids of the service's tokens (the service names them; the record maps them)."""
+        names = json.loads((tmp_path / "access.memorystore.json").read_text())["ms"]["app-reports"]
+        return {fid for fid, name in names.items() if name in ms.users["app-reports"]}
+
     step(doc(["2026-08"], ["2026-08"]))
-    assert can_login(OLD) and rs.has_password("app-orders", OLD) and set(ms.users["app-reports"]) == {"2026-08"}
+    assert can_login(OLD) and rs.has_password("app-orders", OLD) and ms_tokens() == {"2026-08"}
 
     # 1. add the new token everywhere (the old one stays)
     step(doc(["2026-11", "2026-08"], ["2026-11", "2026-08"]))
     assert can_login(OLD) and can_login(NEW)
     assert rs.has_password("app-orders", OLD) and rs.has_password("app-orders", NEW)
-    assert set(ms.users["app-reports"]) == {"2026-08", "2026-11"}
+    assert ms_tokens() == {"2026-08", "2026-11"} and len(ms.users["app-reports"]) == 2
     # 2. apps move to the new token; 3. the old token leaves the file, and every service
     step(doc(["2026-11"], ["2026-11"]))
     assert can_login(NEW) and not can_login(OLD)
     assert rs.passwords[rs.by_name("app-orders")["uid"]] == [NEW]
-    assert set(ms.users["app-reports"]) == {"2026-11"}
-    assert (tmp_path / "sinks" / "2026-11.token").read_text() == ms.token_value("app-reports", "2026-11") + "\n"
+    assert ms_tokens() == {"2026-11"} and len(ms.users["app-reports"]) == 1
+    name = json.loads((tmp_path / "access.memorystore.json").read_text())["ms"]["app-reports"]["2026-11"]
+    assert (tmp_path / "sinks" / "2026-11.token").read_text() == ms.token_value("app-reports", name) + "\n"
 
     # the grep: no secret anywhere the reconciler wrote or printed
-    records = [audit, tmp_path / "access.redis-software.json"]
+    records = [audit, tmp_path / "access.redis-software.json", tmp_path / "access.memorystore.json"]
     blob = "\n".join(outputs) + "".join(p.read_text() for p in records)
     assert audit.read_text().strip() and json.loads(audit.read_text().splitlines()[0])["instance"]
     leaked = [s for s in (*SECRETS, *ms.generated) if s in blob]

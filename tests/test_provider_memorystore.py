@@ -4,21 +4,23 @@ plan -> apply -> no-op -> rotation, and error paths."""
 
 from __future__ import annotations
 
+import json
 import stat
+from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from fake_memorystore import INSTANCE, FakeMemorystore
 from cli_support import CliRun
+from fake_memorystore import INSTANCE, FakeMemorystore
 
 ACCESS_TOKEN = "ya29.test-access-token-0123456789"
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeMemorystore]:
-    f = FakeMemorystore(access_token=ACCESS_TOKEN)
+    # Token auth is chosen when the instance is created (authorization_mode is immutable).
+    f = FakeMemorystore(access_token=ACCESS_TOKEN, authorization_mode="TOKEN_AUTH", op_polls=2)
     try:
         yield f
     finally:
@@ -30,6 +32,11 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MS_TOKEN", ACCESS_TOKEN)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
+    monkeypatch.setenv("RECONCILER_POLL_CAP", "0.04")
+    from reconciler.providers import memorystore
+
+    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))  # test_requests_stay_within_the_quota scales it down
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
 
 
@@ -58,33 +65,38 @@ class Run(CliRun):
     def sink(self, tid: str) -> Path:
         return self.dir / "secrets" / f"app-orders-{tid}.token"
 
+    def service_name(self, tid: str, user: str = "app-orders") -> str:
+        """The name the service gave the file's token `tid` (the provider's record)."""
+        return json.loads((self.dir / "access.memorystore.json").read_text())["ms"][user][tid]
+
 
 @pytest.fixture
 def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
     return Run(tmp_path, capsys)
 
 
-def test_plan_apply_noop_rotation_cycle(fake: FakeMemorystore, run: Run, tmp_path: Path) -> None:
+def test_plan_apply_noop_rotation_prune_cycle(fake: FakeMemorystore, run: Run, tmp_path: Path) -> None:
     one = access(fake, tok("2026-08"))
     rc, out, _ = run.plan(one)
-    assert rc == 2
-    assert "config authorizationMode" in out and "TOKEN_AUTH" in out and "+ user app-orders" in out and "token + 2026-08" in out
+    assert rc == 2 and "+ user app-orders" in out and "token + 2026-08" in out and "authorizationMode" not in out
     audit = tmp_path / "audit.jsonl"
     rc, out, _ = run.apply(one, "--audit-log", str(audit))
     assert rc == 0, out
-    assert fake.authorization_mode == "TOKEN_AUTH"
-    value = fake.token_value("app-orders", "2026-08")
+    first = run.service_name("2026-08")
+    assert first != "2026-08" and first in fake.users["app-orders"]  # the service named it
+    value = fake.token_value("app-orders", first)
     assert value and run.sink("2026-08").read_text() == value + "\n"
     assert stat.S_IMODE(run.sink("2026-08").stat().st_mode) == 0o600
     assert run.plan(one)[0] == 0
 
-    # 1. add the new token: the service makes it, apply writes it to its sink; the old one stays
+    # 1. add the new token: the service makes and names it, apply writes it to its sink; the old one stays
     two = access(fake, tok("2026-11") + tok("2026-08"))
     rc, out, _ = run.plan(two)
     assert rc == 2 and "token + 2026-11" in out and "kept: remove after apps moved" in out
     assert run.apply(two, "--audit-log", str(audit))[0] == 0
-    assert set(fake.users["app-orders"]) == {"2026-08", "2026-11"}
-    assert run.sink("2026-11").read_text() == fake.token_value("app-orders", "2026-11") + "\n"
+    second = run.service_name("2026-11")
+    assert set(fake.users["app-orders"]) == {first, second}
+    assert run.sink("2026-11").read_text() == fake.token_value("app-orders", second) + "\n"
     assert run.sink("2026-08").read_text() == value + "\n"  # not rewritten
     assert run.plan(two)[0] == 0
     # 2. apps move to the new token; 3. the old one leaves the file and the service
@@ -92,12 +104,74 @@ def test_plan_apply_noop_rotation_cycle(fake: FakeMemorystore, run: Run, tmp_pat
     rc, out, _ = run.plan(three)
     assert rc == 2 and "token - " in out and "not in file" in out
     assert run.apply(three, "--audit-log", str(audit))[0] == 0
-    assert set(fake.users["app-orders"]) == {"2026-11"}
+    assert set(fake.users["app-orders"]) == {second}
     assert run.plan(three)[0] == 0
+    # 4. the user leaves the file: prune deletes it although it still has a token (force=true)
+    pruned = access(fake, tok("k"), instance_extra="    prune: true\n").replace("  app-orders:\n", "  svc-keep:\n")
+    rc, out, _ = run.plan(pruned)
+    assert rc == 2 and "- user app-orders" in out
+    assert run.apply(pruned, "--audit-log", str(audit))[0] == 0
+    assert "app-orders" not in fake.users and run.plan(pruned)[0] == 0
+    # the timeline: the user never had no token between creation and deletion
+    history = fake.history("app-orders")
+    assert history == [(), (first,), tuple(sorted((first, second))), (second,), ()]
+    for before, after in pairwise(history[1:-1]):
+        assert set(before) & set(after), f"a moment without the token in use: {before} -> {after}"
     # no generated value in any output, plan or audit record
-    blob = "\n".join(run.outputs) + audit.read_text()
+    blob = "\n".join(run.outputs) + audit.read_text() + (tmp_path / "access.memorystore.json").read_text()
     assert fake.generated and not any(v in blob for v in fake.generated)
     assert ACCESS_TOKEN not in blob
+
+
+def test_requests_stay_within_the_quota(fake: FakeMemorystore, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.providers import memorystore
+
+    monkeypatch.setattr(memorystore, "QUOTA", (8, 0.4))  # stands for 60 per minute, scaled down
+    assert run.apply(access(fake, tok("2026-11") + tok("2026-08")))[0] == 0
+    times = fake.http.times
+    assert len(times) > 16
+    # any 9 consecutive requests span at least the window, across plan, apply and verify
+    windows = [b - a for a, b in zip(times, times[8:], strict=False)]
+    assert min(windows) >= 0.38
+
+
+def test_a_lost_record_is_a_finding_not_a_crash(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-08"))
+    assert run.apply(text)[0] == 0
+    (run.dir / "access.memorystore.json").unlink()
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "access.memorystore.json names none of the service's tokens" in out
+
+
+def test_authorization_mode_is_immutable(fake: FakeMemorystore, run: Run) -> None:
+    fake.authorization_mode = "AUTH_DISABLED"
+    text = access(fake, tok("2026-08"))
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "config authorizationMode" in out and "TOKEN_AUTH" in out  # the update is tried
+    assert "immutable in the v1 API" in out
+    rc, _, err = run.apply(text)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "immutable" in err and "recreate the instance with token-based authentication" in err
+    assert fake.http.requests("PATCH") and not fake.users  # nothing after the refusal
+    fake.authorization_mode_mutable = True  # a service that accepts the update: apply converges
+    assert run.apply(text)[0] == 0 and fake.authorization_mode == "TOKEN_AUTH"
+
+
+def test_operations_are_polled_with_backoff_and_retry_after(fake: FakeMemorystore, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_POLL_START", "0.05")
+    monkeypatch.setenv("RECONCILER_POLL_CAP", "0.2")
+    fake.op_polls = 5
+    fake.http.fail("GET", f"/v1/{INSTANCE.rsplit('/instances/', 1)[0]}/operations/", 429, times=1, headers={"Retry-After": "0.3"},
+                   body={"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota"}})
+    assert run.apply(access(fake, tok("2026-08")))[0] == 0
+    ops = [(t, p) for t, (m, p, _) in zip(fake.http.times, fake.http.log, strict=True) if m == "GET" and "/operations/" in p]
+    first_op = [t for t, p in ops if p == ops[0][1]]
+    gaps = [b - a for a, b in pairwise(first_op)]
+    assert gaps[0] >= 0.3  # the 429's Retry-After was honoured
+    later = gaps[1:]
+    assert later and all(g >= 0.05 for g in later) and max(later) >= 0.19  # doubling up to the cap
+    # a whole create stays far below the instance API quota (60 requests per minute)
+    assert len(fake.http.log) < 60
 
 
 def test_prune_deletes_user_and_paginated_listing(fake: FakeMemorystore, run: Run) -> None:
@@ -132,20 +206,49 @@ def test_contract_tokens_are_server_generated(fake: FakeMemorystore) -> None:
     s.verify = fake.ca_file
     s.headers["Authorization"] = f"Bearer {ACCESS_TOKEN}"
     base = f"{fake.url}/v1/{INSTANCE}"
-    # users need token-based auth on the instance first
+
+    def done(op: dict) -> dict:
+        while not op.get("done"):
+            op = s.get(f"{fake.url}/v1/{op['name']}").json()
+        return op
+
+    # users need token-based auth on the instance first, and the mode can't be changed afterwards
+    fake.authorization_mode = "AUTH_DISABLED"
     assert s.post(f"{base}:addTokenAuthUser", json={"tokenAuthUser": "u"}).json()["error"]["status"] == "FAILED_PRECONDITION"
+    r = s.patch(f"{base}?updateMask=authorizationMode", json={"authorizationMode": "TOKEN_AUTH"})
+    assert r.status_code == 400 and "immutable" in r.json()["error"]["message"]
     fake.authorization_mode = "TOKEN_AUTH"
     op = s.post(f"{base}:addTokenAuthUser", json={"tokenAuthUser": "u"}).json()
-    assert op["done"] is False and s.get(f"{fake.url}/v1/{op['name']}").json()["done"] is True
+    assert op["done"] is False and done(op)["done"] is True
     assert s.post(f"{base}:addTokenAuthUser", json={"tokenAuthUser": "u"}).status_code == 409
-    # a client can't choose the value: AuthToken.token is output only
-    r = s.post(f"{base}/tokenAuthUsers/u:addAuthToken", json={"authToken": {"name": f"{INSTANCE}/tokenAuthUsers/u/authTokens/a", "token": "mine"}})
+    # a client can't choose the value (AuthToken.token is output only) nor the name (IDENTIFIER, unused on create)
+    r = s.post(f"{base}/tokenAuthUsers/u:addAuthToken", json={"authToken": {"token": "mine"}})
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
-    op = s.post(f"{base}/tokenAuthUsers/u:addAuthToken", json={"authToken": {"name": f"{INSTANCE}/tokenAuthUsers/u/authTokens/a"}}).json()
-    made = s.get(f"{fake.url}/v1/{op['name']}").json()["response"]
-    assert made["token"] == fake.token_value("u", "a") and len(made["token"]) >= 32
-    assert "token" not in s.get(f"{base}/tokenAuthUsers/u/authTokens").json()["authTokens"][0]
+    op = done(s.post(f"{base}/tokenAuthUsers/u:addAuthToken", json={"authToken": {"name": f"{INSTANCE}/tokenAuthUsers/u/authTokens/a"}}).json())
+    assert op["response"] == {"name": f"{INSTANCE}/tokenAuthUsers/u", "state": "ACTIVE"}  # the user, never the token
+    assert s.get(f"{base}/tokenAuthUsers/u/authTokens/a").status_code == 404
+    listed = s.get(f"{base}/tokenAuthUsers/u/authTokens").json()["authTokens"]
+    assert len(listed) == 1 and "token" not in listed[0]
+    made = s.get(f"{fake.url}/v1/{listed[0]['name']}").json()
+    assert made["token"] == fake.token_value("u", listed[0]["name"].rsplit("/", 1)[-1]) and len(made["token"]) >= 32
+    # a user with tokens is deleted only with force=true
+    r = s.delete(f"{base}/tokenAuthUsers/u")
+    assert r.status_code == 400 and r.json()["error"]["status"] == "FAILED_PRECONDITION"
+    assert done(s.delete(f"{base}/tokenAuthUsers/u?force=true").json())["done"] and "u" not in fake.users
     assert requests.get(f"{base}/tokenAuthUsers", verify=fake.ca_file).status_code == 401
+
+
+def test_a_token_whose_value_cannot_be_kept_is_deleted_again(fake: FakeMemorystore, run: Run) -> None:
+    text = access(fake, tok("2026-08"))
+    assert run.apply(text)[0] == 0
+    two = access(fake, tok("2026-11") + tok("2026-08"))
+    fake.http.fail("GET", f"/v1/{INSTANCE}/tokenAuthUsers/app-orders/authTokens/t-", 500, times=10)  # reading the value fails
+    rc, _, err = run.apply(two)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "HTTP 500" in err
+    assert len(fake.users["app-orders"]) == 1 and not run.sink("2026-11").exists()  # created, then deleted again
+    fake.http.faults.clear()
+    assert run.apply(two)[0] == 0 and len(fake.users["app-orders"]) == 2
+    assert run.sink("2026-11").read_text() == fake.token_value("app-orders", run.service_name("2026-11")) + "\n"
 
 
 def test_expired_access_token_is_one_line(fake: FakeMemorystore, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,9 +268,9 @@ def test_5xx_retried_and_failed_write_reruns_to_convergence(fake: FakeMemorystor
     assert not run.sink("2026-11").exists() or run.sink("2026-11").read_text()  # never an empty sink left behind
     rc, _, err = run.apply(text)
     assert rc == 0, err
-    assert set(fake.users["app-orders"]) == {"2026-08", "2026-11"}
+    assert set(fake.users["app-orders"]) == {run.service_name("2026-08"), run.service_name("2026-11")}
     for tid in ("2026-08", "2026-11"):
-        assert run.sink(tid).read_text() == fake.token_value("app-orders", tid) + "\n"
+        assert run.sink(tid).read_text() == fake.token_value("app-orders", run.service_name(tid)) + "\n"
     assert run.plan(text)[0] == 0
 
 

@@ -6,13 +6,14 @@ a re-run that converges."""
 from __future__ import annotations
 
 import json
+import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from fake_redis_software import FakeRedisSoftware, complex_enough
 from cli_support import CliRun
+from fake_redis_software import FakeRedisSoftware, complex_enough
 
 ADMIN = "Admin-Secret-1!"
 OLD = "Old-Token-0123456789abcdef!"
@@ -21,9 +22,12 @@ NEWER = "Newer-Token-0123456789abcdef!"
 SECRETS = (ADMIN, OLD, NEW, NEWER)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeRedisSoftware]:
-    f = FakeRedisSoftware()
+MODES = ("7.4.6-77", "7.22.0-216")  # requests/users/password: old_password needed (7.4) or not (7.8+)
+
+
+@pytest.fixture(params=MODES)
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeRedisSoftware]:
+    f = FakeRedisSoftware(version=request.param)
     try:
         yield f
     finally:
@@ -36,6 +40,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
 
 
@@ -79,7 +84,17 @@ def no_secret_in(texts: list[str], *paths: Path) -> None:
         assert s not in blob
 
 
-def test_plan_apply_noop_rotation_cycle(fake: FakeRedisSoftware, run: Run, tmp_path: Path) -> None:
+def no_gap(history: list[tuple[str, ...]]) -> None:
+    """Every change of the user's passwords keeps one the apps may be using: consecutive password
+    sets overlap, and none is empty before the user is deleted."""
+    assert history, "no password change recorded"
+    for before, after in pairwise(history):
+        if after == ():  # the user was deleted
+            continue
+        assert after and set(before) & set(after), f"a moment without the credential in use: {before} -> {after}"
+
+
+def test_plan_apply_noop_rotation_prune_cycle(fake: FakeRedisSoftware, run: Run, tmp_path: Path) -> None:
     one = access(fake, tok("2026-08", "OLD"))
     rc, out, _ = run.plan(one)
     assert rc == 2 and "+ user app-orders" in out and "certificate: CN=app-billing,OU=payments,O=Acme,C=US" in out
@@ -92,28 +107,51 @@ def test_plan_apply_noop_rotation_cycle(fake: FakeRedisSoftware, run: Run, tmp_p
     assert billing["auth_method"] == "certificate" and billing["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"
     assert fake.password_count("app-billing") == 0
     assert "+@write" in fake.rules_of("app-orders") and "+@read" in fake.rules_of("app-orders")
+    assert len(fake.http.requests("PUT", "/v1/bdbs/1")) == 1  # one roles_permissions update for both users
     assert run.plan(one)[0] == 0  # no-op
 
-    # 1. add the new token next to the old one: POST /v1/users/password authorized by the old one
+    # 1. add the new token next to the old one (7.4: authorized by the old one; 7.22: the admin names the user)
     two = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD"))
     rc, out, _ = run.plan(two)
     assert rc == 2 and "token + 2026-11" in out and "kept: remove after apps moved" in out
-    before = len(fake.http.requests("PUT", "/v1/users/password"))
     assert run.apply(two)[0] == 0
     assert fake.has_password("app-orders", OLD) and fake.has_password("app-orders", NEW)
     post = fake.http.requests("POST", "/v1/users/password")[-1][2]
-    assert post["old_password"] == OLD and post["new_password"] == NEW
-    assert len(fake.http.requests("PUT", "/v1/users/password")) == before  # never replace-all here
+    assert post["username"] == "app-orders" and post["new_password"] == NEW
+    assert post.get("old_password") == (OLD if fake.legacy else None)
+    assert not fake.http.requests("PUT", "/v1/users/password")  # never replace-all here
     assert run.plan(two)[0] == 0
-    # 2. apps move to the new token (outside the reconciler)
-    # 3. remove the old token from the file: its plaintext is gone, so only PUT can drop it, and the plan says so
+    # 2. apps move to the new token; 3. the old one expires (still in the file: DELETE with its plaintext)
+    three = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD", "        expires: 2026-11-01\n"))
+    rc, out, _ = run.plan(three)
+    assert rc == 2 and "token - 2026-08" in out and "replace all" not in out
+    assert run.apply(three)[0] == 0
+    assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
+    assert run.plan(three)[0] == 0
+    # 4. the user leaves the file: prune deletes it, its role and Redis ACL
+    pruned = access(fake, tok("2026-11", "NEW"), instance_extra="    prune: true\n").replace("  app-orders:\n    roles: [reader]\n    acl: \"+@write\"\n    tokens:\n" + tok("2026-11", "NEW"), "")
+    rc, out, _ = run.plan(pruned)
+    assert rc == 2 and "- user app-orders" in out
+    assert run.apply(pruned)[0] == 0
+    assert fake.by_name("app-orders") is None and run.plan(pruned)[0] == 0
+    history = fake.history("app-orders")
+    assert history == [(OLD,), (OLD, NEW), (NEW,), ()]
+    no_gap(history)
+    assert fake.http.requests("PUT", "/v1/users/password") == []
+    no_secret_in(run.outputs, tmp_path / "access.redis-software.json")
+
+
+def test_token_gone_from_the_file_is_replaced_all(fake: FakeRedisSoftware, run: Run) -> None:
+    assert run.apply(access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD")))[0] == 0
+    # the old token leaves the file with its plaintext: only PUT can drop it, and the plan says so
     three = access(fake, tok("2026-11", "NEW"))
     rc, out, _ = run.plan(three)
     assert rc == 2 and "replace all passwords (PUT /v1/users/password)" in out
     assert run.apply(three)[0] == 0
     assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
+    put = fake.http.requests("PUT", "/v1/users/password")[-1][2]
+    assert put["username"] == "app-orders" and ("old_password" in put) == fake.legacy  # 7.4 needs old_password
     assert run.plan(three)[0] == 0
-    no_secret_in(run.outputs, tmp_path / "access.redis-software.json")
 
 
 def test_removing_a_token_still_in_the_file_uses_delete(fake: FakeRedisSoftware, run: Run) -> None:
@@ -139,6 +177,9 @@ def test_passwords_changed_outside_are_replaced_all(fake: FakeRedisSoftware, run
     assert rc == 2 and "replace all passwords" in out and "passwords set outside the reconciler" in out
     assert run.apply(text)[0] == 0
     assert fake.passwords[uid] == [OLD]
+    # 7.4: no password is known for sure, so the user object's password field sets one (objects/user)
+    assert bool([b for _, _, b in fake.http.requests("PUT", f"/v1/users/{uid}") if b and "password" in b]) == fake.legacy
+    assert all(fake.history("app-orders"))  # never without a password
     assert run.plan(text)[0] == 0
 
 
@@ -156,7 +197,7 @@ def test_disable_and_delete(fake: FakeRedisSoftware, run: Run) -> None:
     assert fake.by_name("batch") is None
     assert not any(r["name"] == "reconciler-batch" for r in fake.roles.values())
     assert not any(a["name"] == "reconciler-batch" for a in fake.acls.values())
-    assert fake.by_name("admin") is not None and fake.by_name("default") is not None  # never touched
+    assert fake.by_name("admin") is not None and fake.bdb_passwords[1] == ["Default-Pass-1!"]  # never touched
 
 
 # -- the contract server enforces the documented rules ---------------------------------------------
@@ -179,25 +220,38 @@ def test_contract_password_rules(fake: FakeRedisSoftware) -> None:
     # duplicate password refused (new_password_same_as_current)
     r = call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": OLD})
     assert r.status_code == 400 and r.json()["error_code"] == "new_password_same_as_current"
-    # adding needs an existing password
+    # 7.4: adding needs an existing password; 7.22: old_password is ignored, the admin names the user
     r = call("POST", "/v1/users/password", {"username": "u1", "old_password": "Wrong-Pass-123!", "new_password": NEW})
-    assert r.status_code == 400
-    # complexity
-    r = call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": "simple"})
+    assert r.status_code == (400 if fake.legacy else 200)
+    r = call("PUT", "/v1/users/password", {"username": "u1", "new_password": "Only-One-Pass-1!"})
+    if fake.legacy:
+        assert r.status_code == 400 and r.json()["error_code"] == "missing_field"  # PUT needs old_password on 7.4
+        r = call("PUT", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": "Only-One-Pass-1!"})
+    assert r.status_code == 200 and fake.passwords[fake.by_name("u1")["uid"]] == ["Only-One-Pass-1!"]
+    # complexity: the email or its reverse, four in a row
+    r = call("POST", "/v1/users/password", {"username": "u1", "old_password": "Only-One-Pass-1!", "new_password": "simple"})
     assert r.status_code == 400 and r.json()["error_code"] == "password_not_complex"
-    assert not complex_enough("u1-Aa1!xyz", "u1")  # contains the username
+    assert not complex_enough("Xx-1u1@x", "u1@x") and not complex_enough("Xx-1x@1u", "u1@x")
+    assert not complex_enough("Abbbb-1234-xyz", "u1@x") and complex_enough("Abbb-1234-xyz", "u1@x")
     # the last password can't be deleted
-    r = call("DELETE", "/v1/users/password", {"username": "u1", "old_password": OLD})
+    r = call("DELETE", "/v1/users/password", {"username": "u1", "old_password": "Only-One-Pass-1!"})
     assert r.status_code == 400 and r.json()["error_code"] == "cannot_delete_last_password"
-    assert call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": NEW}).status_code == 200
-    assert call("POST", "/v1/users/password", {"username": "u1", "old_password": NEW, "new_password": NEWER}).status_code == 200
-    assert fake.password_count("u1") == 3
-    # PUT replaces all passwords with one
-    assert call("PUT", "/v1/users/password", {"username": "u1", "new_password": "Only-One-Pass-1!"}).status_code == 200
-    assert fake.passwords[fake.by_name("u1")["uid"]] == ["Only-One-Pass-1!"]
-    # the default user can't rotate
-    r = call("POST", "/v1/users/password", {"username": "default", "old_password": "Default-Pass-1!", "new_password": NEW})
-    assert r.status_code == 400
+    # the default user is the database's: /v1/bdbs/{uid}/passwords, not /v1/users
+    assert not any(u["name"] == "default" for u in call("GET", "/v1/users").json())
+    assert call("POST", "/v1/bdbs/1/passwords", {"password": NEW}).status_code == 200
+    assert call("DELETE", "/v1/bdbs/1/passwords", {"password": "Default-Pass-1!"}).status_code == 200
+    assert fake.bdb_passwords[1] == [NEW]
+    # a database update is asynchronous: an action, 409 while it runs
+    fake.action_seconds = 5
+    r = call("PUT", "/v1/bdbs/1", {"roles_permissions": []})
+    assert r.status_code == 200 and call("GET", f"/v1/actions/{r.json()['action_uid']}").json()["status"] == "running"
+    assert call("PUT", "/v1/bdbs/1", {"roles_permissions": []}).status_code == 409
+    # Redis ACLs hold permissions only
+    assert call("POST", "/v1/redis_acls", {"name": "x", "acl": "+get ~a(b)"}).status_code == 400
+    assert call("POST", "/v1/redis_acls", {"name": "x", "acl": "+get ((+set ~a))"}).status_code == 400
+    assert call("POST", "/v1/redis_acls", {"name": "x", "acl": "+get ~a (+set ~b)"}).status_code == 200
+    # the CA is under mtls_trusted_ca_cert in a flat object
+    assert "mtls_trusted_ca_cert" in call("GET", "/v1/cluster/certificates").json()
     # passwords are never returned
     assert all("password" not in u for u in call("GET", "/v1/users").json())
     # wrong admin password: 401
@@ -208,12 +262,128 @@ def test_contract_password_rules(fake: FakeRedisSoftware) -> None:
     assert s.get(fake.url + "/v1/users", auth=("admin@example.com", "nope"), verify=fake.ca_file, timeout=5).status_code == 401
 
 
+@pytest.mark.parametrize("version", ["7.8.2-34", "7.8.4-18", "7.8.6-36", "7.22.0-28"])
+def test_versions_with_the_wrong_user_bug_are_refused(version: str, run: Run) -> None:
+    fake = FakeRedisSoftware(version=version)
+    try:
+        rc, out, err = run.plan(access(fake, tok("2026-08", "OLD")))
+        assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1
+        assert "RS161290" in err and ("7.8.6-119" in err or "7.22.0-216" in err)
+        assert fake.wrong_user and not fake.http.requests("POST") and not fake.http.requests("PUT")
+        # the contract server reproduces the bug: the admin's own password would have changed
+        call = _client(fake)
+        call("POST", "/v1/users", {"name": "u1", "email": "u1@x", "password": OLD, "role_uids": []})
+        call("POST", "/v1/users/password", {"username": "u1", "old_password": OLD, "new_password": NEW})
+        assert fake.has_password("admin", NEW) and not fake.has_password("u1", NEW)
+    finally:
+        fake.stop()
+
+
+DEFAULT_USER = "  default:\n    tokens:\n"
+
+
+def test_default_user_is_the_database_password(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD"), extra_users=DEFAULT_USER + tok("d1", "NEW"))
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "user default" in out and "new connections need the new token" in out
+    assert run.apply(text)[0] == 0
+    assert fake.bdb_passwords[1] == [NEW] and fake.by_name("default") is None
+    assert fake.http.requests("PUT", "/v1/bdbs/1/passwords") and not fake.http.requests("POST", "/v1/users/password")
+    assert run.plan(text)[0] == 0  # the record knows which token is set
+    # replacing it is a planned change with the same warning, one PUT
+    newer = access(fake, tok("2026-08", "OLD"), extra_users=DEFAULT_USER + tok("d2", "NEWER"))
+    rc, out, _ = run.plan(newer)
+    assert rc == 2 and "new connections need the new token" in out
+    assert run.apply(newer)[0] == 0 and fake.bdb_passwords[1] == [NEWER]
+    assert fake.history("default") == [(NEW,), (NEWER,)]
+    assert run.plan(newer)[0] == 0
+
+
 def test_default_user_rotation_is_a_plan_error(fake: FakeRedisSoftware, run: Run) -> None:
-    text = access(fake, tok("2026-08", "OLD"), extra_users="  default:\n    acl: \"+@all ~*\"\n    tokens:\n" + tok("a", "NEW") + tok("b", "NEWER"))
+    text = access(fake, tok("2026-08", "OLD"), extra_users=DEFAULT_USER + tok("a", "NEW") + tok("b", "NEWER"))
     rc, _, err = run.plan(text)
-    assert rc == 1 and "can't rotate the default user's password" in err
+    assert rc == 1 and "password rotation does not work for it" in err and "declare one token" in err
     assert len(err.strip().splitlines()) == 1
     assert not fake.http.requests("POST") and not fake.http.requests("PUT")
+    rules = access(fake, tok("2026-08", "OLD"), extra_users="  default:\n    acl: \"+@all ~*\"\n    tokens:\n" + tok("a", "NEW"))
+    rc, _, err = run.plan(rules)
+    assert rc == 1 and "not a Redis ACL" in err
+
+
+def test_one_database_update_per_apply_waited_for_and_409_retried(fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        monkeypatch.setenv(f"SVC{i}", f"Svc-{i}-Token-0123456789abcdef!")
+    extra = "".join(f"  svc-{i}:\n    acl: \"+get ~svc{i}:*\"\n    tokens:\n" + tok("a", f"SVC{i}") for i in range(3))
+    text = access(fake, tok("2026-08", "OLD"), extra_users=extra)
+    fake.http.fail("PUT", "/v1/bdbs/1", 409, times=2, body={"error_code": "db_busy", "message": "reattempt later"})
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    puts = fake.http.requests("PUT", "/v1/bdbs/1")
+    assert len(puts) == 3  # two refused with 409, then the one update for all five users
+    assert len(puts[-1][2]["roles_permissions"]) == 5
+    assert fake.http.requests("GET", "/v1/actions/")  # the action was waited for
+    assert fake.bdbs[1]["status"] == "active"
+    assert run.plan(text)[0] == 0
+
+
+def test_409_past_the_deadline_is_one_line(fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.providers import redis_software
+
+    monkeypatch.setattr(redis_software, "ACTION_DEADLINE", 0.3)
+    fake.http.fail("PUT", "/v1/bdbs/1", 409, times=1000, body={"error_code": "db_busy", "message": "reattempt later"})
+    rc, _, err = run.apply(access(fake, tok("2026-08", "OLD")))
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "database roles_permissions failed" in err and "HTTP 409" in err and "run apply again" in err
+
+
+def test_subjects_compare_as_distinguished_names(fake: FakeRedisSoftware, run: Run) -> None:
+    text = access(fake, tok("2026-08", "OLD")).replace("CN=app-billing,OU=payments,O=Acme,C=US", "CN=app-billing, OU=payments, O=Acme, C=US")
+    assert run.apply(text)[0] == 0
+    assert fake.by_name("app-billing")["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"  # stored RFC 2253
+    assert run.plan(text)[0] == 0  # no perpetual diff
+
+
+def test_database_without_client_certificates_is_an_error_finding(fake: FakeRedisSoftware, run: Run) -> None:
+    rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
+    assert "mtls_trusted_ca" not in out and "enforce_client_authentication" not in out  # flat object read right
+    fake.bdbs[1]["enforce_client_authentication"] = "disabled"
+    rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
+    assert rc == 2 and "enforce_client_authentication" in out and "tls_mode" in out
+
+
+@pytest.mark.parametrize(
+    "users, where, message",
+    [
+        ('  app-x:\n    acl: "+get ~a(b)"\n    tokens:\n' + tok("a", "NEW"), "users.app-x.acl", "parentheses in key and channel patterns"),
+        ('  app-x:\n    acl: "+get (~a (+set ~b))"\n    tokens:\n' + tok("a", "NEW"), "users.app-x.acl", "nested selectors"),
+        ('  "app<x>":\n    acl: "+get ~a"\n    tokens:\n' + tok("a", "NEW"), "users[\"app<x>\"]", "invalid username"),  # objects/user name pattern: within the schema's
+        ('  app-x:\n    acl: "+get ~a"\n    tokens:\n' + tok("a", "REPEAT"), "users.app-x.tokens[0]", "four times in a row"),
+        ('  app-x:\n    acl: "+get ~a"\n    tokens:\n' + tok("a", "EMAIL"), "users.app-x.tokens[0]", "email or its reverse"),
+        ('  app-x:\n    acl: "+get ~a"\n    certificates:\n      - subject: "OU=a,CN=app-x"\n', "users.app-x.certificates[0].subject", "starts with CN"),
+        ('  app-x:\n    acl: "+get ~a"\n    certificates:\n      - subject: "CN=app-x,OU=a,OU=b"\n', "users.app-x.certificates[0].subject", "at most one OU"),
+    ],
+)
+def test_what_redis_software_refuses_fails_validate(
+    fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch, users: str, where: str, message: str
+) -> None:
+    monkeypatch.setenv("REPEAT", "Abcd-1111-xyz!")
+    monkeypatch.setenv("EMAIL", "X1!app-x@reconciler.invalid")
+    text = access(fake, tok("2026-08", "OLD"), extra_users=users)
+    run.file.write_text(text)
+    for command in (("validate", "-f", str(run.file)), ("apply", "-f", str(run.file), "--auto-approve")):
+        rc, _, err = run(*command)
+        assert rc == 1 and message in err and f"{where}:" in err, err
+        assert re.search(r"access\.yaml:\d+: ", err)
+    assert not fake.http.requests("POST") and not fake.http.requests("PUT")
+
+
+def test_selectors_redis_software_accepts_pass_validate(fake: FakeRedisSoftware, run: Run) -> None:
+    users = '  app-x:\n    acl: "+get ~a (+set ~b) (%R~c &d)"\n    tokens:\n' + tok("a", "NEWER")
+    text = access(fake, tok("2026-08", "OLD"), extra_users=users)
+    run.file.write_text(text)
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 0, err
+    assert run.apply(text)[0] == 0 and "+set)" in fake.rules_of("app-x")  # and the contract server takes them (canonical form)
 
 
 def test_sha256_tokens_are_a_validation_error(fake: FakeRedisSoftware, run: Run) -> None:

@@ -18,7 +18,6 @@ from typing import Callable, Iterator
 
 import pytest
 import redis
-
 from executor_support import acl_users, sha
 from servers import RunningServer, no_retry
 

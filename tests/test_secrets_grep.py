@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from executor_support import sha
 from servers import RunningServer, no_retry
 

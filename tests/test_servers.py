@@ -8,7 +8,6 @@ from typing import Callable
 
 import pytest
 import redis
-
 from servers import (
     CERT_USER_MAPPING,
     MATRIX,

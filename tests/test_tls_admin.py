@@ -14,11 +14,11 @@ import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from servers import RunningServer, _name, _new_key, _write_pair, make_tls_material, no_retry
 
 from reconciler import live
 from reconciler.errors import LiveError
 from reconciler.model import Instance, TLSConfig
-from servers import RunningServer, _name, _new_key, _write_pair, make_tls_material, no_retry
 
 
 def instance(srv: RunningServer, **tls: str | None) -> Instance:

@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import pytest
 import redis
+from servers import RunningServer, no_retry
 
 from reconciler import certs, executor
 from reconciler.cli import main
-from servers import RunningServer, no_retry
 
 ADMIN = "admin-plaintext-5d0e7b3c9a1f2468e0c2a4b6"
 
@@ -200,7 +200,7 @@ def test_expired_and_expiring_cert_files_are_drift_findings(env: Env) -> None:
     env.write(expired[0], soon[0])
     code, out, err = env.run("drift", "-f", str(env.file))
     assert code == 2, out + err
-    assert f"certificate app-billing CN=app-billing,OU=payments,O=Acme,C=US (sha256:" in out
+    assert "certificate app-billing CN=app-billing,OU=payments,O=Acme,C=US (sha256:" in out
     assert f"{expired[0]}) expired on " in out
     assert f"{soon[0]}) expires in " in out and "warning at 14" in out
     code, out, err = env.run("drift", "-f", str(env.file), "--format", "json")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cluster_support import (
     ADMIN_PASSWORD,
     REGISTRY,
@@ -19,11 +18,12 @@ from cluster_support import (
     start_replicated,
     wait_until,
 )
+from servers import MATRIX, free_port
+
 from reconciler import live, topology
 from reconciler.cli import main
 from reconciler.errors import LiveError
 from reconciler.model import Admin, Instance, Secret
-from servers import MATRIX, free_port
 
 # -- parsers, offline ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""ACL semantics engine (issue 5). Public API used by config, planner, live reader and executor.
+"""ACL semantics engine. Public API used by config, planner, live reader and executor.
 
 CONTRACT (other modules code against exactly these names; keep them stable):
 
@@ -42,10 +42,6 @@ CONTRACT (other modules code against exactly these names; keep them stable):
         "user app on #ab.. ~k* +get" -> (name, enabled, nopass, hashes, permission_rules)
 """
 
-from reconciler.acl import describe as _describe
-from reconciler.acl import engine as _engine
-from reconciler.acl import syntax as _syntax
-from reconciler.acl import table as _table
 from reconciler.acl.describe import DANGEROUS_COMMANDS, describe, describe_delta
 from reconciler.acl.engine import (
     Permissions,
@@ -68,4 +64,25 @@ from reconciler.acl.syntax import (
 from reconciler.acl.table import CommandInfo, CommandTable
 from reconciler.plan import DeltaLine
 
-__all__ = [*_syntax.__all__, *_table.__all__, *_engine.__all__, *_describe.__all__, "canonical_rules", "DeltaLine"]
+__all__ = [
+    "AclSyntaxError",
+    "UnsupportedRule",
+    "KNOWN_CATEGORIES",
+    "Rule",
+    "parse",
+    "split_rules",
+    "parse_acl_list_line",
+    "CommandInfo",
+    "CommandTable",
+    "SelectorPerms",
+    "Permissions",
+    "effective",
+    "rules_for",
+    "check",
+    "known_command",
+    "describe",
+    "describe_delta",
+    "DANGEROUS_COMMANDS",
+    "canonical_rules",
+    "DeltaLine",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set as AbstractSet
 
 from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops
 from reconciler.acl.table import CommandTable
@@ -61,7 +62,7 @@ def _label(name: str) -> str:
     return name.replace("|", " ").upper()
 
 
-def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: set[str] = frozenset()) -> str:
+def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: AbstractSet[str] = frozenset()) -> str:
     """Names as written, or, when many, the whole categories they cover plus the rest."""
     if len(names) - len(skip) <= limit:
         return ", ".join(_label(n) for n in names if n not in skip)
@@ -147,7 +148,7 @@ def describe_delta(before: Permissions, after: Permissions) -> list[DeltaLine]:
     added = Counter(after.selectors) - Counter(before.selectors)
     removed = Counter(before.selectors) - Counter(after.selectors)
     for sel in sorted(added.elements()):
-        danger = any(l.sign == "!" for l in _command_delta(_EMPTY, sel, t, ""))
+        danger = any(d.sign == "!" for d in _command_delta(_EMPTY, sel, t, ""))
         out.append(DeltaLine("!" if danger else "+", f"selector ({_selector_text(sel, t)})"))
     for sel in sorted(removed.elements()):
         out.append(DeltaLine("-", f"selector ({_selector_text(sel, t)})"))

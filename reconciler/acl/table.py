@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from .. import resources
 
 __all__ = ["CommandInfo", "CommandTable"]
 
-TABLES_DIR = Path(__file__).resolve().parent / "tables"
 FORMAT = 1
 
 
@@ -47,7 +47,7 @@ class CommandTable:
     _leaf_mask: int = field(init=False, repr=False, compare=False, hash=False)
     _all_mask: int = field(init=False, repr=False, compare=False, hash=False)
     # effective() results by rule string: plans evaluate the same few role strings many times.
-    cache: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
+    cache: dict[Any, Any] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         index = {c.name: i for i, c in enumerate(self.commands)}
@@ -131,7 +131,7 @@ class CommandTable:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CommandTable":
         cmds = tuple(
-            CommandInfo(n, frozenset(cats.split()), f, l, s, kf) for n, cats, f, l, s, kf in d["commands"]
+            CommandInfo(n, frozenset(cats.split()), first, last, s, kf) for n, cats, first, last, s, kf in d["commands"]
         )
         return cls(d["name"], d["server"], d["version"], tuple(d["categories"]), cmds)
 
@@ -145,7 +145,7 @@ class CommandTable:
             pipe.execute_command("ACL", "CAT", cat)
         members = pipe.execute()
         cat_of: dict[str, set[str]] = {}
-        for cat, names in zip(cats, members):
+        for cat, names in zip(cats, members, strict=True):
             for n in names:
                 cat_of.setdefault(_s(n).lower(), set()).add(cat)
         infos: list[CommandInfo] = []
@@ -172,7 +172,7 @@ class CommandTable:
 
     @classmethod
     def available(cls) -> list[str]:
-        return sorted(p.stem for p in TABLES_DIR.glob("*.json"))
+        return resources.names(resources.TABLES, ".json")
 
     @classmethod
     def nearest(cls, server: str, version: str) -> "CommandTable":
@@ -197,10 +197,11 @@ _CACHE: dict[str, CommandTable] = {}
 
 def _load_bundled(name: str) -> CommandTable:
     if name not in _CACHE:
-        path = TABLES_DIR / f"{name}.json"
-        if not path.exists():
-            raise KeyError(name)
-        _CACHE[name] = CommandTable.from_json(json.loads(path.read_text()))
+        try:
+            text = resources.read_text(f"{resources.TABLES}/{name}.json")
+        except FileNotFoundError:
+            raise KeyError(name) from None
+        _CACHE[name] = CommandTable.from_json(json.loads(text))
     return _CACHE[name]
 
 

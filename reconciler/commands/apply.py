@@ -11,7 +11,6 @@ node's live ACLs, and the operator said `yes` (or passed --auto-approve).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from ..model import DesiredState
 from ..plan import Plan, only_instances
 from ..planner import node_fingerprint
 from ..render import render_text
+from ..render.terminal import use_color
 from ..state import InstanceState, LiveState, NodeState
 
 Prompt = Callable[[str], str]
@@ -130,7 +130,7 @@ def _apply_all(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> _Re
             partial: Any = getattr(exc, "result", None)
             if partial is not None:
                 done.parts.append(partial)
-            exc.result = done  # type: ignore[attr-defined]
+            exc.result = done
             raise
     return done
 
@@ -247,8 +247,8 @@ def _refuse(problems: list[str]) -> int:
     return 1
 
 
-def _present(plan: Plan) -> None:
-    _out(render_text(plan, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+def _present(plan: Plan, args: argparse.Namespace | None = None) -> None:
+    _out(render_text(plan, color=use_color(args, sys.stdout)))
 
 
 def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
@@ -256,9 +256,9 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     state = manager.read(args.instance)
     plan = manager.plan(state)
     if not plan.has_changes:
-        _present(plan)  # says "No changes." and lists any findings
+        _present(plan, args)  # says "No changes." and lists any findings
         return 0
-    _present(plan)
+    _present(plan, args)
     problems = safety.check(plan, state, manager.desired, force=args.force)
     if problems:
         return _refuse(problems)
@@ -298,7 +298,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     problems = safety.check(plan, state, manager.desired, force=args.force)
     if problems:
         return _refuse(problems)
-    _present(plan)
+    _present(plan, args)
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
@@ -306,6 +306,14 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "bootstrap", False):
+        if args.plan_file or not args.file:
+            raise ReconcilerError("--bootstrap works with -f FILE, not with a saved plan")
+        from . import bootstrap
+
+        code = bootstrap.run(args, None, _confirm)
+        if code >= 0:
+            return code
     if args.plan_file:
         # With -f FILE as well, the file only supplies connection details and secrets.
         return run_saved(args)

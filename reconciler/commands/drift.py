@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 
 from ..manager import Manager
 from ..plan import Finding, Plan
 from ..planner import _dedupe
-from ..render import render
+from ..render import budget_from_args, headline, render
+from ..render.terminal import use_color
 
 
 def with_unmanaged_tokens(plan: Plan) -> Plan:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
-        title = "reconciler drift: " + ("drift or findings" if drifted else "clean")
-        color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        sys.stdout.write(render(plan, args.format, color=color, title=title))
+        title = "reconciler drift: " + (headline(plan) if drifted else "clean")
+        color = args.format == "text" and use_color(args, sys.stdout)
+        sys.stdout.write(render(plan, args.format, color=color, title=title, budget=budget_from_args(args)))
     return 2 if drifted else 0

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from .. import acl, secrets
 from ..model import (
@@ -31,6 +31,7 @@ from ..model import (
     User,
     server_token_ref,
 )
+from . import cloud
 from .yamlsrc import Path, Source
 
 HOST_PORT = re.compile(r"^(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})$")
@@ -289,20 +290,20 @@ class Builder:
             base: Path = ("instances", name)
             nodes = self.nodes(spec.get("nodes"), base + ("nodes",), name, seen_nodes)
             defaults = Instance(name=name)
-            timeout = spec.get("timeout_seconds")
+            timeout: Any = spec.get("timeout_seconds")
             out[name] = Instance(
                 name=name,
                 provider=_str(spec.get("provider")) or defaults.provider,
                 nodes=nodes,
                 tls=self.tls(spec.get("tls")),
                 admin=self.admin(spec.get("admin"), base + ("admin",), name),
-                auth_mode=spec.get("auth_mode") if spec.get("auth_mode") in ("token", "none") else defaults.auth_mode,
+                auth_mode=spec["auth_mode"] if spec.get("auth_mode") in ("token", "none") else defaults.auth_mode,
                 tls_client_auth=self.tls_client_auth(spec.get("tls_client_auth")),
-                persist=spec.get("persist")
+                persist=spec["persist"]
                 if spec.get("persist") in ("auto", "acl-save", "config-rewrite", "none")
                 else defaults.persist,
                 prune=_bool(spec.get("prune"), defaults.prune),
-                topology=spec.get("topology")
+                topology=spec["topology"]
                 if spec.get("topology") in ("auto", "standalone", "replicated", "cluster")
                 else defaults.topology,
                 discover=_bool(spec.get("discover"), defaults.discover),
@@ -312,6 +313,7 @@ class Builder:
                 else defaults.timeout_seconds,
                 line=self.line(base),
                 api=self.api(spec, base, name),
+                client_certificates=cloud.client_certificates(self, spec, base),
             )
             if out[name].topology == "standalone" and len(nodes) > 1:
                 self.problem(base + ("topology",), f"topology: standalone but {len(nodes)} nodes are listed")
@@ -321,6 +323,9 @@ class Builder:
         """`api:` of a managed-service provider; what each provider needs is checked here."""
         provider = _str(spec.get("provider")) or "redis"
         raw = spec.get("api")
+        if provider == cloud.PROVIDER:
+            return cloud.api(self, spec, raw, base)
+        cloud.not_cloud(self, spec, raw, base)
         if provider == "redis":
             if raw is not None:
                 self.problem(base + ("api",), "api: is for provider redis-software or memorystore (provider: redis uses nodes:)")
@@ -457,8 +462,8 @@ class Builder:
         if not isinstance(raw, dict):
             return None
         req = raw.get("required")
-        required = "true" if req is True else "optional" if req == "optional" else "false"
-        field_ = raw.get("user_field") if raw.get("user_field") in ("CN", "none") else "none"
+        required: Literal["true", "false", "optional"] = "true" if req is True else "optional" if req == "optional" else "false"
+        field_: Literal["CN", "none"] = raw["user_field"] if raw.get("user_field") in ("CN", "none") else "none"
         return TLSClientAuth(required=required, user_field=field_)
 
     def admin(self, raw: Any, path: Path, instance: str) -> Admin:
@@ -470,7 +475,8 @@ class Builder:
         source, resolved = self.resolve_secret(
             raw["secret"], path + ("secret",), f"admin secret of instance {instance} ({secrets.describe(_dict(raw['secret']))})"
         )
-        return Admin(username=username, secret=resolved.secret if resolved else None, source=source)
+        admin = Admin(username=username, secret=resolved.secret if resolved else None, source=source)
+        return cloud.account_key(self, raw, path, instance, admin)
 
     # -- roles ---------------------------------------------------------------------
 
@@ -492,7 +498,7 @@ class Builder:
                 for msg in check_rules(own, "a role"):
                     self.problem(base + ("acl",), msg)
         known = sorted(specs)
-        for name, (refs, _) in specs.items():
+        for name in specs:
             for i, ref in enumerate(_list(_dict(raw[name]).get("roles"))):
                 if isinstance(ref, str) and ref not in specs:
                     self.problem(("roles", name, "roles", i), f"unknown role '{ref}' ({_suggest(ref, known)}roles: {', '.join(known)})")
@@ -574,8 +580,8 @@ class Builder:
                         base + ("roles", i),
                         f"unknown role '{role}' ({_suggest(role, known_roles)}roles: {', '.join(known_roles) or 'none defined'})",
                     )
-                elif roles[role]:
-                    parts.append(roles[role])  # type: ignore[arg-type]
+                elif role_rules := roles[role]:
+                    parts.append(role_rules)
             own = _str(spec.get("acl")) or ""
             for msg in check_rules(own, "acl"):
                 self.problem(base + ("acl",), msg)
@@ -583,7 +589,10 @@ class Builder:
                 parts.append(own.strip())
             tokens = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
             self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
+            cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
+            if any(instances[n].provider == "redis-software" for n in user_instances):
+                self.redis_software_user(name, spec, base, roles, tokens, policies)
             ksor = spec.get("kill_sessions_on_revoke")
             out[name] = User(
                 name=name,
@@ -599,6 +608,31 @@ class Builder:
                 line=self.line(base),
             )
         return out
+
+    def redis_software_user(
+        self, name: str, spec: dict, base: Path, roles: dict[str, str | None], tokens: tuple[Token, ...], policies: Policies
+    ) -> None:
+        """What Redis Software would refuse (providers/rs_rules.py cites the pages), before any write."""
+        from ..providers import rs_rules
+
+        # objects/user's name pattern (ASCII, no & < > ") is already within the schema's username pattern.
+        for msg in rs_rules.rules_problems(_str(spec.get("acl")) or ""):
+            self.problem(base + ("acl",), msg)
+        for i, role in enumerate(_list(spec.get("roles"))):
+            if isinstance(role, str) and roles.get(role):
+                for msg in rs_rules.rules_problems(roles[role] or ""):
+                    self.problem(base + ("roles", i), f"role {role}: {msg}")
+        for i, t in enumerate(tokens):
+            if t.plaintext is not None and name != "default":  # the default user's is the database's password
+                problem = rs_rules.password_problem(t.plaintext.reveal(), name, policies.min_token_length)
+                if problem:
+                    self.problem(base + ("tokens", i), f"token {t.id} of user {name}: {problem}")
+        for i, c in enumerate(_list(spec.get("certificates"))):
+            parsed = parse_subject(c["subject"]) if isinstance(c, dict) and isinstance(c.get("subject"), str) else None
+            if parsed:
+                problem = rs_rules.subject_problem(parsed)
+                if problem:
+                    self.problem(base + ("certificates", i, "subject"), problem)
 
     def tokens(
         self, user: str, raw: Any, path: Path, policies: Policies, hash_owner: dict[str, tuple[str, Path]]
@@ -670,6 +704,7 @@ class Builder:
                     note=_str(spec.get("note")),
                     line=self.line(where),
                     sink=sink,
+                    username=_str(spec.get("username")),
                 )
             )
         return tuple(out)
@@ -710,7 +745,7 @@ class Builder:
         seen: dict[tuple, Path] = {}
         cn_instances = [
             n for n in user_instances
-            if instances[n].tls_client_auth is not None and instances[n].tls_client_auth.user_field == "CN"
+            if (auth := instances[n].tls_client_auth) is not None and auth.user_field == "CN"
         ]
         for i, spec in enumerate(_list(raw)):
             if not isinstance(spec, dict) or not isinstance(spec.get("subject"), str):
@@ -745,7 +780,7 @@ class Builder:
             if cert_file:  # inventory: subject, chain to each instance's CA, clientAuth (certs.check)
                 from .. import certs  # imports `cryptography`: only files with cert_file pay for it
 
-                cas = [(n, instances[n].tls.ca_file) for n in user_instances if instances[n].tls and instances[n].tls.ca_file]
+                cas = [(n, tls.ca_file) for n in user_instances if (tls := instances[n].tls) and tls.ca_file]
                 info, cert_problems = certs.check(self.path_of(cert_file), parsed, cas)
                 for msg in cert_problems:
                     self.problem(where + ("cert_file",), msg)

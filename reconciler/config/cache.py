@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, resources
 from .yamlsrc import Source
 
 MAX_ENTRIES = 16  # oldest entries beyond this are removed on write
@@ -38,11 +38,10 @@ def _directory() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def _code_digest() -> bytes:
-    here = Path(__file__).resolve().parent
     h = hashlib.sha256(FORMAT + __version__.encode())
-    for path in (here / "yamlsrc.py", here / "schema.py", here.parents[1] / "schemas" / "desired-state.schema.json"):
+    for relpath in ("config/yamlsrc.py", "config/schema.py", resources.SCHEMA):
         try:
-            h.update(path.read_bytes())
+            h.update(resources.read_bytes(relpath))
         except OSError:
             h.update(b"missing")
     return h.digest()

@@ -10,9 +10,9 @@ import difflib
 import functools
 import json
 from dataclasses import dataclass
-from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from .. import resources
 from ..errors import ReconcilerError
 from .yamlsrc import Path, type_name
 
@@ -20,16 +20,13 @@ if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
 
-SCHEMA_FILE = FsPath(__file__).resolve().parents[2] / "schemas" / "desired-state.schema.json"
-
 
 @functools.lru_cache(maxsize=1)
 def schema() -> dict:
     try:
-        with open(SCHEMA_FILE, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(resources.read_text(resources.SCHEMA))
     except OSError as exc:
-        raise ReconcilerError(f"cannot read the schema {SCHEMA_FILE}: {exc.strerror} (broken installation?)") from None
+        raise ReconcilerError(f"cannot read the schema reconciler/{resources.SCHEMA}: {exc.strerror} (broken installation?)") from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -49,7 +49,7 @@ class Source:
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]  # base picked at run time: libyaml's when built in
     """Composer only; implicit tags follow the YAML 1.2 core schema."""
 
     yaml_implicit_resolvers: dict = {}
@@ -205,6 +205,7 @@ class _Builder:
                     self.lines[path + (i,)] = item.start_mark.line + 1
                     out.append(self.build(item, path + (i,)))
                 return out
+            assert isinstance(node, yaml.MappingNode)  # the composer makes only three node kinds
             if node.tag != _MAP:
                 self._tag_problem(node, path)
             return self._mapping(node, path)

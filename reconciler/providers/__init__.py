@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import ReconcilerError
 from ..model import DesiredState
 from .base import Capabilities, Provider
@@ -9,24 +11,26 @@ from .base import Capabilities, Provider
 DEFAULT = "redis"
 
 
-def _classes() -> dict[str, type[Provider]]:
-    # Imported lazily: the HTTP providers are not needed by a file that uses only `redis`.
-    from .memorystore import MemorystoreProvider
-    from .redis import RedisProvider
-    from .redis_software import RedisSoftwareProvider
-
-    return {"redis": RedisProvider, "redis-software": RedisSoftwareProvider, "memorystore": MemorystoreProvider}
+# provider name -> (module, class). Modules are imported only when an instance uses that
+# provider: the HTTP providers need `requests`, which a file that uses only `redis` never loads.
+_CLASSES = {
+    "redis": ("redis", "RedisProvider"),
+    "redis-software": ("redis_software", "RedisSoftwareProvider"),
+    "memorystore": ("memorystore", "MemorystoreProvider"),
+    "redis-cloud": ("redis_cloud", "RedisCloudProvider"),
+}
 
 
 def names() -> tuple[str, ...]:
-    return ("redis", "redis-software", "memorystore")
+    return tuple(_CLASSES)
 
 
 def provider_class(name: str) -> type[Provider]:
-    classes = _classes()
-    if name not in classes:
-        raise ReconcilerError(f"unknown provider '{name}' (known: {', '.join(classes)})")
-    return classes[name]
+    if name not in _CLASSES:
+        raise ReconcilerError(f"unknown provider '{name}' (known: {', '.join(_CLASSES)})")
+    module, cls = _CLASSES[name]
+    found: type[Provider] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return found
 
 
 def get(name: str, desired: DesiredState) -> Provider:

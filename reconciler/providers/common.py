@@ -57,7 +57,7 @@ def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -
         f"({done} of {total} changes applied; fix the cause and run apply again to converge)"
     )
     err = ApplyError(redact(" ".join(msg.split())))
-    err.result = result  # type: ignore[attr-defined]
+    err.result = result
     return err
 
 

@@ -2,16 +2,22 @@
 
 Retries with exponential backoff where a retry cannot do a write twice: connection refused
 and 429/502/503/504 (the request did not reach the service's backend) for every method; 500
-and read timeouts for GET only. Every failure becomes one LiveError line naming the instance,
-method and path -- never a request body, and any secret the request carried is scrubbed from
-what the service answered.
+and read timeouts for GET only. A `Retry-After` header (seconds) lengthens the wait to what the
+service asked for. A caller may also retry 409 Conflict until a deadline (`conflict_deadline`:
+Redis Software answers 409 while a database change is pending and documents "reattempt later").
+Every failure becomes one LiveError line naming the instance, method and path -- never a
+request body, and any secret the request carried is scrubbed from what the service answered.
+
+`poll_delays()` is the backoff long-running operations are polled with (start ~1 s, cap ~10 s),
+which keeps an apply within per-minute API quotas; `rate_limit` makes a client wait rather
+than send more requests in a window than a quota allows.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import requests
 
@@ -22,6 +28,37 @@ from ..model import SENSITIVE
 RETRY_ANY = frozenset({429, 502, 503, 504})
 RETRY_GET = RETRY_ANY | {500}
 ATTEMPTS = 4
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def poll_delays() -> Iterator[float]:
+    """Seconds between polls of a long-running operation: doubling from RECONCILER_POLL_START
+    (default 1 s) up to RECONCILER_POLL_CAP (default 10 s); the overrides exist for tests."""
+    delay = _env_seconds("RECONCILER_POLL_START", 1.0)
+    cap = max(delay, _env_seconds("RECONCILER_POLL_CAP", 10.0))
+    while True:
+        yield delay
+        delay = min(cap, delay * 2 if delay else cap)
+
+
+_SENT_AT: dict[str, list[float]] = {}  # base URL -> times of recent requests (Client.rate_limit)
+
+MAX_RETRY_AFTER = 60.0  # never wait longer than this on one Retry-After
+
+
+def retry_after(resp: requests.Response) -> float | None:
+    """A Retry-After header given in seconds (RFC 9110 10.2.3); None when absent or a date."""
+    value = resp.headers.get("Retry-After") if resp is not None else None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
 
 
 def backoff_base() -> float:
@@ -65,6 +102,7 @@ class Client:
         cert: tuple[str, str] | None = None,
         timeout: float = 5.0,
         auth_hint: str = "check admin.username and admin.secret",
+        rate_limit: tuple[int, float] | None = None,
     ):
         self.base = base_url.rstrip("/")
         self.where = where  # "rs-prod https://127.0.0.1:9443"
@@ -81,6 +119,10 @@ class Client:
         self.timeout = timeout
         self.auth_hint = auth_hint
         self.requests_sent = 0
+        # (requests, seconds): never more than that many requests in any such window (an API quota),
+        # counted over every client of this process that talks to the same API.
+        self.rate_limit = rate_limit
+        self._sent_at = _SENT_AT.setdefault(self.base, [])
 
     def close(self) -> None:
         self.session.close()
@@ -88,14 +130,27 @@ class Client:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
-    def request(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = ()) -> Any:
-        """Send one request (retrying as the module docstring says); the decoded JSON body, or None."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        secrets: Iterable[str] = (),
+        conflict_deadline: float | None = None,
+    ) -> Any:
+        """Send one request (retrying as the module docstring says); the decoded JSON body, or None.
+        `conflict_deadline` (time.monotonic()): retry 409 Conflict with backoff until then."""
         hidden = [s for s in secrets if s]
         url = self.base + path
         delay = backoff_base()
-        for attempt in range(1, ATTEMPTS + 1):
-            last = attempt == ATTEMPTS
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= ATTEMPTS
+            wait = delay
             try:
+                self._pace()
                 self.requests_sent += 1
                 resp = self.session.request(method, url, json=body, timeout=self.timeout)
             except requests.exceptions.SSLError as exc:
@@ -115,13 +170,34 @@ class Client:
                     raise HttpError(f"{self.where}: {method} {path}: cannot connect ({_first_line(exc, hidden)})") from None
             else:
                 retryable = RETRY_GET if method == "GET" else RETRY_ANY
+                asked = retry_after(resp)
                 if resp.status_code in retryable and not last:
-                    pass  # fall through to the backoff below
+                    wait = max(delay, asked or 0.0)
+                elif (
+                    resp.status_code == 409
+                    and conflict_deadline is not None
+                    and time.monotonic() + max(delay, asked or 0.0) < conflict_deadline
+                ):
+                    wait = max(delay, asked or 0.0, 0.01)
+                    attempt = min(attempt, ATTEMPTS - 1)  # conflicts are bounded by the deadline, not attempts
                 else:
                     return self._result(method, path, resp, hidden, attempt)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+            time.sleep(wait)
+            delay = min(delay * 2, 10.0) if delay else 0.0
+
+    def _pace(self) -> None:
+        """Wait until one more request fits in the rate limit's window."""
+        if self.rate_limit is None:
+            return
+        count, window = self.rate_limit
+        sent = self._sent_at
+        now = time.monotonic()
+        sent[:] = [t for t in sent if now - t < window]
+        if len(sent) >= count:
+            time.sleep(max(0.0, window - (now - sent[0])))
+            now = time.monotonic()
+            sent[:] = [t for t in sent if now - t < window]
+        sent.append(now)
 
     def _result(self, method: str, path: str, resp: requests.Response, hidden: list[str], attempt: int = 1) -> Any:
         if 200 <= resp.status_code < 300:

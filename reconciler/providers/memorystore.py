@@ -2,19 +2,24 @@
 REST API (https://docs.cloud.google.com/memorystore/docs/valkey/reference/rest/v1/), with a
 plain HTTPS client.
 
-Calls (v1; every write returns a long-running Operation, polled with GET /v1/{operation}):
+Calls (v1; every write returns a long-running Operation, polled with GET /v1/{operation} with
+backoff from ~1 s to ~10 s, honouring Retry-After: the instance API's quota is 60 requests per
+minute per project):
   GET    /v1/{instance}                                   Instance (authorizationMode, engineVersion)
-  PATCH  /v1/{instance}?updateMask=authorizationMode      turn token-based auth on
+  PATCH  /v1/{instance}?updateMask=authorizationMode      tried; authorization_mode is IMMUTABLE in
+                                                          the proto (ForceNew in Terraform), so a
+                                                          refusal says the instance must be recreated
   POST   /v1/{instance}:addTokenAuthUser                  {"tokenAuthUser": NAME}
                                                           (projects.locations.instances.addTokenAuthUser)
   GET    /v1/{instance}/tokenAuthUsers                    {"tokenAuthUsers": [...], "nextPageToken"}
-  DELETE /v1/{instance}/tokenAuthUsers/{user}
-  POST   /v1/{user}:addAuthToken                          {"authToken": {"name": .../authTokens/ID}}
-                                                          (tokenAuthUsers.addAuthToken); the service
-                                                          generates the value: AuthToken.token is
-                                                          output only
+  DELETE /v1/{instance}/tokenAuthUsers/{user}?force=true  force: the user may still have tokens
+  POST   /v1/{user}:addAuthToken                          {"authToken": {}}: AuthToken.name is an
+                                                          IDENTIFIER ("for Create methods name is
+                                                          optional and unused") and AuthToken.token
+                                                          is output only; the operation's response
+                                                          is the TokenAuthUser, never the token
   GET    /v1/{user}/authTokens                            {"authTokens": [{name, createTime, state}]}
-  GET    /v1/{user}/authTokens/{id}                       (tokenAuthUsers.authTokens.get)
+  GET    /v1/{user}/authTokens/{id}                       the token with its value (authTokens.get)
   DELETE /v1/{user}/authTokens/{id}
 
 Authentication: `Authorization: Bearer <OAuth access token>` from `admin.secret` (e.g.
@@ -22,12 +27,18 @@ Authentication: `Authorization: Bearer <OAuth access token>` from `admin.secret`
 credential flows need network access to Google's token endpoint, so the reconciler takes a
 ready access token instead and has no Google client library dependency.
 
-How the file maps: each user is a token-auth user; each token is declared by id and the value the
-service generates at creation goes to the token's `sink: {file: PATH}` (mode 0600) -- never into
-a plan, an audit record or the terminal. The planner compares tokens by id: their stand-in
-"sha256" is model.server_token_ref(user, id). The API has no per-user permission rules, so a user
-on a memorystore instance declaring `acl`/`roles` is a plan error (the file would promise a
-restriction nobody enforces); `enabled: false` and certificates are plan errors for the same reason.
+How the file maps: each user is a token-auth user; each token is declared by id. The service
+names the token itself; apply finds the new name (the user's token list before and after), reads
+the token, writes its value to the token's `sink: {file: PATH}` (mode 0600) -- never into a plan,
+an audit record or the terminal -- and records file id -> service name in
+`<file>.memorystore.json` (no secret). A token whose value could not be written is deleted again.
+The planner compares tokens by file id: their stand-in "sha256" is model.server_token_ref(user,
+id); a service token the record does not know stands for itself (its name as id).
+
+The v1 API has no per-user permission rules (ACL policies exist only as aclPolicies in v1beta),
+so a user on a memorystore instance declaring `acl`/`roles` is a plan error (the file would
+promise a restriction nobody enforces); `enabled: false` and certificates are plan errors for
+the same reason.
 """
 
 from __future__ import annotations
@@ -43,17 +54,18 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User, server_token_ref
-from ..plan import ConfigChange, InstancePlan, Plan, UserChange
+from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
-from .http import Client, HttpError
+from .http import Client, HttpError, poll_delays
 
 NAME = "memorystore"
 DEFAULT_URL = "https://memorystore.googleapis.com"
 TOKEN_AUTH = "TOKEN_AUTH"  # Instance.authorizationMode for basic token-based authentication
 MODE_PARAMETER = "authorizationMode"
-POLL_SECONDS = 0.05
+QUOTA = (60, 60.0)  # the instance API's quota: 60 requests per minute per project
+OPERATION_DEADLINE = 600.0  # seconds an operation may run before apply gives up on it
 STAY = "open connections stay: the file names no data-plane nodes for CLIENT KILL USER"
 
 
@@ -62,7 +74,8 @@ class MSNode(NodeState):
     resource: str = ""
     engine: str = ""
     authorization_mode: str = ""
-    token_ids: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # user -> {stand-in hash: id}
+    token_ids: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # user -> {stand-in hash: service name}
+    unrecorded: tuple[str, ...] = ()  # file users with service tokens the record has no names for
 
     @property
     def label(self) -> str:
@@ -107,6 +120,7 @@ class MemorystoreProvider(Provider):
             ca_file=api.ca_file,  # tls: is the data plane's
             timeout=instance.timeout_seconds,
             auth_hint="the access token in admin.secret is missing, expired or not allowed on this instance",
+            rate_limit=QUOTA,
         )
 
     # -- read -----------------------------------------------------------------------------
@@ -124,10 +138,14 @@ class MemorystoreProvider(Provider):
                 raise
             users: dict[str, LiveUser] = {}
             ids: dict[str, dict[str, str]] = {}
+            record = common.load_record(self.desired.source, NAME).get(instance.name, {})
+            unrecorded: list[str] = []
             for u in _pages(http, f"/v1/{resource}/tokenAuthUsers", "tokenAuthUsers"):
                 name = _last(u.get("name", ""))
-                tokens = {server_token_ref(name, _last(t.get("name", ""))): _last(t.get("name", "")) for t in _pages(http, f"/v1/{u['name']}/authTokens", "authTokens")}
+                tokens = token_refs(name, _pages(http, f"/v1/{u['name']}/authTokens", "authTokens"), record.get(name) or {})
                 ids[name] = tokens
+                if tokens and not record.get(name) and any(d.name == name for d in self.desired.users_for(instance.name)):
+                    unrecorded.append(name)
                 users[name] = LiveUser(name=name, enabled=True, nopass=False, hashes=tuple(sorted(tokens)), rules="")
         finally:
             http.close()
@@ -148,6 +166,7 @@ class MemorystoreProvider(Provider):
                     engine=engine,
                     authorization_mode=str(inst.get("authorizationMode") or ""),
                     token_ids=ids,
+                    unrecorded=tuple(unrecorded),
                 ),
             ),
             topology="standalone",
@@ -170,6 +189,17 @@ class MemorystoreProvider(Provider):
         common.verify_by_replan(self, plan, today)
 
 
+def token_refs(user: str, listed: list[dict], known: Mapping[str, str]) -> dict[str, str]:
+    """{stand-in hash: service token name} for a user's listed tokens; `known` (the record) maps
+    the file's token ids to service names, and an unknown name stands for itself."""
+    by_name = {v: k for k, v in known.items()}
+    out = {}
+    for t in listed:
+        service = _last(t.get("name", ""))
+        out[server_token_ref(user, by_name.get(service, service))] = service
+    return out
+
+
 def _pages(http: Client, path: str, key: str) -> list[dict]:
     out: list[dict] = []
     token = ""
@@ -185,8 +215,8 @@ def _check_user(instance: str, u: User) -> None:
     where = f"{instance}: user {u.name}"
     if u.rules.strip():
         raise PlanError(
-            f"{where}: Memorystore token-auth users have no per-user permission rules in the API; "
-            "remove acl/roles for users on this instance (or scope them with instances:)"
+            f"{where}: Memorystore token-auth users have no per-user permission rules in the v1 API "
+            "(ACL policies are v1beta only); remove acl/roles for users on this instance (or scope them with instances:)"
         )
     if not u.enabled:
         raise PlanError(f"{where}: Memorystore token-auth users can't be disabled; remove the user (with prune: true) instead")
@@ -197,11 +227,13 @@ def _check_user(instance: str, u: User) -> None:
 def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> InstancePlan:
     data_plane = bool(desired.instances[inst.name].nodes)
     nodes = []
-    for node_plan, node in zip(inst.nodes, state.nodes):
+    for node_plan, node in zip(inst.nodes, state.nodes, strict=True):
         assert isinstance(node, MSNode)
         config = tuple(node_plan.config)
         if node.authorization_mode != TOKEN_AUTH:
-            config += (ConfigChange(MODE_PARAMETER, node.authorization_mode or "(unset)", TOKEN_AUTH, via="PATCH instance"),)
+            # Tried although the v1 proto marks authorization_mode IMMUTABLE: a refusal says to recreate.
+            via = "PATCH instance; immutable in the v1 API, a refusal means recreating the instance"
+            config += (ConfigChange(MODE_PARAMETER, node.authorization_mode or "(unset)", TOKEN_AUTH, via=via),)
         changes = tuple(
             # No permission lines: the API has none to show (a create would list "-@all").
             replace(c, permissions=(), note=c.note or "token values are generated by the service and written to each token's sink")
@@ -212,6 +244,22 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
             for c in node_plan.changes
         )
         nodes.append(replace(node_plan, changes=changes, config=config, persist="none"))
+        if node.unrecorded:
+            record = common.record_path(desired.source, NAME)
+            inst = replace(
+                inst,
+                findings=inst.findings
+                + tuple(
+                    Finding(
+                        "record_missing",
+                        f"user {user}: {record} names none of the service's tokens, so they can't be matched to the "
+                        "file's token ids; apply would replace them (new values to the sinks) -- restore the record to keep them",
+                        inst.name,
+                        user=user,
+                    )
+                    for user in node.unrecorded
+                ),
+            )
     return replace(inst, nodes=tuple(nodes), inventory=())
 
 
@@ -230,13 +278,15 @@ class _Run(common.ApiRun):
         steps: list[tuple[str, str, Any]] = [("config", cc.parameter, cc) for cc in node.config]
         steps += [(c.action, c.user, c) for c in node.changes]
         self.part.left = [f"{a} {u}" for a, u, _ in steps]
+        record = common.load_record(self.p.desired.source, NAME)
+        self.names = record.setdefault(self.instance.name, {})  # user -> {file token id: service name}
         try:
             for action, user, item in steps:
                 self.part.left.pop(0)
                 change = item if isinstance(item, UserChange) else None
                 try:
                     if isinstance(item, ConfigChange):
-                        self._wait(http, http.request("PATCH", f"/v1/{self.resource}?updateMask={MODE_PARAMETER}", {MODE_PARAMETER: item.after}))
+                        self._mode(http, item)
                     else:
                         self._user(http, item)
                         if item.kill_sessions:
@@ -248,7 +298,20 @@ class _Run(common.ApiRun):
                 self.part.done.append(f"{action} {user}")
                 self.part.counts[action] = self.part.counts.get(action, 0) + 1
         finally:
+            common.save_record(self.p.desired.source, NAME, record)
             http.close()
+
+    def _mode(self, http: Client, item: ConfigChange) -> None:
+        try:
+            self._wait(http, http.request("PATCH", f"/v1/{self.resource}?updateMask={MODE_PARAMETER}", {MODE_PARAMETER: item.after}))
+        except HttpError as exc:
+            if exc.status in (400, 412) or exc.code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+                raise HttpError(
+                    f"{self.instance.name}: the service refused to change authorizationMode ({exc.code or exc.status}): it is "
+                    "immutable on Memorystore instances -- recreate the instance with token-based authentication "
+                    f"(authorizationMode {item.after}); the reconciler does not recreate instances"
+                ) from None
+            raise
 
     def _kill(self, user: str) -> None:
         """CLIENT KILL USER on every data-plane node: deleting a user or a token leaves its open
@@ -272,12 +335,15 @@ class _Run(common.ApiRun):
                 client.close()
 
     def _wait(self, http: Client, op: Any) -> Any:
-        """Poll a long-running Operation until done; its `response`, or HttpError for its `error`."""
-        deadline = time.monotonic() + max(30.0, self.instance.timeout_seconds * 10)
+        """Poll a long-running Operation until done, with backoff (http.poll_delays); its
+        `response`, or HttpError for its `error`."""
+        deadline = time.monotonic() + OPERATION_DEADLINE
+        delays = poll_delays()
         while isinstance(op, dict) and not op.get("done"):
-            if time.monotonic() > deadline:
-                raise HttpError(f"{self.instance.name}: operation {op.get('name')} not done after {deadline:.0f} s; run plan again")
-            time.sleep(POLL_SECONDS)
+            delay = next(delays)
+            if time.monotonic() + delay > deadline:
+                raise HttpError(f"{self.instance.name}: operation {op.get('name')} not done after {OPERATION_DEADLINE:.0f} s; run plan again")
+            time.sleep(delay)
             op = http.get(f"/v1/{op['name']}")
         if isinstance(op, dict) and op.get("error"):
             err = op["error"]
@@ -287,7 +353,9 @@ class _Run(common.ApiRun):
     def _user(self, http: Client, c: UserChange) -> None:
         user_res = f"{self.resource}/tokenAuthUsers/{c.user}"
         if c.action == "delete":
-            self._wait(http, http.request("DELETE", f"/v1/{user_res}"))
+            # DeleteTokenAuthUser fails while the user has tokens unless force=true.
+            self._wait(http, http.request("DELETE", f"/v1/{user_res}?force=true"))
+            self.names.pop(c.user, None)
             return
         if c.action == "create":
             self._wait(http, http.request("POST", f"/v1/{self.resource}:addTokenAuthUser", {"tokenAuthUser": c.user}))
@@ -295,40 +363,52 @@ class _Run(common.ApiRun):
         by_ref = {t.sha256: t for t in user.tokens}
         for t in c.tokens:
             if t.action == "add":
-                self._add_token(http, user_res, by_ref[t.sha256])
-        live_ids: dict[str, str] | None = None
+                self._add_token(http, c.user, user_res, by_ref[t.sha256])
+        live: dict[str, str] | None = None
         for t in c.tokens:  # removals after additions: an app never has no token to move to
             if t.action == "remove":
-                if t.sha256 in by_ref:
-                    tid: str | None = by_ref[t.sha256].id
-                else:
-                    # A token no longer in the file: its id comes back from its stand-in hash.
-                    if live_ids is None:
-                        listed = _pages(http, f"/v1/{user_res}/authTokens", "authTokens")
-                        live_ids = {server_token_ref(c.user, _last(x.get("name", ""))): _last(x.get("name", "")) for x in listed}
-                    tid = live_ids.get(t.sha256)
-                if tid is None:
-                    raise HttpError(f"{self.instance.name}: user {c.user}: token sha256:{t.prefix}… has no id; make a new plan")
-                self._wait(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{tid}"))
+                if live is None:
+                    listed = _pages(http, f"/v1/{user_res}/authTokens", "authTokens")
+                    live = token_refs(c.user, listed, self.names.get(c.user) or {})
+                service = live.get(t.sha256)
+                if service is None:
+                    raise HttpError(f"{self.instance.name}: user {c.user}: token sha256:{t.prefix}… is not on the service any more; make a new plan")
+                self._wait(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{service}"))
+                known = self.names.get(c.user) or {}
+                for fid in [k for k, v in known.items() if v == service]:
+                    del known[fid]
 
-    def _add_token(self, http: Client, user_res: str, token: Any) -> None:
-        # The sink is opened (0600) before the token exists: a token whose value could not be kept is never made.
+    def _add_token(self, http: Client, user: str, user_res: str, token: Any) -> None:
+        """addAuthToken, then the new token's value to its sink. The sink is opened (0600) before the
+        token exists; a token whose value could not be written is deleted again."""
         path = token.sink
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        created: str | None = None
         try:
             os.fchmod(fd, 0o600)
-            name = f"{user_res}/authTokens/{token.id}"
-            made = self._wait(http, http.request("POST", f"/v1/{user_res}:addAuthToken", {"authToken": {"name": name}})) or {}
-            value = made.get("token") if isinstance(made, dict) else None
+            before = {_last(t.get("name", "")) for t in _pages(http, f"/v1/{user_res}/authTokens", "authTokens")}
+            # AuthToken.name is an IDENTIFIER, unused on create: the service assigns it.
+            self._wait(http, http.request("POST", f"/v1/{user_res}:addAuthToken", {"authToken": {}}))
+            after = [t for t in _pages(http, f"/v1/{user_res}/authTokens", "authTokens") if _last(t.get("name", "")) not in before]
+            if len(after) != 1:
+                raise HttpError(
+                    f"{self.instance.name}: user {user}: expected one new token after addAuthToken, found {len(after)}; "
+                    "another client is changing this user's tokens -- run plan again"
+                )
+            created = _last(after[0].get("name", ""))
+            value = (http.get(f"/v1/{user_res}/authTokens/{created}") or {}).get("token")
             if not value:
-                value = (http.get(f"/v1/{name}") or {}).get("token")
-            if not value:
-                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id}")
+                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({created})")
             os.write(fd, value.encode() + b"\n")
         except BaseException:
             os.close(fd)
             if os.path.getsize(path) == 0:
                 os.unlink(path)
+            if created is not None:  # never a token on the service whose value no sink holds
+                try:
+                    self._wait(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{created}"))
+                except LiveError:
+                    pass  # the next plan lists it as a token not in the file, to remove
             raise
         os.close(fd)
-
+        self.names.setdefault(user, {})[token.id] = created

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import jinja2
 
+from .. import resources
 from ..plan import Plan
+from . import markdown
+from .markdown import Budget
 from .view import Colors, build_view
 
-__all__ = ["render", "render_text", "render_markdown", "render_json"]
+__all__ = ["Budget", "budget_from_args", "headline", "render", "render_json", "render_markdown", "render_text"]
 
 
 @lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("reconciler.render", "templates"),
+        loader=jinja2.FunctionLoader(lambda name: resources.read_text(f"{resources.TEMPLATES}/{name}")),
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -29,18 +33,40 @@ def render_text(plan: Plan, *, color: bool = False, title: str = "") -> str:
     return _env().get_template("plan.txt.j2").render(view=view, title=title)
 
 
-def render_markdown(plan: Plan, *, title: str = "") -> str:
-    view = build_view(plan, Colors(False))
-    return _env().get_template("plan.md.j2").render(view=view, title=title)
+def render_markdown(plan: Plan, *, title: str = "", budget: Budget | None = None) -> str:
+    view = markdown.diff_symbols(build_view(plan, Colors(False)))
+    return markdown.render(_env(), view, title, budget or Budget())
 
 
 def render_json(plan: Plan) -> str:
     return plan.dumps()
 
 
-def render(plan: Plan, fmt: str, *, color: bool = False, title: str = "") -> str:
+def render(plan: Plan, fmt: str, *, color: bool = False, title: str = "", budget: Budget | None = None) -> str:
     if fmt == "json":
         return render_json(plan)
     if fmt == "markdown":
-        return render_markdown(plan, title=title)
+        return render_markdown(plan, title=title, budget=budget)
     return render_text(plan, color=color, title=title)
+
+
+def budget_from_args(args: Any, *, out: str | None = None) -> Budget:
+    """--max-chars / --full-plan-hint; without a hint, a saved plan (--out) is where the full plan is."""
+    hint = getattr(args, "full_plan_hint", None) or (f"`{out}` (JSON, from `--out`)" if out else "")
+    max_chars = getattr(args, "max_chars", None) or markdown.GITHUB_COMMENT_LIMIT
+    return Budget(max_chars=max_chars, full_plan=hint)
+
+
+def headline(plan: Plan) -> str:
+    """What a plan found, in a few words: "1 to add, 2 to change; 3 findings", or "no changes"."""
+    c = plan.counts()
+    parts = []
+    counted = [f"{n} to {what}" for n, what in ((c.add, "add"), (c.change, "change"), (c.destroy, "destroy")) if n]
+    if counted:
+        parts.append(", ".join(counted))
+    elif plan.has_changes:
+        parts.append("changes")  # config or certificate inventory only
+    n = len(plan.findings)
+    if n:
+        parts.append(f"{n} finding{'s' if n != 1 else ''}")
+    return "; ".join(parts) or "no changes"

@@ -11,7 +11,7 @@ PERSIST = {
     "acl-save": "ACL SAVE",
     "config-rewrite": "CONFIG REWRITE",
     "auto": "ACL SAVE (the aclfile setting can't be read without CONFIG GET; CONFIG REWRITE only if the server has no aclfile)",
-    "warn": "nothing to persist with (no aclfile, no config file): changes live in memory only",
+    "warn": "not persisted: changes live in memory only (see the warning)",
     "none": "",
 }
 NOTE_COLUMN = 40
@@ -34,6 +34,8 @@ class ChangeView:
     head: str  # "+ user app"
     note: str
     lines: list[str] = field(default_factory=list)
+    # Per line, its mark in a ```diff block: "+" added, "-" removed, "!" changed or dangerous, " " context.
+    marks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -86,28 +88,41 @@ def _change_view(c: UserChange, colors: Colors) -> ChangeView:
     symbol = SYMBOL[c.action]
     notes = [c.note] if c.note else []
     lines: list[str] = []
+    marks: list[str] = []
+    # A new user's lines are all additions; an update's lines carry their own sign.
+    base = "+" if c.action == "create" else " "
+
+    def add(line: str, mark: str = base) -> None:
+        lines.append(line)
+        marks.append(mark)
+
     if c.action != "delete":
         if c.enabled_before is not None:
-            lines.append(colors.paint("~", f"enabled: {str(c.enabled_before).lower()} -> {str(c.enabled).lower()}"))
+            add(colors.paint("~", f"enabled: {str(c.enabled_before).lower()} -> {str(c.enabled).lower()}"), "!")
         elif c.action == "create" and not c.enabled:
             notes.append("disabled (off)")
-        lines.extend(_token_line(t, colors) for t in c.tokens)
+        for t in c.tokens:
+            add(_token_line(t, colors), base if c.action == "create" else {"add": "+", "remove": "-"}.get(t.action, " "))
         if c.action == "create" and not c.tokens and not c.nopass and not c.certificates:
-            lines.append("no token: nobody can log in (resetpass)")
+            add("no token: nobody can log in (resetpass)")
         for subject in c.certificates:
-            lines.append(f"certificate: {subject}")
+            add(f"certificate: {subject}")
         if c.permissions:
             if c.action == "create":
-                lines.extend(p.text for p in c.permissions)
+                for p in c.permissions:
+                    add(p.text)
             else:
-                lines.append("permissions:")
-                lines.extend("  " + colors.paint(p.sign, f"{p.sign} {p.text}") for p in c.permissions)
+                add("permissions:")
+                for p in c.permissions:
+                    add("  " + colors.paint(p.sign, f"{p.sign} {p.text}"), p.sign)
         if c.kill_sessions:
             n = c.connections
-            lines.append(f"sessions: CLIENT KILL USER ({n} open connection{'s' if n != 1 else ''} now)")
+            add(f"sessions: CLIENT KILL USER ({n} open connection{'s' if n != 1 else ''} now)")
     head = colors.paint(symbol, f"{symbol} user {c.user}")
     pad = max(1, NOTE_COLUMN - len(f"{symbol} user {c.user}"))
-    return ChangeView(symbol=symbol, head=head + (" " * pad if notes else ""), note="; ".join(notes), lines=lines)
+    return ChangeView(
+        symbol=symbol, head=head + (" " * pad if notes else ""), note="; ".join(notes), lines=lines, marks=marks
+    )
 
 
 def _config_view(cc: ConfigChange, colors: Colors) -> ChangeView:
@@ -125,9 +140,14 @@ def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> Gr
             sign = "+" if c.action == "add" else "-"
             extra = f", expires {c.expires}" if c.expires else ""
             lines.append(colors.paint(sign, f"certificate {sign} {c.subject}  (sha256:{c.sha256[:8]}…{extra})"))
+        marks = ["+" if "certificate + " in line else "-" for line in lines]
         text = f"~ user {user}"
         pad = max(1, NOTE_COLUMN - len(text))
-        views.append(ChangeView(symbol="~", head=colors.paint("~", text) + " " * pad, note="certificate inventory only", lines=lines))
+        views.append(
+            ChangeView(
+                symbol="~", head=colors.paint("~", text) + " " * pad, note="certificate inventory only", lines=lines, marks=marks
+            )
+        )
     return GroupView(header="certificate inventory (recorded by apply; no server command)", changes=views, persist="")
 
 

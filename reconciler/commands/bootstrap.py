@@ -1,0 +1,237 @@
+"""`reconciler apply --bootstrap`: the first run on a fresh server, in one command.
+
+A file that declares its own admin user (and disables `default`) cannot be applied to a fresh
+server the usual way: the admin does not exist yet, so it cannot log in. With --bootstrap, for
+every `provider: redis` instance where the file's admin cannot log in:
+
+  step 1  connect as the server's current `default` (nopass, or --bootstrap-secret-env) and
+          create or fix the admin user only;
+  step 2  reconnect as the admin, re-read, and apply everything else;
+  step 3  change `default` (disable it, give it a token) last.
+
+All three steps are planned from one read and shown before the single confirmation; after
+step 1 the live state is re-read as the admin and the rest must still be what was shown.
+Instances whose admin already logs in are applied in step 2 like any apply, so a second
+`apply --bootstrap` is an ordinary apply (and a no-op when nothing changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from .. import live, providers, safety
+from ..audit import AuditLog
+from ..errors import ApplyError, LiveError, ReconcilerError
+from ..manager import Manager, today, warn_unpersisted
+from ..model import Admin, DesiredState, Instance, Secret
+from ..plan import Plan, UserChange, only_changes
+from ..render import render_text
+from ..render.terminal import use_color
+from ..state import InstanceState, LiveState
+
+Prompt = Callable[[str], str]
+DEFAULT = "default"
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _bootstrap_admin(args: argparse.Namespace) -> Admin:
+    var = getattr(args, "bootstrap_secret_env", None)
+    if not var:
+        return Admin(username=DEFAULT)
+    value = os.environ.get(var)
+    if not value:
+        raise ReconcilerError(f"--bootstrap-secret-env {var}: the variable is not set or empty")
+    return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
+
+
+def admin_logs_in(instance: Instance) -> bool:
+    """True when the file's admin authenticates on the first node; False on an AUTH failure.
+    Any other failure (refused, TLS, timeout) is an error: bootstrap would not help."""
+    try:
+        client = live.connect(instance, instance.nodes[0], timeout=instance.timeout_seconds)
+    except LiveError as exc:
+        if "AUTH failed" in str(exc):
+            return False
+        raise
+    client.close()
+    return True
+
+
+def needs_bootstrap(desired: DesiredState, names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        inst = desired.instances[name]
+        if inst.provider != "redis" or inst.admin.username == DEFAULT or not inst.nodes:
+            continue
+        if not admin_logs_in(inst):
+            if inst.admin.username not in {u.name for u in desired.users_for(name)}:
+                raise ReconcilerError(
+                    f"--bootstrap: instance {name}: admin user {inst.admin.username} cannot log in and "
+                    f"{desired.source} does not declare it under users: to create it"
+                )
+            out.append(name)
+    return out
+
+
+def _as_admin(state: LiveState, desired: DesiredState, boot: set[str]) -> LiveState:
+    """The live state as the safety rails must judge it: after step 1 the reconciler is the
+    file's admin on bootstrapped instances, so disabling `default` there is no lockout."""
+    instances: dict[str, InstanceState] = {}
+    for name, inst in state.instances.items():
+        if name in boot:
+            admin = desired.instances[name].admin
+            digest = hashlib.sha256(admin.secret.reveal().encode()).hexdigest() if admin.secret else None
+            nodes = tuple(dataclasses.replace(n, admin_user=admin.username, admin_hash=digest) for n in inst.nodes)
+            inst = dataclasses.replace(inst, nodes=nodes)
+        instances[name] = inst
+    return LiveState(instances=instances)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    admin: Plan  # step 1, as `default`
+    rest: Plan  # step 2, as the admin
+    default: Plan  # step 3, as the admin
+
+
+def split(plan: Plan, desired: DesiredState, boot: set[str]) -> Steps:
+    def is_admin(inst: str, user: str) -> bool:
+        return inst in boot and user == desired.instances[inst].admin.username
+
+    def is_default(inst: str, user: str) -> bool:
+        return inst in boot and user == DEFAULT
+
+    return Steps(
+        admin=only_changes(plan, is_admin, findings=False, config=False),
+        rest=only_changes(plan, lambda i, u: not is_admin(i, u) and not is_default(i, u)),
+        default=only_changes(plan, is_default, findings=False, config=False),
+    )
+
+
+def _key(c: UserChange) -> tuple[Any, ...]:
+    # What a change writes; open-connection counts move with our own connections.
+    return (c.action, c.user, c.enabled, c.nopass, c.hashes, c.rules, c.kill_sessions)
+
+
+def _writes(plan: Plan) -> set[tuple[Any, ...]]:
+    return {
+        (inst.name, node.address, *_key(c)) for inst in plan.instances for node in inst.nodes for c in node.changes
+    } | {(inst.name, node.address, cc) for inst in plan.instances for node in inst.nodes for cc in node.config}
+
+
+def _apply(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> list[str]:
+    lines: list[str] = []
+    for name, names in providers.group(desired, [i.name for i in plan.instances]).items():
+        sub = dataclasses.replace(plan, instances=tuple(i for i in plan.instances if i.name in names))
+        if not sub.has_changes:
+            continue
+        try:
+            result = providers.get(name, desired).apply(sub, audit=audit)
+        except ApplyError as exc:
+            partial: Any = getattr(exc, "result", None)
+            lines.extend(partial.summary_lines() if partial is not None else [])
+            for line in lines:
+                _out(line)
+            raise
+        lines.extend(result.summary_lines())
+    return lines
+
+
+def _titles(boot: list[str], desired: DesiredState) -> tuple[str, str, str]:
+    admins = ", ".join(sorted({desired.instances[n].admin.username for n in boot}))
+    where = ", ".join(boot)
+    return (
+        f"Step 1 of 3 ({where}): connected as `default`, create the admin user {admins}",
+        "Step 2 of 3: connected as the file's admin, everything else",
+        f"Step 3 of 3 ({where}): connected as the file's admin, `default` last",
+    )
+
+
+def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argparse.Namespace, Prompt | None], bool]) -> int:
+    manager = Manager.from_file(args.file)
+    desired = manager.desired
+    names = manager.instance_names(args.instance)
+    boot = needs_bootstrap(desired, names)
+    if not boot:
+        _out("Bootstrap: the file's admin user logs in on every instance; nothing to bootstrap.")
+        return -1  # the caller runs an ordinary apply
+    boot_admin = _bootstrap_admin(args)
+    boot_desired = dataclasses.replace(
+        desired,
+        instances={n: dataclasses.replace(i, admin=boot_admin) if n in boot else i for n, i in desired.instances.items()},
+    )
+    try:
+        state = Manager(boot_desired).read(names)
+    except LiveError as exc:
+        raise ReconcilerError(f"--bootstrap: cannot log in as `default` either: {exc}") from None
+    plan = manager.plan(state)
+    steps = split(plan, desired, set(boot))
+    color = use_color(args, sys.stdout)
+    for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), _titles(boot, desired), strict=True)):
+        if sub.has_changes or sub.findings:
+            _out(("\n" if i else "") + render_text(sub, color=color, title=title))
+        else:
+            _out(f"\n{title}\n\n  nothing to change")
+    c = plan.counts()
+    _out(f"\nBootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
+    problems = safety.check(plan, _as_admin(state, desired, set(boot)), desired, force=args.force)
+    if problems:
+        for p in problems:
+            print(f"reconciler: refusing to apply: {p}", file=sys.stderr)
+        print("reconciler: nothing was changed", file=sys.stderr)
+        return 1
+    if not confirm(args, prompt):
+        print("reconciler: apply cancelled; nothing was changed", file=sys.stderr)
+        return 1
+    audit_path = args.audit_log or desired.audit_log
+    audit = AuditLog(audit_path, plan) if audit_path else None
+    try:
+        return _execute(args, manager, boot_desired, steps, names, audit)
+    finally:
+        if audit is not None:
+            audit.close()
+
+
+def _execute(
+    args: argparse.Namespace, manager: Manager, boot_desired: DesiredState, steps: Steps, names: list[str], audit: AuditLog | None
+) -> int:
+    desired = manager.desired
+    try:
+        for line in _apply(steps.admin, boot_desired, audit):
+            _out(line)
+        # Re-read as the admin: it must log in now, and the rest must still be what was shown.
+        fresh = manager.plan(manager.read(names))
+        boot = {i.name for i in steps.admin.instances}
+        again = split(fresh, desired, boot)
+        if again.admin.has_changes or _writes(again.rest) != _writes(steps.rest) or _writes(again.default) != _writes(steps.default):
+            print(
+                "reconciler: refusing to go on: the live state changed after step 1 (the admin user exists now); "
+                f"review the rest with `reconciler plan -f {args.file}`",
+                file=sys.stderr,
+            )
+            return 1
+        for line in _apply(again.rest, desired, audit) + _apply(again.default, desired, audit):
+            _out(line)
+    except ApplyError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
+    warn_unpersisted(fresh)
+    day: date = date.fromisoformat(fresh.today) if fresh.today else today()
+    for name, group in providers.group(desired, [i.name for i in fresh.instances]).items():
+        sub = dataclasses.replace(fresh, instances=tuple(i for i in fresh.instances if i.name in group))
+        providers.get(name, desired).verify(sub, today=day)
+    c = steps.admin.counts()
+    r = fresh.counts()
+    _out(f"\nBootstrap complete: {c.add + r.add} added, {c.change + r.change} changed, {c.destroy + r.destroy} destroyed.")
+    return 0

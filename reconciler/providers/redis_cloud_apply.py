@@ -1,0 +1,207 @@
+"""Apply for `provider: redis-cloud`: each planned change as Redis Cloud API tasks, waited for one
+by one (the account processes one operation at a time anyway), in the order that never leaves an
+application without a valid credential: new Cloud users before old ones are deleted, rules and
+roles before the users that need them, users before the roles and rules they used."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from .. import certs as certs_mod
+from ..model import User
+from ..plan import UserChange
+from . import common
+from .http import HttpError
+from .redis_cloud import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
+
+
+def _entries(role: dict, here: tuple[int, int], rule: str | None) -> list[dict]:
+    """The role's rule entries without this database; with `rule`, that rule lists it again."""
+    out = []
+    for e in role.get("redisRules") or []:
+        dbs = [{"subscriptionId": d["subscriptionId"], "databaseId": d["databaseId"], **({"regions": d["regions"]} if d.get("regions") else {})}
+               for d in e.get("databases") or [] if (d.get("subscriptionId"), d.get("databaseId")) != here]
+        if dbs:
+            out.append({"ruleName": e.get("ruleName"), "databases": dbs})
+    if rule is not None:
+        entry = next((e for e in out if e["ruleName"] == rule), None)
+        if entry is None:
+            out.append({"ruleName": rule, "databases": []})
+            entry = out[-1]
+        entry["databases"].append({"subscriptionId": here[0], "databaseId": here[1]})
+    return out
+
+
+class Run(common.ApiRun):
+    def run(self) -> None:
+        api = self.instance.api
+        assert api is not None and api.subscription and api.database
+        self.here = (api.subscription, api.database)
+        self.db_path = f"/subscriptions/{api.subscription}/databases/{api.database}"
+        node = self.plan.nodes[0]
+        steps: list[tuple[str, UserChange | None, Callable[[Any], None]]] = []
+        for cc in node.config:
+            if cc.parameter == CERTS:
+                steps.append((f"config {CERTS}", None, self._certificates))
+        for c in node.changes:
+            steps.append((f"{c.action} {c.user}", c, functools.partial(self._one, change=c)))
+        self.part.left = [s[0] for s in steps]
+        self.record = common.load_record(self.p.desired.source, NAME)
+        self.mine = self.record.setdefault(self.instance.name, {})
+        http = self.p.client(self.instance)
+        try:
+            for label, change, fn in steps:
+                self.part.left.pop(0)
+                action = change.action if change else "config"
+                who = change.user if change else CERTS
+                try:
+                    fn(http)
+                except HttpError as exc:
+                    common.audit(self.audit, self.part, change, action, who, "failed", str(exc))
+                    raise common.fail(self.results, self.part, label, exc) from None
+                common.audit(self.audit, self.part, change, action, who, "ok")
+                self.part.done.append(label)
+                self.part.counts[action] = self.part.counts.get(action, 0) + 1
+        finally:
+            common.save_record(self.p.desired.source, NAME, self.record)
+            http.close()
+
+    # -- live lists ---------------------------------------------------------------------------
+
+    def _lists(self, http: Any) -> tuple[dict, dict, dict]:
+        users = {u["name"]: u for u in (http.get("/acl/users") or {}).get("users") or []}
+        roles = {r["name"]: r for r in (http.get("/acl/roles") or {}).get("roles") or []}
+        rules = {r["name"]: r for r in (http.get("/acl/redisRules") or {}).get("redisRules") or []}
+        return users, roles, rules
+
+    # -- one change ---------------------------------------------------------------------------
+
+    def _one(self, http: Any, change: UserChange) -> None:
+        c = change
+        if c.user == "default":
+            self._default(http, c)
+            return
+        user = self.users.get(c.user)
+        if c.action == "delete" or user is None:
+            self._withdraw(http, c.user, forget=True)
+            return
+        if not user.enabled:
+            self._withdraw(http, c.user, forget=False)
+            return
+        name = PREFIX + c.user
+        users, roles, rules = self._lists(http)
+        # the rule, then the role that lists this database with it
+        if name not in rules:
+            http.write("POST", "/acl/redisRules", {"name": name, "redisRule": c.rules})
+        elif rules[name].get("acl") != c.rules:
+            http.write("PUT", f"/acl/redisRules/{rules[name]['id']}", {"name": name, "redisRule": c.rules})
+        if name not in roles:
+            http.write("POST", "/acl/roles", {"name": name, "redisRules": _entries({}, self.here, name)})
+        else:
+            entries = _entries(roles[name], self.here, name)
+            if not _same(_plain(roles[name]), entries):
+                http.write("PUT", f"/acl/roles/{roles[name]['id']}", {"name": name, "redisRules": entries})
+        self._accounts(http, user, users)
+
+    def _accounts(self, http: Any, user: User, users: dict) -> None:
+        """One Cloud user per token: create the missing ones first, then delete the ones the file dropped."""
+        role = PREFIX + user.name
+        recorded = self.mine.setdefault("users", {})
+        known = known_passwords(self.p.desired, self.record, self.instance)
+        allow = bool(self.instance.api and self.instance.api.allow_password_replace)
+        want = wanted_accounts(user)
+        tokens = {t.sha256: t for t in user.tokens}
+        for cloud_name, sha in want.items():
+            token = tokens[sha]
+            assert token.plaintext is not None  # validate: redis-cloud tokens are secret references
+            password = token.plaintext.reveal()
+            live = users.get(cloud_name)
+            rec = known.get(cloud_name) or {}
+            entry = {"user": user.name, "sha256": sha, "token_id": token.id}
+            if live is None:
+                http.write("POST", "/acl/users", {"name": cloud_name, "role": role, "password": password}, secrets=[password])
+                recorded[cloud_name] = entry
+            elif (rec.get("sha256"), rec.get("user")) != (sha, user.name) and allow:
+                # in place: the plan said "old connections fail" and the file allowed it
+                http.write("PUT", f"/acl/users/{live['id']}", {"role": role, "password": password}, secrets=[password])
+                recorded[cloud_name] = entry
+            else:
+                if live.get("role") != role:
+                    http.write("PUT", f"/acl/users/{live['id']}", {"role": role})
+                if (rec.get("sha256"), rec.get("user")) == (sha, user.name):
+                    recorded[cloud_name] = entry
+                # else: the password is unknown and may not be replaced: the plan's finding stands
+        for cloud_name, live in sorted(users.items()):
+            if live.get("role") == role and cloud_name not in want:
+                http.write("DELETE", f"/acl/users/{live['id']}")
+                recorded.pop(cloud_name, None)
+
+    def _withdraw(self, http: Any, owner: str, *, forget: bool) -> None:
+        """The role stops listing this database (enabled: false, or the user left the file). A role
+        can't list no database (ACL_ROLE_REDIS_RULES_IS_MISSING), so when this was its last one its
+        Cloud users, the role and the rule are deleted, in that order. `forget`: the user left the
+        file, so this instance's record drops it even when other databases keep its Cloud users."""
+        name = PREFIX + owner
+        users, roles, rules = self._lists(http)
+        recorded = self.mine.setdefault("users", {})
+        role = roles.get(name)
+        entries = _entries(role, self.here, None) if role else []
+        if role is not None and entries:
+            if not _same(_plain(role), entries):
+                http.write("PUT", f"/acl/roles/{role['id']}", {"name": name, "redisRules": entries})
+            if not forget:
+                return  # disabled here: the Cloud users keep their passwords, the record its entries
+        else:
+            for _, live in sorted(users.items()):
+                if live.get("role") == name:
+                    http.write("DELETE", f"/acl/users/{live['id']}")
+            if role is not None:
+                http.write("DELETE", f"/acl/roles/{role['id']}")
+            used = any(e.get("ruleName") == name for r in roles.values() if r.get("name") != name for e in r.get("redisRules") or [])
+            if name in rules and not used:
+                http.write("DELETE", f"/acl/redisRules/{rules[name]['id']}")
+        for cloud_name in [n for n, r in recorded.items() if r.get("user") == owner]:
+            recorded.pop(cloud_name)
+
+    def _default(self, http: Any, c: UserChange) -> None:
+        user = self.users["default"]
+        body: dict[str, Any] = {"enableDefaultUser": user.enabled}
+        hidden: list[str] = []
+        if user.enabled and any(t.action == "add" for t in c.tokens):
+            token = user.tokens[0]
+            assert token.plaintext is not None
+            hidden = [token.plaintext.reveal()]
+            body["password"] = hidden[0]
+        http.write("PUT", self.db_path, body, secrets=hidden)
+        if user.tokens:
+            self.mine["default"] = {"sha256": user.tokens[0].sha256, "token_id": user.tokens[0].id}
+
+    def _certificates(self, http: Any) -> None:
+        listed = self.instance.client_certificates or ()
+        pems = []
+        for cert in listed:
+            assert cert.cert_file is not None
+            leaf = certs_mod.load_pem(cert.cert_file)[0]
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            pems.append({"publicCertificatePEMString": leaf.public_bytes(Encoding.PEM).decode()})
+        body: dict[str, Any] = {CERTS: pems}
+        if pems:
+            body["enableTls"] = True  # certificates need TLS (CLIENT_SSL_CERTIFICATE_IS_NOT_ALLOWED_WITHOUT_ENABLE_TLS_IS_TRUE)
+        http.write("PUT", self.db_path, body)
+        self.mine["certificates"] = sorted(c.info.sha256 for c in listed if c.info is not None)
+
+
+def _plain(role: dict) -> list[dict]:
+    """A role's entries as the API takes them (without ruleId, databaseName)."""
+    return _entries(role, (-1, -1), None)
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    """Role entries equal regardless of order (the API may list them in its own order)."""
+    def norm(entries: list[dict]) -> list:
+        return sorted((e["ruleName"], sorted((d["subscriptionId"], d["databaseId"]) for d in e["databases"])) for e in entries)
+
+    return norm(a) == norm(b)

@@ -1,0 +1,130 @@
+"""`apply --bootstrap`: a fresh server (`default on nopass`) to a file with its own admin and
+`default` disabled, in one run, on every server of the matrix; then a no-op."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from cli_support import CliRun
+
+ADMIN_TOKEN = "bootstrap-admin-token-0123456789abcdef"
+APP_TOKEN = "bootstrap-app-token-0123456789abcdef"
+
+
+def access_yaml(address: str) -> str:
+    return f"""\
+version: 1
+instances:
+  cache:
+    nodes: ["{address}"]
+    admin: {{username: reconciler, secret: {{env: T_BOOT_ADMIN}}}}
+users:
+  reconciler:
+    acl: "+@all ~* &*"
+    tokens:
+      - id: admin-1
+        secret: {{env: T_BOOT_ADMIN}}
+  app:
+    acl: "~app:* +@read +@write -@dangerous"
+    tokens:
+      - id: app-1
+        secret: {{env: T_BOOT_APP}}
+  default:
+    enabled: false
+"""
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRun:
+    monkeypatch.setenv("T_BOOT_ADMIN", ADMIN_TOKEN)
+    monkeypatch.setenv("T_BOOT_APP", APP_TOKEN)
+    return CliRun(tmp_path, capsys)
+
+
+def test_bootstrap_fresh_server_in_one_run(server, run: CliRun) -> None:
+    run.file.write_text(access_yaml(server.address))
+    # Without --bootstrap: the admin does not exist yet.
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve")
+    assert rc == 1 and "AUTH failed for user reconciler" in err
+    assert server.admin().ping()  # nothing changed: default still nopass
+
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, err
+    step1 = out.index("Step 1 of 3 (cache): connected as `default`, create the admin user reconciler")
+    step2 = out.index("Step 2 of 3: connected as the file's admin, everything else")
+    step3 = out.index("Step 3 of 3 (cache): connected as the file's admin, `default` last")
+    assert step1 < out.index("+ user reconciler") < step2 < out.index("+ user app") < step3
+    assert step3 < out.index("~ user default") < out.index("Bootstrap complete: 2 added, 1 changed, 0 destroyed.")
+    assert ADMIN_TOKEN not in out + err and APP_TOKEN not in out + err
+
+    # default is disabled: a client without credentials can't run anything.
+    with pytest.raises(redis.RedisError):
+        server.admin().ping()
+    admin = server.client(username="reconciler", password=ADMIN_TOKEN)
+    assert admin.execute_command("ACL", "WHOAMI") == "reconciler"
+    assert server.client(username="app", password=APP_TOKEN).set("app:1", "x")
+    default = next(line for line in admin.execute_command("ACL", "LIST") if line.startswith("user default "))
+    assert " off " in default
+
+    # Second run: the admin logs in; an ordinary apply with nothing to do; plan is a no-op.
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, err
+    assert "nothing to bootstrap" in out and "No changes." in out
+    rc, out, _ = run("plan", "-f", str(run.file), "--detailed-exitcode")
+    assert rc == 0 and "No changes." in out
+
+
+def test_bootstrap_refuses_without_admin_user_in_file(server, run: CliRun) -> None:
+    text = access_yaml(server.address).replace("  reconciler:\n    acl: \"+@all ~* &*\"\n    tokens:\n      - id: admin-1\n        secret: {env: T_BOOT_ADMIN}\n", "")
+    assert "users:\n  app:" in text
+    run.file.write_text(text)
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1
+    assert "admin user reconciler cannot log in and" in err and "does not declare it under users:" in err
+    assert server.admin().execute_command("ACL", "USERS") == ["default"]
+
+
+def test_bootstrap_lockout_rail_still_applies(server, run: CliRun) -> None:
+    """An admin declared without the rights the reconciler needs is refused before any write."""
+    run.file.write_text(access_yaml(server.address).replace('acl: "+@all ~* &*"', 'acl: "+@read ~*"'))
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1 and "refusing to apply" in err and "nothing was changed" in err
+    assert server.admin().execute_command("ACL", "USERS") == ["default"]
+
+
+def test_bootstrap_with_default_password(server_factory, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server whose `default` has a password (requirepass): --bootstrap-secret-env names it."""
+    srv = server_factory("redis-7.0")
+    srv.admin().execute_command("ACL", "SETUSER", "default", "resetpass", ">old-default-password-0123456789")
+    # Taking default's only password away must be said explicitly (tokens: []).
+    run.file.write_text(access_yaml(srv.address).replace("    enabled: false\n", "    enabled: false\n    tokens: []\n"))
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1 and "cannot log in as `default` either" in err
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_UNSET_VAR")
+    assert rc == 1 and "--bootstrap-secret-env T_UNSET_VAR: the variable is not set or empty" in err
+    monkeypatch.setenv("T_BOOT_DEFAULT", "old-default-password-0123456789")
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_BOOT_DEFAULT")
+    assert rc == 0, err
+    assert "old-default-password" not in out + err
+    assert "Bootstrap complete: 2 added, 1 changed, 0 destroyed." in out
+    admin = srv.client(username="reconciler", password=ADMIN_TOKEN)
+    assert " off " in next(ln for ln in admin.execute_command("ACL", "LIST") if ln.startswith("user default "))
+
+
+def test_readme_bootstrap_example(server_factory, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first-run file, pointed at a fresh server: `apply --bootstrap` in one run."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## First run: `apply --bootstrap`", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    srv = server_factory("valkey-9.1")
+    run.file.write_text(block.replace("10.0.0.5:6379", srv.address))
+    monkeypatch.setenv("CACHE_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("APP_TOKEN", APP_TOKEN)
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, err
+    assert "Bootstrap complete: 2 added, 1 changed, 0 destroyed." in out
+    assert run("plan", "-f", str(run.file), "--detailed-exitcode")[0] == 0

@@ -1,0 +1,431 @@
+"""provider: redis-cloud against the loopback contract server (tests/fake_redis_cloud.py), through
+the CLI: create from empty -> no-op -> zero-downtime rotation with a rotation pair (asserted on the
+server's credential timeline) -> prune; the default user's password (explicit consent, announced);
+client certificate rotation (add new, keep old); 429s and a failed task; and no secret in any
+output, saved plan, record or audit log."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_support import CliRun
+from fake_redis_cloud import FakeRedisCloud
+from servers import tls_material
+
+ACCOUNT = "acct-key-0123456789"
+SECRET = "user-secret-key-ABCDEF-0123"
+OLD = "Old-Cloud-Token-0123456789!"
+NEW = "New-Cloud-Token-0123456789?"
+DEFAULT_NEW = "Default-Pass-2026-11#x"
+INITIAL_DEFAULT = "Initial-Default-1!"
+SECRETS = (ACCOUNT, SECRET, OLD, NEW, DEFAULT_NEW, INITIAL_DEFAULT)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRedisCloud]:
+    f = FakeRedisCloud(account_key=ACCOUNT, secret_key=SECRET, default_password=INITIAL_DEFAULT)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"RC_ACCOUNT": ACCOUNT, "RC_SECRET": SECRET, "OLD": OLD, "NEW": NEW, "DEFPW": DEFAULT_NEW}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
+    monkeypatch.delenv("RECONCILER_CLOUD_RATE", raising=False)
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CliRun:
+    return CliRun(tmp_path, capsys)
+
+
+def access(fake: FakeRedisCloud, users: str, *, api_extra: str = "", instance_extra: str = "") -> str:
+    return f"""version: 1
+audit_log: audit.jsonl
+instances:
+  rc:
+    provider: redis-cloud
+    api: {{url: "{fake.url}", subscription: {fake.subscription}, database: {fake.database}, ca_file: "{fake.ca_file}"{api_extra}}}
+    admin: {{account_key: {{env: RC_ACCOUNT}}, secret: {{env: RC_SECRET}}}}
+    prune: true
+{instance_extra}roles:
+  reader: "~* +@read"
+users:
+{users}"""
+
+
+def orders(*tokens: str) -> str:
+    return '  app-orders:\n    roles: [reader]\n    acl: "+@write"\n    tokens:\n' + "".join(tokens)
+
+
+def tok(tid: str, env: str, username: str = "") -> str:
+    return f"      - id: {tid}\n        secret: {{env: {env}}}\n" + (f"        username: {username}\n" if username else "")
+
+
+def no_secret_in(run: CliRun, *paths: Path) -> None:
+    blob = "\n".join(run.outputs) + "".join(p.read_text() for p in paths if p.exists())
+    leaked = [s for s in SECRETS if s in blob or s[-12:] in blob]
+    assert not leaked, f"{len(leaked)} secret(s) in outputs or files"
+
+
+def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    one = access(fake, orders(tok("2026-08", "OLD")))
+    rc, out, _ = run.plan(one)
+    assert rc == 2 and "+ user app-orders" in out and "+ Cloud user app-orders (token 2026-08, role reconciler-app-orders)" in out
+    rc, out, err = run.apply(one)
+    assert rc == 0, err
+    rule, role, user = fake.rule_by_name("reconciler-app-orders"), fake.role_by_name("reconciler-app-orders"), fake.by_name("app-orders")
+    assert rule is not None and "+@write" in rule["acl"] and "+@read" in rule["acl"]
+    assert role is not None and role["redisRules"][0]["databases"][0]["databaseId"] == fake.database
+    assert user is not None and user["role"] == "reconciler-app-orders" and fake.can_auth("app-orders", OLD)
+    record = tmp_path / "access.redis-cloud.json"
+    assert stat.S_IMODE(os.stat(record).st_mode) == 0o600
+    assert json.loads(record.read_text())["rc"]["users"]["app-orders"]["token_id"] == "2026-08"
+    rc, out, _ = run.plan(one)
+    assert rc == 0, out  # no-op
+    created = len(fake.timeline)
+
+    # 1. the rotation pair: the new token goes to a second Cloud user with the same role
+    two = access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
+    rc, out, _ = run.plan(two)
+    assert rc == 2 and "+ Cloud user app-orders-b (token 2026-11" in out and "old connections fail" not in out
+    assert run.apply(two)[0] == 0
+    assert fake.by_name("app-orders-b")["role"] == "reconciler-app-orders"
+    assert fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders-b", NEW)
+    assert run.plan(two)[0] == 0
+    moved = len(fake.timeline)
+    # 2. the apps move to app-orders-b / NEW; 3. the old token leaves the file: its Cloud user goes
+    three = access(fake, orders(tok("2026-11", "NEW", "app-orders-b")))
+    rc, out, _ = run.plan(three)
+    assert rc == 2 and "- Cloud user app-orders (after the new ones exist)" in out
+    assert run.apply(three)[0] == 0
+    assert fake.by_name("app-orders") is None and fake.can_auth("app-orders-b", NEW)
+    assert run.plan(three)[0] == 0
+    # At every state the service went through, the credential the app held then was valid.
+    for i, (_, valid) in enumerate(fake.timeline[created - 1:], start=created - 1):
+        held = ("app-orders", OLD) if i < moved else ("app-orders-b", NEW)
+        assert held in valid, f"state {i}: {held[0]} could not log in"
+    assert ("app-orders", OLD) in fake.timeline[moved - 1][1] and ("app-orders-b", NEW) in fake.timeline[moved - 1][1]
+
+    # prune: the user leaves the file; its Cloud user, role and rule go; the built-in rules stay
+    rest = access(fake, '  app-reports:\n    enabled: false\n    acl: "+get ~r:*"\n    tokens:\n' + tok("1", "OLD"))
+    rc, out, _ = run.plan(rest)
+    assert rc == 2 and "- user app-orders" in out
+    assert run.apply(rest)[0] == 0
+    assert fake.by_name("app-orders-b") is None and fake.role_by_name("reconciler-app-orders") is None
+    assert fake.rule_by_name("reconciler-app-orders") is None and fake.rule_by_name("Read-Only") is not None
+    assert run.plan(rest)[0] == 0
+    assert run("plan", "-f", str(run.file), "--out", str(tmp_path / "plan.json"))[0] == 0
+    audit = tmp_path / "audit.jsonl"
+    assert audit.read_text().count("\n") >= 4
+    no_secret_in(run, record, audit, tmp_path / "plan.json")
+
+
+def test_unmanaged_users_are_findings_never_pruned(fake: FakeRedisCloud, run: CliRun) -> None:
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    # someone adds a role + user by hand in the console
+    fake.roles[1] = {"id": 1, "name": "ops", "status": "active",
+                     "redisRules": [{"ruleName": "Read-Only", "databases": [{"subscriptionId": fake.subscription, "databaseId": fake.database}]}]}
+    fake.users[2] = {"id": 2, "name": "ops-user", "role": "ops", "status": "active"}
+    fake.passwords[2] = "Ops-Password-1!"
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 2 and "ops-user" in out and "did not create" in out
+    assert run.apply(text)[0] == 0 and fake.by_name("ops-user") is not None
+
+
+def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    default = "  default:\n    tokens:\n" + tok("2026-11", "DEFPW")
+    text = access(fake, orders(tok("2026-08", "OLD")) + default)
+    rc, _, err = run.plan(text)
+    assert rc == 1 and "old connections fail after rotation" in err and "api.allow_password_replace: true" in err
+    assert run.apply(text)[0] == 1
+    assert fake.can_auth("default", INITIAL_DEFAULT) and fake.by_name("app-orders") is None  # nothing changed
+    allowed = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and f"database password (PUT .../databases/{fake.database}): old connections fail after rotation" in out
+    assert run.apply(allowed)[0] == 0
+    assert fake.can_auth("default", DEFAULT_NEW) and not fake.can_auth("default", INITIAL_DEFAULT)
+    assert run.plan(allowed)[0] == 0  # GET's security.password is compared as a hash in memory
+    # turning the default user off: enableDefaultUser false
+    off = allowed.replace("  default:\n    tokens:", "  default:\n    enabled: false\n    tokens:")
+    rc, out, _ = run.plan(off)
+    assert rc == 2 and "enableDefaultUser: false" in out
+    assert run.apply(off)[0] == 0 and not fake.can_auth("default", DEFAULT_NEW)
+    assert run.plan(off)[0] == 0
+    no_token = access(fake, orders(tok("2026-08", "OLD")) + "  default:\n    enabled: false\n    tokens: []\n")
+    assert run.plan(no_token)[0] == 0  # off is off: the password it would need is not compared
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and "enableDefaultUser: true" in out
+    assert run.apply(allowed)[0] == 0 and fake.can_auth("default", DEFAULT_NEW) and run.plan(allowed)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_client_certificate_rotation_adds_new_keeps_old(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    mat = tls_material()
+    old, _ = mat.client_cert("rc-client-old", days=200)
+    new, _ = mat.client_cert("rc-client-new", days=3)  # expires within expiry_warning_days of... the real date
+    key = (fake.subscription, fake.database)
+
+    def certs(*paths: Path) -> str:
+        return "    client_certificates:\n" + "".join(f"      - cert_file: {p}\n" for p in paths) if paths else "    client_certificates: []\n"
+
+    users = orders(tok("2026-08", "OLD"))
+    first = access(fake, users, instance_extra=certs(old))
+    rc, out, _ = run.plan(first)
+    assert rc == 2 and "~ config clientTlsCertificates" in out
+    assert run.apply(first)[0] == 0
+    assert len(fake.client_certs[key]) == 1 and fake.databases[key]["security"]["tlsClientAuthentication"] is True
+    assert fake.databases[key]["security"]["enableTls"] is True
+    assert run.plan(first)[0] == 0
+    both = access(fake, users, instance_extra=certs(old, new))
+    assert run.apply(both)[0] == 0
+    assert len(fake.client_certs[key]) == 2  # the old one stays valid while clients move
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 2 and "client certificate CN=rc-client-new" in out and "expires in" in out
+    only_new = access(fake, users, instance_extra=certs(new))
+    assert run.apply(only_new)[0] == 0
+    assert len(fake.client_certs[key]) == 1 and "rc-client-new" not in fake.client_certs[key][0]  # PEM, not names
+    assert run.plan(only_new)[0] == 0
+    off = access(fake, users, instance_extra=certs())
+    rc, out, _ = run.plan(off)
+    assert rc == 2 and "(mTLS off)" in out
+    assert run.apply(off)[0] == 0
+    assert fake.client_certs[key] == [] and fake.databases[key]["security"]["tlsClientAuthentication"] is False
+    assert run.plan(off)[0] == 0
+    record = json.loads((tmp_path / "access.redis-cloud.json").read_text())
+    assert record["rc"]["certificates"] == []
+
+
+def test_rate_limit_429_is_waited_out(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.rate_limit, fake.rate_window = 8, 1.0
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.1")
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert fake.throttled > 0 and fake.can_auth("app-orders", OLD)
+    assert fake.early == 0  # every retry waited the delay the 429 announced
+    # with the client's budget under the service's limit, nothing is throttled
+    fake.throttled = 0
+    time.sleep(fake.rate_window)  # the first apply's requests leave the service's window
+    monkeypatch.setenv("RECONCILER_CLOUD_RATE", "7/1.0")
+    two = access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
+    assert run.apply(two)[0] == 0
+    assert fake.throttled == 0 and fake.can_auth("app-orders-b", NEW)
+
+
+def test_failed_task_stops_with_its_error_and_rerun_converges(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    fake.fail_next_task("createUser", "ACL_USER_CREATION_FAILURE", "the service could not create the user")
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    rc, _, err = run.apply(text)
+    assert rc == 1
+    assert "ACL_USER_CREATION_FAILURE: the service could not create the user" in err and "run apply again" in err
+    assert err.count("\n") == 1 and fake.by_name("app-orders") is None
+    assert fake.rule_by_name("reconciler-app-orders") is not None  # what ran before stays
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_in_place_replacement_needs_consent(fake: FakeRedisCloud, run: CliRun) -> None:
+    assert run.apply(access(fake, orders(tok("2026-08", "OLD"))))[0] == 0
+    swapped = access(fake, orders(tok("2026-11", "NEW")))  # same Cloud user, new password
+    rc, _, err = run.plan(swapped)
+    assert rc == 1 and "replace the one password of Redis Cloud user app-orders in place" in err and "username:" in err
+    allowed = access(fake, orders(tok("2026-11", "NEW")), api_extra=", allow_password_replace: true")
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and "password replaced (token 2026-11): old connections fail after rotation" in out
+    assert run.apply(allowed)[0] == 0 and fake.can_auth("app-orders", NEW) and not fake.can_auth("app-orders", OLD)
+
+
+@pytest.mark.parametrize(
+    "users, message",
+    [
+        (orders("      - id: h\n        sha256: " + "a" * 64 + "\n"), "whose API takes the password itself"),
+        (orders(tok("a", "OLD"), tok("b", "NEW")), "a Redis Cloud ACL user holds one password"),
+        (orders(tok("a", "WEAK")), "Redis Cloud passwords need 8 to 128 characters"),
+    ],
+)
+def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch, users: str, message: str) -> None:
+    monkeypatch.setenv("WEAK", "alllowercase-but-long")
+    run.file.write_text(access(fake, users))
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 1 and message in err and "access.yaml:" in err
+
+
+def test_readme_example_validates(run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shutil
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Redis Cloud provider", 1)[1]
+    text = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
+    (tmp_path / "certs").mkdir()
+    shutil.copy(tls_material().client_cert("orders-client")[0], tmp_path / "certs" / "orders-client-2026.pem")
+    for name, value in {"REDISCLOUD_ACCOUNT_KEY": ACCOUNT, "REDISCLOUD_USER_KEY": SECRET,
+                        "ORDERS_TOKEN_2026_08": OLD, "ORDERS_TOKEN_2026_11": NEW}.items():
+        monkeypatch.setenv(name, value)
+    run.file.write_text(text)
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 0, err
+    assert "| `client_certificates:` | `clientTlsCertificates`" in section  # the mapping table is there
+
+
+def test_slow_task_stops_at_the_deadline_and_rerun_converges(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.3")
+    fake.hold = True
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    rc, _, err = run.apply(text)
+    assert rc == 1 and "still processing-in-progress after 0.3 s" in err and "run plan again later" in err
+    fake.hold = False  # the service finishes the operation (the queued one is processed next)
+    rc, _, err = run.apply(text)
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+
+
+def test_disable_withdraws_the_database_and_enable_restores(fake: FakeRedisCloud, run: CliRun) -> None:
+    other = (fake.subscription, 777)
+    fake.databases[other] = {**fake.databases[(fake.subscription, fake.database)], "databaseId": 777, "name": "other",
+                             "security": dict(fake.databases[(fake.subscription, fake.database)]["security"])}
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    # another database in the same role (e.g. another instance of the file): disabling here keeps it
+    role = fake.role_by_name("reconciler-app-orders")
+    role["redisRules"][0]["databases"].append({"subscriptionId": other[0], "databaseId": other[1], "databaseName": "other"})
+    off = text.replace("  app-orders:\n", "  app-orders:\n    enabled: false\n")
+    rc, out, _ = run.plan(off)
+    assert rc == 2 and "role reconciler-app-orders no longer lists this database" in out
+    rc, _, err = run.apply(off)
+    assert rc == 0, err
+    assert not fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders", OLD, other)
+    assert run.plan(off)[0] == 0
+    assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD)
+    # the only database: the role can't be empty, so its user, role and rule go; enabling re-creates them
+    role["redisRules"][0]["databases"] = [d for d in role["redisRules"][0]["databases"] if d["databaseId"] != 777]
+    assert run.apply(off)[0] == 0
+    assert fake.by_name("app-orders") is None and fake.role_by_name("reconciler-app-orders") is None
+    assert run.plan(off)[0] == 0
+    assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+    # prune while another database still uses the role: this database is withdrawn, the user stays there
+    role = fake.role_by_name("reconciler-app-orders")
+    role["redisRules"][0]["databases"].append({"subscriptionId": other[0], "databaseId": other[1], "databaseName": "other"})
+    gone = access(fake, '  someone-else:\n    enabled: false\n    acl: "+get"\n    tokens:\n' + tok("1", "NEW"))
+    assert run.apply(gone)[0] == 0
+    assert not fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders", OLD, other)
+    assert run.plan(gone)[0] == 0
+
+
+def test_saved_plan_and_wrong_keys(fake: FakeRedisCloud, run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    run.file.write_text(text)
+    saved = tmp_path / "plan.json"
+    assert run("plan", "-f", str(run.file), "--out", str(saved), "--detailed-exitcode")[0] == 2
+    assert run("plan", "-f", str(run.file), "--format", "json")[0] == 0
+    assert run("drift", "-f", str(run.file), "--format", "markdown")[0] == 2
+    rc, _, err = run("apply", str(saved), "--auto-approve")
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD)
+    monkeypatch.setenv("RC_SECRET", "wrong-" + SECRET[::-1])
+    rc, _, err = run("plan", "-f", str(run.file))
+    assert rc == 1 and "HTTP 401" in err and "check admin.account_key and admin.secret" in err and err.count("\n") == 1
+    no_secret_in(run, saved)
+
+
+def test_lost_record_is_a_finding_until_passwords_are_set_again(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
+    text = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
+    assert run.apply(text)[0] == 0
+    (tmp_path / "access.redis-cloud.json").unlink()
+    strict = access(fake, orders(tok("2026-08", "OLD")) + default)
+    assert run.plan(strict)[0] == 0  # nothing to change that the plan can know of
+    rc, out, _ = run("drift", "-f", str(run.file), "--format", "json")
+    kinds = json.loads(out)["drift"]["kinds"]
+    assert rc == 2 and kinds == {"password_unknown": 1}  # app-orders; the default password is read (hashed) from GET
+    rc, out, _ = run.plan(text)
+    assert rc == 2 and "~ Cloud user app-orders: password replaced (token 2026-08): old connections fail after rotation" in out
+    assert run.apply(text)[0] == 0 and fake.can_auth("app-orders", OLD)
+    assert run.plan(strict)[0] == 0 and run("drift", "-f", str(run.file))[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json")
+
+
+def test_two_databases_of_one_account_share_the_user(fake: FakeRedisCloud, run: CliRun) -> None:
+    second = (fake.subscription, 51170942)
+    base = fake.databases[(fake.subscription, fake.database)]
+    fake.databases[second] = {**base, "databaseId": second[1], "name": "second", "security": dict(base["security"])}
+    fake.client_certs[second] = []
+
+    def two(*tokens: str) -> str:
+        text = access(fake, orders(*tokens))
+        rc2 = text.split("  rc:\n", 1)[1].split("roles:\n", 1)[0].replace(f"database: {fake.database}", f"database: {second[1]}")
+        return text.replace("roles:\n", "  rc2:\n" + rc2 + "roles:\n", 1)
+
+    one = two(tok("2026-08", "OLD"))
+    assert run.apply(one)[0] == 0
+    role = fake.role_by_name("reconciler-app-orders")
+    assert sorted(d["databaseId"] for e in role["redisRules"] for d in e["databases"]) == [fake.database, second[1]]
+    rotated = two(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b"))
+    assert run.apply(rotated)[0] == 0
+    assert fake.can_auth("app-orders-b", NEW) and fake.can_auth("app-orders-b", NEW, second)
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 0, out  # what one instance recorded about the account's users holds for the other
+    done = two(tok("2026-11", "NEW", "app-orders-b"))
+    assert run.apply(done)[0] == 0
+    assert fake.by_name("app-orders") is None and run("drift", "-f", str(run.file))[0] == 0
+
+
+def test_contract_server_processes_one_task_at_a_time(fake: FakeRedisCloud) -> None:
+    import requests
+
+    s = requests.Session()
+    s.headers.update({"x-api-key": ACCOUNT, "x-api-secret-key": SECRET})
+    s.trust_env = False  # no CA bundle from the environment
+    s.verify = fake.ca_file
+    first = s.post(fake.url + "/acl/redisRules", json={"name": "r1", "redisRule": "+get ~a:*"}).json()
+    second = s.post(fake.url + "/acl/redisRules", json={"name": "r2", "redisRule": "+get ~b:*"}).json()
+    assert first["status"] == second["status"] == "received"
+    states = []
+    for _ in range(6):
+        states.append((s.get(f"{fake.url}/tasks/{first['taskId']}").json()["status"], s.get(f"{fake.url}/tasks/{second['taskId']}").json()["status"]))
+    # the second task waits in `received` until the first one is done
+    assert all(b == "received" for a, b in states if a != "processing-completed")
+    assert states[-1] == ("processing-completed", "processing-completed")
+    assert s.get(fake.url + "/acl/users", headers={"x-api-secret-key": "wrong"}).status_code == 401
+    bad = s.post(fake.url + "/acl/users", json={"name": "weak", "role": "nope", "password": "weak"}).json()
+    while (task := s.get(f"{fake.url}/tasks/{bad['taskId']}").json())["status"] not in ("processing-completed", "processing-error"):
+        pass
+    assert task["status"] == "processing-error" and task["response"]["error"] == "ACL_ROLE_DOES_NOT_EXISTS"
+
+
+def test_default_password_known_from_the_record_when_get_hides_it(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+    fake.shows_password = False
+    default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
+    strict = access(fake, orders(tok("2026-08", "OLD")) + default)
+    rc, out, _ = run.plan(strict)  # unknown and not to be replaced: taken as the file's, said in a finding
+    assert rc == 2 and "+ user app-orders" in out and "~ user default" not in out
+    assert "the password of Redis Cloud user default is not in" in out
+    allowed = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
+    rc, out, _ = run.plan(allowed)
+    assert rc == 2 and "~ user default" in out and "old connections fail after rotation" in out
+    assert run.apply(allowed)[0] == 0 and fake.can_auth("default", DEFAULT_NEW)
+    assert json.loads((tmp_path / "access.redis-cloud.json").read_text())["rc"]["default"]["token_id"] == "d1"
+    assert run.plan(allowed)[0] == 0 and run.plan(strict)[0] == 0  # the record knows it now
+    assert run("drift", "-f", str(run.file))[0] == 0
+
+
+def test_tls_keys_are_refused_on_redis_cloud(fake: FakeRedisCloud, run: CliRun) -> None:
+    run.file.write_text(access(fake, orders(tok("a", "OLD")), instance_extra="    tls: {ca_file: ca.pem}\n"))
+    rc, _, err = run("validate", "-f", str(run.file))
+    assert rc == 1 and "instances.rc.tls: tls: is not used by provider redis-cloud" in err

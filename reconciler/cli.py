@@ -274,10 +274,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"reconciler {args.command}: not implemented yet", file=sys.stderr)
         return 1
     with redacted_output():  # no line leaves the process with a secret the process holds
-        return _run(module, args)
+        return _run_module(module, args)
 
 
-def _run(module: object, args: argparse.Namespace) -> int:
+def _run_module(module: object, args: argparse.Namespace) -> int:
     try:
         return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:

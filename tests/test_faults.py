@@ -316,7 +316,8 @@ def test_second_apply_refused_while_the_first_holds_the_instance(site: Site, tmp
     """The first apply is frozen (SIGSTOP) while it holds the instance; a second apply of
     another file must refuse without writing; the first then finishes alone."""
     # Enough users that the lock is held for seconds (re-check, then the writes), even on a busy machine.
-    site.write(more=_many_users(8000))
+    # A long timeout_seconds: the frozen time would otherwise count against the first apply's deadlines.
+    site.write(more=_many_users(8000), instance_extra="    timeout_seconds: 600\n")
     first = site.spawn("apply", "-f", str(site.file), "--auto-approve")
     watcher = site.root()
     try:

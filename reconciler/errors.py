@@ -133,7 +133,7 @@ class RedactingStream:
 def redacted_output() -> Iterator[None]:
     """sys.stdout and sys.stderr redacted for the duration (the CLI runs every command in it)."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
     try:
         yield
     finally:

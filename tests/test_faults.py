@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 import pytest
 import redis
+from servers import MATRIX, RunningServer, no_retry
 
 from reconciler import executor
 from reconciler.cli import main
-from servers import MATRIX, RunningServer, no_retry
 
 ADMIN = "admin-plaintext-5b0d2e7c9a1f4368b2d0e6c4"
 APP_A = "app-token-a-plaintext-8c1e4f7a2b5d9036"

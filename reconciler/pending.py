@@ -3,7 +3,7 @@
 The servers cannot say that their aclfile lags their memory, nor that a revoked token's open
 connections were never killed: after a failed ACL SAVE / CONFIG REWRITE or a failed CLIENT KILL
 USER, a re-plan would find the users right and say "No changes". So `apply` writes
-`<file>.pending.json` before its first write, listing per node the persist and the session kills
+`<file stem>.pending.json` before its first write, listing per node the persist and the session kills
 it is about to do, and removes each entry once it ran. A run that dies (a failed persist, a
 refused kill, SIGKILL) leaves the entries, and every later plan shows them (a finding, and work
 for the node), drift is not clean, and apply runs them again.
@@ -26,7 +26,9 @@ KILL = "kill-sessions "
 
 
 def path_for(source: str) -> str:
-    return f"{source}.pending.json"
+    """`access.yaml` -> `access.pending.json`, like the other records next to the file."""
+    stem, _ = os.path.splitext(source)
+    return f"{stem}.pending.json"
 
 
 def _key(instance: str, address: str) -> str:

@@ -69,24 +69,58 @@ MIN_SECRET_LENGTH = 4  # shorter values would mangle ordinary words; schema chec
 _ECHO_PREFIX = 12  # servers cut long arguments: an echoed prefix this long is redacted too
 REDACTED = "(redacted)"
 _SECRETS: set[str] = set()
+_ORDERED: list[str] = []  # longest first, rebuilt when a secret is added
+_BY_HEAD: dict[str, list[str]] = {}  # first MIN_SECRET_LENGTH characters -> secrets, longest first
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
+# Above this many (secrets x characters), one pass over the text is cheaper than one search per secret.
+_SCAN_ABOVE = 20_000_000
 
 
 def remember_secret(value: str) -> None:
-    if len(value) >= MIN_SECRET_LENGTH:
+    if len(value) >= MIN_SECRET_LENGTH and value not in _SECRETS:
         _SECRETS.add(value)
+        _ORDERED[:] = sorted(_SECRETS, key=len, reverse=True)
+        _BY_HEAD.clear()
+        for secret in _ORDERED:
+            _BY_HEAD.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
 
 
 def redact_secrets(text: str) -> str:
     """Every remembered secret in `text` (whole, or a prefix of at least 12 characters) replaced."""
     if not _SECRETS or not text:
         return text
-    for secret in sorted(_SECRETS, key=len, reverse=True):
+    if len(_ORDERED) * len(text) > _SCAN_ABOVE:
+        return _scan(text)
+    for secret in _ORDERED:
         if secret in text:
             text = text.replace(secret, REDACTED)
         if len(secret) > _ECHO_PREFIX and secret[:_ECHO_PREFIX] in text:
             text = _redact_prefixes(text, secret)
     return text
+
+
+def _scan(text: str) -> str:
+    """One pass over the text (thousands of secrets, a large output): linear in the text."""
+    out: list[str] = []
+    last = i = 0
+    end = len(text) - MIN_SECRET_LENGTH + 1
+    while i < end:
+        candidates = _BY_HEAD.get(text[i : i + MIN_SECRET_LENGTH])
+        if candidates:
+            for secret in candidates:
+                k = MIN_SECRET_LENGTH
+                while k < len(secret) and i + k < len(text) and text[i + k] == secret[k]:
+                    k += 1
+                if k == len(secret) or (k >= _ECHO_PREFIX and len(secret) > _ECHO_PREFIX):
+                    out.append(text[last:i] + REDACTED)
+                    last = i = i + k
+                    break
+            else:
+                i += 1
+            continue
+        i += 1
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _redact_prefixes(text: str, secret: str) -> str:

@@ -109,9 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_: str, *examples: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, epilog=_examples(*examples) if examples else None)
 
-    p = command("validate", "check the file (schema and semantics), no network", "reconciler validate -f access.yaml")
-    _file_arg(p)
+    p = command(
+        "validate",
+        "check the file (schema and semantics), no network; secrets for their form only unless --resolve-secrets",
+        "reconciler validate -f access.yaml",
+        "reconciler validate -f examples/*.yaml                   # in CI, no secret set",
+        "reconciler validate -f access.yaml --resolve-secrets     # also min_token_length, complexity",
+    )
+    p.add_argument("-f", "--file", required=True, nargs="+", metavar="FILE", help="desired-state YAML file(s)")
     p.add_argument("--allow-expired", action="store_true", help="do not treat expired tokens as errors")
+    p.add_argument(
+        "--resolve-secrets",
+        action="store_true",
+        help="read {env}/{file} secrets too (else their form only) and check min_token_length, complexity",
+    )
 
     p = command(
         "plan",
@@ -174,11 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "import",
-        "print desired-state YAML for what is live",
-        "reconciler import --instance cache-prod -f access.yaml > imported.yaml",
+        "write a complete desired-state file for what is live (plans as a no-op as it is)",
+        "reconciler import --node 10.0.0.5:6379 --admin-secret-env CACHE_ADMIN_TOKEN --out access.yaml",
+        "reconciler import --instance cache-prod -f access.yaml --out cache-prod.yaml",
     )
-    p.add_argument("--instance", required=True, metavar="N", help="the instance of the file to read users from")
-    _file_arg(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--node", action="append", metavar="HOST:PORT", help="seed node (repeatable); replicas and cluster members are discovered"
+    )
+    source.add_argument("--instance", metavar="N", help="or: the instance N of -f FILE")
+    p.add_argument("--admin-user", default="default", metavar="U", help="user to connect as (default: default)")
+    p.add_argument("--admin-secret-env", metavar="VAR", help="environment variable holding the admin's token")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA file to verify the server with (turns TLS on)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate of the admin connection")
+    p.add_argument("--tls-key", metavar="FILE", help="its key")
+    p.add_argument("--tls-server-name", metavar="NAME", help="name to check the server's certificate against")
+    p.add_argument("--name", metavar="N", help="instance name in the file (default: imported)")
+    _file_arg(p, required=False)
+    p.add_argument("--out", metavar="FILE", help="write here instead of stdout (refuses to overwrite)")
+    p.add_argument("--force", action="store_true", help="let --out overwrite an existing file")
     _terminal_args(p)
 
     p = command(

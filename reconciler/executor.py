@@ -92,6 +92,7 @@ class NodeResult:
             {
                 "acl-save": "saved (ACL SAVE)",
                 "config-rewrite": "saved (CONFIG REWRITE)",
+                "sentinel-flushconfig": "saved (SENTINEL FLUSHCONFIG)",
                 "warn": "not persisted (in memory only)",
                 "none": "persist: none",
             }.get(self.persisted, "not persisted")
@@ -260,7 +261,7 @@ class _NodeRun:
         try:
             self._check_stop()
             try:
-                client = self.connect(self.instance, self.node.address)
+                client = self.connect(self.instance.for_role(self.node.role), self.node.address)
             except ReconcilerError as exc:
                 self._fail(str(exc))
                 raise _Stop from None
@@ -385,6 +386,8 @@ class _NodeRun:
                     client.execute_command("ACL", "SAVE")
                 elif mode == "config-rewrite":
                     client.execute_command("CONFIG", "REWRITE")
+                elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
+                    client.execute_command("SENTINEL", "FLUSHCONFIG")
                 # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
@@ -515,6 +518,12 @@ def _describe_left(changes: Sequence[UserChange]) -> str:
     return ", ".join(parts) + more
 
 
+def _reread(read_node: Callable[..., NodeState], instance: Instance, node: NodePlan) -> NodeState:
+    if node.role == "sentinel":
+        return read_node(instance.for_role("sentinel"), node.address, role="sentinel")
+    return read_node(instance, node.address)
+
+
 def verify(
     plan: Plan,
     desired: DesiredState,
@@ -545,7 +554,7 @@ def verify(
         tick = progress.counter(f"verify {name}", f"verifying {name}", len(nodes), "nodes")
 
         def read_one(n: NodePlan, instance: Instance = instance, tick: Callable[[], None] = tick) -> NodeState:
-            state = _verify_read(read_node, instance, n.address)
+            state = _verify_read(read_node, instance, n)
             tick()
             return state
 
@@ -567,9 +576,9 @@ def verify(
         raise ApplyError("\n".join(problems))
 
 
-def _verify_read(read_node: Callable[[Instance, str], NodeState], instance: Instance, address: str) -> NodeState:
+def _verify_read(read_node: Callable[..., NodeState], instance: Instance, node: NodePlan) -> NodeState:
     try:
-        return read_node(instance, address)
+        return _reread(read_node, instance, node)
     except ReconcilerError as exc:
         # The writes are done; say so, so nobody reads this as a failed apply.
         raise ApplyError(f"verify (re-reading after the apply): {exc}") from None

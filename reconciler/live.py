@@ -283,12 +283,25 @@ def _command_table(client: redis.Redis, server: str, version: str) -> str:
     return name
 
 
+def _sentinel_table(client: redis.Redis, server: str, version: str) -> str:
+    """A sentinel's own command table (SENTINEL, ACL, AUTH, ...), read off the sentinel: rules of
+    sentinel_users are checked against what a sentinel runs, not a data node's table."""
+    from .acl import CommandTable
+
+    name = f"{server}-sentinel-{version}"
+    if name not in _TABLES:
+        t = CommandTable.read(client, server, version)
+        _TABLES[name] = CommandTable(name, t.server, t.version, t.categories, t.commands)
+    return name
+
+
 def tables() -> dict[str, Any]:
     """Command tables read so far in this process, by NodeState.command_table name."""
     return dict(_TABLES)
 
 
-def read_node(instance: Instance, address: str, client: redis.Redis | None = None) -> NodeState:
+def read_node(instance: Instance, address: str, client: redis.Redis | None = None, role: str | None = None) -> NodeState:
+    """role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role)."""
     from .acl import parse_acl_list_line
 
     own = client is None
@@ -328,9 +341,9 @@ def read_node(instance: Instance, address: str, client: redis.Redis | None = Non
             address=address,
             server=server,
             version=version,
-            role="replica" if repl.get("role") == "slave" else "primary",
+            role=role or ("replica" if repl.get("role") == "slave" else "primary"),
             users=users,
-            command_table=_command_table(client, server, version),
+            command_table=_sentinel_table(client, server, version) if role == "sentinel" else _command_table(client, server, version),
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
             aclfile_known=not isinstance(aclfile, Exception),
             config_file=bool(info.get("config_file")),
@@ -355,10 +368,14 @@ def read_instance(instance: Instance) -> InstanceState:
 
     topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
+    sentinels = {m.address for m in topo.members if m.role == "sentinel"}
     tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
 
     def read_one(address: str) -> NodeState:
-        state = read_node(instance, address, clients[address])
+        if address in sentinels:
+            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel")
+        else:
+            state = read_node(instance, address, clients[address])
         tick()
         return state
 

@@ -175,13 +175,30 @@ class Instance:
     tls_client_auth: TLSClientAuth | None = None
     persist: Literal["auto", "acl-save", "config-rewrite", "none"] = "auto"
     prune: bool = False
-    topology: Literal["auto", "standalone", "replicated", "cluster"] = "auto"
+    topology: Literal["auto", "standalone", "replicated", "cluster", "sentinel"] = "auto"
     discover: bool = True
     kill_sessions_on_revoke: bool = False
     line: int = 0
     timeout_seconds: float = 5.0  # connect and command timeout per node
     api: ApiSettings | None = None  # provider: redis-software / memorystore / redis-cloud
     client_certificates: tuple[Certificate, ...] | None = None  # redis-cloud: clientTlsCertificates (None: unmanaged)
+    # topology: sentinel -- the data nodes are the ones these sentinels report for master_name
+    sentinels: tuple[str, ...] = ()  # "host:port"
+    master_name: str | None = None
+    sentinel_admin: Admin = field(default_factory=Admin)
+    sentinel_users: tuple[User, ...] | None = None  # the sentinels' own users; None: sentinels' ACLs not managed
+
+    def for_role(self, role: str) -> "Instance":
+        """The instance as seen by a node of this role: sentinels are reached as sentinel_admin."""
+        if role != "sentinel":
+            return self
+        from dataclasses import replace
+
+        return replace(self, admin=self.sentinel_admin)
+
+    def users_for_role(self, role: str, users: list[User]) -> list[User]:
+        """The desired users of a node: sentinel_users on a sentinel, the file's users elsewhere."""
+        return list(self.sentinel_users or ()) if role == "sentinel" else users
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def _save(source: str, entries: dict[str, list[str]]) -> None:
 
 def _work(node: NodePlan) -> list[str]:
     out = list(node.pending)
-    if node.has_changes and node.persist in ("acl-save", "config-rewrite", "auto"):
+    if node.has_changes and node.persist in ("acl-save", "config-rewrite", "auto", "sentinel-flushconfig"):
         out.append(PERSIST)
     out.extend(KILL + c.user for c in node.changes if c.kill_sessions)
     return out

@@ -106,7 +106,7 @@ class NodePlan:
     label: str  # "Valkey 9.1.2"
     fingerprint: str  # sha256 of the node's live ACL state when planned
     changes: tuple[UserChange, ...] = ()
-    persist: str = "none"  # "acl-save" | "config-rewrite" | "none" | "warn"
+    persist: str = "none"  # "acl-save" | "config-rewrite" | "sentinel-flushconfig" | "none" | "warn"
     config: tuple[ConfigChange, ...] = ()  # CONFIG SET, sent after the user changes, before persist
     # Work an earlier apply left unfinished on this node: "persist", "kill-sessions <user>".
     pending: tuple[str, ...] = ()

@@ -7,6 +7,7 @@ set of password hashes, and on on/off and nopass -- never on rule text.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -46,15 +47,34 @@ def plan(
     for name, inst_live in live.instances.items():
         inst = desired.instances[name]
         users = desired.users_for(name)
-        nodes = tuple(_plan_node(desired, inst, users, node, get_table(node.command_table), today) for node in inst_live.nodes)
-        findings = _dedupe(
-            [f for node in inst_live.nodes for f in _node_findings(desired, inst, users, node)], len(inst_live.nodes)
-        ) + _token_findings(desired, inst, users, today) + _cert_findings(desired, inst, users, today)
+        nodes = tuple(
+            _plan_node(desired, inst, inst.users_for_role(node.role, users), node, get_table(node.command_table), today)
+            for node in inst_live.nodes
+        )
+        findings = _node_findings_all(desired, inst, users, inst_live.nodes)
+        findings += _token_findings(desired, inst, users, today) + _cert_findings(desired, inst, users, today)
+        if inst.sentinel_users:
+            findings += [
+                replace(f, message=f"sentinels: {f.message}") for f in _token_findings(desired, inst, list(inst.sentinel_users), today)
+            ]
         inv = () if inventory is None else _inventory_changes(users, inventory.get(name, {}))
         instances.append(
             InstancePlan(name=name, topology=inst_live.topology, nodes=nodes, findings=tuple(findings), inventory=inv)
         )
     return Plan(source=desired.source, instances=tuple(instances), today=today.isoformat())
+
+
+def _node_findings_all(desired: DesiredState, inst: Instance, users: list[User], nodes: tuple[NodeState, ...]) -> list[Finding]:
+    """Findings per node, each said once for the nodes of one role (sentinels hold other users,
+    and their findings say they are about the sentinels)."""
+    data = tuple(n for n in nodes if n.role != "sentinel")
+    sentinels = tuple(n for n in nodes if n.role == "sentinel")
+    out = _dedupe([f for node in data for f in _node_findings(desired, inst, users, node)], len(data))
+    if sentinels:
+        wanted = inst.users_for_role("sentinel", users)
+        found = _dedupe([f for node in sentinels for f in _node_findings(desired, inst, wanted, node)], len(sentinels))
+        out += [replace(f, message=f"sentinel{'s' if not f.node else ''}: {f.message}") for f in found]
+    return out
 
 
 def node_fingerprint(node: NodeState) -> str:
@@ -88,6 +108,8 @@ def persist_mode(inst: Instance, node: NodeState) -> str:
     where = f"{inst.name} {node.address}"
     if inst.persist == "none":
         return "none"
+    if node.role == "sentinel":  # a sentinel always has a config file; FLUSHCONFIG writes its users there
+        return "acl-save" if node.aclfile else "sentinel-flushconfig"
     if inst.persist == "acl-save":
         if not node.aclfile:
             raise PlanError(f"{where}: persist: acl-save but the server has no aclfile")
@@ -135,7 +157,7 @@ def _plan_node(
 ) -> NodePlan:
     changes: list[UserChange] = []
     for user in sorted(users, key=lambda u: u.name):
-        change = _plan_user(inst, user, node.users.get(user.name), node, table, today)
+        change = _plan_user(inst, user, node.users.get(user.name), node, table, today, desired.source)
         if change is not None:
             changes.append(change)
     wanted = {u.name for u in users}
@@ -156,7 +178,8 @@ def _plan_node(
                 UserChange(action="delete", user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
             )
     persist = persist_mode(inst, node) if changes else "none"
-    config, _ = _tls_client_auth(inst, users, node)
+    # tls-auth-clients* are data-node settings; a sentinel has no CONFIG SET.
+    config = [] if node.role == "sentinel" else _tls_client_auth(inst, users, node)[0]
     return NodePlan(
         address=node.address,
         role=node.role,
@@ -169,15 +192,25 @@ def _plan_node(
 
 
 def _plan_user(
-    inst: Instance, user: User, live: LiveUser | None, node: NodeState, table: "acl.CommandTable", today: date
+    inst: Instance,
+    user: User,
+    live: LiveUser | None,
+    node: NodeState,
+    table: "acl.CommandTable",
+    today: date,
+    source: str = "",
 ) -> UserChange | None:
     where = f"{inst.name} {node.address}: user {user.name}"
     try:
         rules = acl.rules_for(user.rules, table)  # memoized per table by the engine
-    except acl.UnsupportedRule as exc:
-        raise PlanError(f"{where}: {node.label} can't express this: {exc}") from None
-    except acl.AclSyntaxError as exc:
-        raise PlanError(f"{where}: {exc}") from None
+    except (acl.UnsupportedRule, acl.AclSyntaxError) as exc:
+        # The rule is in the file: say where (the user's line; `roles` when a role brought it).
+        own = isinstance(exc, acl.UnsupportedRule) and exc.rule in user.acl.split()
+        field = "acl" if own or not user.roles else "roles"
+        at = f"{source}:{user.line}: users.{user.name}.{field}: " if source and user.line else ""
+        if isinstance(exc, acl.UnsupportedRule):
+            raise PlanError(f"{at}{where}: {node.label} can't express this: {exc}") from None
+        raise PlanError(f"{at}{where}: {exc}") from None
     if user.certificate_only and not node.capabilities.cert_user_mapping:
         raise PlanError(
             f"{where}: certificate-only user, but {node.label} can't map client certificates to users "

@@ -31,6 +31,10 @@ REQUIRED_COMMANDS: tuple[str, ...] = (
     "ping",
     "command",
 )
+# A sentinel runs no CONFIG; discovery and persistence need these SENTINEL subcommands instead.
+SENTINEL_REQUIRED_COMMANDS: tuple[str, ...] = tuple(
+    c for c in REQUIRED_COMMANDS if not c.startswith("config|")
+) + ("sentinel|get-master-addr-by-name", "sentinel|replicas", "sentinel|sentinels", "sentinel|flushconfig")
 # How each one is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
 # engine does not model, so its INFO subcommand stands in for it (same categories).
 _PROBE = {"command": ["command", "info"]}
@@ -42,7 +46,7 @@ def _admin_hash(node: NodeState, desired: DesiredState | None, instance: str) ->
     if node.admin_hash:
         return node.admin_hash
     if desired is not None and instance in desired.instances:
-        secret = desired.instances[instance].admin.secret
+        secret = desired.instances[instance].for_role(node.role).admin.secret
         if secret is not None:
             return hashlib.sha256(secret.reveal().encode()).hexdigest()
     return None
@@ -54,15 +58,19 @@ def _default_table(node: NodeState) -> Any:
     try:
         return acl.CommandTable.bundled(node.command_table)
     except KeyError:
-        return acl.CommandTable.nearest(node.server, node.version)
+        pass
+    from .live import tables  # tables read off nodes this run (a sentinel's own table)
+
+    read = tables().get(node.command_table)
+    return read if read is not None else acl.CommandTable.nearest(node.server, node.version)
 
 
-def missing_commands(rules: str, table: Any) -> list[str]:
+def missing_commands(rules: str, table: Any, required: tuple[str, ...] = REQUIRED_COMMANDS) -> list[str]:
     """Required commands a user with these rules could not run (what ACL DRYRUN would say)."""
     from . import acl
 
     perms = acl.effective(rules, table)
-    return [cmd for cmd in REQUIRED_COMMANDS if not acl.check(perms, _PROBE.get(cmd, cmd.split("|")), table)]
+    return [cmd for cmd in required if not acl.check(perms, _PROBE.get(cmd, cmd.split("|")), table)]
 
 
 def lockout(
@@ -106,7 +114,8 @@ def _admin_problems(
             live_user = node.users.get(change.user)
             if live_user is not None and live_user.nopass:
                 out.append("the plan sets a password on the admin user, but the reconciler has no admin secret for it")
-    missing = missing_commands(change.rules, table_for(node))
+    required = SENTINEL_REQUIRED_COMMANDS if node.role == "sentinel" else REQUIRED_COMMANDS
+    missing = missing_commands(change.rules, table_for(node), required)
     if missing:
         out.append("the plan revokes commands the reconciler needs: " + ", ".join(c.upper() for c in missing))
     return out
@@ -170,8 +179,8 @@ def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None =
         for node_plan in inst.nodes:
             node = nodes.get(node_plan.address)
             needed = needed_commands(node_plan)
-            if node is None or not needed:
-                continue
+            if node is None or not needed or node.role == "sentinel":
+                continue  # sentinels: their own command table; the executor reports a refusal there
             admin = node.users.get(node.admin_user)
             if admin is None:
                 continue  # not readable as a user (a managed service's data plane): the server decides

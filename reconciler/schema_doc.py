@@ -86,6 +86,18 @@ def _child_path(path: str, key: str, node: Schema, root: Schema) -> str:
     return base
 
 
+def _when(rule: Schema) -> str:
+    """`then` when KEY is VALUES; otherwise ... (an `else` may hold another if/then/else)."""
+    parts = []
+    for key, spec in rule["if"].get("properties", {}).items():
+        values = ", ".join(f"`{v}`" for v in spec.get("enum", [spec["const"]] if "const" in spec else []))
+        then = ", ".join(f"`{k}`" for k in rule.get("then", {}).get("required", []))
+        parts.append(f"{then} when `{key}` is {values}")
+    other = rule.get("else", {})
+    rest = _when(other) if "if" in other else ", ".join(f"`{k}`" for k in other.get("required", []))
+    return "; ".join(parts) + (f"; otherwise {rest}" if rest else "")
+
+
 def _section(path: str, node: Schema, root: Schema, out: list[str]) -> None:
     title = path or "Top level"
     out += [f"## `{title}`" if path else f"## {title}", ""]
@@ -93,12 +105,7 @@ def _section(path: str, node: Schema, root: Schema, out: list[str]) -> None:
         out += [_cell(node["description"]), ""]
     conditional = [r for r in node.get("allOf", []) if "if" in r]
     for rule in conditional:
-        cond = rule["if"].get("properties", {})
-        for key, spec in cond.items():
-            values = ", ".join(f"`{v}`" for v in spec.get("enum", []))
-            then = ", ".join(f"`{k}`" for k in rule.get("then", {}).get("required", []))
-            other = ", ".join(f"`{k}`" for k in rule.get("else", {}).get("required", []))
-            out += [f"Required: {then} when `{key}` is {values}; otherwise {other}.", ""]
+        out += [f"Required: {_when(rule)}.", ""]
     required = set(node.get("required", []))
     out += ["| Key | Type | Required | Description |", "|---|---|---|---|"]
     for pattern, spec in node.get("patternProperties", {}).items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -37,6 +38,25 @@ def describe(ref: Mapping[str, str]) -> str:
     if "env" in ref:
         return f"env:{ref['env']}"
     return f"file:{ref.get('file')}"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def shape_problem(ref: Mapping[str, str]) -> str | None:
+    """What is wrong with a reference's form, without reading it (validate in CI, where the
+    secrets are not set): an environment variable name, or a file path on one line."""
+    if "env" in ref:
+        name = ref["env"]
+        if not _ENV_NAME.fullmatch(name):
+            return f"'{name}' is not an environment variable name (letters, digits and _, not starting with a digit)"
+        return None
+    path = ref.get("file", "")
+    if not path.strip():
+        return "the secret file path is empty"
+    if "\0" in path or "\n" in path or "\r" in path:
+        return "the secret file path has a control character"
+    return None
 
 
 def resolve_path(base_dir: str, path: str) -> str:

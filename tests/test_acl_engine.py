@@ -66,7 +66,6 @@ EQUAL_MODERN = [
     ("(~x +get) clearselectors", ""),
     ("( ~x  +get )", "(~x +get)"),
     ("(+get ~x)", "(~x +get)"),
-    ("+config|get +config|set +config|rewrite +config|resetstat +config|help", "+config"),
 ]
 
 UNEQUAL_MODERN = [
@@ -76,6 +75,9 @@ UNEQUAL_MODERN = [
     ("%R~a", "~a"),
     ("%R~* ~a", "%R~*"),  # ~a also allows writes to a
     ("+config", "+config -config|set"),
+    # every subcommand but not the container: no bare call, no subcommand a later version adds
+    ("+config|get +config|set +config|rewrite +config|resetstat +config|help", "+config"),
+    ("+command -command|docs", "+command|count +command|getkeys +command|info +command|list"),
 ]
 
 
@@ -113,6 +115,59 @@ def test_unequal_modern(table, a, b):
         assert ea != eb
         return
     assert effective(a, table) != effective(b, table)
+
+
+def _subs_but(table, container, skip):
+    return " ".join(f"+{s}" for s in table.subcommands(container) if s != f"{container}|{skip}")
+
+
+@pytest.mark.parametrize(
+    "rules, bare",
+    [
+        ("+command -command|docs", True),
+        ("+@all -command|docs", True),
+        ("-@all +command|count", False),
+        ("+command -command|count -command|docs -command|getkeys -command|getkeysandflags "
+         "-command|info -command|list -command|help", True),
+        ("+command|docs -command", False),
+    ],
+)
+def test_container_bare_call_is_kept(table, rules, bare):
+    """The bare call of a container (COMMAND, sent by clients on connect) has its own bit:
+    the canonical form keeps it, and starts from the container when that is as short."""
+    if not table.has_subcommands:
+        if "-command|" in rules:
+            with pytest.raises(UnsupportedRule, match=table.name):
+                rules_for(rules, table)
+        return
+    perms = effective(rules, table)
+    assert check(perms, ["COMMAND"], table) is bare
+    assert check(perms, ["COMMAND", "DOCS"], table) is False
+    text = rules_for(rules, table)
+    assert effective(text, table) == perms
+    if rules == "+command -command|docs":
+        assert text.endswith("-@all +command -command|docs"), text
+        assert "command|count" not in text
+    listed = effective(_subs_but(table, "command", "docs"), table)
+    assert listed != perms and not check(listed, ["COMMAND"], table)
+
+
+def test_canonical_command_part_is_shared_across_key_patterns(table):
+    a = rules_for("~app1:* +@read -@dangerous", table)
+    b = rules_for("~app2:* +@read -@dangerous", table)
+    assert a.replace("app1", "app2") == b
+    assert effective(b, table).root.keys == (("app2:*", "RW"),)
+
+
+def test_delta_names_the_bare_call(table):
+    if not table.has_subcommands:
+        return
+    before = effective(_subs_but(table, "command", ""), table)
+    after = effective("+command", table)
+    lines = [(d.sign, d.text) for d in describe_delta(before, after)]
+    assert lines == [("+", "grants COMMAND (bare call)")]
+    back = [(d.sign, d.text) for d in describe_delta(after, before)]
+    assert back == [("-", "revokes COMMAND (bare call)")]
 
 
 def test_category_expands_at_time_of_rule(table):
@@ -231,3 +286,13 @@ def test_commands_of_other_versions_are_unsupported_not_unknown():
     with pytest.raises(AclSyntaxError, match="unknown command 'gett'"):
         effective("+gett", old)
     assert known_command("GET") and known_command("config|get") and not known_command("gett")
+
+
+def test_selectors_with_and_without_database_rules_sort(table):
+    """Selectors differing only in a database rule (None: all) are ordered, not compared as None < tuple."""
+    if not table.has_databases:
+        return
+    a = effective("() (db=0)", table)
+    assert a == effective("(db=0) ()", table)
+    assert len(a.selectors) == 2 and {s.dbs for s in a.selectors} == {None, (0,)}
+    assert describe_delta(effective("", table), a)

@@ -370,7 +370,9 @@ def test_what_redis_software_refuses_fails_validate(
     monkeypatch.setenv("EMAIL", "X1!app-x@reconciler.invalid")
     text = access(fake, tok("2026-08", "OLD"), extra_users=users)
     run.file.write_text(text)
-    for command in (("validate", "-f", str(run.file)), ("apply", "-f", str(run.file), "--auto-approve")):
+    # validate reads secrets only when asked (--resolve-secrets); the plaintext rules need them
+    validate = ("validate", "--resolve-secrets", "-f", str(run.file))
+    for command in (validate, ("apply", "-f", str(run.file), "--auto-approve")):
         rc, _, err = run(*command)
         assert rc == 1 and message in err and f"{where}:" in err, err
         assert re.search(r"access\.yaml:\d+: ", err)

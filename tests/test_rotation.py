@@ -292,7 +292,7 @@ def test_same_token_twice_is_invalid(tmp_path: Path, second: str) -> None:
             f"      - id: r1\n        sha256: {sha(TOKEN_A)}\n"
         )
     cli.write(text)
-    r = cli("validate", "-f", str(cli.file))
+    r = cli("validate", "--resolve-secrets", "-f", str(cli.file))  # the secret's hash is needed
     err = one_line_error(r)
     assert "same token" in err and str(cli.file) in err
     assert TOKEN_A not in r.stdout + r.stderr

@@ -1,6 +1,6 @@
 """Certificate users end to end through the CLI, on real servers.
 
-Valkey 9.1 (TLS, tls-auth-clients-user): a certificate-only user is applied with resetpass
+Valkey 9.1 and Redis 8.6 (TLS, tls-auth-clients-user; CERT_USER_MAPPING): a certificate-only user is applied with resetpass
 (never nopass); a client presenting its certificate is that user without AUTH; no certificate,
 or one whose CN is no user, falls back to `default` -- which the file protects with a token, so
 such a client can do nothing; AUTH with any password as the user fails; rotation with two
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 import redis
-from servers import RunningServer, no_retry
+from servers import CERT_USER_MAPPING, RunningServer, no_retry
 
 from reconciler import certs, executor
 from reconciler.cli import main
@@ -86,10 +86,10 @@ class Env:
         return self.srv.client("default", ADMIN, cert=(self.mat.admin_cert, self.mat.admin_key), retry=no_retry())
 
 
-@pytest.fixture
-def env(server_factory: Callable[..., RunningServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Env:
+@pytest.fixture(params=CERT_USER_MAPPING)
+def env(request: pytest.FixtureRequest, server_factory: Callable[..., RunningServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Env:
     # TLS without tls-auth-clients-user: the plan has to turn the mapping on.
-    return Env(server_factory("valkey-9.1", tls=True), tmp_path, monkeypatch, capsys)
+    return Env(server_factory(request.param, tls=True), tmp_path, monkeypatch, capsys)
 
 
 def refused(client: redis.Redis) -> str:
@@ -211,8 +211,9 @@ def test_expired_and_expiring_cert_files_are_drift_findings(env: Env) -> None:
         env.srv.client(cert=expired, retry=no_retry()).ping()
 
 
-def test_default_nopass_with_certificate_users_is_a_warning(server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any) -> None:
-    srv = server_factory("valkey-9.1", cert_user_mapping=True)
+@pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
+def test_default_nopass_with_certificate_users_is_a_warning(server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any) -> None:
+    srv = server_factory(server_id, cert_user_mapping=True)
     m = srv.tls_material
     assert m is not None
     cert, _ = m.client_cert("app-billing")
@@ -305,10 +306,11 @@ users: {{}}
         srv.client(retry=no_retry()).ping()
 
 
+@pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
 def test_tls_client_auth_survives_restart_with_a_config_file(
-    server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+    server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
 ) -> None:
-    srv = server_factory("valkey-9.1", tls=True, config_file=True)
+    srv = server_factory(server_id, tls=True, config_file=True)
     m = srv.tls_material
     assert m is not None
     f = tmp_path / "access.yaml"

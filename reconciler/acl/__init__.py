@@ -33,6 +33,16 @@ CONTRACT (other modules code against exactly these names; keep them stable):
         DeltaLine(frozen): sign: "+" | "-" | "!" ("!" = dangerous grant), text: str, e.g.
         ("!", "grants FLUSHALL (dangerous)"), ("+", "keys orders:archive:*"), ("-", "revokes KEYS").
 
+    def shortest_rules(rules: str, table: CommandTable) -> str
+        The shortest rule string (file terms: no leading resetchannels/-@all, allkeys for ~*) the engine
+        proves equal to `rules` on that version and that validates; used by `import`.
+
+    def unknown_commands(rules: str) -> list[str]
+        "unknown command 'lpusj' (did you mean 'lpush'?)" for names no bundled version knows (validate).
+
+    def command_allowed(sel: SelectorPerms, argv: list[str], table) -> bool
+        The command part of a verdict (bit, bare container call, allowed first argument).
+
     def rules_for(rules: str, table: CommandTable) -> str
         Canonical rule string to send after `reset resetchannels` so the node ends up with exactly
         effective(rules, table). Raises UnsupportedRule when the node's version can't express it
@@ -48,9 +58,12 @@ from reconciler.acl.engine import (
     SelectorPerms,
     canonical_rules,
     check,
+    command_allowed,
     effective,
     known_command,
     rules_for,
+    shortest_rules,
+    unknown_commands,
 )
 from reconciler.acl.syntax import (
     KNOWN_CATEGORIES,
@@ -79,7 +92,10 @@ __all__ = [
     "effective",
     "rules_for",
     "check",
+    "command_allowed",
     "known_command",
+    "unknown_commands",
+    "shortest_rules",
     "describe",
     "describe_delta",
     "DANGEROUS_COMMANDS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Set as AbstractSet
 
-from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops
+from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops, selector_order
 from reconciler.acl.table import CommandTable
 from reconciler.plan import DeltaLine
 
@@ -51,35 +51,38 @@ def describe(perms: Permissions) -> list[str]:
 
 
 def _is_dangerous(name: str, t: CommandTable) -> bool:
-    """A command, subcommand or (collapsed) container that is or contains a dangerous command."""
+    """A command, subcommand, (collapsed) container or bare call (`name|`) that is or
+    contains a dangerous command."""
+    bare = name.endswith("|")
+    name = name.rstrip("|")
     if name.split("|", 1)[0] in DANGEROUS_COMMANDS:
         return True
     dm = t.dangerous_mask()
-    return any(dm >> t._index[n] & 1 for n in (name, *t.subcommands(name)))
+    family = (name,) if bare else (name, *t.subcommands(name))
+    return any(dm >> t._index[n] & 1 for n in family)
 
 
 def _label(name: str) -> str:
+    if name.endswith("|"):
+        return f"{name[:-1].upper()} (bare call)"
     return name.replace("|", " ").upper()
 
 
-def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: AbstractSet[str] = frozenset()) -> str:
+def _summary(mask: int, t: CommandTable, limit: int = 12, skip: AbstractSet[str] = frozenset()) -> str:
     """Names as written, or, when many, the whole categories they cover plus the rest."""
+    names = collapse(mask, t)
     if len(names) - len(skip) <= limit:
         return ", ".join(_label(n) for n in names if n not in skip)
-    mask = 0
-    for n in names:
-        mask |= t._cmd_mask[n]
-    mask &= t._leaf_mask
-    if mask == t._leaf_mask:
+    if mask == t._all_mask:
         return "all commands"
     left = mask
     cats: list[str] = []
-    for c in sorted(t.categories, key=lambda c: -bin(t._cat_mask.get(c, 0) & t._leaf_mask).count("1")):
-        cm = t._cat_mask.get(c, 0) & t._leaf_mask
+    for c in sorted(t.categories, key=lambda c: -t._cat_mask.get(c, 0).bit_count()):
+        cm = t._cat_mask.get(c, 0)
         if cm and cm & left and cm & ~mask == 0:
             cats.append("@" + c)
             left &= ~cm
-    rest = [n for n in collapse(t.names(left), t, left) if n not in skip]
+    rest = [n for n in collapse(left, t) if n not in skip]
     text = ", ".join(cats + [_label(n) for n in rest[:limit]])
     if len(rest) > limit:
         text += f" and {len(rest) - limit} more"
@@ -88,11 +91,10 @@ def _summary(names: list[str], t: CommandTable, limit: int = 12, skip: AbstractS
 
 def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable, where: str) -> list[DeltaLine]:
     out: list[DeltaLine] = []
-    leaf = t._leaf_mask
-    granted = after.commands & ~before.commands & leaf
-    revoked = before.commands & ~after.commands & leaf
+    granted = after.commands & ~before.commands
+    revoked = before.commands & ~after.commands
     if granted:
-        names = collapse(t.names(granted), t, granted)
+        names = collapse(granted, t)
         danger = [n for n in names if _is_dangerous(n, t)]
         safe = [n for n in names if n not in danger]
         if len(danger) > _ONE_LINE_EACH:
@@ -102,10 +104,9 @@ def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable,
             out += [DeltaLine("!", f"{where}grants {_label(n)} (dangerous)") for n in danger]
         if safe:
             # Categories are named over the whole grant; dangerous members have their own "!" lines.
-            out.append(DeltaLine("+", f"{where}grants " + _summary(names, t, skip=set(danger))))
+            out.append(DeltaLine("+", f"{where}grants " + _summary(granted, t, skip=set(danger))))
     if revoked:
-        names = collapse(t.names(revoked), t, revoked)
-        out.append(DeltaLine("-", f"{where}revokes " + _summary(names, t)))
+        out.append(DeltaLine("-", f"{where}revokes " + _summary(revoked, t)))
     if after.future and not before.future:
         out.append(DeltaLine("!", f"{where}grants commands added later by modules (+@all)"))
     elif before.future and not after.future:
@@ -147,10 +148,10 @@ def describe_delta(before: Permissions, after: Permissions) -> list[DeltaLine]:
     out += _pattern_delta(before.root, after.root, "")
     added = Counter(after.selectors) - Counter(before.selectors)
     removed = Counter(before.selectors) - Counter(after.selectors)
-    for sel in sorted(added.elements()):
+    for sel in sorted(added.elements(), key=selector_order):
         danger = any(d.sign == "!" for d in _command_delta(_EMPTY, sel, t, ""))
         out.append(DeltaLine("!" if danger else "+", f"selector ({_selector_text(sel, t)})"))
-    for sel in sorted(removed.elements()):
+    for sel in sorted(removed.elements(), key=selector_order):
         out.append(DeltaLine("-", f"selector ({_selector_text(sel, t)})"))
     return out
 

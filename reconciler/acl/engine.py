@@ -6,6 +6,11 @@ the commands that are in the category *at that moment* (and all subcommands of a
 category), `+@all`/`-@all` set or clear every bit and the "future commands" bit, `+cmd|arg` on a
 command without subcommands records an allowed first argument that only matters while the
 command's own bit is off, and any later rule touching the command drops those first arguments.
+
+A container command (CONFIG, COMMAND, CLIENT...) has a bit of its own next to its subcommands':
+it is what the server checks for the bare call (`COMMAND` with no argument), and `+command`
+sets it together with every subcommand, so `+command -command|docs` keeps the bare call and
+any subcommand a later version adds. The bitmaps keep it, so it is compared and written too.
 """
 
 from __future__ import annotations
@@ -13,17 +18,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse
+from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse, split_rules
 from reconciler.acl.table import CommandTable
 
-__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "known_command"]
+__all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command", "unknown_commands", "shortest_rules"]
 
 
 @dataclass(frozen=True, order=True)
 class SelectorPerms:
     """Canonical meaning of one selector (the root one or a `(...)` one)."""
 
-    commands: int  # bitmap over table.commands; only leaf commands (containers are never checked)
+    commands: int  # bitmap over table.commands; a container's own bit is its bare call
     future: bool  # +@all/allcommands was the last word on all commands: modules loaded later allowed
     firstargs: tuple[tuple[str, str], ...]  # (command, first arg) for commands whose bit is off
     keys: tuple[tuple[str, str], ...]  # (pattern, "R"|"W"|"RW"); all keys = (("*", "RW"),)
@@ -37,6 +42,11 @@ class SelectorPerms:
     @property
     def allchannels(self) -> bool:
         return self.channels == ("*",)
+
+
+def selector_order(sel: SelectorPerms) -> tuple:
+    """A total order on selectors (dbs may be None: all databases, or a tuple)."""
+    return (sel.commands, sel.future, sel.firstargs, sel.keys, sel.channels, sel.dbs is not None, sel.dbs or ())
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,17 @@ class _Sel:
         self.dbs: frozenset[int] | None = None
 
     def freeze(self, t: CommandTable) -> SelectorPerms:
-        fa = tuple(
-            sorted(
-                (t.commands[i].name, a)
-                for i, args in self.firstargs.items()
-                if not self.mask >> i & 1
-                for a in args
+        fa = (
+            tuple(
+                sorted(
+                    (t.commands[i].name, a)
+                    for i, args in self.firstargs.items()
+                    if not self.mask >> i & 1
+                    for a in args
+                )
             )
+            if self.firstargs
+            else ()
         )
         if self.allkeys:
             keys: dict[str, str] = {"*": "RW"}
@@ -93,7 +107,7 @@ class _Sel:
                 keys = {p: f for p, f in keys.items() if p == "*" or not set(f) <= set(star)}
         chans = ("*",) if self.allchannels else tuple(sorted(set(self.channels)))
         return SelectorPerms(
-            commands=self.mask & t._leaf_mask,
+            commands=self.mask,
             future=self.future,
             firstargs=fa,
             keys=tuple(sorted(keys.items())),
@@ -125,6 +139,74 @@ def known_command(name: str) -> bool:
             names.update(c.name for c in CommandTable.bundled(table_name).commands)
         _KNOWN = frozenset(names)
     return name.lower() in _KNOWN
+
+
+_CONTAINERS: frozenset[str] | None = None
+
+
+def _containers() -> frozenset[str]:
+    global _CONTAINERS
+    if _CONTAINERS is None:
+        known_command("get")
+        assert _KNOWN is not None
+        _CONTAINERS = frozenset(n.split("|", 1)[0] for n in _KNOWN if "|" in n)
+    return _CONTAINERS
+
+
+def unknown_commands(rules: str) -> list[str]:
+    """Command names no supported version knows, one message each with a suggestion:
+    "unknown command 'lpusj' (did you mean 'lpush'?)". Needs no server: the union of the
+    bundled tables. Names only some versions know are left to the plan (node and version)."""
+    # Only command words matter, and files repeat a few command parts around per-user key
+    # patterns: look them up by those words alone (selector parentheses stripped).
+    words = [w.strip("()") for w in rules.split()]
+    key = " ".join(w for w in words if w[:1] in "+-" and w[1:2] != "@")
+    if not key:
+        return []
+    hit = _UNKNOWN_MEMO.get(key)
+    if hit is None:
+        if len(_UNKNOWN_MEMO) > 100_000:
+            _UNKNOWN_MEMO.clear()
+        hit = _UNKNOWN_MEMO[key] = tuple(_unknown_commands(key))
+    return list(hit)
+
+
+_UNKNOWN_MEMO: dict[str, tuple[str, ...]] = {}
+
+
+def _unknown_commands(rules: str) -> list[str]:
+    import difflib
+
+    known_command("get")
+    assert _KNOWN is not None
+    out: list[str] = []
+    flat: list[Rule] = []
+    for r in parse(rules, lenient=True):
+        flat += r.selector if r.kind == "selector" else [r]
+    for r in flat:
+        if r.kind != "command":
+            continue
+        if r.name not in _KNOWN:
+            tops = sorted(n for n in _KNOWN if "|" not in n)
+            close = difflib.get_close_matches(r.name, tops, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msg = f"unknown command '{r.name}'{hint}"
+        elif r.sub is None:
+            continue
+        elif r.name not in _containers():
+            if r.allow:
+                continue  # `+select|0`: a first argument, any value
+            msg = f"'{r.text}': a first argument can't be denied, only allowed ({r.name} has no subcommands)"
+        elif f"{r.name}|{r.sub.lower()}" not in _KNOWN:
+            subs = sorted(n for n in _KNOWN if n.startswith(r.name + "|"))
+            close = difflib.get_close_matches(f"{r.name}|{r.sub.lower()}", subs, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msg = f"unknown subcommand '{r.name}|{r.sub}'{hint}"
+        else:
+            continue
+        if msg not in out:
+            out.append(msg)
+    return out
 
 
 def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
@@ -213,10 +295,15 @@ def _apply_command(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
 def _compute(rules: str, t: CommandTable) -> Permissions:
     root = _Sel()
     selectors: list[SelectorPerms] = []
+    # The root's command rules only touch its command bits and key/channel/db rules never do,
+    # so the command part is computed on its own and memoized: files give each user its own
+    # key patterns around a handful of command rule sets.
+    cmd_rules: list[tuple[int, Rule]] = []
     for pos, r in enumerate(parse(rules, lenient=True)):
         if r.identity:
             if r.text.lower() == "reset":
                 root = _Sel()
+                cmd_rules.clear()
                 # A `reset` inside the rules takes acl-pubsub-default: allchannels on 6.2.
                 root.allchannels = not t.has_selectors
                 selectors.clear()
@@ -232,9 +319,29 @@ def _compute(rules: str, t: CommandTable) -> Permissions:
             if not t.has_selectors:
                 raise UnsupportedRule(r.text, t.name, "selectors need Redis 7.0+")
             selectors.clear()
+        elif r.kind in ("command", "category"):
+            cmd_rules.append((pos, r))
         else:
             _apply(root, r, pos, t)
-    return Permissions(t.name, root.freeze(t), tuple(sorted(selectors)), t)
+    root.mask, root.future, fa = _command_part(cmd_rules, t)
+    if fa:
+        root.firstargs = {i: set(a) for i, a in fa}
+    return Permissions(t.name, root.freeze(t), tuple(sorted(selectors, key=selector_order)), t)
+
+
+def _command_part(
+    cmd_rules: list[tuple[int, Rule]], t: CommandTable
+) -> tuple[int, bool, tuple[tuple[int, frozenset[str]], ...]]:
+    """(mask, future, first args) of a selector's command rules, memoized per table."""
+    key = ("cmds", " ".join(r.text.lower() for _, r in cmd_rules))
+    hit = t.cache.get(key)
+    if hit is None:
+        s = _Sel()
+        for pos, r in cmd_rules:
+            _apply(s, r, pos, t)
+        hit = (s.mask, s.future, tuple((i, frozenset(a)) for i, a in s.firstargs.items()))
+        t.cache[key] = hit
+    return hit
 
 
 def effective(rules: str, table: CommandTable) -> Permissions:
@@ -257,51 +364,92 @@ def effective(rules: str, table: CommandTable) -> Permissions:
 
 
 def command_ops(target: SelectorPerms, t: CommandTable) -> list[str]:
-    """Short rule sequence giving exactly `target`'s command bits: a base (+@all/-@all), then
-    greedily the category rule that fixes most differences, then single commands."""
-    leaf = t._leaf_mask
+    """Short rule sequence giving exactly `target`'s command bits (bare calls of containers
+    included) and first arguments; memoized per table by the command part alone."""
+    return list(_ops_entry(target, t)[0])
+
+
+def _ops_entry(target: SelectorPerms, t: CommandTable) -> tuple[tuple[str, ...], bool]:
+    """(ops, exact): `exact` says the ops, read back by the engine, give target's command part."""
+    key = ("ops", target.commands, target.future, target.firstargs)
+    hit = t.cache.get(key)
+    if hit is None:
+        ops = tuple(_command_ops(target, t))
+        back = effective(" ".join(ops), t).root
+        exact = (back.commands, back.future, back.firstargs) == (target.commands, target.future, target.firstargs)
+        hit = t.cache[key] = (ops, exact)
+    return hit
+
+
+def _command_ops(target: SelectorPerms, t: CommandTable) -> list[str]:
+    """A base (+@all/-@all), then greedily the category rule that fixes most differences,
+    then per command family the shortest fix (see _family_ops), then first arguments."""
+    full = t._all_mask
     want = target.commands
     ops = ["+@all" if target.future else "-@all"]
-    cur = leaf if target.future else 0
-    cats = [(c, t._cat_mask[c] & leaf) for c in t.categories if t._cat_mask.get(c)]
+    cur = full if target.future else 0
+    cats = [(c, m) for c in t.categories if (m := t._cat_mask.get(c, 0))]
     while True:
         best = None
-        diff = bin((cur ^ want) & leaf).count("1")
+        diff = (cur ^ want).bit_count()
         for c, m in cats:
             for allow in (True, False):
                 new = cur | m if allow else cur & ~m
-                gain = diff - bin((new ^ want) & leaf).count("1")
+                gain = diff - (new ^ want).bit_count()
                 if gain >= 2 and (best is None or gain > best[0]):
                     best = (gain, c, allow, new)
         if best is None:
             break
         ops.append(("+@" if best[2] else "-@") + best[1])
         cur = best[3]
-    add = want & ~cur & leaf
-    rem = cur & ~want & leaf
-    ops += _name_ops(add, "+", t) + _name_ops(rem, "-", t)
+    wrong = cur ^ want
+    fixes = [
+        _family_ops(name, bit, subs, cur, want)
+        for name, bit, subs in t._families
+        if wrong & (bit | sum(b for _, b in subs))
+    ]
+    ops += [op for fix in fixes if fix[0][0] == "+" for op in fix]  # grants first, as people write
+    ops += [op for fix in fixes if fix[0][0] == "-" for op in fix]
     ops += [f"+{c}|{a}" for c, a in target.firstargs]
     return ops
 
 
-def _name_ops(mask: int, sign: str, t: CommandTable) -> list[str]:
-    return [sign + n for n in collapse(t.names(mask), t, mask)]
+def _family_ops(name: str, bit: int, subs: tuple[tuple[str, int], ...], cur: int, want: int) -> list[str]:
+    """Rules turning one command family from `cur` into `want`.
+
+    A container's own bit (its bare call) moves only with `+cmd`/`-cmd`, which also move every
+    subcommand; subcommands move alone with `+cmd|sub`/`-cmd|sub`. Of the exact sequences the
+    shortest wins, and on a tie the one starting from the container (`+cmd -cmd|sub`), which
+    also covers subcommands a later version adds.
+    """
+    if not subs:
+        return [("+" if want & bit else "-") + name]
+    on = bool(want & bit)
+    # from the container: +cmd then remove the unwanted subcommands, or -cmd then add the wanted
+    reset = [("+" if on else "-") + name] + [
+        ("-" if on else "+") + sub for sub, b in subs if bool(want & b) != on
+    ]
+    if bool(cur & bit) != on:
+        return reset
+    single = [("+" if want & b else "-") + sub for sub, b in subs if (cur ^ want) & b]
+    return single if len(single) < len(reset) else reset
 
 
-def collapse(names: list[str], t: CommandTable, mask: int) -> list[str]:
-    """Subcommands are named by their container when all of them are in `mask`."""
+def collapse(mask: int, t: CommandTable) -> list[str]:
+    """Names for the bits of `mask`: a container when its whole family is in it, its
+    subcommands otherwise, and `name|` for a container's bare call on its own."""
     out: list[str] = []
-    done: set[str] = set()
-    for n in names:
-        parent = n.split("|", 1)[0] if "|" in n else None
-        if parent:
-            if parent in done:
-                continue
-            if all(t._cmd_mask[s] & mask for s in t.subcommands(parent)):
-                done.add(parent)
-                out.append(parent)
-                continue
-        out.append(n)
+    for name, bit, subs in t._families:
+        fam = bit | sum(b for _, b in subs)
+        hit = mask & fam
+        if not hit:
+            continue
+        if hit == fam:
+            out.append(name)
+            continue
+        if hit & bit:
+            out.append(name + "|")
+        out += [sub for sub, b in subs if hit & b]
     return out
 
 
@@ -342,7 +490,10 @@ def rules_for(rules: str, table: CommandTable) -> str:
         return hit
     want = effective(rules, table)
     text = canonical_rules(want, table)
-    if effective(text, table) != want:  # pragma: no cover - guard: never send a wrong canonical form
+    # Guard: never send a wrong canonical form. The command part (the only non-trivial one)
+    # is checked once per distinct command part; selectors are checked whole.
+    exact = all(_ops_entry(sel, table)[1] for sel in (want.root, *want.selectors))
+    if not exact or (want.selectors and effective(text, table) != want):  # pragma: no cover
         kept = [r.text for r in parse(rules) if not r.identity]
         text = " ".join(["resetchannels", *kept])
     table.cache[key] = text
@@ -364,19 +515,36 @@ def check(perms: Permissions, argv: list[str], table: CommandTable | None = None
     return False
 
 
-def _check_selector(sel: SelectorPerms, argv: list[str], t: CommandTable) -> bool:
+# Commands flagged no-auth: the server runs them for any user (ACLSelectorCheckCmd).
+_NO_AUTH = frozenset({"auth", "hello", "quit", "reset"})
+
+
+def command_allowed(sel: SelectorPerms, argv: list[str], t: CommandTable) -> bool:
+    """The command part of a verdict: the command's (or subcommand's, or for a bare container
+    call the container's) bit, or an allowed first argument. Keys and channels aside."""
     name = argv[0].lower()
     cmd = t.lookup(name)
     if cmd is None:
         return False
+    if name in _NO_AUTH:
+        return True
     if t.subcommands(name) and len(argv) > 1:
         sub = t.lookup(f"{name}|{argv[1].lower()}")
         if sub is not None:
             cmd = sub
-    idx = t._index[cmd.name]
-    if not sel.commands >> idx & 1:
-        if not (len(argv) > 1 and (cmd.name, argv[1].lower()) in sel.firstargs):
-            return False
+    if sel.commands >> t._index[cmd.name] & 1:
+        return True
+    return len(argv) > 1 and (cmd.name, argv[1].lower()) in sel.firstargs
+
+
+def _check_selector(sel: SelectorPerms, argv: list[str], t: CommandTable) -> bool:
+    if not command_allowed(sel, argv, t):
+        return False
+    name = argv[0].lower()
+    cmd = t.lookup(name)
+    assert cmd is not None
+    if t.subcommands(name) and len(argv) > 1:
+        cmd = t.lookup(f"{name}|{argv[1].lower()}") or cmd
     if cmd.first_key and not sel.allkeys:
         last = cmd.last_key if cmd.last_key >= 0 else len(argv) + cmd.last_key
         need = set(cmd.key_flags)
@@ -468,3 +636,57 @@ def _glob_to_regex(p: str) -> str:
             out.append(re.escape(c))
         i += 1
     return "".join(out)
+
+
+# ---- shortest written form (import) -------------------------------------------------------
+
+
+def _short_selector(sel: SelectorPerms, t: CommandTable) -> list[str]:
+    """A selector in the file's own terms: a rule string starts from no command, key or channel
+    (`reset resetchannels`), so the canonical form's `resetchannels` and leading `-@all` go."""
+    out: list[str] = []
+    if sel.allkeys:
+        out.append("allkeys")
+    else:
+        out += [f"~{p}" if f == "RW" else f"%{f}~{p}" for p, f in sel.keys]
+    if sel.allchannels:
+        out.append("allchannels")
+    else:
+        out += [f"&{c}" for c in sel.channels]
+    if sel.dbs is not None:
+        out.append(f"db={','.join(map(str, sel.dbs))}" if sel.dbs else "resetdbs")
+    ops = command_ops(sel, t)
+    return out + (ops[1:] if ops[0] == "-@all" else ops)
+
+
+def _as_written(rules: str) -> str:
+    """A server's spelling in the file's terms: `allkeys`/`allchannels` for `~*`/`&*`, and the
+    leading words the file implies (`resetchannels`, `resetkeys`, a first `-@all`) dropped."""
+    words = ["allkeys" if w == "~*" else "allchannels" if w == "&*" else w for w in split_rules(rules)]
+    while words and words[0].lower() in ("resetchannels", "resetkeys", "nocommands", "-@all"):
+        words.pop(0)
+    return " ".join(words)
+
+
+def shortest_rules(rules: str, table: CommandTable) -> str:
+    """The shortest rule string for the file that the engine proves equal to `rules` on this
+    version (same Permissions) and that validates: the engine's short canonical form, or the
+    server's own spelling tidied, whichever is shorter. `rules` is usually ACL LIST's text."""
+    want = effective(rules, table)
+    candidates = [" ".join(_short_selector(want.root, table))]
+    candidates[0] = " ".join(
+        [candidates[0], *("(" + " ".join(_short_selector(s, table)) + ")" for s in want.selectors)]
+    ).strip()
+    candidates.append(_as_written(rules))
+    best: str | None = None
+    for text in candidates:
+        try:
+            parse(text)  # strict: what validate accepts
+            same = effective(text, table) == want
+        except (AclSyntaxError, UnsupportedRule):
+            continue
+        if same and (best is None or len(text) < len(best)):
+            best = text
+    if best is None:  # pragma: no cover - the canonical form always reads back
+        best = rules_for(rules, table)
+    return best

@@ -44,8 +44,12 @@ class CommandTable:
     _subs: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False, hash=False)
     _cat_mask: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
     _cmd_mask: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
-    _leaf_mask: int = field(init=False, repr=False, compare=False, hash=False)
     _all_mask: int = field(init=False, repr=False, compare=False, hash=False)
+    # One entry per top-level command: (name, bit of the command, bits of its subcommands),
+    # so canonical forms and summaries walk families instead of rebuilding name lists.
+    _families: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
     # effective() results by rule string: plans evaluate the same few role strings many times.
     cache: dict[Any, Any] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -67,16 +71,17 @@ class CommandTable:
         for c in self.commands:
             for cat in c.categories:
                 cat_mask[cat] = cat_mask.get(cat, 0) | cmd_mask[c.name]
-        leaf = 0
-        for c in self.commands:
-            if c.name not in subs:  # containers themselves are never checked, only their subcommands
-                leaf |= 1 << index[c.name]
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_subs", {k: tuple(v) for k, v in subs.items()})
         object.__setattr__(self, "_cat_mask", cat_mask)
         object.__setattr__(self, "_cmd_mask", cmd_mask)
-        object.__setattr__(self, "_leaf_mask", leaf)
         object.__setattr__(self, "_all_mask", (1 << len(self.commands)) - 1)
+        families = tuple(
+            (c.name, 1 << index[c.name], tuple((sn, 1 << index[sn]) for sn in subs.get(c.name, ())))
+            for c in self.commands
+            if c.parent is None
+        )
+        object.__setattr__(self, "_families", families)
         object.__setattr__(self, "cache", {})
 
     # ---- facts about the version ----------------------------------------------------------
@@ -107,7 +112,14 @@ class CommandTable:
         return self._subs.get(name, ())
 
     def names(self, mask: int) -> list[str]:
-        return [c.name for i, c in enumerate(self.commands) if mask >> i & 1]
+        """Names of the commands whose bits are set, in table order (walks set bits only)."""
+        out: list[str] = []
+        cmds = self.commands
+        while mask:
+            low = mask & -mask
+            out.append(cmds[low.bit_length() - 1].name)
+            mask ^= low
+        return out
 
     def dangerous_mask(self) -> int:
         return self._cat_mask.get("dangerous", 0)

@@ -93,6 +93,11 @@ def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState
                     f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
                     "(fingerprint differs); make a new plan"
                 )
+            elif state.role != node_plan.role:
+                problems.append(
+                    f"{inst.name} {node_plan.address}: node is now {state.role}, the plan was made when it was "
+                    f"{node_plan.role} (a failover since?); make a new plan"
+                )
             elif state.label != node_plan.label:
                 problems.append(
                     f"{inst.name} {node_plan.address}: server is now {state.label}, the plan was made for "
@@ -183,7 +188,12 @@ def _lock(plan: Plan, desired: DesiredState) -> Locks:
             spec = desired.instances.get(inst.name)
             if spec is None or spec.provider != providers.DEFAULT or not any(n.has_changes for n in inst.nodes):
                 continue
-            locks.add(InstanceLock(spec, [n.address for n in inst.nodes], live.connect))
+            data = [n.address for n in inst.nodes if n.role != "sentinel"]
+            sentinels = [n.address for n in inst.nodes if n.role == "sentinel"]
+            if data:
+                locks.add(InstanceLock(spec, data, live.connect))
+            if sentinels:  # sentinels are reached as the sentinel admin
+                locks.add(InstanceLock(spec.for_role("sentinel"), sentinels, live.connect))
     except BaseException:
         locks.release()
         raise

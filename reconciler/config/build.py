@@ -172,6 +172,8 @@ def _check_rules(text: str, field_name: str) -> list[str]:
                 if close:
                     message += f" (did you mean '@{close[0]}'?)"
             problems.append(message)
+        return problems
+    problems += acl.unknown_commands(text)  # unknown to every supported version
     return problems
 
 
@@ -234,7 +236,10 @@ class Builder:
         if not isinstance(ref, dict) or set(ref) not in ({"env"}, {"file"}) or not isinstance(next(iter(ref.values())), str):
             return "", None  # the schema reported it
         source = secrets.describe(ref)
-        if not self.resolve_secrets:
+        if not self.resolve_secrets:  # validate without --resolve-secrets: the form only
+            shape = secrets.shape_problem(ref)
+            if shape and "env" not in ref:  # env names: the schema's pattern reported it
+                self.problem(path, f"{what}: {shape}")
             return source, None
         try:
             resolved = secrets.resolve(
@@ -253,6 +258,7 @@ class Builder:
         instances = self.instances(_dict(data.get("instances")))
         roles = self.roles(_dict(data.get("roles")))
         users = self.users(_dict(data.get("users")), instances, roles, policies)
+        instances = self.sentinel_users(_dict(data.get("instances")), instances, roles, policies)
         audit = _str(data.get("audit_log"))
         return DesiredState(
             source=source_name,
@@ -284,6 +290,7 @@ class Builder:
     def instances(self, raw: dict) -> dict[str, Instance]:
         out: dict[str, Instance] = {}
         seen_nodes: dict[str, tuple[str, Path]] = {}
+        seen_sentinels: dict[str, tuple[str, Path]] = {}
         for name, spec in raw.items():
             if not isinstance(name, str) or not isinstance(spec, dict):
                 continue
@@ -304,7 +311,7 @@ class Builder:
                 else defaults.persist,
                 prune=_bool(spec.get("prune"), defaults.prune),
                 topology=spec["topology"]
-                if spec.get("topology") in ("auto", "standalone", "replicated", "cluster")
+                if spec.get("topology") in ("auto", "standalone", "replicated", "cluster", "sentinel")
                 else defaults.topology,
                 discover=_bool(spec.get("discover"), defaults.discover),
                 kill_sessions_on_revoke=_bool(spec.get("kill_sessions_on_revoke"), defaults.kill_sessions_on_revoke),
@@ -314,9 +321,64 @@ class Builder:
                 line=self.line(base),
                 api=self.api(spec, base, name),
                 client_certificates=cloud.client_certificates(self, spec, base),
+                **self.sentinel_keys(spec, base, name, seen_sentinels),
             )
             if out[name].topology == "standalone" and len(nodes) > 1:
                 self.problem(base + ("topology",), f"topology: standalone but {len(nodes)} nodes are listed")
+        return out
+
+    def sentinel_keys(self, spec: dict, base: Path, instance: str, seen: dict[str, tuple[str, Path]]) -> dict[str, Any]:
+        """sentinels, master_name, sentinel_admin of `topology: sentinel` (sentinel_users come later,
+        once roles are known). Several instances may share sentinels (one sentinel group watching
+        several masters), but only one of them may manage those sentinels' users."""
+        keys = ("sentinels", "master_name", "sentinel_admin", "sentinel_users")
+        if spec.get("topology") != "sentinel":
+            for key in keys:
+                if key in spec:
+                    self.problem(base + (key,), f"{key}: is for topology: sentinel")
+            return {}
+        if (_str(spec.get("provider")) or "redis") != "redis":
+            self.problem(base + ("topology",), "topology: sentinel is for provider redis")
+        if "nodes" in spec:
+            self.problem(base + ("nodes",), "nodes: is not used with topology: sentinel: the sentinels report the primary and replicas; list the sentinels under sentinels:")
+        if spec.get("discover") is False:
+            self.problem(base + ("discover",), "discover: false does not apply to topology: sentinel (the nodes are the ones the sentinels report)")
+        manages = "sentinel_users" in spec
+        own: dict[str, tuple[str, Path]] = {}
+        sentinels = self.nodes(spec.get("sentinels"), base + ("sentinels",), instance, own)
+        if manages:
+            for address, (_, where) in own.items():
+                other = seen.get(address)
+                if other is not None and other[0] != instance:
+                    self.problem(
+                        where,
+                        f"sentinel {address} is also managed by instance '{other[0]}' (sentinel_users:, line {self.line(other[1])}); "
+                        "the users of a sentinel are declared in one instance",
+                    )
+                else:
+                    seen[address] = (instance, where)
+        return {
+            "sentinels": sentinels,
+            "master_name": _str(spec.get("master_name")),
+            "sentinel_admin": self.admin(spec.get("sentinel_admin"), base + ("sentinel_admin",), instance),
+            "sentinel_users": () if manages else None,
+        }
+
+    def sentinel_users(self, raw: dict, instances: dict[str, Instance], roles: dict[str, str | None], policies: Policies) -> dict[str, Instance]:
+        """Instances with their `sentinel_users:` built like top-level users (same roles, tokens, checks)."""
+        from dataclasses import replace
+
+        out = dict(instances)
+        for name, inst in instances.items():
+            if inst.sentinel_users is None:
+                continue
+            base: Path = ("instances", name, "sentinel_users")
+            spec = _dict(_dict(raw.get(name)).get("sentinel_users"))
+            for user, uspec in spec.items():
+                if isinstance(uspec, dict) and "instances" in uspec:
+                    self.problem(base + (user, "instances"), "instances: is not used in sentinel_users (they belong to this instance's sentinels)")
+            users = self.users(spec, {name: inst}, roles, policies, base=base)
+            out[name] = replace(inst, sentinel_users=tuple(users.values()))
         return out
 
     def api(self, spec: dict, base: Path, instance: str) -> ApiSettings | None:
@@ -542,18 +604,20 @@ class Builder:
     # -- users ---------------------------------------------------------------------
 
     def users(
-        self, raw: dict, instances: dict[str, Instance], roles: dict[str, str | None], policies: Policies
+        self, raw: dict, instances: dict[str, Instance], roles: dict[str, str | None], policies: Policies,
+        base: Path = ("users",),
     ) -> dict[str, User]:
         out: dict[str, User] = {}
         hash_owner: dict[str, tuple[str, Path]] = {}
         known_instances = sorted(self.src.data.get("instances") or {}) if isinstance(self.src.data.get("instances"), dict) else []
         known_roles = sorted(roles)
+        users_path = base
         for name, spec in raw.items():
             if not isinstance(name, str) or not isinstance(spec, dict):
                 continue
-            base: Path = ("users", name)
+            base = users_path + (name,)
             # instances
-            if "instances" in spec:
+            if "instances" in spec and users_path == ("users",):
                 names = []
                 for i, inst in enumerate(_list(spec.get("instances"))):
                     if not isinstance(inst, str):

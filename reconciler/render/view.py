@@ -11,6 +11,7 @@ PERSIST = {
     "acl-save": "ACL SAVE",
     "config-rewrite": "CONFIG REWRITE",
     "auto": "ACL SAVE (the aclfile setting can't be read without CONFIG GET; CONFIG REWRITE only if the server has no aclfile)",
+    "sentinel-flushconfig": "SENTINEL FLUSHCONFIG",
     "warn": "not persisted: changes live in memory only (see the warning)",
     "none": "",
 }
@@ -152,6 +153,8 @@ def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> Gr
 
 
 def _node_header(nodes: list[NodePlan]) -> str:
+    sentinels = [n for n in nodes if n.role == "sentinel"]
+    nodes = [n for n in nodes if n.role != "sentinel"]
     primaries = [n for n in nodes if n.role == "primary"]
     replicas = [n for n in nodes if n.role != "primary"]
     parts = []
@@ -163,7 +166,9 @@ def _node_header(nodes: list[NodePlan]) -> str:
         parts.append(f"{replicas[0].address} replica")
     elif replicas:
         parts.append(f"{len(replicas)} replica{'s' if len(replicas) != 1 else ''}")
-    labels = sorted({n.label for n in nodes})
+    if sentinels:
+        parts.append(f"{len(sentinels)} sentinel{'s' if len(sentinels) != 1 else ''}")
+    labels = sorted({n.label for n in nodes + sentinels})
     count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
     return f"{count}: {', '.join(parts)}; {', '.join(labels)}"
 

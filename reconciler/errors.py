@@ -31,16 +31,29 @@ class Problem:
 MAX_PROBLEMS = 100  # a hostile or broken file must not print hundreds of thousands of lines
 
 
+@dataclass(frozen=True)
+class MoreProblems(Problem):
+    """The last line of a capped list: how many problems were left out."""
+
+    count: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}: ... and {self.count} more problems (fix these first)"
+
+
 class ConfigError(ReconcilerError):
     """The desired-state file is invalid; carries the problems found, sorted by line (the first
     MAX_PROBLEMS, then one line saying how many more)."""
 
     def __init__(self, problems: list[Problem]):
-        ordered = sorted(problems, key=lambda p: (p.file, p.line, p.path))
-        if len(ordered) > MAX_PROBLEMS:
-            more = len(ordered) - MAX_PROBLEMS
-            ordered = ordered[:MAX_PROBLEMS] + [Problem(ordered[0].file, 0, "", f"... and {more} more problems (fix these first)")]
-        self.problems = ordered
+        omitted = sum(p.count for p in problems if isinstance(p, MoreProblems))
+        ordered = sorted((p for p in problems if not isinstance(p, MoreProblems)), key=lambda p: (p.file, p.line, p.path))
+        omitted += max(0, len(ordered) - MAX_PROBLEMS)
+        ordered = ordered[:MAX_PROBLEMS]
+        if omitted:
+            file = ordered[0].file if ordered else next(p.file for p in problems)
+            ordered.append(MoreProblems(file, 0, "", "", omitted))
+        self.problems: list[Problem] = ordered
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

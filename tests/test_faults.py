@@ -568,13 +568,13 @@ def test_token_policies_default_length_and_service_complexity(tmp_path, monkeypa
         "    admin: {username: admin@example.com, secret: {env: HEX}}\n"
     )
     f.write_text(base + "users:\n  a:\n    instances: [self]\n    tokens: [{id: t, secret: {env: SHORT}}]\n")
-    code, _, err = run(capsys, "validate", "-f", str(f))
+    code, _, err = run(capsys, "validate", "-f", str(f), "--resolve-secrets")
     assert code == 1 and "shorter than policies.min_token_length (16, the default)" in err
     f.write_text(base + "users:\n  a:\n    instances: [self]\n    tokens: [{id: t, secret: {env: HEX}}]\n")
-    code, _, err = run(capsys, "validate", "-f", str(f))
+    code, _, err = run(capsys, "validate", "-f", str(f), "--resolve-secrets")
     assert code == 0, err
     f.write_text(base + "users:\n  a:\n    instances: [rs]\n    tokens: [{id: t, secret: {env: HEX}}]\n")
-    code, _, err = run(capsys, "validate", "-f", str(f))
+    code, _, err = run(capsys, "validate", "-f", str(f), "--resolve-secrets")
     assert code == 1 and "uses provider redis-software, whose service refuses passwords without" in err
     assert "0123456789abcdef" not in err
 

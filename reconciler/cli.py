@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn
 
 from . import __version__
-from .errors import ConfigError, ReconcilerError
+from .errors import ConfigError, ReconcilerError, redacted_output
 
 FORMATS = ("text", "markdown", "json")
 
@@ -311,8 +311,13 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"reconciler {args.command}: not implemented yet", file=sys.stderr)
         return 1
+    with redacted_output():  # no line leaves the process with a secret the process holds
+        return _run_module(module, args)
+
+
+def _run_module(module: object, args: argparse.Namespace) -> int:
     try:
-        return module.run(args)
+        return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -321,8 +326,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("reconciler: interrupted", file=sys.stderr)
-        return 1
+        print("reconciler: interrupted; nothing was changed", file=sys.stderr)
+        return 130
     except OSError as exc:
         print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -39,6 +39,8 @@ IN_DOUBT = "in-doubt"  # sent, but the connection died before the reply
 NOT_APPLIED = "not-applied"
 
 MAX_NODE_THREADS = 4
+# Set by `apply` on SIGINT/SIGTERM: every node stops after the batch in flight.
+INTERRUPT = threading.Event()
 LIST_LIMIT = 50  # names listed per outcome in a failure report (counts stay exact)
 
 Connect = Callable[..., Any]
@@ -169,6 +171,13 @@ def _no_such_user(exc: BaseException) -> bool:
     return "no such user" in str(exc).lower()
 
 
+def _pending_kills(node: NodePlan) -> list[UserChange]:
+    """CLIENT KILL USER an earlier apply did not get to: its revoke is not complete until it runs."""
+    planned = {c.user for c in node.changes if c.kill_sessions}
+    users = [p.split(" ", 1)[1] for p in node.pending if p.startswith("kill-sessions ")]
+    return [UserChange(action="update", user=u, kill_sessions=True, note="pending") for u in users if u not in planned]
+
+
 def _config_changes(node: NodePlan) -> tuple[Any, ...]:
     # NodePlan.config (CONFIG SET for tls_client_auth) is being added to plan.py alongside.
     return tuple(getattr(node, "config", ()))
@@ -231,6 +240,10 @@ class _NodeRun:
             self._record("persist", "", NOT_APPLIED)
 
     def _check_stop(self) -> None:
+        if INTERRUPT.is_set():
+            if self.result.error is None:
+                self.result.error = "interrupted: stopped after the batch in flight"
+            raise _Stop
         if self.stop.is_set():
             if self.result.error is None:
                 self.result.error = "stopped: another node of this instance failed"
@@ -243,7 +256,7 @@ class _NodeRun:
         self.pending = {
             "setuser": [c for c in changes if c.action in ("create", "update")],
             "deluser": [c for c in changes if c.action == "delete"],
-            "kill": [c for c in changes if c.kill_sessions],
+            "kill": [c for c in changes if c.kill_sessions] + _pending_kills(self.node),
         }
         try:
             self._check_stop()
@@ -288,8 +301,9 @@ class _NodeRun:
             for c in batch:
                 pipe.execute_command(*self._command(step, c))
             try:
-                replies = pipe.execute(raise_on_error=False)
-            except Exception as exc:  # the node died or the connection broke mid-batch
+                with _deadline(client, self.instance, self.node.address, f"{step} batch {self.batch_no + 1}"):
+                    replies = pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the node died, stalled past the deadline or broke mid-batch
                 for c in batch:
                     self._record("kill-sessions" if step == "kill" else c.action, c.user, IN_DOUBT, change=c)
                 self.pending[step] = items[start + len(batch) :]
@@ -312,8 +326,9 @@ class _NodeRun:
         """Record the outcome of one command; return the refusal text ("" when it worked)."""
         if step == "kill":
             if isinstance(reply, Exception):
-                if _no_such_user(reply) and c.action == "delete":
-                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections.
+                if _no_such_user(reply):
+                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections, so a
+                    # user that no longer exists has none left.
                     self.result.killed[c.user] = 0
                     self._record("kill-sessions", c.user, OK, "user deleted; DELUSER closed its connections", c)
                     return ""
@@ -362,13 +377,18 @@ class _NodeRun:
         self._check_stop()
         mode = self.node.persist
         try:
-            if mode == "acl-save":
-                client.execute_command("ACL", "SAVE")
-            elif mode == "config-rewrite":
-                client.execute_command("CONFIG", "REWRITE")
-            elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
-                client.execute_command("SENTINEL", "FLUSHCONFIG")
-            # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
+            with _deadline(client, self.instance, self.node.address, "persist"):
+                if mode == "auto":
+                    # The aclfile setting could not be read (no CONFIG GET). ACL SAVE is tried first: only
+                    # the server's own "no ACL file" answer makes CONFIG REWRITE (or nothing) safe.
+                    mode = self._save_or_fallback(client)
+                elif mode == "acl-save":
+                    client.execute_command("ACL", "SAVE")
+                elif mode == "config-rewrite":
+                    client.execute_command("CONFIG", "REWRITE")
+                elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
+                    client.execute_command("SENTINEL", "FLUSHCONFIG")
+                # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"
@@ -376,6 +396,28 @@ class _NodeRun:
             raise _Stop from None
         self.result.persisted = mode
         self._record("persist", "", OK, mode)
+
+    def _save_or_fallback(self, client: Any) -> str:
+        try:
+            client.execute_command("ACL", "SAVE")
+            return "acl-save"
+        except Exception as exc:
+            if "acl file" not in str(exc).lower():
+                raise
+        try:
+            client.execute_command("CONFIG", "REWRITE")
+            return "config-rewrite"
+        except Exception as exc:
+            if "config file" not in str(exc).lower():
+                raise
+        self.warn(f"{self.instance.name} {self.node.address}: no aclfile and no config file; changes live in memory only")
+        return "warn"
+
+
+def _deadline(client: Any, instance: Instance, address: str, phase: str) -> Any:
+    from .live import deadline, timeout_of
+
+    return deadline(client, timeout_of(instance), f"{instance.name} {address}", phase)
 
 
 def _stderr(message: str) -> None:
@@ -510,7 +552,7 @@ def verify(
         tick = progress.counter(f"verify {name}", f"verifying {name}", len(nodes), "nodes")
 
         def read_one(n: NodePlan, instance: Instance = instance, tick: Callable[[], None] = tick) -> NodeState:
-            state = _reread(read_node, instance, n)
+            state = _verify_read(read_node, instance, n)
             tick()
             return state
 
@@ -532,6 +574,14 @@ def verify(
 def _config_value(state: NodeState, parameter: str) -> str | None:
     # ConfigChange parameters are server settings NodeState carries (tls-auth-clients -> tls_auth_clients).
     return getattr(state, parameter.replace("-", "_"), None)
+
+
+def _verify_read(read_node: Callable[..., NodeState], instance: Instance, node: NodePlan) -> NodeState:
+    try:
+        return _reread(read_node, instance, node)
+    except ReconcilerError as exc:
+        # The writes are done; say so, so nobody reads this as a failed apply.
+        raise ApplyError(f"verify (re-reading after the apply): {exc}") from None
 
 
 def verify_targets(plan: Plan, nodes: dict[tuple[str, str], NodeState]) -> list[str]:

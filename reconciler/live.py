@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import ssl
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,6 +56,48 @@ _TLS_FAILURES = (
     # TLS 1.3: the server's verdict on our certificate may arrive as a plain close.
     ("eof occurred in violation of protocol", "TLS: the server closed the connection during the handshake: it refused our client certificate {cert} (not signed by a CA in its tls-ca-cert-file?)"),
 )
+
+
+def _abort(client: Any) -> None:
+    """Shut the client's sockets down: a blocked read returns at once (and fails)."""
+    pool = getattr(client, "connection_pool", None)
+    conns = list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ()))
+    for conn in conns:
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+
+@contextmanager
+def deadline(client: Any, seconds: float, where: str, phase: str) -> Iterator[None]:
+    """An overall deadline for one node operation. The socket timeout bounds each read, not the
+    whole reply: a node that sends one byte now and then would hold a read forever without this.
+    Raises LiveError `<where>: timed out after N s (<phase>)` when it fires."""
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        _abort(client)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception:
+        if fired.is_set():
+            raise LiveError(f"{where}: timed out after {seconds:g} s ({phase})") from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def timeout_of(instance: Instance | None) -> float:
+    value = getattr(instance, "timeout_seconds", None)
+    return float(value) if value else DEFAULT_TIMEOUT
 
 
 def _describe_tls(text: str, instance: Instance | None, address: str) -> str | None:
@@ -124,8 +170,11 @@ def _tls_files_problem(instance: Instance) -> str | None:
     return None
 
 
-def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
-    """An authenticated admin connection to one node; raises LiveError naming instance and node."""
+def connect(instance: Instance, address: str, *, timeout: float | None = None) -> redis.Redis:
+    """An authenticated admin connection to one node; raises LiveError naming instance and node.
+
+    timeout: per read and for the whole handshake (default: the instance's timeout_seconds)."""
+    timeout = timeout or timeout_of(instance)
     host, port = split_address(address)
     kwargs: dict[str, Any] = {
         "host": host,
@@ -164,7 +213,11 @@ def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOU
     else:
         client = redis.Redis(**kwargs)
     try:
-        client.ping()
+        with deadline(client, timeout, f"{instance.name} {address}", "connect"):
+            client.ping()
+    except LiveError:
+        client.close()
+        raise
     except redis.RedisError as exc:
         client.close()
         why = _describe_error(exc, instance, address)
@@ -276,9 +329,10 @@ def read_node(
         pipe.execute_command("CLIENT", "LIST")
         pipe.execute_command("CONFIG", "GET", "tls-auth-clients")
         pipe.execute_command("CONFIG", "GET", "tls-auth-clients-user")
-        info_server, info_repl, acl_list, whoami, aclfile, client_list, tac, tacu = pipe.execute(
-            raise_on_error=False
-        )
+        with deadline(client, timeout_of(instance), f"{instance.name} {address}", "read"):
+            info_server, info_repl, acl_list, whoami, aclfile, client_list, tac, tacu = pipe.execute(
+                raise_on_error=False
+            )
         for reply, what in ((acl_list, "ACL LIST"), (info_server, "INFO"), (whoami, "ACL WHOAMI")):
             if isinstance(reply, Exception):
                 raise LiveError(f"{instance.name} {address}: {what} refused: {reply}")
@@ -305,6 +359,7 @@ def read_node(
             users=users,
             command_table=_sentinel_table(client, server, version) if role == "sentinel" else _command_table(client, server, version),
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
+            aclfile_known=not isinstance(aclfile, Exception),
             config_file=bool(info.get("config_file")),
             tls_auth_clients=None if isinstance(tac, Exception) else _config_value(tac, "tls-auth-clients"),
             tls_auth_clients_user=None if isinstance(tacu, Exception) else _config_value(tacu, "tls-auth-clients-user"),

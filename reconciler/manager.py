@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
-from . import config, inventory, providers
+from . import config, inventory, pending, providers
 from .errors import ReconcilerError
 from .model import DesiredState
 from .plan import InstancePlan, Plan
@@ -103,7 +103,15 @@ class Manager:
             scoped = LiveState(instances={n: state.instances[n] for n in names})
             for inst in provider.plan(scoped, today=day, inventory=recorded):
                 by_name[inst.name] = inst
-        return Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
+        plan = Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
+        # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
+        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address))
+
+    def _persist_mode(self, state: LiveState, name: str, address: str) -> str:
+        from .planner import persist_mode
+
+        node = next(n for n in state.instances[name].nodes if n.address == address)
+        return persist_mode(self.desired.instances[name], node)
 
 
 def warn_unpersisted(plan: Plan) -> None:

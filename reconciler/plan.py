@@ -108,10 +108,12 @@ class NodePlan:
     changes: tuple[UserChange, ...] = ()
     persist: str = "none"  # "acl-save" | "config-rewrite" | "sentinel-flushconfig" | "none" | "warn"
     config: tuple[ConfigChange, ...] = ()  # CONFIG SET, sent after the user changes, before persist
+    # Work an earlier apply left unfinished on this node: "persist", "kill-sessions <user>".
+    pending: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes) or bool(self.config)
+        return bool(self.changes) or bool(self.config) or bool(self.pending)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class Plan:
     instances: tuple[InstancePlan, ...]
     format_version: int = FORMAT_VERSION
     today: str = ""  # the date expiry was judged against (ISO)
+    source_sha256: str = ""  # saved plans: sha256 of the desired-state file they were made from
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -166,6 +169,12 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["source_sha256"]:
+            del d["source_sha256"]  # only saved plans carry it
+        for inst in d["instances"]:
+            for node in inst["nodes"]:
+                if not node["pending"]:
+                    del node["pending"]  # only after an unfinished apply
         c = self.counts()
         d["summary"] = {"add": c.add, "change": c.change, "destroy": c.destroy, "findings": len(self.findings)}
         return d
@@ -199,6 +208,7 @@ class Plan:
                             **n,
                             "changes": tuple(change(c) for c in n["changes"]),
                             "config": tuple(ConfigChange(**cc) for cc in n.get("config", ())),
+                            "pending": tuple(str(p) for p in n.get("pending", ())),
                         }
                     )
                     for n in i["nodes"]
@@ -208,7 +218,13 @@ class Plan:
             )
             for i in d["instances"]
         )
-        return cls(source=d["source"], instances=instances, format_version=d["format_version"], today=d.get("today", ""))
+        return cls(
+            source=d["source"],
+            instances=instances,
+            format_version=d["format_version"],
+            today=d.get("today", ""),
+            source_sha256=str(d.get("source_sha256", "")),
+        )
 
 
 def fingerprint(acl_list_lines: list[str]) -> str:

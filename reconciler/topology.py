@@ -255,7 +255,10 @@ class _Session:
             prefix = f"{self.instance.name} {address}: "
             return address, None, None, text[len(prefix):] if text.startswith(prefix) else text
         try:
-            return address, client, probe(client, address), ""
+            from .live import deadline
+
+            with deadline(client, self.timeout, address, "discovery"):
+                return address, client, probe(client, address), ""
         except (redis.RedisError, OSError, LiveError) as exc:
             client.close()
             text = str(exc)

@@ -382,7 +382,8 @@ users:
       - {{id: x, sha256: {HASH_B}}}
 """,
     )
-    found = [(p.line, p.path, p.message) for p in problems(f, environ={"TOKEN_A": "a"})]
+    # "a" is also shorter than the default min_token_length; this test is about duplicates.
+    found = [(p.line, p.path, p.message) for p in problems(f, environ={"TOKEN_A": "a"}) if "min_token_length" not in p.message]
     assert found == [
         (8, "users.a.tokens[1].id", "duplicate token id 'one' (first at line 7)"),
         (9, "users.a.tokens[2]", "token two of user a is the same token as tokens[0] (line 7): listed twice"),

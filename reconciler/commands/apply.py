@@ -11,14 +11,16 @@ node's live ACLs, and the operator said `yes` (or passed --auto-approve).
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
+from contextlib import contextmanager
 from datetime import date
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .. import executor, inventory, live, providers, safety
+from .. import executor, inventory, live, pending, providers, safety, saved
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
+from ..lock import InstanceLock, Locks
 from ..manager import Manager, today, warn_unpersisted
 from ..model import DesiredState
 from ..plan import Plan, only_instances
@@ -56,20 +58,6 @@ def _audit(args: argparse.Namespace, desired: DesiredState, plan: Plan) -> Audit
         return AuditLog(path, plan)
     except OSError as exc:
         raise ReconcilerError(f"audit log {path}: {exc.strerror or exc}") from None
-
-
-def _load_saved(path: str) -> Plan:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise ReconcilerError(f"{path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ReconcilerError(f"{path}:{exc.lineno}: not a saved plan (invalid JSON: {exc.msg})") from None
-    try:
-        return Plan.from_json(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReconcilerError(f"{path}: not a saved plan ({exc})") from None
 
 
 def stale_nodes(plan: Plan, desired: DesiredState) -> tuple[list[str], LiveState]:
@@ -175,21 +163,81 @@ def _verify_saved(plan: Plan, desired: DesiredState) -> None:
         raise ApplyError("\n".join(problems))
 
 
-def _execute(args: argparse.Namespace, plan: Plan, desired: DesiredState, verify: Callable[[], None]) -> int:
-    audit = _audit(args, desired, plan)
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT/SIGTERM while writing: stop after the batch in flight (every sent command is then
+    audited and reported), instead of dying between a command and its record."""
+    executor.INTERRUPT.clear()
+
+    def stop(signum: int, frame: Any) -> None:
+        executor.INTERRUPT.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            result = _apply_all(plan, desired, audit)
-        except ApplyError as exc:
-            partial: Any = getattr(exc, "result", None)
-            if partial is not None:
-                for line in partial.summary_lines():
-                    _out(line)
-            _err(f"reconciler: {exc}")
-            return 1
+        yield
     finally:
-        if audit is not None:
-            audit.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _lock(plan: Plan, desired: DesiredState) -> Locks:
+    """Lock every node of each instance the plan writes (redis provider: the lock lives on the servers)."""
+    locks = Locks()
+    try:
+        for inst in plan.instances:
+            spec = desired.instances.get(inst.name)
+            if spec is None or spec.provider != providers.DEFAULT or not any(n.has_changes for n in inst.nodes):
+                continue
+            data = [n.address for n in inst.nodes if n.role != "sentinel"]
+            sentinels = [n.address for n in inst.nodes if n.role == "sentinel"]
+            if data:
+                locks.add(InstanceLock(spec, data, live.connect))
+            if sentinels:  # sentinels are reached as the sentinel admin
+                locks.add(InstanceLock(spec.for_role("sentinel"), sentinels, live.connect))
+    except BaseException:
+        locks.release()
+        raise
+    return locks
+
+
+def _recheck(manager: Manager, plan: Plan) -> list[str]:
+    """Under the lock, before the first write: the file and live state must still produce exactly
+    this plan (nothing moved while it was reviewed, confirmed or saved)."""
+    fresh = manager.plan(manager.read([i.name for i in plan.instances]))
+    return saved.differences(plan, fresh)
+
+
+def _execute(
+    args: argparse.Namespace, plan: Plan, manager: Manager, verify: Callable[[], None], what: str = "the plan"
+) -> int:
+    desired = manager.desired
+    with _lock(plan, desired):
+        moved = _recheck(manager, plan)
+        if moved:
+            for p in moved:
+                _err(f"reconciler: refusing to apply: live state changed since {what} was made: {p}")
+            _err("reconciler: nothing was changed; plan again")
+            return 1
+        audit = _audit(args, desired, plan)
+        own = only_instances(plan, {n for n, s in desired.instances.items() if s.provider == providers.DEFAULT})
+        before = pending.begin(desired.source, own)
+        partial: Any = None
+        try:
+            try:
+                with _interruptible():
+                    result = partial = _apply_all(plan, desired, audit)
+            except ApplyError as exc:
+                partial = getattr(exc, "result", None)
+                if partial is not None:
+                    for line in partial.summary_lines():
+                        _out(line)
+                _err(f"reconciler: {exc}")
+                return 130 if executor.INTERRUPT.is_set() else 1
+        finally:
+            if audit is not None:
+                audit.close()
+            nodes = [n for part in (partial.parts if partial is not None else []) for n in getattr(part, "nodes", [])]
+            pending.finish(desired.source, own, before, [n for n in nodes if hasattr(n, "persisted")])
     for line in result.summary_lines():
         _out(line)
     warn_unpersisted(plan)
@@ -228,12 +276,18 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
     day: date = date.fromisoformat(plan.today) if plan.today else today()
-    return _execute(args, plan, manager.desired, lambda: _verify_all(plan, manager.desired, day))
+    return _execute(args, plan, manager, lambda: _verify_all(plan, manager.desired, day), "the plan shown")
 
 
 def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
-    plan = _load_saved(args.plan_file)
+    plan = saved.load(args.plan_file)
     source = args.file or plan.source
+    if not plan.source_sha256:
+        raise ReconcilerError(f"{args.plan_file} does not name the digest of the file it was made from; make a new plan")
+    if saved.file_digest(source) != plan.source_sha256:
+        _err(f"reconciler: {args.plan_file} is stale: {source} changed since the plan was made; make a new plan")
+        _err("reconciler: nothing was changed")
+        return 1
     manager = Manager.from_file(source)
     if args.instance:
         # Names or globs; one that matches nothing is an error.
@@ -242,6 +296,10 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
         _out(f"No changes. {args.plan_file} has nothing to apply.")
         return 0
     stale, state = stale_nodes(plan, manager.desired)
+    if not stale:
+        # Executed only if the file and live state still produce exactly these commands: a hand
+        # edit (a user added, a hash replaced) is as stale as a change on a server.
+        stale = saved.differences(plan, manager.plan(state))
     if stale:
         for p in stale:
             _err(f"reconciler: {args.plan_file} is stale: {p}")
@@ -254,7 +312,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
-    return _execute(args, plan, manager.desired, lambda: _verify_saved(plan, manager.desired))
+    return _execute(args, plan, manager, lambda: _verify_saved(plan, manager.desired), args.plan_file)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
+from .. import saved
 from ..errors import ReconcilerError
 from ..manager import Manager, Shard, warn_unpersisted
 from ..plan import Plan, only_changes
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     budget = budget_from_args(args, out=args.out)
     sys.stdout.write(render(plan, args.format, color=use_color(args, sys.stdout), title=title, budget=budget))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(plan.dumps())
+        # Bound to the file it was made from: apply re-plans from it and refuses on any difference.
+        saved.write(args.out, replace(plan, source_sha256=saved.file_digest(args.file)))
         print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
     warn_unpersisted(plan)
     if args.detailed_exitcode and plan.has_changes:

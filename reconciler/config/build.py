@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ def format_path(path: Path) -> str:
         elif re.fullmatch(r"[A-Za-z0-9_:@+=-]+", str(part)):
             out += ("." if out else "") + str(part)
         else:
-            out += f'["{part}"]'
+            out += f"[{json.dumps(str(part), ensure_ascii=False)}]"  # escaped: a newline in a key stays on one line
     return out
 
 
@@ -186,6 +187,12 @@ def _check_rules(text: str, field_name: str) -> list[str]:
         return problems
     problems += acl.unknown_commands(text)  # unknown to every supported version
     return problems
+
+
+# Where the plaintext is known, a token shorter than this is refused unless policies.min_token_length says otherwise.
+DEFAULT_MIN_TOKEN_LENGTH = 16
+# Providers whose services enforce password complexity themselves (Redis Software, Redis Cloud).
+SERVICE_COMPLEXITY = ("redis-software", "redis-cloud")
 
 
 def complexity_ok(value: str) -> bool:
@@ -440,6 +447,14 @@ class Builder:
             where = path + (i,)
             for inst_name in user_instances:
                 provider = instances[inst_name].provider
+                if provider in SERVICE_COMPLEXITY and t.plaintext is not None and not complexity_ok(t.plaintext.reveal()):
+                    # Checked here so the service never refuses the token half-way through an apply.
+                    self.problem(
+                        where + ("secret",),
+                        f"token {t.id} of user {user}: instance {inst_name} uses provider {provider}, whose service "
+                        "refuses passwords without 8+ characters, upper- and lower-case letters, a digit and a special character",
+                    )
+                    break
                 if provider == "redis-software" and t.source == "sha256":
                     self.problem(
                         where,
@@ -772,10 +787,12 @@ class Builder:
 
     def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:
         value = resolved.secret.reveal()
-        if policies.min_token_length and len(value) < policies.min_token_length:
+        minimum = DEFAULT_MIN_TOKEN_LENGTH if policies.min_token_length is None else policies.min_token_length
+        if minimum and len(value) < minimum:
+            default = "" if policies.min_token_length is not None else ", the default"
             self.problem(
                 path,
-                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({policies.min_token_length})",
+                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({minimum}{default})",
             )
         if policies.password_complexity and not complexity_ok(value):
             self.problem(
@@ -785,8 +802,12 @@ class Builder:
             )
 
     def date(self, raw: Any, path: Path) -> date | None:
+        if raw is None:
+            return None
         if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-            return None  # schema reported it
+            # The schema says so too (same words, said once); a value that does not parse is never dropped.
+            self.problem(path, "expected a date YYYY-MM-DD")
+            return None
         try:
             return date.fromisoformat(raw)
         except ValueError:

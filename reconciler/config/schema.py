@@ -34,7 +34,33 @@ def validator() -> "Draft202012Validator":
     # Imported here: jsonschema is the slowest import, and files that fail earlier don't need it.
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(_inline_refs(schema()))
+    return Draft202012Validator(python_anchors(_inline_refs(schema())))
+
+
+def python_anchors(node: Any) -> Any:
+    """Every `pattern` with Python's `\\Z` for a final `$`. The schema file speaks ECMA-262, where
+    `$` ends the string; Python validators use `re.search`, where `$` also matches before a final
+    newline, so "2020-01-01\\n" would pass a date pattern and the builder would read no date."""
+    if isinstance(node, list):
+        return [python_anchors(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k == "pattern" and isinstance(v, str):
+            v = _anchor(v)
+        elif k == "patternProperties" and isinstance(v, dict):
+            v = {_anchor(p): python_anchors(s) for p, s in v.items()}
+        else:
+            v = python_anchors(v)
+        out[k] = v
+    return out
+
+
+def _anchor(pattern: str) -> str:
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "\\Z"
+    return pattern
 
 
 def _inline_refs(root: dict) -> dict:
@@ -118,7 +144,7 @@ def fast_validator() -> Callable[[Any], Any]:
             out["anyOf"] = [{"required": [k]} for k in keys]
         return out
 
-    converted = draft7(_inline_refs(schema()))
+    converted = draft7(python_anchors(_inline_refs(schema())))
     converted["$schema"] = "http://json-schema.org/draft-07/schema#"
     return fastjsonschema.compile(converted)
 
@@ -157,6 +183,9 @@ def check(data: Any) -> list[SchemaProblem]:
     out: list[SchemaProblem] = []
     for error in validator().iter_errors(data):
         out.extend(_explain(error))
+    if not out:
+        # The two validators disagree: never let that pass as valid.
+        return [SchemaProblem((), "does not match the schema (run `reconciler validate` with a newer version?)")]
     # When a value has the wrong type, other complaints about the same value are noise.
     mistyped = {p.path for p in out if p.message.startswith("expected ") and ", got " in p.message}
     # Several schema branches can report the same thing; keep the first of each.

@@ -10,20 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import redact
 from .plan import Plan, UserChange
 
+__all__ = ["AuditLog", "plan_fingerprint", "redact", "token_refs"]
+
 PREFIX = 8
-_HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
-
-
-def redact(text: str) -> str:
-    """Shorten every run of 16+ hex digits (a hash, or part of one) to its 8-digit prefix."""
-    return _HEX_RUN.sub(lambda m: m.group(0)[:PREFIX] + "…", text)
 
 
 def plan_fingerprint(plan: Plan) -> str:

@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn
 
 from . import __version__
-from .errors import ConfigError, ReconcilerError
+from .errors import ConfigError, ReconcilerError, redacted_output
 
 FORMATS = ("text", "markdown", "json")
 
@@ -59,7 +59,18 @@ def _file_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _instance_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--instance", action="append", metavar="N", help="only this instance of the file (repeatable)")
+    p.add_argument(
+        "--instance",
+        action="append",
+        metavar="N",
+        help="only this instance of the file; a glob such as 'cache-eu-*' (quoted) selects several (repeatable)",
+    )
+
+
+def _shard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard", metavar="K/N", help="only the K-th of N slices of the (selected) instances, for N parallel CI jobs"
+    )
 
 
 def _format_arg(p: argparse.ArgumentParser) -> None:
@@ -134,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _file_arg(p)
     _instance_arg(p)
+    _shard_arg(p)
     _format_arg(p)
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
@@ -179,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _file_arg(p)
     _instance_arg(p)
+    _shard_arg(p)
     _format_arg(p)
     _markdown_args(p)
     _terminal_args(p)
@@ -291,8 +304,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"reconciler.commands.{_module_for(args)}")
+    with redacted_output():  # no line leaves the process with a secret the process holds
+        return _run_module(module, args)
+
+
+def _run_module(module: object, args: argparse.Namespace) -> int:
     try:
-        return module.run(args)
+        return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -301,8 +319,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("reconciler: interrupted", file=sys.stderr)
-        return 1
+        print("reconciler: interrupted; nothing was changed", file=sys.stderr)
+        return 130
     except OSError as exc:
         print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 
 class ReconcilerError(Exception):
@@ -24,11 +28,32 @@ class Problem:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
+MAX_PROBLEMS = 100  # a hostile or broken file must not print hundreds of thousands of lines
+
+
+@dataclass(frozen=True)
+class MoreProblems(Problem):
+    """The last line of a capped list: how many problems were left out."""
+
+    count: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}: ... and {self.count} more problems (fix these first)"
+
+
 class ConfigError(ReconcilerError):
-    """The desired-state file is invalid; carries every problem found, sorted by line."""
+    """The desired-state file is invalid; carries the problems found, sorted by line (the first
+    MAX_PROBLEMS, then one line saying how many more)."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.path))
+        omitted = sum(p.count for p in problems if isinstance(p, MoreProblems))
+        ordered = sorted((p for p in problems if not isinstance(p, MoreProblems)), key=lambda p: (p.file, p.line, p.path))
+        omitted += max(0, len(ordered) - MAX_PROBLEMS)
+        ordered = ordered[:MAX_PROBLEMS]
+        if omitted:
+            file = ordered[0].file if ordered else next(p.file for p in problems)
+            ordered.append(MoreProblems(file, 0, "", "", omitted))
+        self.problems: list[Problem] = ordered
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -47,3 +72,119 @@ class ApplyError(ReconcilerError):
     def __init__(self, message: str, report: Any = None):
         super().__init__(message)
         self.report = report
+
+
+# -- redaction ---------------------------------------------------------------------------------
+# Every plaintext secret the process holds (admin secrets, token plaintexts) is remembered here
+# by value when it is read, and every line the tool prints, logs or audits passes redact_secrets:
+# a server's error text can echo any argument it was sent (`rename-command AUTH ""` makes AUTH
+# an unknown command whose arguments come back in the error), so redaction is by value, not by
+# the shape of a message.
+
+MIN_SECRET_LENGTH = 4  # shorter values would mangle ordinary words; schema checks make them rare
+_ECHO_PREFIX = 12  # servers cut long arguments: an echoed prefix this long is redacted too
+REDACTED = "(redacted)"
+_SECRETS: set[str] = set()
+_ORDERED: list[str] = []  # longest first, rebuilt when a secret is added
+_BY_HEAD: dict[str, list[str]] = {}  # first MIN_SECRET_LENGTH characters -> secrets, longest first
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
+# Above this many (secrets x characters), one pass over the text is cheaper than one search per secret.
+_SCAN_ABOVE = 20_000_000
+
+
+def remember_secret(value: str) -> None:
+    if len(value) >= MIN_SECRET_LENGTH and value not in _SECRETS:
+        _SECRETS.add(value)
+        _ORDERED[:] = sorted(_SECRETS, key=len, reverse=True)
+        _BY_HEAD.clear()
+        for secret in _ORDERED:
+            _BY_HEAD.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
+
+
+def redact_secrets(text: str) -> str:
+    """Every remembered secret in `text` (whole, or a prefix of at least 12 characters) replaced."""
+    if not _SECRETS or not text:
+        return text
+    if len(_ORDERED) * len(text) > _SCAN_ABOVE:
+        return _scan(text)
+    for secret in _ORDERED:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+        if len(secret) > _ECHO_PREFIX and secret[:_ECHO_PREFIX] in text:
+            text = _redact_prefixes(text, secret)
+    return text
+
+
+def _scan(text: str) -> str:
+    """One pass over the text (thousands of secrets, a large output): linear in the text."""
+    out: list[str] = []
+    last = i = 0
+    end = len(text) - MIN_SECRET_LENGTH + 1
+    while i < end:
+        candidates = _BY_HEAD.get(text[i : i + MIN_SECRET_LENGTH])
+        if candidates:
+            for secret in candidates:
+                k = MIN_SECRET_LENGTH
+                while k < len(secret) and i + k < len(text) and text[i + k] == secret[k]:
+                    k += 1
+                if k == len(secret) or (k >= _ECHO_PREFIX and len(secret) > _ECHO_PREFIX):
+                    out.append(text[last:i] + REDACTED)
+                    last = i = i + k
+                    break
+            else:
+                i += 1
+            continue
+        i += 1
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _redact_prefixes(text: str, secret: str) -> str:
+    out: list[str] = []
+    i = 0
+    head = secret[:_ECHO_PREFIX]
+    while True:
+        j = text.find(head, i)
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out)
+        k = _ECHO_PREFIX
+        while k < len(secret) and j + k < len(text) and text[j + k] == secret[k]:
+            k += 1
+        out.append(text[i:j] + REDACTED)
+        i = j + k
+
+
+def redact(text: str) -> str:
+    """For error text and audit records: secrets by value, and every run of 16+ hex digits (a
+    hash, which servers echo back from a refused `#<hash>`) cut to its first 8."""
+    return _HEX_RUN.sub(lambda m: m.group(0)[:8] + "…", redact_secrets(text))
+
+
+class RedactingStream:
+    """A text stream that passes everything written through redact_secrets."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact_secrets(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def redacted_output() -> Iterator[None]:
+    """sys.stdout and sys.stderr redacted for the duration (the CLI runs every command in it)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err

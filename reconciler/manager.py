@@ -6,11 +6,15 @@ included, is reached only through the Provider interface from here."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from datetime import date
 
-from . import config, inventory, providers
+from . import config, interrupt, inventory, pending, providers, saved
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
@@ -19,6 +23,44 @@ from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
 from .report import ApplyReport
 from .state import InstanceState, LiveState, NodeState
+
+MAX_PARALLEL_INSTANCES = 8
+
+
+def select(names: list[str], only: list[str] | None) -> list[str]:
+    """`names` narrowed to those matching any of `only` (exact names or fnmatch globs), in
+    their original order; a name or glob that matches nothing is an error."""
+    if not only:
+        return names
+    unknown = [p for p in only if p not in names and not fnmatch.filter(names, p)]
+    if unknown:
+        raise ReconcilerError(f"unknown instance {', '.join(unknown)} (the file has: {', '.join(names)})")
+    return [n for n in names if any(n == p or fnmatch.fnmatchcase(n, p) for p in only)]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard K/N`: the K-th of N slices of the instances, so N CI jobs can split a fleet.
+
+    The instances are sorted by name and dealt round-robin: the one at sorted position i
+    (0-based) belongs to shard i mod N + 1. The slices depend only on the set of names (not
+    file order, not the machine), differ in size by at most one, and together cover every
+    instance exactly once.
+    """
+
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        k, sep, n = text.partition("/")
+        if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise ReconcilerError(f"--shard {text!r}: expected K/N with 1 <= K <= N (e.g. 2/4)")
+        return cls(int(k), int(n))
+
+    def pick(self, names: list[str]) -> list[str]:
+        mine = {name for i, name in enumerate(sorted(names)) if i % self.n == self.k - 1}
+        return [n for n in names if n in mine]
 
 
 def today() -> date:
@@ -41,22 +83,22 @@ class Manager:
         # Expired tokens are not a load error here: the plan removes them and says why.
         return cls(config.load(path, allow_expired=True, today=today()))
 
-    def instance_names(self, only: list[str] | None = None) -> list[str]:
-        names = list(self.desired.instances)
-        if not only:
-            return names
-        unknown = [n for n in only if n not in self.desired.instances]
-        if unknown:
-            raise ReconcilerError(f"unknown instance {', '.join(unknown)} (the file has: {', '.join(names)})")
-        return [n for n in names if n in only]
+    def instance_names(self, only: list[str] | None = None, shard: Shard | None = None) -> list[str]:
+        """The file's instances (file order), narrowed to `only` (names or shell-style globs such
+        as `cache-eu-*`; each must match) and then to one shard of what is left."""
+        names = select(list(self.desired.instances), only)
+        return shard.pick(names) if shard is not None else names
 
-    def read(self, only: list[str] | None = None) -> LiveState:
-        names = self.instance_names(only)
+    def read(self, only: list[str] | None = None, shard: Shard | None = None) -> LiveState:
+        names = self.instance_names(only, shard)
         # Each instance is read by its provider (`instances.<name>.provider`, redis by default).
+        # Instances are read in parallel, at most MAX_PARALLEL_INSTANCES at a time (each reads
+        # its own nodes with a bounded pool too): a fleet of 50 small instances costs about
+        # what one large instance does, without opening hundreds of connections at once.
         def read_one(n: str):
             return providers.for_instance(self.desired, n).read(self.desired.instances[n])
 
-        with ThreadPoolExecutor(max_workers=max(1, min(4, len(names)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
             states = list(pool.map(read_one, names))
         return LiveState(instances={s.name: s for s in states})
 
@@ -70,11 +112,19 @@ class Manager:
             scoped = LiveState(instances={n: state.instances[n] for n in names})
             for inst in provider.plan(scoped, today=day, inventory=recorded):
                 by_name[inst.name] = inst
-        return Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
+        plan = Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
+        # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
+        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address))
 
-    def drift(self, only: list[str] | None = None) -> Plan:
+    def _persist_mode(self, state: LiveState, name: str, address: str) -> str:
+        from .planner import persist_mode
+
+        node = next(n for n in state.instances[name].nodes if n.address == address)
+        return persist_mode(self.desired.instances[name], node)
+
+    def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
         """The plan plus the findings only drift reports (tokens no file declares)."""
-        return with_unmanaged_tokens(self.plan(self.read(only)))
+        return with_unmanaged_tokens(self.plan(self.read(only, shard)))
 
     def groups(self, plan: Plan) -> list[tuple[Provider, Plan]]:
         """The plan split by each instance's provider (file order); an instance the file does
@@ -85,18 +135,47 @@ class Manager:
             names.setdefault(spec.provider if spec is not None else providers.DEFAULT, set()).add(inst.name)
         return [(providers.get(name, self.desired), only_instances(plan, group)) for name, group in names.items()]
 
+    def lock(self, plan: Plan) -> ExitStack:
+        """Every provider's lock on the instances the plan writes, taken in file order."""
+        stack = ExitStack()
+        try:
+            for provider, sub in self.groups(plan):
+                stack.enter_context(provider.lock(sub))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    def recheck(self, plan: Plan) -> list[str]:
+        """Under the lock, before the first write: the file and live state must still produce exactly
+        this plan (nothing moved while it was reviewed, confirmed or saved)."""
+        return saved.differences(plan, self.plan(self.read([i.name for i in plan.instances])))
+
+    @staticmethod
+    def interruptible() -> AbstractContextManager[threading.Event]:
+        """SIGINT/SIGTERM while applying stop the providers after the batch in flight."""
+        return interrupt.handled()
+
     def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         """Each provider applies its instances. On a stop, ApplyError.report also holds what the
-        providers before it did."""
+        providers before it did. Persistence and kills left unfinished on redis nodes are
+        recorded (pending.py) for the next apply to retry."""
         report = ApplyReport()
-        for provider, sub in self.groups(plan):
-            try:
-                report.extend(provider.apply(sub, audit=audit))
-            except ApplyError as exc:
-                if exc.report is not None:
-                    report.extend(exc.report)
-                exc.report = report
-                raise
+        own = only_instances(plan, {n for n, s in self.desired.instances.items() if s.provider == providers.DEFAULT})
+        before = pending.begin(self.desired.source, own)
+        try:
+            for provider, sub in self.groups(plan):
+                try:
+                    report.extend(provider.apply(sub, audit=audit))
+                except ApplyError as exc:
+                    if exc.report is not None:
+                        report.extend(exc.report)
+                    exc.report = report
+                    raise
+        finally:
+            # redis nodes' outcomes say what persistence did; managed instances' have nothing to persist
+            nodes = [o for o in report.outcomes if hasattr(o, "persisted")]
+            pending.finish(self.desired.source, own, before, nodes)
         return report
 
     def verify(self, plan: Plan) -> None:
@@ -124,29 +203,34 @@ class Manager:
                 problems.append(f"{inst.name} {address}: node joined the instance since the plan was made; make a new plan")
             states: list[NodeState] = []
             for node_plan in inst.nodes:
-                state = by_address.get(node_plan.address)
-                if state is None:
+                node = by_address.get(node_plan.address)
+                if node is None:
                     problems.append(f"{inst.name} {node_plan.address}: node is no longer part of the instance; make a new plan")
                     continue
-                states.append(state)
+                states.append(node)
                 # The planner's own digest of the parsed ACL state: the same function made the plan's.
-                if node_fingerprint(state) != node_plan.fingerprint:
+                if node_fingerprint(node) != node_plan.fingerprint:
                     problems.append(
                         f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
                         "(fingerprint differs); make a new plan"
                     )
-                elif state.role != node_plan.role:
+                elif node.role != node_plan.role:
                     problems.append(
-                        f"{inst.name} {node_plan.address}: node is now {state.role}, the plan was made when it was "
+                        f"{inst.name} {node_plan.address}: node is now {node.role}, the plan was made when it was "
                         f"{node_plan.role} (a failover since?); make a new plan"
                     )
-                elif state.label != node_plan.label:
+                elif node.label != node_plan.label:
                     problems.append(
-                        f"{inst.name} {node_plan.address}: server is now {state.label}, the plan was made for "
+                        f"{inst.name} {node_plan.address}: server is now {node.label}, the plan was made for "
                         f"{node_plan.label}; make a new plan"
                     )
             instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
-        return problems, LiveState(instances=instances)
+        state = LiveState(instances=instances)
+        if not problems:
+            # Executed only if the file and live state still produce exactly these commands: a hand
+            # edit (a user added, a hash replaced) is as stale as a change on a server.
+            problems = saved.differences(plan, self.plan(state))
+        return problems, state
 
 
 def unpersisted(plan: Plan) -> list[str]:

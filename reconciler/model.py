@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
+from .errors import remember_secret
+
 SENSITIVE = "(sensitive value)"
 
 
@@ -20,6 +22,7 @@ class Secret:
 
     def __init__(self, value: str):
         self._value = value
+        remember_secret(value)  # every printed or logged line is redacted of it
 
     def reveal(self) -> str:
         return self._value

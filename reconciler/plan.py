@@ -58,6 +58,7 @@ class FindingKind(StrEnum):
     TLS_CLIENT_AUTH = "tls_client_auth"
     PASSWORD_UNKNOWN = "password_unknown"
     RECORD_MISSING = "record_missing"
+    PENDING = "pending"
 
 
 class Severity(StrEnum):
@@ -167,10 +168,12 @@ class NodePlan:
     changes: tuple[UserChange, ...] = ()
     persist: str = "none"  # "acl-save" | "config-rewrite" | "sentinel-flushconfig" | "none" | "warn"
     config: tuple[ConfigChange, ...] = ()  # CONFIG SET, sent after the user changes, before persist
+    # Work an earlier apply left unfinished on this node: "persist", "kill-sessions <user>".
+    pending: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes) or bool(self.config)
+        return bool(self.changes) or bool(self.config) or bool(self.pending)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class Plan:
     instances: tuple[InstancePlan, ...]
     format_version: int = FORMAT_VERSION
     today: str = ""  # the date expiry was judged against (ISO)
+    source_sha256: str = ""  # saved plans: sha256 of the desired-state file they were made from
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -226,6 +230,12 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["source_sha256"]:
+            del d["source_sha256"]  # only saved plans carry it
+        for inst in d["instances"]:
+            for node in inst["nodes"]:
+                if not node["pending"]:
+                    del node["pending"]  # only after an unfinished apply
         c = self.counts()
         d["summary"] = {
             "add": c.add,
@@ -267,6 +277,7 @@ class Plan:
                             **n,
                             "changes": tuple(change(c) for c in n["changes"]),
                             "config": tuple(ConfigChange(**cc) for cc in n.get("config", ())),
+                            "pending": tuple(str(p) for p in n.get("pending", ())),
                         }
                     )
                     for n in i["nodes"]
@@ -278,7 +289,13 @@ class Plan:
             )
             for i in d["instances"]
         )
-        return cls(source=d["source"], instances=instances, format_version=d["format_version"], today=d.get("today", ""))
+        return cls(
+            source=d["source"],
+            instances=instances,
+            format_version=d["format_version"],
+            today=d.get("today", ""),
+            source_sha256=str(d.get("source_sha256", "")),
+        )
 
 
 def fingerprint(acl_list_lines: list[str]) -> str:

@@ -112,7 +112,7 @@ def _target_hashes(user: User, today: date) -> tuple[str, ...]:
     return tuple(t.sha256 for t in user.tokens if not _expired(t, today))
 
 
-def _persist_mode(inst: Instance, node: NodeState) -> str:
+def persist_mode(inst: Instance, node: NodeState) -> str:
     where = f"{inst.name} {node.address}"
     if inst.persist == "none":
         return "none"
@@ -123,6 +123,12 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
             raise PlanError(f"{where}: persist: acl-save but the server has no aclfile")
         return "acl-save"
     if inst.persist == "config-rewrite":
+        if not node.aclfile_known:
+            # CONFIG REWRITE does not write users when an aclfile is in use: they would be lost on restart.
+            raise PlanError(
+                f"{where}: persist: config-rewrite, but the admin user may not run CONFIG GET, so whether the "
+                "server uses an aclfile is unknown; grant +config|get"
+            )
         if node.aclfile:
             raise PlanError(f"{where}: persist: config-rewrite but the server uses an aclfile (use acl-save or auto)")
         if not node.config_file:
@@ -130,6 +136,8 @@ def _persist_mode(inst: Instance, node: NodeState) -> str:
         return "config-rewrite"
     if node.aclfile:
         return "acl-save"
+    if not node.aclfile_known:
+        return "auto"  # the executor tries ACL SAVE and falls back only when the server says it has no aclfile
     if node.config_file:
         return "config-rewrite"
     return "warn"
@@ -163,14 +171,21 @@ def _plan_node(
     wanted = {u.name for u in users}
     if inst.prune:
         for name in sorted(set(node.users) - wanted):
-            if name in ("default", node.admin_user):
+            if name == node.admin_user and name != "default":
+                # Never exempted silently: "the servers match the file" would be false.
+                raise PlanError(
+                    f"{inst.name} {node.address}: prune: true, but the admin user {name} (the user the reconciler "
+                    f"logs in as) is not in the file; declare it under users.{name} with the rules it needs and its "
+                    "token as a sha256 entry (`reconciler import` prints both), or set prune: false"
+                )
+            if name == "default":
                 continue
             lu = node.users[name]
             conns = f"; {lu.connections} open connection{'s' if lu.connections != 1 else ''} will be killed" if lu.connections else ""
             changes.append(
                 UserChange(action=Action.DELETE, user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
             )
-    persist = _persist_mode(inst, node) if changes else "none"
+    persist = persist_mode(inst, node) if changes else "none"
     # tls-auth-clients* are data-node settings; a sentinel has no CONFIG SET.
     config = [] if node.role == "sentinel" else _tls_client_auth(inst, users, node)[0]
     return NodePlan(
@@ -256,11 +271,14 @@ def _plan_user(
                 f"{where}: this would remove the user's last token; say so explicitly "
                 "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
             )
+    unreadable = ""
     try:
         live_perms = acl.effective(live.rules, table)
-    except (acl.AclSyntaxError, acl.UnsupportedRule) as exc:
-        # e.g. a module command the bundled table lacks: say so rather than guess
-        raise PlanError(f"{where}: can't read the live rules ({exc})") from None
+    except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
+        # An odd out-of-band rule (or a module command the table lacks) on this one user: it is
+        # drift on this user, reset to the file's rules by apply, not an error for the instance.
+        live_perms = None
+        unreadable = f"live rules can't be read ({exc}); apply replaces them with the file's"
     same = (
         live.enabled == user.enabled
         and live.nopass == nopass
@@ -289,7 +307,10 @@ def _plan_user(
     revoke_kill = bool(removed) and (
         user.kill_sessions_on_revoke if user.kill_sessions_on_revoke is not None else inst.kill_sessions_on_revoke
     )
-    perms = tuple(acl.describe_delta(live_perms, wanted)) if live_perms != wanted else ()
+    if live_perms is None:
+        perms: tuple[DeltaLine, ...] = (DeltaLine("-", unreadable),)
+    else:
+        perms = tuple(acl.describe_delta(live_perms, wanted)) if live_perms != wanted else ()
     if live.nopass and not nopass and not note:
         note = "nopass removed"
     if lapsed and not user.certificate_only:
@@ -411,8 +432,9 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
                     Finding(FindingKind.NOPASS, f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
                 )
             continue
-        if name not in wanted and name != node.admin_user and not inst.prune:
-            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {name} is not in the file (prune: false)", inst.name, node.address, user=name))
+        if name not in wanted and not inst.prune:
+            admin = " (the reconciler's admin user: declare it to manage it)" if name == node.admin_user else ""
+            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {name} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
     return out
 
 

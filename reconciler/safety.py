@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .model import DesiredState
-from .plan import Plan, UserChange
+from .plan import NodePlan, Plan, UserChange
 from .state import LiveState, NodeState
 
 # What the reader and the executor send as the admin user; losing any of these locks us out
@@ -137,8 +137,65 @@ def delete_threshold(plan: Plan, live: LiveState, max_percent: int, *, force: bo
     return problems
 
 
+def needed_commands(node_plan: NodePlan) -> list[str]:
+    """What executing this node plan sends as the admin user (the apply lock included)."""
+    if not node_plan.has_changes:
+        return []
+    needed = ["client|setname", "client|list"]  # the apply lock (reconciler.lock)
+    actions = {c.action for c in node_plan.changes}
+    if actions & {"create", "update"}:
+        needed.append("acl|setuser")
+    if "delete" in actions:
+        needed.append("acl|deluser")
+    if any(c.kill_sessions for c in node_plan.changes) or any(p.startswith("kill-sessions ") for p in node_plan.pending):
+        needed.append("client|kill")
+    if node_plan.config:
+        needed.append("config|set")
+        if any(cc.rewrite for cc in node_plan.config):
+            needed.append("config|rewrite")
+    needed.extend({"acl-save": ["acl|save"], "auto": ["acl|save"], "config-rewrite": ["config|rewrite"]}.get(node_plan.persist, []))
+    return list(dict.fromkeys(needed))
+
+
+def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None = None) -> list[str]:
+    """Before any write: the admin user's live rights cover every command the plan will send on
+    each node, so an apply never stops half-way on a refusal (a token removed but its sessions,
+    with no right to CLIENT KILL, left open)."""
+    from . import acl
+
+    table_for = table_for or _default_table
+    problems: list[str] = []
+    for inst in plan.instances:
+        inst_live = live.instances.get(inst.name)
+        nodes = {n.address: n for n in inst_live.nodes} if inst_live else {}
+        for node_plan in inst.nodes:
+            node = nodes.get(node_plan.address)
+            needed = needed_commands(node_plan)
+            if node is None or not needed or node.role == "sentinel":
+                continue  # sentinels: their own command table; the executor reports a refusal there
+            admin = node.users.get(node.admin_user)
+            if admin is None:
+                continue  # not readable as a user (a managed service's data plane): the server decides
+            where = f"{inst.name} {node.address}: admin user {node.admin_user}"
+            table = table_for(node)
+            try:
+                perms = acl.effective(admin.rules, table)
+            except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
+                problems.append(f"{where}: its live rules can't be read ({exc}), so its rights can't be checked")
+                continue
+            missing = [c for c in needed if not acl.check(perms, _PROBE.get(c, c.split("|")), table)]
+            if missing:
+                problems.append(
+                    f"{where} may not run {', '.join(c.upper() for c in missing)}, which this plan needs; "
+                    "grant them (e.g. +" + " +".join(missing) + ") and plan again"
+                )
+    return problems
+
+
 def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[str]:
     """Every rail; an empty list means the plan may be executed."""
-    return lockout(plan, live, desired) + delete_threshold(
-        plan, live, desired.policies.max_delete_percent, force=force
+    return (
+        lockout(plan, live, desired)
+        + admin_rights(plan, live)
+        + delete_threshold(plan, live, desired.policies.max_delete_percent, force=force)
     )

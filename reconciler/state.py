@@ -72,6 +72,7 @@ class NodeState:
     users: dict[str, LiveUser] = field(default_factory=dict)
     command_table: str = ""  # name of the CommandTable this node uses ("redis-7.0.15")
     aclfile: str | None = None  # CONFIG GET aclfile, None when unset
+    aclfile_known: bool = True  # False: CONFIG GET was refused, so an aclfile may be in use unseen
     config_file: bool = False  # the server was started with a config file (CONFIG REWRITE works)
     tls_auth_clients: str | None = None  # CONFIG GET tls-auth-clients when TLS is on
     tls_auth_clients_user: str | None = None  # CONFIG GET tls-auth-clients-user (Valkey 9+)
@@ -112,6 +113,7 @@ class NodeState:
             users=users,
             command_table=d.get("command_table", ""),
             aclfile=d.get("aclfile"),
+            aclfile_known=bool(d.get("aclfile_known", True)),
             config_file=bool(d.get("config_file", False)),
             tls_auth_clients=d.get("tls_auth_clients"),
             tls_auth_clients_user=d.get("tls_auth_clients_user"),

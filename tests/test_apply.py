@@ -325,7 +325,8 @@ def test_audit_log_from_the_file(env: Env, capsys) -> None:
 
 
 def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
-    """verify() re-reads the touched nodes and re-plans: a hand-made plan that leaves work undone fails."""
+    """verify() re-reads the touched nodes and checks each change holds there; it compares only
+    the users the plan touched (the rest was in sync when the plan was made) and re-plans nothing."""
     from datetime import date
 
     from executor_support import create, node_plan, plan
@@ -342,21 +343,43 @@ def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
         ),
     )
     executor.execute(partial, desired, warn=lambda m: None)
+    # app-reports (in the file, not in this hand-made plan) is not looked at.
+    executor.verify(partial, desired, today=date(2026, 11, 23))
+    env.admin().execute_command("ACL", "SETUSER", "someone-else", "on", "+flushall")
+    executor.verify(partial, desired, today=date(2026, 11, 23))
+    # A touched user whose live permissions differ in meaning (not just in text) fails.
+    env.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
     with pytest.raises(ApplyError) as info:
         executor.verify(partial, desired, today=date(2026, 11, 23))
-    assert str(info.value) == (
-        f"did not converge on node {env.srv.address} (cache): update app-orders, create app-reports"
-    )
-    # The plan-only check used for saved plans sees the hand-made plan as done.
+    assert str(info.value) == f"did not converge on node {env.srv.address} (cache): create app-orders"
+    env.admin().execute_command("ACL", "SETUSER", "app-orders", "-flushall")
+    executor.verify(partial, desired, today=date(2026, 11, 23))
+    env.admin().execute_command("ACL", "DELUSER", "app-orders")
+    with pytest.raises(ApplyError):
+        executor.verify(partial, desired, today=date(2026, 11, 23))
+    # The plan-only check used for saved plans agrees.
     from reconciler.providers.redis import read as live
 
-    fresh = {("cache", env.srv.address): live.read_node(desired.instances["cache"], env.srv.address)}
-    assert executor.verify_targets(partial, fresh) == []
-    env.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
     fresh = {("cache", env.srv.address): live.read_node(desired.instances["cache"], env.srv.address)}
     assert executor.verify_targets(partial, fresh) == [
         f"did not converge on node {env.srv.address} (cache): create app-orders"
     ]
+
+
+def test_read_node_only_parses_the_named_users(env: Env) -> None:
+    from datetime import date
+
+    from reconciler import config
+    from reconciler.providers.redis import read as live
+
+    desired = config.load(str(env.file), today=date(2026, 11, 23))
+    env.admin().execute_command("ACL", "SETUSER", "one", "on", "+get")
+    env.admin().execute_command("ACL", "SETUSER", "two", "on", "+set")
+    full = live.read_node(desired.instances["cache"], env.srv.address)
+    some = live.read_node(desired.instances["cache"], env.srv.address, only=frozenset({"two", "absent"}))
+    assert {"one", "two"} <= set(full.users)
+    assert set(some.users) == {"two"}
+    assert some.users["two"] == full.users["two"]
 
 
 class _Terminal:

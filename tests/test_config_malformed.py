@@ -80,7 +80,8 @@ def test_malformed_file(name: str, results: dict[str, subprocess.CompletedProces
     assert "Sup3r" not in proc.stderr
 
 
-def test_five_megabyte_file(tmp_path: Path) -> None:
+def test_five_megabyte_file_loads(tmp_path: Path) -> None:
+    # Size is not a bomb: a large inventory loads (bombs are bounded by nodes and depth).
     big = tmp_path / "big.yaml"
     with open(big, "w", encoding="utf-8") as fh:
         fh.write("version: 1\ninstances:\n  cache: {nodes: ['127.0.0.1:6379']}\nusers:\n")
@@ -89,9 +90,20 @@ def test_five_megabyte_file(tmp_path: Path) -> None:
             fh.write(f"  user-{i}:\n    acl: \"~app:{i}:* +get +set\"\n")
             i += 1
     proc = _validate(str(big), _env())
+    assert proc.returncode == 0, proc.stderr
+    assert f"{i} users" in proc.stdout
+
+
+def test_file_beyond_any_inventory_is_refused_without_reading(tmp_path: Path) -> None:
+    from reconciler.config.yamlsrc import MAX_BYTES
+
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as fh:
+        fh.truncate(MAX_BYTES + 1)  # sparse: nothing is written or read
+    proc = _validate(str(huge), _env())
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"{big}:1: file is too large"), proc.stderr
+    assert proc.stderr.startswith(f"{huge}:1: file is too large"), proc.stderr
     assert len(proc.stderr.splitlines()) == 1
 
 

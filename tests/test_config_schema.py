@@ -285,3 +285,19 @@ def test_fast_verdict_agrees_on_mutations(data) -> None:
     elif isinstance(parent, dict):
         parent[data.draw(st.sampled_from(["zz", "tokens", "acl", "prune", "discover", "sha256"]))] = data.draw(_LEAVES)
     assert schema_module.is_valid_fast(doc) == _jsonschema_valid(doc)
+
+
+def test_fast_verdict_on_every_combination_of_token_sources() -> None:
+    """The fast validator rewrites the token's oneOf (secret | sha256 | sink) without exceptions;
+    every combination of the three keys gets the same verdict as jsonschema's oneOf."""
+    import itertools
+
+    values = {"secret": {"env": "T"}, "sha256": "a" * 64, "sink": {"file": "t.txt"}}
+    verdicts = {}
+    for n in range(4):
+        for keys in itertools.combinations(values, n):
+            token = {"id": "t1", **{k: values[k] for k in keys}}
+            doc = {"version": 1, "instances": {"c": {"nodes": ["h:1"]}}, "users": {"u": {"tokens": [token]}}}
+            verdicts[keys] = schema_module.is_valid_fast(doc)
+            assert verdicts[keys] == _jsonschema_valid(doc), keys
+    assert [k for k, ok in verdicts.items() if ok] == [("secret",), ("sha256",), ("sink",)]

@@ -129,12 +129,29 @@ def _unknown(rule: Rule, pos: int, name: str, t: CommandTable) -> ValueError:
 
 _KNOWN: frozenset[str] | None = None
 
+# Sentinel mode has its own command table; only SENTINEL and its subcommands are missing from
+# the data nodes' tables. Names as COMMAND lists them on the sentinels of Redis 6.2-8.6 and
+# Valkey 8.1-9.1 (Valkey adds the primary-spelled aliases). Known here so `sentinel_users`
+# rules validate; a data user granted them gets a plan error naming node and version.
+SENTINEL_COMMANDS = frozenset(
+    ["sentinel"]
+    + [
+        f"sentinel|{sub}"
+        for sub in (
+            "ckquorum config debug failover flushconfig get-master-addr-by-name "
+            "get-primary-addr-by-name help info-cache is-master-down-by-addr "
+            "is-primary-down-by-addr master masters monitor myid pending-scripts primaries "
+            "primary remove replicas reset sentinels set simulate-failure slaves"
+        ).split()
+    ]
+)
+
 
 def known_command(name: str) -> bool:
     """Is `name` ("get", "config|get") a command of any bundled server version?"""
     global _KNOWN
     if _KNOWN is None:
-        names: set[str] = set()
+        names: set[str] = set(SENTINEL_COMMANDS)
         for table_name in CommandTable.available():
             names.update(c.name for c in CommandTable.bundled(table_name).commands)
         _KNOWN = frozenset(names)

@@ -11,11 +11,10 @@ node's live ACLs, and the operator said `yes` (or passed --auto-approve).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Callable
 
-from .. import inventory, safety
+from .. import inventory, safety, saved
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, unpersisted
@@ -55,41 +54,34 @@ def _audit(args: argparse.Namespace, desired: DesiredState, plan: Plan) -> Audit
         raise ReconcilerError(f"audit log {path}: {exc.strerror or exc}") from None
 
 
-def _load_saved(path: str) -> Plan:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise ReconcilerError(f"{path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ReconcilerError(f"{path}:{exc.lineno}: not a saved plan (invalid JSON: {exc.msg})") from None
-    try:
-        return Plan.from_json(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReconcilerError(f"{path}: not a saved plan ({exc})") from None
-
-
 def _warnings(lines: list[str]) -> None:
     for line in lines:
         _err(f"reconciler: warning: {line}")
 
 
-def _execute(args: argparse.Namespace, plan: Plan, manager: Manager) -> int:
+def _execute(args: argparse.Namespace, plan: Plan, manager: Manager, what: str = "the plan") -> int:
     desired = manager.desired
-    audit = _audit(args, desired, plan)
-    try:
+    with manager.lock(plan):
+        moved = manager.recheck(plan)
+        if moved:
+            for p in moved:
+                _err(f"reconciler: refusing to apply: live state changed since {what} was made: {p}")
+            _err("reconciler: nothing was changed; plan again")
+            return 1
+        audit = _audit(args, desired, plan)
         try:
-            report = manager.apply(plan, audit=audit)
+            with manager.interruptible() as interrupted:
+                report = manager.apply(plan, audit=audit)
         except ApplyError as exc:
             if exc.report is not None:
                 for line in exc.report.summary_lines():
                     _out(line)
                 _warnings(exc.report.warnings)
             _err(f"reconciler: {exc}")
-            return 1
-    finally:
-        if audit is not None:
-            audit.close()
+            return 130 if interrupted.is_set() else 1
+        finally:
+            if audit is not None:
+                audit.close()
     for line in report.summary_lines():
         _out(line)
     _warnings(report.warnings + unpersisted(plan))
@@ -127,16 +119,22 @@ def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
-    return _execute(args, plan, manager)
+    return _execute(args, plan, manager, "the plan shown")
 
 
 def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
-    plan = _load_saved(args.plan_file)
+    plan = saved.load(args.plan_file)
     source = args.file or plan.source
+    if not plan.source_sha256:
+        raise ReconcilerError(f"{args.plan_file} does not name the digest of the file it was made from; make a new plan")
+    if saved.file_digest(source) != plan.source_sha256:
+        _err(f"reconciler: {args.plan_file} is stale: {source} changed since the plan was made; make a new plan")
+        _err("reconciler: nothing was changed")
+        return 1
     manager = Manager.from_file(source)
     if args.instance:
-        manager.instance_names(args.instance)  # unknown names are an error
-        plan = only_instances(plan, set(args.instance))
+        # Names or globs; one that matches nothing is an error.
+        plan = only_instances(plan, set(manager.instance_names(args.instance)))
     if not plan.has_changes:
         _out(f"No changes. {args.plan_file} has nothing to apply.")
         return 0
@@ -153,7 +151,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
-    return _execute(args, plan, manager)
+    return _execute(args, plan, manager, args.plan_file)
 
 
 def run(args: argparse.Namespace) -> int:

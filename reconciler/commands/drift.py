@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 
-from ..manager import Manager
+from ..manager import Manager, Shard
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
 
 
 def run(args: argparse.Namespace) -> int:
     manager = Manager.from_file(args.file)
-    plan = manager.drift(args.instance)
+    shard = Shard.parse(args.shard) if args.shard else None
+    plan = manager.drift(args.instance, shard)
     drifted = plan.has_changes or bool(plan.findings)
     if args.format == "json":
         doc = plan.to_json()

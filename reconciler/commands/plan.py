@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
+from .. import saved
 from ..errors import ReconcilerError
-from ..manager import Manager, unpersisted
+from ..manager import Manager, Shard, unpersisted
 from ..plan import Plan, only_changes
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
@@ -34,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
         # A saved plan is applied only while a fresh whole plan still equals it; a subset never would.
         raise ReconcilerError("--target is for review; --out saves whole plans only (drop one of them)")
     manager = Manager.from_file(args.file)
-    state = manager.read(args.instance)
+    state = manager.read(args.instance, Shard.parse(args.shard) if args.shard else None)
     plan = targeted(manager.plan(state), getattr(args, "target", None), manager)
     title = f"reconciler plan: {headline(plan)}" if args.format == "markdown" else ""
     budget = budget_from_args(args, out=args.out)
     sys.stdout.write(render(plan, args.format, color=use_color(args, sys.stdout), title=title, budget=budget))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(plan.dumps())
+        # Bound to the file it was made from: apply re-plans from it and refuses on any difference.
+        saved.write(args.out, replace(plan, source_sha256=saved.file_digest(args.file)))
         print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
     for warning in unpersisted(plan):
         print(f"reconciler: warning: {warning}", file=sys.stderr)

@@ -41,6 +41,8 @@ def _max_age_days(path: str | None) -> int | None:
 def run(args: argparse.Namespace) -> int:
     if args.length < 16:
         raise ReconcilerError("--length must be at least 16 bytes")
+    # The file first: a token printed and then an error would be a token nobody recorded.
+    max_age = _max_age_days(args.file) or 90
     token = strong_token(args.length)
     digest = hashlib.sha256(token.encode()).hexdigest()
     if args.out:
@@ -53,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(token + "\n")
     created = today()
-    max_age = _max_age_days(args.file) or 90
     entry = [
         f"# token for user {args.user}; paste under users.{args.user}.tokens:",
         f"- id: {args.token_id}",

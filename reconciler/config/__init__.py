@@ -61,8 +61,6 @@ def load(
     if not cached:
         for sp in _schema.check(src.data):
             problems.append(Problem(path, src.line_of(sp.path), format_path(sp.path), sp.message))
-        if not problems:
-            _cache.put(text, src)
 
     builder = Builder(
         src=src,
@@ -79,6 +77,9 @@ def load(
     emit_warnings(builder.issues, src.line_of, path, sys.stderr.write)
     if problems:
         raise ConfigError(_clean(problems))
+    if not cached:
+        # Only a file that passed every check is cached: a rejected one may hold a pasted password.
+        _cache.put(text, src)
     return state
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ def format_path(path: Path) -> str:
         elif re.fullmatch(r"[A-Za-z0-9_:@+=-]+", str(part)):
             out += ("." if out else "") + str(part)
         else:
-            out += f'["{part}"]'
+            out += f"[{json.dumps(str(part), ensure_ascii=False)}]"  # escaped: a newline in a key stays on one line
     return out
 
 
@@ -139,9 +140,21 @@ def _check_rules_cached(text: str, field_name: str) -> tuple[str, ...]:
     return tuple(_check_rules(text, field_name))
 
 
+# A key or channel pattern of plain characters (not `*` alone, no quotes or selector parentheses).
+_PLAIN_PATTERN = re.compile(r"(?<!\S)(~|%[RWrw]{1,2}~|&)(?!\*(?:\s|$))[\w:.{}/@=+-]+\*?(?!\S)")
+
+
 def check_rules(text: str, field_name: str) -> list[str]:
     """Problems in a rule string (`acl` of a user or a role), identity rules first.
-    Memoized: thousands of users share a few rule strings."""
+
+    Memoized: thousands of users share a few rule strings, or differ only in their key and
+    channel patterns (`~app1:* +@read`, `~app2:* +@read`). A plain pattern is valid wherever a
+    pattern is, so a string whose plain patterns are replaced by one stand-in and that has no
+    problem stands for all of them; problems are always worded from the real string."""
+    if '"' not in text and "'" not in text and "(" not in text:
+        shape = _PLAIN_PATTERN.sub(r"\1p", text)
+        if shape != text and not _check_rules_cached(shape, field_name):
+            return []
     return list(_check_rules_cached(text, field_name))
 
 
@@ -174,6 +187,10 @@ def _check_rules(text: str, field_name: str) -> list[str]:
         return problems
     problems += acl.unknown_commands(text)  # unknown to every supported version
     return problems
+
+
+# Where the plaintext is known, a token shorter than this is refused unless policies.min_token_length says otherwise.
+DEFAULT_MIN_TOKEN_LENGTH = 16
 
 
 def complexity_ok(value: str) -> bool:
@@ -433,6 +450,14 @@ class Builder:
                 if not providers.known(provider):
                     continue  # the schema reported it
                 caps = providers.capabilities(provider)
+                if caps.password_complexity and t.plaintext is not None and not complexity_ok(t.plaintext.reveal()):
+                    # Checked here so the service never refuses the token half-way through an apply.
+                    self.problem(
+                        where + ("secret",),
+                        f"token {t.id} of user {user}: instance {inst_name} uses provider {provider}, whose service "
+                        "refuses passwords without 8+ characters, upper- and lower-case letters, a digit and a special character",
+                    )
+                    break
                 if getattr(caps, kind):
                     continue
                 if kind == "server_generated_tokens":
@@ -755,10 +780,12 @@ class Builder:
 
     def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:
         value = resolved.secret.reveal()
-        if policies.min_token_length and len(value) < policies.min_token_length:
+        minimum = DEFAULT_MIN_TOKEN_LENGTH if policies.min_token_length is None else policies.min_token_length
+        if minimum and len(value) < minimum:
+            default = "" if policies.min_token_length is not None else ", the default"
             self.problem(
                 path,
-                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({policies.min_token_length})",
+                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({minimum}{default})",
             )
         if policies.password_complexity and not complexity_ok(value):
             self.problem(
@@ -768,8 +795,12 @@ class Builder:
             )
 
     def date(self, raw: Any, path: Path) -> date | None:
+        if raw is None:
+            return None
         if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-            return None  # schema reported it
+            # The schema says so too (same words, said once); a value that does not parse is never dropped.
+            self.problem(path, "expected a date YYYY-MM-DD")
+            return None
         try:
             return date.fromisoformat(raw)
         except ValueError:

@@ -34,7 +34,33 @@ def validator() -> "Draft202012Validator":
     # Imported here: jsonschema is the slowest import, and files that fail earlier don't need it.
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(_inline_refs(schema()))
+    return Draft202012Validator(python_anchors(_inline_refs(schema())))
+
+
+def python_anchors(node: Any) -> Any:
+    """Every `pattern` with Python's `\\Z` for a final `$`. The schema file speaks ECMA-262, where
+    `$` ends the string; Python validators use `re.search`, where `$` also matches before a final
+    newline, so "2020-01-01\\n" would pass a date pattern and the builder would read no date."""
+    if isinstance(node, list):
+        return [python_anchors(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k == "pattern" and isinstance(v, str):
+            v = _anchor(v)
+        elif k == "patternProperties" and isinstance(v, dict):
+            v = {_anchor(p): python_anchors(s) for p, s in v.items()}
+        else:
+            v = python_anchors(v)
+        out[k] = v
+    return out
+
+
+def _anchor(pattern: str) -> str:
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "\\Z"
+    return pattern
 
 
 def _inline_refs(root: dict) -> dict:
@@ -96,14 +122,47 @@ def fast_validator() -> Callable[[Any], Any]:
             return [draft7(v) for v in node]
         if not isinstance(node, dict):
             return node
-        out = {k: draft7(v) for k, v in node.items() if k != "dependentRequired"}
+        # Words for people don't change the verdict; fastjsonschema would copy each into every
+        # error branch of the generated code, and compiling that is a cold process's cost.
+        out = {
+            k: ({name: draft7(sub) for name, sub in v.items()} if k in _NAME_MAPS and isinstance(v, dict) else draft7(v))
+            for k, v in node.items()
+            if k not in _NOT_VALIDATION
+        }
         if "dependentRequired" in node:
             out["dependencies"] = node["dependentRequired"]
+        keys = _one_of_keys(node.get("oneOf"))
+        if keys and "anyOf" not in out and not set(keys) & set(out.get("dependencies", {})):
+            # fastjsonschema tries every oneOf branch and pays an exception for each failing
+            # one (two per token of a 10,000-user file). "Exactly one of these keys" is the same
+            # as "each excludes the others" (no exception when valid) plus an anyOf that stops
+            # at the first present key (the schema lists the most common form first).
+            del out["oneOf"]
+            deps = out.setdefault("dependencies", {})
+            for k in keys:
+                deps[k] = {"properties": {other: False for other in keys if other != k}}
+            out["anyOf"] = [{"required": [k]} for k in keys]
         return out
 
-    converted = draft7(_inline_refs(schema()))
+    converted = draft7(python_anchors(_inline_refs(schema())))
     converted["$schema"] = "http://json-schema.org/draft-07/schema#"
     return fastjsonschema.compile(converted)
+
+
+_NOT_VALIDATION = frozenset({"dependentRequired", "description", "title", "errorMessage", "x-errorMessages", "$comment", "examples"})
+_NAME_MAPS = frozenset({"properties", "patternProperties", "dependencies", "definitions"})  # keys are names, not keywords
+
+
+def _one_of_keys(branches: Any) -> list[str] | None:
+    """The keys of a oneOf whose branches are each `required: [one key]`, else None."""
+    if not isinstance(branches, list) or not branches:
+        return None
+    keys = []
+    for branch in branches:
+        if not (isinstance(branch, dict) and set(branch) == {"required"} and len(branch["required"]) == 1):
+            return None
+        keys.append(branch["required"][0])
+    return keys
 
 
 def is_valid_fast(data: Any) -> bool:
@@ -124,6 +183,9 @@ def check(data: Any) -> list[SchemaProblem]:
     out: list[SchemaProblem] = []
     for error in validator().iter_errors(data):
         out.extend(_explain(error))
+    if not out:
+        # The two validators disagree: never let that pass as valid.
+        return [SchemaProblem((), "does not match the schema (run `reconciler validate` with a newer version?)")]
     # When a value has the wrong type, other complaints about the same value are noise.
     mistyped = {p.path for p in out if p.message.startswith("expected ") and ", got " in p.message}
     # Several schema branches can report the same thing; keep the first of each.

@@ -1,7 +1,10 @@
 """Read a YAML file into plain Python data plus a map from YAML path to line number.
 
-We compose the node tree ourselves (instead of yaml.safe_load) so that every key and item
-keeps its line, duplicate keys are caught, and only plain JSON-like scalars come out.
+Two readers give the same result. The fast one builds the data straight from libyaml's event
+stream (no node tree, no constructor) and accepts only the plain subset real files use:
+no anchors or aliases, no explicit tags, no merge keys, no duplicate or non-string keys.
+Anything else makes it step aside for the careful one, which composes the node tree so
+that every oddity is reported with its line (duplicate keys, tags, alias bombs, recursion).
 Scalars follow YAML 1.2's core schema, as editors do: `yes`/`on`/`no`/`off` stay strings,
 `2026-11-01` stays a string (dates are checked by the schema), `20:30` is not an integer.
 """
@@ -11,13 +14,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-MAX_BYTES = 4 * 1024 * 1024  # a desired-state file this big is a mistake, not an inventory
+# Bombs are bounded by what they expand to (nodes, depth), not by a small byte limit: a
+# 100,000-user inventory is about 15 MB and must load. The byte limit only refuses files that
+# could not be a desired-state file at all (about 850,000 users).
+MAX_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 64  # real files nest about 6 levels; deeper is garbage (and would exhaust the stack)
 MIN_NODE_BUDGET = 100_000  # alias expansion ("billion laughs") guard; grows with the file size
+MAX_NODES = 20_000_000  # whatever the file size, no more values than this after alias expansion
 
 Path = tuple[str | int, ...]
 
@@ -150,6 +157,14 @@ def decode(raw: bytes) -> str:
 
 def parse(text: str) -> Source:
     """Text -> Source. Raises SourceError for anything that prevents a data tree."""
+    fast = _read_plain(text)
+    if fast is not None:
+        return Source(fast[0], fast[1])
+    return parse_careful(text)
+
+
+def parse_careful(text: str) -> Source:
+    """The node-tree reader: slower, and says exactly what is wrong with odd files."""
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -162,11 +177,125 @@ def parse(text: str) -> Source:
         loader.dispose()
     if root is None:
         raise SourceError(1, "empty file: expected a mapping starting with `version: 1`")
-    builder = _Builder(max(MIN_NODE_BUDGET, len(text) // 2))
+    builder = _Builder(min(MAX_NODES, max(MIN_NODE_BUDGET, len(text) // 2)))
     data = builder.build(root, ())
     if not isinstance(data, dict):
         raise SourceError(root.start_mark.line + 1, f"expected a mapping (version:, instances:, users: ...), got {type_name(data)}")
     return Source(data, builder.lines, builder.problems)
+
+
+class _NotPlain(Exception):
+    """The fast reader met something only the careful reader handles (or reports)."""
+
+
+_SCALAR_EV, _MAP_START, _SEQ_START = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+_MAP_END, _SEQ_END, _DOC_END = yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.DocumentEndEvent
+
+
+def _plain_resolvers() -> dict[str, list[tuple[str, re.Pattern]]]:
+    table = _Loader.yaml_implicit_resolvers
+    wildcard = table.get(None, [])
+    return {first: list(pairs) + list(wildcard) for first, pairs in table.items() if first is not None}
+
+
+_RESOLVERS = _plain_resolvers()
+
+
+def _plain_value(event: yaml.ScalarEvent) -> Any:
+    if event.anchor is not None or (event.tag is not None and event.tag != "!"):
+        raise _NotPlain
+    value = event.value
+    if not event.implicit[0]:
+        return value  # quoted or block scalar: a string
+    for tag, regexp in _RESOLVERS.get(value[:1], ()):
+        if regexp.match(value):
+            if tag == _STR:
+                return value
+            if tag == _MERGE:
+                raise _NotPlain
+            try:
+                out = _scalar(yaml.ScalarNode(tag, value))
+            except (ValueError, OverflowError):
+                raise _NotPlain from None
+            if isinstance(out, float) and not math.isfinite(out):
+                raise _NotPlain
+            return out
+    return value
+
+
+def _read_plain(text: str) -> tuple[Any, dict[Path, int]] | None:
+    """Data and line marks from the event stream, or None when the file needs the careful
+    reader (anything unusual, including every YAML error: it reports them)."""
+    loader = _Loader(text)
+    try:
+        return _from_events(loader.get_event)
+    except (_NotPlain, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _from_events(next_event: Callable[[], Any]) -> tuple[Any, dict[Path, int]]:
+    if not isinstance(next_event(), yaml.StreamStartEvent) or not isinstance(next_event(), yaml.DocumentStartEvent):
+        raise _NotPlain
+    lines: dict[Path, int] = {}
+    # One frame per open collection: (container, its path, is_mapping). `key` is the pending
+    # key of the innermost mapping; None means the next scalar is a key (after a value, and
+    # after a nested collection closes, a mapping always expects its next key).
+    stack: list[tuple[Any, Path, bool]] = []
+    key: Any = None
+    root: Any = None
+    count = 0
+    while True:
+        event = next_event()
+        kind = type(event)
+        if kind is _MAP_END or kind is _SEQ_END:
+            stack.pop()
+            continue
+        if kind is _DOC_END:
+            break
+        count += 1
+        if count > MAX_NODES:
+            raise _NotPlain
+        if stack:
+            container, path, is_map = stack[-1]
+            if is_map and key is None:
+                if kind is not _SCALAR_EV:
+                    raise _NotPlain  # a list or mapping as a key
+                name = _plain_value(event)
+                if not isinstance(name, str) or name in container:
+                    raise _NotPlain  # non-string or duplicate key
+                key = name
+                lines[path + (name,)] = event.start_mark.line + 1
+                continue
+            if is_map:
+                here = path + (key,)
+            else:
+                here = path + (len(container),)
+                lines[here] = event.start_mark.line + 1
+        else:
+            container, here, is_map = None, (), False
+            lines[()] = event.start_mark.line + 1
+        if kind is _SCALAR_EV:
+            value = _plain_value(event)
+        elif kind is _MAP_START or kind is _SEQ_START:
+            if event.anchor is not None or (event.tag is not None and event.tag != "!") or len(here) >= MAX_DEPTH:
+                raise _NotPlain
+            value = {} if kind is _MAP_START else []
+        else:
+            raise _NotPlain  # an alias
+        if container is None:
+            root = value
+        elif is_map:
+            container[key] = value
+            key = None
+        else:
+            container.append(value)
+        if kind is not _SCALAR_EV:
+            stack.append((value, here, kind is _MAP_START))
+    if stack or not isinstance(root, dict) or not isinstance(next_event(), yaml.StreamEndEvent):
+        raise _NotPlain
+    return root, lines
 
 
 class _Builder:

@@ -9,9 +9,10 @@ provider-agnostic: everything a managed service does differently lives behind th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Mapping
+from typing import Any, Mapping
 
 from ..audit import AuditLog
 from ..model import DesiredState, Instance
@@ -35,6 +36,7 @@ class Capabilities:
     disable_users: bool = True  # enabled: false
     saved_plans: bool = True  # `apply PLAN.json` re-reads and compares fingerprints
     topology: bool = True  # nodes, replicas and cluster members are the reconciler's business
+    password_complexity: bool = False  # the service refuses passwords without 8+ characters of four kinds
     # capability name -> why it is missing, completing "instance X uses provider P, <reason>"
     reasons: Mapping[str, str] = field(default_factory=dict)
 
@@ -47,6 +49,11 @@ class Provider(ABC):
 
     def __init__(self, desired: DesiredState):
         self.desired = desired
+
+    def lock(self, plan: Plan) -> AbstractContextManager[Any]:
+        """Held around an apply of `plan` (only this provider's instances): no second apply writes
+        the same instances meanwhile. The default holds nothing (the service serializes)."""
+        return nullcontext()
 
     @abstractmethod
     def read(self, instance: Instance) -> InstanceState:
@@ -69,4 +76,5 @@ class Provider(ABC):
 
     @abstractmethod
     def verify(self, plan: Plan, *, today: date) -> None:
-        """Re-read what `plan` touched and re-plan; raise ApplyError naming what did not converge."""
+        """Re-read what `plan` touched and check it now holds (by re-planning, or by comparing the
+        touched users with their changes); raise ApplyError naming what did not converge."""

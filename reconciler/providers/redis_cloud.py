@@ -90,6 +90,7 @@ class RedisCloudProvider(Provider):
         token_hashes=False,  # the API takes the password itself
         certificate_users=False,  # certificates are per database (client_certificates), not per user
         topology=False,
+        password_complexity=True,
         reasons={"token_hashes": "whose API takes the password itself: give it as secret: {env|file}, not sha256"},
     )
 

@@ -128,6 +128,7 @@ class RedisSoftwareProvider(Provider):
     capabilities = Capabilities(
         token_hashes=False,  # the password API needs plaintext
         topology=False,
+        password_complexity=True,
         saved_plans=True,
         reasons={
             "token_hashes": "whose password API needs the plaintext (to add a password next to an existing one and to "

@@ -10,6 +10,7 @@ SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
     "acl-save": "ACL SAVE",
     "config-rewrite": "CONFIG REWRITE",
+    "auto": "ACL SAVE (the aclfile setting can't be read without CONFIG GET; CONFIG REWRITE only if the server has no aclfile)",
     "sentinel-flushconfig": "SENTINEL FLUSHCONFIG",
     "warn": "not persisted: changes live in memory only (see the warning)",
     "none": "",

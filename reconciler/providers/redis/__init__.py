@@ -14,6 +14,7 @@ from typing import Mapping
 
 from ... import planner
 from ...audit import AuditLog
+from ...lock import InstanceLock, Locks
 from ...model import Instance
 from ...plan import InstancePlan, Plan
 from ...report import ApplyReport
@@ -25,6 +26,25 @@ from . import execute, read
 class RedisProvider(Provider):
     name = "redis"
     capabilities = Capabilities()
+
+    def lock(self, plan: Plan) -> Locks:
+        """Every node of each instance the plan writes; the lock lives on the servers (lock.py)."""
+        locks = Locks()
+        try:
+            for inst in plan.instances:
+                spec = self.desired.instances.get(inst.name)
+                if spec is None or not any(n.has_changes for n in inst.nodes):
+                    continue
+                data = [n.address for n in inst.nodes if n.role != "sentinel"]
+                sentinels = [n.address for n in inst.nodes if n.role == "sentinel"]
+                if data:
+                    locks.add(InstanceLock(spec, data, read.connect))
+                if sentinels:  # sentinels are reached as the sentinel admin
+                    locks.add(InstanceLock(spec.for_role("sentinel"), sentinels, read.connect))
+        except BaseException:
+            locks.release()
+            raise
+        return locks
 
     def read(self, instance: Instance) -> InstanceState:
         return read.read_instance(instance)

@@ -19,8 +19,8 @@ from ...errors import LiveError
 from ...model import Instance
 from ...state import InstanceState, LiveUser, NodeState
 from . import sentinel, topology
+from .deadline import deadline, timeout_of
 
-DEFAULT_TIMEOUT = 5.0
 MAX_PARALLEL_NODES = 8
 
 # Command tables read off live nodes, by name, so one plan reads each version once.
@@ -124,8 +124,11 @@ def _tls_files_problem(instance: Instance) -> str | None:
     return None
 
 
-def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
-    """An authenticated admin connection to one node; raises LiveError naming instance and node."""
+def connect(instance: Instance, address: str, *, timeout: float | None = None) -> redis.Redis:
+    """An authenticated admin connection to one node; raises LiveError naming instance and node.
+
+    timeout: per read and for the whole handshake (default: the instance's timeout_seconds)."""
+    timeout = timeout or timeout_of(instance)
     host, port = split_address(address)
     kwargs: dict[str, Any] = {
         "host": host,
@@ -164,7 +167,11 @@ def connect(instance: Instance, address: str, *, timeout: float = DEFAULT_TIMEOU
     else:
         client = redis.Redis(**kwargs)
     try:
-        client.ping()
+        with deadline(client, timeout, f"{instance.name} {address}", "connect"):
+            client.ping()
+    except LiveError:
+        client.close()
+        raise
     except redis.RedisError as exc:
         client.close()
         why = _describe_error(exc, instance, address)
@@ -237,10 +244,16 @@ def read_node(
     client: redis.Redis | None = None,
     role: str | None = None,
     *,
+    only: frozenset[str] | None = None,
     tables: dict[str, CommandTable] | None = None,
 ) -> NodeState:
-    """role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role).
-    tables: command tables read off other nodes of this instance so far (shared, filled in)."""
+    """Everything the planner needs from one node.
+
+    role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role).
+    only: parse just these users' ACL lines (verification after apply compares the touched
+    users, not the whole node).
+    tables: command tables read off other nodes of this instance so far (shared, filled in).
+    """
     from ...acl import parse_acl_list_line
 
     own = client is None
@@ -256,9 +269,10 @@ def read_node(
         pipe.execute_command("CLIENT", "LIST")
         pipe.execute_command("CONFIG", "GET", "tls-auth-clients")
         pipe.execute_command("CONFIG", "GET", "tls-auth-clients-user")
-        info_server, info_repl, acl_list, whoami, aclfile, client_list, tac, tacu = pipe.execute(
-            raise_on_error=False
-        )
+        with deadline(client, timeout_of(instance), f"{instance.name} {address}", "read"):
+            info_server, info_repl, acl_list, whoami, aclfile, client_list, tac, tacu = pipe.execute(
+                raise_on_error=False
+            )
         for reply, what in ((acl_list, "ACL LIST"), (info_server, "INFO"), (whoami, "ACL WHOAMI")):
             if isinstance(reply, Exception):
                 raise LiveError(f"{instance.name} {address}: {what} refused: {reply}")
@@ -269,6 +283,8 @@ def read_node(
         conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
+            if only is not None and _acl_line_user(line) not in only:
+                continue
             name, enabled, nopass, hashes, rules = parse_acl_list_line(line)
             users[name] = LiveUser(name, enabled, nopass, hashes, rules, conns.get(name, 0))
         admin_hash = None
@@ -287,6 +303,7 @@ def read_node(
             users=users,
             command_table=table_name,
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
+            aclfile_known=not isinstance(aclfile, Exception),
             config_file=bool(info.get("config_file")),
             tls_auth_clients=None if isinstance(tac, Exception) else _config_value(tac, "tls-auth-clients"),
             tls_auth_clients_user=None if isinstance(tacu, Exception) else _config_value(tacu, "tls-auth-clients-user"),
@@ -300,6 +317,12 @@ def read_node(
     finally:
         if own:
             client.close()
+
+
+def _acl_line_user(line: str | bytes) -> str:
+    # "user <name> on ..." -- names have no spaces.
+    text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
+    return text.split(" ", 2)[1] if text.startswith("user ") else ""
 
 
 def read_instance(instance: Instance) -> InstanceState:

@@ -25,6 +25,7 @@ import redis
 
 from ...errors import LiveError
 from ...model import Instance
+from .deadline import deadline
 
 MAX_WORKERS = 8
 NAT_HINT = (
@@ -254,7 +255,8 @@ class Session:
             prefix = f"{self.instance.name} {address}: "
             return address, None, None, text[len(prefix):] if text.startswith(prefix) else text
         try:
-            return address, client, probe(client, address), ""
+            with deadline(client, self.timeout, address, "discovery"):
+                return address, client, probe(client, address), ""
         except (redis.RedisError, OSError, LiveError) as exc:
             client.close()
             text = str(exc)

@@ -21,6 +21,7 @@ from .model import DesiredState
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
+from .providers.redis import RedisProvider
 from .report import ApplyReport
 from .state import InstanceState, LiveState, NodeState
 
@@ -125,6 +126,12 @@ class Manager:
     def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
         """The plan plus the findings only drift reports (tokens no file declares)."""
         return with_unmanaged_tokens(self.plan(self.read(only, shard)))
+
+    def redis(self) -> RedisProvider:
+        """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
+        provider = providers.get(providers.DEFAULT, self.desired)
+        assert isinstance(provider, RedisProvider)
+        return provider
 
     def groups(self, plan: Plan) -> list[tuple[Provider, Plan]]:
         """The plan split by each instance's provider (file order); an instance the file does

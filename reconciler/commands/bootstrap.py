@@ -29,9 +29,8 @@ from .. import safety
 from ..audit import AuditLog
 from ..errors import ApplyError, LiveError, ReconcilerError
 from ..manager import Manager, unpersisted
-from ..model import Admin, DesiredState, Instance, Secret
+from ..model import Admin, DesiredState, Secret
 from ..plan import Plan, UserChange, only_changes
-from ..providers.redis import read as live
 from ..render import render_text
 from ..render.terminal import use_color
 from ..state import InstanceState, LiveState
@@ -55,26 +54,13 @@ def _bootstrap_admin(args: argparse.Namespace) -> Admin:
     return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
 
 
-def admin_logs_in(instance: Instance) -> bool:
-    """True when the file's admin authenticates on the first node; False on an AUTH failure.
-    Any other failure (refused, TLS, timeout) is an error: bootstrap would not help."""
-    try:
-        client = live.connect(instance, instance.nodes[0], timeout=instance.timeout_seconds)
-    except LiveError as exc:
-        if "AUTH failed" in str(exc):
-            return False
-        raise
-    client.close()
-    return True
-
-
 def needs_bootstrap(desired: DesiredState, names: list[str]) -> list[str]:
     out = []
     for name in names:
         inst = desired.instances[name]
         if inst.provider != "redis" or inst.admin.username == DEFAULT or not inst.nodes:
             continue
-        if not admin_logs_in(inst):
+        if not Manager(desired).redis().admin_logs_in(inst):
             if inst.admin.username not in {u.name for u in desired.users_for(name)}:
                 raise ReconcilerError(
                     f"--bootstrap: instance {name}: admin user {inst.admin.username} cannot log in and "

@@ -14,11 +14,12 @@ from typing import Mapping
 
 from ... import planner
 from ...audit import AuditLog
+from ...errors import LiveError
 from ...lock import InstanceLock, Locks
 from ...model import Instance
 from ...plan import InstancePlan, Plan
 from ...report import ApplyReport
-from ...state import InstanceState, LiveState
+from ...state import InstanceState, LiveState, NodeState
 from ..base import Capabilities, Provider
 from . import execute, read
 
@@ -48,6 +49,34 @@ class RedisProvider(Provider):
 
     def read(self, instance: Instance) -> InstanceState:
         return read.read_instance(instance)
+
+    def admin_logs_in(self, instance: Instance) -> bool:
+        """True when the file's admin authenticates on the first node; False on an AUTH failure
+        (`apply --bootstrap` then creates it). Any other failure (refused, TLS, timeout) is an error."""
+        try:
+            client = read.connect(instance, instance.nodes[0], timeout=instance.timeout_seconds)
+        except LiveError as exc:
+            if "AUTH failed" in str(exc):
+                return False
+            raise
+        client.close()
+        return True
+
+    def dryrun(self, node: NodeState, instance: Instance, user: str, argv: list[str]) -> str | None:
+        """The server's ACL DRYRUN (Redis 7.0+, Valkey): "allowed" or its refusal, None if unavailable."""
+        if node.server == "redis" and tuple(int(x) for x in node.version.split(".")[:2]) < (7, 0):
+            return None
+        if user not in node.users:
+            return None
+        client = read.connect(instance, node.address, timeout=instance.timeout_seconds)
+        try:
+            reply = client.execute_command("ACL", "DRYRUN", user, *argv)
+        except Exception as exc:  # noqa: BLE001 - the server's refusal text is the answer
+            hint = "; give the whole command (--arg for values)" if "wrong number of arguments" in str(exc) else ""
+            return f"not judged: {exc}{hint}"
+        finally:
+            client.close()
+        return "allowed" if str(reply) == "OK" else f"denied: {reply}"
 
     def plan(
         self,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from executor_support import acl_users, sha
 from servers import RunningServer, no_retry
 from support.cli import Cli, Result
+from support.executor import acl_users, sha
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from executor_support import (
+from servers import RunningServer, no_retry
+from support.executor import (
     PLAINTEXTS,
     acl_users,
     create,
@@ -23,7 +24,6 @@ from executor_support import (
     user_connections,
     write_calls,
 )
-from servers import RunningServer, no_retry
 
 from reconciler.audit import AuditLog, plan_fingerprint
 from reconciler.errors import ApplyError

@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import redis
-from executor_support import acl_users, sha
 from servers import RunningServer, no_retry
 from support.cli import Cli, Result
+from support.executor import acl_users, sha
 
 ADMIN_USER = "reconciler-admin"
 ADMIN = "rot-admin-plaintext-5b2d7f91c3e8a4060d1f"

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from executor_support import sha
 from servers import RunningServer, no_retry
 from support.cli import Cli, Result
+from support.executor import sha
 
 ADMIN_USER = "reconciler-admin"
 SECRETS = {

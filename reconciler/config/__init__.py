@@ -14,7 +14,8 @@ from ..errors import ConfigError, Problem
 from ..model import DesiredState
 from . import cache as _cache
 from . import schema as _schema
-from .build import Builder, emit_warnings, format_path, redact
+from .build import Builder, emit_warnings
+from .core import format_path, redact
 from .yamlsrc import MAX_BYTES, SourceError, decode, parse
 
 __all__ = ["load", "format_path"]

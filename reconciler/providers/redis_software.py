@@ -111,7 +111,7 @@ class RSNode(NodeState):
 
 def same_subject(a: str, b: str) -> bool:
     """Distinguished names compared parsed (RFC 2253 / 4514): `CN=a, OU=b` is `CN=a,OU=b`."""
-    from ..config.build import parse_subject
+    from ..config.core import parse_subject
 
     pa, pb = parse_subject(a or ""), parse_subject(b or "")
     if pa is None or pb is None:

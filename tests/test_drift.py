@@ -316,14 +316,13 @@ def test_exit_codes_through_the_real_cli(denv: DriftEnv) -> None:
     """The process exit status is what a scheduler sees: 0 clean, 2 drift, 1 error."""
     denv.write()
     denv.apply()
-    env = {**os.environ, **denv.env, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "reconciler.cli", "drift", "-f", str(denv.file)]
-    assert subprocess.run(cmd, capture_output=True, env=env, cwd=REPO).returncode == 0
+    cli = Cli(REPO, env=dict(denv.env))
+    assert cli("drift", "-f", str(denv.file)).code == 0
     denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+keys")
-    r = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, env=env, cwd=REPO)
-    assert r.returncode == 2 and json.loads(r.stdout)["drift"]["exit_code"] == 2
-    r = subprocess.run([*cmd[:-1], str(denv.file) + ".missing"], capture_output=True, text=True, env=env, cwd=REPO)
-    assert r.returncode == 1 and "cannot read" in r.stderr
+    r = cli("drift", "-f", str(denv.file), "--format", "json")
+    assert r.code == 2 and json.loads(r.out)["drift"]["exit_code"] == 2
+    r = cli("drift", "-f", str(denv.file) + ".missing")
+    assert r.code == 1 and "cannot read" in r.err
 
 
 # -- formats -----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ Two modes, one interface:
 - in-process (`Cli(folder, capsys=capsys)`): `reconciler.cli.main()` in the test's process,
   output captured by pytest. Fast, and `monkeypatch` (environment, spies) reaches the code.
 - subprocess (`Cli(folder, env={...})`): `python -m reconciler.cli` as a separate process
-  with exactly `env` added to the environment, run in `folder`: what a user's shell sees
-  (real exit status, real stdout and stderr), for secret greps and CLI behaviour.
+  with `env` added to the environment (`inherit=False`: to PATH alone, like `env -i`), run
+  in `folder`: what a user's shell sees (real exit status, real stdout and stderr), for
+  secret greps and CLI behaviour.
 
 Every call returns a `Result` (code, out, err), which unpacks as a tuple, checks that no
 traceback was printed, and is kept in `outputs` so a test can grep everything it saw.
@@ -41,6 +42,7 @@ class Cli:
         *,
         capsys: pytest.CaptureFixture[str] | None = None,
         env: dict[str, str] | None = None,
+        inherit: bool = True,
     ):
         if (capsys is None) == (env is None):
             raise ValueError("give capsys (in-process) or env (subprocess), not both")
@@ -48,6 +50,7 @@ class Cli:
         self.file = folder / "access.yaml"
         self.capsys = capsys
         self.env = env
+        self.inherit = inherit  # subprocess: start from this process's environment, or from PATH alone
         self.outputs: list[str] = []
 
     def __call__(self, *argv: str, expect: int | tuple[int, ...] | None = None) -> Result:
@@ -57,7 +60,8 @@ class Cli:
             result = Result(code, out, err)
         else:
             assert self.env is not None
-            env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
+            base = dict(os.environ) if self.inherit else {"PATH": os.environ["PATH"]}
+            env = {**base, "PYTHONPATH": str(REPO), **self.env}
             env.pop("RECONCILER_DEBUG", None)
             p = subprocess.run([*COMMAND, *argv], capture_output=True, text=True, env=env, cwd=self.dir, timeout=120)
             result = Result(p.returncode, p.stdout, p.stderr)

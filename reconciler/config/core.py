@@ -222,6 +222,15 @@ class BuilderCore:
     def line(self, path: Path) -> int:
         return self.src.line_of(path)
 
+    def claim(self, owners: dict[str, tuple[str, Path]], key: str, owner: str, where: Path) -> tuple[str, int] | None:
+        """`owner` declares `key` at `where`. Returns (the other owner, its line) when another owner
+        declared it already (the caller words the problem); else records the first declaration."""
+        other = owners.get(key)
+        if other is not None and other[0] != owner:
+            return other[0], self.line(other[1])
+        owners.setdefault(key, (owner, where))
+        return None
+
     def path_of(self, p: str) -> str:
         return secrets.resolve_path(self.base_dir, p)
 

@@ -92,15 +92,12 @@ class InstanceChecks(UserChecks):
         sentinels = self.nodes(spec.get("sentinels"), base + ("sentinels",), instance, own)
         if manages:
             for address, (_, where) in own.items():
-                other = seen.get(address)
-                if other is not None and other[0] != instance:
+                if clash := self.claim(seen, address, instance, where):
                     self.problem(
                         where,
-                        f"sentinel {address} is also managed by instance '{other[0]}' (sentinel_users:, line {self.line(other[1])}); "
+                        f"sentinel {address} is also managed by instance '{clash[0]}' (sentinel_users:, line {clash[1]}); "
                         "the users of a sentinel are declared in one instance",
                     )
-                else:
-                    seen[address] = (instance, where)
         return {
             "sentinels": sentinels,
             "master_name": as_str(spec.get("master_name")),

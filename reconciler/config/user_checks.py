@@ -228,15 +228,11 @@ class UserChecks(CertificateChecks):
                     self.problem(where, f"{label} is the same token as tokens[{hashes[sha][-1]}] (line {self.line(hashes[sha])}): listed twice")
                 else:
                     hashes[sha] = where
-                    other = hash_owner.get(sha)
-                    if other is not None and other[0] != user:
+                    if clash := self.claim(hash_owner, sha, user, where):
                         self.problem(
                             where,
-                            f"{label} is the same token as a token of user {other[0]} (line {self.line(other[1])}): "
-                            "a token may belong to one user only",
+                            f"{label} is the same token as a token of user {clash[0]} (line {clash[1]}): a token may belong to one user only",
                         )
-                    else:
-                        hash_owner.setdefault(sha, (user, where))
             created = self.date(spec.get("created"), where + ("created",))
             expires = self.date(spec.get("expires"), where + ("expires",))
             if created and expires and created > expires:

@@ -6,6 +6,7 @@ set of password hashes, and on on/off and nopass -- never on rule text.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import date
@@ -240,17 +241,14 @@ def _plan_user(
     if nopass:
         note = "nopass (auth_mode: none)"
 
+    # The target state, the same for a create and an update.
+    change = functools.partial(UserChange, user=user.name, enabled=user.enabled, nopass=nopass, hashes=hashes, rules=rules)
     if live is None:
         tokens = tuple(
             TokenChange(TokenAction.ADD, h, by_hash[h].id, expires=_iso(by_hash[h].expires)) for h in hashes
         )
-        return UserChange(
+        return change(
             action=Action.CREATE,
-            user=user.name,
-            enabled=user.enabled,
-            nopass=nopass,
-            hashes=hashes,
-            rules=rules,
             tokens=tokens,
             permissions=_memo("describe", table, user.rules, lambda: tuple(DeltaLine("+", line) for line in acl.describe(wanted))),
             certificates=certs,
@@ -315,13 +313,8 @@ def _plan_user(
         note = "nopass removed"
     if lapsed and not user.certificate_only:
         note = "last token expired: nobody can log in until a new token is added"
-    return UserChange(
+    return change(
         action=Action.UPDATE,
-        user=user.name,
-        enabled=user.enabled,
-        nopass=nopass,
-        hashes=hashes,
-        rules=rules,
         enabled_before=live.enabled if live.enabled != user.enabled else None,
         tokens=tuple(token_changes),
         permissions=perms,

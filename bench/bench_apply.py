@@ -1,7 +1,7 @@
 """Benchmark: apply 10,000 new users (one token each) on Valkey 9.1.
 
 Compares, each on a fresh server:
-  executor      reconciler.executor.execute of a 10,000-create plan (pipelined batches)
+  executor      reconciler.providers.redis.execute.execute of a 10,000-create plan (pipelined batches)
   apply -f      the whole `reconciler apply -f FILE --auto-approve` (load, read, plan, execute, verify)
   redis-cli     the same 10,000 ACL SETUSER commands through `redis-cli --pipe` (raw lower bound)
   loop          one ACL SETUSER per round trip (what a naive tool does)
@@ -126,7 +126,7 @@ def desired_for(address: str):
 
 
 def run_executor(users, address: str) -> float:
-    from reconciler import executor
+    from reconciler.providers.redis import execute as executor
 
     plan = plan_for(users, address)
     desired = desired_for(address)

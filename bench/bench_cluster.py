@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from cluster_support import Deployment, admin, setup_admin, start_cluster, start_replicated  # noqa: E402 - after the sys.path line above
+from support.cluster import Deployment, admin, setup_admin, start_cluster, start_replicated  # noqa: E402 - after the sys.path line above
 
 ADMIN = "bench-admin-plaintext-2b7e9c4d1a6f3058"
 ROLES = [

@@ -303,14 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    name = _module_for(args)
-    try:
-        module = importlib.import_module(f"reconciler.commands.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"reconciler.commands.{name}":
-            raise
-        print(f"reconciler {args.command}: not implemented yet", file=sys.stderr)
-        return 1
+    module = importlib.import_module(f"reconciler.commands.{_module_for(args)}")
     with redacted_output():  # no line leaves the process with a secret the process holds
         return _run_module(module, args)
 

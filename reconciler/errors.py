@@ -66,9 +66,12 @@ class PlanError(ReconcilerError):
 
 
 class ApplyError(ReconcilerError):
-    """Execution stopped; the message says what was applied and what was not."""
+    """Execution stopped; the message says what was applied and what was not, and `report`
+    (a report.ApplyReport, when anything ran) what was done before the stop."""
 
-    result: Any = None  # the partial ApplyResult: what was done before the stop
+    def __init__(self, message: str, report: Any = None):
+        super().__init__(message)
+        self.report = report
 
 
 # -- redaction ---------------------------------------------------------------------------------

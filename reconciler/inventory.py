@@ -5,9 +5,9 @@ Kept apart from certs.py so that reading it does not import `cryptography`."""
 
 from __future__ import annotations
 
-import json
 import os
 
+from . import records
 from .errors import ReconcilerError
 from .model import DesiredState
 
@@ -29,12 +29,11 @@ def load_inventory(source: str) -> dict[str, dict[str, list[dict]]]:
     """instance -> user -> entries, {} when nothing was recorded yet."""
     path = inventory_path(source)
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        return {}
+        doc = records.read_json(path)
     except (OSError, ValueError) as exc:
         raise InventoryError(f"certificate inventory {path} cannot be read: {exc}") from None
+    if doc is None:
+        return {}
     if not isinstance(doc, dict) or doc.get("version") != INVENTORY_VERSION or not isinstance(doc.get("instances"), dict):
         raise InventoryError(f"certificate inventory {path}: not an inventory file of version {INVENTORY_VERSION}")
     return doc["instances"]
@@ -61,10 +60,5 @@ def record_inventory(source: str, desired: DesiredState, instances: list[str]) -
                 users[user.name] = entries
         recorded[name] = users
     path = inventory_path(source)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like every file the reconciler writes
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"version": INVENTORY_VERSION, "instances": recorded}, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    records.write_json(path, {"version": INVENTORY_VERSION, "instances": recorded})
     return path

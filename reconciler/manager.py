@@ -1,19 +1,29 @@
-"""Manager: loads the desired state, drives the live reader and the planner (octoDNS style)."""
+"""Manager: owns a run (octoDNS style). It loads the desired state, reads each instance through
+its provider, plans, applies a plan provider by provider, verifies it and checks a saved plan
+against the servers. Commands parse arguments, prompt and render; every provider, redis
+included, is reached only through the Provider interface from here."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
-import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
 
-from . import config, inventory, pending, providers
-from .errors import ReconcilerError
+from . import config, interrupt, inventory, pending, providers, saved
+from .audit import AuditLog
+from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
-from .plan import InstancePlan, Plan
-from .state import LiveState
+from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_instances
+from .planner import dedupe_findings, node_fingerprint
+from .providers.base import Provider
+from .providers.redis import RedisProvider
+from .report import ApplyReport
+from .state import InstanceState, LiveState, NodeState
 
 MAX_PARALLEL_INSTANCES = 8
 
@@ -113,15 +123,155 @@ class Manager:
         node = next(n for n in state.instances[name].nodes if n.address == address)
         return persist_mode(self.desired.instances[name], node)
 
+    def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
+        """The plan plus the findings only drift reports (tokens no file declares)."""
+        return with_unmanaged_tokens(self.plan(self.read(only, shard)))
 
-def warn_unpersisted(plan: Plan) -> None:
-    """One stderr line per instance whose changed nodes have neither an aclfile nor a config file."""
+    def redis(self) -> RedisProvider:
+        """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
+        provider = providers.get(providers.DEFAULT, self.desired)
+        assert isinstance(provider, RedisProvider)
+        return provider
+
+    def groups(self, plan: Plan) -> list[tuple[Provider, Plan]]:
+        """The plan split by each instance's provider (file order); an instance the file does
+        not declare goes to redis, whose executor names it."""
+        names: dict[str, set[str]] = {}
+        for inst in plan.instances:
+            spec = self.desired.instances.get(inst.name)
+            names.setdefault(spec.provider if spec is not None else providers.DEFAULT, set()).add(inst.name)
+        return [(providers.get(name, self.desired), only_instances(plan, group)) for name, group in names.items()]
+
+    def lock(self, plan: Plan) -> ExitStack:
+        """Every provider's lock on the instances the plan writes, taken in file order."""
+        stack = ExitStack()
+        try:
+            for provider, sub in self.groups(plan):
+                stack.enter_context(provider.lock(sub))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    def recheck(self, plan: Plan) -> list[str]:
+        """Under the lock, before the first write: the file and live state must still produce exactly
+        this plan (nothing moved while it was reviewed, confirmed or saved)."""
+        return saved.differences(plan, self.plan(self.read([i.name for i in plan.instances])))
+
+    @staticmethod
+    def interruptible() -> AbstractContextManager[threading.Event]:
+        """SIGINT/SIGTERM while applying stop the providers after the batch in flight."""
+        return interrupt.handled()
+
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
+        """Each provider applies its instances. On a stop, ApplyError.report also holds what the
+        providers before it did. Persistence and kills left unfinished on redis nodes are
+        recorded (pending.py) for the next apply to retry."""
+        report = ApplyReport()
+        own = only_instances(plan, {n for n, s in self.desired.instances.items() if s.provider == providers.DEFAULT})
+        before = pending.begin(self.desired.source, own)
+        try:
+            for provider, sub in self.groups(plan):
+                try:
+                    report.extend(provider.apply(sub, audit=audit))
+                except ApplyError as exc:
+                    if exc.report is not None:
+                        report.extend(exc.report)
+                    exc.report = report
+                    raise
+        finally:
+            # redis nodes' outcomes say what persistence did; managed instances' have nothing to persist
+            nodes = [o for o in report.outcomes if hasattr(o, "persisted")]
+            pending.finish(self.desired.source, own, before, nodes)
+        return report
+
+    def verify(self, plan: Plan) -> None:
+        """After an apply, saved plan or not: each provider re-reads what the plan touched and
+        raises ApplyError naming what did not converge. Expiry is judged as the plan judged it."""
+        day = date.fromisoformat(plan.today) if plan.today else today()
+        for provider, sub in self.groups(plan):
+            provider.verify(sub, today=day)
+
+    def stale(self, plan: Plan) -> tuple[list[str], LiveState]:
+        """Re-read every node of a saved plan; name each whose ACLs, role or version moved since
+        (or that joined or left the instance). Returns (problems, the fresh live state)."""
+        problems: list[str] = []
+        instances: dict[str, InstanceState] = {}
+        for inst in plan.instances:
+            instance = self.desired.instances.get(inst.name)
+            if instance is None:
+                problems.append(f"instance {inst.name} is in the plan but not in {self.desired.source}")
+                continue
+            # Discovery again: a replica or cluster member that joined since would miss the changes.
+            fresh = providers.get(instance.provider, self.desired).read(instance)
+            by_address = {n.address: n for n in fresh.nodes}
+            planned = {n.address for n in inst.nodes}
+            for address in sorted(by_address.keys() - planned):
+                problems.append(f"{inst.name} {address}: node joined the instance since the plan was made; make a new plan")
+            states: list[NodeState] = []
+            for node_plan in inst.nodes:
+                node = by_address.get(node_plan.address)
+                if node is None:
+                    problems.append(f"{inst.name} {node_plan.address}: node is no longer part of the instance; make a new plan")
+                    continue
+                states.append(node)
+                # The planner's own digest of the parsed ACL state: the same function made the plan's.
+                if node_fingerprint(node) != node_plan.fingerprint:
+                    problems.append(
+                        f"{inst.name} {node_plan.address}: live ACLs changed since the plan was made "
+                        "(fingerprint differs); make a new plan"
+                    )
+                elif node.role != node_plan.role:
+                    problems.append(
+                        f"{inst.name} {node_plan.address}: node is now {node.role}, the plan was made when it was "
+                        f"{node_plan.role} (a failover since?); make a new plan"
+                    )
+                elif node.label != node_plan.label:
+                    problems.append(
+                        f"{inst.name} {node_plan.address}: server is now {node.label}, the plan was made for "
+                        f"{node_plan.label}; make a new plan"
+                    )
+            instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
+        state = LiveState(instances=instances)
+        if not problems:
+            # Executed only if the file and live state still produce exactly these commands: a hand
+            # edit (a user added, a hash replaced) is as stale as a change on a server.
+            problems = saved.differences(plan, self.plan(state))
+        return problems, state
+
+
+def unpersisted(plan: Plan) -> list[str]:
+    """A warning per instance whose changed nodes have neither an aclfile nor a config file."""
+    out = []
     for inst in plan.instances:
         nodes = [n.address for n in inst.nodes if n.has_changes and n.persist == "warn"]
         if nodes:
             where = nodes[0] if len(nodes) == 1 else f"{len(nodes)} nodes ({', '.join(nodes)})"
-            print(
-                f"reconciler: warning: {inst.name} {where}: no aclfile and no config file; "
-                "changes live in memory only and are lost on restart",
-                file=sys.stderr,
+            out.append(f"{inst.name} {where}: no aclfile and no config file; changes live in memory only and are lost on restart")
+    return out
+
+
+def with_unmanaged_tokens(plan: Plan) -> Plan:
+    """Name each live password the file doesn't declare as an `unmanaged_token` finding.
+
+    The plan already removes them (`token - sha256:… not in file`); drift also reports them as
+    findings so schedulers can count them by kind. Kept out of `plan`, where a token just
+    deleted from the file during a rotation would otherwise be reported twice.
+    """
+    instances = []
+    for inst in plan.instances:
+        extra = [
+            Finding(
+                FindingKind.UNMANAGED_TOKEN,
+                f"user {c.user} has a token that is not in the file (sha256:{t.prefix}…); apply removes it",
+                inst.name,
+                node.address,
+                user=c.user,
             )
+            for node in inst.nodes
+            for c in node.changes
+            for t in c.tokens
+            if t.action == TokenAction.REMOVE and t.token_id is None
+        ]
+        instances.append(dataclasses.replace(inst, findings=inst.findings + tuple(dedupe_findings(extra, len(inst.nodes)))))
+    return dataclasses.replace(plan, instances=tuple(instances))

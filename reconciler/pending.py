@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from .errors import ReconcilerError
-from .plan import Finding, InstancePlan, NodePlan, Plan
+from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan
 
 PERSIST = "persist"
 KILL = "kill-sessions "
@@ -91,7 +91,7 @@ def begin(source: str, plan: Plan) -> dict[str, list[str]]:
 
 def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any]) -> None:
     """After the executor: drop what ran. `nodes` are executor.NodeResult objects."""
-    from .executor import IN_DOUBT, OK
+    from .providers.redis.execute import IN_DOUBT, OK
 
     results = {_key(n.instance, n.address): n for n in nodes}
     entries = load(source)
@@ -144,7 +144,7 @@ def attach(plan: Plan, source: str, persist_mode: Any) -> Plan:
             if work:
                 persist = node.persist if node.changes or node.config else persist_mode(inst.name, node.address)
                 node = replace(node, pending=work, persist=persist)
-                findings.extend(Finding("pending", f"node {node.address}: {_describe(w)}", inst.name, node.address) for w in work)
+                findings.extend(Finding(FindingKind.PENDING, f"node {node.address}: {_describe(w)}", inst.name, node.address) for w in work)
             nodes.append(node)
         instances.append(replace(inst, nodes=tuple(nodes), findings=tuple(findings)))
     return replace(plan, instances=tuple(instances))

@@ -8,14 +8,73 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any, Callable
 
-FORMAT_VERSION = 1
+# 2: actions, finding kinds and severities are closed vocabularies; a user change says how a
+# managed service sets its passwords (`passwords`) instead of implying it in its note.
+FORMAT_VERSION = 2
+
+
+class Action(StrEnum):
+    """What happens to a user."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class TokenAction(StrEnum):
+    """What happens to one token (password hash) of a user; also used for certificate inventory."""
+
+    ADD = "add"
+    REMOVE = "remove"
+    KEEP = "keep"
+
+
+class PasswordStrategy(StrEnum):
+    """How apply changes a user's passwords where a service cannot take a hash list in one write.
+
+    EACH: add each new token, then remove each old one (zero downtime). REPLACE_ALL: replace
+    every password at once (Redis Software's PUT /v1/users/password) because a removal or an
+    addition can't be authorized one by one; connections with a kept token fail for a moment.
+    """
+
+    EACH = "each"
+    REPLACE_ALL = "replace-all"
+
+
+class FindingKind(StrEnum):
+    UNMANAGED_USER = "unmanaged_user"
+    UNMANAGED_TOKEN = "unmanaged_token"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_EXPIRING = "token_expiring"
+    TOKEN_AGE = "token_age"
+    NOPASS = "nopass"
+    PERSIST = "persist"
+    CERT_EXPIRED = "cert_expired"
+    CERT_EXPIRING = "cert_expiring"
+    CERT_UNMAPPED = "cert_unmapped"
+    TLS_CLIENT_AUTH = "tls_client_auth"
+    PASSWORD_UNKNOWN = "password_unknown"
+    RECORD_MISSING = "record_missing"
+    PENDING = "pending"
+
+
+class Severity(StrEnum):
+    """WARNING: the servers do what the file says, but a policy or an expiry date calls for attention.
+    ERROR: the servers can't do what the file says even after apply (a restart, a CA, a new
+    certificate is needed). Shown as `! finding (error):`, counted as `errors` in the plan's
+    summary; like every finding it makes drift exit 2. Apply does not refuse over one: it
+    carries out what it can (a restart is the operator's step) and the finding stays."""
+
+    WARNING = "warning"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
 class TokenChange:
-    action: str  # "add" | "remove" | "keep"
+    action: TokenAction
     sha256: str
     token_id: str | None = None  # None: a live hash no token in the file declares
     reason: str = ""  # "expired 2026-10-01", "not in file", "kept: remove after apps moved"
@@ -34,7 +93,7 @@ class DeltaLine:
 
 @dataclass(frozen=True)
 class UserChange:
-    action: str  # "create" | "update" | "delete"
+    action: Action
     user: str
     # Target state, sent as one `ACL SETUSER user reset resetchannels <on|off> <#hash..|resetpass|nopass> <rules>`:
     enabled: bool = True
@@ -48,7 +107,8 @@ class UserChange:
     certificates: tuple[str, ...] = ()
     kill_sessions: bool = False  # CLIENT KILL USER after the write (disable, delete, revoke)
     connections: int = 0  # open connections seen for this user when planned
-    note: str = ""  # "certificate-only (resetpass)", "prune: true"
+    note: str = ""  # for review only ("prune: true"); apply never reads it
+    passwords: PasswordStrategy = PasswordStrategy.EACH
 
     def setuser_args(self) -> list[str]:
         """Arguments after `ACL SETUSER <user>`; no plaintext exists at this point."""
@@ -80,7 +140,7 @@ class InventoryChange:
     """A certificate (cert_file) added to or removed from the file since the last apply recorded the
     inventory. No server command: servers map certificates by CN and keep no list of them."""
 
-    action: str  # "add" | "remove"
+    action: TokenAction  # ADD or REMOVE
     user: str
     subject: str
     sha256: str  # fingerprint of the certificate
@@ -90,13 +150,13 @@ class InventoryChange:
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # unmanaged_user | unmanaged_token | token_expired | token_expiring | token_age | nopass | persist | cert_expiring ...
+    kind: FindingKind
     message: str
     instance: str = ""
     node: str = ""  # "" when it holds for every node of the instance
     user: str = ""
     token_id: str = ""
-    severity: str = "warning"  # "warning" | "error"
+    severity: Severity = Severity.WARNING
 
 
 @dataclass(frozen=True)
@@ -131,10 +191,6 @@ class Counts:
     change: int = 0
     destroy: int = 0
 
-    @property
-    def total(self) -> int:
-        return self.add + self.change + self.destroy
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -149,22 +205,27 @@ class Plan:
         return tuple(f for i in self.instances for f in i.findings)
 
     @property
+    def errors(self) -> tuple[Finding, ...]:
+        """Findings the servers can't satisfy by an apply (Severity.ERROR)."""
+        return tuple(f for f in self.findings if f.severity == Severity.ERROR)
+
+    @property
     def has_changes(self) -> bool:
         return any(n.has_changes for i in self.instances for n in i.nodes) or any(i.inventory for i in self.instances)
 
     def counts(self) -> Counts:
         """Distinct (instance, user, action): a user created on 6 nodes is 1 to add."""
-        seen: set[tuple[str, str, str]] = set()
+        seen: set[tuple[str, str, Action]] = set()
         for inst in self.instances:
             for node in inst.nodes:
                 for c in node.changes:
                     seen.add((inst.name, c.user, c.action))
                 for cc in node.config:
-                    seen.add((inst.name, f"config {cc.parameter}", "update"))
+                    seen.add((inst.name, f"config {cc.parameter}", Action.UPDATE))
         return Counts(
-            add=sum(1 for s in seen if s[2] == "create"),
-            change=sum(1 for s in seen if s[2] == "update"),
-            destroy=sum(1 for s in seen if s[2] == "delete"),
+            add=sum(1 for s in seen if s[2] == Action.CREATE),
+            change=sum(1 for s in seen if s[2] == Action.UPDATE),
+            destroy=sum(1 for s in seen if s[2] == Action.DELETE),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -176,7 +237,13 @@ class Plan:
                 if not node["pending"]:
                     del node["pending"]  # only after an unfinished apply
         c = self.counts()
-        d["summary"] = {"add": c.add, "change": c.change, "destroy": c.destroy, "findings": len(self.findings)}
+        d["summary"] = {
+            "add": c.add,
+            "change": c.change,
+            "destroy": c.destroy,
+            "findings": len(self.findings),
+            "errors": len(self.errors),
+        }
         return d
 
     def dumps(self) -> str:
@@ -191,8 +258,10 @@ class Plan:
             return UserChange(
                 **{
                     **c,
+                    "action": Action(c["action"]),
+                    "passwords": PasswordStrategy(c.get("passwords", PasswordStrategy.EACH)),
                     "hashes": tuple(c["hashes"]),
-                    "tokens": tuple(TokenChange(**t) for t in c["tokens"]),
+                    "tokens": tuple(TokenChange(**{**t, "action": TokenAction(t["action"])}) for t in c["tokens"]),
                     "permissions": tuple(DeltaLine(**p) for p in c["permissions"]),
                     "certificates": tuple(c["certificates"]),
                 }
@@ -213,8 +282,10 @@ class Plan:
                     )
                     for n in i["nodes"]
                 ),
-                findings=tuple(Finding(**f) for f in i["findings"]),
-                inventory=tuple(InventoryChange(**c) for c in i.get("inventory", ())),
+                findings=tuple(
+                    Finding(**{**f, "kind": FindingKind(f["kind"]), "severity": Severity(f["severity"])}) for f in i["findings"]
+                ),
+                inventory=tuple(InventoryChange(**{**c, "action": TokenAction(c["action"])}) for c in i.get("inventory", ())),
             )
             for i in d["instances"]
         )
@@ -241,15 +312,20 @@ def only_instances(plan: Plan, names: set[str]) -> Plan:
 
 
 __all__ = [
+    "Action",
     "ConfigChange",
     "Counts",
     "DeltaLine",
     "Finding",
+    "FindingKind",
     "FORMAT_VERSION",
     "InstancePlan",
     "InventoryChange",
     "NodePlan",
+    "PasswordStrategy",
     "Plan",
+    "Severity",
+    "TokenAction",
     "TokenChange",
     "UserChange",
     "fingerprint",

@@ -6,6 +6,7 @@ set of password hashes, and on on/off and nopass -- never on rule text.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import date
@@ -14,22 +15,32 @@ from typing import Any
 from . import acl
 from .errors import PlanError
 from .model import Certificate, DesiredState, Instance, Token, User
-from .plan import ConfigChange, DeltaLine, Finding, InstancePlan, InventoryChange, NodePlan, Plan, TokenChange, UserChange, fingerprint
+from .plan import (
+    Action,
+    ConfigChange,
+    DeltaLine,
+    Finding,
+    FindingKind,
+    InstancePlan,
+    InventoryChange,
+    NodePlan,
+    Plan,
+    Severity,
+    TokenAction,
+    TokenChange,
+    UserChange,
+    fingerprint,
+)
 from .state import LiveState, LiveUser, NodeState
 
 TableLookup = Callable[[str], "acl.CommandTable"]
 
 
-def _lookup(tables: Mapping[str, "acl.CommandTable"] | None) -> TableLookup:
-    def get(name: str) -> "acl.CommandTable":
-        if tables is not None and name in tables:
-            return tables[name]
-        try:
-            return acl.CommandTable.bundled(name)
-        except KeyError:
-            raise PlanError(f"no command table '{name}' (read it from the node or add it to reconciler/acl/tables)") from None
-
-    return get
+def _table(node: NodeState) -> "acl.CommandTable":
+    try:
+        return node.acl_table()
+    except KeyError:
+        raise PlanError(f"no command table '{node.command_table}' (read it from the node or add it to reconciler/acl/tables)") from None
 
 
 def plan(
@@ -37,18 +48,16 @@ def plan(
     live: LiveState,
     *,
     today: date,
-    tables: Mapping[str, "acl.CommandTable"] | None = None,
     inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
 ) -> Plan:
     """inventory: the certificate inventory the last apply recorded (instance -> user -> entries
     with sha256), or None to leave certificate inventory out of the plan."""
-    get_table = _lookup(tables)
     instances = []
     for name, inst_live in live.instances.items():
         inst = desired.instances[name]
         users = desired.users_for(name)
         nodes = tuple(
-            _plan_node(desired, inst, inst.users_for_role(node.role, users), node, get_table(node.command_table), today)
+            _plan_node(desired, inst, inst.users_for_role(node.role, users), node, _table(node), today)
             for node in inst_live.nodes
         )
         findings = _node_findings_all(desired, inst, users, inst_live.nodes)
@@ -69,10 +78,10 @@ def _node_findings_all(desired: DesiredState, inst: Instance, users: list[User],
     and their findings say they are about the sentinels)."""
     data = tuple(n for n in nodes if n.role != "sentinel")
     sentinels = tuple(n for n in nodes if n.role == "sentinel")
-    out = _dedupe([f for node in data for f in _node_findings(desired, inst, users, node)], len(data))
+    out = dedupe_findings([f for node in data for f in _node_findings(desired, inst, users, node)], len(data))
     if sentinels:
         wanted = inst.users_for_role("sentinel", users)
-        found = _dedupe([f for node in sentinels for f in _node_findings(desired, inst, wanted, node)], len(sentinels))
+        found = dedupe_findings([f for node in sentinels for f in _node_findings(desired, inst, wanted, node)], len(sentinels))
         out += [replace(f, message=f"sentinel{'s' if not f.node else ''}: {f.message}") for f in found]
     return out
 
@@ -175,7 +184,7 @@ def _plan_node(
             lu = node.users[name]
             conns = f"; {lu.connections} open connection{'s' if lu.connections != 1 else ''} will be killed" if lu.connections else ""
             changes.append(
-                UserChange(action="delete", user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
+                UserChange(action=Action.DELETE, user=name, enabled=False, kill_sessions=True, connections=lu.connections, note=f"prune: true{conns}")
             )
     persist = persist_mode(inst, node) if changes else "none"
     # tls-auth-clients* are data-node settings; a sentinel has no CONFIG SET.
@@ -232,17 +241,14 @@ def _plan_user(
     if nopass:
         note = "nopass (auth_mode: none)"
 
+    # The target state, the same for a create and an update.
+    change = functools.partial(UserChange, user=user.name, enabled=user.enabled, nopass=nopass, hashes=hashes, rules=rules)
     if live is None:
         tokens = tuple(
-            TokenChange("add", h, by_hash[h].id, expires=_iso(by_hash[h].expires)) for h in hashes
+            TokenChange(TokenAction.ADD, h, by_hash[h].id, expires=_iso(by_hash[h].expires)) for h in hashes
         )
-        return UserChange(
-            action="create",
-            user=user.name,
-            enabled=user.enabled,
-            nopass=nopass,
-            hashes=hashes,
-            rules=rules,
+        return change(
+            action=Action.CREATE,
             tokens=tokens,
             permissions=_memo("describe", table, user.rules, lambda: tuple(DeltaLine("+", line) for line in acl.describe(wanted))),
             certificates=certs,
@@ -286,15 +292,15 @@ def _plan_user(
             t = by_hash[h]
             if h in live_hashes:
                 reason = f"kept: {t.note}" if t.note else "kept: remove after apps moved" if added else "kept"
-                token_changes.append(TokenChange("keep", h, t.id, reason=reason, expires=_iso(t.expires)))
+                token_changes.append(TokenChange(TokenAction.KEEP, h, t.id, reason=reason, expires=_iso(t.expires)))
             else:
-                token_changes.append(TokenChange("add", h, t.id, expires=_iso(t.expires)))
+                token_changes.append(TokenChange(TokenAction.ADD, h, t.id, expires=_iso(t.expires)))
         for h in removed:
             gone = by_hash.get(h)
             if gone is not None and _expired(gone, today):
-                token_changes.append(TokenChange("remove", h, gone.id, reason=f"expired {gone.expires}", expires=_iso(gone.expires)))
+                token_changes.append(TokenChange(TokenAction.REMOVE, h, gone.id, reason=f"expired {gone.expires}", expires=_iso(gone.expires)))
             else:
-                token_changes.append(TokenChange("remove", h, None, reason="not in file"))
+                token_changes.append(TokenChange(TokenAction.REMOVE, h, None, reason="not in file"))
     disabled = live.enabled and not user.enabled
     revoke_kill = bool(removed) and (
         user.kill_sessions_on_revoke if user.kill_sessions_on_revoke is not None else inst.kill_sessions_on_revoke
@@ -307,13 +313,8 @@ def _plan_user(
         note = "nopass removed"
     if lapsed and not user.certificate_only:
         note = "last token expired: nobody can log in until a new token is added"
-    return UserChange(
-        action="update",
-        user=user.name,
-        enabled=user.enabled,
-        nopass=nopass,
-        hashes=hashes,
-        rules=rules,
+    return change(
+        action=Action.UPDATE,
         enabled_before=live.enabled if live.enabled != user.enabled else None,
         tokens=tuple(token_changes),
         permissions=perms,
@@ -359,7 +360,7 @@ def _tls_client_auth(inst: Instance, users: list[User], node: NodeState) -> tupl
 
     def restart(what: str, why: str) -> None:
         findings.append(
-            Finding("tls_client_auth", f"needs restart with {what}: {why}", inst.name, node.address, severity="error")
+            Finding(FindingKind.TLS_CLIENT_AUTH, f"needs restart with {what}: {why}", inst.name, node.address, severity=Severity.ERROR)
         )
 
     if not node.tls:
@@ -394,7 +395,7 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
         if u.certificates and u.tokens and not maps:  # certificate-only users are a plan error instead
             out.append(
                 Finding(
-                    "cert_unmapped",
+                    FindingKind.CERT_UNMAPPED,
                     f"user {u.name} has certificates, but {node.label} on this node does not map certificates "
                     "to users (tls-auth-clients-user CN over TLS): only its tokens log in",
                     inst.name,
@@ -408,7 +409,7 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
         if d.enabled and _wants_nopass(inst, d):
             out.append(
                 Finding(
-                    "nopass",
+                    FindingKind.NOPASS,
                     "user default is nopass (auth_mode: none) on an instance with certificate users: "
                     "clients without a matching certificate fall back to it",
                     inst.name,
@@ -421,12 +422,12 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
                 certs = any(u.certificates for u in users)
                 why = "; clients without a matching certificate fall back to it" if certs else ""
                 out.append(
-                    Finding("nopass", f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
+                    Finding(FindingKind.NOPASS, f"user default is nopass: anyone can connect without a token{why}", inst.name, user="default")
                 )
             continue
         if name not in wanted and not inst.prune:
             admin = " (the reconciler's admin user: declare it to manage it)" if name == node.admin_user else ""
-            out.append(Finding("unmanaged_user", f"user {name} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
+            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {name} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
     return out
 
 
@@ -437,18 +438,18 @@ def _token_findings(desired: DesiredState, inst: Instance, users: list[User], to
         for t in user.tokens:
             ref = f"token {user.name}/{t.id}"
             if _expired(t, today):
-                out.append(Finding("token_expired", f"{ref} expired on {t.expires}: removed from servers", inst.name, user=user.name, token_id=t.id))
+                out.append(Finding(FindingKind.TOKEN_EXPIRED, f"{ref} expired on {t.expires}: removed from servers", inst.name, user=user.name, token_id=t.id))
                 continue
             if t.expires is not None and (t.expires - today).days <= pol.expiry_warning_days:
                 days = (t.expires - today).days
                 out.append(
-                    Finding("token_expiring", f"{ref} expires in {days} days ({t.expires.isoformat()}, warning at {pol.expiry_warning_days})", inst.name, user=user.name, token_id=t.id)
+                    Finding(FindingKind.TOKEN_EXPIRING, f"{ref} expires in {days} days ({t.expires.isoformat()}, warning at {pol.expiry_warning_days})", inst.name, user=user.name, token_id=t.id)
                 )
             if pol.token_max_age_days is not None and t.created is not None:
                 age = (today - t.created).days
                 if age > pol.token_max_age_days:
                     out.append(
-                        Finding("token_age", f"{ref} is {age} days old (policy {pol.token_max_age_days})", inst.name, user=user.name, token_id=t.id)
+                        Finding(FindingKind.TOKEN_AGE, f"{ref} is {age} days old (policy {pol.token_max_age_days})", inst.name, user=user.name, token_id=t.id)
                     )
     return out
 
@@ -466,12 +467,12 @@ def _cert_findings(desired: DesiredState, inst: Instance, users: list[User], tod
             ends = info.not_after.date()
             if ends < today:
                 out.append(
-                    Finding("cert_expired", f"{ref} expired on {ends.isoformat()}", inst.name, user=user.name, severity="error")
+                    Finding(FindingKind.CERT_EXPIRED, f"{ref} expired on {ends.isoformat()}", inst.name, user=user.name, severity=Severity.ERROR)
                 )
             elif (ends - today).days <= warn_days:
                 out.append(
                     Finding(
-                        "cert_expiring",
+                        FindingKind.CERT_EXPIRING,
                         f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn_days})",
                         inst.name,
                         user=user.name,
@@ -492,14 +493,14 @@ def _inventory_changes(users: list[User], recorded: Mapping[str, list[dict]]) ->
         for fp, c in now.items():
             if fp not in before:
                 assert c.info is not None
-                out.append(InventoryChange("add", name, c.info.subject, fp, c.info.not_after.date().isoformat(), c.cert_file))
+                out.append(InventoryChange(TokenAction.ADD, name, c.info.subject, fp, c.info.not_after.date().isoformat(), c.cert_file))
         for fp, e in before.items():
             if fp not in now:
-                out.append(InventoryChange("remove", name, str(e.get("subject", "")), fp, e.get("expires"), e.get("cert_file")))
+                out.append(InventoryChange(TokenAction.REMOVE, name, str(e.get("subject", "")), fp, e.get("expires"), e.get("cert_file")))
     return tuple(out)
 
 
-def _dedupe(findings: list[Finding], node_count: int) -> list[Finding]:
+def dedupe_findings(findings: list[Finding], node_count: int) -> list[Finding]:
     """A finding that holds on every node of an instance is reported once, without a node."""
     groups: dict[tuple, list[Finding]] = {}
     for f in findings:

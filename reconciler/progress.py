@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from .plan import Plan
+
 _MIN_INTERVAL = 0.1  # seconds between two redraws
 
 
@@ -99,12 +101,12 @@ def counter(key: str, label: str, total: int, unit: str) -> Callable[[], None]:
     return tick
 
 
-def batch_hook(plan: object, batch_size: int) -> Callable[[str, str, str, int], None] | None:
+def batch_hook(plan: Plan, batch_size: int) -> Callable[[str, str, str, int], None] | None:
     """The executor's between-batches hook: "applying cache 10.0.0.5:6379: setuser 3000/5000"."""
     if _reporter is None:
         return None
     totals: dict[tuple[str, str, str], int] = {}
-    for inst in getattr(plan, "instances", ()):
+    for inst in plan.instances:
         for node in inst.nodes:
             totals[(inst.name, node.address, "setuser")] = sum(1 for c in node.changes if c.action in ("create", "update"))
             totals[(inst.name, node.address, "deluser")] = sum(1 for c in node.changes if c.action == "delete")

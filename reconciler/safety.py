@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .model import DesiredState
-from .plan import NodePlan, Plan, UserChange
+from .plan import InstancePlan, NodePlan, Plan, UserChange
 from .state import LiveState, NodeState
 
 # What the reader and the executor send as the admin user; losing any of these locks us out
@@ -53,16 +53,8 @@ def _admin_hash(node: NodeState, desired: DesiredState | None, instance: str) ->
 
 
 def _default_table(node: NodeState) -> Any:
-    from . import acl
-
-    try:
-        return acl.CommandTable.bundled(node.command_table)
-    except KeyError:
-        pass
-    from .live import tables  # tables read off nodes this run (a sentinel's own table)
-
-    read = tables().get(node.command_table)
-    return read if read is not None else acl.CommandTable.nearest(node.server, node.version)
+    # The table the plan was made with (bundled, or read off the node): never a nearby version's.
+    return node.acl_table()
 
 
 def missing_commands(rules: str, table: Any, required: tuple[str, ...] = REQUIRED_COMMANDS) -> list[str]:
@@ -83,19 +75,25 @@ def lockout(
     """Changes that would cut the reconciler's own admin user off any node."""
     table_for = table_for or _default_table
     problems: list[str] = []
+    for inst, node_plan, node in _planned_nodes(plan, live):
+        if node is None:
+            continue
+        for change in node_plan.changes:
+            if change.user != node.admin_user:
+                continue
+            where = f"{inst.name} {node.address}: admin user {change.user}"
+            problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst.name, table_for))
+    return problems
+
+
+def _planned_nodes(plan: Plan, live: LiveState) -> list[tuple[InstancePlan, NodePlan, NodeState | None]]:
+    """Every node plan with the live node it was made for (None when the live state lacks it)."""
+    out: list[tuple[InstancePlan, NodePlan, NodeState | None]] = []
     for inst in plan.instances:
         inst_live = live.instances.get(inst.name)
         nodes = {n.address: n for n in inst_live.nodes} if inst_live else {}
-        for node_plan in inst.nodes:
-            node = nodes.get(node_plan.address)
-            if node is None:
-                continue
-            for change in node_plan.changes:
-                if change.user != node.admin_user:
-                    continue
-                where = f"{inst.name} {node.address}: admin user {change.user}"
-                problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst.name, table_for))
-    return problems
+        out.extend((inst, node_plan, nodes.get(node_plan.address)) for node_plan in inst.nodes)
+    return out
 
 
 def _admin_problems(
@@ -173,30 +171,26 @@ def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None =
 
     table_for = table_for or _default_table
     problems: list[str] = []
-    for inst in plan.instances:
-        inst_live = live.instances.get(inst.name)
-        nodes = {n.address: n for n in inst_live.nodes} if inst_live else {}
-        for node_plan in inst.nodes:
-            node = nodes.get(node_plan.address)
-            needed = needed_commands(node_plan)
-            if node is None or not needed or node.role == "sentinel":
-                continue  # sentinels: their own command table; the executor reports a refusal there
-            admin = node.users.get(node.admin_user)
-            if admin is None:
-                continue  # not readable as a user (a managed service's data plane): the server decides
-            where = f"{inst.name} {node.address}: admin user {node.admin_user}"
-            table = table_for(node)
-            try:
-                perms = acl.effective(admin.rules, table)
-            except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
-                problems.append(f"{where}: its live rules can't be read ({exc}), so its rights can't be checked")
-                continue
-            missing = [c for c in needed if not acl.check(perms, _PROBE.get(c, c.split("|")), table)]
-            if missing:
-                problems.append(
-                    f"{where} may not run {', '.join(c.upper() for c in missing)}, which this plan needs; "
-                    "grant them (e.g. +" + " +".join(missing) + ") and plan again"
-                )
+    for inst, node_plan, node in _planned_nodes(plan, live):
+        needed = needed_commands(node_plan)
+        if node is None or not needed or node.role == "sentinel":
+            continue  # sentinels: their own command table; the executor reports a refusal there
+        admin = node.users.get(node.admin_user)
+        if admin is None:
+            continue  # not readable as a user (a managed service's data plane): the server decides
+        where = f"{inst.name} {node.address}: admin user {node.admin_user}"
+        table = table_for(node)
+        try:
+            perms = acl.effective(admin.rules, table)
+        except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
+            problems.append(f"{where}: its live rules can't be read ({exc}), so its rights can't be checked")
+            continue
+        missing = [c for c in needed if not acl.check(perms, _PROBE.get(c, c.split("|")), table)]
+        if missing:
+            problems.append(
+                f"{where} may not run {', '.join(c.upper() for c in missing)}, which this plan needs; "
+                "grant them (e.g. +" + " +".join(missing) + ") and plan again"
+            )
     return problems
 
 

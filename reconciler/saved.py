@@ -89,7 +89,7 @@ def executable(plan: Plan) -> dict[tuple[str, str], Any]:
             out[(inst.name, node.address)] = (
                 node.fingerprint,
                 node.persist if node.has_changes else "none",
-                tuple(getattr(node, "pending", ())),
+                tuple(node.pending),
                 tuple(
                     (c.action, c.user, c.enabled, c.nopass, tuple(c.hashes), c.rules, c.kill_sessions)
                     for c in node.changes

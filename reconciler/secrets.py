@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from . import files
 from .model import Secret
 
 MAX_SECRET_BYTES = 64 * 1024  # a bigger "secret file" is the wrong file
@@ -80,25 +81,20 @@ def read_env(name: str, environ: Mapping[str, str] | None = None) -> str:
 def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) -> str:
     """Read a secret file; one trailing newline is stripped. `shown` is the path for messages."""
     try:
-        st = os.stat(path)
+        raw, st = files.read_regular(path, MAX_SECRET_BYTES)
     except FileNotFoundError:
         raise SecretError(f"secret file {shown} not found") from None
     except OSError as exc:
         raise SecretError(f"secret file {shown}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SecretError(f"secret file {shown} is not a regular file")
-    if st.st_size > MAX_SECRET_BYTES:
-        raise SecretError(f"secret file {shown} is too large for a secret ({st.st_size} bytes)")
+    except files.NotRegular:
+        raise SecretError(f"secret file {shown} is not a regular file") from None
+    except files.TooLarge as exc:
+        raise SecretError(f"secret file {shown} is too large for a secret ({exc.size} bytes)") from None
     if warn is not None and st.st_mode & 0o044:
         warn(
             f"secret file {shown} is readable by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {shown}"
         )
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise SecretError(f"secret file {shown}: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,14 +1,18 @@
 """Live state: what `live.read` found on each node, as plain data.
 
 The same structure is written to plan-fixtures/*/live.json, so the pure planner can be
-tested without servers. Command tables are referenced by name (`redis-7.0.15`) and
-resolved from reconciler/acl/tables/ or from the table read off the node.
+tested without servers. Command tables are referenced by name (`redis-7.0.15`); a table
+read off the node (no bundled table has its name) travels in the NodeState itself, and
+NodeState.acl_table() is the one place that resolves a node's table for the planner, the
+safety rails and verification alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from .acl.table import CommandTable
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,13 @@ class NodeState:
     admin_user: str = "default"  # ACL WHOAMI of our own connection
     admin_hash: str | None = None  # sha256 of the token we authenticated with
     tls: bool = False
+    # The table read off the node when no bundled table is named command_table (not in live.json).
+    table: CommandTable | None = field(default=None, compare=False, repr=False)
+
+    def acl_table(self) -> CommandTable:
+        """The command table this node's rules are judged with: the one read off the node, else
+        the bundled table named command_table. KeyError when neither exists."""
+        return self.table if self.table is not None else CommandTable.bundled(self.command_table)
 
     @property
     def capabilities(self) -> NodeCapabilities:
@@ -86,7 +97,8 @@ class NodeState:
         return f"{name} {self.version}"
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, table=None))
+        del d["table"]
         d["users"] = [u.to_json() for u in sorted(self.users.values(), key=lambda u: u.name)]
         return d
 

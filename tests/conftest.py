@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from servers import MATRIX, TLS_MATRIX, RunningServer, start_server  # noqa: E402 - after the sys.path line above
+from servers import MATRIX, TLS_MATRIX, RunningServer, start_server
 
 
 def _params(ids: tuple[str, ...]) -> list[Any]:

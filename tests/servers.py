@@ -180,8 +180,8 @@ class TLSMaterial:
     server_key: Path
     admin_cert: Path
     admin_key: Path
-    _ca_cert_obj: Any = field(repr=False, default=None)
-    _ca_key_obj: Any = field(repr=False, default=None)
+    ca_cert_obj: Any = field(repr=False, default=None)
+    ca_key_obj: Any = field(repr=False, default=None)
     _issued: dict[tuple, tuple[Path, Path]] = field(repr=False, default_factory=dict)
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
 
@@ -217,7 +217,7 @@ def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)[:40]
 
 
-def _name(cn: str, ou: str | None = None, o: str | None = None, c: str | None = None):
+def x509_name(cn: str, ou: str | None = None, o: str | None = None, c: str | None = None):
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -232,13 +232,13 @@ def _name(cn: str, ou: str | None = None, o: str | None = None, c: str | None = 
     return x509.Name(attrs)
 
 
-def _new_key():
+def new_key():
     from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _write_pair(stem: Path, cert, key) -> tuple[Path, Path]:
+def write_pair(stem: Path, cert, key) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives import serialization
 
     cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
@@ -265,10 +265,10 @@ def _issue_client(mat, stem, cn, ou, o, c, expired, days, not_after, ca_signed):
     else:
         start = now - dt.timedelta(minutes=5)
         end = not_after or now + dt.timedelta(days=days)
-    key = _new_key()
-    subject = _name(cn, ou, o, c)
-    issuer = mat._ca_cert_obj.subject if ca_signed else subject
-    signer = mat._ca_key_obj if ca_signed else key
+    key = new_key()
+    subject = x509_name(cn, ou, o, c)
+    issuer = mat.ca_cert_obj.subject if ca_signed else subject
+    signer = mat.ca_key_obj if ca_signed else key
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -283,7 +283,7 @@ def _issue_client(mat, stem, cn, ou, o, c, expired, days, not_after, ca_signed):
         )
         .sign(signer, hashes.SHA256())
     )
-    return _write_pair(stem, cert, key)
+    return write_pair(stem, cert, key)
 
 
 def make_tls_material(directory: Path) -> TLSMaterial:
@@ -295,8 +295,8 @@ def make_tls_material(directory: Path) -> TLSMaterial:
 
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
-    ca_key = _new_key()
-    ca_name = _name("reconciler test CA", o="reconciler tests")
+    ca_key = new_key()
+    ca_name = x509_name("reconciler test CA", o="reconciler tests")
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -317,12 +317,12 @@ def make_tls_material(directory: Path) -> TLSMaterial:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    ca_file, ca_key_file = _write_pair(directory / "ca", ca, ca_key)
+    ca_file, ca_key_file = write_pair(directory / "ca", ca, ca_key)
 
-    srv_key = _new_key()
+    srv_key = new_key()
     srv = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost", o="reconciler tests"))
+        .subject_name(x509_name("localhost", o="reconciler tests"))
         .issuer_name(ca_name)
         .public_key(srv_key.public_key())
         .serial_number(x509.random_serial_number())
@@ -343,7 +343,7 @@ def make_tls_material(directory: Path) -> TLSMaterial:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    server_cert, server_key = _write_pair(directory / "server", srv, srv_key)
+    server_cert, server_key = write_pair(directory / "server", srv, srv_key)
 
     mat = TLSMaterial(
         directory=directory,
@@ -353,8 +353,8 @@ def make_tls_material(directory: Path) -> TLSMaterial:
         server_key=server_key,
         admin_cert=Path(),
         admin_key=Path(),
-        _ca_cert_obj=ca,
-        _ca_key_obj=ca_key,
+        ca_cert_obj=ca,
+        ca_key_obj=ca_key,
     )
     # CN chosen so that certificate-to-user mapping never hits a test's user.
     mat.admin_cert, mat.admin_key = mat.client_cert("reconciler-fixture-admin", o="reconciler tests")

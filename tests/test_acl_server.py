@@ -28,7 +28,7 @@ from reconciler.acl import (
     parse_acl_list_line,
     rules_for,
 )
-from reconciler.acl.table import _raw
+from reconciler.acl.table import raw_command
 
 pytestmark = pytest.mark.server
 
@@ -298,7 +298,7 @@ def _probes(client) -> list[list[str]]:
     def argv(words: list[str], arity: int) -> list[str]:
         return words + ["0"] * max(abs(arity) - len(words), 0)
 
-    for entry in _raw(client, "COMMAND"):
+    for entry in raw_command(client, "COMMAND"):
         name = entry[0].decode() if isinstance(entry[0], bytes) else entry[0]
         subs = entry[9] if len(entry) > 9 and entry[9] else []
         out.append(argv([name], int(entry[1])) if not subs else [name])  # bare call

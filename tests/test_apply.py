@@ -10,11 +10,11 @@ from typing import Callable
 
 import pytest
 import redis
-from executor_support import acl_users, sha, write_calls
 from servers import RunningServer, no_retry
+from support.cli import Cli
+from support.executor import acl_users, sha, write_calls
 
-from reconciler import executor
-from reconciler.cli import main
+from reconciler.providers.redis import execute as executor
 
 ADMIN = "admin-plaintext-0c8e2f4a6b1d3957e0f2a4c6"
 TOKENS = {
@@ -50,10 +50,11 @@ users:
 class Env:
     """A server whose `default` user has the admin token, and a desired-state file for it."""
 
-    def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch):
+    def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
         self.srv = srv
         self.tmp = tmp
-        self.file = tmp / "access.yaml"
+        self.cli = Cli(tmp, capsys=capsys)
+        self.file = self.cli.file
         monkeypatch.setenv("T_NODE", srv.address)
         monkeypatch.setenv("T_ADMIN", ADMIN)
         for k, v in TOKENS.items():
@@ -73,18 +74,8 @@ class Env:
 
 
 @pytest.fixture
-def env(server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    return Env(server, tmp_path, monkeypatch)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def apply_file(env: Env, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
-    return run(capsys, "apply", "-f", str(env.file), "--auto-approve", *extra)
+def env(server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Env:
+    return Env(server, tmp_path, monkeypatch, capsys)
 
 
 def logs_in(srv: RunningServer, user: str, password: str) -> bool:
@@ -96,7 +87,7 @@ def logs_in(srv: RunningServer, user: str, password: str) -> bool:
 
 
 def test_apply_then_no_changes_and_no_writes(env: Env, capsys, monkeypatch) -> None:
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert "Apply complete: 2 added, 0 changed, 0 destroyed." in out
     assert f"cache {env.srv.address} ({'Valkey' if env.srv.server == 'valkey' else 'Redis'} {env.srv.version}): 2 created" in out
@@ -104,13 +95,13 @@ def test_apply_then_no_changes_and_no_writes(env: Env, capsys, monkeypatch) -> N
         assert logs_in(env.srv, user, TOKENS[token])
     assert not logs_in(env.srv, "app-reports", TOKENS["ORDERS_NEW"])
 
-    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    code, out, _ = env.cli("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0 and "No changes." in out
 
     # Second apply: nothing to do, so the executor never runs and no write command is sent.
     before = write_calls(env.admin())
     monkeypatch.setattr(executor, "execute", lambda *a, **k: pytest.fail("executor ran on a no-op apply"))
-    code, out, _ = apply_file(env, capsys)
+    code, out, _ = env.cli.apply()
     assert code == 0 and "No changes." in out
     after = write_calls(env.admin())
     if "acl|setuser" in after:  # 7.0+ count subcommands; 6.2's `acl` also counts the reads
@@ -118,11 +109,11 @@ def test_apply_then_no_changes_and_no_writes(env: Env, capsys, monkeypatch) -> N
 
 
 def test_out_of_band_edits_are_reverted(env: Env, capsys) -> None:
-    assert apply_file(env, capsys)[0] == 0
+    assert env.cli.apply()[0] == 0
     admin = env.admin()
     admin.execute_command("ACL", "SETUSER", "app-orders", "+flushall", ">rogue-password", "~*")
     admin.execute_command("ACL", "SETUSER", "app-reports", "off")
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert "0 added, 2 changed, 0 destroyed" in out
     assert not logs_in(env.srv, "app-orders", "rogue-password")
@@ -132,7 +123,7 @@ def test_out_of_band_edits_are_reverted(env: Env, capsys) -> None:
     for forbidden in (("FLUSHALL",), ("SET", "other:1", "v")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             app.execute_command(*forbidden)
-    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    code, out, _ = env.cli("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out
 
 
@@ -148,7 +139,7 @@ def test_lockout_refused(env: Env, capsys) -> None:
             f"        sha256: {sha('some-other-token')}\n"
         )
     )
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 1
     assert "refusing to apply: cache " + env.srv.address + ": admin user default: the plan removes the token" in err
     assert "the plan revokes commands the reconciler needs: ACL|SETUSER" in err
@@ -164,24 +155,24 @@ def test_lockout_refused(env: Env, capsys) -> None:
             "        secret: {env: T_ADMIN}\n"
         )
     )
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
 
 
 def test_delete_threshold_needs_force(env: Env, capsys) -> None:
-    assert apply_file(env, capsys)[0] == 0
+    assert env.cli.apply()[0] == 0
     admin = env.admin()
     for i in range(8):
         admin.execute_command("ACL", "SETUSER", f"stray-{i}", "on", ">x", "~*", "+get")
     env.write(prune=True)
     before = env.users()
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 1
     # 11 live users (default, 2 managed, 8 strays), 8 deletions = 72%.
     assert f"cache {env.srv.address}: the plan deletes 8 of 11 users (72%), more than max_delete_percent 30" in err
     assert "--force" in err
     assert env.users() == before
-    code, out, err = apply_file(env, capsys, "--force")
+    code, out, err = env.cli.apply(None, "--force")
     assert code == 0, err
     assert "0 added, 0 changed, 8 destroyed" in out
     assert set(env.users()) == {"default", "app-orders", "app-reports"}
@@ -192,34 +183,34 @@ def test_delete_threshold_below_ten_users_is_free(env: Env, capsys) -> None:
     for i in range(3):
         admin.execute_command("ACL", "SETUSER", f"stray-{i}", "on", ">x")
     env.write(prune=True)
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert "2 added, 0 changed, 3 destroyed" in out
 
 
 def test_saved_plan_refused_when_stale_then_applied(env: Env, capsys) -> None:
     plan_file = env.tmp / "plan.json"
-    code, _, err = run(capsys, "plan", "-f", str(env.file), "--out", str(plan_file))
+    code, _, err = env.cli("plan", "-f", str(env.file), "--out", str(plan_file))
     assert code == 0, err
     env.admin().execute_command("ACL", "SETUSER", "someone", "on", ">x")
     before = env.users()
-    code, out, err = run(capsys, "apply", str(plan_file), "--auto-approve")
+    code, out, err = env.cli("apply", str(plan_file), "--auto-approve")
     assert code == 1
     assert f"{plan_file} is stale: cache {env.srv.address}: live ACLs changed since the plan was made" in err
     assert env.users() == before
 
-    code, _, err = run(capsys, "plan", "-f", str(env.file), "--out", str(plan_file))
+    code, _, err = env.cli("plan", "-f", str(env.file), "--out", str(plan_file))
     assert code == 0, err
-    code, out, err = run(capsys, "apply", str(plan_file), "--auto-approve")
+    code, out, err = env.cli("apply", str(plan_file), "--auto-approve")
     assert code == 0, err
     assert "Apply complete: 2 added" in out
-    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    code, out, _ = env.cli("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out
 
 
 def test_refuses_without_tty_unless_auto_approve(env: Env, capsys) -> None:
     before = env.users()
-    code, out, err = run(capsys, "apply", "-f", str(env.file))
+    code, out, err = env.cli("apply", "-f", str(env.file))
     assert code == 1
     assert "refusing to apply without a terminal to confirm on; pass --auto-approve" in err
     assert env.users() == before
@@ -239,7 +230,7 @@ def test_server_killed_mid_apply_then_rerun_converges(env: Env, capsys, monkeypa
             env.srv.kill()
 
     restore = _with_hook(monkeypatch, hook)
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 1
     assert "apply stopped on instance cache:" in err
     assert f"node {env.srv.address}" in err and "FAILED: connection lost during setuser batch 2" in err
@@ -248,9 +239,9 @@ def test_server_killed_mid_apply_then_rerun_converges(env: Env, capsys, monkeypa
     env.srv.restart()  # in-memory ACLs are gone: a fresh node with a nopass default
     env.srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
     restore()
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
-    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    code, out, _ = env.cli("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out
 
 
@@ -263,7 +254,7 @@ def test_command_refused_mid_apply_then_rerun_converges(env: Env, capsys, monkey
             rescue.execute_command("ACL", "SETUSER", "default", "-acl")
 
     restore = _with_hook(monkeypatch, hook)
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 1
     assert "server refused 1 command(s): app-reports:" in err
     assert "applied (1): create app-orders" in err
@@ -273,7 +264,7 @@ def test_command_refused_mid_apply_then_rerun_converges(env: Env, capsys, monkey
     assert "app-orders" in live and "app-reports" not in live
     rescue.execute_command("ACL", "SETUSER", "default", "+@all")
     restore()
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert "1 added, 0 changed" in out
 
@@ -284,7 +275,7 @@ def test_secrets_never_leave_the_process(env: Env, capsys, monkeypatch) -> None:
     outputs: list[str] = []
 
     def go(*argv: str) -> int:
-        code, out, err = run(capsys, *argv)
+        code, out, err = env.cli(*argv)
         outputs.extend((out, err))
         return code
 
@@ -314,7 +305,7 @@ def test_secrets_never_leave_the_process(env: Env, capsys, monkeypatch) -> None:
 
 def test_audit_log_from_the_file(env: Env, capsys) -> None:
     env.write(extra="audit_log: audit.jsonl\n")
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     records = [json.loads(line) for line in (env.tmp / "audit.jsonl").read_text().splitlines()]
     assert [(r["action"], r["user"], r["result"]) for r in records] == [
@@ -329,7 +320,7 @@ def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
     the users the plan touched (the rest was in sync when the plan was made) and re-plans nothing."""
     from datetime import date
 
-    from executor_support import create, node_plan, plan
+    from support.executor import create, node_plan, plan
 
     from reconciler import config
     from reconciler.errors import ApplyError
@@ -358,7 +349,7 @@ def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
     with pytest.raises(ApplyError):
         executor.verify(partial, desired, today=date(2026, 11, 23))
     # The plan-only check used for saved plans agrees.
-    from reconciler import live
+    from reconciler.providers.redis import read as live
 
     fresh = {("cache", env.srv.address): live.read_node(desired.instances["cache"], env.srv.address)}
     assert executor.verify_targets(partial, fresh) == [
@@ -369,7 +360,8 @@ def test_verify_reports_what_did_not_converge(env: Env, capsys) -> None:
 def test_read_node_only_parses_the_named_users(env: Env) -> None:
     from datetime import date
 
-    from reconciler import config, live
+    from reconciler import config
+    from reconciler.providers.redis import read as live
 
     desired = config.load(str(env.file), today=date(2026, 11, 23))
     env.admin().execute_command("ACL", "SETUSER", "one", "on", "+get")
@@ -399,7 +391,7 @@ def test_asks_on_a_terminal(env: Env, capsys, monkeypatch, answer: str, applied:
     monkeypatch.setattr("sys.stdin", _Terminal(answer))
     monkeypatch.setattr("builtins.input", lambda prompt="": (print(prompt, end=""), answer)[1])
     before = env.users()
-    code, out, err = run(capsys, "apply", "-f", str(env.file))
+    code, out, err = env.cli("apply", "-f", str(env.file))
     assert "Only 'yes' will be accepted." in out
     if applied:
         assert code == 0, err
@@ -411,7 +403,7 @@ def test_asks_on_a_terminal(env: Env, capsys, monkeypatch, answer: str, applied:
 
 
 def test_apply_over_tls(tls_server: RunningServer, tmp_path: Path, capsys, monkeypatch) -> None:
-    env = Env(tls_server, tmp_path, monkeypatch)
+    env = Env(tls_server, tmp_path, monkeypatch, capsys)
     mat = tls_server.tls_material
     assert mat is not None
     text = env.file.read_text().replace(
@@ -420,31 +412,32 @@ def test_apply_over_tls(tls_server: RunningServer, tmp_path: Path, capsys, monke
         f"    tls: {{ca_file: {mat.ca_file}, cert_file: {mat.admin_cert}, key_file: {mat.admin_key}}}\n",
     )
     env.file.write_text(text)
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert "Apply complete: 2 added" in out
     assert logs_in(tls_server, "app-reports", TOKENS["REPORTS"])
-    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    code, out, _ = env.cli("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out
 
 
 def test_primary_and_replica_both_get_the_users(server: RunningServer, server_factory, tmp_path: Path, capsys, monkeypatch) -> None:
     """ACLs do not replicate: every node is written, in parallel, and verified."""
     replica = server_factory(server.id, extra_config=[f"replicaof {server.host} {server.port}"])
-    env = Env(server, tmp_path, monkeypatch)
+    env = Env(server, tmp_path, monkeypatch, capsys)
     replica.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
     env.file.write_text(env.file.read_text().replace("[{env: T_NODE}]", f'[{{env: T_NODE}}, "{replica.address}"]'))
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert f"cache {server.address} " in out and f"cache {replica.address} " in out
     for srv in (server, replica):
         assert logs_in(srv, "app-orders", TOKENS["ORDERS_NEW"])
-    code, out, _ = run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode")
+    code, out, _ = env.cli("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out
 
 
-def test_quickstart_example_applies_then_no_changes(server: RunningServer, capsys, monkeypatch) -> None:
+def test_quickstart_example_applies_then_no_changes(server: RunningServer, tmp_path: Path, capsys, monkeypatch) -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
+    cli = Cli(tmp_path, capsys=capsys)
     server.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
     monkeypatch.setenv("DEMO_NODE", server.address)
     monkeypatch.setenv("DEMO_ADMIN_TOKEN", ADMIN)
@@ -452,24 +445,24 @@ def test_quickstart_example_applies_then_no_changes(server: RunningServer, capsy
     monkeypatch.setenv("DEMO_ORDERS_TOKEN_OLD", TOKENS["ORDERS_OLD"])
     monkeypatch.setenv("DEMO_REPORTS_TOKEN", TOKENS["REPORTS"])
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
-    code, out, err = run(capsys, "apply", "-f", str(example), "--auto-approve")
+    code, out, err = cli("apply", "-f", str(example), "--auto-approve")
     assert code == 0, err
     assert "Apply complete: 2 added, 0 changed, 0 destroyed." in out
     assert "changes live in memory only" in err  # persist: auto on a server without files
     assert logs_in(server, "app-orders", TOKENS["ORDERS_OLD"]) and logs_in(server, "app-reports", TOKENS["REPORTS"])
-    code, out, _ = run(capsys, "plan", "-f", str(example), "--detailed-exitcode")
+    code, out, _ = cli("plan", "-f", str(example), "--detailed-exitcode")
     assert code == 0 and "No changes." in out
 
 
 def test_rule_a_node_cannot_express_refuses_the_whole_instance(server_factory, tmp_path: Path, capsys, monkeypatch) -> None:
     """A selector is fine on 7.0 but not on 6.2: nothing is written to either node."""
     new, old = server_factory("redis-7.0"), server_factory("redis-6.2")
-    env = Env(new, tmp_path, monkeypatch)
+    env = Env(new, tmp_path, monkeypatch, capsys)
     old.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
     text = env.file.read_text().replace("[{env: T_NODE}]", f'[{{env: T_NODE}}, "{old.address}"]')
     env.file.write_text(text.replace('"~reports:* +@read -keys"', '"~reports:* +@read -keys (~audit:* +get)"'))
     before = {s.address: acl_users(s.client("default", ADMIN)) for s in (new, old)}
-    code, out, err = apply_file(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 1
     assert f"cache {old.address}: user app-reports: Redis 6.2.14 can't express this" in err
     assert {s.address: acl_users(s.client("default", ADMIN)) for s in (new, old)} == before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from cli_support import CliRun
+from support.cli import Cli
 
 ADMIN_TOKEN = "bootstrap-admin-token-0123456789abcdef"
 APP_TOKEN = "bootstrap-app-token-0123456789abcdef"
@@ -37,13 +37,13 @@ users:
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRun:
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     monkeypatch.setenv("T_BOOT_ADMIN", ADMIN_TOKEN)
     monkeypatch.setenv("T_BOOT_APP", APP_TOKEN)
-    return CliRun(tmp_path, capsys)
+    return Cli(tmp_path, capsys=capsys)
 
 
-def test_bootstrap_fresh_server_in_one_run(server, run: CliRun) -> None:
+def test_bootstrap_fresh_server_in_one_run(server, run: Cli) -> None:
     run.file.write_text(access_yaml(server.address))
     # Without --bootstrap: the admin does not exist yet.
     rc, _, err = run("apply", "-f", str(run.file), "--auto-approve")
@@ -76,7 +76,7 @@ def test_bootstrap_fresh_server_in_one_run(server, run: CliRun) -> None:
     assert rc == 0 and "No changes." in out
 
 
-def test_bootstrap_refuses_without_admin_user_in_file(server, run: CliRun) -> None:
+def test_bootstrap_refuses_without_admin_user_in_file(server, run: Cli) -> None:
     text = access_yaml(server.address).replace("  reconciler:\n    acl: \"+@all ~* &*\"\n    tokens:\n      - id: admin-1\n        secret: {env: T_BOOT_ADMIN}\n", "")
     assert "users:\n  app:" in text
     run.file.write_text(text)
@@ -86,7 +86,7 @@ def test_bootstrap_refuses_without_admin_user_in_file(server, run: CliRun) -> No
     assert server.admin().execute_command("ACL", "USERS") == ["default"]
 
 
-def test_bootstrap_lockout_rail_still_applies(server, run: CliRun) -> None:
+def test_bootstrap_lockout_rail_still_applies(server, run: Cli) -> None:
     """An admin declared without the rights the reconciler needs is refused before any write."""
     run.file.write_text(access_yaml(server.address).replace('acl: "+@all ~* &*"', 'acl: "+@read ~*"'))
     rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
@@ -94,7 +94,7 @@ def test_bootstrap_lockout_rail_still_applies(server, run: CliRun) -> None:
     assert server.admin().execute_command("ACL", "USERS") == ["default"]
 
 
-def test_bootstrap_with_default_password(server_factory, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bootstrap_with_default_password(server_factory, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server whose `default` has a password (requirepass): --bootstrap-secret-env names it."""
     srv = server_factory("redis-7.0")
     srv.admin().execute_command("ACL", "SETUSER", "default", "resetpass", ">old-default-password-0123456789")
@@ -113,7 +113,7 @@ def test_bootstrap_with_default_password(server_factory, run: CliRun, monkeypatc
     assert " off " in next(ln for ln in admin.execute_command("ACL", "LIST") if ln.startswith("user default "))
 
 
-def test_readme_bootstrap_example(server_factory, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_bootstrap_example(server_factory, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's first-run file, pointed at a fresh server: `apply --bootstrap` in one run."""
     import re
 

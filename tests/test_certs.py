@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from servers import TLSMaterial, _new_key, _write_pair, make_tls_material
+from servers import TLSMaterial, make_tls_material, new_key, write_pair
 
 from reconciler import certs, planner
 from reconciler.config import load
@@ -40,9 +40,9 @@ def issue(
     ca: bool = False,
     days: int = 30,
 ) -> tuple[Path, x509.Certificate, object]:
-    key = _new_key()
+    key = new_key()
     now = dt.datetime.now(dt.timezone.utc)
-    signer_cert, signer_key = issuer or (mat._ca_cert_obj, mat._ca_key_obj)
+    signer_cert, signer_key = issuer or (mat.ca_cert_obj, mat.ca_key_obj)
     b = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(o, v) for o, v in attrs]))
@@ -56,7 +56,7 @@ def issue(
     if eku is not None:
         b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
     cert = b.sign(signer_key, hashes.SHA256())
-    path, _ = _write_pair(stem, cert, key)
+    path, _ = write_pair(stem, cert, key)
     return path, cert, key
 
 

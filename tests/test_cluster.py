@@ -2,7 +2,7 @@
 replicas and a 3-primary/3-replica cluster. ACLs are per node -- neither replication nor the
 cluster bus carries them -- so every test checks every node.
 
-Deployments are shared by the session (tests/cluster_support.py starts them all in parallel
+Deployments are shared by the session (tests/support/cluster.py starts them all in parallel
 on first use); each test starts from `default` only, with every node up and in sync.
 """
 
@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import redis
-from cluster_support import (
+from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
+from support.cli import Cli
+from support.cluster import (
     ADMIN_PASSWORD,
     REGISTRY,
     REPL_CONFIG,
@@ -27,10 +29,10 @@ from cluster_support import (
     reset_acls,
     wait_until,
 )
-from servers import MATRIX, TLS_MATRIX, RunningServer, no_retry, start_server
 
-from reconciler import acl, executor, live
-from reconciler.cli import main
+from reconciler import acl
+from reconciler.providers.redis import execute as executor
+from reconciler.providers.redis import read as live
 
 pytestmark = pytest.mark.server
 
@@ -87,9 +89,12 @@ each_deployment = pytest.mark.parametrize("deployment", KEYS, indirect=True, ids
 
 
 class Env:
-    def __init__(self, dep: Deployment, tmp: Path, monkeypatch: pytest.MonkeyPatch, seed: RunningServer | None = None):
+    def __init__(
+        self, dep: Deployment, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: RunningServer | None = None
+    ):
         self.dep = dep
-        self.file = tmp / "access.yaml"
+        self.cli = Cli(tmp, capsys=capsys)
+        self.file = self.cli.file
         self.seed = seed or dep.nodes[0]
         monkeypatch.setenv("T_SEED", self.seed.address)
         monkeypatch.setenv("T_ADMIN", ADMIN_PASSWORD)
@@ -111,20 +116,6 @@ class Env:
             finally:
                 c.close()
         return out
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def apply(env: Env, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    return run(capsys, "apply", "-f", str(env.file), "--auto-approve")
-
-
-def plan(env: Env, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
-    return run(capsys, "plan", "-f", str(env.file), "--detailed-exitcode", *extra)
 
 
 def logs_in(srv: RunningServer, user: str, password: str) -> bool:
@@ -170,10 +161,10 @@ def group_headers(out: str) -> list[str]:
 
 @each_deployment
 def test_apply_every_node_identical_drift_on_one_replica_and_failover(deployment: Deployment, tmp_path, monkeypatch, capsys) -> None:
-    env = Env(deployment, tmp_path, monkeypatch)
+    env = Env(deployment, tmp_path, monkeypatch, capsys)
     n = len(deployment.nodes)
 
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 2, err
     # Every node gets the same change, so the plan shows it once for the whole group.
     assert f"Instance cache ({n} nodes:" in out
@@ -181,7 +172,7 @@ def test_apply_every_node_identical_drift_on_one_replica_and_failover(deployment
     assert out.count("+ user app-orders") == 1
     assert "Plan: 2 to add, 0 to change, 0 to destroy." in out
 
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert "Apply complete: 2 added" in out
     for s in deployment.nodes:  # one success line per node
@@ -191,7 +182,7 @@ def test_apply_every_node_identical_drift_on_one_replica_and_failover(deployment
         assert logs_in(s, "app-orders", TOKENS["ORDERS"])
         assert logs_in(s, "app-reports", TOKENS["REPORTS"])
 
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 0 and "No changes." in out, out + err
 
     # Out-of-band change on one replica: drift on that node only.
@@ -199,12 +190,12 @@ def test_apply_every_node_identical_drift_on_one_replica_and_failover(deployment
     c = admin(replica)
     c.execute_command("ACL", "SETUSER", "app-reports", "+flushall")
     c.close()
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 2, out + err
     assert group_headers(out) == [f"on {replica.address}:"], out
     assert "~ user app-reports" in out and "FLUSHALL" in out
     assert "Plan: 0 to add, 1 to change, 0 to destroy." in out
-    code, out, _ = plan(env, capsys, "--format", "json")
+    code, out, _ = env.cli.plan(None, "--format", "json")
     doc = json.loads(out)
     changed = [nd["address"] for nd in doc["instances"][0]["nodes"] if nd["changes"]]
     assert changed == [replica.address]
@@ -215,11 +206,11 @@ def test_apply_every_node_identical_drift_on_one_replica_and_failover(deployment
     c = admin(other)
     c.execute_command("ACL", "SETUSER", "handmade", "on", ">handmade-secret-2f7c", "+get", "~*")
     c.close()
-    code, out, err = run(capsys, "drift", "-f", str(env.file))
+    code, out, err = env.cli("drift", "-f", str(env.file))
     assert code == 2
     assert f"[{other.address}] user handmade is not in the file" in out
 
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert f"cache {replica.address} (" in out and "1 updated" in out
     c = admin(other)
@@ -233,13 +224,13 @@ def test_apply_every_node_identical_drift_on_one_replica_and_failover(deployment
     assert deployment.roles()[replica.address] == "primary"
     assert deployment.roles()[old_primary.address] == "replica"
     assert logs_in(replica, "app-orders", TOKENS["ORDERS"])
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 0 and "No changes." in out, out + err
     assert_identical(env, {"app-orders", "app-reports"})
 
     # Discovery follows the new roles: a change after the failover reaches every node again.
     env.write(more=BATCH_USER.format(enabled="true"))
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert_identical(env, {"app-orders", "app-reports", "app-batch"})
     for s in deployment.nodes:
@@ -256,9 +247,9 @@ def _sessions(srv: RunningServer, user: str) -> int:
 
 @each_deployment
 def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkeypatch, capsys) -> None:
-    env = Env(deployment, tmp_path, monkeypatch)
+    env = Env(deployment, tmp_path, monkeypatch, capsys)
     env.write(more=BATCH_USER.format(enabled="true"))
-    code, _, err = apply(env, capsys)
+    code, _, err = env.cli.apply()
     assert code == 0, err
 
     def open_sessions() -> list[redis.Redis]:
@@ -274,9 +265,9 @@ def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkey
 
     # Disabling does not drop open connections by itself: the plan kills them on every node.
     env.write(more=BATCH_USER.format(enabled="false"))
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 2 and "sessions: CLIENT KILL USER (1 open connection now)" in out
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert out.count("1 connection killed") == len(deployment.nodes), out
     for s, c in zip(deployment.nodes, clients, strict=False):
@@ -288,11 +279,11 @@ def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkey
 
     # Deleted users (prune: true, user gone from the file): no session survives anywhere.
     env.write(more=BATCH_USER.format(enabled="true"))
-    code, _, err = apply(env, capsys)
+    code, _, err = env.cli.apply()
     assert code == 0, err
     clients = open_sessions()
     env.write(prune=True)
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     for s, c in zip(deployment.nodes, clients, strict=False):
         assert _sessions(s, "app-batch") == 0, s.address
@@ -304,7 +295,7 @@ def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkey
 
 @each_deployment
 def test_replica_killed_mid_apply_then_rerun_converges(deployment: Deployment, tmp_path, monkeypatch, capsys) -> None:
-    env = Env(deployment, tmp_path, monkeypatch)
+    env = Env(deployment, tmp_path, monkeypatch, capsys)
     victim = deployment.replicas()[-1]
     finished = threading.Event()
     written: list[str] = []
@@ -330,7 +321,7 @@ def test_replica_killed_mid_apply_then_rerun_converges(deployment: Deployment, t
     monkeypatch.setattr(
         executor, "execute", lambda plan, desired, **kw: real_execute(plan, desired, **{**kw, "connect": connect})
     )
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 1
     assert written and not victim.alive()
     assert "apply stopped on instance cache:" in err
@@ -345,10 +336,10 @@ def test_replica_killed_mid_apply_then_rerun_converges(deployment: Deployment, t
     victim.restart()
     deployment.rejoin(victim)
     deployment.wait_ready()
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     assert f"cache {victim.address} (" in out
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 0 and "No changes." in out, out + err
     assert_identical(env, {"app-orders", "app-reports"})
     assert logs_in(victim, "app-orders", TOKENS["ORDERS"])
@@ -381,10 +372,11 @@ def test_mixed_versions_rules_must_fit_every_node(tmp_path: Path, monkeypatch, c
         monkeypatch.setenv("T_SEED", primary.address)
         monkeypatch.setenv("T_ORDERS", TOKENS["ORDERS"])
         monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
-        f = tmp_path / "access.yaml"
+        cli = Cli(tmp_path, capsys=capsys)
+        f = cli.file
         f.write_text(MIXED.format(acl="~orders:* +get (~audit:* +set)"))
 
-        code, out, err = run(capsys, "apply", "-f", str(f), "--auto-approve")
+        code, out, err = cli("apply", "-f", str(f), "--auto-approve")
         assert code == 1
         assert f"cache {primary.address}: user app-orders: Redis 6.2." in err and "can't express this" in err
         assert "selectors" in err
@@ -394,14 +386,14 @@ def test_mixed_versions_rules_must_fit_every_node(tmp_path: Path, monkeypatch, c
             c.close()
 
         f.write_text(MIXED.format(acl="~orders:* +get +set"))
-        code, out, err = run(capsys, "plan", "-f", str(f), "--detailed-exitcode")
+        code, out, err = cli("plan", "-f", str(f), "--detailed-exitcode")
         assert code == 2
         assert f"Instance cache (2 nodes: {primary.address} primary, 1 replica; Redis {primary.version}, Redis {replica.version})" in out
-        code, out, err = run(capsys, "apply", "-f", str(f), "--auto-approve")
+        code, out, err = cli("apply", "-f", str(f), "--auto-approve")
         assert code == 0, err
         assert f"cache {primary.address} (Redis {primary.version}): 1 created" in out
         assert f"cache {replica.address} (Redis {replica.version}): 1 created" in out
-        code, out, err = run(capsys, "plan", "-f", str(f), "--detailed-exitcode")
+        code, out, err = cli("plan", "-f", str(f), "--detailed-exitcode")
         assert code == 0 and "No changes." in out
         for s in (primary, replica):
             assert logs_in(s, "app-orders", TOKENS["ORDERS"])
@@ -420,25 +412,25 @@ def test_tls_discovery_and_apply(deployment: Deployment, tmp_path, monkeypatch, 
     """Over TLS-only ports: replicas announce their TLS port (tls-replication), cluster
     members are found at CLUSTER SHARDS' tls-port; every node gets the ACLs."""
     seed = deployment.replicas()[-1]
-    env = Env(deployment, tmp_path, monkeypatch, seed=seed)
+    env = Env(deployment, tmp_path, monkeypatch, capsys, seed=seed)
     tls = seed.tls_config()
     assert tls is not None
     env.write(instance_extra=f"    tls: {{ca_file: {tls['ca_file']}, cert_file: {tls['cert_file']}, key_file: {tls['key_file']}}}\n")
-    code, out, err = apply(env, capsys)
+    code, out, err = env.cli.apply()
     assert code == 0, err
     for s in deployment.nodes:
         assert f"cache {s.address} (" in out
     assert_identical(env, {"app-orders", "app-reports"})
-    code, out, err = plan(env, capsys)
+    code, out, err = env.cli.plan()
     assert code == 0 and "No changes." in out, out + err
 
 
 @pytest.mark.parametrize("deployment", [(sid, "replicated") for sid in MATRIX], indirect=True, ids=_ids)
 def test_saved_plan_refused_when_a_replica_joined(deployment: Deployment, tmp_path, monkeypatch, capsys) -> None:
     """`apply PLAN.json` discovers again: a replica added since the plan would miss the users."""
-    env = Env(deployment, tmp_path, monkeypatch)
+    env = Env(deployment, tmp_path, monkeypatch, capsys)
     saved = tmp_path / "plan.json"
-    code, _, err = run(capsys, "plan", "-f", str(env.file), "--out", str(saved))
+    code, _, err = env.cli("plan", "-f", str(env.file), "--out", str(saved))
     assert code == 0, err
 
     primary = deployment.primaries()[0]
@@ -449,7 +441,7 @@ def test_saved_plan_refused_when_a_replica_joined(deployment: Deployment, tmp_pa
         c.execute_command("REPLICAOF", primary.host, str(primary.port))
         c.close()
         wait_until("the new replica in sync", lambda: replica_in_sync(extra))
-        code, out, err = run(capsys, "apply", str(saved), "-f", str(env.file), "--auto-approve")
+        code, out, err = env.cli("apply", str(saved), "-f", str(env.file), "--auto-approve")
         assert code == 1
         assert f"cache {extra.address}: node joined the instance since the plan was made; make a new plan" in err
         assert "nothing was changed" in err
@@ -460,7 +452,7 @@ def test_saved_plan_refused_when_a_replica_joined(deployment: Deployment, tmp_pa
     finally:
         extra.stop()
     wait_until("the primary back to 2 replicas", lambda: len(deployment.replicas()) == 2 and _replica_count(primary) == 2)
-    code, out, err = run(capsys, "apply", str(saved), "-f", str(env.file), "--auto-approve")
+    code, out, err = env.cli("apply", str(saved), "-f", str(env.file), "--auto-approve")
     assert code == 0, err
     assert_identical(env, {"app-orders", "app-reports"})
 

@@ -601,7 +601,7 @@ def test_never_a_raw_exception_on_odd_shapes(tmp_path: Path) -> None:
 def test_rule_check_memoized_by_pattern_shape_says_what_the_full_check_says() -> None:
     """check_rules reuses a clean verdict across strings that differ only in plain key/channel
     patterns; every verdict and message must be what checking the real string gives."""
-    from reconciler.config.build import _check_rules, check_rules
+    from reconciler.config.core import check_rules, check_rules_uncached
 
     patterns = ["~app1:*", "~b", "%R~r:*", "%W~w", "%RW~x{1}", "%RR~bad", "&ch:*", "~*", "&*", "allkeys", "resetkeys", "~a b"]
     rest = ["+@read", "+@raed", "on", ">pw", "-@all +get", "(~s +get)", '"~q"', "resetchannels"]
@@ -609,4 +609,4 @@ def test_rule_check_memoized_by_pattern_shape_says_what_the_full_check_says() ->
         for p2 in patterns:
             for r in rest:
                 text = f"{p1} {p2} {r}"
-                assert check_rules(text, "acl") == _check_rules(text, "acl"), text
+                assert check_rules(text, "acl") == check_rules_uncached(text, "acl"), text

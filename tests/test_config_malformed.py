@@ -4,13 +4,11 @@ never a traceback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.cli import Cli, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "malformed"
@@ -30,30 +28,16 @@ def _expected() -> dict[str, tuple[int, str]]:
 EXPECTED = _expected()
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORPUS_")}
-    env.update(CORPUS_TOKEN="abc", CORPUS_WEAK_TOKEN="alllowercase123")
-    return env
-
-
-def _validate(rel: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        # --resolve-secrets: the corpus has missing secret files and weak tokens
-        [sys.executable, "-m", "reconciler.cli", "validate", "--resolve-secrets", "-f", rel],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _validate(rel: str) -> Result:
+    # --resolve-secrets: the corpus has missing secret files and weak tokens
+    return Cli(ROOT, env={"CORPUS_TOKEN": "abc", "CORPUS_WEAK_TOKEN": "alllowercase123"})("validate", "--resolve-secrets", "-f", rel)
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, subprocess.CompletedProcess]:
-    env = _env()
+def results() -> dict[str, Result]:
     names = sorted(EXPECTED)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        done = pool.map(lambda n: _validate(f"tests/malformed/{n}", env), names)
+        done = pool.map(lambda n: _validate(f"tests/malformed/{n}"), names)
         return dict(zip(names, done, strict=False))
 
 
@@ -64,20 +48,20 @@ def test_corpus_is_complete() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_malformed_file(name: str, results: dict[str, subprocess.CompletedProcess]) -> None:
+def test_malformed_file(name: str, results: dict[str, Result]) -> None:
     proc = results[name]
     line, fragment = EXPECTED[name]
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert proc.stdout == ""
-    lines = proc.stderr.splitlines()
+    assert proc.code == 1, proc.err
+    assert "Traceback" not in proc.err + proc.out
+    assert proc.out == ""
+    lines = proc.err.splitlines()
     assert lines, "no error printed"
     prefix = f"tests/malformed/{name}:"
     assert all(ln.startswith(prefix) for ln in lines), lines
     wanted = f"{prefix}{line}: "
     assert any(ln.startswith(wanted) and fragment in ln for ln in lines), (wanted, fragment, lines)
-    assert SECRET_IN_CORPUS not in proc.stderr
-    assert "Sup3r" not in proc.stderr
+    assert SECRET_IN_CORPUS not in proc.err
+    assert "Sup3r" not in proc.err
 
 
 def test_five_megabyte_file_loads(tmp_path: Path) -> None:
@@ -89,9 +73,9 @@ def test_five_megabyte_file_loads(tmp_path: Path) -> None:
         while fh.tell() < 5 * 1000 * 1000:
             fh.write(f"  user-{i}:\n    acl: \"~app:{i}:* +get +set\"\n")
             i += 1
-    proc = _validate(str(big), _env())
-    assert proc.returncode == 0, proc.stderr
-    assert f"{i} users" in proc.stdout
+    proc = _validate(str(big))
+    assert proc.code == 0, proc.err
+    assert f"{i} users" in proc.out
 
 
 def test_file_beyond_any_inventory_is_refused_without_reading(tmp_path: Path) -> None:
@@ -100,17 +84,17 @@ def test_file_beyond_any_inventory_is_refused_without_reading(tmp_path: Path) ->
     huge = tmp_path / "huge.yaml"
     with open(huge, "wb") as fh:
         fh.truncate(MAX_BYTES + 1)  # sparse: nothing is written or read
-    proc = _validate(str(huge), _env())
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"{huge}:1: file is too large"), proc.stderr
-    assert len(proc.stderr.splitlines()) == 1
+    proc = _validate(str(huge))
+    assert proc.code == 1
+    assert "Traceback" not in proc.err
+    assert proc.err.startswith(f"{huge}:1: file is too large"), proc.err
+    assert len(proc.err.splitlines()) == 1
 
 
 def test_missing_file_names_it_as_given() -> None:
-    proc = _validate("no/such/access.yaml", _env())
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == "no/such/access.yaml: cannot read: No such file or directory"
+    proc = _validate("no/such/access.yaml")
+    assert proc.code == 1
+    assert proc.err.strip() == "no/such/access.yaml: cannot read: No such file or directory"
 
 
 def test_all_problems_reported_sorted_by_line(tmp_path: Path) -> None:
@@ -128,9 +112,9 @@ def test_all_problems_reported_sorted_by_line(tmp_path: Path) -> None:
         "    tokens:\n"
         "      - {id: x, sha256: abc}\n"  # 11
     )
-    proc = _validate(str(f), _env())
-    assert proc.returncode == 1
-    lines = proc.stderr.splitlines()
+    proc = _validate(str(f))
+    assert proc.code == 1
+    lines = proc.err.splitlines()
     numbers = [int(ln.split(":")[1]) for ln in lines]
     assert numbers == sorted(numbers)
     assert set(numbers) == {3, 5, 8, 9, 11}, lines

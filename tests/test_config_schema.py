@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from support.cli import Cli, Result
 
 from reconciler.config import load
 
@@ -184,16 +182,12 @@ def test_cluster_shape() -> None:
 
 
 def test_validate_cli_on_quickstart() -> None:
-    env = {**os.environ, **EXAMPLE_ENV}
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", "validate", "-f", "examples/quickstart.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "examples/quickstart.yaml: ok (1 instances, 2 users, 3 tokens)\n"
-    assert proc.stderr == ""
+    proc = Cli(ROOT, env=dict(EXAMPLE_ENV))("validate", "-f", "examples/quickstart.yaml")
+    assert proc.code == 0, proc.err
+    assert proc.out == "examples/quickstart.yaml: ok (1 instances, 2 users, 3 tokens)\n"
+    assert proc.err == ""
     for value in EXAMPLE_ENV.values():
-        assert value not in proc.stdout + proc.stderr
+        assert value not in proc.out + proc.err
 
 
 def test_validate_cli_allow_expired(tmp_path: Path) -> None:
@@ -202,14 +196,15 @@ def test_validate_cli_allow_expired(tmp_path: Path) -> None:
         "version: 1\ninstances:\n  c: {nodes: ['h:1']}\nusers:\n  u:\n    tokens:\n"
         "      - {id: t, sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: 2020-01-01}\n"
     )
-    run = lambda *extra: subprocess.run(  # noqa: E731 - a one-line helper for the two runs below
-        [sys.executable, "-m", "reconciler.cli", "validate", "-f", str(f), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+    cli = Cli(ROOT, env={})
+
+    def run(*extra: str) -> Result:
+        return cli("validate", "-f", str(f), *extra)
+
     bad = run()
-    assert bad.returncode == 1 and "expired on 2020-01-01" in bad.stderr
+    assert bad.code == 1 and "expired on 2020-01-01" in bad.err
     good = run("--allow-expired")
-    assert good.returncode == 0 and good.stdout == f"{f}: ok (1 instances, 1 users, 1 tokens)\n"
+    assert good.code == 0 and good.out == f"{f}: ok (1 instances, 1 users, 1 tokens)\n"
 
 
 # -- the fast verdict (fastjsonschema) agrees with jsonschema ------------------------------------

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from executor_support import acl_users, sha
 from servers import RunningServer, no_retry
-
-from reconciler.cli import main
+from support.cli import Cli, Result
+from support.executor import acl_users, sha
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,11 +60,11 @@ users:
 
 TOP_KEYS = {"drift", "format_version", "instances", "source", "summary", "today"}
 DRIFT_KEYS = {"status", "exit_code", "changes", "findings", "kinds"}
-SUMMARY_KEYS = {"add", "change", "destroy", "findings"}
+SUMMARY_KEYS = {"add", "change", "destroy", "findings", "errors"}
 INSTANCE_KEYS = {"name", "topology", "nodes", "findings", "inventory"}
 NODE_KEYS = {"address", "role", "label", "fingerprint", "changes", "persist", "config"}
 CHANGE_KEYS = {"action", "user", "enabled", "nopass", "hashes", "rules", "enabled_before", "tokens",
-               "permissions", "certificates", "kill_sessions", "connections", "note"}
+               "permissions", "certificates", "kill_sessions", "connections", "note", "passwords"}
 TOKEN_KEYS = {"action", "sha256", "token_id", "reason", "expires"}
 FINDING_KEYS = {"kind", "message", "instance", "node", "user", "token_id", "severity"}
 
@@ -73,9 +72,9 @@ FINDING_KEYS = {"kind", "message", "instance", "node", "user", "token_id", "seve
 class DriftEnv:
     def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
         self.srv = srv
-        self.file = tmp / "access.yaml"
+        self.cli = Cli(tmp, capsys=capsys)
+        self.file = self.cli.file
         self.monkeypatch = monkeypatch
-        self.capsys = capsys
         self.env = {"T_NODE": srv.address, "T_ADMIN": ADMIN, "T_ORDERS": ORDERS, "T_ORDERS_OLD": ORDERS_OLD,
                     "RECONCILER_TODAY": TODAY, "NO_COLOR": "1"}
         for k, v in self.env.items():
@@ -87,12 +86,9 @@ class DriftEnv:
         self.file.write_text(FILE.format(admin=ADMIN_USER, created=created, expires=expires, auth_mode=auth_mode,
                                          forbid_nopass=str(forbid_nopass).lower(), more_tokens=more_tokens))
 
-    def run(self, *argv: str, today: str = TODAY) -> tuple[int, str, str]:
+    def run(self, *argv: str, today: str = TODAY) -> Result:
         self.monkeypatch.setenv("RECONCILER_TODAY", today)
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in err
-        return code, out, err
+        return self.cli(*argv)
 
     def apply(self, today: str = TODAY) -> None:
         code, out, err = self.run("apply", "-f", str(self.file), "--auto-approve", today=today)
@@ -139,7 +135,7 @@ def check_keys(doc: dict) -> None:
     assert set(doc) == TOP_KEYS
     assert set(doc["drift"]) == DRIFT_KEYS
     assert set(doc["summary"]) == SUMMARY_KEYS
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     for inst in doc["instances"]:
         assert set(inst) == INSTANCE_KEYS
         for node in inst["nodes"]:
@@ -320,14 +316,13 @@ def test_exit_codes_through_the_real_cli(denv: DriftEnv) -> None:
     """The process exit status is what a scheduler sees: 0 clean, 2 drift, 1 error."""
     denv.write()
     denv.apply()
-    env = {**os.environ, **denv.env, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "reconciler.cli", "drift", "-f", str(denv.file)]
-    assert subprocess.run(cmd, capture_output=True, env=env, cwd=REPO).returncode == 0
+    cli = Cli(REPO, env=dict(denv.env))
+    assert cli("drift", "-f", str(denv.file)).code == 0
     denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+keys")
-    r = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, env=env, cwd=REPO)
-    assert r.returncode == 2 and json.loads(r.stdout)["drift"]["exit_code"] == 2
-    r = subprocess.run([*cmd[:-1], str(denv.file) + ".missing"], capture_output=True, text=True, env=env, cwd=REPO)
-    assert r.returncode == 1 and "cannot read" in r.stderr
+    r = cli("drift", "-f", str(denv.file), "--format", "json")
+    assert r.code == 2 and json.loads(r.out)["drift"]["exit_code"] == 2
+    r = cli("drift", "-f", str(denv.file) + ".missing")
+    assert r.code == 1 and "cannot read" in r.err
 
 
 # -- formats -----------------------------------------------------------------------------------
@@ -344,7 +339,7 @@ def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
     assert code == 2
     check_keys(doc)
     assert doc["drift"]["kinds"] == {"nopass": 1, "token_age": 1, "token_expiring": 1, "unmanaged_token": 1, "unmanaged_user": 1}
-    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5}
+    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5, "errors": 0}
     assert json.loads(json.dumps(doc)) == doc
 
     code, md, _ = denv.drift("markdown")

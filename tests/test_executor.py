@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from executor_support import (
+from servers import RunningServer, no_retry
+from support.executor import (
     PLAINTEXTS,
     acl_users,
     create,
@@ -23,11 +24,10 @@ from executor_support import (
     user_connections,
     write_calls,
 )
-from servers import RunningServer, no_retry
 
-from reconciler import executor
 from reconciler.audit import AuditLog, plan_fingerprint
 from reconciler.errors import ApplyError
+from reconciler.providers.redis import execute as executor
 
 
 def _wait_until(cond, timeout: float = 3.0) -> bool:
@@ -59,7 +59,7 @@ def test_creates_updates_deletes_in_batches(server: RunningServer) -> None:
         batch_size=2,
         between_batches=lambda inst, addr, step, n: batches.append((step, n)),
     )
-    assert result.ok
+    assert all(n.ok for n in executor.node_results(result))
     # 6 SETUSERs in batches of 2, one DELUSER, one CLIENT KILL: one round trip each batch.
     assert batches == [("setuser", 1), ("setuser", 2), ("setuser", 3), ("deluser", 4), ("kill", 5)]
     live = acl_users(admin)
@@ -101,7 +101,7 @@ def test_disable_kills_sessions_and_delete_after_deluser(server: RunningServer) 
         node_plan(server.address, update("off-me", "~* +get", hashes=(sha("pw"),), enabled=False, kill=True), delete("del-me")),
     )
     result = executor.execute(p, desired(instance("c", [server.address])))
-    node = result.nodes[0]
+    node = executor.node_results(result)[0]
     assert node.killed == {"off-me": 1, "del-me": 0}
     kills = {s.user: s for s in node.steps if s.action == "kill-sessions"}
     assert kills["del-me"].status == "ok" and "DELUSER" in kills["del-me"].detail
@@ -146,8 +146,8 @@ def test_refused_command_stops_and_reports_exactly(server: RunningServer, tmp_pa
     assert "not applied (2): create a4, persist" in text
     live = acl_users(admin)
     assert "a1" in live and "a3" in live and "bad" not in live and "a4" not in live
-    result = info.value.result  # type: ignore[attr-defined]
-    assert result.failed_instances == ["c"]
+    report = info.value.report
+    assert [(n.instance, n.ok) for n in executor.node_results(report)] == [("c", False)]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["user"], r["result"][:6]) for r in records] == [
         ("a1", "ok"),
@@ -158,7 +158,7 @@ def test_refused_command_stops_and_reports_exactly(server: RunningServer, tmp_pa
     ]
     # Fix the rule and run again: converges, the already-applied users are simply re-set.
     fixed = plan("c", node_plan(server.address, changes[0], create("bad", "~* +get"), *changes[2:]))
-    assert executor.execute(fixed, desired(instance("c", [server.address]))).ok
+    assert all(n.ok for n in executor.node_results(executor.execute(fixed, desired(instance("c", [server.address])))))
     assert {"a1", "bad", "a3", "a4"} <= set(acl_users(admin))
 
 
@@ -188,7 +188,7 @@ def test_killed_between_batches_matrix(server: RunningServer, server_factory, pe
     # Nothing was persisted: the restarted node is back to its file (empty), complete users only.
     assert set(acl_users(srv.admin())) == {"default"}
     result = executor.execute(p, d, warn=warnings.append)
-    assert result.ok
+    assert all(n.ok for n in executor.node_results(result))
     assert {f"u{i:02d}" for i in range(10)} <= set(acl_users(srv.admin()))
     if persisted:
         assert srv.aclfile is not None and "user u09 on" in srv.aclfile.read_text()
@@ -196,7 +196,7 @@ def test_killed_between_batches_matrix(server: RunningServer, server_factory, pe
         assert "u09" in acl_users(srv.admin())
     else:
         # nothing to persist with: recorded per node; the command prints one line per instance
-        assert [n.persisted for n in result.nodes] == ["warn"] and warnings == []
+        assert [n.persisted for n in executor.node_results(result)] == ["warn"] and warnings == []
 
 
 def test_persist_config_rewrite(server_factory, server: RunningServer) -> None:
@@ -204,7 +204,7 @@ def test_persist_config_rewrite(server_factory, server: RunningServer) -> None:
     server.stop()
     p = plan("c", node_plan(srv.address, create("app", "~* +get", tokens=(("t", "pw"),)), persist="config-rewrite"))
     result = executor.execute(p, desired(instance("c", [srv.address])))
-    assert result.nodes[0].persisted == "config-rewrite"
+    assert executor.node_results(result)[0].persisted == "config-rewrite"
     assert srv.config_file is not None and f"user app on #{sha('pw')}" in srv.config_file.read_text().replace("sanitize-payload ", "")
     srv.restart()
     assert "app" in acl_users(srv.admin())
@@ -219,7 +219,7 @@ def test_nodes_of_an_instance_in_parallel_and_stop_together(server_factory, serv
     )
     d = desired(instance("c", [server.address, other.address]))
     result = executor.execute(p, d, batch_size=2)
-    assert [n.address for n in result.nodes] == [server.address, other.address]
+    assert [n.address for n in executor.node_results(result)] == [server.address, other.address]
     for srv in (server, other):
         assert {f"u{i}" for i in range(6)} <= set(acl_users(srv.admin()))
 

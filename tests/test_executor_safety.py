@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from executor_support import create, delete, desired, instance, node_plan, plan, sha, update
+from support.executor import create, delete, desired, instance, node_plan, plan, sha, update
 
 from reconciler import safety
 from reconciler.audit import redact, token_refs

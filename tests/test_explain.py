@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_support import CliRun
+from support.cli import Cli
 
 from reconciler.acl import CommandTable
 from reconciler.acl.explain import argv_for, explain
@@ -47,12 +47,12 @@ PROBES = [
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRun:
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     monkeypatch.setenv("T_EXPLAIN_TOKEN", TOKEN)
-    return CliRun(tmp_path, capsys)
+    return Cli(tmp_path, capsys=capsys)
 
 
-def test_explain_matches_acl_dryrun(server, run: CliRun) -> None:
+def test_explain_matches_acl_dryrun(server, run: Cli) -> None:
     run.file.write_text(FILE.format(address=server.address))
     assert run("apply", "-f", str(run.file), "--auto-approve")[0] == 0
     admin = server.admin()
@@ -87,7 +87,7 @@ def test_explain_matches_acl_dryrun(server, run: CliRun) -> None:
     assert "hgetall shared:1: allowed: +@read grants HGETALL; ~shared:* covers its keys/channels" in out
 
 
-def test_explain_offline_every_version(run: CliRun, tmp_path: Path) -> None:
+def test_explain_offline_every_version(run: Cli, tmp_path: Path) -> None:
     run.file.write_text(FILE.format(address="127.0.0.1:1"))
     rc, out, err = run("explain", "app", "-f", str(run.file), "--offline", "--command", "hgetall", "--key", "x")
     assert rc == 0, err
@@ -96,7 +96,7 @@ def test_explain_offline_every_version(run: CliRun, tmp_path: Path) -> None:
     assert len(re.findall(r"hgetall x: denied: \+@read grants HGETALL, but nothing covers x", out)) == len(CommandTable.available())
 
 
-def test_explain_unknown_user_is_one_line(run: CliRun) -> None:
+def test_explain_unknown_user_is_one_line(run: Cli) -> None:
     run.file.write_text(FILE.format(address="127.0.0.1:1"))
     rc, _, err = run("explain", "nobody", "-f", str(run.file), "--offline")
     assert rc == 1 and err.strip().count("\n") == 0 and "user nobody is not declared" in err
@@ -114,7 +114,7 @@ def test_deciding_rule_is_the_last_flip() -> None:
     assert v.allowed and v.command_rule == "+client|list"
 
 
-def test_explain_says_when_live_differs_and_plan_target(server_factory, run: CliRun) -> None:
+def test_explain_says_when_live_differs_and_plan_target(server_factory, run: Cli) -> None:
     srv = server_factory("valkey-9.1")
     text = FILE.format(address=srv.address) + '  other:\n    acl: "+ping"\n'
     run.file.write_text(text)

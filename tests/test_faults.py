@@ -25,8 +25,8 @@ import pytest
 import redis
 from servers import MATRIX, RunningServer, no_retry
 
-from reconciler import executor
 from reconciler.cli import main
+from reconciler.providers.redis import execute as executor
 
 ADMIN = "admin-plaintext-5b0d2e7c9a1f4368b2d0e6c4"
 APP_A = "app-token-a-plaintext-8c1e4f7a2b5d9036"

@@ -4,12 +4,10 @@ servers covers every instance exactly once."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import Cli, Result
 
 from reconciler.errors import ReconcilerError
 from reconciler.manager import Shard, select
@@ -42,9 +40,8 @@ def test_shards_partition_the_instances_evenly_whatever_the_file_order() -> None
             Shard.parse(bad)
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RECONCILER_NO_CACHE": "1", "RECONCILER_TODAY": "2026-11-23"}
-    return subprocess.run([sys.executable, "-m", "reconciler.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+def _run(*args: str) -> Result:
+    return Cli(ROOT, env={"RECONCILER_NO_CACHE": "1", "RECONCILER_TODAY": "2026-11-23"})(*args)
 
 
 def test_sharded_drift_over_real_servers_covers_each_instance_once(server_factory, tmp_path: Path) -> None:
@@ -59,15 +56,15 @@ def test_sharded_drift_over_real_servers_covers_each_instance_once(server_factor
     seen: list[str] = []
     for k in (1, 2):
         r = _run("drift", "-f", str(f), "--instance", "fleet-*", "--shard", f"{k}/2", "--format", "json")
-        assert r.returncode == 2, r.stderr  # `app` is missing everywhere: drift
-        seen += [i["name"] for i in json.loads(r.stdout)["instances"]]
+        assert r.code == 2, r.err  # `app` is missing everywhere: drift
+        seen += [i["name"] for i in json.loads(r.out)["instances"]]
     assert sorted(seen) == ["fleet-a", "fleet-b", "fleet-c"]
 
     r = _run("plan", "-f", str(f), "--instance", "fleet-*", "--instance", "other", "--format", "json")
-    assert r.returncode == 0, r.stderr
-    assert [i["name"] for i in json.loads(r.stdout)["instances"]] == ["fleet-a", "fleet-b", "fleet-c", "other"]
+    assert r.code == 0, r.err
+    assert [i["name"] for i in json.loads(r.out)["instances"]] == ["fleet-a", "fleet-b", "fleet-c", "other"]
 
     r = _run("plan", "-f", str(f), "--shard", "3/2")
-    assert r.returncode == 1 and r.stderr.startswith("reconciler: --shard '3/2'"), r.stderr
+    assert r.code == 1 and r.err.startswith("reconciler: --shard '3/2'"), r.err
     r = _run("plan", "-f", str(f), "--instance", "nope-*")
-    assert r.returncode == 1 and "unknown instance nope-*" in r.stderr
+    assert r.code == 1 and "unknown instance nope-*" in r.err

@@ -6,15 +6,13 @@ of a cluster."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from cluster_support import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
 from servers import CERT_USER_MAPPING, RunningServer
+from support.cli import Cli, Result
+from support.cluster import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
 
 from reconciler import acl
 
@@ -77,12 +75,9 @@ def populate(client, table: acl.CommandTable) -> dict[str, tuple[bool, list[str]
     return users
 
 
-def cli(*argv: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "RECONCILER_TODAY": "2026-11-23", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", *argv], capture_output=True, text=True,
-        env={**base, **(env or {})}, cwd=cwd, timeout=120,
-    )
+def cli(*argv: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> Result:
+    """As a subprocess with no secret in its environment but the ones given."""
+    return Cli(cwd, env={"RECONCILER_TODAY": "2026-11-23", "NO_COLOR": "1", **(env or {})}, inherit=False)(*argv)
 
 
 def writes(client) -> dict[str, int]:
@@ -105,7 +100,7 @@ def test_import_validates_plans_and_applies_as_a_no_op(server: RunningServer, tm
     out = tmp_path / "imported.yaml"
     env = {"T_ADMIN": ADMIN}
     r = cli("import", "--node", server.address, "--admin-secret-env", "T_ADMIN", "--out", str(out), env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     text = out.read_text()
     doc = yaml.safe_load(text)
 
@@ -129,13 +124,13 @@ def test_import_validates_plans_and_applies_as_a_no_op(server: RunningServer, tm
 
     # validates with no secret in the environment, plans as a no-op, applies without a write
     r = cli("validate", "-f", str(out))
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     r = cli("plan", "-f", str(out), "--detailed-exitcode", env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err
     before = sorted(client.execute_command("ACL", "LIST"))
     client.execute_command("CONFIG", "RESETSTAT")
     r = cli("apply", "-f", str(out), "--auto-approve", env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err
     assert sorted(client.execute_command("ACL", "LIST")) == before
     if table.has_subcommands:
         assert writes(client) == {}
@@ -145,9 +140,9 @@ def test_import_validates_plans_and_applies_as_a_no_op(server: RunningServer, tm
     # --out refuses to overwrite, unless --force
     out.write_text("# mine\n")
     r = cli("import", "--node", server.address, "--admin-secret-env", "T_ADMIN", "--out", str(out), env=env)
-    assert r.returncode == 1 and "--force" in r.stderr and out.read_text() == "# mine\n"
+    assert r.code == 1 and "--force" in r.err and out.read_text() == "# mine\n"
     r = cli("import", "--node", server.address, "--admin-secret-env", "T_ADMIN", "--out", str(out), "--force", env=env)
-    assert r.returncode == 0 and yaml.safe_load(out.read_text()) == doc
+    assert r.code == 0 and yaml.safe_load(out.read_text()) == doc
 
 
 def test_import_reuses_an_instance_of_a_file(server: RunningServer, tmp_path: Path, capsys) -> None:
@@ -163,16 +158,16 @@ def test_import_reuses_an_instance_of_a_file(server: RunningServer, tmp_path: Pa
     )
     env = {"T_ADMIN": ADMIN, "T_NODE": server.address}
     r = cli("import", "--instance", "cache", "-f", str(src), env=env)
-    assert r.returncode == 0, r.stderr
-    doc = yaml.safe_load(r.stdout)
+    assert r.code == 0, r.err
+    doc = yaml.safe_load(r.out)
     assert doc["instances"] == {
         "cache": {"nodes": [{"env": "T_NODE"}], "admin": {"username": "default", "secret": {"env": "T_ADMIN"}}, "prune": False}
     }
     assert doc["users"]["app"] == {"enabled": True, "acl": "~app:* +@read", "tokens": [{"id": sha("app-Secret-value-1")[:8], "sha256": sha("app-Secret-value-1")}]}
     r = cli("import", "--admin-secret-env", "T_ADMIN", env=env)
-    assert r.returncode == 1 and "usage: reconciler import" in r.stderr and "--node" in r.stderr
+    assert r.code == 1 and "usage: reconciler import" in r.err and "--node" in r.err
     r = cli("import", "--instance", "cache", env=env)
-    assert r.returncode == 1 and "import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE" in r.stderr
+    assert r.code == 1 and "import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE" in r.err
 
 
 @pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
@@ -190,7 +185,7 @@ def test_import_certificate_users_over_tls(server_factory, tmp_path: Path, serve
         "import", "--node", srv.address, "--tls-ca", tls["ca_file"], "--tls-cert", tls["cert_file"],
         "--tls-key", tls["key_file"], "--admin-secret-env", "T_ADMIN", "--out", str(out), env=env,
     )
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     doc = yaml.safe_load(out.read_text())
     inst = doc["instances"]["imported"]
     assert inst["tls_client_auth"] == {"required": "optional", "user_field": "CN"}
@@ -198,9 +193,9 @@ def test_import_certificate_users_over_tls(server_factory, tmp_path: Path, serve
     assert doc["users"]["app-billing"] == {
         "enabled": True, "acl": "~billing:* +@all -@dangerous", "certificates": [{"subject": "CN=app-billing"}]
     }
-    assert cli("validate", "-f", str(out)).returncode == 0
+    assert cli("validate", "-f", str(out)).code == 0
     r = cli("plan", "-f", str(out), "--detailed-exitcode", env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err
 
 
 KEYS = [("valkey-9.1", "replicated"), ("redis-7.0", "cluster")]
@@ -224,12 +219,12 @@ def test_import_from_one_seed_of_a_replica_set_or_cluster(deployment: Deployment
     out = tmp_path / "access.yaml"
     env = {"T_ADMIN": ADMIN_PASSWORD}
     r = cli("import", "--node", seed.address, "--admin-secret-env", "T_ADMIN", "--out", str(out), env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     text = out.read_text()
     assert f"{len(deployment.nodes)} nodes" in text and "other users" not in text
     doc = yaml.safe_load(text)
     assert doc["instances"]["imported"]["nodes"] == [seed.address]
     assert doc["users"]["batch"]["enabled"] is False
-    assert cli("validate", "-f", str(out)).returncode == 0
+    assert cli("validate", "-f", str(out)).code == 0
     r = cli("plan", "-f", str(out), "--detailed-exitcode", env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import CliRun
+from support.cli import Cli
 
 REPO = Path(__file__).resolve().parent.parent
 USERS = 5000
@@ -26,8 +26,8 @@ def big_file(address: str, users: int = USERS, acl: str = "~k:* +get") -> str:
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CliRun:
-    return CliRun(tmp_path, capsys)
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path, capsys=capsys)
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def valkey(server_factory):
     return server_factory("valkey-9.1")
 
 
-def test_5k_user_plan_fits_one_comment(valkey, run: CliRun) -> None:
+def test_5k_user_plan_fits_one_comment(valkey, run: Cli) -> None:
     run.file.write_text(big_file(valkey.address))
     rc, md, _ = run("plan", "-f", str(run.file), "--format", "markdown", "--out", str(run.dir / "plan.json"))
     assert rc == 0
@@ -62,7 +62,7 @@ def test_5k_user_plan_fits_one_comment(valkey, run: CliRun) -> None:
     assert len(small) <= 5000 and small.rstrip().endswith("Full plan: the CI artifact")
 
 
-def test_markdown_heading_and_bang_for_changes(valkey, run: CliRun) -> None:
+def test_markdown_heading_and_bang_for_changes(valkey, run: Cli) -> None:
     run.file.write_text(big_file(valkey.address, users=2))
     assert run("apply", "-f", str(run.file), "--auto-approve")[0] == 0
     rc, md, _ = run("plan", "-f", str(run.file), "--format", "markdown")

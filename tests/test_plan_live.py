@@ -6,12 +6,10 @@ naming the user and the exact permission."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from servers import RunningServer
+from support.cli import Cli, Result
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
@@ -27,10 +25,9 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def plan(srv: RunningServer) -> subprocess.CompletedProcess:
-    env = {**os.environ, **TOKENS, "DEMO_NODE": srv.address, "RECONCILER_TODAY": "2026-11-23", "NO_COLOR": "1"}
-    cmd = [sys.executable, "-m", "reconciler.cli", "plan", "-f", str(QUICKSTART), "--detailed-exitcode"]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+def plan(srv: RunningServer) -> Result:
+    env = {**TOKENS, "DEMO_NODE": srv.address, "RECONCILER_TODAY": "2026-11-23", "NO_COLOR": "1"}
+    return Cli(REPO, env=env)("plan", "-f", str(QUICKSTART), "--detailed-exitcode")
 
 
 def acl_list(srv: RunningServer) -> list[str]:
@@ -46,9 +43,9 @@ def test_empty_server_shows_creates_and_writes_nothing(server: RunningServer) ->
     _protect_default(server)
     before = acl_list(server)
     r = plan(server)
-    assert r.returncode == 2, r.stderr
-    assert "+ user app-orders" in r.stdout and "+ user app-reports" in r.stdout
-    assert "Plan: 2 to add, 0 to change, 0 to destroy." in r.stdout
+    assert r.code == 2, r.err
+    assert "+ user app-orders" in r.out and "+ user app-reports" in r.out
+    assert "Plan: 2 to add, 0 to change, 0 to destroy." in r.out
     assert acl_list(server) == before
 
 
@@ -67,13 +64,13 @@ def test_equivalent_rules_by_hand_are_no_change_then_one_rule_is(server: Running
         "resetchannels", "allkeys", "-keys", "+@read", "-@dangerous", "-keys",
     )
     r = plan(server)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "No changes." in r.stdout
+    assert r.code == 0, r.out + r.err
+    assert "No changes." in r.out
 
     admin.execute_command("ACL", "SETUSER", "app-reports", "+flushall")
     r = plan(server)
-    assert r.returncode == 2, r.stderr
-    block = r.stdout.split("~ user app-reports", 1)[1]
+    assert r.code == 2, r.err
+    block = r.out.split("~ user app-reports", 1)[1]
     assert "revokes FLUSHALL" in block
-    assert "app-orders" not in r.stdout
-    assert "Plan: 0 to add, 1 to change, 0 to destroy." in r.stdout
+    assert "app-orders" not in r.out
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in r.out

@@ -154,3 +154,42 @@ def test_readme_provider_examples_validate(tmp_path: Path, capsys: pytest.Captur
         f = tmp_path / "readme.yaml"
         f.write_text(text)
         assert main(["validate", "-f", str(f)]) == 0, (title, capsys.readouterr().err)
+
+
+# A minimal instance of each provider: enough for its token rules to be checked (other problems
+# of these stubs, if any, don't matter to the test).
+STUBS = {
+    "redis": '    nodes: ["127.0.0.1:1"]\n',
+    "redis-software": "    provider: redis-software\n    api: {url: \"https://127.0.0.1:1\", database: 1}\n",
+    "memorystore": "    provider: memorystore\n    api: {instance: projects/p/locations/l/instances/i}\n",
+    "redis-cloud": "    provider: redis-cloud\n    api: {subscription: 1, database: 1}\n",
+}
+
+
+@pytest.mark.parametrize("provider", sorted(STUBS))
+@pytest.mark.parametrize("spelling", ["sha256", "secret", "sink"])
+def test_token_kinds_follow_the_provider_capabilities(provider: str, spelling: str, tmp_path: Path) -> None:
+    """Validation reads each provider's Capabilities: a token kind the provider lacks is one
+    problem on that token naming the provider; a kind it has is no token problem."""
+    from reconciler import config, providers
+    from reconciler.errors import ConfigError
+
+    token = {
+        "sha256": "sha256: " + "a" * 64,
+        "secret": "secret: {env: T_ANY}",
+        "sink": "sink: {file: t.token}",
+    }[spelling]
+    f = tmp_path / "access.yaml"
+    f.write_text(f"version: 1\ninstances:\n  x:\n{STUBS[provider]}users:\n  app:\n    acl: \"+get\"\n    tokens:\n      - id: t1\n        {token}\n")
+    caps = providers.capabilities(provider)
+    has = {"sha256": caps.token_hashes, "secret": caps.token_secrets, "sink": caps.server_generated_tokens}[spelling]
+    try:
+        config.load(str(f), resolve_secrets=False)
+        problems = ""
+    except ConfigError as exc:
+        problems = str(exc)
+    token_problems = [line for line in problems.splitlines() if "users.app.tokens[0]" in line and "token t1 of user app" in line]
+    if has:
+        assert token_problems == [], problems
+    else:
+        assert len(token_problems) == 1 and f"provider {provider}" in token_problems[0], problems

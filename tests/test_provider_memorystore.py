@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from cli_support import CliRun
 from fake_memorystore import INSTANCE, FakeMemorystore
+from support.cli import Cli
 
 ACCESS_TOKEN = "ya29.test-access-token-0123456789"
 
@@ -57,9 +57,9 @@ def tok(tid: str) -> str:
     return f"      - id: {tid}\n        sink: {{file: secrets/app-orders-{tid}.token}}\n"
 
 
-class Run(CliRun):
+class Run(Cli):
     def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str]):
-        super().__init__(tmp, capsys)
+        super().__init__(tmp, capsys=capsys)
         (tmp / "secrets").mkdir()
 
     def sink(self, tid: str) -> Path:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import CliRun
 from fake_redis_cloud import FakeRedisCloud
 from servers import tls_material
+from support.cli import Cli
 
 ACCOUNT = "acct-key-0123456789"
 SECRET = "user-secret-key-ABCDEF-0123"
@@ -47,8 +47,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> CliRun:
-    return CliRun(tmp_path, capsys)
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path, capsys=capsys)
 
 
 def access(fake: FakeRedisCloud, users: str, *, api_extra: str = "", instance_extra: str = "") -> str:
@@ -74,13 +74,13 @@ def tok(tid: str, env: str, username: str = "") -> str:
     return f"      - id: {tid}\n        secret: {{env: {env}}}\n" + (f"        username: {username}\n" if username else "")
 
 
-def no_secret_in(run: CliRun, *paths: Path) -> None:
+def no_secret_in(run: Cli, *paths: Path) -> None:
     blob = "\n".join(run.outputs) + "".join(p.read_text() for p in paths if p.exists())
     leaked = [s for s in SECRETS if s in blob or s[-12:] in blob]
     assert not leaked, f"{len(leaked)} secret(s) in outputs or files"
 
 
-def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
     one = access(fake, orders(tok("2026-08", "OLD")))
     rc, out, _ = run.plan(one)
     assert rc == 2 and "+ user app-orders" in out and "+ Cloud user app-orders (token 2026-08, role reconciler-app-orders)" in out
@@ -133,7 +133,7 @@ def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: CliRun, tmp_
     no_secret_in(run, record, audit, tmp_path / "plan.json")
 
 
-def test_unmanaged_users_are_findings_never_pruned(fake: FakeRedisCloud, run: CliRun) -> None:
+def test_unmanaged_users_are_findings_never_pruned(fake: FakeRedisCloud, run: Cli) -> None:
     text = access(fake, orders(tok("2026-08", "OLD")))
     assert run.apply(text)[0] == 0
     # someone adds a role + user by hand in the console
@@ -146,7 +146,7 @@ def test_unmanaged_users_are_findings_never_pruned(fake: FakeRedisCloud, run: Cl
     assert run.apply(text)[0] == 0 and fake.by_name("ops-user") is not None
 
 
-def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
     default = "  default:\n    tokens:\n" + tok("2026-11", "DEFPW")
     text = access(fake, orders(tok("2026-08", "OLD")) + default)
     rc, _, err = run.plan(text)
@@ -173,7 +173,7 @@ def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisClo
     no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
 
 
-def test_client_certificate_rotation_adds_new_keeps_old(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+def test_client_certificate_rotation_adds_new_keeps_old(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
     mat = tls_material()
     old, _ = mat.client_cert("rc-client-old", days=200)
     new, _ = mat.client_cert("rc-client-new", days=3)  # expires within expiry_warning_days of... the real date
@@ -209,7 +209,7 @@ def test_client_certificate_rotation_adds_new_keeps_old(fake: FakeRedisCloud, ru
     assert record["rc"]["certificates"] == []
 
 
-def test_rate_limit_429_is_waited_out(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limit_429_is_waited_out(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.rate_limit, fake.rate_window = 8, 1.0
     text = access(fake, orders(tok("2026-08", "OLD")))
     monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.1")
@@ -226,7 +226,7 @@ def test_rate_limit_429_is_waited_out(fake: FakeRedisCloud, run: CliRun, monkeyp
     assert fake.throttled == 0 and fake.can_auth("app-orders-b", NEW)
 
 
-def test_failed_task_stops_with_its_error_and_rerun_converges(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+def test_failed_task_stops_with_its_error_and_rerun_converges(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
     fake.fail_next_task("createUser", "ACL_USER_CREATION_FAILURE", "the service could not create the user")
     text = access(fake, orders(tok("2026-08", "OLD")))
     rc, _, err = run.apply(text)
@@ -240,7 +240,7 @@ def test_failed_task_stops_with_its_error_and_rerun_converges(fake: FakeRedisClo
     no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
 
 
-def test_in_place_replacement_needs_consent(fake: FakeRedisCloud, run: CliRun) -> None:
+def test_in_place_replacement_needs_consent(fake: FakeRedisCloud, run: Cli) -> None:
     assert run.apply(access(fake, orders(tok("2026-08", "OLD"))))[0] == 0
     swapped = access(fake, orders(tok("2026-11", "NEW")))  # same Cloud user, new password
     rc, _, err = run.plan(swapped)
@@ -259,7 +259,7 @@ def test_in_place_replacement_needs_consent(fake: FakeRedisCloud, run: CliRun) -
         (orders(tok("a", "WEAK")), "Redis Cloud passwords need 8 to 128 characters"),
     ],
 )
-def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch, users: str, message: str) -> None:
+def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch, users: str, message: str) -> None:
     monkeypatch.setenv("WEAK", "alllowercase-but-long")
     run.file.write_text(access(fake, users))
     # the password's length needs the plaintext: validate reads secrets when asked
@@ -268,7 +268,7 @@ def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run
     assert rc == 1 and message in err and "access.yaml:" in err
 
 
-def test_readme_example_validates(run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_example_validates(run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
     import shutil
 
@@ -286,7 +286,7 @@ def test_readme_example_validates(run: CliRun, tmp_path: Path, monkeypatch: pyte
     assert "| `client_certificates:` | `clientTlsCertificates`" in section  # the mapping table is there
 
 
-def test_slow_task_stops_at_the_deadline_and_rerun_converges(fake: FakeRedisCloud, run: CliRun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_task_stops_at_the_deadline_and_rerun_converges(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.3")
     fake.hold = True
     text = access(fake, orders(tok("2026-08", "OLD")))
@@ -298,7 +298,7 @@ def test_slow_task_stops_at_the_deadline_and_rerun_converges(fake: FakeRedisClou
     assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
 
 
-def test_disable_withdraws_the_database_and_enable_restores(fake: FakeRedisCloud, run: CliRun) -> None:
+def test_disable_withdraws_the_database_and_enable_restores(fake: FakeRedisCloud, run: Cli) -> None:
     other = (fake.subscription, 777)
     fake.databases[other] = {**fake.databases[(fake.subscription, fake.database)], "databaseId": 777, "name": "other",
                              "security": dict(fake.databases[(fake.subscription, fake.database)]["security"])}
@@ -330,7 +330,7 @@ def test_disable_withdraws_the_database_and_enable_restores(fake: FakeRedisCloud
     assert run.plan(gone)[0] == 0
 
 
-def test_saved_plan_and_wrong_keys(fake: FakeRedisCloud, run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_saved_plan_and_wrong_keys(fake: FakeRedisCloud, run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = access(fake, orders(tok("2026-08", "OLD")))
     run.file.write_text(text)
     saved = tmp_path / "plan.json"
@@ -346,7 +346,7 @@ def test_saved_plan_and_wrong_keys(fake: FakeRedisCloud, run: CliRun, tmp_path: 
     no_secret_in(run, saved)
 
 
-def test_lost_record_is_a_finding_until_passwords_are_set_again(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+def test_lost_record_is_a_finding_until_passwords_are_set_again(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
     default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
     text = access(fake, orders(tok("2026-08", "OLD")) + default, api_extra=", allow_password_replace: true")
     assert run.apply(text)[0] == 0
@@ -363,7 +363,7 @@ def test_lost_record_is_a_finding_until_passwords_are_set_again(fake: FakeRedisC
     no_secret_in(run, tmp_path / "access.redis-cloud.json")
 
 
-def test_two_databases_of_one_account_share_the_user(fake: FakeRedisCloud, run: CliRun) -> None:
+def test_two_databases_of_one_account_share_the_user(fake: FakeRedisCloud, run: Cli) -> None:
     second = (fake.subscription, 51170942)
     base = fake.databases[(fake.subscription, fake.database)]
     fake.databases[second] = {**base, "databaseId": second[1], "name": "second", "security": dict(base["security"])}
@@ -411,7 +411,7 @@ def test_contract_server_processes_one_task_at_a_time(fake: FakeRedisCloud) -> N
     assert task["status"] == "processing-error" and task["response"]["error"] == "ACL_ROLE_DOES_NOT_EXISTS"
 
 
-def test_default_password_known_from_the_record_when_get_hides_it(fake: FakeRedisCloud, run: CliRun, tmp_path: Path) -> None:
+def test_default_password_known_from_the_record_when_get_hides_it(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
     fake.shows_password = False
     default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
     strict = access(fake, orders(tok("2026-08", "OLD")) + default)
@@ -427,7 +427,7 @@ def test_default_password_known_from_the_record_when_get_hides_it(fake: FakeRedi
     assert run("drift", "-f", str(run.file))[0] == 0
 
 
-def test_tls_keys_are_refused_on_redis_cloud(fake: FakeRedisCloud, run: CliRun) -> None:
+def test_tls_keys_are_refused_on_redis_cloud(fake: FakeRedisCloud, run: Cli) -> None:
     run.file.write_text(access(fake, orders(tok("a", "OLD")), instance_extra="    tls: {ca_file: ca.pem}\n"))
     rc, _, err = run("validate", "-f", str(run.file))
     assert rc == 1 and "instances.rc.tls: tls: is not used by provider redis-cloud" in err

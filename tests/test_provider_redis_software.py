@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from cli_support import CliRun
 from fake_redis_software import FakeRedisSoftware, complex_enough
+from support.cli import Cli
 
 ADMIN = "Admin-Secret-1!"
 OLD = "Old-Token-0123456789abcdef!"
@@ -70,12 +70,9 @@ def tok(tid: str, env: str, extra: str = "") -> str:
     return f"      - id: {tid}\n        secret: {{env: {env}}}\n{extra}"
 
 
-Run = CliRun
-
-
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    return Run(tmp_path, capsys)
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path, capsys=capsys)
 
 
 def no_secret_in(texts: list[str], *paths: Path) -> None:
@@ -94,7 +91,7 @@ def no_gap(history: list[tuple[str, ...]]) -> None:
         assert after and set(before) & set(after), f"a moment without the credential in use: {before} -> {after}"
 
 
-def test_plan_apply_noop_rotation_prune_cycle(fake: FakeRedisSoftware, run: Run, tmp_path: Path) -> None:
+def test_plan_apply_noop_rotation_prune_cycle(fake: FakeRedisSoftware, run: Cli, tmp_path: Path) -> None:
     one = access(fake, tok("2026-08", "OLD"))
     rc, out, _ = run.plan(one)
     assert rc == 2 and "+ user app-orders" in out and "certificate: CN=app-billing,OU=payments,O=Acme,C=US" in out
@@ -141,12 +138,17 @@ def test_plan_apply_noop_rotation_prune_cycle(fake: FakeRedisSoftware, run: Run,
     no_secret_in(run.outputs, tmp_path / "access.redis-software.json")
 
 
-def test_token_gone_from_the_file_is_replaced_all(fake: FakeRedisSoftware, run: Run) -> None:
+def test_token_gone_from_the_file_is_replaced_all(fake: FakeRedisSoftware, run: Cli) -> None:
     assert run.apply(access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD")))[0] == 0
     # the old token leaves the file with its plaintext: only PUT can drop it, and the plan says so
     three = access(fake, tok("2026-11", "NEW"))
     rc, out, _ = run.plan(three)
     assert rc == 2 and "replace all passwords (PUT /v1/users/password)" in out
+    # apply decides from the typed field, not from the note's text
+    run.file.write_text(three)
+    rc, out, _ = run("plan", "-f", str(run.file), "--format", "json")
+    (change,) = json.loads(out)["instances"][0]["nodes"][0]["changes"]
+    assert change["passwords"] == "replace-all"
     assert run.apply(three)[0] == 0
     assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
     put = fake.http.requests("PUT", "/v1/users/password")[-1][2]
@@ -154,7 +156,7 @@ def test_token_gone_from_the_file_is_replaced_all(fake: FakeRedisSoftware, run: 
     assert run.plan(three)[0] == 0
 
 
-def test_removing_a_token_still_in_the_file_uses_delete(fake: FakeRedisSoftware, run: Run) -> None:
+def test_removing_a_token_still_in_the_file_uses_delete(fake: FakeRedisSoftware, run: Cli) -> None:
     assert run.apply(access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD")))[0] == 0
     expired = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD", "        expires: 2026-11-01\n"))
     rc, out, _ = run.plan(expired)
@@ -166,7 +168,7 @@ def test_removing_a_token_still_in_the_file_uses_delete(fake: FakeRedisSoftware,
     assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
 
 
-def test_passwords_changed_outside_are_replaced_all(fake: FakeRedisSoftware, run: Run) -> None:
+def test_passwords_changed_outside_are_replaced_all(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD"))
     assert run.apply(text)[0] == 0
     # someone adds a password by hand: the issue date moves, the record no longer describes the user
@@ -183,7 +185,7 @@ def test_passwords_changed_outside_are_replaced_all(fake: FakeRedisSoftware, run
     assert run.plan(text)[0] == 0
 
 
-def test_disable_and_delete(fake: FakeRedisSoftware, run: Run) -> None:
+def test_disable_and_delete(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD"), extra_users='  batch:\n    acl: "+get ~batch:*"\n    tokens:\n' + tok("a", "NEWER"))
     assert run.apply(text)[0] == 0
     off = text.replace('  batch:\n    acl:', '  batch:\n    enabled: false\n    acl:')
@@ -263,7 +265,7 @@ def test_contract_password_rules(fake: FakeRedisSoftware) -> None:
 
 
 @pytest.mark.parametrize("version", ["7.8.2-34", "7.8.4-18", "7.8.6-36", "7.22.0-28"])
-def test_versions_with_the_wrong_user_bug_are_refused(version: str, run: Run) -> None:
+def test_versions_with_the_wrong_user_bug_are_refused(version: str, run: Cli) -> None:
     fake = FakeRedisSoftware(version=version)
     try:
         rc, out, err = run.plan(access(fake, tok("2026-08", "OLD")))
@@ -282,7 +284,7 @@ def test_versions_with_the_wrong_user_bug_are_refused(version: str, run: Run) ->
 DEFAULT_USER = "  default:\n    tokens:\n"
 
 
-def test_default_user_is_the_database_password(fake: FakeRedisSoftware, run: Run) -> None:
+def test_default_user_is_the_database_password(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD"), extra_users=DEFAULT_USER + tok("d1", "NEW"))
     rc, out, _ = run.plan(text)
     assert rc == 2 and "user default" in out and "new connections need the new token" in out
@@ -299,7 +301,7 @@ def test_default_user_is_the_database_password(fake: FakeRedisSoftware, run: Run
     assert run.plan(newer)[0] == 0
 
 
-def test_default_user_rotation_is_a_plan_error(fake: FakeRedisSoftware, run: Run) -> None:
+def test_default_user_rotation_is_a_plan_error(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD"), extra_users=DEFAULT_USER + tok("a", "NEW") + tok("b", "NEWER"))
     rc, _, err = run.plan(text)
     assert rc == 1 and "password rotation does not work for it" in err and "declare one token" in err
@@ -310,7 +312,7 @@ def test_default_user_rotation_is_a_plan_error(fake: FakeRedisSoftware, run: Run
     assert rc == 1 and "not a Redis ACL" in err
 
 
-def test_one_database_update_per_apply_waited_for_and_409_retried(fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_database_update_per_apply_waited_for_and_409_retried(fake: FakeRedisSoftware, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(3):
         monkeypatch.setenv(f"SVC{i}", f"Svc-{i}-Token-0123456789abcdef!")
     extra = "".join(f"  svc-{i}:\n    acl: \"+get ~svc{i}:*\"\n    tokens:\n" + tok("a", f"SVC{i}") for i in range(3))
@@ -326,7 +328,7 @@ def test_one_database_update_per_apply_waited_for_and_409_retried(fake: FakeRedi
     assert run.plan(text)[0] == 0
 
 
-def test_409_past_the_deadline_is_one_line(fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_409_past_the_deadline_is_one_line(fake: FakeRedisSoftware, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     from reconciler.providers import redis_software
 
     monkeypatch.setattr(redis_software, "ACTION_DEADLINE", 0.3)
@@ -336,14 +338,14 @@ def test_409_past_the_deadline_is_one_line(fake: FakeRedisSoftware, run: Run, mo
     assert "database roles_permissions failed" in err and "HTTP 409" in err and "run apply again" in err
 
 
-def test_subjects_compare_as_distinguished_names(fake: FakeRedisSoftware, run: Run) -> None:
+def test_subjects_compare_as_distinguished_names(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD")).replace("CN=app-billing,OU=payments,O=Acme,C=US", "CN=app-billing, OU=payments, O=Acme, C=US")
     assert run.apply(text)[0] == 0
     assert fake.by_name("app-billing")["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"  # stored RFC 2253
     assert run.plan(text)[0] == 0  # no perpetual diff
 
 
-def test_database_without_client_certificates_is_an_error_finding(fake: FakeRedisSoftware, run: Run) -> None:
+def test_database_without_client_certificates_is_an_error_finding(fake: FakeRedisSoftware, run: Cli) -> None:
     rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
     assert "mtls_trusted_ca" not in out and "enforce_client_authentication" not in out  # flat object read right
     fake.bdbs[1]["enforce_client_authentication"] = "disabled"
@@ -364,7 +366,7 @@ def test_database_without_client_certificates_is_an_error_finding(fake: FakeRedi
     ],
 )
 def test_what_redis_software_refuses_fails_validate(
-    fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch, users: str, where: str, message: str
+    fake: FakeRedisSoftware, run: Cli, monkeypatch: pytest.MonkeyPatch, users: str, where: str, message: str
 ) -> None:
     monkeypatch.setenv("REPEAT", "Abcd-1111-xyz!")
     monkeypatch.setenv("EMAIL", "X1!app-x@reconciler.invalid")
@@ -379,7 +381,7 @@ def test_what_redis_software_refuses_fails_validate(
     assert not fake.http.requests("POST") and not fake.http.requests("PUT")
 
 
-def test_selectors_redis_software_accepts_pass_validate(fake: FakeRedisSoftware, run: Run) -> None:
+def test_selectors_redis_software_accepts_pass_validate(fake: FakeRedisSoftware, run: Cli) -> None:
     users = '  app-x:\n    acl: "+get ~a (+set ~b) (%R~c &d)"\n    tokens:\n' + tok("a", "NEWER")
     text = access(fake, tok("2026-08", "OLD"), extra_users=users)
     run.file.write_text(text)
@@ -388,13 +390,13 @@ def test_selectors_redis_software_accepts_pass_validate(fake: FakeRedisSoftware,
     assert run.apply(text)[0] == 0 and "+set)" in fake.rules_of("app-x")  # and the contract server takes them (canonical form)
 
 
-def test_sha256_tokens_are_a_validation_error(fake: FakeRedisSoftware, run: Run) -> None:
+def test_sha256_tokens_are_a_validation_error(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, "      - id: x\n        sha256: " + "a" * 64 + "\n")
     rc, _, err = run("validate", "-f", str(_write(run, text)))
     assert rc == 1 and "users.app-orders.tokens[0]" in err and "needs the plaintext" in err
 
 
-def _write(run: Run, text: str) -> Path:
+def _write(run: Cli, text: str) -> Path:
     run.file.write_text(text)
     return run.file
 
@@ -402,7 +404,7 @@ def _write(run: Run, text: str) -> Path:
 # -- error paths ----------------------------------------------------------------------------------------
 
 
-def test_wrong_admin_password_is_one_line(fake: FakeRedisSoftware, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_admin_password_is_one_line(fake: FakeRedisSoftware, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RS_ADMIN", "Wrong-Admin-1!")
     rc, out, err = run.plan(access(fake, tok("2026-08", "OLD")))
     assert rc == 1 and out == ""
@@ -411,14 +413,14 @@ def test_wrong_admin_password_is_one_line(fake: FakeRedisSoftware, run: Run, mon
     assert "Wrong-Admin-1!" not in err
 
 
-def test_5xx_is_retried_with_backoff(fake: FakeRedisSoftware, run: Run) -> None:
+def test_5xx_is_retried_with_backoff(fake: FakeRedisSoftware, run: Cli) -> None:
     fake.http.fail("GET", "/v1/users", 503, times=2)
     rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
     assert rc == 2 and "+ user app-orders" in out
     assert len(fake.http.requests("GET", "/v1/users")) == 3
 
 
-def test_5xx_that_persists_fails_one_line_then_rerun_converges(fake: FakeRedisSoftware, run: Run) -> None:
+def test_5xx_that_persists_fails_one_line_then_rerun_converges(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD"))
     fake.http.fail("POST", "/v1/users/password", 500, times=1)  # a write's 500 is not retried
     rc, out, err = run.apply(text)
@@ -431,7 +433,7 @@ def test_5xx_that_persists_fails_one_line_then_rerun_converges(fake: FakeRedisSo
     assert run.plan(text)[0] == 0
 
 
-def test_409_conflict_is_one_line_and_rerun_converges(fake: FakeRedisSoftware, run: Run) -> None:
+def test_409_conflict_is_one_line_and_rerun_converges(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD"))
     fake.http.fail("POST", "/v1/users", 409, times=1, body={"error_code": "user_exists", "message": "a user with the same email already exists"})
     rc, _, err = run.apply(text)
@@ -440,7 +442,7 @@ def test_409_conflict_is_one_line_and_rerun_converges(fake: FakeRedisSoftware, r
     assert run.plan(text)[0] == 0
 
 
-def test_timeout_is_one_line(fake: FakeRedisSoftware, run: Run) -> None:
+def test_timeout_is_one_line(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-08", "OLD"), instance_extra="    timeout_seconds: 0.3\n")
     fake.http.stall("GET", "/v1/bdbs/1", 1.0, times=4)
     rc, _, err = run.plan(text)
@@ -448,7 +450,7 @@ def test_timeout_is_one_line(fake: FakeRedisSoftware, run: Run) -> None:
     assert run.plan(text)[0] == 2
 
 
-def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run: Run, tmp_path: Path) -> None:
+def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run: Cli, tmp_path: Path) -> None:
     text = access(fake, tok("2026-08", "OLD"))
     run.file.write_text(text)
     saved = tmp_path / "plan.json"
@@ -460,16 +462,18 @@ def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run:
     assert run("apply", str(saved), "--auto-approve")[0] == 1  # live state moved since
 
 
-def test_missing_trusted_ca_is_an_error_finding(fake: FakeRedisSoftware, run: Run) -> None:
+def test_missing_trusted_ca_is_an_error_finding(fake: FakeRedisSoftware, run: Cli) -> None:
     fake.certificates.clear()
     rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
-    assert rc == 2 and "no mtls_trusted_ca certificate" in out
+    assert rc == 2 and "! finding (error): certificate users can't log in: the cluster has no mtls_trusted_ca certificate" in out
     run.file.write_text(access(fake, tok("2026-08", "OLD")))
     rc, out, _ = run("drift", "-f", str(run.file), "--format", "json")
-    assert rc == 2 and json.loads(out)["drift"]["kinds"].get("cert_unmapped") == 1
+    doc = json.loads(out)
+    assert rc == 2 and doc["drift"]["kinds"].get("cert_unmapped") == 1
+    assert doc["summary"]["errors"] == 1 and [f["severity"] for f in doc["instances"][0]["findings"]] == ["error"]
 
 
-def test_failure_mid_create_reruns_without_replacing_all(fake: FakeRedisSoftware, run: Run) -> None:
+def test_failure_mid_create_reruns_without_replacing_all(fake: FakeRedisSoftware, run: Cli) -> None:
     text = access(fake, tok("2026-11", "NEW") + tok("2026-08", "OLD"))
     fake.http.fail("POST", "/v1/users/password", 500, times=1)
     rc, _, err = run.apply(text)

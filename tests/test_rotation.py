@@ -7,22 +7,17 @@ not one authentication may fail. Then the guard rails around removing tokens.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import redis
-from executor_support import acl_users, sha
 from servers import RunningServer, no_retry
-
-REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "reconciler.cli"]
+from support.cli import Cli, Result
+from support.executor import acl_users, sha
 
 ADMIN_USER = "reconciler-admin"
 ADMIN = "rot-admin-plaintext-5b2d7f91c3e8a4060d1f"
@@ -75,36 +70,26 @@ def access_file(
     return text
 
 
-class Cli:
-    """Runs `python -m reconciler.cli` as a subprocess with the secrets in its environment."""
+class RotationCli(Cli):
+    """The CLI as a subprocess, with the server and the secrets in its environment."""
 
     def __init__(self, srv: RunningServer, tmp: Path):
+        super().__init__(
+            tmp,
+            env={
+                "T_NODE": srv.address,
+                "T_ADMIN": ADMIN,
+                "T_TOKEN_A": TOKEN_A,
+                "T_TOKEN_B": TOKEN_B,
+                "T_TOKEN_C": TOKEN_C,
+                "RECONCILER_TODAY": "2026-11-23",
+                "NO_COLOR": "1",
+            },
+        )
         self.srv = srv
-        self.file = tmp / "access.yaml"
-        self.env = {
-            **os.environ,
-            "T_NODE": srv.address,
-            "T_ADMIN": ADMIN,
-            "T_TOKEN_A": TOKEN_A,
-            "T_TOKEN_B": TOKEN_B,
-            "T_TOKEN_C": TOKEN_C,
-            "RECONCILER_TODAY": "2026-11-23",
-            "NO_COLOR": "1",
-            "PYTHONPATH": str(REPO),
-        }
 
-    def write(self, text: str) -> None:
-        self.file.write_text(text)
-
-    def __call__(self, *argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *argv], capture_output=True, text=True, env=self.env, cwd=REPO, timeout=60)
-
-    def apply(self, text: str) -> subprocess.CompletedProcess:
-        self.write(text)
-        r = self("apply", "-f", str(self.file), "--auto-approve")
-        assert r.returncode == 0, f"apply failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-        assert "Traceback" not in r.stderr
-        return r
+    def apply(self, text: str | None = None, *extra: str, expect: Any = 0) -> Result:
+        return super().apply(text, *extra, expect=expect)
 
 
 def bootstrap_admin(srv: RunningServer) -> redis.Redis:
@@ -114,9 +99,9 @@ def bootstrap_admin(srv: RunningServer) -> redis.Redis:
 
 
 @pytest.fixture
-def cli(server: RunningServer, tmp_path: Path) -> Cli:
+def cli(server: RunningServer, tmp_path: Path) -> RotationCli:
     bootstrap_admin(server)
-    return Cli(server, tmp_path)
+    return RotationCli(server, tmp_path)
 
 
 def try_auth(srv: RunningServer, username: str | None, password: str) -> bool:
@@ -193,7 +178,7 @@ def prober_factory() -> Iterator[Callable[..., tuple[Prober, threading.Thread]]]
         t.join(5)
 
 
-def rotate(cli: Cli, prober_factory, user: str, username: str | None, **file_opts) -> Prober:
+def rotate(cli: RotationCli, prober_factory, user: str, username: str | None, **file_opts) -> Prober:
     srv = cli.srv
     cli.apply(access_file(user, ["a"], **file_opts))
     assert try_auth(srv, username, TOKEN_A)
@@ -204,8 +189,8 @@ def rotate(cli: Cli, prober_factory, user: str, username: str | None, **file_opt
     cli.apply(access_file(user, ["a", "b"], **file_opts))
     prober.switch(TOKEN_B)  # the apps move to B, and are seen using it, before A is removed
     r = cli.apply(access_file(user, ["b"], **file_opts))
-    assert sha(TOKEN_A)[:8] in r.stdout and "not in file" in r.stdout  # the plan named what went
-    assert "finding: " not in r.stdout.replace("finding: user default is nopass", "")  # a rotation is no finding
+    assert sha(TOKEN_A)[:8] in r.out and "not in file" in r.out  # the plan named what went
+    assert "finding: " not in r.out.replace("finding: user default is nopass", "")  # a rotation is no finding
     time.sleep(0.2)
     prober.stop()
     thread.join(5)
@@ -222,15 +207,15 @@ def rotate(cli: Cli, prober_factory, user: str, username: str | None, **file_opt
     return prober
 
 
-def test_rotation_named_user_zero_failures(cli: Cli, prober_factory) -> None:
+def test_rotation_named_user_zero_failures(cli: RotationCli, prober_factory) -> None:
     rotate(cli, prober_factory, "app-orders", "app-orders")
     line = acl_users(cli.srv.client(ADMIN_USER, ADMIN, retry=no_retry()))["app-orders"]
     assert f"#{sha(TOKEN_B)}" in line and sha(TOKEN_A) not in line
     r = cli("plan", "-f", str(cli.file), "--detailed-exitcode")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err
 
 
-def test_rotation_default_user_simple_auth(cli: Cli, prober_factory) -> None:
+def test_rotation_default_user_simple_auth(cli: RotationCli, prober_factory) -> None:
     """`AUTH <token>` (no username) against the default user, auth_mode: token."""
     srv = cli.srv
     rotate(cli, prober_factory, "default", None, acl="~* &* +@all")
@@ -240,14 +225,14 @@ def test_rotation_default_user_simple_auth(cli: Cli, prober_factory) -> None:
     # The admin user is managed by the file and still works.
     assert srv.client(ADMIN_USER, ADMIN, retry=no_retry()).ping()
     r = cli("drift", "-f", str(cli.file))
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err
 
 
 def test_prober_sees_a_premature_revoke(server_factory, tmp_path: Path, prober_factory) -> None:
     """Control for the tests above: removing A while the client still holds it is caught."""
     srv = server_factory("valkey-9.1")
     bootstrap_admin(srv)
-    cli = Cli(srv, tmp_path)
+    cli = RotationCli(srv, tmp_path)
     cli.apply(access_file("app-orders", ["a"]))
     prober, thread = prober_factory(srv, "app-orders", TOKEN_A)
     time.sleep(0.2)
@@ -269,20 +254,18 @@ def live_acl(srv: RunningServer) -> list[str]:
     return sorted(admin_client(srv).execute_command("ACL", "LIST"))
 
 
-def one_line_error(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.strip().splitlines()
+def one_line_error(r: Result) -> str:
+    assert r.code == 1, r.out + r.err
+    assert "Traceback" not in r.err
+    lines = r.err.strip().splitlines()
     assert lines, "no error message"
-    return r.stderr
+    return r.err
 
 
 @pytest.mark.parametrize("second", ["same user", "other user"])
 def test_same_token_twice_is_invalid(tmp_path: Path, second: str) -> None:
     """One hash on two users, or twice on one user (secret and sha256 spellings of one token)."""
-    cli = Cli.__new__(Cli)
-    cli.file = tmp_path / "access.yaml"
-    cli.env = {**os.environ, "T_NODE": "127.0.0.1:1", "T_ADMIN": ADMIN, "T_TOKEN_A": TOKEN_A, "PYTHONPATH": str(REPO)}
+    cli = Cli(tmp_path, env={"T_NODE": "127.0.0.1:1", "T_ADMIN": ADMIN, "T_TOKEN_A": TOKEN_A})
     text = access_file("app-orders", ["a"])
     if second == "same user":
         text += f"      - id: a-again\n        sha256: {sha(TOKEN_A)}\n"
@@ -295,9 +278,9 @@ def test_same_token_twice_is_invalid(tmp_path: Path, second: str) -> None:
     r = cli("validate", "--resolve-secrets", "-f", str(cli.file))  # the secret's hash is needed
     err = one_line_error(r)
     assert "same token" in err and str(cli.file) in err
-    assert TOKEN_A not in r.stdout + r.stderr
+    assert TOKEN_A not in r.out + r.err
     r = cli("plan", "-f", str(cli.file))  # never reaches the (unreachable) server
-    assert r.returncode == 1 and "same token" in r.stderr
+    assert r.code == 1 and "same token" in r.err
 
 
 @pytest.mark.parametrize(
@@ -306,7 +289,7 @@ def test_same_token_twice_is_invalid(tmp_path: Path, second: str) -> None:
 def test_removing_the_last_token_needs_saying_so(server_factory, tmp_path: Path, server_id: str, spelling: str) -> None:
     srv = server_factory(server_id)
     bootstrap_admin(srv)
-    cli = Cli(srv, tmp_path)
+    cli = RotationCli(srv, tmp_path)
     cli.apply(access_file("app-orders", ["a"]))
     before = live_acl(srv)
     cli.write(access_file("app-orders", None if spelling == "no tokens key" else []))
@@ -319,16 +302,16 @@ def test_removing_the_last_token_needs_saying_so(server_factory, tmp_path: Path,
     assert try_auth(srv, "app-orders", TOKEN_A)
 
 
-def test_no_tokens_and_disabled_is_allowed(cli: Cli) -> None:
+def test_no_tokens_and_disabled_is_allowed(cli: RotationCli) -> None:
     srv = cli.srv
     cli.apply(access_file("app-orders", ["a"]))
     r = cli.apply(access_file("app-orders", [], enabled=False))
-    assert "enabled: true -> false" in r.stdout and "not in file" in r.stdout
+    assert "enabled: true -> false" in r.out and "not in file" in r.out
     line = acl_users(admin_client(srv))["app-orders"]
     assert " off " in line and "#" not in line and "nopass" not in line
     assert not try_auth(srv, "app-orders", TOKEN_A)
     r = cli("plan", "-f", str(cli.file), "--detailed-exitcode")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.code == 0, r.out + r.err
 
 
 def open_conn(srv: RunningServer, username: str | None, password: str) -> redis.Connection:
@@ -347,7 +330,7 @@ def still_open(conn: redis.Connection) -> bool:
         return False
 
 
-def test_kill_sessions_on_revoke(cli: Cli) -> None:
+def test_kill_sessions_on_revoke(cli: RotationCli) -> None:
     """Per user, on every server of the matrix."""
     check_kill_sessions(cli, "user")
 
@@ -356,10 +339,10 @@ def test_kill_sessions_on_revoke(cli: Cli) -> None:
 def test_kill_sessions_on_revoke_instance_default(server_factory, tmp_path: Path, where: str) -> None:
     srv = server_factory("redis-7.0")
     bootstrap_admin(srv)
-    check_kill_sessions(Cli(srv, tmp_path), where)
+    check_kill_sessions(RotationCli(srv, tmp_path), where)
 
 
-def check_kill_sessions(cli: Cli, where: str) -> None:
+def check_kill_sessions(cli: RotationCli, where: str) -> None:
     srv = cli.srv
     user_extra = "    kill_sessions_on_revoke: true\n" if where == "user" else ""
     instance_extra = "    kill_sessions_on_revoke: true\n" if where == "instance" else ""
@@ -374,10 +357,10 @@ def check_kill_sessions(cli: Cli, where: str) -> None:
     r = cli.apply(access_file("app-orders", ["b", "c"], **opts))
     if where == "off":
         # The servers' own behaviour: removing a password leaves its sessions logged in.
-        assert "CLIENT KILL USER" not in r.stdout
+        assert "CLIENT KILL USER" not in r.out
         assert still_open(old) and still_open(new)
     else:
-        assert "sessions: CLIENT KILL USER (2 open connections now)" in r.stdout, r.stdout
+        assert "sessions: CLIENT KILL USER (2 open connections now)" in r.out, r.out
         assert not still_open(old)
         # CLIENT KILL USER can't tell which token a session used: sessions on B go too.
         assert not still_open(new)

@@ -9,17 +9,12 @@ the sha256 prefixes are checked to be where the reader needs them.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from executor_support import sha
 from servers import RunningServer, no_retry
-
-REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "reconciler.cli"]
+from support.cli import Cli, Result
+from support.executor import sha
 
 ADMIN_USER = "reconciler-admin"
 SECRETS = {
@@ -81,31 +76,28 @@ def assert_clean(text: str, where: str) -> None:
             assert frag not in text, f"plaintext of {name} found in {where}"
 
 
-class Run:
+class Run(Cli):
+    """The CLI as a subprocess in the file's folder; every output is grepped for plaintext."""
+
     def __init__(self, srv: RunningServer, tmp: Path):
+        super().__init__(
+            tmp,
+            env={"T_NODE": srv.address, "T_ORDERS_NEW": ORDERS_NEW, "T_REPORTS": REPORTS,
+                 "RECONCILER_TODAY": "2026-11-23", "NO_COLOR": "1"},
+        )
         self.srv = srv
-        self.dir = tmp
-        self.file = tmp / "access.yaml"
         (tmp / "secrets").mkdir()
         for path, value in ((tmp / "admin.token", ADMIN), (tmp / "secrets" / "orders-old.token", ORDERS_OLD)):
             path.write_text(value + "\n")
             path.chmod(0o600)
         self.file.write_text(FILE.format(admin=ADMIN_USER))
-        self.env = {**os.environ, "T_NODE": srv.address, "T_ORDERS_NEW": ORDERS_NEW, "T_REPORTS": REPORTS,
-                    "RECONCILER_TODAY": "2026-11-23", "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
-        self.env.pop("RECONCILER_DEBUG", None)
-        self.outputs: list[str] = []
         srv.admin().execute_command("ACL", "SETUSER", ADMIN_USER, "on", f">{ADMIN}", "~*", "&*", "+@all")
 
-    def __call__(self, *argv: str, expect: int | tuple[int, ...] = 0) -> subprocess.CompletedProcess:
-        r = subprocess.run([*CLI, *argv], capture_output=True, text=True, env=self.env, cwd=self.dir, timeout=60)
-        codes = expect if isinstance(expect, tuple) else (expect,)
-        assert r.returncode in codes, f"{argv}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    def __call__(self, *argv: str, expect: int | tuple[int, ...] | None = 0) -> Result:
+        r = super().__call__(*argv, expect=expect)
         what = " ".join(argv)
-        assert_clean(r.stdout, f"stdout of `{what}`")
-        assert_clean(r.stderr, f"stderr of `{what}`")
-        assert "Traceback" not in r.stderr
-        self.outputs.append(r.stdout + r.stderr)
+        assert_clean(r.out, f"stdout of `{what}`")
+        assert_clean(r.err, f"stderr of `{what}`")
         return r
 
 
@@ -117,15 +109,15 @@ def run(request, server_factory, tmp_path: Path) -> Run:
 def test_no_plaintext_anywhere(run: Run) -> None:
     f = "access.yaml"
     r = run("validate", "-f", f)
-    assert "ok" in r.stdout
+    assert "ok" in r.out
 
     r = run("plan", "-f", f)
     for token in (ORDERS_NEW, ORDERS_OLD, REPORTS):
-        assert f"(sha256:{sha(token)[:8]}…)" in r.stdout
+        assert f"(sha256:{sha(token)[:8]}…)" in r.out
     r = run("plan", "-f", f, "--format", "markdown")
-    assert f"sha256:{sha(ORDERS_NEW)[:8]}…" in r.stdout
+    assert f"sha256:{sha(ORDERS_NEW)[:8]}…" in r.out
     r = run("plan", "-f", f, "--format", "json", "--out", "plan.json", "--detailed-exitcode", expect=2)
-    doc = json.loads(r.stdout)
+    doc = json.loads(r.out)
     hashes = {t["sha256"] for i in doc["instances"] for n in i["nodes"] for c in n["changes"] for t in c["tokens"]}
     assert {sha(ORDERS_NEW), sha(ORDERS_OLD), sha(REPORTS)} <= hashes
     plan_file = (run.dir / "plan.json").read_text()
@@ -133,17 +125,17 @@ def test_no_plaintext_anywhere(run: Run) -> None:
     assert sha(ORDERS_OLD) in plan_file
 
     r = run("drift", "-f", f, expect=2)
-    assert f"sha256:{sha(REPORTS)[:8]}…" in r.stdout
+    assert f"sha256:{sha(REPORTS)[:8]}…" in r.out
     run("drift", "-f", f, "--format", "json", expect=2)
     run("drift", "-f", f, "--format", "markdown", expect=2)
 
     # Apply the saved plan, then (after someone adds a password by hand) the file.
     r = run("apply", "plan.json", "-f", f, "--auto-approve", "--audit-log", "audit.jsonl")
-    assert "Apply complete" in r.stdout
+    assert "Apply complete" in r.out
     c = run.srv.client(ADMIN_USER, ADMIN, retry=no_retry())
     c.execute_command("ACL", "SETUSER", "app-orders", f">{BY_HAND}")
     r = run("apply", "-f", f, "--auto-approve", "--audit-log", "audit.jsonl")
-    assert f"sha256:{sha(BY_HAND)[:8]}…" in r.stdout
+    assert f"sha256:{sha(BY_HAND)[:8]}…" in r.out
 
     audit = (run.dir / "audit.jsonl").read_text()
     assert_clean(audit, "the audit log")
@@ -155,11 +147,11 @@ def test_no_plaintext_anywhere(run: Run) -> None:
         assert sha(token) not in audit  # the audit log keeps prefixes, not whole hashes
 
     r = run("import", "--instance", "cache", "-f", f)
-    assert f"sha256: {sha(ORDERS_NEW)}" in r.stdout and f"sha256: {sha(ADMIN)}" in r.stdout
+    assert f"sha256: {sha(ORDERS_NEW)}" in r.out and f"sha256: {sha(ADMIN)}" in r.out
     r = run("drift", "-f", f, expect=2)  # converged; the findings remain (old token, nopass default)
-    assert "No changes." in r.stdout and "token app-orders/2026-08 is 114 days old" in r.stdout
+    assert "No changes." in r.out and "token app-orders/2026-08 is 114 days old" in r.out
     r = run("plan", "-f", f, "--detailed-exitcode")
-    assert "No changes." in r.stdout
+    assert "No changes." in r.out
 
     # Nothing the reconciler wrote in its folder holds a plaintext either.
     for path in run.dir.rglob("*"):
@@ -193,11 +185,10 @@ def test_error_messages_never_echo_a_secret(tmp_path: Path, mistake: str) -> Non
         f"users:\n  app-orders:\n    acl: \"{acl}\"\n    tokens:\n{tokens}"
     )
     (tmp_path / "bad.yaml").write_text(text)
-    env = {**os.environ, "T_ORDERS_NEW": secret, "T_SHORT": short, "PYTHONPATH": str(REPO)}
+    cli = Cli(tmp_path, env={"T_ORDERS_NEW": secret, "T_SHORT": short})
     for cmd in ("validate", "plan", "drift"):
         resolve = ["--resolve-secrets"] if cmd == "validate" else []  # the length check needs the plaintext
-        r = subprocess.run([*CLI, cmd, "-f", "bad.yaml", *resolve], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
-        assert r.returncode == 1, f"{mistake}: {cmd} exit {r.returncode}\n{r.stdout}{r.stderr}"
-        assert "bad.yaml:" in r.stderr and "Traceback" not in r.stderr
+        r = cli(cmd, "-f", "bad.yaml", *resolve, expect=1)
+        assert "bad.yaml:" in r.err
         for frag in (*fragments(secret), short):
-            assert frag not in r.stdout + r.stderr, f"{mistake}: `{cmd}` echoed a secret:\n{r.stderr}"
+            assert frag not in r.out + r.err, f"{mistake}: `{cmd}` echoed a secret:\n{r.err}"

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from cli_support import CliRun
 from servers import (
     NEWEST,
     RunningServer,
@@ -29,6 +28,7 @@ from servers import (
     start_sentinel,
     start_server,
 )
+from support.cli import Cli
 
 pytestmark = pytest.mark.server
 
@@ -208,7 +208,7 @@ def env(group: Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     monkeypatch.setenv("T_ADMIN", ADMIN)
     for i, s in enumerate(group.sentinels):
         monkeypatch.setenv(f"T_S{i}", s.address)
-    yield CliRun(tmp_path, capsys)
+    yield Cli(tmp_path, capsys=capsys)
     group.reset()
 
 
@@ -241,7 +241,7 @@ def sentinel_app(*token_envs: str) -> str:
 
 
 @failover_servers
-def test_apply_reaches_every_data_node_then_failover_is_a_noop(group: Group, env: CliRun) -> None:
+def test_apply_reaches_every_data_node_then_failover_is_a_noop(group: Group, env: Cli) -> None:
     primary = next(iter(group.reported_primary()))
     rc, out, err = env.apply(access())
     assert rc == 0, err
@@ -260,7 +260,7 @@ def test_apply_reaches_every_data_node_then_failover_is_a_noop(group: Group, env
 
 
 @failover_servers
-def test_failover_between_plan_and_apply_refuses_the_saved_plan(group: Group, env: CliRun) -> None:
+def test_failover_between_plan_and_apply_refuses_the_saved_plan(group: Group, env: Cli) -> None:
     env.file.write_text(access())
     saved = env.dir / "plan.json"
     rc, _out, err = env("plan", "-f", str(env.file), "--out", str(saved), "--detailed-exitcode")
@@ -278,12 +278,13 @@ def test_failover_between_plan_and_apply_refuses_the_saved_plan(group: Group, en
 
 @failover_servers
 def test_failover_during_apply_is_reported_per_node_and_a_rerun_converges(
-    group: Group, env: CliRun, monkeypatch: pytest.MonkeyPatch
+    group: Group, env: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The primary dies while apply runs (the usual cause of a failover): the report names the
     node that failed and says the rest is complete; once the sentinels have promoted a replica
     and the old primary is back (as a replica), a re-run converges on the new roles."""
-    from reconciler import executor, live
+    from reconciler.providers.redis import execute as executor
+    from reconciler.providers.redis import read as live
 
     old = group.node(next(iter(group.reported_primary())))
     killed: list[str] = []
@@ -318,7 +319,7 @@ def test_failover_during_apply_is_reported_per_node_and_a_rerun_converges(
     assert rc == 0, out + err
 
 
-def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun) -> None:
+def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: Cli) -> None:
     rc, out, err = env.apply(access(sentinel_users=sentinel_app("T_SAPP1")))
     assert rc == 0, err
     for s in group.sentinels:
@@ -383,7 +384,7 @@ def test_sentinel_users_rotate_with_zero_failed_logins(group: Group, env: CliRun
     wait_until("the sentinel group", group.settled)
 
 
-def test_sentinel_users_reach_sentinels_the_file_does_not_list(group: Group, env: CliRun) -> None:
+def test_sentinel_users_reach_sentinels_the_file_does_not_list(group: Group, env: Cli) -> None:
     """Two of three listed, one of them as localhost: the third is found through SENTINEL
     SENTINELS, and the localhost one is not counted twice (same SENTINEL MYID)."""
     first = group.sentinels[0]
@@ -396,7 +397,7 @@ def test_sentinel_users_reach_sentinels_the_file_does_not_list(group: Group, env
         assert f"#{sha(TOKENS['T_SAPP1'])}" in group.users(s)["app"], s.address
 
 
-def test_sentinels_that_disagree_are_an_error(group: Group, env: CliRun, tmp_path: Path) -> None:
+def test_sentinels_that_disagree_are_an_error(group: Group, env: Cli, tmp_path: Path) -> None:
     other = start_server(group.server_id, tmp_path / "other")
     rogue = start_sentinel(group.server_id, tmp_path / "rogue", master_name=MASTER, primary=other.address, quorum=1)
     try:
@@ -411,7 +412,7 @@ def test_sentinels_that_disagree_are_an_error(group: Group, env: CliRun, tmp_pat
         other.stop()
 
 
-def test_unreachable_sentinel_tolerated_for_data_but_not_for_sentinel_users(group: Group, env: CliRun) -> None:
+def test_unreachable_sentinel_tolerated_for_data_but_not_for_sentinel_users(group: Group, env: Cli) -> None:
     dead = f"127.0.0.1:{free_port()}"
     listed = f"[{{env: T_S0}}, {{env: T_S1}}, {{env: T_S2}}, {dead}]"
     rc, _out, err = env.plan(access(sentinels=listed))
@@ -424,7 +425,7 @@ def test_unreachable_sentinel_tolerated_for_data_but_not_for_sentinel_users(grou
     assert "only 1 of 3 sentinels answered" in err
 
 
-def test_wrong_master_name_is_named(group: Group, env: CliRun) -> None:
+def test_wrong_master_name_is_named(group: Group, env: Cli) -> None:
     env.file.write_text(access().replace(f"master_name: {MASTER}", "master_name: nosuch"))
     rc, _out, err = env("plan", "-f", str(env.file))
     assert rc == 1

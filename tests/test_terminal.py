@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import CliRun
+from support.cli import Cli
 
 RECONCILER = str(Path(sys.executable).parent / "reconciler")
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_colors_follow_terminal_conventions(valkey, tmp_path: Path) -> None:
 
 
 def test_no_aclfile_warning_once_per_command(valkey, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = CliRun(tmp_path, capsys)
+    run = Cli(tmp_path, capsys=capsys)
     run.file.write_text(users_file(valkey.address, 2))
     for argv in (["plan", "-f", str(run.file)], ["apply", "-f", str(run.file), "--auto-approve"]):
         rc, out, err = run(*argv)

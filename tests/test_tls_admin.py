@@ -14,11 +14,11 @@ import redis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from servers import RunningServer, _name, _new_key, _write_pair, make_tls_material, no_retry
+from servers import RunningServer, make_tls_material, new_key, no_retry, write_pair, x509_name
 
-from reconciler import live
 from reconciler.errors import LiveError
 from reconciler.model import Instance, TLSConfig
+from reconciler.providers.redis import read as live
 
 
 def instance(srv: RunningServer, **tls: str | None) -> Instance:
@@ -97,11 +97,11 @@ def _expired_server_cert(srv: RunningServer, directory: Path) -> tuple[Path, Pat
     m = srv.tls_material
     assert m is not None
     now = dt.datetime.now(dt.timezone.utc)
-    key = _new_key()
+    key = new_key()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(m._ca_cert_obj.subject)
+        .subject_name(x509_name("localhost"))
+        .issuer_name(m.ca_cert_obj.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=30))
@@ -111,10 +111,10 @@ def _expired_server_cert(srv: RunningServer, directory: Path) -> tuple[Path, Pat
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(m._ca_key_obj, hashes.SHA256())
+        .sign(m.ca_key_obj, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    return _write_pair(directory / "expired-server", cert, key)
+    return write_pair(directory / "expired-server", cert, key)
 
 
 def test_expired_server_certificate(tls_server: RunningServer, tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ from typing import Any, Callable
 import pytest
 import redis
 from servers import CERT_USER_MAPPING, RunningServer, no_retry
+from support.cli import Cli, Result
 
-from reconciler import certs, executor
-from reconciler.cli import main
+from reconciler import certs
+from reconciler.plan import Plan
 
 ADMIN = "admin-plaintext-5d0e7b3c9a1f2468e0c2a4b6"
 
@@ -43,25 +44,25 @@ users:
 {certs}"""
 
 
+WRITE_COMMANDS = {"acl|setuser", "acl|deluser", "acl|save", "config|set", "config|rewrite", "client|kill"}
+
+
 class Env:
     def __init__(self, srv: RunningServer, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any):
         self.srv, self.tmp, self.capsys = srv, tmp, capsys
         self.mat = srv.tls_material
         assert self.mat is not None
-        self.file = tmp / "access.yaml"
+        self.cli = Cli(tmp, capsys=capsys)
+        self.file = self.cli.file
         monkeypatch.setenv("T_NODE", srv.address)
         monkeypatch.setenv("T_ADMIN", ADMIN)
         monkeypatch.delenv("RECONCILER_TODAY", raising=False)
         srv.admin().execute_command("ACL", "SETUSER", "default", f">{ADMIN}")
-        self.sent: list[tuple[str, ...]] = []
-        real = executor._NodeRun._command
 
-        def spy(run: Any, step: str, c: Any) -> tuple[str, ...]:
-            cmd = real(run, step, c)
-            self.sent.append(cmd)
-            return cmd
-
-        monkeypatch.setattr(executor._NodeRun, "_command", spy)
+    def writes(self) -> int:
+        """Write commands the server has executed so far (its own INFO commandstats)."""
+        stats = self.admin().info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k.split("_", 1)[1] in WRITE_COMMANDS)
 
     def cert(self, cn: str = "app-billing", **kw: Any) -> tuple[Path, Path]:
         return self.mat.client_cert(cn, "payments", "Acme", c="US", **kw)
@@ -74,13 +75,11 @@ class Env:
             FILE.format(ca=self.mat.ca_file, admin_cert=self.mat.admin_cert, admin_key=self.mat.admin_key, certs=lines)
         )
 
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
+    def run(self, *argv: str) -> Result:
+        return self.cli(*argv)
 
-    def apply(self) -> tuple[int, str, str]:
-        return self.run("apply", "-f", str(self.file), "--auto-approve")
+    def apply(self) -> Result:
+        return self.cli.apply()
 
     def admin(self) -> redis.Redis:
         return self.srv.client("default", ADMIN, cert=(self.mat.admin_cert, self.mat.admin_key), retry=no_retry())
@@ -107,16 +106,17 @@ def test_certificate_only_user_logs_in_with_its_certificate_only(env: Env) -> No
     assert "+ user app-billing" in out and "certificate-only (resetpass)" in out
     assert "certificate: CN=app-billing,OU=payments,O=Acme,C=US  (sha256:" in out
 
+    # Never nopass: not in the SETUSER the plan makes (apply sends exactly these), not in the live ACL.
+    code, out, err = env.run("plan", "-f", str(env.file), "--format", "json")
+    changes = [c for i in Plan.from_json(json.loads(out)).instances for n in i.nodes for c in n.changes]
+    billing = [c.setuser_args() for c in changes if c.user == "app-billing"]
+    assert len(billing) == 1 and "resetpass" in billing[0]
+    assert not any("nopass" in (w.lower() for w in c.setuser_args()) for c in changes), changes
+
     code, out, err = env.apply()
     assert code == 0, err
     admin = env.admin()
     assert admin.config_get("tls-auth-clients-user") == {"tls-auth-clients-user": "CN"}
-
-    # Never nopass: not in any SETUSER sent, not in the live ACL.
-    setusers = [c for c in env.sent if c[:2] == ("ACL", "SETUSER")]
-    billing = [c for c in setusers if c[2] == "app-billing"]
-    assert len(billing) == 1 and "resetpass" in billing[0]
-    assert not any("nopass" in (w.lower() for w in c) for c in setusers), setusers
     line = next(x for x in admin.execute_command("ACL", "LIST") if x.split()[1] == "app-billing")
     assert " nopass" not in line and "#" not in line and ">" not in line, line
     getuser = admin.acl_getuser("app-billing")
@@ -156,6 +156,7 @@ def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env:
     code, out, err = env.apply()
     assert code == 0, err
     assert f"Certificate inventory recorded in {env.tmp / 'access.inventory.json'}" in out
+    assert env.writes() > 0  # the count sees the first apply's writes
     app = env.srv.client(cert=old)  # default retry: reconnects after CLIENT KILL
     assert app.execute_command("ACL", "WHOAMI") == "app-billing"
 
@@ -166,10 +167,10 @@ def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env:
     assert f"certificate + CN=app-billing,OU=payments,O=Acme,C=US  (sha256:{new_fp[:8]}…, expires " in out
     assert "certificate inventory only" in out and "+ user" not in out and "config" not in out
     assert "Plan: 0 to add, 0 to change, 0 to destroy. Certificate inventory: 1 change to record." in out
-    env.sent.clear()
+    before = env.writes()
     code, out, err = env.apply()
     assert code == 0, err
-    assert env.sent == []  # no server command for an inventory change
+    assert env.writes() == before  # no server command for an inventory change
     env.admin().execute_command("CLIENT", "KILL", "USER", "app-billing")
     assert app.execute_command("ACL", "WHOAMI") == "app-billing"  # reconnected with the old one
     moved = env.srv.client(cert=new)
@@ -181,8 +182,9 @@ def test_rotation_with_two_certificates_keeps_a_reconnecting_client_working(env:
     assert code == 2, out + err
     assert f"certificate - CN=app-billing,OU=payments,O=Acme,C=US  (sha256:{old_fp[:8]}…, expires " in out
     assert "+ user" not in out and "~ user app-billing" in out
+    before = env.writes()
     code, out, err = env.apply()
-    assert code == 0 and env.sent == [], err
+    assert code == 0 and env.writes() == before, err
     code, out, err = env.run("plan", "-f", str(env.file), "--detailed-exitcode")
     assert code == 0, out + err
     recorded = json.loads((env.tmp / "access.inventory.json").read_text())
@@ -211,94 +213,77 @@ def test_expired_and_expiring_cert_files_are_drift_findings(env: Env) -> None:
         env.srv.client(cert=expired, retry=no_retry()).ping()
 
 
-@pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
-def test_default_nopass_with_certificate_users_is_a_warning(server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any) -> None:
-    srv = server_factory(server_id, cert_user_mapping=True)
+def pay_file(srv: RunningServer, users: str, *, auth_mode: str = "", client_auth: str = "optional") -> str:
+    """Instance `pay` on `srv` over TLS (admin certificate), tls_client_auth mapping CNs unless
+    `client_auth` is "", then `users` (YAML under `users:`, or "{}")."""
     m = srv.tls_material
     assert m is not None
-    cert, _ = m.client_cert("app-billing")
-    f = tmp_path / "access.yaml"
-    f.write_text(
-        f"""\
-version: 1
-instances:
-  pay:
-    nodes: ["{srv.address}"]
-    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
-    tls_client_auth: {{required: optional, user_field: CN}}
-users:
+    text = (
+        "version: 1\ninstances:\n  pay:\n"
+        f'    nodes: ["{srv.address}"]\n'
+        f"    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}\n"
+    )
+    if auth_mode:
+        text += f"    auth_mode: {auth_mode}\n"
+    if client_auth:
+        text += f"    tls_client_auth: {{required: {client_auth}, user_field: CN}}\n"
+    return text + ("users: {}\n" if users == "{}" else "users:\n" + users)
+
+
+BILLING_BY_CERT = """\
   app-billing:
     acl: "~billing:* +get"
-    certificates: [{{subject: "CN=app-billing", cert_file: {cert}}}]
+    certificates: [{{subject: "{subject}"{cert_file}}}]
 """
-    )
-    code = main(["plan", "-f", str(f)])
-    out, err = capsys.readouterr()
+
+
+def billing(subject: str, cert_file: Path | None = None) -> str:
+    return BILLING_BY_CERT.format(subject=subject, cert_file=f", cert_file: {cert_file}" if cert_file else "")
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path, capsys=capsys)
+
+
+@pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
+def test_default_nopass_with_certificate_users_is_a_warning(server_id: str, server_factory: Callable[..., RunningServer], cli: Cli) -> None:
+    srv = server_factory(server_id, cert_user_mapping=True)
+    assert srv.tls_material is not None
+    cert, _ = srv.tls_material.client_cert("app-billing")
+    cli.write(pay_file(srv, billing("CN=app-billing", cert)))
+    code, out, err = cli("plan", "-f", str(cli.file))
     assert code == 0, err
     assert "! finding: user default is nopass: anyone can connect without a token; clients without a matching certificate fall back to it" in out
 
 
 @pytest.mark.parametrize("server_id", ["redis-7.0", "redis-8.0", "valkey-8.1"])
 def test_certificate_only_user_refused_where_certificates_cannot_map(
-    server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+    server_id: str, server_factory: Callable[..., RunningServer], cli: Cli
 ) -> None:
     srv = server_factory(server_id, tls=True)
-    m = srv.tls_material
-    assert m is not None
-    f = tmp_path / "access.yaml"
-    f.write_text(
-        f"""\
-version: 1
-instances:
-  pay:
-    nodes: ["{srv.address}"]
-    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
-users:
-  app-billing:
-    acl: "~billing:* +get"
-    certificates: [{{subject: "CN=app-billing,O=Acme"}}]
-"""
-    )
+    cli.write(pay_file(srv, billing("CN=app-billing,O=Acme"), client_auth=""))
     before = srv.admin().execute_command("ACL", "LIST")
-    for argv in (["plan", "-f", str(f)], ["apply", "-f", str(f), "--auto-approve"]):
-        code = main(argv)
-        out, err = capsys.readouterr()
+    for argv in (["plan", "-f", str(cli.file)], ["apply", "-f", str(cli.file), "--auto-approve"]):
+        code, out, err = cli(*argv)
         assert code == 1
         assert (
             f"pay {srv.address}: user app-billing: certificate-only user, but {srv.server.replace('redis', 'Redis').replace('valkey', 'Valkey')} "
             f"{srv.version} can't map client certificates to users (needs Valkey >= 9.0 or Redis >= 8.6 with TLS)"
         ) in err, err
-        assert "Traceback" not in err
     assert srv.admin().execute_command("ACL", "LIST") == before
 
 
 @pytest.mark.parametrize("server_id", ["redis-7.0", "valkey-8.1"])
 def test_tls_client_auth_user_field_needs_restart_where_unsupported(
-    server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+    server_id: str, server_factory: Callable[..., RunningServer], cli: Cli
 ) -> None:
     srv = server_factory(server_id, tls=True)
-    m = srv.tls_material
-    assert m is not None
-    f = tmp_path / "access.yaml"
-    f.write_text(
-        f"""\
-version: 1
-instances:
-  pay:
-    nodes: ["{srv.address}"]
-    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
-    auth_mode: none
-    tls_client_auth: {{required: true, user_field: CN}}
-users: {{}}
-"""
-    )
-    code = main(["plan", "-f", str(f), "--detailed-exitcode"])
-    out, err = capsys.readouterr()
+    code, out, err = cli.plan(pay_file(srv, "{}", auth_mode="none", client_auth="true"))
     assert code == 2, err
     assert "~ config tls-auth-clients" in out and "optional -> yes (CONFIG SET)" in out
-    assert "needs restart with a server that supports tls-auth-clients-user CN" in out
-    code = main(["apply", "-f", str(f), "--auto-approve"])
-    out, err = capsys.readouterr()
+    assert "! finding (error): [" in out and "needs restart with a server that supports tls-auth-clients-user CN" in out
+    code, out, err = cli.apply()
     assert code == 0, err
     assert srv.admin().config_get("tls-auth-clients") == {"tls-auth-clients": "yes"}
     # Required now: a client without a certificate is refused at the TLS layer.
@@ -308,30 +293,14 @@ users: {{}}
 
 @pytest.mark.parametrize("server_id", CERT_USER_MAPPING)
 def test_tls_client_auth_survives_restart_with_a_config_file(
-    server_id: str, server_factory: Callable[..., RunningServer], tmp_path: Path, capsys: Any
+    server_id: str, server_factory: Callable[..., RunningServer], cli: Cli
 ) -> None:
     srv = server_factory(server_id, tls=True, config_file=True)
-    m = srv.tls_material
-    assert m is not None
-    f = tmp_path / "access.yaml"
-    f.write_text(
-        f"""\
-version: 1
-instances:
-  pay:
-    nodes: ["{srv.address}"]
-    tls: {{ca_file: {m.ca_file}, cert_file: {m.admin_cert}, key_file: {m.admin_key}}}
-    auth_mode: none
-    tls_client_auth: {{required: optional, user_field: CN}}
-users: {{}}
-"""
-    )
-    code = main(["plan", "-f", str(f)])
-    out, err = capsys.readouterr()
+    cli.write(pay_file(srv, "{}", auth_mode="none"))
+    code, out, err = cli("plan", "-f", str(cli.file))
     assert code == 0 and "off -> CN (CONFIG SET; CONFIG REWRITE)" in out, out + err
-    assert main(["apply", "-f", str(f), "--auto-approve"]) == 0
-    capsys.readouterr()
+    assert cli.apply().code == 0
     assert srv.config_file is not None and "tls-auth-clients-user CN" in srv.config_file.read_text()
     srv.restart()
     assert srv.admin().config_get("tls-auth-clients-user") == {"tls-auth-clients-user": "CN"}
-    assert main(["plan", "-f", str(f), "--detailed-exitcode"]) == 0
+    assert cli.plan().code == 0

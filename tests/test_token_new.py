@@ -3,52 +3,51 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import stat
-import subprocess
-import sys
+from pathlib import Path
+
+from support.cli import Cli, Result
 
 from reconciler.commands.token_new import strong_token
 
-CLI = [sys.executable, "-m", "reconciler.cli"]
 
-
-def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    """As a subprocess: the token is printed where a shell would see it."""
+    return Cli(Path.cwd(), env=env or {})(*args)
 
 
 def test_token_to_file_is_private_and_bare(tmp_path):
     out = tmp_path / "app.token"
     r = run("token", "new", "app", "--id", "2026-11", "--out", str(out), env={"RECONCILER_TODAY": "2026-11-23"})
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.err
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     content = out.read_text()
     assert content.endswith("\n") and content.count("\n") == 1
     token = content.strip()
-    assert r.stdout == ""
-    assert token not in r.stderr
-    digest = re.search(r"sha256: ([0-9a-f]{64})", r.stderr).group(1)
+    assert r.out == ""
+    assert token not in r.err
+    digest = re.search(r"sha256: ([0-9a-f]{64})", r.err).group(1)
     assert digest == hashlib.sha256(token.encode()).hexdigest()
-    assert "- id: 2026-11" in r.stderr
-    assert "created: 2026-11-23" in r.stderr and "expires: 2027-02-21" in r.stderr
+    assert "- id: 2026-11" in r.err
+    assert "created: 2026-11-23" in r.err and "expires: 2027-02-21" in r.err
 
 
 def test_token_printed_once_to_stdout():
     r = run("token", "new", "app", "--id", "x")
-    assert r.returncode == 0
-    token = r.stdout.strip()
+    assert r.code == 0
+    token = r.out.strip()
     assert len(token) >= 43
-    assert token not in r.stderr
-    assert hashlib.sha256(token.encode()).hexdigest() in r.stderr
+    assert token not in r.err
+    assert hashlib.sha256(token.encode()).hexdigest() in r.err
 
 
 def test_refuses_to_overwrite(tmp_path):
     out = tmp_path / "t"
     out.write_text("keep me\n")
     r = run("token", "new", "app", "--id", "x", "--out", str(out))
-    assert r.returncode == 1
-    assert "Traceback" not in r.stderr and str(out) in r.stderr
+    assert r.code == 1
+    assert "Traceback" not in r.err and str(out) in r.err
     assert out.read_text() == "keep me\n"
 
 

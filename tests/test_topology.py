@@ -1,4 +1,4 @@
-"""Topology discovery (reconciler.topology): parsers offline, then real servers on every
+"""Topology discovery (reconciler.providers.redis.topology): parsers offline, then real servers on every
 version of the matrix -- any seed finds the whole replicated group or cluster, `discover:
 false` keeps to the listed nodes, an address a node reports but we can't reach is an error
 naming it (with the NAT hint), never skipped."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster_support import (
+from servers import MATRIX, free_port
+from support.cluster import (
     ADMIN_PASSWORD,
     REGISTRY,
     Deployment,
@@ -18,12 +19,12 @@ from cluster_support import (
     start_replicated,
     wait_until,
 )
-from servers import MATRIX, free_port
 
-from reconciler import live, topology
 from reconciler.cli import main
 from reconciler.errors import LiveError
 from reconciler.model import Admin, Instance, Secret
+from reconciler.providers.redis import read as live
+from reconciler.providers.redis import topology
 
 # -- parsers, offline ---------------------------------------------------------------------------
 
@@ -108,7 +109,7 @@ def instance(*nodes: str, discover: bool = True, topo: str = "auto", password: s
 
 
 def discovered(inst: Instance) -> topology.Topology:
-    topo, clients = topology.discover(inst)
+    topo, clients = topology.discover(inst, connect=live.connect)
     for c in clients.values():
         c.close()
     return topo

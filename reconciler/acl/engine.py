@@ -252,22 +252,16 @@ def _apply(s: _Sel, r: Rule, pos: int, t: CommandTable) -> None:
             return
         old = s.keys.get(r.name, "")
         s.keys[r.name] = "".join(c for c in "RW" if c in old or c in r.perm)
-    elif k == "allkeys":
-        s.allkeys = True
-        s.keys.clear()
-    elif k == "resetkeys":
-        s.allkeys = False
+    elif k in ("allkeys", "resetkeys"):
+        s.allkeys = k == "allkeys"
         s.keys.clear()
     elif k == "channel":
         if s.allchannels:
             return
         if r.name not in s.channels:
             s.channels.append(r.name)
-    elif k == "allchannels":
-        s.allchannels = True
-        s.channels.clear()
-    elif k == "resetchannels":
-        s.allchannels = False
+    elif k in ("allchannels", "resetchannels"):
+        s.allchannels = k == "allchannels"
         s.channels.clear()
     elif k in ("db", "alldbs", "resetdbs"):
         if not t.has_databases:

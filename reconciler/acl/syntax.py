@@ -8,16 +8,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = [
-    "AclSyntaxError",
-    "UnsupportedRule",
-    "KNOWN_CATEGORIES",
-    "Rule",
-    "parse",
-    "split_rules",
-    "parse_acl_list_line",
-]
-
 # Union of `ACL CAT` over Redis 6.2/7.0/8.0 and Valkey 8.1/9.1 (all the same set without modules).
 # "all" is also accepted in rules (+@all / -@all) but is not listed by ACL CAT.
 KNOWN_CATEGORIES: frozenset[str] = frozenset(
@@ -144,8 +134,18 @@ def parse(rules: str, *, lenient: bool = False) -> list[Rule]:
 _LENIENT: dict[str, Rule] = {}
 
 
+_SWITCHES = {
+    "allkeys": ("allkeys", "allkeys", True),
+    "~*": ("allkeys", "allkeys", True),
+    "resetkeys": ("resetkeys", "allkeys", False),
+    "allchannels": ("allchannels", "allchannels", True),
+    "&*": ("allchannels", "allchannels", True),
+    "resetchannels": ("resetchannels", "allchannels", False),
+}
+
+
 class _State:
-    __slots__ = ("allkeys", "allchannels", "lenient")
+    __slots__ = ("allkeys", "allchannels", "lenient")  # flags _SWITCHES sets
 
     def __init__(self, lenient: bool = False) -> None:
         self.allkeys = False
@@ -160,18 +160,12 @@ def _parse_selector_op(tok: str, pos: int, st: _State, *, in_selector: bool) -> 
         raise AclSyntaxError(f"nested selector '{tok}'", tok, pos)
     if low in _IDENTITY_WORDS or low == "clearselectors" or tok[0] in "><#!":
         raise AclSyntaxError(f"'{tok}' is not allowed{where}", tok, pos)
-    if low in ("allkeys", "~*"):
-        st.allkeys = not st.lenient
-        return Rule(tok, "allkeys")
-    if low == "resetkeys":
-        st.allkeys = False
-        return Rule(tok, "resetkeys")
-    if low in ("allchannels", "&*"):
-        st.allchannels = not st.lenient
-        return Rule(tok, "allchannels")
-    if low == "resetchannels":
-        st.allchannels = False
-        return Rule(tok, "resetchannels")
+    # all/reset of keys and channels: (rule kind, the state flag it sets, to what)
+    switch = _SWITCHES.get(low)
+    if switch is not None:
+        kind, flag, on = switch
+        setattr(st, flag, on and not st.lenient)
+        return Rule(tok, kind)
     if low in ("allcommands", "nocommands"):
         return Rule(tok, "category", allow=low == "allcommands", name="all")
     if low == "alldbs":

@@ -150,7 +150,7 @@ class CommandTable:
     @classmethod
     def read(cls, client: Any, server: str, version: str) -> "CommandTable":
         """COMMAND, then ACL CAT and ACL CAT <cat> for every category in one pipeline."""
-        entries = _raw(client, "COMMAND")  # redis-py's COMMAND callback drops subcommands
+        entries = raw_command(client, "COMMAND")  # redis-py's COMMAND callback drops subcommands
         cats = [_s(c) for c in client.execute_command("ACL", "CAT")]
         pipe = client.pipeline(transaction=False)
         for cat in cats:
@@ -217,7 +217,7 @@ def _load_bundled(name: str) -> CommandTable:
     return _CACHE[name]
 
 
-def _raw(client: Any, *args: str) -> Any:
+def raw_command(client: Any, *args: str) -> Any:
     pool = client.connection_pool
     conn = pool.get_connection("_") if _wants_name(pool) else pool.get_connection()
     try:

@@ -23,14 +23,13 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 
-from .. import live, providers, safety
+from .. import safety
 from ..audit import AuditLog
 from ..errors import ApplyError, LiveError, ReconcilerError
-from ..manager import Manager, today, warn_unpersisted
-from ..model import Admin, DesiredState, Instance, Secret
+from ..manager import Manager, unpersisted
+from ..model import Admin, DesiredState, Secret
 from ..plan import Plan, UserChange, only_changes
 from ..render import render_text
 from ..render.terminal import use_color
@@ -55,26 +54,13 @@ def _bootstrap_admin(args: argparse.Namespace) -> Admin:
     return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
 
 
-def admin_logs_in(instance: Instance) -> bool:
-    """True when the file's admin authenticates on the first node; False on an AUTH failure.
-    Any other failure (refused, TLS, timeout) is an error: bootstrap would not help."""
-    try:
-        client = live.connect(instance, instance.nodes[0], timeout=instance.timeout_seconds)
-    except LiveError as exc:
-        if "AUTH failed" in str(exc):
-            return False
-        raise
-    client.close()
-    return True
-
-
 def needs_bootstrap(desired: DesiredState, names: list[str]) -> list[str]:
     out = []
     for name in names:
         inst = desired.instances[name]
         if inst.provider != "redis" or inst.admin.username == DEFAULT or not inst.nodes:
             continue
-        if not admin_logs_in(inst):
+        if not Manager(desired).redis().admin_logs_in(inst):
             if inst.admin.username not in {u.name for u in desired.users_for(name)}:
                 raise ReconcilerError(
                     f"--bootstrap: instance {name}: admin user {inst.admin.username} cannot log in and "
@@ -131,21 +117,17 @@ def _writes(plan: Plan) -> set[tuple[Any, ...]]:
 
 
 def _apply(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> list[str]:
-    lines: list[str] = []
-    for name, names in providers.group(desired, [i.name for i in plan.instances]).items():
-        sub = dataclasses.replace(plan, instances=tuple(i for i in plan.instances if i.name in names))
-        if not sub.has_changes:
-            continue
-        try:
-            result = providers.get(name, desired).apply(sub, audit=audit)
-        except ApplyError as exc:
-            partial: Any = getattr(exc, "result", None)
-            lines.extend(partial.summary_lines() if partial is not None else [])
-            for line in lines:
-                _out(line)
-            raise
-        lines.extend(result.summary_lines())
-    return lines
+    if not plan.has_changes:
+        return []
+    try:
+        report = Manager(desired).apply(plan, audit=audit)
+    except ApplyError as exc:
+        for line in exc.report.summary_lines() if exc.report is not None else []:
+            _out(line)
+        raise
+    for warning in report.warnings:
+        print(f"reconciler: warning: {warning}", file=sys.stderr)
+    return report.summary_lines()
 
 
 def _titles(boot: list[str], desired: DesiredState) -> tuple[str, str, str]:
@@ -226,11 +208,9 @@ def _execute(
     except ApplyError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
-    warn_unpersisted(fresh)
-    day: date = date.fromisoformat(fresh.today) if fresh.today else today()
-    for name, group in providers.group(desired, [i.name for i in fresh.instances]).items():
-        sub = dataclasses.replace(fresh, instances=tuple(i for i in fresh.instances if i.name in group))
-        providers.get(name, desired).verify(sub, today=day)
+    for warning in unpersisted(fresh):
+        print(f"reconciler: warning: {warning}", file=sys.stderr)
+    Manager(desired).verify(fresh)
     c = steps.admin.counts()
     r = fresh.counts()
     _out(f"\nBootstrap complete: {c.add + r.add} added, {c.change + r.change} changed, {c.destroy + r.destroy} destroyed.")

@@ -21,34 +21,7 @@ from ..state import NodeState
 
 
 def _table(node: NodeState) -> Any:
-    from .. import live
-
-    read = live.tables().get(node.command_table)
-    if read is not None:
-        return read
-    try:
-        return acl.CommandTable.bundled(node.command_table)
-    except KeyError:
-        return acl.CommandTable.nearest(node.server, node.version)
-
-
-def _dryrun(node: NodeState, instance: Any, user: str, argv: list[str]) -> str | None:
-    """The server's ACL DRYRUN (Redis 7.0+, Valkey): "allowed" or its refusal, None if unavailable."""
-    from .. import live
-
-    if node.server == "redis" and tuple(int(x) for x in node.version.split(".")[:2]) < (7, 0):
-        return None
-    if user not in node.users:
-        return None
-    client = live.connect(instance, node.address, timeout=instance.timeout_seconds)
-    try:
-        reply = client.execute_command("ACL", "DRYRUN", user, *argv)
-    except Exception as exc:  # noqa: BLE001 - the server's refusal text is the answer
-        hint = "; give the whole command (--arg for values)" if "wrong number of arguments" in str(exc) else ""
-        return f"not judged: {exc}{hint}"
-    finally:
-        client.close()
-    return "allowed" if str(reply) == "OK" else f"denied: {reply}"
+    return node.acl_table()
 
 
 def _lines_for(user: User, table: Any, argv: list[str] | None) -> tuple[list[str], Verdict | None]:
@@ -114,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                     + ("the same permissions" if same else "different permissions; `reconciler plan` shows the change")
                 )
             if argv and verdict is not None and instance.provider == "redis":
-                answer = _dryrun(nodes[0], instance, user.name, argv)
+                answer = manager.redis().dryrun(nodes[0], instance, user.name, argv)
                 if answer is not None:
                     agree = answer.startswith("not judged") or answer.startswith("allowed") == verdict.allowed
                     out.append(f"    ACL DRYRUN on {nodes[0].address}: {answer}" + ("" if agree else "  (differs: the live user's rules are not the file's; see `reconciler plan`)"))

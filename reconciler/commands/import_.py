@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .. import acl, live
+from .. import acl
 from ..errors import ReconcilerError
 from ..manager import Manager, today
 from ..state import InstanceState, LiveUser, NodeState
@@ -98,10 +98,10 @@ def _group_roles(users: dict[str, dict[str, Any]]) -> dict[str, str]:
     return roles
 
 
-def build(instance: str, spec: dict[str, Any], state: InstanceState, tables: dict[str, Any]) -> Imported:
+def build(instance: str, spec: dict[str, Any], state: InstanceState) -> Imported:
     primaries = [n for n in state.nodes if n.role == "primary"]
     node = (primaries or list(state.nodes))[0]
-    table = tables.get(node.command_table) or acl.CommandTable.bundled(node.command_table)
+    table = node.acl_table()
     spec = dict(spec)
     if _maps_certificates(node) and "tls_client_auth" not in spec and node.tls_auth_clients in _REQUIRED:
         spec["tls_client_auth"] = {"required": _REQUIRED[node.tls_auth_clients], "user_field": "CN"}
@@ -125,16 +125,16 @@ def build(instance: str, spec: dict[str, Any], state: InstanceState, tables: dic
     ]
     for name, why in out.left_out.items():
         out.header.append(f"# not imported: {name}: {why}")
-    differing = [n.address for n in state.nodes if n is not node and _users_differ(n, node, table, tables)]
+    differing = [n.address for n in state.nodes if n is not node and _users_differ(n, node, table)]
     if differing:
         out.header.append(f"# these nodes hold other users or rules than {node.address}: {', '.join(differing)}")
     return out
 
 
-def _users_differ(a: NodeState, b: NodeState, table: Any, tables: dict[str, Any]) -> bool:
+def _users_differ(a: NodeState, b: NodeState, table: Any) -> bool:
     if set(a.users) != set(b.users):
         return True
-    ta = tables.get(a.command_table) or acl.CommandTable.bundled(a.command_table)
+    ta = a.acl_table()
     for name, u in a.users.items():
         v = b.users[name]
         if (u.enabled, u.nopass, set(u.hashes)) != (v.enabled, v.nopass, set(v.hashes)):
@@ -213,15 +213,14 @@ def _rebase(value: Any, src_dir: str, out_dir: str | None) -> Any:
     return value
 
 
-def read(name: str, read_spec: dict[str, Any]) -> tuple[InstanceState, dict[str, Any]]:
+def read(name: str, read_spec: dict[str, Any]) -> InstanceState:
     """Read the instance through the ordinary path (config.load, the provider's read)."""
     with tempfile.TemporaryDirectory(prefix="reconciler-import-") as tmp:
         path = os.path.join(tmp, "import.yaml")
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump({"version": 1, "instances": {name: read_spec}}, fh, sort_keys=False)
         manager = Manager.from_file(path)
-        state = manager.read([name]).instances[name]
-    return state, live.tables()
+        return manager.read([name]).instances[name]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,8 +236,8 @@ def run(args: argparse.Namespace) -> int:
         name, spec, read_spec = _from_file(args, out_dir)
     else:
         raise ReconcilerError("import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE")
-    state, tables = read(name, read_spec)
-    text = render(build(name, spec, state, tables))
+    state = read(name, read_spec)
+    text = render(build(name, spec, state))
     if not out:
         sys.stdout.write(text)
         return 0

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from .. import saved
 from ..errors import ReconcilerError
-from ..manager import Manager, Shard, warn_unpersisted
+from ..manager import Manager, Shard, unpersisted
 from ..plan import Plan, only_changes
 from ..render import budget_from_args, headline, render
 from ..render.terminal import use_color
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         # Bound to the file it was made from: apply re-plans from it and refuses on any difference.
         saved.write(args.out, replace(plan, source_sha256=saved.file_digest(args.file)))
         print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
-    warn_unpersisted(plan)
+    for warning in unpersisted(plan):
+        print(f"reconciler: warning: {warning}", file=sys.stderr)
     if args.detailed_exitcode and plan.has_changes:
         return 2
     return 0

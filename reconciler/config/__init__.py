@@ -10,11 +10,13 @@ import sys
 from datetime import date
 from typing import Mapping
 
+from .. import files
 from ..errors import ConfigError, Problem
 from ..model import DesiredState
 from . import cache as _cache
 from . import schema as _schema
-from .build import Builder, emit_warnings, format_path, redact
+from .build import Builder, emit_warnings
+from .core import format_path, redact
 from .yamlsrc import MAX_BYTES, SourceError, decode, parse
 
 __all__ = ["load", "format_path"]
@@ -94,18 +96,13 @@ def _read(path: str) -> str:
         return ConfigError([Problem(path, line, "", message)])
 
     try:
-        st = os.stat(path)
+        raw, _ = files.read_regular(path, MAX_BYTES)
     except OSError as exc:
         raise fail(f"cannot read: {exc.strerror}") from None
-    if not os.path.isfile(path):
-        raise fail("not a regular file")
-    if st.st_size > MAX_BYTES:
-        raise fail(f"file is too large ({st.st_size / 1e6:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MiB)", 1)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise fail(f"cannot read: {exc.strerror}") from None
+    except files.NotRegular:
+        raise fail("not a regular file") from None
+    except files.TooLarge as exc:
+        raise fail(f"file is too large ({exc.size / 1e6:.1f} MB; the limit is {MAX_BYTES // (1024 * 1024)} MiB)", 1) from None
     try:
         return decode(raw)
     except SourceError as exc:

@@ -1,4 +1,4 @@
-"""Checks and model pieces for `provider: redis-cloud` (Redis Cloud API), kept out of build.py.
+"""Checks and model pieces for `provider: redis-cloud` (Redis Cloud API), kept out of the Builder.
 
 The rules come from the Redis Cloud API reference (openapi.json, "Version 1 Redis Cloud API")
 and the Redis Cloud docs (operate/rc/security/access-control/data-access-control):
@@ -16,9 +16,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..model import Admin, ApiSettings, Certificate, Instance, Token
+from .core import BuilderCore
 
 if TYPE_CHECKING:
-    from .build import Builder
     from .yamlsrc import Path
 
 PROVIDER = "redis-cloud"
@@ -26,7 +26,7 @@ DEFAULT_URL = "https://api.redislabs.com/v1"
 MAX_PASSWORD = 128  # create-assign-users: "ACL user passwords must be between 8 and 128 characters long"
 
 
-def api(b: Builder, spec: dict, raw: Any, base: Path) -> ApiSettings | None:
+def api(b: BuilderCore, spec: dict, raw: Any, base: Path) -> ApiSettings | None:
     if "nodes" in spec:
         b.problem(base + ("nodes",), "nodes: is not used by provider redis-cloud (the database is reached through api:)")
     if not isinstance(raw, dict):
@@ -59,7 +59,7 @@ def api(b: Builder, spec: dict, raw: Any, base: Path) -> ApiSettings | None:
     )
 
 
-def not_cloud(b: Builder, spec: dict, raw: Any, base: Path) -> None:
+def not_cloud(b: BuilderCore, spec: dict, raw: Any, base: Path) -> None:
     """Keys only redis-cloud reads, on another provider's instance."""
     if isinstance(raw, dict):
         for key in ("subscription", "allow_password_replace"):
@@ -71,7 +71,7 @@ def not_cloud(b: Builder, spec: dict, raw: Any, base: Path) -> None:
         b.problem(base + ("admin", "account_key"), "admin.account_key is for provider redis-cloud")
 
 
-def account_key(b: Builder, raw: dict, path: Path, instance: str, admin: Admin) -> Admin:
+def account_key(b: BuilderCore, raw: dict, path: Path, instance: str, admin: Admin) -> Admin:
     from dataclasses import replace
 
     if "account_key" not in raw:
@@ -80,7 +80,7 @@ def account_key(b: Builder, raw: dict, path: Path, instance: str, admin: Admin) 
     return replace(admin, account_key=resolved.secret if resolved else None)
 
 
-def client_certificates(b: Builder, spec: dict, base: Path) -> tuple[Certificate, ...] | None:
+def client_certificates(b: BuilderCore, spec: dict, base: Path) -> tuple[Certificate, ...] | None:
     raw = spec.get("client_certificates")
     if (spec.get("provider") != PROVIDER) or not isinstance(raw, list):
         return None
@@ -108,7 +108,7 @@ def client_certificates(b: Builder, spec: dict, base: Path) -> tuple[Certificate
     return tuple(out)
 
 
-def tokens(b: Builder, user: str, tokens_: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
+def tokens(b: BuilderCore, user: str, tokens_: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
     cloud = [n for n in user_instances if instances[n].provider == PROVIDER]
     owners: dict[str, int] = {}
     for i, t in enumerate(tokens_):
@@ -120,12 +120,7 @@ def tokens(b: Builder, user: str, tokens_: tuple[Token, ...], path: Path, user_i
             continue
         if user == "default" and t.username is not None:
             b.problem(where + ("username",), "the default user's token is the database password: it takes no username")
-        if t.source == "sha256":
-            b.problem(
-                where,
-                f"token {t.id} of user {user}: instance {cloud[0]} uses provider redis-cloud, whose API takes the "
-                "password itself: give it as secret: {env|file}, not sha256",
-            )
+        # sha256 entries: refused through the provider's Capabilities (Builder.provider_tokens)
         name = t.username or user
         if name in owners:
             b.problem(

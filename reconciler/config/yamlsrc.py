@@ -396,19 +396,11 @@ def _short_tag(tag: str) -> str:
     return tag if len(tag) <= 40 else tag[:37] + "..."
 
 
+# In the order they are tried: bool before int (a bool is an int).
+_TYPE_NAMES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "a list"), (dict, "a mapping"))
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__)

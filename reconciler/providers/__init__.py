@@ -21,8 +21,18 @@ _CLASSES = {
 }
 
 
-def names() -> tuple[str, ...]:
-    return tuple(_CLASSES)
+def capabilities(name: str) -> Capabilities:
+    """What provider `name` supports (imports its module: only for providers a file uses)."""
+    return provider_class(name).capabilities
+
+
+def supporting(capability: str) -> list[str]:
+    """The providers that have `capability` (a Capabilities field), for error messages."""
+    return [name for name in _CLASSES if getattr(capabilities(name), capability)]
+
+
+def known(name: str) -> bool:
+    return name in _CLASSES
 
 
 def provider_class(name: str) -> type[Provider]:

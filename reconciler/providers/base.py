@@ -9,19 +9,23 @@ provider-agnostic: everything a managed service does differently lives behind th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Mapping
 
 from ..audit import AuditLog
 from ..model import DesiredState, Instance
 from ..plan import InstancePlan, Plan
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can express; the planner's refinements and the README are built on these."""
+    """What a provider can express. config.load checks the file against the capabilities of each
+    instance's provider (providers.capabilities), so a new provider declares what it supports
+    here and validation follows; `reasons` words the validation error for a missing one."""
 
     rules: bool = True  # per-user permission rules (ACL SETUSER, or a Redis Software redis_acl)
     token_hashes: bool = True  # accepts `sha256:`-only tokens (the server stores hashes)
@@ -32,6 +36,9 @@ class Capabilities:
     disable_users: bool = True  # enabled: false
     saved_plans: bool = True  # `apply PLAN.json` re-reads and compares fingerprints
     topology: bool = True  # nodes, replicas and cluster members are the reconciler's business
+    password_complexity: bool = False  # the service refuses passwords without 8+ characters of four kinds
+    # capability name -> why it is missing, completing "instance X uses provider P, <reason>"
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 class Provider(ABC):
@@ -42,6 +49,11 @@ class Provider(ABC):
 
     def __init__(self, desired: DesiredState):
         self.desired = desired
+
+    def lock(self, plan: Plan) -> AbstractContextManager[Any]:
+        """Held around an apply of `plan` (only this provider's instances): no second apply writes
+        the same instances meanwhile. The default holds nothing (the service serializes)."""
+        return nullcontext()
 
     @abstractmethod
     def read(self, instance: Instance) -> InstanceState:
@@ -58,9 +70,9 @@ class Provider(ABC):
         """Pure: the instance plans for `live` (which holds only this provider's instances)."""
 
     @abstractmethod
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> Any:
-        """Carry out `plan` (only this provider's instances). Returns an object with
-        summary_lines(); raises ApplyError (with .result when partial) on failure."""
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
+        """Carry out `plan` (only this provider's instances). Raises ApplyError (with .report:
+        what was done before the stop) on failure."""
 
     @abstractmethod
     def verify(self, plan: Plan, *, today: date) -> None:

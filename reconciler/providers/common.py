@@ -1,17 +1,18 @@
-"""Pieces the managed-service providers share: results, per-file records, planning helpers."""
+"""Pieces the managed-service providers share: outcomes, per-file records, planning helpers."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Callable, Mapping
 
+from .. import records
 from ..audit import AuditLog, redact
 from ..errors import ApplyError, PlanError
 from ..model import DesiredState, Instance, User
 from ..plan import InstancePlan, Plan, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState
 
 
@@ -35,15 +36,7 @@ class ProviderResult:
         return [f"{self.instance} {self.address} ({self.label}): " + (", ".join(parts) or "nothing to do")]
 
 
-@dataclass
-class Results:
-    parts: list[ProviderResult] = field(default_factory=list)
-
-    def summary_lines(self) -> list[str]:
-        return [line for p in self.parts if p.error is None for line in p.summary_lines()]
-
-
-def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -> ApplyError:
+def fail(report: ApplyReport, part: ProviderResult, what: str, exc: BaseException) -> ApplyError:
     """One line: what failed, why, how much was done, and that a re-run converges."""
     part.error = str(exc)
     reason = str(exc)
@@ -56,9 +49,7 @@ def fail(result: Results, part: ProviderResult, what: str, exc: BaseException) -
         f"{part.instance} {part.address}: {what} failed: {reason} "
         f"({done} of {total} changes applied; fix the cause and run apply again to converge)"
     )
-    err = ApplyError(redact(" ".join(msg.split())))
-    err.result = result
-    return err
+    return ApplyError(redact(" ".join(msg.split())), report)
 
 
 def audit(log: AuditLog | None, part: ProviderResult, change: UserChange | None, action: str, user: str, result: str, detail: str = "") -> None:
@@ -78,23 +69,14 @@ def record_path(source: str, provider: str) -> str:
 def load_record(source: str, provider: str) -> dict[str, Any]:
     path = record_path(source, provider)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return {}
+        data = records.read_json(path)
     except (OSError, ValueError) as exc:
         raise PlanError(f"{path}: unreadable record ({exc}); delete it and run plan again (passwords are then replaced)") from None
     return data if isinstance(data, dict) else {}
 
 
 def save_record(source: str, provider: str, data: dict[str, Any]) -> None:
-    path = record_path(source, provider)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    records.write_json(record_path(source, provider), data)
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -119,14 +101,14 @@ class ApiRun:
     """What one apply of one API-managed instance needs: its result part, the file's users there,
     the audit log. Providers subclass it with their own `run()`."""
 
-    def __init__(self, provider: Any, instance: Instance, plan: InstancePlan, results: Results, audit: AuditLog | None):
+    def __init__(self, provider: Any, instance: Instance, plan: InstancePlan, results: ApplyReport, audit: AuditLog | None):
         self.p = provider
         self.instance = instance
         self.plan = plan
         self.audit = audit
         node = plan.nodes[0]
         self.part = ProviderResult(instance.name, node.address, node.label)
-        results.parts.append(self.part)
+        results.outcomes.append(self.part)
         self.results = results
         self.users = users_here(provider.desired, instance.name)
 
@@ -134,9 +116,9 @@ class ApiRun:
         raise NotImplementedError
 
 
-def apply_each(provider: Any, plan: Plan, audit: AuditLog | None, run: type[ApiRun]) -> Results:
+def apply_each(provider: Any, plan: Plan, audit: AuditLog | None, run: type[ApiRun]) -> ApplyReport:
     """Run `run` for every instance of the plan that has changes."""
-    results = Results()
+    results = ApplyReport()
     for inst_plan in plan.instances:
         if any(n.has_changes for n in inst_plan.nodes):
             run(provider, provider.desired.instances[inst_plan.name], inst_plan, results, audit).run()
@@ -145,10 +127,6 @@ def apply_each(provider: Any, plan: Plan, audit: AuditLog | None, run: type[ApiR
 
 def users_here(desired: DesiredState, instance: str) -> Mapping[str, User]:
     return {u.name: u for u in desired.users_for(instance)}
-
-
-def only(plan: Plan, provider: str, desired: DesiredState) -> list[InstancePlan]:
-    return [i for i in plan.instances if desired.instances[i.name].provider == provider]
 
 
 def verify_by_replan(provider: Any, plan: Plan, today: date) -> None:

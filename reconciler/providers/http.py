@@ -118,7 +118,6 @@ class Client:
             self.session.cert = cert
         self.timeout = timeout
         self.auth_hint = auth_hint
-        self.requests_sent = 0
         # (requests, seconds): never more than that many requests in any such window (an API quota),
         # counted over every client of this process that talks to the same API.
         self.rate_limit = rate_limit
@@ -129,6 +128,15 @@ class Client:
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
+
+    def get_existing(self, path: str, missing: str) -> Any:
+        """GET `path`; 404 means the file names something the service does not have: LiveError(missing)."""
+        try:
+            return self.get(path)
+        except HttpError as exc:
+            if exc.status == 404:
+                raise LiveError(missing) from None
+            raise
 
     def request(
         self,
@@ -151,7 +159,6 @@ class Client:
             wait = delay
             try:
                 self._pace()
-                self.requests_sent += 1
                 resp = self.session.request(method, url, json=body, timeout=self.timeout)
             except requests.exceptions.SSLError as exc:
                 raise HttpError(f"{self.where}: TLS failed on {method} {path}: {_first_line(exc, hidden)}") from None

@@ -54,7 +54,8 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User, server_token_ref
-from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
+from ..plan import ConfigChange, Finding, FindingKind, InstancePlan, Plan, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
@@ -102,6 +103,10 @@ class MemorystoreProvider(Provider):
         certificate_users=False,
         disable_users=False,
         topology=False,
+        reasons={
+            "token_hashes": "which generates token values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
+            "token_secrets": "which generates token values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
+        },
     )
 
     def client(self, instance: Instance) -> Client:
@@ -130,12 +135,7 @@ class MemorystoreProvider(Provider):
         resource = instance.api.instance
         http = self.client(instance)
         try:
-            try:
-                inst = http.get(f"/v1/{resource}")
-            except HttpError as exc:
-                if exc.status == 404:
-                    raise LiveError(f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)") from None
-                raise
+            inst = http.get_existing(f"/v1/{resource}", f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)")
             users: dict[str, LiveUser] = {}
             ids: dict[str, dict[str, str]] = {}
             record = common.load_record(self.desired.source, NAME).get(instance.name, {})
@@ -182,7 +182,7 @@ class MemorystoreProvider(Provider):
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         return common.apply_each(self, plan, audit, _Run)
 
     def verify(self, plan: Plan, *, today: date) -> None:
@@ -251,7 +251,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
                 findings=inst.findings
                 + tuple(
                     Finding(
-                        "record_missing",
+                        FindingKind.RECORD_MISSING,
                         f"user {user}: {record} names none of the service's tokens, so they can't be matched to the "
                         "file's token ids; apply would replace them (new values to the sinks) -- restore the record to keep them",
                         inst.name,
@@ -267,7 +267,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
 
 
 class _Run(common.ApiRun):
-    def __init__(self, provider: MemorystoreProvider, instance: Instance, plan: InstancePlan, results: common.Results, audit: AuditLog | None):
+    def __init__(self, provider: MemorystoreProvider, instance: Instance, plan: InstancePlan, results: ApplyReport, audit: AuditLog | None):
         super().__init__(provider, instance, plan, results, audit)
         assert instance.api is not None and instance.api.instance
         self.resource = instance.api.instance
@@ -318,7 +318,7 @@ class _Run(common.ApiRun):
         connections alone (manage-basic-auth advises closing them)."""
         import redis
 
-        from .. import live
+        from .redis import read as live
 
         dp = self.instance.api.data_plane if self.instance.api else None
         if dp is None or not self.instance.nodes:

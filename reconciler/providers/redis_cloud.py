@@ -41,14 +41,13 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
-from ..plan import ConfigChange, Finding, InstancePlan, Plan, TokenChange, UserChange
+from ..plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, Plan, Severity, TokenAction, TokenChange, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
+from .rc_accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
 
-NAME = "redis-cloud"
-PREFIX = "reconciler-"  # names of the Redis rule and the role made for each user
-CERTS = "clientTlsCertificates"
 CUTS = "old connections fail after rotation"
 
 
@@ -91,6 +90,8 @@ class RedisCloudProvider(Provider):
         token_hashes=False,  # the API takes the password itself
         certificate_users=False,  # certificates are per database (client_certificates), not per user
         topology=False,
+        password_complexity=True,
+        reasons={"token_hashes": "whose API takes the password itself: give it as secret: {env|file}, not sha256"},
     )
 
     def client(self, instance: Instance) -> Any:
@@ -243,7 +244,7 @@ class RedisCloudProvider(Provider):
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         from .redis_cloud_apply import Run
 
         return common.apply_each(self, plan, audit, Run)
@@ -264,26 +265,6 @@ def _covers(role: dict, here: tuple[int, int]) -> bool:
         for entry in role.get("redisRules") or []
         for d in entry.get("databases") or []
     )
-
-
-def known_passwords(desired: DesiredState, record: dict, instance: Instance) -> dict[str, dict]:
-    """Cloud ACL users belong to the account, not to one database: what the apply of any instance
-    of this file on the same API and account recorded about them (this instance's entries win)."""
-    out: dict[str, dict] = {}
-    for name, other in desired.instances.items():
-        same = (
-            other.provider == NAME and other.api is not None and instance.api is not None
-            and other.api.url == instance.api.url and other.admin.account_key == instance.admin.account_key
-        )
-        if same and name != instance.name:
-            out.update((record.get(name) or {}).get("users") or {})
-    out.update((record.get(instance.name) or {}).get("users") or {})
-    return out
-
-
-def wanted_accounts(user: User) -> dict[str, str]:
-    """Cloud username -> sha256 of the token it holds (validate made the usernames unique)."""
-    return {t.username or user.name: t.sha256 for t in user.tokens}
 
 
 # -- the pure refinement ------------------------------------------------------------------------
@@ -312,17 +293,17 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState, toda
         live = {a.name: a.sha256 for a in node.accounts[name]}
         if live != wanted_accounts(user):
             lu = node.users[name]
-            c = UserChange(action="update", user=name, enabled=user.enabled, hashes=lu.hashes, rules=lu.rules,
-                           tokens=tuple(TokenChange("keep", t.sha256, t.id) for t in user.tokens))
+            c = UserChange(action=Action.UPDATE, user=name, enabled=user.enabled, hashes=lu.hashes, rules=lu.rules,
+                           tokens=tuple(TokenChange(TokenAction.KEEP, t.sha256, t.id) for t in user.tokens))
             changed = _refine_change(where, c, user, node, allow)
             if changed is not None:
                 changes.append(changed)
     findings = list(inst.findings) + [
-        Finding("unmanaged_user", f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
+        Finding(FindingKind.UNMANAGED_USER, f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
                 "(left alone, also by prune)", inst.name, user=n)
         for n in node.others
     ] + [
-        Finding("password_unknown", f"the password of Redis Cloud user {n} is not in {common.record_path(desired.source, NAME)}: "
+        Finding(FindingKind.PASSWORD_UNKNOWN, f"the password of Redis Cloud user {n} is not in {common.record_path(desired.source, NAME)}: "
                 f"taken to be token {tid}; set api.allow_password_replace: true to set it again (old connections fail)",
                 inst.name, user=n, token_id=tid)
         for n, tid in node.unrecorded
@@ -353,9 +334,9 @@ def _cert_findings(desired: DesiredState, instance: str, inst: Instance, today: 
         ends = info.not_after.date()
         ref = f"client certificate {info.subject} (sha256:{info.sha256[:8]}…, {cert.cert_file})"
         if ends < today:
-            out.append(Finding("cert_expired", f"{ref} expired on {ends.isoformat()}", instance, severity="error"))
+            out.append(Finding(FindingKind.CERT_EXPIRED, f"{ref} expired on {ends.isoformat()}", instance, severity=Severity.ERROR))
         elif (ends - today).days <= warn:
-            out.append(Finding("cert_expiring", f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn})", instance))
+            out.append(Finding(FindingKind.CERT_EXPIRING, f"{ref} expires in {(ends - today).days} days ({ends.isoformat()}, warning at {warn})", instance))
     return out
 
 

@@ -14,7 +14,7 @@ from ..model import User
 from ..plan import UserChange
 from . import common
 from .http import HttpError
-from .redis_cloud import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
+from .rc_accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
 
 
 def _entries(role: dict, here: tuple[int, int], rule: str | None) -> list[dict]:

@@ -70,7 +70,8 @@ from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError
 from ..model import DesiredState, Instance, User
-from ..plan import ConfigChange, Finding, InstancePlan, Plan, UserChange
+from ..plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, PasswordStrategy, Plan, Severity, UserChange
+from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common, rs_rules, rs_versions
 from .base import Capabilities, Provider
@@ -110,7 +111,7 @@ class RSNode(NodeState):
 
 def same_subject(a: str, b: str) -> bool:
     """Distinguished names compared parsed (RFC 2253 / 4514): `CN=a, OU=b` is `CN=a,OU=b`."""
-    from ..config.build import parse_subject
+    from ..config.core import parse_subject
 
     pa, pb = parse_subject(a or ""), parse_subject(b or "")
     if pa is None or pb is None:
@@ -127,7 +128,12 @@ class RedisSoftwareProvider(Provider):
     capabilities = Capabilities(
         token_hashes=False,  # the password API needs plaintext
         topology=False,
+        password_complexity=True,
         saved_plans=True,
+        reasons={
+            "token_hashes": "whose password API needs the plaintext (to add a password next to an existing one and to "
+            "delete one): give it as secret: {env|file}, not sha256",
+        },
     )
 
     # -- connection -----------------------------------------------------------------------
@@ -157,12 +163,7 @@ class RedisSoftwareProvider(Provider):
         http = self.client(instance)
         where = f"{instance.name} {_address(api.url)}"
         try:
-            try:
-                bdb = http.get(f"/v1/bdbs/{api.database}")
-            except HttpError as exc:
-                if exc.status == 404:
-                    raise LiveError(f"{where}: database {api.database} does not exist (api.database)") from None
-                raise
+            bdb = http.get_existing(f"/v1/bdbs/{api.database}", f"{where}: database {api.database} does not exist (api.database)")
             # objects/node: software_version; the password calls depend on it (rs_versions).
             software = rs_versions.lowest([str(n.get("software_version") or "") for n in http.get("/v1/nodes") or []])
             passwords = rs_versions.password_api(software, where)
@@ -257,7 +258,7 @@ class RedisSoftwareProvider(Provider):
 
     # -- apply ----------------------------------------------------------------------------
 
-    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> common.Results:
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         return common.apply_each(self, plan, audit, _Run)
 
     def verify(self, plan: Plan, *, today: date) -> None:
@@ -291,7 +292,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
                 lu = node.users[name]
                 changes.append(
                     UserChange(
-                        action="update",
+                        action=Action.UPDATE,
                         user=name,
                         enabled=user.enabled,
                         hashes=lu.hashes,
@@ -307,22 +308,22 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
         if node.trusted_ca is False:
             findings.append(
                 Finding(
-                    "cert_unmapped",
+                    FindingKind.CERT_UNMAPPED,
                     "certificate users can't log in: the cluster has no mtls_trusted_ca certificate "
                     "(add it with PUT /v1/cluster/update_cert; the reconciler does not manage CAs)",
                     inst.name,
-                    severity="error",
+                    severity=Severity.ERROR,
                 )
             )
         if node.database_mtls is False:
             findings.append(
                 Finding(
-                    "cert_unmapped",
+                    FindingKind.CERT_UNMAPPED,
                     f"certificate users can't log in to database {node.database}: it needs tls_mode enabled and "
                     "client certificate authentication (enforce_client_authentication) -- set them on the database "
                     "(the reconciler does not change database TLS)",
                     inst.name,
-                    severity="error",
+                    severity=Severity.ERROR,
                 )
             )
         nodes.append(replace(node_plan, changes=tuple(changes), config=config, persist="none"))
@@ -389,12 +390,8 @@ def _refine_change(instance: str, c: UserChange, user: User | None, node: RSNode
             else f"no kept token's plaintext to authorize adding one (Redis Software {node.software} asks for old_password)"
         )
         note = f"{REPLACE_ALL}: {why}; new connections with a kept token fail for a moment until it is added back"
-        return replace(c, note=note)
+        return replace(c, note=note, passwords=PasswordStrategy.REPLACE_ALL)
     return c
-
-
-def replace_all(c: UserChange) -> bool:
-    return c.note.startswith(REPLACE_ALL)
 
 # -- execution --------------------------------------------------------------------------------
 
@@ -404,7 +401,7 @@ class _Run(common.ApiRun):
     roles_permissions update of the database (waited for), then users and passwords, then what
     is deleted."""
 
-    def __init__(self, provider: RedisSoftwareProvider, instance: Instance, plan: InstancePlan, results: common.Results, audit: AuditLog | None):
+    def __init__(self, provider: RedisSoftwareProvider, instance: Instance, plan: InstancePlan, results: ApplyReport, audit: AuditLog | None):
         super().__init__(provider, instance, plan, results, audit)
         assert instance.api is not None and instance.api.url
         self.db = instance.api.database
@@ -539,7 +536,7 @@ class _Run(common.ApiRun):
             http.request("PUT", f"/v1/users/{live['uid']}", update)
         if subject or not any(t.action in ("add", "remove") for t in c.tokens):
             return
-        if replace_all(c):
+        if c.passwords == PasswordStrategy.REPLACE_ALL:
             self._replace_all(http, c, live, plain)
         else:
             kept = [plain[t.sha256] for t in c.tokens if t.action == "keep" and t.sha256 in plain]

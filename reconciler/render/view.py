@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..plan import ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, TokenChange, UserChange
+from ..plan import ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, Severity, TokenChange, UserChange
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
@@ -196,7 +196,8 @@ def _groups(inst: InstancePlan, colors: Colors) -> list[GroupView]:
 
 def _finding_line(f: Finding, colors: Colors) -> str:
     where = f"[{f.node}] " if f.node else ""
-    return colors.paint("!", "! finding:") + f" {where}{f.message}"
+    label = "! finding (error):" if f.severity == Severity.ERROR else "! finding:"
+    return colors.paint("!", label) + f" {where}{f.message}"
 
 
 def build_view(plan: Plan, colors: Colors) -> PlanView:

@@ -23,11 +23,11 @@ from typing import Any
 
 import redis
 
-from .errors import LiveError
-from .model import Instance
+from ...errors import LiveError
+from ...model import Instance
+from .deadline import deadline
 
 MAX_WORKERS = 8
-KINDS = ("standalone", "replicated", "cluster")
 NAT_HINT = (
     "if these addresses are not reachable from here (NAT, containers, announced addresses), "
     "list every node under `nodes:` and set `discover: false`"
@@ -70,12 +70,12 @@ def join_address(host: str, port: int | str) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _sort_key(address: str) -> tuple[str, int]:
+def sort_key(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return (host, int(port) if port.isdigit() else 0)
 
 
-def _info(reply: Any) -> dict[str, Any]:
+def parse_info(reply: Any) -> dict[str, Any]:
     """INFO as a dict, whether redis-py parsed it already or not."""
     if isinstance(reply, dict):
         return reply
@@ -122,13 +122,13 @@ def probe(client: redis.Redis, address: str) -> Probe:
     server, repl, cluster = pipe.execute(raise_on_error=False)
     if isinstance(server, Exception):
         raise LiveError(f"{address}: INFO refused: {server}")
-    p = Probe(address=address, run_id=str(_info(server).get("run_id", "")))
+    p = Probe(address=address, run_id=str(parse_info(server).get("run_id", "")))
     if isinstance(repl, Exception):
         p.replication_known = False
     else:
-        p.role, p.primary, p.replicas = parse_replication(address, _info(repl))
+        p.role, p.primary, p.replicas = parse_replication(address, parse_info(repl))
     if not isinstance(cluster, Exception):
-        p.cluster = str(_info(cluster).get("cluster_enabled", "0")) == "1"
+        p.cluster = str(parse_info(cluster).get("cluster_enabled", "0")) == "1"
     return p
 
 
@@ -145,7 +145,7 @@ class ClusterNode:
     first_slot: int = 1 << 20  # orders shards like the slot map; slotless primaries last
 
 
-def _pairs(value: Any) -> dict[str, Any]:
+def pairs(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return {str(k): v for k, v in value.items()}
     items = list(value)
@@ -156,9 +156,9 @@ def parse_cluster_shards(reply: Any, *, tls: bool) -> list[ClusterNode]:
     """CLUSTER SHARDS (7.0+): one entry per shard with its slot ranges and nodes."""
     out: list[ClusterNode] = []
     for shard in reply:
-        s = _pairs(shard)
+        s = pairs(shard)
         slots = [int(x) for x in (s.get("slots") or [])]
-        nodes = [_pairs(n) for n in (s.get("nodes") or [])]
+        nodes = [pairs(n) for n in (s.get("nodes") or [])]
         primary_id = next((str(n["id"]) for n in nodes if n.get("role") == "master"), None)
         for n in nodes:
             host = str(n.get("endpoint") or "")
@@ -234,7 +234,7 @@ def cluster_members(client: redis.Redis, address: str, *, tls: bool) -> list[Clu
 # -- discovery ----------------------------------------------------------------------------------
 
 
-class _Session:
+class Session:
     """Connections and probes of one discovery run; every connection made is either handed
     to the caller or closed."""
 
@@ -242,7 +242,7 @@ class _Session:
         self.instance = instance
         self.connect = connect
         self.workers = workers
-        self.timeout = float(getattr(instance, "timeout_seconds", 5.0) or 5.0)
+        self.timeout = float(instance.timeout_seconds or 5.0)
         self.clients: dict[str, redis.Redis] = {}
         self.probes: dict[str, Probe] = {}
         self.errors: dict[str, str] = {}  # address -> why it could not be read
@@ -255,8 +255,6 @@ class _Session:
             prefix = f"{self.instance.name} {address}: "
             return address, None, None, text[len(prefix):] if text.startswith(prefix) else text
         try:
-            from .live import deadline
-
             with deadline(client, self.timeout, address, "discovery"):
                 return address, client, probe(client, address), ""
         except (redis.RedisError, OSError, LiveError) as exc:
@@ -286,7 +284,7 @@ class _Session:
                 client.close()
 
 
-def _fail(instance: Instance, seeds: list[str], errors: dict[str, str], reported: dict[str, str]) -> LiveError:
+def unreachable(instance: Instance, seeds: list[str], errors: dict[str, str], reported: dict[str, str]) -> LiveError:
     """One error naming every node that could not be read."""
     listed = [a for a in errors if a in seeds]
     found = [a for a in errors if a not in seeds]
@@ -304,27 +302,20 @@ def _fail(instance: Instance, seeds: list[str], errors: dict[str, str], reported
 def discover(
     instance: Instance,
     *,
-    connect: Connect | None = None,
+    connect: Connect,
     workers: int = MAX_WORKERS,
 ) -> tuple[Topology, dict[str, redis.Redis]]:
-    """Every node of `instance`, and an open admin connection to each (the caller closes them).
+    """Every node of `instance` (listed, replicated or cluster; `topology: sentinel` is
+    sentinel.discover), and an open admin connection to each (the caller closes them).
 
     Raises LiveError naming every node that could not be reached or read.
     """
-    if connect is None:
-        from .live import connect as live_connect
-
-        connect = live_connect
-    if instance.topology == "sentinel":
-        from . import sentinel
-
-        return sentinel.discover(instance, connect=connect, workers=workers)
     seeds = list(dict.fromkeys(instance.nodes))
-    session = _Session(instance, connect, workers)
+    session = Session(instance, connect, workers)
     try:
         session.probe_all(seeds)
         if session.errors:
-            raise _fail(instance, seeds, session.errors, {})
+            raise unreachable(instance, seeds, session.errors, {})
         if not instance.discover:
             topo = _listed(instance, seeds, session)
         elif any(session.probes[s].cluster for s in seeds):
@@ -339,7 +330,7 @@ def discover(
     return topo, {a: session.clients[a] for a in topo.nodes}
 
 
-def _dedupe(addresses: list[str], session: _Session) -> list[str]:
+def _dedupe(addresses: list[str], session: Session) -> list[str]:
     """One address per server process (run_id), preferring the first spelling (seeds come first)."""
     seen: dict[str, str] = {}
     out = []
@@ -351,7 +342,7 @@ def _dedupe(addresses: list[str], session: _Session) -> list[str]:
     return out
 
 
-def _canonical(session: _Session, address: str) -> str:
+def canonical_address(session: Session, address: str) -> str:
     """The address under which this server is kept (the seed spelling when it is a seed)."""
     p = session.probes.get(address)
     if p is None:
@@ -370,14 +361,14 @@ def _kind(probes: list[Probe]) -> str:
     return "standalone"
 
 
-def _listed(instance: Instance, seeds: list[str], session: _Session) -> Topology:
+def _listed(instance: Instance, seeds: list[str], session: Session) -> Topology:
     nodes = _dedupe(seeds, session)
     probes = [session.probes[a] for a in nodes]
     members = tuple(Member(p.address, p.role, p.primary) for p in probes)
     return Topology(kind=_kind(probes), members=members)
 
 
-def _replication(instance: Instance, seeds: list[str], session: _Session) -> Topology:
+def _replication(instance: Instance, seeds: list[str], session: Session) -> Topology:
     reported: dict[str, str] = {}
     frontier = list(seeds)
     while frontier:
@@ -399,7 +390,7 @@ def _replication(instance: Instance, seeds: list[str], session: _Session) -> Top
                 reported.setdefault(r, f"replica of {a}")
         frontier = session.probe_all(wanted)
     if session.errors:
-        raise _fail(instance, seeds, session.errors, reported)
+        raise unreachable(instance, seeds, session.errors, reported)
     nodes = _dedupe(list(session.probes), session)
     by_address = {a: session.probes[a] for a in nodes}
     if any(p.cluster for p in by_address.values()):
@@ -413,8 +404,8 @@ def _replication(instance: Instance, seeds: list[str], session: _Session) -> Top
 
     def place_replicas_of(primary: str) -> None:
         kids = sorted(
-            (r for r in replicas if r not in placed and (up := by_address[r].primary) and _canonical(session, up) == primary),
-            key=_sort_key,
+            (r for r in replicas if r not in placed and (up := by_address[r].primary) and canonical_address(session, up) == primary),
+            key=sort_key,
         )
         for r in kids:
             placed.add(r)
@@ -426,12 +417,12 @@ def _replication(instance: Instance, seeds: list[str], session: _Session) -> Top
         placed.add(a)
         ordered.append(Member(a, "primary"))
         place_replicas_of(a)
-    for r in sorted((r for r in replicas if r not in placed), key=_sort_key):
+    for r in sorted((r for r in replicas if r not in placed), key=sort_key):
         ordered.append(Member(r, "replica", by_address[r].primary))  # its primary is not reachable from here
     return Topology(kind=_kind(list(by_address.values())), members=tuple(ordered))
 
 
-def _cluster(instance: Instance, seeds: list[str], session: _Session) -> Topology:
+def _cluster(instance: Instance, seeds: list[str], session: Session) -> Topology:
     not_cluster = [s for s in seeds if not session.probes[s].cluster]
     if not_cluster:
         raise LiveError(
@@ -461,11 +452,11 @@ def _cluster(instance: Instance, seeds: list[str], session: _Session) -> Topolog
         errors = dict(session.errors)
         for node_id in no_address:
             errors[f"node {node_id}"] = "the cluster reports no address for it"
-        raise _fail(instance, seeds, errors, reported)
+        raise unreachable(instance, seeds, errors, reported)
     # A seed may be a member under another spelling (hostname vs IP): match by run_id.
-    canonical = {m.address: _canonical(session, m.address) for m in members if m.address}
+    canonical = {m.address: canonical_address(session, m.address) for m in members if m.address}
     by_id = {m.id: m for m in members}
-    primaries = sorted((m for m in members if m.role == "primary"), key=lambda m: (m.first_slot, _sort_key(m.address or "")))
+    primaries = sorted((m for m in members if m.role == "primary"), key=lambda m: (m.first_slot, sort_key(m.address or "")))
     ordered: list[Member] = []
     placed: set[str] = set()
     for p in primaries:
@@ -473,7 +464,7 @@ def _cluster(instance: Instance, seeds: list[str], session: _Session) -> Topolog
         if pa not in placed:
             placed.add(pa)
             ordered.append(Member(pa, "primary"))
-        for r in sorted((m for m in members if m.role == "replica" and m.primary_id == p.id), key=lambda m: _sort_key(m.address or "")):
+        for r in sorted((m for m in members if m.role == "replica" and m.primary_id == p.id), key=lambda m: sort_key(m.address or "")):
             ra = canonical[r.address]  # type: ignore[index]  # members without an address were refused above
             if ra not in placed:
                 placed.add(ra)
@@ -485,7 +476,7 @@ def _cluster(instance: Instance, seeds: list[str], session: _Session) -> Topolog
             primary = by_id.get(m.primary_id or "")
             ordered.append(Member(a, m.role, canonical.get(primary.address) if primary and primary.address else None))
     for s in seeds:  # a seed the member list does not contain (it left the cluster?) is still managed
-        a = _canonical(session, s)
+        a = canonical_address(session, s)
         if a not in placed:
             placed.add(a)
             ordered.append(Member(a, session.probes[s].role, session.probes[s].primary))
@@ -495,7 +486,7 @@ def _cluster(instance: Instance, seeds: list[str], session: _Session) -> Topolog
     return Topology(kind="cluster", members=tuple(ordered))
 
 
-def _check_declared(instance: Instance, topo: Topology, session: _Session) -> None:
+def _check_declared(instance: Instance, topo: Topology, session: Session) -> None:
     declared = instance.topology
     if declared in (None, "", "auto") or declared == topo.kind:
         return

@@ -18,7 +18,6 @@ each user on each node is either fully old or fully new; a re-run converges.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +25,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from .audit import AuditLog, redact
-from .errors import ApplyError, ReconcilerError
-from .model import DesiredState, Instance
-from .plan import InstancePlan, NodePlan, Plan, UserChange
-from .state import NodeState
+from ... import interrupt
+from ...audit import AuditLog, redact
+from ...errors import ApplyError, ReconcilerError
+from ...model import DesiredState, Instance
+from ...plan import Action, InstancePlan, NodePlan, Plan, UserChange
+from ...report import ApplyReport
+from ...state import NodeState
+from .deadline import deadline, timeout_of
 
 # Step outcomes.
 OK = "ok"
@@ -39,8 +41,6 @@ IN_DOUBT = "in-doubt"  # sent, but the connection died before the reply
 NOT_APPLIED = "not-applied"
 
 MAX_NODE_THREADS = 4
-# Set by `apply` on SIGINT/SIGTERM: every node stops after the batch in flight.
-INTERRUPT = threading.Event()
 LIST_LIMIT = 50  # names listed per outcome in a failure report (counts stay exact)
 
 Connect = Callable[..., Any]
@@ -100,53 +100,42 @@ class NodeResult:
         where = f"{self.address} ({self.label})" if self.label else self.address
         return f"{self.instance} {where}: " + ", ".join(parts)
 
-
-@dataclass
-class ApplyResult:
-    nodes: list[NodeResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(n.ok for n in self.nodes)
-
-    @property
-    def failed_instances(self) -> list[str]:
-        return sorted({n.instance for n in self.nodes if not n.ok})
-
-    def touched(self) -> list[tuple[str, str]]:
-        """(instance, address) of every node a write was sent to."""
-        return [(n.instance, n.address) for n in self.nodes if n.started]
-
     def summary_lines(self) -> list[str]:
-        return [n.summary() for n in self.nodes if n.ok]
+        return [self.summary()]
 
-    def failure_report(self) -> str:
-        lines: list[str] = []
-        for inst in self.failed_instances:
-            lines.append(f"apply stopped on instance {inst}:")
-            for n in (n for n in self.nodes if n.instance == inst):
-                where = f"{n.address} ({n.label})" if n.label else n.address
-                state = f"FAILED: {n.error}" if n.error else "stopped" if n.by_status(NOT_APPLIED) else "complete"
-                lines.append(f"  node {where}: {state}")
-                for status, title in (
-                    (OK, "applied"),
-                    (FAILED, "refused"),
-                    (IN_DOUBT, "sent, no reply (in doubt)"),
-                    (NOT_APPLIED, "not applied"),
-                ):
-                    steps = n.by_status(status)
-                    if not steps:
-                        continue
-                    names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
-                    shown = ", ".join(names[:LIST_LIMIT])
-                    more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
-                    lines.append(f"    {title} ({len(steps)}): {shown}{more}")
-        lines.append(
-            "Every user is complete on every node (each ACL SETUSER is atomic); "
-            "fix the cause and run apply again to converge."
-        )
-        return redact("\n".join(lines))
+
+def node_results(report: ApplyReport) -> list[NodeResult]:
+    """The redis nodes' outcomes in a report (which may hold other providers' too)."""
+    return [o for o in report.outcomes if isinstance(o, NodeResult)]
+
+
+def failure_report(nodes: list[NodeResult]) -> str:
+    """What was applied, refused, in doubt and not applied on every node of each stopped instance."""
+    lines: list[str] = []
+    for inst in sorted({n.instance for n in nodes if not n.ok}):
+        lines.append(f"apply stopped on instance {inst}:")
+        for n in (n for n in nodes if n.instance == inst):
+            where = f"{n.address} ({n.label})" if n.label else n.address
+            state = f"FAILED: {n.error}" if n.error else "stopped" if n.by_status(NOT_APPLIED) else "complete"
+            lines.append(f"  node {where}: {state}")
+            for status, title in (
+                (OK, "applied"),
+                (FAILED, "refused"),
+                (IN_DOUBT, "sent, no reply (in doubt)"),
+                (NOT_APPLIED, "not applied"),
+            ):
+                steps = n.by_status(status)
+                if not steps:
+                    continue
+                names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
+                shown = ", ".join(names[:LIST_LIMIT])
+                more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
+                lines.append(f"    {title} ({len(steps)}): {shown}{more}")
+    lines.append(
+        "Every user is complete on every node (each ACL SETUSER is atomic); "
+        "fix the cause and run apply again to converge."
+    )
+    return redact("\n".join(lines))
 
 
 class _Stop(Exception):
@@ -154,7 +143,7 @@ class _Stop(Exception):
 
 
 def _default_connect() -> Connect:
-    from . import live
+    from . import read as live
 
     return live.connect
 
@@ -175,12 +164,11 @@ def _pending_kills(node: NodePlan) -> list[UserChange]:
     """CLIENT KILL USER an earlier apply did not get to: its revoke is not complete until it runs."""
     planned = {c.user for c in node.changes if c.kill_sessions}
     users = [p.split(" ", 1)[1] for p in node.pending if p.startswith("kill-sessions ")]
-    return [UserChange(action="update", user=u, kill_sessions=True, note="pending") for u in users if u not in planned]
+    return [UserChange(action=Action.UPDATE, user=u, kill_sessions=True, note="pending") for u in users if u not in planned]
 
 
 def _config_changes(node: NodePlan) -> tuple[Any, ...]:
-    # NodePlan.config (CONFIG SET for tls_client_auth) is being added to plan.py alongside.
-    return tuple(getattr(node, "config", ()))
+    return node.config
 
 
 class _NodeRun:
@@ -240,7 +228,7 @@ class _NodeRun:
             self._record("persist", "", NOT_APPLIED)
 
     def _check_stop(self) -> None:
-        if INTERRUPT.is_set():
+        if interrupt.REQUESTED.is_set():
             if self.result.error is None:
                 self.result.error = "interrupted: stopped after the batch in flight"
             raise _Stop
@@ -388,7 +376,7 @@ class _NodeRun:
                     client.execute_command("CONFIG", "REWRITE")
                 elif mode == "sentinel-flushconfig":  # a sentinel has no CONFIG REWRITE; this rewrites its file, users too
                     client.execute_command("SENTINEL", "FLUSHCONFIG")
-                # mode "warn": nothing to run; the command says so once per instance (manager.warn_unpersisted)
+                # mode "warn": nothing to run; the command says so once per instance (manager.unpersisted)
         except Exception as exc:
             self._record("persist", "", FAILED, f"{mode}: {exc}")
             self.result.persisted = "failed"
@@ -415,13 +403,8 @@ class _NodeRun:
 
 
 def _deadline(client: Any, instance: Instance, address: str, phase: str) -> Any:
-    from .live import deadline, timeout_of
 
     return deadline(client, timeout_of(instance), f"{instance.name} {address}", phase)
-
-
-def _stderr(message: str) -> None:
-    print(f"reconciler: {message}", file=sys.stderr)
 
 
 def _run_instance(
@@ -463,31 +446,34 @@ def execute(
     connect: Connect | None = None,
     batch_size: int = 1000,
     between_batches: BatchHook | None = None,
-    warn: Callable[[str], None] = _stderr,
-) -> ApplyResult:
-    """Execute every node plan; raise ApplyError (with .result) when any instance stopped.
+    warn: Callable[[str], None] | None = None,
+) -> ApplyReport:
+    """Execute every node plan; raise ApplyError (with .report) when any instance stopped.
 
-    `connect(instance, address)` returns an authenticated admin client (live.connect).
+    `connect(instance, address)` returns an authenticated admin client (read.connect).
     `between_batches` is called after each completed batch (tests kill servers there).
+    Warnings go to the report (and to `warn` as they happen, when given).
     """
     connect = connect or _default_connect()
     if between_batches is None:
-        from . import progress
+        from ... import progress
 
         between_batches = progress.batch_hook(plan, batch_size)
-    result = ApplyResult()
+    report = ApplyReport()
 
     def _warn_and_record(message: str) -> None:
-        result.warnings.append(message)
-        warn(message)
+        report.warnings.append(message)
+        if warn is not None:
+            warn(message)
 
+    nodes: list[NodeResult] = []
     for inst_plan in plan.instances:
         if not any(n.has_changes for n in inst_plan.nodes):
             continue
         instance = desired.instances.get(inst_plan.name)
         if instance is None:
-            raise ApplyError(f"plan names instance {inst_plan.name!r}, which {desired.source} does not declare")
-        result.nodes.extend(
+            raise ApplyError(f"plan names instance {inst_plan.name!r}, which {desired.source} does not declare", report)
+        nodes.extend(
             _run_instance(
                 inst_plan,
                 instance,
@@ -498,11 +484,10 @@ def execute(
                 warn=_warn_and_record,
             )
         )
-    if not result.ok:
-        err = ApplyError(result.failure_report())
-        err.result = result
-        raise err
-    return result
+    report.outcomes.extend(nodes)
+    if not all(n.ok for n in nodes):
+        raise ApplyError(failure_report(nodes), report)
+    return report
 
 
 # -- verification ------------------------------------------------------------------------
@@ -541,10 +526,10 @@ def verify(
     (the plan already judged expiry); it stays for the providers' verify interface.
     """
     if read_node is None:
-        from . import live
+        from . import read as live
 
         read_node = live.read_node
-    from . import progress
+    from ... import progress
 
     problems = []
     for name, nodes in _touched_nodes(plan).items():
@@ -616,12 +601,7 @@ def _holds(change: UserChange, state: NodeState) -> bool:
 
 
 def same_permissions(wanted: str, live_rules: str, state: NodeState) -> bool:
-    from . import acl, live
+    from ... import acl
 
-    table = live.tables().get(state.command_table)  # bundled, or read off a node of that version
-    if table is None:
-        try:
-            table = acl.CommandTable.bundled(state.command_table)
-        except KeyError:
-            table = acl.CommandTable.nearest(state.server, state.version)
+    table = state.acl_table()  # the one the plan was made with
     return acl.effective(wanted, table) == acl.effective(live_rules, table)

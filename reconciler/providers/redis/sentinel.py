@@ -21,19 +21,19 @@ from typing import Any
 
 import redis
 
-from .errors import LiveError
-from .model import Instance
+from ...errors import LiveError
+from ...model import Instance
 from .topology import (
     Connect,
     Member,
+    Session,
     Topology,
-    _canonical,
-    _fail,
-    _info,
-    _pairs,
-    _Session,
-    _sort_key,
+    canonical_address,
     join_address,
+    pairs,
+    parse_info,
+    sort_key,
+    unreachable,
 )
 
 RESET_HINT = "if a reported node is gone for good, SENTINEL RESET {name} on every sentinel forgets it"
@@ -54,7 +54,7 @@ class SentinelView:
 
 def _entries(reply: Any) -> list[dict[str, Any]]:
     """SENTINEL REPLICAS / SENTINELS: a list of flat [k, v, ...] lists (RESP2) or of dicts."""
-    return [_pairs(e) for e in reply or ()]
+    return [pairs(e) for e in reply or ()]
 
 
 def _address(entry: dict[str, Any]) -> str | None:
@@ -80,7 +80,7 @@ def ask(client: redis.Redis, address: str, master_name: str) -> SentinelView:
             else:
                 view.error = f"{what} refused: {text}"
             return view
-    fields = _info(info)
+    fields = parse_info(info)
     if str(fields.get("redis_mode") or fields.get("server_mode") or "sentinel") != "sentinel":
         view.error = "is not a sentinel: list the sentinels under sentinels: (the data nodes are found through them)"
         return view
@@ -190,17 +190,17 @@ def _data_nodes(
             if r != primary and r not in replicas:
                 replicas.append(r)
                 reported[r] = f"replica per sentinel {a}"
-    session = _Session(instance, connect, workers)
+    session = Session(instance, connect, workers)
     try:
         session.probe_all([primary, *replicas])
         if session.errors:
-            error = _fail(instance, [], session.errors, reported)
+            error = unreachable(instance, [], session.errors, reported)
             raise LiveError(f"{error}; {RESET_HINT.format(name=instance.master_name)}")
         _check_roles(instance, primary, replicas, session)
     except BaseException:
         session.close()
         raise
-    ordered = [Member(primary, "primary")] + [Member(r, "replica", primary) for r in sorted(replicas, key=_sort_key)]
+    ordered = [Member(primary, "primary")] + [Member(r, "replica", primary) for r in sorted(replicas, key=sort_key)]
     # One entry per server process: a replica the sentinels list under two spellings is one node.
     seen: set[str] = set()
     members: list[Member] = []
@@ -214,7 +214,7 @@ def _data_nodes(
     return Topology(kind="sentinel", members=tuple(members)), {a: session.clients[a] for a in keep}
 
 
-def _check_roles(instance: Instance, primary: str, replicas: list[str], session: _Session) -> None:
+def _check_roles(instance: Instance, primary: str, replicas: list[str], session: Session) -> None:
     """The nodes must agree with the sentinels: a mismatch is a failover still being carried out."""
     name = instance.name
     p = session.probes[primary]
@@ -231,7 +231,7 @@ def _check_roles(instance: Instance, primary: str, replicas: list[str], session:
                 "a failover is in progress, or a node the sentinels still list was taken out; try again, or "
                 + RESET_HINT.format(name=instance.master_name)
             )
-        follows = _canonical(session, q.primary) if q.primary else None
+        follows = canonical_address(session, q.primary) if q.primary else None
         if q.primary and follows != primary and session.probes.get(follows or "", None) is not p:
             raise LiveError(
                 f"{name}: {r} replicates from {q.primary}, but the sentinels report {primary} as the primary: "
@@ -271,4 +271,4 @@ def _all_sentinels(
                 f"{name}: sentinel_users are managed, so every sentinel must be reachable: {detail}; "
                 "list it under sentinels:, or " + RESET_HINT.format(name=instance.master_name)
             )
-    return listed + sorted(extra, key=_sort_key)
+    return listed + sorted(extra, key=sort_key)

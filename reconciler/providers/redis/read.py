@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import ssl
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,16 +14,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import LiveError
-from .model import Instance
-from .plan import fingerprint
-from .state import InstanceState, LiveUser, NodeState
+from ...acl.table import CommandTable
+from ...errors import LiveError
+from ...model import Instance
+from ...state import InstanceState, LiveUser, NodeState
+from . import sentinel, topology
+from .deadline import deadline, timeout_of
 
-DEFAULT_TIMEOUT = 5.0
 MAX_PARALLEL_NODES = 8
 
 # Command tables read off live nodes, by name, so one plan reads each version once.
-_TABLES: dict[str, Any] = {}
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -56,48 +52,6 @@ _TLS_FAILURES = (
     # TLS 1.3: the server's verdict on our certificate may arrive as a plain close.
     ("eof occurred in violation of protocol", "TLS: the server closed the connection during the handshake: it refused our client certificate {cert} (not signed by a CA in its tls-ca-cert-file?)"),
 )
-
-
-def _abort(client: Any) -> None:
-    """Shut the client's sockets down: a blocked read returns at once (and fails)."""
-    pool = getattr(client, "connection_pool", None)
-    conns = list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ()))
-    for conn in conns:
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed
-                pass
-
-
-@contextmanager
-def deadline(client: Any, seconds: float, where: str, phase: str) -> Iterator[None]:
-    """An overall deadline for one node operation. The socket timeout bounds each read, not the
-    whole reply: a node that sends one byte now and then would hold a read forever without this.
-    Raises LiveError `<where>: timed out after N s (<phase>)` when it fires."""
-    fired = threading.Event()
-
-    def fire() -> None:
-        fired.set()
-        _abort(client)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    except Exception:
-        if fired.is_set():
-            raise LiveError(f"{where}: timed out after {seconds:g} s ({phase})") from None
-        raise
-    finally:
-        timer.cancel()
-
-
-def timeout_of(instance: Instance | None) -> float:
-    value = getattr(instance, "timeout_seconds", None)
-    return float(value) if value else DEFAULT_TIMEOUT
 
 
 def _describe_tls(text: str, instance: Instance | None, address: str) -> str | None:
@@ -148,7 +102,7 @@ class _NamedSSLConnection(redis.connection.SSLConnection):
 
 def _tls_files_problem(instance: Instance) -> str | None:
     """Checks we can make before connecting: files readable, our own certificate in date."""
-    from . import certs
+    from ... import certs
 
     tls = instance.tls
     assert tls is not None
@@ -229,15 +183,8 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
     return client
 
 
-def _parse_info(text: str | dict) -> dict[str, str]:
-    if isinstance(text, dict):  # redis-py's INFO callback already parsed it
-        return {k: str(v) for k, v in text.items()}
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if ":" in line and not line.startswith("#"):
-            k, _, v = line.partition(":")
-            out[k.strip()] = v.strip()
-    return out
+def _info_text(reply: Any) -> dict[str, str]:
+    return {k: str(v) for k, v in topology.parse_info(reply).items()}
 
 
 def _connections_by_user(client_list: Any) -> dict[str, int]:
@@ -267,37 +214,28 @@ def _config_value(reply: Any, key: str) -> str | None:
     return value if value else None
 
 
-def acl_fingerprint(client: redis.Redis) -> str:
-    return fingerprint(list(client.execute_command("ACL", "LIST")))
-
-
-def _command_table(client: redis.Redis, server: str, version: str) -> str:
-    from .acl import CommandTable
-
+def _command_table(client: redis.Redis, server: str, version: str, cache: dict[str, CommandTable]) -> tuple[str, CommandTable | None]:
+    """(name, the table read off the node, or None when a bundled table has the name). `cache`:
+    tables already read in this read of the instance (nodes of one version share one)."""
     name = f"{server}-{version}"
-    if name not in _TABLES:
-        try:
-            _TABLES[name] = CommandTable.bundled(name)
-        except KeyError:
-            _TABLES[name] = CommandTable.read(client, server, version)
-    return name
+    try:
+        CommandTable.bundled(name)
+        return name, None
+    except KeyError:
+        pass
+    if name not in cache:
+        cache[name] = CommandTable.read(client, server, version)
+    return name, cache[name]
 
 
-def _sentinel_table(client: redis.Redis, server: str, version: str) -> str:
+def _sentinel_table(client: redis.Redis, server: str, version: str, cache: dict[str, CommandTable]) -> tuple[str, CommandTable]:
     """A sentinel's own command table (SENTINEL, ACL, AUTH, ...), read off the sentinel: rules of
     sentinel_users are checked against what a sentinel runs, not a data node's table."""
-    from .acl import CommandTable
-
     name = f"{server}-sentinel-{version}"
-    if name not in _TABLES:
+    if name not in cache:
         t = CommandTable.read(client, server, version)
-        _TABLES[name] = CommandTable(name, t.server, t.version, t.categories, t.commands)
-    return name
-
-
-def tables() -> dict[str, Any]:
-    """Command tables read so far in this process, by NodeState.command_table name."""
-    return dict(_TABLES)
+        cache[name] = CommandTable(name, t.server, t.version, t.categories, t.commands)
+    return name, cache[name]
 
 
 def read_node(
@@ -307,14 +245,16 @@ def read_node(
     role: str | None = None,
     *,
     only: frozenset[str] | None = None,
+    tables: dict[str, CommandTable] | None = None,
 ) -> NodeState:
     """Everything the planner needs from one node.
 
     role: "sentinel" for a sentinel (discovery knows; INFO of a sentinel has no replication role).
     only: parse just these users' ACL lines (verification after apply compares the touched
     users, not the whole node).
+    tables: command tables read off other nodes of this instance so far (shared, filled in).
     """
-    from .acl import parse_acl_list_line
+    from ...acl import parse_acl_list_line
 
     own = client is None
     if client is None:
@@ -336,10 +276,10 @@ def read_node(
         for reply, what in ((acl_list, "ACL LIST"), (info_server, "INFO"), (whoami, "ACL WHOAMI")):
             if isinstance(reply, Exception):
                 raise LiveError(f"{instance.name} {address}: {what} refused: {reply}")
-        info = _parse_info(info_server)
+        info = _info_text(info_server)
         server = "valkey" if "valkey_version" in info else "redis"
         version = info.get("valkey_version") or info.get("redis_version", "0.0.0")
-        repl = {} if isinstance(info_repl, Exception) else _parse_info(info_repl)
+        repl = {} if isinstance(info_repl, Exception) else _info_text(info_repl)
         conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
@@ -351,13 +291,17 @@ def read_node(
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
+        cache = tables if tables is not None else {}
+        table_name, table = (
+            _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
+        )
         return NodeState(
             address=address,
             server=server,
             version=version,
             role=role or ("replica" if repl.get("role") == "slave" else "primary"),
             users=users,
-            command_table=_sentinel_table(client, server, version) if role == "sentinel" else _command_table(client, server, version),
+            command_table=table_name,
             aclfile=None if isinstance(aclfile, Exception) else _config_value(aclfile, "aclfile"),
             aclfile_known=not isinstance(aclfile, Exception),
             config_file=bool(info.get("config_file")),
@@ -366,6 +310,7 @@ def read_node(
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            table=table,
         )
     except redis.RedisError as exc:
         raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
@@ -383,19 +328,20 @@ def _acl_line_user(line: str | bytes) -> str:
 def read_instance(instance: Instance) -> InstanceState:
     """Discover the instance's nodes (reconciler.topology), then read them all in parallel,
     reusing discovery's connections."""
-    from . import progress
-    from .topology import discover
+    from ... import progress
 
-    topo, clients = discover(instance, workers=MAX_PARALLEL_NODES)
+    find = sentinel.discover if instance.topology == "sentinel" else topology.discover
+    topo, clients = find(instance, connect=connect, workers=MAX_PARALLEL_NODES)
     nodes = list(topo.nodes)
     sentinels = {m.address for m in topo.members if m.role == "sentinel"}
     tick = progress.counter(f"read {instance.name}", f"reading {instance.name}", len(nodes), "nodes")
+    tables: dict[str, CommandTable] = {}  # nodes of one version read its table once
 
     def read_one(address: str) -> NodeState:
         if address in sentinels:
-            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel")
+            state = read_node(instance.for_role("sentinel"), address, clients[address], role="sentinel", tables=tables)
         else:
-            state = read_node(instance, address, clients[address])
+            state = read_node(instance, address, clients[address], tables=tables)
         tick()
         return state
 

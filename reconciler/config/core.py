@@ -1,0 +1,267 @@
+"""What every part of the Builder shares: value accessors that skip malformed data (the schema
+reported it), rule and address checks, problems and warnings with their YAML path.
+
+Runs on data that may also have schema errors: every accessor checks types and skips what
+is malformed (the schema already reported it), so one run reports every problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from .. import acl, secrets
+from .yamlsrc import Path, Source
+
+HOST_PORT = re.compile(r"^(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})$")
+SPECIAL_RE = re.compile(r"[^A-Za-z0-9]")
+
+# Identity rules -> what to write instead. Keys are lower-case words or the first character.
+_IDENTITY_HINTS = {
+    "on": "use enabled: true",
+    "off": "use enabled: false",
+    ">": "passwords go in tokens:",
+    "<": "to revoke a password, remove its entry from tokens:",
+    "#": "token hashes go in tokens: as sha256:",
+    "!": "to revoke a password, remove its entry from tokens:",
+    "nopass": "every user logs in with tokens: or certificates: (tokens: [] with enabled: false for none)",
+    "resetpass": "passwords come from tokens: (tokens: [] for none; certificate-only users get resetpass)",
+    "reset": "rules always start from reset, so leave it out",
+    "sanitize-payload": "payload sanitisation flags are not managed by the reconciler",
+    "skip-sanitize-payload": "payload sanitisation flags are not managed by the reconciler",
+}
+_REDACT = re.compile(r"""(['"])([<>!#])(?!…\1).*?\1""")
+
+
+def redact(message: str) -> str:
+    """A quoted '>hunter2' -> '>…': never echo something that may be a password.
+    Every echoed value is quoted, so unquoted text ('must be <= 100') is left alone."""
+    return _REDACT.sub(lambda m: f"{m.group(1)}{m.group(2)}…{m.group(1)}", message)
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_:@+=-]+", str(part)):
+            out += ("." if out else "") + str(part)
+        else:
+            out += f"[{json.dumps(str(part), ensure_ascii=False)}]"  # escaped: a newline in a key stays on one line
+    return out
+
+
+@dataclass
+class Issue:
+    path: Path
+    message: str
+    warning: bool = False
+    line: int | None = None  # explicit line; else the line of `path`
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def as_dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def as_list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def as_str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def as_bool(v: Any, default: bool) -> bool:
+    return v if isinstance(v, bool) else default
+
+
+def suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def parse_subject(subject: str) -> list[tuple[str, str]] | None:
+    """'CN=app,OU=x,O=Acme' -> [('CN','app'),...]; RFC 4514 escapes (\\, \\+ ...) honoured."""
+    parts: list[str] = []
+    buf = ""
+    i = 0
+    while i < len(subject):
+        c = subject[i]
+        if c == "\\" and i + 1 < len(subject):
+            buf += subject[i : i + 2]
+            i += 2
+            continue
+        if c in ",+":
+            parts.append(buf)
+            buf = ""
+        else:
+            buf += c
+        i += 1
+    parts.append(buf)
+    out = []
+    for part in parts:
+        if "=" not in part:
+            return None
+        k, v = part.split("=", 1)
+        k, v = k.strip(), v.strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9.]*", k) or not v:
+            return None
+        out.append((k.upper(), re.sub(r"\\(.)", r"\1", v)))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_rules_cached(text: str, field_name: str) -> tuple[str, ...]:
+    return tuple(check_rules_uncached(text, field_name))
+
+
+# A key or channel pattern of plain characters (not `*` alone, no quotes or selector parentheses).
+_PLAIN_PATTERN = re.compile(r"(?<!\S)(~|%[RWrw]{1,2}~|&)(?!\*(?:\s|$))[\w:.{}/@=+-]+\*?(?!\S)")
+
+
+def check_rules(text: str, field_name: str) -> list[str]:
+    """Problems in a rule string (`acl` of a user or a role), identity rules first.
+
+    Memoized: thousands of users share a few rule strings, or differ only in their key and
+    channel patterns (`~app1:* +@read`, `~app2:* +@read`). A plain pattern is valid wherever a
+    pattern is, so a string whose plain patterns are replaced by one stand-in and that has no
+    problem stands for all of them; problems are always worded from the real string."""
+    if '"' not in text and "'" not in text and "(" not in text:
+        shape = _PLAIN_PATTERN.sub(r"\1p", text)
+        if shape != text and not _check_rules_cached(shape, field_name):
+            return []
+    return list(_check_rules_cached(text, field_name))
+
+
+def check_rules_uncached(text: str, field_name: str) -> list[str]:
+    problems: list[str] = []
+    try:
+        tokens = acl.split_rules(text)
+    except acl.AclSyntaxError as exc:
+        return [redact(str(exc))]
+    identity: set[str] = set()
+    for tok in tokens:
+        low = tok.lower()
+        key = low if low in _IDENTITY_HINTS else tok[0] if tok[0] in "<>#!" else None
+        if key is None:
+            continue
+        identity.add(tok)
+        shown = f"{tok[0]}…" if key in "<>#!" else tok
+        problems.append(f"'{shown}' is not allowed in {field_name}: {_IDENTITY_HINTS[key]}")
+    try:
+        acl.parse(text)
+    except acl.AclSyntaxError as exc:
+        if exc.token not in identity:
+            message = redact(str(exc))
+            if exc.token[:2] in ("+@", "-@"):
+                cats = sorted(acl.KNOWN_CATEGORIES | {"all"})
+                close = difflib.get_close_matches(exc.token[2:].lower(), cats, n=1, cutoff=0.7)
+                if close:
+                    message += f" (did you mean '@{close[0]}'?)"
+            problems.append(message)
+        return problems
+    problems += acl.unknown_commands(text)  # unknown to every supported version
+    return problems
+
+
+# Where the plaintext is known, a token shorter than this is refused unless policies.min_token_length says otherwise.
+DEFAULT_MIN_TOKEN_LENGTH = 16
+
+
+def complexity_ok(value: str) -> bool:
+    return (
+        len(value) >= 8
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+        and any(c.isdigit() for c in value)
+        and bool(SPECIAL_RE.search(value))
+    )
+
+
+def node_problem(address: str) -> str | None:
+    m = HOST_PORT.match(address)
+    if not m:
+        return "expected host:port (e.g. 10.0.0.5:6379 or [2001:db8::5]:6379)"
+    if not 1 <= int(m.group("port")) <= 65535:
+        return f"port {int(m.group('port'))} is out of range (1-65535)"
+    if m.group("ip6"):
+        try:
+            ipaddress.IPv6Address(m.group("ip6"))
+        except ValueError:
+            return f"'[{m.group('ip6')}]' is not an IPv6 address"
+    return None
+
+
+@dataclass
+class BuilderCore:
+    src: Source
+    base_dir: str
+    today: date
+    allow_expired: bool
+    resolve_secrets: bool
+    environ: dict[str, str] | Any = field(default_factory=lambda: os.environ)
+    issues: list[Issue] = field(default_factory=list)
+
+    def problem(self, path: Path, message: str, *, line: int | None = None) -> None:
+        self.issues.append(Issue(tuple(path), message, line=line))
+
+    def warn(self, path: Path, message: str) -> None:
+        self.issues.append(Issue(tuple(path), message, warning=True))
+
+    def line(self, path: Path) -> int:
+        return self.src.line_of(path)
+
+    def claim(self, owners: dict[str, tuple[str, Path]], key: str, owner: str, where: Path) -> tuple[str, int] | None:
+        """`owner` declares `key` at `where`. Returns (the other owner, its line) when another owner
+        declared it already (the caller words the problem); else records the first declaration."""
+        other = owners.get(key)
+        if other is not None and other[0] != owner:
+            return other[0], self.line(other[1])
+        owners.setdefault(key, (owner, where))
+        return None
+
+    def path_of(self, p: str) -> str:
+        return secrets.resolve_path(self.base_dir, p)
+
+    def resolve_secret(self, ref: Any, path: Path, what: str) -> tuple[str, secrets.Resolved | None]:
+        """-> (source reference, resolved or None). Problems are recorded with `what` in front."""
+        if not isinstance(ref, dict) or set(ref) not in ({"env"}, {"file"}) or not isinstance(next(iter(ref.values())), str):
+            return "", None  # the schema reported it
+        source = secrets.describe(ref)
+        if not self.resolve_secrets:  # validate without --resolve-secrets: the form only
+            shape = secrets.shape_problem(ref)
+            if shape and "env" not in ref:  # env names: the schema's pattern reported it
+                self.problem(path, f"{what}: {shape}")
+            return source, None
+        try:
+            resolved = secrets.resolve(
+                ref, self.base_dir, warn=lambda m: self.warn(path, m), environ=self.environ
+            )
+        except secrets.SecretError as exc:
+            self.problem(path, f"{what}: {exc}")
+            return source, None
+        return source, resolved
+
+    def date(self, raw: Any, path: Path) -> date | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
+            # The schema says so too (same words, said once); a value that does not parse is never dropped.
+            self.problem(path, "expected a date YYYY-MM-DD")
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            self.problem(path, f"'{raw}' is not a valid date")
+            return None

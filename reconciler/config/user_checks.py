@@ -1,0 +1,308 @@
+"""Semantic checks of `roles:` and `users:` -- rules, tokens (policies, dates, what each
+instance's provider accepts) -- and building the User model, for the Builder."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import providers, secrets
+from ..model import (
+    Instance,
+    Policies,
+    Secret,
+    Token,
+    User,
+    server_token_ref,
+)
+from . import cloud
+from .certificate_checks import CertificateChecks
+from .core import (
+    DEFAULT_MIN_TOKEN_LENGTH,
+    as_bool,
+    as_dict,
+    as_list,
+    as_str,
+    check_rules,
+    complexity_ok,
+    is_int,
+    parse_subject,
+    suggest,
+)
+from .yamlsrc import Path
+
+
+class UserChecks(CertificateChecks):
+    def roles(self, raw: dict) -> dict[str, str | None]:
+        """-> role name -> resolved rules (None when the role is part of a cycle)."""
+        specs: dict[str, tuple[list[str], str]] = {}
+        for name, spec in raw.items():
+            if not isinstance(name, str):
+                continue
+            base: Path = ("roles", name)
+            if isinstance(spec, str):
+                specs[name] = ([], spec)
+                for msg in check_rules(spec, "a role"):
+                    self.problem(base, msg)
+            elif isinstance(spec, dict):
+                own = as_str(spec.get("acl")) or ""
+                refs = [r for r in as_list(spec.get("roles")) if isinstance(r, str)]
+                specs[name] = (refs, own)
+                for msg in check_rules(own, "a role"):
+                    self.problem(base + ("acl",), msg)
+        known = sorted(specs)
+        for name in specs:
+            for i, ref in enumerate(as_list(as_dict(raw[name]).get("roles"))):
+                if isinstance(ref, str) and ref not in specs:
+                    self.problem(("roles", name, "roles", i), f"unknown role '{ref}' ({suggest(ref, known)}roles: {', '.join(known)})")
+
+        resolved: dict[str, str | None] = {}
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        reported: set[frozenset[str]] = set()
+
+        def visit(name: str, stack: list[str]) -> str | None:
+            if state.get(name) == 2:
+                return resolved[name]
+            if state.get(name) == 1:
+                cycle = stack[stack.index(name):] + [name]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    self.problem(("roles", cycle[0]), f"role cycle: {' -> '.join(cycle)}")
+                return None
+            state[name] = 1
+            refs, own = specs[name]
+            parts: list[str] = []
+            ok = True
+            for ref in refs:
+                if ref not in specs:
+                    continue
+                sub = visit(ref, stack + [name])
+                if sub is None:
+                    ok = False
+                elif sub:
+                    parts.append(sub)
+            if own.strip():
+                parts.append(own.strip())
+            state[name] = 2
+            resolved[name] = " ".join(parts) if ok else None
+            return resolved[name]
+
+        for name in specs:
+            visit(name, [])
+        return resolved
+
+    def users(
+        self, raw: dict, instances: dict[str, Instance], roles: dict[str, str | None], policies: Policies,
+        base: Path = ("users",),
+    ) -> dict[str, User]:
+        out: dict[str, User] = {}
+        hash_owner: dict[str, tuple[str, Path]] = {}
+        known_instances = sorted(self.src.data.get("instances") or {}) if isinstance(self.src.data.get("instances"), dict) else []
+        known_roles = sorted(roles)
+        users_path = base
+        for name, spec in raw.items():
+            if not isinstance(name, str) or not isinstance(spec, dict):
+                continue
+            base = users_path + (name,)
+            # instances
+            if "instances" in spec and users_path == ("users",):
+                names = []
+                for i, inst in enumerate(as_list(spec.get("instances"))):
+                    if not isinstance(inst, str):
+                        continue
+                    if inst not in known_instances:
+                        self.problem(
+                            base + ("instances", i),
+                            f"unknown instance '{inst}' ({suggest(inst, known_instances)}instances: {', '.join(known_instances)})",
+                        )
+                    elif inst in instances:
+                        names.append(inst)
+                user_instances = tuple(names)
+            else:
+                user_instances = tuple(instances)
+            # roles and rules
+            role_names: list[str] = []
+            parts: list[str] = []
+            for i, role in enumerate(as_list(spec.get("roles"))):
+                if not isinstance(role, str):
+                    continue
+                role_names.append(role)
+                if role not in roles:
+                    self.problem(
+                        base + ("roles", i),
+                        f"unknown role '{role}' ({suggest(role, known_roles)}roles: {', '.join(known_roles) or 'none defined'})",
+                    )
+                elif role_rules := roles[role]:
+                    parts.append(role_rules)
+            own = as_str(spec.get("acl")) or ""
+            for msg in check_rules(own, "acl"):
+                self.problem(base + ("acl",), msg)
+            if own.strip():
+                parts.append(own.strip())
+            tokens = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
+            self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
+            cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
+            certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
+            if any(instances[n].provider == "redis-software" for n in user_instances):
+                self.redis_software_user(name, spec, base, roles, tokens, policies)
+            ksor = spec.get("kill_sessions_on_revoke")
+            out[name] = User(
+                name=name,
+                instances=user_instances,
+                enabled=as_bool(spec.get("enabled"), True),
+                roles=tuple(role_names),
+                acl=own,
+                rules=" ".join(parts),
+                tokens=tokens,
+                certificates=certificates,
+                tokens_declared="tokens" in spec,
+                kill_sessions_on_revoke=ksor if isinstance(ksor, bool) else None,
+                line=self.line(base),
+            )
+        return out
+
+    def redis_software_user(
+        self, name: str, spec: dict, base: Path, roles: dict[str, str | None], tokens: tuple[Token, ...], policies: Policies
+    ) -> None:
+        """What Redis Software would refuse (providers/rs_rules.py cites the pages), before any write."""
+        from ..providers import rs_rules
+
+        # objects/user's name pattern (ASCII, no & < > ") is already within the schema's username pattern.
+        for msg in rs_rules.rules_problems(as_str(spec.get("acl")) or ""):
+            self.problem(base + ("acl",), msg)
+        for i, role in enumerate(as_list(spec.get("roles"))):
+            if isinstance(role, str) and roles.get(role):
+                for msg in rs_rules.rules_problems(roles[role] or ""):
+                    self.problem(base + ("roles", i), f"role {role}: {msg}")
+        for i, t in enumerate(tokens):
+            if t.plaintext is not None and name != "default":  # the default user's is the database's password
+                problem = rs_rules.password_problem(t.plaintext.reveal(), name, policies.min_token_length)
+                if problem:
+                    self.problem(base + ("tokens", i), f"token {t.id} of user {name}: {problem}")
+        for i, c in enumerate(as_list(spec.get("certificates"))):
+            parsed = parse_subject(c["subject"]) if isinstance(c, dict) and isinstance(c.get("subject"), str) else None
+            if parsed:
+                problem = rs_rules.subject_problem(parsed)
+                if problem:
+                    self.problem(base + ("certificates", i, "subject"), problem)
+
+    def tokens(
+        self, user: str, raw: Any, path: Path, policies: Policies, hash_owner: dict[str, tuple[str, Path]]
+    ) -> tuple[Token, ...]:
+        out: list[Token] = []
+        ids: dict[str, Path] = {}
+        hashes: dict[str, Path] = {}
+        for i, spec in enumerate(as_list(raw)):
+            if not isinstance(spec, dict):
+                continue
+            where = path + (i,)
+            tid_raw = spec.get("id")
+            tid = str(tid_raw) if isinstance(tid_raw, str) or is_int(tid_raw) else f"#{i}"
+            label = f"token {tid} of user {user}"
+            if tid in ids:
+                self.problem(where + ("id",), f"duplicate token id '{tid}' (first at line {self.line(ids[tid])})")
+            else:
+                ids[tid] = where + ("id",)
+            # value
+            sha: str | None = None
+            source = "sha256"
+            plaintext: Secret | None = None
+            sink: str | None = None
+            if "secret" in spec and "sha256" not in spec:
+                source, resolved = self.resolve_secret(spec["secret"], where + ("secret",), f"{label} ({secrets.describe(as_dict(spec['secret']))})")
+                if resolved is not None:
+                    sha, plaintext = resolved.sha256, resolved.secret
+                    self.token_policy(resolved, where + ("secret",), label, policies)
+            elif "sha256" in spec and "secret" not in spec and isinstance(spec["sha256"], str):
+                if re.fullmatch(r"[0-9a-f]{64}", spec["sha256"]):
+                    sha = spec["sha256"]
+            elif "sink" in spec and "secret" not in spec and "sha256" not in spec:
+                sink_file = as_str(as_dict(spec["sink"]).get("file"))
+                if sink_file:
+                    sink = self.path_of(sink_file)
+                    source = "server-generated"
+                    sha = server_token_ref(user, tid)
+            if sha is not None:
+                if sha in hashes:
+                    self.problem(where, f"{label} is the same token as tokens[{hashes[sha][-1]}] (line {self.line(hashes[sha])}): listed twice")
+                else:
+                    hashes[sha] = where
+                    if clash := self.claim(hash_owner, sha, user, where):
+                        self.problem(
+                            where,
+                            f"{label} is the same token as a token of user {clash[0]} (line {clash[1]}): a token may belong to one user only",
+                        )
+            created = self.date(spec.get("created"), where + ("created",))
+            expires = self.date(spec.get("expires"), where + ("expires",))
+            if created and expires and created > expires:
+                self.problem(where + ("created",), f"{label}: created ({created}) is after expires ({expires})")
+            if expires and expires < self.today and not self.allow_expired:
+                self.problem(
+                    where + ("expires",),
+                    f"{label} expired on {expires} (remove it from the file, or pass --allow-expired)",
+                )
+            out.append(
+                Token(
+                    id=tid,
+                    sha256=sha or "",
+                    created=created,
+                    expires=expires,
+                    source=source or "sha256",
+                    plaintext=plaintext,
+                    note=as_str(spec.get("note")),
+                    line=self.line(where),
+                    sink=sink,
+                    username=as_str(spec.get("username")),
+                )
+            )
+        return tuple(out)
+
+    def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:
+        value = resolved.secret.reveal()
+        minimum = DEFAULT_MIN_TOKEN_LENGTH if policies.min_token_length is None else policies.min_token_length
+        if minimum and len(value) < minimum:
+            default = "" if policies.min_token_length is not None else ", the default"
+            self.problem(
+                path,
+                f"{label} ({resolved.source}) is shorter than policies.min_token_length ({minimum}{default})",
+            )
+        if policies.password_complexity and not complexity_ok(value):
+            self.problem(
+                path,
+                f"{label} ({resolved.source}) fails policies.password_complexity "
+                "(needs 8+ characters with upper- and lower-case letters, a digit and a special character)",
+            )
+
+    def provider_tokens(self, user: str, tokens: tuple[Token, ...], path: Path, user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
+        """Token kinds each instance's provider accepts, from its Capabilities: a sha256 entry needs
+        token_hashes, a secret token_secrets, a sink (the service generates the value)
+        server_generated_tokens. One problem per token."""
+        for i, t in enumerate(tokens):
+            where = path + (i,)
+            kind = {"sha256": "token_hashes", "server-generated": "server_generated_tokens"}.get(t.source, "token_secrets")
+            for inst_name in user_instances:
+                provider = instances[inst_name].provider
+                if not providers.known(provider):
+                    continue  # the schema reported it
+                caps = providers.capabilities(provider)
+                if caps.password_complexity and t.plaintext is not None and not complexity_ok(t.plaintext.reveal()):
+                    # Checked here so the service never refuses the token half-way through an apply.
+                    self.problem(
+                        where + ("secret",),
+                        f"token {t.id} of user {user}: instance {inst_name} uses provider {provider}, whose service "
+                        "refuses passwords without 8+ characters, upper- and lower-case letters, a digit and a special character",
+                    )
+                    break
+                if getattr(caps, kind):
+                    continue
+                if kind == "server_generated_tokens":
+                    self.problem(
+                        where + ("sink",),
+                        f"token {t.id} of user {user}: sink: is for provider {' or '.join(providers.supporting(kind))}, "
+                        f"but instance {inst_name} uses provider {provider}: give the token as secret: {{env|file}} or sha256",
+                    )
+                else:
+                    why = caps.reasons.get(kind) or f"which does not take {'sha256' if kind == 'token_hashes' else 'secret'} tokens"
+                    self.problem(where, f"token {t.id} of user {user}: instance {inst_name} uses provider {provider}, {why}")
+                break

@@ -1,0 +1,30 @@
+"""Redis Cloud names and accounts shared by planning (redis_cloud.py) and apply
+(redis_cloud_apply.py): Cloud ACL users belong to the account, one per token."""
+
+from __future__ import annotations
+
+from ..model import DesiredState, Instance, User
+
+NAME = "redis-cloud"
+PREFIX = "reconciler-"  # names of the Redis rule and the role made for each user
+CERTS = "clientTlsCertificates"
+
+
+def known_passwords(desired: DesiredState, record: dict, instance: Instance) -> dict[str, dict]:
+    """Cloud ACL users belong to the account, not to one database: what the apply of any instance
+    of this file on the same API and account recorded about them (this instance's entries win)."""
+    out: dict[str, dict] = {}
+    for name, other in desired.instances.items():
+        same = (
+            other.provider == NAME and other.api is not None and instance.api is not None
+            and other.api.url == instance.api.url and other.admin.account_key == instance.admin.account_key
+        )
+        if same and name != instance.name:
+            out.update((record.get(name) or {}).get("users") or {})
+    out.update((record.get(instance.name) or {}).get("users") or {})
+    return out
+
+
+def wanted_accounts(user: User) -> dict[str, str]:
+    """Cloud username -> sha256 of the token it holds (validate made the usernames unique)."""
+    return {t.username or user.name: t.sha256 for t in user.tokens}

@@ -1,0 +1,94 @@
+"""`provider: redis` (the default): ACL commands on every node of standalone servers,
+replicas, clusters and Sentinel-managed deployments.
+
+    topology.py   which nodes make up an instance (seeds, replicas, cluster members)
+    sentinel.py   the same for `topology: sentinel`, from what the sentinels report
+    read.py       connecting to a node and reading its ACL state into state.NodeState
+    execute.py    pipelined, verified ACL writes and their persistence
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Mapping
+
+from ... import planner
+from ...audit import AuditLog
+from ...errors import LiveError
+from ...lock import InstanceLock, Locks
+from ...model import Instance
+from ...plan import InstancePlan, Plan
+from ...report import ApplyReport
+from ...state import InstanceState, LiveState, NodeState
+from ..base import Capabilities, Provider
+from . import execute, read
+
+
+class RedisProvider(Provider):
+    name = "redis"
+    capabilities = Capabilities()
+
+    def lock(self, plan: Plan) -> Locks:
+        """Every node of each instance the plan writes; the lock lives on the servers (lock.py)."""
+        locks = Locks()
+        try:
+            for inst in plan.instances:
+                spec = self.desired.instances.get(inst.name)
+                if spec is None or not any(n.has_changes for n in inst.nodes):
+                    continue
+                data = [n.address for n in inst.nodes if n.role != "sentinel"]
+                sentinels = [n.address for n in inst.nodes if n.role == "sentinel"]
+                if data:
+                    locks.add(InstanceLock(spec, data, read.connect))
+                if sentinels:  # sentinels are reached as the sentinel admin
+                    locks.add(InstanceLock(spec.for_role("sentinel"), sentinels, read.connect))
+        except BaseException:
+            locks.release()
+            raise
+        return locks
+
+    def read(self, instance: Instance) -> InstanceState:
+        return read.read_instance(instance)
+
+    def admin_logs_in(self, instance: Instance) -> bool:
+        """True when the file's admin authenticates on the first node; False on an AUTH failure
+        (`apply --bootstrap` then creates it). Any other failure (refused, TLS, timeout) is an error."""
+        try:
+            client = read.connect(instance, instance.nodes[0], timeout=instance.timeout_seconds)
+        except LiveError as exc:
+            if "AUTH failed" in str(exc):
+                return False
+            raise
+        client.close()
+        return True
+
+    def dryrun(self, node: NodeState, instance: Instance, user: str, argv: list[str]) -> str | None:
+        """The server's ACL DRYRUN (Redis 7.0+, Valkey): "allowed" or its refusal, None if unavailable."""
+        if node.server == "redis" and tuple(int(x) for x in node.version.split(".")[:2]) < (7, 0):
+            return None
+        if user not in node.users:
+            return None
+        client = read.connect(instance, node.address, timeout=instance.timeout_seconds)
+        try:
+            reply = client.execute_command("ACL", "DRYRUN", user, *argv)
+        except Exception as exc:  # noqa: BLE001 - the server's refusal text is the answer
+            hint = "; give the whole command (--arg for values)" if "wrong number of arguments" in str(exc) else ""
+            return f"not judged: {exc}{hint}"
+        finally:
+            client.close()
+        return "allowed" if str(reply) == "OK" else f"denied: {reply}"
+
+    def plan(
+        self,
+        live_state: LiveState,
+        *,
+        today: date,
+        inventory: Mapping[str, Mapping[str, list[dict]]] | None = None,
+    ) -> tuple[InstancePlan, ...]:
+        return planner.plan(self.desired, live_state, today=today, inventory=inventory).instances
+
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
+        return execute.execute(plan, self.desired, audit=audit)
+
+    def verify(self, plan: Plan, *, today: date) -> None:
+        execute.verify(plan, self.desired, today=today)

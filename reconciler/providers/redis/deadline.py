@@ -1,0 +1,57 @@
+"""Deadlines for node operations: the socket timeout bounds each read, not a whole reply, so every
+connect, read, batch and discovery probe also runs under an overall deadline."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ...errors import LiveError
+from ...model import Instance
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def _abort(client: Any) -> None:
+    """Shut the client's sockets down: a blocked read returns at once (and fails)."""
+    pool = getattr(client, "connection_pool", None)
+    conns = list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ()))
+    for conn in conns:
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+
+@contextmanager
+def deadline(client: Any, seconds: float, where: str, phase: str) -> Iterator[None]:
+    """An overall deadline for one node operation. The socket timeout bounds each read, not the
+    whole reply: a node that sends one byte now and then would hold a read forever without this.
+    Raises LiveError `<where>: timed out after N s (<phase>)` when it fires."""
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        _abort(client)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception:
+        if fired.is_set():
+            raise LiveError(f"{where}: timed out after {seconds:g} s ({phase})") from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def timeout_of(instance: Instance | None) -> float:
+    """The instance's timeout_seconds (DEFAULT_TIMEOUT without an instance)."""
+    return float(instance.timeout_seconds or DEFAULT_TIMEOUT) if instance is not None else DEFAULT_TIMEOUT

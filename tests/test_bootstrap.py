@@ -76,6 +76,21 @@ def test_bootstrap_fresh_server_in_one_run(server, run: Cli) -> None:
     assert rc == 0 and "No changes." in out
 
 
+def test_bootstrap_refused_while_another_apply_holds_the_instance(server, run: Cli) -> None:
+    """Bootstrap takes the same apply lock as apply: with another apply's named connection on
+    the node, it refuses before its first write and the server stays as it was."""
+    run.file.write_text(access_yaml(server.address))
+    other = server.admin()
+    other.execute_command("CLIENT", "SETNAME", "reconciler-apply-1-0000abcd")
+    before = sorted(other.execute_command("ACL", "LIST"))
+    rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 1 and "another apply is running" in err, err
+    assert sorted(other.execute_command("ACL", "LIST")) == before
+    other.close()
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0 and "Bootstrap complete" in out, err
+
+
 def test_bootstrap_refuses_without_admin_user_in_file(server, run: Cli) -> None:
     text = access_yaml(server.address).replace("  reconciler:\n    acl: \"+@all ~* &*\"\n    tokens:\n      - id: admin-1\n        secret: {env: T_BOOT_ADMIN}\n", "")
     assert "users:\n  app:" in text

@@ -179,35 +179,49 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
     audit_path = args.audit_log or desired.audit_log
     audit = AuditLog(audit_path, plan) if audit_path else None
     try:
-        return _execute(args, manager, boot_desired, steps, names, audit)
+        return _execute(args, manager, boot_desired, steps, names, audit, plan)
     finally:
         if audit is not None:
             audit.close()
 
 
 def _execute(
-    args: argparse.Namespace, manager: Manager, boot_desired: DesiredState, steps: Steps, names: list[str], audit: AuditLog | None
+    args: argparse.Namespace,
+    manager: Manager,
+    boot_desired: DesiredState,
+    steps: Steps,
+    names: list[str],
+    audit: AuditLog | None,
+    plan: Plan,
 ) -> int:
     desired = manager.desired
+    # Like any apply, each step holds the instance's apply lock: step 1 as `default` (the admin
+    # can't log in yet), steps 2 and 3 as the admin. The re-read after step 1 happens under the
+    # admin's lock, so whatever moved between the two locks is caught by the comparison.
     try:
-        for line in _apply(steps.admin, boot_desired, audit):
-            _out(line)
-        # Re-read as the admin: it must log in now, and the rest must still be what was shown.
-        fresh = manager.plan(manager.read(names))
-        boot = {i.name for i in steps.admin.instances}
-        again = split(fresh, desired, boot)
-        if again.admin.has_changes or _writes(again.rest) != _writes(steps.rest) or _writes(again.default) != _writes(steps.default):
-            print(
-                "reconciler: refusing to go on: the live state changed after step 1 (the admin user exists now); "
-                f"review the rest with `reconciler plan -f {args.file}`",
-                file=sys.stderr,
-            )
-            return 1
-        for line in _apply(again.rest, desired, audit) + _apply(again.default, desired, audit):
-            _out(line)
+        with Manager(boot_desired).lock(steps.admin), manager.interruptible() as interrupted:
+            for line in _apply(steps.admin, boot_desired, audit):
+                _out(line)
+        if interrupted.is_set():
+            print("reconciler: interrupted after step 1; run the same command again to finish", file=sys.stderr)
+            return 130
+        with manager.lock(plan), manager.interruptible() as interrupted:
+            # Re-read as the admin: it must log in now, and the rest must still be what was shown.
+            fresh = manager.plan(manager.read(names))
+            boot = {i.name for i in steps.admin.instances}
+            again = split(fresh, desired, boot)
+            if again.admin.has_changes or _writes(again.rest) != _writes(steps.rest) or _writes(again.default) != _writes(steps.default):
+                print(
+                    "reconciler: refusing to go on: the live state changed after step 1 (the admin user exists now); "
+                    f"review the rest with `reconciler plan -f {args.file}`",
+                    file=sys.stderr,
+                )
+                return 1
+            for line in _apply(again.rest, desired, audit) + _apply(again.default, desired, audit):
+                _out(line)
     except ApplyError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
-        return 1
+        return 130 if interrupted.is_set() else 1
     for warning in unpersisted(fresh):
         print(f"reconciler: warning: {warning}", file=sys.stderr)
     Manager(desired).verify(fresh)

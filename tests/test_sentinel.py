@@ -29,6 +29,7 @@ from servers import (
     start_server,
 )
 from support.cli import Cli
+from support.cluster import wait_until
 
 pytestmark = pytest.mark.server
 
@@ -44,24 +45,10 @@ TOKENS = {
     "T_SAPP1": "sentinel-app-plaintext-one-8c2f4e6a1b3d5790",
     "T_SAPP2": "sentinel-app-plaintext-two-1d3f5b7e9a2c4680",
 }
-READY = 30.0
 
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def wait_until(what: str, check, timeout: float = READY) -> None:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (redis.RedisError, OSError) as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} ({last})")
 
 
 @dataclass

@@ -683,15 +683,24 @@ def start_server(
             cert_user_mapping=cert_user_mapping,
             argv=argv,
         )
-        try:
-            srv._spawn()
-        except ServerStartError as e:
-            # Another process may have taken the port between probe and bind.
-            if attempt + 1 < attempts and "Address already in use" in str(e):
-                continue
-            raise
-        break
+        if _spawned(srv, may_retry=attempt + 1 < attempts):
+            break
+    return _identified(srv)
 
+
+def _spawned(srv: RunningServer, *, may_retry: bool) -> bool:
+    """Start srv; False when its port was taken between probe and bind and a new port may be tried."""
+    try:
+        srv._spawn()
+    except ServerStartError as e:
+        if may_retry and "Address already in use" in str(e):
+            return False
+        raise
+    return True
+
+
+def _identified(srv: RunningServer) -> RunningServer:
+    """Fill in the version and kind the running server reports."""
     c = srv.admin()
     try:
         info = c.info("server")
@@ -753,17 +762,6 @@ def start_sentinel(
             tls_material=None,
             argv=command + [str(conf_path), "--sentinel"],
         )
-        try:
-            srv._spawn()
-        except ServerStartError as e:
-            if attempt < 2 and "Address already in use" in str(e):
-                continue
-            raise
-        break
-    c = srv.admin()
-    try:
-        info = c.info("server")
-    finally:
-        c.close()
-    srv.version = str(info.get("valkey_version") or info["redis_version"])
-    return srv
+        if _spawned(srv, may_retry=attempt < 2):
+            break
+    return _identified(srv)

@@ -17,17 +17,15 @@ https://redis.io/docs/latest/operate/rc/api/:
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from ..audit import redact
 from ..model import SENSITIVE
-from .http import Client, HttpError, backoff_base
+from .http import Budget, Client, HttpError, backoff_base, budget
 
 RATE = (400, 60.0)  # requests per window (seconds) per account key
 TASK_DEADLINE = 600.0  # seconds a task may take before apply stops (the service keeps working on it)
@@ -57,29 +55,6 @@ class TaskFailed(HttpError):
     """A task that ended in processing-error: the service's error code and text, no secrets."""
 
 
-class Budget:
-    """A sliding window of request times: wait before a request that would exceed the budget."""
-
-    def __init__(self, limit: int, window: float):
-        self.limit, self.window = limit, window
-        self.sent: collections.deque[float] = collections.deque()
-        self.lock = threading.Lock()
-        self.waited = 0.0
-
-    def take(self) -> None:
-        with self.lock:
-            while True:
-                now = time.monotonic()
-                while self.sent and now - self.sent[0] >= self.window:
-                    self.sent.popleft()
-                if len(self.sent) < self.limit:
-                    self.sent.append(now)
-                    return
-                pause = self.window - (now - self.sent[0])
-                self.waited += pause
-                time.sleep(pause)
-
-
 def _retry_after(resp: Any) -> float | None:
     """The delay a 429 announces (x-rate-limit-retry-after-seconds), at most a minute."""
     try:
@@ -88,18 +63,10 @@ def _retry_after(resp: Any) -> float | None:
         return None
 
 
-_budgets: dict[tuple[str, int, float], Budget] = {}
-_budgets_lock = threading.Lock()
-
-
 def budget_for(base_url: str, account_key: str) -> Budget:
     """One budget per API and account key in this process: the limit is the account's, not one client's."""
     limit, window = rate()
-    key = (hashlib.sha256(f"{base_url}\n{account_key}".encode()).hexdigest(), limit, window)
-    with _budgets_lock:
-        if key not in _budgets:
-            _budgets[key] = Budget(limit, window)
-        return _budgets[key]
+    return budget(hashlib.sha256(f"{base_url}\n{account_key}".encode()).hexdigest(), limit, window)
 
 
 class CloudClient(Client):

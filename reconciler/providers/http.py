@@ -15,7 +15,9 @@ than send more requests in a window than a quota allows.
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
 import time
 from typing import Any, Iterable, Iterator
 
@@ -47,7 +49,35 @@ def poll_delays() -> Iterator[float]:
         delay = min(cap, delay * 2 if delay else cap)
 
 
-_SENT_AT: dict[str, list[float]] = {}  # base URL -> times of recent requests (Client.rate_limit)
+class Budget:
+    """A sliding window of request times: wait before a request that would exceed the budget."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.sent: collections.deque[float] = collections.deque()
+        self.lock = threading.Lock()
+
+    def take(self) -> None:
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                while self.sent and now - self.sent[0] >= self.window:
+                    self.sent.popleft()
+                if len(self.sent) < self.limit:
+                    self.sent.append(now)
+                    return
+                time.sleep(self.window - (now - self.sent[0]))
+
+
+_BUDGETS: dict[tuple[str, int, float], Budget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def budget(key: str, limit: int, window: float) -> Budget:
+    """The process's one budget for `key` (an API, or an API and account): a quota belongs to
+    the service's caller, not to one client object."""
+    with _BUDGETS_LOCK:
+        return _BUDGETS.setdefault((key, limit, window), Budget(limit, window))
 
 MAX_RETRY_AFTER = 60.0  # never wait longer than this on one Retry-After
 
@@ -121,7 +151,7 @@ class Client:
         # (requests, seconds): never more than that many requests in any such window (an API quota),
         # counted over every client of this process that talks to the same API.
         self.rate_limit = rate_limit
-        self._sent_at = _SENT_AT.setdefault(self.base, [])
+        self._budget = budget(self.base, *rate_limit) if rate_limit else None
 
     def close(self) -> None:
         self.session.close()
@@ -194,17 +224,8 @@ class Client:
 
     def _pace(self) -> None:
         """Wait until one more request fits in the rate limit's window."""
-        if self.rate_limit is None:
-            return
-        count, window = self.rate_limit
-        sent = self._sent_at
-        now = time.monotonic()
-        sent[:] = [t for t in sent if now - t < window]
-        if len(sent) >= count:
-            time.sleep(max(0.0, window - (now - sent[0])))
-            now = time.monotonic()
-            sent[:] = [t for t in sent if now - t < window]
-        sent.append(now)
+        if self._budget is not None:
+            self._budget.take()
 
     def _result(self, method: str, path: str, resp: requests.Response, hidden: list[str], attempt: int = 1) -> Any:
         if 200 <= resp.status_code < 300:

@@ -12,11 +12,10 @@ and the Redis Cloud docs (operate/rc/security/access-control/data-access-control
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from ..model import Admin, ApiSettings, Certificate, Instance, Token
-from .core import BuilderCore
+from .core import BuilderCore, missing_service_classes
 
 if TYPE_CHECKING:
     from .yamlsrc import Path
@@ -131,19 +130,9 @@ def tokens(b: BuilderCore, user: str, tokens_: tuple[Token, ...], path: Path, us
         owners.setdefault(name, i)
         if t.plaintext is not None:
             value = t.plaintext.reveal()
-            if not _complex(value) or len(value) > MAX_PASSWORD:
+            if not 8 <= len(value) <= MAX_PASSWORD or missing_service_classes(value):
                 b.problem(
                     where + ("secret",),
                     f"token {t.id} of user {user} ({t.source}): Redis Cloud passwords need 8 to {MAX_PASSWORD} characters "
                     "with upper- and lower-case letters, a digit and a special character",
                 )
-
-
-def _complex(value: str) -> bool:
-    return (
-        len(value) >= 8
-        and re.search(r"[A-Z]", value) is not None
-        and re.search(r"[a-z]", value) is not None
-        and re.search(r"[0-9]", value) is not None
-        and re.search(r"[^A-Za-z0-9]", value) is not None
-    )

@@ -179,6 +179,20 @@ def check_rules_uncached(text: str, field_name: str) -> list[str]:
 DEFAULT_MIN_TOKEN_LENGTH = 16
 
 
+# The managed services' password rules (Redis Software, Redis Cloud) name ASCII classes.
+SERVICE_CHARACTER_CLASSES = (
+    ("an upper-case letter", re.compile(r"[A-Z]")),
+    ("a lower-case letter", re.compile(r"[a-z]")),
+    ("a digit", re.compile(r"[0-9]")),
+    ("a special character", re.compile(r"[^A-Za-z0-9]")),
+)
+
+
+def missing_service_classes(value: str) -> list[str]:
+    """The character classes a managed service requires that `value` lacks, in the docs' order."""
+    return [what for what, pattern in SERVICE_CHARACTER_CLASSES if pattern.search(value) is None]
+
+
 def complexity_ok(value: str) -> bool:
     return (
         len(value) >= 8

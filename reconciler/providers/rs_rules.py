@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from ..config.core import missing_service_classes
+
 MIN_LENGTH = 8
 
 
@@ -55,17 +57,7 @@ def _word_problems(word: str) -> list[str]:
 def password_problem(value: str, user: str, min_length: int | None = None) -> str | None:
     """password-complexity-rules; None when the password passes."""
     need = max(MIN_LENGTH, min_length or 0)
-    missing = [
-        what
-        for what, ok in (
-            (f"{need}+ characters", len(value) >= need),
-            ("an upper-case letter", re.search(r"[A-Z]", value) is not None),
-            ("a lower-case letter", re.search(r"[a-z]", value) is not None),
-            ("a digit", re.search(r"[0-9]", value) is not None),
-            ("a special character", re.search(r"[^A-Za-z0-9]", value) is not None),
-        )
-        if not ok
-    ]
+    missing = ([] if len(value) >= need else [f"{need}+ characters"]) + missing_service_classes(value)
     if missing:
         return "Redis Software's password complexity rules need " + ", ".join(missing)
     email = email_of(user).lower()

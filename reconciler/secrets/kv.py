@@ -171,13 +171,16 @@ def where(mount: str, path: str, namespace: str | None = None) -> str:
     return f"{shown} (namespace {namespace})" if namespace else shown
 
 
-def gone_message(shown: str, info: VersionInfo, asked: str = "") -> str:
+def gone_message(mount: str, path: str, info: VersionInfo, namespace: str | None = None, asked: str = "") -> str:
     """Why a version can't be read: deleted (undelete brings it back) or destroyed (it is gone)."""
-    what = f"version {info.version}{asked} of {shown}"
+    what = f"version {info.version}{asked} of {where(mount, path, namespace)}"
     if info.destroyed:
         return f"{what} was destroyed; it can't be read (point the file at another version, or write a new one)"
     day = info.deleted.date().isoformat() if info.deleted else "?"
-    return f"{what} was deleted on {day}; undelete it (vault kv undelete -versions={info.version}) or write a new version"
+    return (
+        f"{what} was deleted on {day}; undelete it (vault kv undelete -mount={mount} -versions={info.version} {path}) "
+        "or write a new version"
+    )
 
 
 class KvStore:
@@ -190,6 +193,7 @@ class KvStore:
         self.requests = 0  # requests sent (benchmarks and tests count them)
         self._local = threading.local()
         self._count = threading.Lock()
+        self._valid: bool | None = None  # VAULT_TOKEN looked itself up (after a 403)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **kw: Any) -> "KvStore":
@@ -213,7 +217,7 @@ class KvStore:
             if isinstance(meta, dict) and isinstance(meta.get("version"), int) and meta["version"] > 0:
                 info = _info(meta["version"], meta)
                 if not info.readable:
-                    raise VersionGone(gone_message(shown, info), info) from None
+                    raise VersionGone(gone_message(mount, path, info, self.conn.namespace), info) from None
             if version is not None:
                 raise NotFound(f"version {version} of {shown} does not exist") from None
             raise NotFound(self._not_found(shown)) from None
@@ -310,7 +314,7 @@ class KvStore:
             return self.timeout
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise Unavailable(f"vault at {self.conn.addr} did not answer in time (reading {shown})")
+            raise Unavailable(f"vault at {self.conn.addr} did not answer in time")
         return min(self.timeout, left)
 
     def _request(self, method: str, url: str, shown: str, doing: str, **kw: Any) -> Any:
@@ -328,6 +332,8 @@ class KvStore:
                 raise StoreError(f"vault: no secrets engine is mounted at {mount}/ (path {shown})") from None
             raise NotFound(shown, getattr(exc, "json", None)) from None
         except hv.Forbidden:
+            if not self._token_valid():
+                raise Unavailable(f"vault: {TOKEN} is not valid at {self.conn.addr} (expired, revoked or mistyped)") from None
             raise PermissionDenied(
                 f"vault: permission denied: VAULT_TOKEN may not {doing} {shown} (check the token and its policies)"
             ) from None
@@ -345,7 +351,7 @@ class KvStore:
                 f"vault at {self.conn.addr}: TLS verification failed (set {CACERT} to the CA that signed its certificate)"
             ) from None
         except requests.exceptions.Timeout:
-            raise Unavailable(f"vault at {self.conn.addr} did not answer within {timeout:.0f} s (reading {shown})") from None
+            raise Unavailable(f"vault at {self.conn.addr} did not answer within {timeout:.0f} s") from None
         except requests.exceptions.ConnectionError as exc:
             raise Unavailable(f"vault at {self.conn.addr} can't be reached ({_cause(exc)})") from None
         except (requests.exceptions.RequestException, ValueError) as exc:
@@ -358,6 +364,21 @@ class KvStore:
                 return {}
             raise StoreError(f"vault: {doing} {shown}: unexpected answer (HTTP {status})")
         return answer
+
+    def _token_valid(self) -> bool:
+        """Asked once, after a 403: a token that can't look itself up is not a token (every valid
+        token's default policy allows auth/token/lookup-self)."""
+        from hvac import exceptions as hv
+
+        if self._valid is None:
+            try:
+                self._client().adapter.get("/v1/auth/token/lookup-self", timeout=self._timeout(""))
+                self._valid = True
+            except hv.Forbidden:
+                self._valid = False
+            except hv.VaultError:
+                self._valid = True  # another problem: the 403 stands as it was
+        return bool(self._valid)
 
     def _not_found(self, shown: str) -> str:
         if self.conn.namespace:

@@ -171,7 +171,7 @@ def _read_path(store: kv.KvStore, key: tuple[str, str], offsets: set[int]) -> di
         try:
             answers[k] = store.read(mount, path, target)
         except kv.VersionGone as exc:
-            answers[k] = kv.StoreError(kv.gone_message(shown, exc.info, f" (version: {k})"))
+            answers[k] = kv.StoreError(kv.gone_message(mount, path, exc.info, store.conn.namespace, f" (version: {k})"))
         except kv.NotFound:
             answers[k] = kv.StoreError(f"version {target} (version: {k}) of {shown} no longer exists (the path keeps max_versions versions)")
         except kv.StoreError as exc:

@@ -268,8 +268,10 @@ class BuilderCore:
             resolved = self.secret_session().resolve(ref, warn=lambda m: self.warn(path, m))
         except secrets.SecretError as exc:
             # A store or a command that fails for every reference is said once, at the first.
-            if not exc.once or str(exc) not in self.reported_once:
-                self.reported_once.add(str(exc))
+            key = exc.once_key
+            if key is None or key not in self.reported_once:
+                if key is not None:
+                    self.reported_once.add(key)
                 self.problem(path, f"{what}: {exc}")
             return source, None
         if isinstance(resolved, secrets.Absent) and not absent_ok:

@@ -30,12 +30,20 @@ DEFAULT_STORE_DEADLINE = 5.0  # seconds; the instances' timeout_seconds default
 class SecretError(Exception):
     """A reference that can't be resolved; str() names the reference, never a value.
 
-    once: the cause is not this reference's own (the store is unreachable, exec is not allowed):
-    a file with many such references reports it at the first one only."""
+    once: the cause is shared by other references (the store is unreachable, exec is not
+    allowed, the same command or store version fails for every entry that names it): a file with
+    many such references reports it at the first one only. True: references with the same
+    message share it; a string: those with the same string (e.g. the same argv) do."""
 
-    def __init__(self, message: str, *, once: bool = False):
+    def __init__(self, message: str, *, once: bool | str = False):
         super().__init__(message)
         self.once = once
+
+    @property
+    def once_key(self) -> str | None:
+        if not self.once:
+            return None
+        return self.once if isinstance(self.once, str) else str(self)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ def _cached(argv: tuple[str, ...], ctx: Context, limit: float) -> Fetched | Secr
     try:
         answer: Fetched | SecretError = Fetched(run(list(argv), ctx.base_dir, limit, ctx.environ))
     except SecretError as exc:
+        exc.once = exc.once or repr(argv)  # every entry naming this argv shares the one run's failure
         answer = exc
     with cache.lock:
         return cache.results.setdefault(argv, answer)

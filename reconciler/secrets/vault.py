@@ -197,6 +197,7 @@ def read(spec: dict, ctx: Context) -> Fetched | Absent:
     if isinstance(answer, Absent):
         return Absent(ref.describe(), answer.reason)
     if isinstance(answer, SecretError):
+        answer.once = answer.once or True  # its message names the path and version: said once per file
         raise answer
     return _field(ref, answer, cache.store.where(ref.mount, ref.path))
 

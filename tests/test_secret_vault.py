@@ -351,3 +351,16 @@ def test_token_new_processes_racing_never_overwrite(bao: RunningBao, tmp_path: P
     stored = {secrets.sha256_hex(bao.get("apps/race", v)["data"]["token"]) for v in range(2, current + 1)}
     printed = {line.split()[-1] for out in won for line in out.splitlines() if line.startswith("  sha256: ")}
     assert printed == stored
+
+
+def test_hvac_is_loaded_only_when_a_store_is_read(bao: RunningBao, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_packaging import _probe
+
+    seed(bao)
+    f = write(tmp_path)
+    for key, value in bao.env().items():
+        monkeypatch.setenv(key, value)
+    plain = _probe("validate", "-f", str(f), cwd=tmp_path)  # the form only: no store, no client library
+    assert plain["rc"] == 0 and "hvac" not in plain["loaded"], plain
+    resolved = _probe("validate", "--resolve-secrets", "-f", str(f), cwd=tmp_path)
+    assert resolved["rc"] == 0 and "hvac" in resolved["loaded"], resolved

@@ -364,3 +364,17 @@ def test_hvac_is_loaded_only_when_a_store_is_read(bao: RunningBao, tmp_path: Pat
     assert plain["rc"] == 0 and "hvac" not in plain["loaded"], plain
     resolved = _probe("validate", "--resolve-secrets", "-f", str(f), cwd=tmp_path)
     assert resolved["rc"] == 0 and "hvac" in resolved["loaded"], resolved
+
+
+def test_the_vault_example_reads_from_a_store(bao: RunningBao) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "vault.yaml"
+    assert example.read_text().startswith("# yaml-language-server: $schema=../schemas/desired-state.schema.json\n")
+    assert load(str(example), environ={}, resolve_secrets=False).users  # plain validate: nothing read
+    bao.put("infra/cache-prod", {"admin": "example-admin-token-0123456789abcdef"})
+    bao.put("apps/orders", {"token": "example-orders-v1-0123456789abcdef"})
+    bao.put("apps/orders", {"token": "example-orders-v2-0123456789abcdef"})
+    bao.put("apps/reports", {"token": "example-reports-v1-0123456789abcdef"})
+    state = load(str(example), environ={**bao.env(), "CACHE_NODE": "127.0.0.1:6379"})
+    assert [t.id for t in state.users["app-orders"].tokens] == ["current", "previous"]
+    assert [t.id for t in state.users["app-reports"].tokens] == ["current"]
+    assert [a.id for a in state.users["app-reports"].absent_tokens] == ["previous"]

@@ -30,8 +30,14 @@ def kind_of(ref: Any) -> str | None:
     return None
 
 
+_LOADED: dict[str, ModuleType] = {}
+
+
 def source(key: str) -> ModuleType:
-    return importlib.import_module(f"{__package__}.{_SOURCES[key]}")
+    module = _LOADED.get(key)
+    if module is None:
+        module = _LOADED[key] = importlib.import_module(f"{__package__}.{_SOURCES[key]}")
+    return module
 
 
 def describe(ref: Any) -> str:

@@ -104,8 +104,8 @@ def test_refused_unless_the_operator_allows_it(tmp_path: Path) -> None:
     "body, message",
     [
         (f"echo {OUTPUT_SECRET}; echo {STDERR_SECRET} >&2; exit 3", "command ./get-token exited with status 3 (its output is not shown)"),
-        (f"echo {STDERR_SECRET} >&2", "command ./get-token printed nothing on stdout"),
-        (f"printf '%s\\n%s\\n' {OUTPUT_SECRET} {OUTPUT_SECRET}", "command ./get-token printed more than one line"),
+        (f"echo {STDERR_SECRET} >&2", "the output of command ./get-token is empty"),
+        (f"printf '%s\\n%s\\n' {OUTPUT_SECRET} {OUTPUT_SECRET}", "the output of command ./get-token has more than one line"),
         ("kill -9 $$", "command ./get-token was killed by signal 9 (its output is not shown)"),
     ],
     ids=["non-zero exit", "empty output", "two lines", "killed"],
@@ -167,3 +167,16 @@ def test_no_shell_involved(tmp_path: Path) -> None:
     r = validate(c, "--allow-exec")
     assert r.code == 0, r.err
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_admin_secrets_from_a_command(tmp_path: Path) -> None:
+    script(tmp_path, "admin-secret", f"echo {OUTPUT_SECRET}")
+    (tmp_path / "access.yaml").write_text(
+        "version: 1\ninstances:\n  c:\n    nodes: ['127.0.0.1:1']\n"
+        "    admin: {username: reconciler, secret: {exec: [./admin-secret]}}\nusers: {}\n"
+    )
+    from reconciler.config import load
+
+    state = load(str(tmp_path / "access.yaml"), environ=dict(os.environ), allow_exec=True)
+    assert state.instances["c"].admin.secret.reveal() == OUTPUT_SECRET
+    assert runs(tmp_path) == 1

@@ -5,61 +5,26 @@ and a real OpenBao; a sink that can't take the value fails before the service ma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from fake_memorystore import INSTANCE, FakeMemorystore
+from fake_memorystore import FakeMemorystore
 from openbao import READ_ONLY_POLICY, RunningBao
 from support.cli import Cli
+from test_provider_memorystore import access, env, fake  # noqa: F401 (fixtures: the contract server, its environment)
 
 from reconciler.model import Sink
 from reconciler.secrets import sinks
 
-ACCESS_TOKEN = "ya29.sink-test-access-token-0123456789"
 KEEP = "sink-test-other-field-6e2a8c0f4b17"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMemorystore]:
-    f = FakeMemorystore(access_token=ACCESS_TOKEN, authorization_mode="TOKEN_AUTH", op_polls=1)
-    try:
-        yield f
-    finally:
-        f.stop()
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MS_TOKEN", ACCESS_TOKEN)
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
-    monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
-    monkeypatch.setenv("RECONCILER_POLL_CAP", "0.04")
-    monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
-    from reconciler.providers import memorystore
-
-    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))
-
-
-def access(fake: FakeMemorystore, tokens: str) -> str:
-    return f"""version: 1
-instances:
-  ms:
-    provider: memorystore
-    api: {{url: "{fake.url}", instance: {INSTANCE}, ca_file: "{fake.ca_file}"}}
-    admin: {{secret: {{env: MS_TOKEN}}}}
-users:
-  app-orders:
-    tokens:
-{tokens}"""
 
 
 def vault_sink(tid: str, field: str = "token") -> str:
     return f"      - id: {tid}\n        sink: {{vault: {{path: apps/cache, field: {field}}}}}\n"
 
 
-def test_memorystore_tokens_go_to_a_vault_path(fake: FakeMemorystore, bao: RunningBao, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memorystore_tokens_go_to_a_vault_path(
+    fake: FakeMemorystore, bao: RunningBao, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
     for k, v in bao.env().items():
         monkeypatch.setenv(k, v)
     bao.put("apps/cache", {"note": KEEP})
@@ -84,7 +49,7 @@ def test_memorystore_tokens_go_to_a_vault_path(fake: FakeMemorystore, bao: Runni
 
 
 def test_a_sink_that_cannot_be_written_stops_before_the_service_makes_a_token(
-    fake: FakeMemorystore, bao: RunningBao, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    fake: FakeMemorystore, bao: RunningBao, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     read_only = bao.token_with_policy("ro", READ_ONLY_POLICY)
     for k, v in bao.env(token=read_only).items():

@@ -95,5 +95,19 @@ def one_line(text: str) -> str:
     return text
 
 
+def single_line(raw: bytes, shown: str) -> str:
+    """A file's or a command's bytes as one line of text (one trailing newline stripped);
+    SecretError naming `shown` ("secret file x.token", "the output of command sops") otherwise."""
+    try:
+        text = one_line(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SecretError(f"{shown} is not UTF-8 text") from None
+    if text == "":
+        raise SecretError(f"{shown} is empty")
+    if "\n" in text:
+        raise SecretError(f"{shown} has more than one line")
+    return text
+
+
 def has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, one_line
+from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, single_line
 
 KEY = "exec"
 ALLOW = "RECONCILER_ALLOW_EXEC"
@@ -150,15 +150,7 @@ def run(argv: list[str], cwd: str, limit: float, environ: Mapping[str, str]) -> 
         raise SecretError(f"command {name} exited with status {proc.returncode} (its output is not shown)")
     if len(out) > MAX_SECRET_BYTES:
         raise SecretError(f"command {name} printed {len(out)} bytes, too many for a secret")
-    try:
-        text = one_line(out.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SecretError(f"command {name} printed something that is not UTF-8 text") from None
-    if text == "":
-        raise SecretError(f"command {name} printed nothing on stdout")
-    if "\n" in text:
-        raise SecretError(f"command {name} printed more than one line")
-    return text
+    return single_line(out, f"the output of command {name}")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -8,7 +8,7 @@ import stat
 from typing import Any, Callable
 
 from .. import files
-from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, one_line
+from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, single_line
 
 KEY = "file"
 
@@ -54,15 +54,7 @@ def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) 
             f"secret file {shown} is readable by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run: chmod 600 {shown}"
         )
-    try:
-        text = one_line(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SecretError(f"secret file {shown} is not UTF-8 text") from None
-    if text == "":
-        raise SecretError(f"secret file {shown} is empty")
-    if "\n" in text:
-        raise SecretError(f"secret file {shown} has more than one line")
-    return text
+    return single_line(raw, f"secret file {shown}")
 
 
 def read(spec: str, ctx: Context) -> Fetched:

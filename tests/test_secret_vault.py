@@ -102,6 +102,14 @@ def test_a_path_with_one_version_has_no_previous_token_yet(bao: RunningBao, tmp_
     assert [t.id for t in user.tokens] == ["current"]
     assert [(a.id, a.source) for a in user.absent_tokens] == [("previous", "vault:secret/apps/orders#token@-1")]
     assert "has one version" in user.absent_tokens[0].reason
+    # The field is newer than the version before the latest: no previous token there either.
+    bao.put("apps/orders", {"token": PREVIOUS})
+    bao.put("apps/orders", {"renamed": PREVIOUS})
+    bao.put("apps/orders", {"token": CURRENT})
+    state = load(str(write(tmp_path)), environ=bao.env(), allow_expired=True)
+    user = state.users["app-orders"]
+    assert [t.sha256 for t in user.tokens] == [secrets.sha256_hex(CURRENT)]
+    assert user.absent_tokens[0].reason == "version 3 of secret/apps/orders has no field token"
 
 
 def test_other_mount_and_a_missing_field(bao: RunningBao, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ place (`accept`), whatever its source.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Mapping
@@ -71,19 +70,13 @@ class Context:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     warn: Callable[[str], None] | None = None
     allow_exec: bool = False  # --allow-exec or RECONCILER_ALLOW_EXEC=1, never the file
-    store_deadline: float = DEFAULT_STORE_DEADLINE  # seconds for all store reads of the run
-    started: float = field(default_factory=time.monotonic)
+    store_deadline: float = DEFAULT_STORE_DEADLINE  # seconds a run's store reads may take, all together
     caches: dict[str, Any] = field(default_factory=dict)  # source KEY -> that source's cache
 
     def cache(self, key: str, factory: Callable[[], Any]) -> Any:
         if key not in self.caches:
             self.caches[key] = factory()
         return self.caches[key]
-
-    @property
-    def deadline(self) -> float:
-        """The monotonic time by which every store read of this run has answered."""
-        return self.started + self.store_deadline
 
 
 def one_line(text: str) -> str:

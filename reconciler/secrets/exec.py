@@ -71,12 +71,6 @@ def timeout(environ: Mapping[str, str]) -> float:
 class _Cache:
     results: dict[tuple[str, ...], Fetched | SecretError] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    runs: int = 0  # commands started (tests check "once per run")
-
-
-def runs_made(ctx: Context) -> int:
-    cache = ctx.caches.get(KEY)
-    return cache.runs if cache is not None else 0
 
 
 def prefetch(specs: Iterable[Any], ctx: Context) -> None:
@@ -105,7 +99,6 @@ def _cached(argv: tuple[str, ...], ctx: Context, limit: float) -> Fetched | Secr
     with cache.lock:
         if argv in cache.results:
             return cache.results[argv]
-        cache.runs += 1
     try:
         answer: Fetched | SecretError = Fetched(run(list(argv), ctx.base_dir, limit, ctx.environ))
     except SecretError as exc:

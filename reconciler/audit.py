@@ -43,9 +43,10 @@ def token_refs(change: UserChange) -> list[dict[str, Any]]:
 class AuditLog:
     """Appends JSON lines to PATH (created 0600); safe to share between executor threads."""
 
-    def __init__(self, path: str, plan: Plan):
+    def __init__(self, path: str, plan: Plan, *, fields: dict[str, Any] | None = None):
         self.path = path
         self.plan_fingerprint = plan_fingerprint(plan)
+        self.fields = dict(fields or {})  # on every line (a rotation's id ties its steps together)
         self._lock = threading.Lock()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
@@ -73,6 +74,7 @@ class AuditLog:
         }
         if detail:
             entry["detail"] = redact(detail)
+        entry.update(self.fields)
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
         with self._lock:
             self._file.write(line + "\n")

@@ -13,11 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
+from typing import Any, Callable
 
 from . import config, interrupt, inventory, pending, providers, saved
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
+from .pipeline import Console, Options, Pipeline, unpersisted  # noqa: F401 (unpersisted: re-exported for the commands)
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
@@ -153,10 +155,43 @@ class Manager:
             raise
         return stack
 
-    def recheck(self, plan: Plan) -> list[str]:
+    def recheck(self, plan: Plan, narrow: Callable[[Plan], Plan] | None = None) -> list[str]:
         """Under the lock, before the first write: the file and live state must still produce exactly
-        this plan (nothing moved while it was reviewed, confirmed or saved)."""
-        return saved.differences(plan, self.plan(self.read([i.name for i in plan.instances])))
+        this plan (nothing moved while it was reviewed, confirmed or saved). `narrow`: the part of
+        a fresh plan that `plan` stands for (one user's changes), when it is not the whole."""
+        fresh = self.plan(self.read([i.name for i in plan.instances]))
+        return saved.differences(plan, narrow(fresh) if narrow is not None else fresh)
+
+    # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, each step of `rotate` --
+
+    def pipeline(self, console: Console, options: Options | None = None, **kw: Any) -> Pipeline:
+        return Pipeline(self, console, options, **kw)
+
+    def apply_file(self, only: list[str] | None, console: Console, options: Options) -> int:
+        """`apply -f`: read, plan, show, then the pipeline (rails, confirm, execute)."""
+        state = self.read(only)
+        plan = self.plan(state)
+        console.present(plan)  # with no changes it says "No changes." and lists any findings
+        if not plan.has_changes:
+            return 0
+        return self.pipeline(console, options).run(plan, state, what="the plan shown")
+
+    def apply_saved(self, plan: Plan, name: str, only: list[str] | None, console: Console, options: Options) -> int:
+        """`apply PLAN.json` (its file's digest already checked): narrowed to `only`, refused when
+        any node moved since it was made, then the pipeline (showing it after the rails)."""
+        if only:
+            # Names or globs; one that matches nothing is an error.
+            plan = only_instances(plan, set(self.instance_names(only)))
+        if not plan.has_changes:
+            console.out(f"No changes. {name} has nothing to apply.")
+            return 0
+        stale, state = self.stale(plan)
+        if stale:
+            for p in stale:
+                console.err(f"{name} is stale: {p}")
+            console.err("nothing was changed")
+            return 1
+        return self.pipeline(console, options).run(plan, state, what=name, present=True)
 
     @staticmethod
     def interruptible() -> AbstractContextManager[threading.Event]:
@@ -238,17 +273,6 @@ class Manager:
             # edit (a user added, a hash replaced) is as stale as a change on a server.
             problems = saved.differences(plan, self.plan(state))
         return problems, state
-
-
-def unpersisted(plan: Plan) -> list[str]:
-    """A warning per instance whose changed nodes have neither an aclfile nor a config file."""
-    out = []
-    for inst in plan.instances:
-        nodes = [n.address for n in inst.nodes if n.has_changes and n.persist == "warn"]
-        if nodes:
-            where = nodes[0] if len(nodes) == 1 else f"{len(nodes)} nodes ({', '.join(nodes)})"
-            out.append(f"{inst.name} {where}: no aclfile and no config file; changes live in memory only and are lost on restart")
-    return out
 
 
 def with_unmanaged_tokens(plan: Plan) -> Plan:

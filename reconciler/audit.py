@@ -80,6 +80,21 @@ class AuditLog:
             self._file.write(line + "\n")
             self._file.flush()
 
+    def event(self, action: str, **fields: Any) -> None:
+        """A line that is no change of one node (a rotation's summary): `fields` as given, which
+        must hold no secret (hash prefixes only)."""
+        entry: dict[str, Any] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "action": action,
+            **fields,
+            "plan": self.plan_fingerprint,
+            **self.fields,
+        }
+        line = redact(json.dumps(entry, sort_keys=True, ensure_ascii=False))
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
     def close(self) -> None:
         with self._lock:
             self._file.close()

@@ -28,7 +28,7 @@ environment:
                           where {vault: ...} secrets are read (never from the file)
   RECONCILER_ALLOW_EXEC=1 let {exec: [...]} secrets run (like --allow-exec); RECONCILER_EXEC_TIMEOUT=30
 
-exit codes: 0 ok or no changes, 1 error (usage errors too), 2 changes (plan --detailed-exitcode) or drift
+exit codes: 0 ok or no changes, 1 error (usage errors too), 2 changes (plan --detailed-exitcode, rotate --dry-run) or drift
 """
 
 EXAMPLES = """\
@@ -41,6 +41,7 @@ examples:
   reconciler drift -f access.yaml --format json
   reconciler explain app-orders -f access.yaml --command set --key orders:1
   reconciler token new app-orders --id 2026-11 --out orders.token
+  reconciler rotate -f access.yaml --auto-approve
   reconciler completion bash > /etc/bash_completion.d/reconciler
 """
 
@@ -198,6 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     _terminal_args(p)
     _exec_arg(p)
     p.add_argument("--allow-expired", action="store_true", help=argparse.SUPPRESS)
+
+    p = command(
+        "rotate",
+        "new tokens for the entries with rotate: that are due, with no failed login: add, store, apply",
+        "reconciler rotate -f access.yaml --dry-run                 # what is due, and the plans",
+        "reconciler rotate -f access.yaml --auto-approve            # in a scheduled job",
+        "reconciler rotate -f access.yaml --user app-orders         # now, due or not",
+    )
+    _file_arg(p)
+    _instance_arg(p)
+    p.add_argument("--user", action="append", metavar="U", help="rotate this user's tokens now, due or not (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="show what would rotate and the plans; write nothing (exit 2 when something would)")
+    p.add_argument("--force", action="store_true", help="rotate even sooner than policies.min_overlap_hours after the latest version")
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per executed change and one per rotation")
+    _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "drift",

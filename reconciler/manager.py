@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import config, interrupt, inventory, pending, providers, saved
+from . import config, interrupt, inventory, pending, providers, rotation, saved
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
@@ -26,6 +26,9 @@ from .providers.base import Provider
 from .providers.redis import RedisProvider
 from .report import ApplyReport
 from .state import InstanceState, LiveState, NodeState
+
+if TYPE_CHECKING:
+    from .rotator import Request
 
 MAX_PARALLEL_INSTANCES = 8
 
@@ -78,13 +81,22 @@ def today() -> date:
 
 
 class Manager:
-    def __init__(self, desired: DesiredState):
+    def __init__(self, desired: DesiredState, *, allow_exec: bool = False):
         self.desired = desired
+        self.allow_exec = allow_exec
 
     @classmethod
     def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
         # Expired tokens are not a load error here: the plan removes them and says why.
-        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec))
+        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec), allow_exec=allow_exec)
+
+    def reload(self) -> "Manager":
+        """The same file read again (its secrets too: a store may hold a new version by now)."""
+        return Manager.from_file(self.desired.source, allow_exec=self.allow_exec)
+
+    def derived(self, desired: DesiredState) -> "Manager":
+        """A Manager for a desired state made from this one in memory (a rotation's steps)."""
+        return Manager(desired, allow_exec=self.allow_exec)
 
     def instance_names(self, only: list[str] | None = None, shard: Shard | None = None) -> list[str]:
         """The file's instances (file order), narrowed to `only` (names or shell-style globs such
@@ -126,8 +138,19 @@ class Manager:
         return persist_mode(self.desired.instances[name], node)
 
     def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
-        """The plan plus the findings only drift reports (tokens no file declares)."""
-        return with_unmanaged_tokens(self.plan(self.read(only, shard)))
+        """The plan plus the findings only drift reports (tokens no file declares, rotations due)."""
+        plan = with_unmanaged_tokens(self.plan(self.read(only, shard)))
+        day = today()
+        return dataclasses.replace(plan, instances=tuple(
+            dataclasses.replace(i, findings=i.findings + tuple(rotation.due_findings(self.desired, i.name, day)))
+            for i in plan.instances
+        ))
+
+    def rotate(self, request: "Request", console: Console, options: Options) -> int:
+        """`reconciler rotate`: each due token through the four steps (rotator.py)."""
+        from .rotator import Rotator
+
+        return Rotator(self, request, console, options).run()
 
     def redis(self) -> RedisProvider:
         """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""

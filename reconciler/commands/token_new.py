@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import secrets
-import string
 import sys
 from datetime import timedelta
 
@@ -14,22 +12,7 @@ from ..errors import ReconcilerError, remember_secret
 from ..manager import today
 from ..model import Sink
 from ..secrets import SecretError, sinks
-
-SPECIAL = set("-_")
-
-
-def strong_token(nbytes: int) -> str:
-    """URL-safe random token that also has upper, lower, digit and special (complexity by construction)."""
-    while True:
-        token = secrets.token_urlsafe(nbytes)
-        chars = set(token)
-        if (
-            chars & set(string.ascii_uppercase)
-            and chars & set(string.ascii_lowercase)
-            and chars & set(string.digits)
-            and chars & SPECIAL
-        ):
-            return token
+from ..tokengen import strong_token
 
 
 def _max_age_days(path: str | None) -> int | None:

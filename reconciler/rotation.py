@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
+from typing import Any
 
 from .model import NEXT, PREVIOUS, DesiredState, Instance, Policies, Rotation, Secret, Token, User, server_token_ref
 from .plan import Finding, FindingKind, Plan, TokenAction, only_changes
@@ -271,7 +273,7 @@ class Unfinished:
         return not self.orphans and bool(self.stale or self.missing)
 
 
-def unfinished(plan: Plan, entry: Entry, store_hashes: dict[str, str]) -> Unfinished | None:
+def unfinished(plan: Plan, entry: Entry, store_hashes: Mapping[str, Any]) -> Unfinished | None:
     """None when the plan leaves the entry's user alone."""
     removed: list[str] = []
     added: list[str] = []
@@ -293,6 +295,23 @@ def unfinished(plan: Plan, entry: Entry, store_hashes: dict[str, str]) -> Unfini
         stale=tuple(h for h in removed if h in store_hashes),
         missing=tuple(dict.fromkeys(added)),
     )
+
+
+def with_retired(desired: DesiredState, entry: Entry, plan: Plan, held: Mapping[str, Any], today: date) -> DesiredState | None:
+    """The values older store versions hold for hashes `plan` removes (not declared by the file),
+    as expired entries: a service that deletes a password by its value (Redis Software) then
+    removes each one alone instead of replacing them all. `held`: sha256 -> writable.Held.
+    None when there is nothing to add."""
+    user = user_of(desired, entry)
+    known = {t.sha256 for t in user.tokens}
+    removed = [t.sha256 for inst in plan.instances for node in inst.nodes for c in node.changes if entry.keep(inst.name, c.user)
+               for t in c.tokens if t.action == TokenAction.REMOVE and t.token_id is None]
+    extra = tuple(
+        Token(id=f"{entry.token.id}@{held[h].name.replace('version ', 'v')}", sha256=h, plaintext=held[h].value,
+              expires=today - timedelta(days=1), source=entry.token.source, line=entry.token.line, note="retired by a rotation")
+        for h in dict.fromkeys(removed) if h in held and h not in known
+    )
+    return with_user_tokens(desired, entry, user.tokens + extra) if extra else None
 
 
 def only_removes(plan: Plan, entry: Entry, keep: set[str]) -> bool:

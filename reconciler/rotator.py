@@ -183,13 +183,14 @@ class Rotator:
         settled = self._settle(manager, entry, latest)
         state = manager.read(list(entry.instances))
         plan = self._mine(manager.plan(state), entry)
-        left = rotation.unfinished(plan, entry, store.hashes() if entry.strategy != Strategy.SERVICE else {})
+        held = store.versions() if entry.strategy != Strategy.SERVICE else {}
+        left = rotation.unfinished(plan, entry, held)
         if pinned is not None and (pinned.version, pinned.sha256) != (latest.version, latest.sha256):
-            return self._converge(manager, entry, plan, state, latest,
+            return self._converge(manager, entry, plan, state, latest, held,
                                   f"{where} moved to {latest.name()} meanwhile (another run rotated it); applied it, no new version written")
         if left is not None and left.stored or settled == "promoted":
             self._explain(entry, left, manager.desired.source)
-            return self._converge(manager, entry, plan, state, latest,
+            return self._converge(manager, entry, plan, state, latest, held,
                                   f"finished the rotation an earlier run stored in {where}; no new version written")
         if left is not None:
             self._explain(entry, left, manager.desired.source)  # folded into step 2 (or converged when not due)
@@ -197,15 +198,16 @@ class Rotator:
         when = rotation.schedule(entry.rotate.every_days, latest.created, self.request.now, asked)
         if not when.due:
             if left is not None:
-                return self._converge(manager, entry, plan, state, latest, f"converged; {when.why}")
+                return self._converge(manager, entry, plan, state, latest, held, f"converged; {when.why}")
             return Outcome(entry, "not-due", f"{entry.label} ({entry.rotate.store.describe()}): {when.why}", when.at)
         overlap = rotation.overlap_problem(latest.created, self.request.now, manager.desired.policies)
         if overlap and not self.request.force:
             self.console.err(f"refusing to rotate {entry.label}: {overlap}")
             return Outcome(entry, "refused", f"{entry.label}: refused: the latest version is younger than min_overlap_hours")
-        return self._rotate(manager, entry, store, latest, state)
+        return self._rotate(manager, entry, store, latest, state, held)
 
-    def _rotate(self, manager: "Manager", entry: Entry, store: writable.Store, latest: writable.Latest, state: Any) -> Outcome:
+    def _rotate(self, manager: "Manager", entry: Entry, store: writable.Store, latest: writable.Latest, state: Any,
+                held: dict[str, Any]) -> Outcome:
         desired = manager.desired
         console = self.console
         where = store.where()
@@ -221,8 +223,8 @@ class Rotator:
         plan2 = self._mine(step2.plan(state), entry)
         expected: Plan | None = None
         if entry.strategy != Strategy.SERVICE:
-            after = manager.derived(rotation.with_user_tokens(desired, entry, rotation.after_tokens(entry, user, new)))
-            expected = self._mine(after.plan(state), entry)
+            after = manager.derived(rotation.allow_pair_replace(rotation.with_user_tokens(desired, entry, rotation.after_tokens(entry, user, new)), entry))
+            _, expected = self._retire(after, entry, self._mine(after.plan(state), entry), state, held)
         self._show(entry, where, latest, plan2, expected, desired.policies.min_overlap_hours, username)
         if self.request.dry_run:
             return Outcome(entry, "would-rotate", f"{entry.label}: would write the next version of {where}")
@@ -236,6 +238,9 @@ class Rotator:
         step = "2"
         try:
             with self._hold(step2, plan2, latest):
+                again = store.latest(())
+                if again is None or (again.version, again.sha256) != (latest.version, latest.sha256):
+                    raise _Restart(latest)  # written while this run got the lock: start from it
                 console.out(f"\nStep 2 of 4: add the new token ({new.id}, sha256:{new.prefix}…) on every node")
                 code = step2.pipeline(console, options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(plan2, state)
                 if code != 0:
@@ -245,11 +250,10 @@ class Rotator:
                 if isinstance(written, Outcome):
                     return written
                 step = "4"
-                after4 = manager.reload()
-                entry4 = self._same(after4, entry)
+                reloaded = manager.reload()
+                entry4 = self._same(reloaded, entry)
                 console.out(f"\nStep 4 of 4: apply {desired.source} as the store now reads it (the version before previous goes)")
-                state4 = after4.read(list(entry4.instances))
-                plan4 = self._mine(after4.plan(state4), entry4)
+                after4, state4, plan4 = self._file_plan(reloaded, entry4, store)
                 keep = {latest.sha256 or "", new.sha256, written.sha256 or ""}
                 code = 0
                 if plan4.has_changes:
@@ -289,7 +293,7 @@ class Rotator:
         except CasConflict as exc:
             console.err(f"{entry.label}: {exc}")
             console.out("The new token was not stored: applying the store's latest instead (it removes the token just added).")
-            code = self._apply_file(self.manager.reload(), entry)
+            code = self._apply_file(self.manager.reload(), entry, store)
             return Outcome(entry, "finished" if code == 0 else "failed",
                            f"{entry.label}: another writer stored a version first; applied it and removed this run's token")
         except SecretError as exc:
@@ -337,8 +341,31 @@ class Rotator:
         else:
             self.console.out(f"{entry.label}: the servers are not what {source} says for this user: applying it")
 
-    def _converge(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, latest: writable.Latest, line: str) -> Outcome:
+    def _file_plan(self, manager: "Manager", entry: Entry, store: writable.Store) -> tuple["Manager", Any, Plan]:
+        """The file's own plan for the entry's user, read now; with the values of the store's older
+        versions it removes where a provider deletes passwords by value."""
+        state = manager.read(list(entry.instances))
+        plan = self._mine(manager.plan(state), entry)
+        if entry.strategy == Strategy.SERVICE:
+            return manager, state, plan
+        manager, plan = self._retire(manager, entry, plan, state, store.versions())
+        return manager, state, plan
+
+    def _retire(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, held: dict[str, Any]) -> tuple["Manager", Plan]:
+        if all(providers.capabilities(manager.desired.instances[n].provider).token_hashes for n in entry.instances):
+            return manager, plan  # the servers remove a hash without its value
+        from .manager import today
+
+        retired = rotation.with_retired(manager.desired, entry, plan, held, today())
+        if retired is None:
+            return manager, plan
+        manager = manager.derived(retired)
+        return manager, self._mine(manager.plan(state), entry)
+
+    def _converge(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, latest: writable.Latest,
+                  held: dict[str, Any], line: str) -> Outcome:
         """Only the file's own plan for the entry's user (under the same lock a rotation takes)."""
+        manager, plan = self._retire(manager, entry, plan, state, held)
         if not plan.has_changes:
             return Outcome(entry, "finished", f"{entry.label}: {line}")
         if self.request.dry_run:
@@ -352,11 +379,10 @@ class Rotator:
             return self._failed(entry, "0", code, "the file's plan for this user did not apply")
         return Outcome(entry, "finished", f"{entry.label}: {line}")
 
-    def _apply_file(self, manager: "Manager", entry: Entry) -> int:
+    def _apply_file(self, manager: "Manager", entry: Entry, store: writable.Store) -> int:
         """Step 4 when the store moved under this rotation (the lock is still held)."""
         entry = self._same(manager, entry)
-        state = manager.read(list(entry.instances))
-        plan = self._mine(manager.plan(state), entry)
+        manager, state, plan = self._file_plan(manager, entry, store)
         if not plan.has_changes:
             self.console.out("  nothing to apply")
             return 0

@@ -79,8 +79,9 @@ class Reader:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
+        if not self._stop.is_set():
+            self._stop.set()
+            self.thread.join(5)
 
 
 def rotate_cli(srv: RunningServer, bao: RunningBao, tmp: Path, text: str = FILE, **env: str) -> Cli:

@@ -4,8 +4,10 @@ a KV v2 path (kv.py) and a file.
     latest()        the latest version: its number, when it was made, the sha256 of the token
                     field (the value itself is hashed at once and dropped), and the plain fields
                     stored next to it (a Redis Cloud username)
-    hashes()        sha256 -> which version holds it, for every version still readable (a hash on
-                    the servers that no version holds is what a rotation left behind)
+    versions()      sha256 -> which version holds it (and its value, in memory only), for every
+                    version still readable: a hash on the servers that no version holds is what
+                    a rotation left behind; an older version's value lets a service that
+                    deletes passwords by value (Redis Software) remove it
     check_writable  before a token exists: may this process write here?
     write(value, expect, extra)
                     the next version, only while the latest is still `expect` (check-and-set);
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
-from ..model import PREVIOUS, Sink
+from ..model import PREVIOUS, Secret, Sink
 from . import kv
 from .base import MAX_SECRET_BYTES, SecretError, single_line
 
@@ -47,6 +49,14 @@ class Latest:
         return f"version {self.version}" if self.version is not None else "the current value"
 
 
+@dataclass(frozen=True)
+class Held:
+    """A value some version holds: which one, and the value (in memory only)."""
+
+    name: str  # "version 3", "PATH.previous"
+    value: Secret = field(repr=False)
+
+
 class Store(Protocol):
     sink: Sink
 
@@ -54,7 +64,7 @@ class Store(Protocol):
 
     def latest(self, plain: tuple[str, ...] = ()) -> Latest | None: ...
 
-    def hashes(self) -> dict[str, str]: ...
+    def versions(self) -> dict[str, Held]: ...
 
     def check_writable(self) -> None: ...
 
@@ -82,11 +92,11 @@ class VaultStore:
         fields = {k: str(got.data[k]) for k in plain if isinstance(got.data.get(k), str)}
         return Latest(got.version, got.info.created, _sha(value) if isinstance(value, str) else None, fields)
 
-    def hashes(self) -> dict[str, str]:
+    def versions(self) -> dict[str, Held]:
         meta = self.kv.metadata(self.sink.mount, self.sink.path)
         if meta is None:
             return {}
-        out: dict[str, str] = {}
+        out: dict[str, Held] = {}
         readable = [n for n, info in sorted(meta.versions.items(), reverse=True) if info.readable][:MAX_VERSIONS_READ]
         for n in readable:
             try:
@@ -94,7 +104,7 @@ class VaultStore:
             except (kv.NotFound, kv.VersionGone):
                 continue
             if isinstance(value, str):
-                out.setdefault(_sha(value), f"version {n}")
+                out.setdefault(_sha(value), Held(f"version {n}", Secret(value)))
         return out
 
     def check_writable(self) -> None:
@@ -133,12 +143,12 @@ class FileStore:
         created = datetime.fromtimestamp(os.stat(self.sink.path).st_mtime, timezone.utc)
         return Latest(None, created, _sha(value))
 
-    def hashes(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def versions(self) -> dict[str, Held]:
+        out: dict[str, Held] = {}
         for path, name in ((self.sink.path, "the file"), (self.sink.path + PREVIOUS, f"{self.sink.path}{PREVIOUS}")):
             value = self._read(path)
             if value is not None:
-                out.setdefault(_sha(value), name)
+                out.setdefault(_sha(value), Held(name, Secret(value)))
         return out
 
     def check_writable(self) -> None:

@@ -352,8 +352,9 @@ class Rotator:
         return manager, state, plan
 
     def _retire(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, held: dict[str, Any]) -> tuple["Manager", Plan]:
-        if all(providers.capabilities(manager.desired.instances[n].provider).token_hashes for n in entry.instances):
-            return manager, plan  # the servers remove a hash without its value
+        if entry.strategy != Strategy.ADD or all(providers.capabilities(manager.desired.instances[n].provider).token_hashes
+                                                 for n in entry.instances):
+            return manager, plan  # the servers remove a hash without its value, or nothing is removed on its own
         from .manager import today
 
         retired = rotation.with_retired(manager.desired, entry, plan, held, today())

@@ -97,7 +97,8 @@ def rotate(cli: Cli, *extra: str, expect: int | tuple[int, ...] = 0):
 
 def assert_no_value(cli: Cli, secrets: list[str]) -> None:
     """No token value in any output, nor in any file the runs left next to the YAML."""
-    texts = list(cli.outputs) + [p.read_text(errors="replace") for p in cli.dir.iterdir() if p.is_file() and p.suffix != ".token"]
+    # (the secret files themselves -- x.token, x.token.previous -- excepted)
+    texts = list(cli.outputs) + [p.read_text(errors="replace") for p in cli.dir.iterdir() if p.is_file() and ".token" not in p.name]
     for value in secrets:
         for text in texts:
             assert value not in text
@@ -136,8 +137,60 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
     assert [try_auth(srv, "app-orders", v) for v in versions] == [False, False, True, True]
     assert bao.get("apps/orders")["data"]["owner"] == "team-orders"  # the path's other fields kept
     assert cli.file.read_text() == text  # the YAML never changed
-    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
+    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode", "--out", "plan.json").code == 0
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    events = [a for a in audit if a["action"] == "rotate"]
+    assert [(e["version"], e["old"], e["new"], e["token"], e["user"], e["result"]) for e in events] == [
+        (n + 2, sha(versions[n])[:8], sha(versions[n + 1])[:8], "current", "app-orders", "ok") for n in range(3)
+    ]
+    assert [e["removed"] for e in events] == [[], [sha(versions[0])[:8]], [sha(versions[1])[:8]]]
+    assert all(e["by"] and e["store"] == "secret/apps/orders" for e in events)
+    for e in events:  # one record set: the steps' change lines carry the rotation's id
+        steps = [a for a in audit if a.get("rotation") == e["rotation"] and a["action"] != "rotate"]
+        updates = [a for a in steps if a["action"] == "update"]
+        assert updates and all(a["result"] == "ok" and a["user"] == "app-orders" for a in updates)
+        assert len({a["plan"] for a in updates}) == (1 if e["removed"] == [] else 2)  # step 2, and step 4 when it removed one
     assert_no_value(cli, versions + [ADMIN])
+
+
+def sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path, prober_factory) -> None:  # noqa: F811
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = tmp_path / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(0o600)
+    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE.replace("""      - id: current
+        secret: {vault: {path: apps/orders, field: token}}
+        rotate: {every_days: 30}
+      - id: previous
+        secret: {vault: {path: apps/orders, field: token, version: -1}}
+""", """      - id: current
+        secret: {file: orders.token}
+        rotate: {every_days: 30}
+"""))
+    cli.apply(expect=0)
+    prober, thread = prober_factory(srv, "app-orders", FIRST)
+    seen = [FIRST]
+    for _ in range(3):
+        r = rotate(cli, "--user", "app-orders")
+        assert "Rotation summary:" in r.out
+        seen.append(token.read_text().strip())
+        prober.switch(seen[-1])  # the app re-reads the file
+    prober.stop()
+    thread.join(5)
+    assert prober.failures == [], prober.failures[:5]
+    assert (tmp_path / "orders.token.previous").read_text().strip() == seen[-2]
+    assert oct(token.stat().st_mode & 0o777) == "0o600" and oct((tmp_path / "orders.token.previous").stat().st_mode & 0o777) == "0o600"
+    assert [try_auth(srv, "app-orders", v) for v in seen] == [False, False, True, True]
+    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
+    assert_no_value(cli, seen + [ADMIN])
 
 
 def test_nothing_due_says_when(server_factory, bao: RunningBao, tmp_path: Path) -> None:

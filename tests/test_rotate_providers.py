@@ -256,3 +256,36 @@ users:
     assert [rc.can_auth(v["username"], v["token"]) for v in stored] == [False, False, True, True]
     assert run.plan()[0] == 0
     no_value_in(run, [v["token"] for v in stored], RC_ACCOUNT, RC_SECRET)
+
+
+def test_redis_software_default_user_holds_one_password(rs: FakeRedisSoftware, store: RunningBao, run: Cli) -> None:
+    """The database's default user has one password: the plan says old connections fail, and asks."""
+    run.write(f"""version: 1
+policies: {{min_overlap_hours: 0}}
+instances:
+  rs:
+    provider: redis-software
+    api: {{url: "{rs.url}", database: 1}}
+    tls: {{ca_file: "{rs.ca_file}"}}
+    admin: {{username: admin@example.com, secret: {{env: RS_ADMIN}}}}
+users:
+  default:
+    tokens:
+      - id: current
+        secret: {{vault: {{path: apps/db, field: token}}}}
+        rotate: {{every_days: 30}}
+""")
+    store.put("apps/db", {"token": RS_FIRST})
+    assert run.apply()[0] == 0 and rs.bdb_passwords[1] == [RS_FIRST]
+    code, out, err = run("rotate", "-f", str(run.file), "--user", "default")  # no terminal, no --auto-approve
+    assert code == 1, out + err
+    assert "! user default holds one password on its provider: connections made with the current token fail after step 2" in out, err
+    assert "new connections need the new token" in out  # the provider's own note on the change
+    assert "refusing to apply without a terminal to confirm on; pass --auto-approve" in err
+    assert len(versions(store, "apps/db")) == 1 and rs.bdb_passwords[1] == [RS_FIRST]  # nothing written
+    code, out, err = run("rotate", "-f", str(run.file), "--user", "default", "--auto-approve")
+    assert code == 0, out + err
+    stored = versions(store, "apps/db")
+    assert len(stored) == 2 and rs.bdb_passwords[1] == [stored[-1]["token"]]
+    assert run.plan()[0] == 0
+    no_value_in(run, [v["token"] for v in stored], RS_ADMIN)

@@ -144,6 +144,16 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
         (n + 2, sha(versions[n])[:8], sha(versions[n + 1])[:8], "current", "app-orders", "ok") for n in range(3)
     ]
     assert [e["removed"] for e in events] == [[], [sha(versions[0])[:8]], [sha(versions[1])[:8]]]
+    # The order, as the audit log and the store recorded it: the new hash on the servers, then the
+    # store's version, then the removal of the version before previous.
+    for e in events:
+        written = _time(bao.get("apps/orders", e["version"])["metadata"]["created_time"])
+        updates = sorted(_time(a["time"]) for a in audit if a.get("rotation") == e["rotation"] and a["action"] == "update")
+        added, removed = updates[0], (updates[1] if len(updates) > 1 else None)
+        assert added < written and (removed is None or written < removed), (added, written, removed)
+        ms = lambda t: f"{(t - added).total_seconds() * 1000:.0f} ms"  # noqa: E731
+        print(f"  rotation to version {e['version']}: hash added 0 ms, store version written {ms(written)}, "
+              f"removal {ms(removed) if removed else '(none yet)'}, rotation recorded {ms(_time(e['time']))}")
     assert all(e["by"] and e["store"] == "secret/apps/orders" for e in events)
     for e in events:  # one record set: the steps' change lines carry the rotation's id
         steps = [a for a in audit if a.get("rotation") == e["rotation"] and a["action"] != "rotate"]
@@ -151,6 +161,17 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
         assert updates and all(a["result"] == "ok" and a["user"] == "app-orders" for a in updates)
         assert len({a["plan"] for a in updates}) == (1 if e["removed"] == [] else 2)  # step 2, and step 4 when it removed one
     assert_no_value(cli, versions + [ADMIN])
+
+
+def _time(text: str):  # noqa: ANN202 - a datetime from an audit time or a store created_time
+    from datetime import datetime
+
+    text = text.replace("Z", "+00:00")
+    head, _, tail = text.partition(".")
+    if tail:  # the store gives nanoseconds: keep microseconds
+        frac, zone = tail[: tail.index("+")], tail[tail.index("+"):]
+        text = f"{head}.{frac[:6].ljust(6, '0')}{zone}"
+    return datetime.fromisoformat(text)
 
 
 def sha(text: str) -> str:
@@ -236,3 +257,51 @@ def test_overlap_refused_unless_forced(server_factory, bao: RunningBao, tmp_path
     assert len(values(bao)) == 1
     rotate(cli, "--user", "app-orders", "--force", expect=0)
     assert len(values(bao)) == 2
+
+
+def test_scheduled_workflow_step(server_factory, bao: RunningBao, tmp_path: Path) -> None:
+    """examples/rotate-schedule.yml's rotate step, run with bash as Actions runs it: weekly, what
+    is due rotates, the Markdown summary says what rotated and when the next one is due."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from support.cli import REPO
+
+    wf = yaml.safe_load((REPO / "examples" / "rotate-schedule.yml").read_text())
+    assert wf[True]["schedule"][0]["cron"].split()[4] == "1"  # weekly (`on` reads as true in YAML 1.1)
+    steps = wf["jobs"]["rotate"]["steps"]
+    (step,) = [s for s in steps if s.get("id") == "rotate"]
+    assert "--auto-approve" in step["run"]
+    assert any(s.get("uses", "").startswith("hashicorp/vault-action") and s["with"]["method"] == "jwt" for s in steps)
+
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    made = bao.get("apps/orders")["metadata"]["created_time"][:10]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("T_", "RECONCILER_", "VAULT_"))}
+    env.update(cli.env or {}, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
+               ACCESS_FILE=str(cli.file), ROTATE_USER="", RECONCILER_TODAY=_days_after(made, 31))
+
+    def run_step() -> tuple[int, dict[str, str], str]:
+        out, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
+        out.write_text("")
+        summary.write_text("")
+        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
+                           env={**env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
+                           capture_output=True, text=True, timeout=120)
+        cli.outputs.append(r.stdout + r.stderr)
+        return r.returncode, dict(line.split("=", 1) for line in out.read_text().splitlines()), summary.read_text()
+
+    code, outputs, summary = run_step()
+    assert (code, outputs) == (0, {"exit_code": "0"}), summary
+    assert summary.startswith("## Token rotation\n")
+    assert "- user app-orders token current: secret/apps/orders version 1 -> version 2 (sha256:" in summary, summary
+    env["RECONCILER_TODAY"] = _days_after(made, 7)  # a week after version 2 was made: nothing due
+    code, outputs, summary = run_step()
+    assert (code, outputs) == (0, {"exit_code": "0"})
+    assert "Nothing was due." in summary and "- next: user app-orders token current" in summary, summary
+    assert len(values(bao)) == 2
+    assert_no_value(cli, values(bao) + [ADMIN])

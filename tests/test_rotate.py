@@ -151,9 +151,8 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
         updates = sorted(_time(a["time"]) for a in audit if a.get("rotation") == e["rotation"] and a["action"] == "update")
         added, removed = updates[0], (updates[1] if len(updates) > 1 else None)
         assert added < written and (removed is None or written < removed), (added, written, removed)
-        ms = lambda t: f"{(t - added).total_seconds() * 1000:.0f} ms"  # noqa: E731
-        print(f"  rotation to version {e['version']}: hash added 0 ms, store version written {ms(written)}, "
-              f"removal {ms(removed) if removed else '(none yet)'}, rotation recorded {ms(_time(e['time']))}")
+        print(f"  rotation to version {e['version']}: hash added 0 ms, store version written {_ms(added, written)}, "
+              f"removal {_ms(added, removed) if removed else '(none yet)'}, rotation recorded {_ms(added, _time(e['time']))}")
     assert all(e["by"] and e["store"] == "secret/apps/orders" for e in events)
     for e in events:  # one record set: the steps' change lines carry the rotation's id
         steps = [a for a in audit if a.get("rotation") == e["rotation"] and a["action"] != "rotate"]
@@ -161,6 +160,10 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
         assert updates and all(a["result"] == "ok" and a["user"] == "app-orders" for a in updates)
         assert len({a["plan"] for a in updates}) == (1 if e["removed"] == [] else 2)  # step 2, and step 4 when it removed one
     assert_no_value(cli, versions + [ADMIN])
+
+
+def _ms(start, end) -> str:  # noqa: ANN001 - datetimes
+    return f"+{(end - start).total_seconds() * 1000:.0f} ms"
 
 
 def _time(text: str):  # noqa: ANN202 - a datetime from an audit time or a store created_time
@@ -263,10 +266,10 @@ def test_scheduled_workflow_step(server_factory, bao: RunningBao, tmp_path: Path
     """examples/rotate-schedule.yml's rotate step, run with bash as Actions runs it: weekly, what
     is due rotates, the Markdown summary says what rotated and when the next one is due."""
     import os
-    import subprocess
     import sys
 
     import yaml
+    from support import actions
     from support.cli import REPO
 
     wf = yaml.safe_load((REPO / "examples" / "rotate-schedule.yml").read_text())
@@ -286,14 +289,9 @@ def test_scheduled_workflow_step(server_factory, bao: RunningBao, tmp_path: Path
                ACCESS_FILE=str(cli.file), ROTATE_USER="", RECONCILER_TODAY=_days_after(made, 31))
 
     def run_step() -> tuple[int, dict[str, str], str]:
-        out, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
-        out.write_text("")
-        summary.write_text("")
-        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
-                           env={**env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
-                           capture_output=True, text=True, timeout=120)
-        cli.outputs.append(r.stdout + r.stderr)
-        return r.returncode, dict(line.split("=", 1) for line in out.read_text().splitlines()), summary.read_text()
+        r = actions.run_step(step["run"], env, tmp_path)
+        cli.outputs.append(r.log)
+        return r.code, r.outputs, r.summary
 
     code, outputs, summary = run_step()
     assert (code, outputs) == (0, {"exit_code": "0"}), summary

@@ -138,8 +138,8 @@ def rs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Itera
         f.stop()
 
 
-def test_redis_software(rs: FakeRedisSoftware, store: RunningBao, run: Cli) -> None:
-    run.write(f"""version: 1
+def rs_file(rs: FakeRedisSoftware, users: str) -> str:
+    return f"""version: 1
 policies: {{min_overlap_hours: 0}}
 audit_log: audit.jsonl
 instances:
@@ -149,10 +149,14 @@ instances:
     tls: {{ca_file: "{rs.ca_file}"}}
     admin: {{username: admin@example.com, secret: {{env: RS_ADMIN}}}}
 users:
-  app-orders:
+{users}"""
+
+
+def test_redis_software(rs: FakeRedisSoftware, store: RunningBao, run: Cli) -> None:
+    run.write(rs_file(rs, f"""  app-orders:
     acl: "~orders:* +@read"
     tokens:
-{CURRENT_PREVIOUS}""")
+{CURRENT_PREVIOUS}"""))
     store.put("apps/orders", {"token": RS_FIRST})
     assert run.apply()[0] == 0
     cycle(run, store, "apps/orders", lambda creds: rs.has_password("app-orders", creds["token"]))
@@ -260,21 +264,12 @@ users:
 
 def test_redis_software_default_user_holds_one_password(rs: FakeRedisSoftware, store: RunningBao, run: Cli) -> None:
     """The database's default user has one password: the plan says old connections fail, and asks."""
-    run.write(f"""version: 1
-policies: {{min_overlap_hours: 0}}
-instances:
-  rs:
-    provider: redis-software
-    api: {{url: "{rs.url}", database: 1}}
-    tls: {{ca_file: "{rs.ca_file}"}}
-    admin: {{username: admin@example.com, secret: {{env: RS_ADMIN}}}}
-users:
-  default:
+    run.write(rs_file(rs, """  default:
     tokens:
       - id: current
-        secret: {{vault: {{path: apps/db, field: token}}}}
-        rotate: {{every_days: 30}}
-""")
+        secret: {vault: {path: apps/db, field: token}}
+        rotate: {every_days: 30}
+"""))
     store.put("apps/db", {"token": RS_FIRST})
     assert run.apply()[0] == 0 and rs.bdb_passwords[1] == [RS_FIRST]
     code, out, err = run("rotate", "-f", str(run.file), "--user", "default")  # no terminal, no --auto-approve

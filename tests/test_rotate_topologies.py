@@ -17,6 +17,7 @@ from openbao import RunningBao
 from servers import RunningServer, no_retry
 from support.cli import Cli
 from support.cluster import ADMIN_PASSWORD, REGISTRY, Deployment, needed_keys, reset_acls, wait_until
+from test_rotate_providers import CURRENT_PREVIOUS as TOKENS
 from test_sentinel import ADMIN as SENTINEL_ADMIN
 from test_sentinel import MASTER, Group, start_group
 
@@ -25,13 +26,6 @@ SERVER = "valkey-9.1"
 FIRST = "topology-first-version-4Hq8-Vd2mZ7"
 
 RULES = '"~orders:* +@read +@write +ping -@dangerous"'
-TOKENS = """\
-      - id: current
-        secret: {vault: {path: apps/orders, field: token}}
-        rotate: {every_days: 30}
-      - id: previous
-        secret: {vault: {path: apps/orders, field: token, version: -1}}
-"""
 
 
 class Logins:

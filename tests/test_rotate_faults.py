@@ -42,6 +42,7 @@ class Proc:
     """`reconciler rotate` as a separate process, its output read as it comes."""
 
     def __init__(self, cli: Cli, *argv: str, **env: str):
+        self.cli = cli
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler.cli", "rotate", "-f", str(cli.file), "--auto-approve", *argv],
@@ -70,12 +71,14 @@ class Proc:
     def finish(self, timeout: float = 120.0) -> int:
         code = self.proc.wait(timeout)
         self.reader.join(5)
+        self.cli.outputs.append(self.out)  # grepped for secrets with the rest
         return code
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self.reader.join(5)
+        self.cli.outputs.append(self.out)
 
 
 @pytest.fixture
@@ -111,6 +114,7 @@ class Watched:
         assert hashes_on(self.srv) == {sha(v) for v in versions[-2:]}
         for old in versions[:-2]:
             assert not try_auth(self.srv, USER, old)
+        assert_no_value(self.cli, versions + [ADMIN])
 
 
 @pytest.fixture
@@ -186,13 +190,18 @@ def test_store_refuses_the_write_then_the_next_run_converges(server_factory, bao
     site.reader.caught_up()
     site.stop()
     site.clean()
-    assert_no_value(site.cli, values(bao) + [ADMIN] + [p.out])
+    assert_no_value(site.cli, values(bao) + [ADMIN])
 
 
 def test_another_writer_first_check_and_set(site: Watched, proxy: StoreProxy) -> None:
+    """Someone writes the store by hand while a rotation runs. A hand write has the documented
+    window (an app that reads it before an apply fails), so here the app stops re-reading until
+    rotate is done: what is checked is that rotate's own token never reaches the store, and that
+    it applies the hand-written version instead."""
     proxy.hold(store_write)
     p = Proc(site.cli, "--user", USER, VAULT_ADDR=proxy.addr)
     proxy.wait_held()
+    site.reader.stop()
     hand = "written-by-hand-meanwhile-Zq81xLm2Pn4"
     site.bao.put("apps/orders", {"token": hand})  # someone else writes version 2 first
     proxy.release()
@@ -202,7 +211,7 @@ def test_another_writer_first_check_and_set(site: Watched, proxy: StoreProxy) ->
     versions = values(site.bao)
     assert versions == [FIRST, hand]  # this run wrote nothing
     assert hashes_on(site.srv) == {sha(FIRST), sha(hand)}
-    site.reader.caught_up()
+    site.prober.switch(hand)  # the app re-reads now: the hand-written version logs in
     site.stop()
     site.clean()
 
@@ -221,3 +230,69 @@ def test_two_rotations_at_once_one_writes_the_other_applies(site: Watched, proxy
     site.reader.caught_up()
     site.stop()
     site.clean()
+
+
+# -- Memorystore: the service makes the token, the sink takes it, the record names it ------------------
+
+
+@pytest.mark.parametrize("store_got_it", [False, True], ids=["sink-write-lost", "sink-written"])
+def test_memorystore_killed_at_the_sink_write(bao: RunningBao, proxy: StoreProxy, tmp_path: Path, store_got_it: bool) -> None:
+    """Killed while the service's new token is on its way to the sink: either the store never got
+    it (the next run drops the token and rotates again) or it did (the next run names it `current`
+    and writes no further version). The fake service runs in this process; `rotate` in another."""
+    from fake_memorystore import INSTANCE, FakeMemorystore
+    from test_rotate_providers import MS_TOKEN
+
+    ms = FakeMemorystore(access_token=MS_TOKEN, authorization_mode="TOKEN_AUTH", op_polls=1)
+    try:
+        cli = Cli(tmp_path, env={"MS_TOKEN": MS_TOKEN, **bao.env(), "NO_COLOR": "1", "RECONCILER_POLL_START": "0.01",
+                                 "RECONCILER_POLL_CAP": "0.04"})
+        cli.write(f"""version: 1
+policies: {{min_overlap_hours: 0}}
+instances:
+  ms:
+    provider: memorystore
+    api: {{url: "{ms.url}", instance: {INSTANCE}, ca_file: "{ms.ca_file}"}}
+    admin: {{secret: {{env: MS_TOKEN}}}}
+users:
+  {USER}:
+    tokens:
+      - id: current
+        sink: {{vault: {{path: apps/cache, field: token}}}}
+        rotate: {{every_days: 30}}
+""")
+        cli.apply(expect=0)
+        first = str(bao.get("apps/cache")["data"]["token"])
+        proxy.hold(store_write)
+        p = Proc(cli, "--user", USER, VAULT_ADDR=proxy.addr)
+        proxy.wait_held()
+        assert len(ms.users[USER]) == 2  # the service made the new token; its value waits at the store's door
+        p.kill()
+        if store_got_it:
+            proxy.release()  # forwarded after the process died: the store has it, the record does not name it
+            deadline = time.monotonic() + 10
+            while bao.get("apps/cache")["metadata"]["version"] < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        else:
+            proxy.drop()
+
+        def login(value: str) -> bool:
+            return any(t["token"] == value for t in ms.users[USER].values())
+
+        latest = str(bao.get("apps/cache")["data"]["token"])
+        assert login(first) and login(latest)  # whatever apps read, it logs in
+        r = cli("rotate", "-f", str(cli.file), "--auto-approve", "--user", USER, expect=0)
+        stored = [str(bao.get("apps/cache", v)["data"]["token"]) for v in range(1, bao.get("apps/cache")["metadata"]["version"] + 1)]
+        if store_got_it:
+            assert "was promoted (its value is the store's latest)" in r.out, r.out
+            assert "no new version written" in r.out
+            assert len(stored) == 2
+        else:
+            assert "was dropped (its value is in no store version)" in r.out, r.out
+            assert len(stored) == 2  # started again: one new version
+        assert all(login(v) for v in stored[-2:]) and len(ms.users[USER]) == 2
+        assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
+        assert_no_value(cli, ms.generated + [MS_TOKEN])
+    finally:
+        ms.stop()

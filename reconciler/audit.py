@@ -86,11 +86,11 @@ class AuditLog:
         entry: dict[str, Any] = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "action": action,
-            **fields,
+            **{k: redact(v) if isinstance(v, str) else v for k, v in fields.items()},
             "plan": self.plan_fingerprint,
             **self.fields,
         }
-        line = redact(json.dumps(entry, sort_keys=True, ensure_ascii=False))
+        line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()

@@ -154,6 +154,7 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
         print(f"  rotation to version {e['version']}: hash added 0 ms, store version written {_ms(added, written)}, "
               f"removal {_ms(added, removed) if removed else '(none yet)'}, rotation recorded {_ms(added, _time(e['time']))}")
     assert all(e["by"] and e["store"] == "secret/apps/orders" for e in events)
+    assert all(e["plan"] in {a["plan"] for a in audit if a["action"] == "update"} for e in events if e["removed"])  # step 4's
     for e in events:  # one record set: the steps' change lines carry the rotation's id
         steps = [a for a in audit if a.get("rotation") == e["rotation"] and a["action"] != "rotate"]
         updates = [a for a in steps if a["action"] == "update"]

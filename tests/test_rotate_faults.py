@@ -296,3 +296,19 @@ users:
         assert_no_value(cli, ms.generated + [MS_TOKEN])
     finally:
         ms.stop()
+
+
+def test_interrupted_during_the_store_write_says_where_and_the_next_run_converges(site: Watched, proxy: StoreProxy) -> None:
+    proxy.hold(store_write)
+    p = Proc(site.cli, "--user", USER, VAULT_ADDR=proxy.addr)
+    proxy.wait_held()
+    p.proc.send_signal(signal.SIGINT)
+    assert p.finish(30) == 130, p.out
+    proxy.drop()
+    assert "interrupted during step 3 of the rotation of user app-orders token current; run rotate again to finish" in p.out, p.out
+    assert "nothing was changed" not in p.out  # step 2 had changed the servers: never claimed otherwise
+    r = rotate(site.cli, "--user", USER)
+    assert "no store version holds it" in r.out
+    site.reader.caught_up()
+    site.stop()
+    site.clean()

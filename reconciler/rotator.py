@@ -183,7 +183,9 @@ class Rotator:
         settled = self._settle(manager, entry, latest)
         state = manager.read(list(entry.instances))
         plan = self._mine(manager.plan(state), entry)
-        held = store.versions() if entry.strategy != Strategy.SERVICE else {}
+        # The store's older versions: to tell a rotation's orphan from an older version (when the plan
+        # removes something), and for a provider that removes a password by its value.
+        held = store.versions() if entry.strategy != Strategy.SERVICE and (plan.has_changes or self._by_value(manager, entry)) else {}
         left = rotation.unfinished(plan, entry, held)
         if pinned is not None and (pinned.version, pinned.sha256) != (latest.version, latest.sha256):
             return self._converge(manager, entry, plan, state, latest, held,
@@ -351,10 +353,16 @@ class Rotator:
         manager, plan = self._retire(manager, entry, plan, state, store.versions())
         return manager, state, plan
 
+    @staticmethod
+    def _by_value(manager: "Manager", entry: Entry) -> bool:
+        """A provider of the entry removes a password only given its value (Redis Software), and the
+        rotation removes one on its own (not by replacing it)."""
+        return entry.strategy == Strategy.ADD and not all(
+            providers.capabilities(manager.desired.instances[n].provider).token_hashes for n in entry.instances)
+
     def _retire(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, held: dict[str, Any]) -> tuple["Manager", Plan]:
-        if entry.strategy != Strategy.ADD or all(providers.capabilities(manager.desired.instances[n].provider).token_hashes
-                                                 for n in entry.instances):
-            return manager, plan  # the servers remove a hash without its value, or nothing is removed on its own
+        if not self._by_value(manager, entry):
+            return manager, plan
         from .manager import today
 
         retired = rotation.with_retired(manager.desired, entry, plan, held, today())

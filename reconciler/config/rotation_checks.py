@@ -95,6 +95,8 @@ def cloud_username(b: "BuilderCore", spec: dict, where: "Path", label: str) -> s
 def user_checks(b: "BuilderCore", user: str, tokens: tuple[Token, ...], absent_sources: list[str], raw: Any, path: "Path",
                 user_instances: tuple[str, ...], instances: dict[str, Instance]) -> None:
     """What a user's rotating entries need from the rest of the user and from its providers."""
+    if not any(t.rotate is not None for t in tokens):
+        return
     sources = [t.source for t in tokens] + absent_sources
     index = {str(spec.get("id")): i for i, spec in enumerate(as_list(raw)) if isinstance(spec, dict)}
     stores: dict[str, str] = {}

@@ -208,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reconciler rotate -f access.yaml --user app-orders         # now, due or not",
     )
     _file_arg(p)
-    _instance_arg(p)
+    p.add_argument(
+        "--instance",
+        action="append",
+        metavar="N",
+        help="only the tokens of users on this instance (a glob selects several; repeatable); a rotation "
+        "still reaches every instance of the user, or apps there would fail",
+    )
     p.add_argument("--user", action="append", metavar="U", help="rotate this user's tokens now, due or not (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="show what would rotate and the plans; write nothing (exit 2 when something would)")
     p.add_argument("--force", action="store_true", help="rotate even sooner than policies.min_overlap_hours after the latest version")

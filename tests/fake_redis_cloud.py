@@ -230,6 +230,20 @@ class FakeRedisCloud:
             return set()
         return {_fingerprint(p) for p in db.get("clientTlsCertificates", self.client_certs.get(key) or [])}
 
+    def begin(self, table: str, key: Any, *, deleting: bool = False) -> None:
+        """A change made elsewhere (the console, a run that was stopped) that is still provisioning:
+        the resource is pending (deleting) for `provisioning` seconds from now."""
+        self._settle(time.monotonic())
+        self._provision(table, key, self._view(table, key), deleting=deleting)
+
+    def leftovers(self) -> list[str]:
+        """Every rule, role and user the reconciler made (`reconciler-*` names, and users holding
+        such a role), whatever their status."""
+        self._settle(time.monotonic())
+        out = [f"rule {r['name']} ({r['status']})" for r in self.rules.values() if r["name"].startswith("reconciler-")]
+        out += [f"role {r['name']} ({r['status']})" for r in self.roles.values() if r["name"].startswith("reconciler-")]
+        return out + [f"user {u['name']} ({u['status']})" for u in self.users.values() if u["role"].startswith("reconciler-")]
+
     def fail_next_task(self, command_type: str, error: str, info: str = "") -> None:
         """The next task of `command_type` ends in processing-error (a failure the API can report)."""
         self.task_failures.append((command_type, error, info))

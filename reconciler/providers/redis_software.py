@@ -275,6 +275,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
     nodes = []
     for node_plan, node in zip(inst.nodes, state.nodes, strict=True):
         assert isinstance(node, RSNode)
+        _check_versions(inst.name, node, users)
         if DEFAULT in users:
             _check_default(inst.name, node, users[DEFAULT])
         changes: list[UserChange] = []
@@ -329,6 +330,16 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
         nodes.append(replace(node_plan, changes=tuple(changes), config=config, persist="none"))
         inst = replace(inst, findings=tuple(findings))
     return replace(inst, nodes=tuple(nodes), inventory=())
+
+
+def _check_versions(instance: str, node: RSNode, users: Mapping[str, User]) -> None:
+    """What the file asks of the cluster's and the database's versions (rs_versions), before any write."""
+    for name, user in sorted(users.items()):
+        where = f"{instance} {node.address}: user {name}"
+        problem = rs_versions.certificate_users_problem(node.software) if user.certificates else None
+        problem = problem or (rs_versions.acl_v2_problem(node.version, user.rules) if name != DEFAULT else None)
+        if problem:
+            raise PlanError(f"{where}: {problem}")
 
 
 def _check_default(instance: str, node: RSNode, user: User) -> None:

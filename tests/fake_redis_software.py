@@ -211,6 +211,7 @@ class FakeRedisSoftware:
     redis_version: str = "7.4.0"
     tls: bool = True
     action_seconds: float = 0.05  # how long a database update stays active-change-pending
+    action_outcome: str = "completed"  # objects/action: how a database update's action ends (completed, failed, aborted, ...)
     users: dict[int, dict] = field(default_factory=dict)
     # objects/cluster: mTLS settings for certificate-based authentication
     cluster: dict[str, Any] = field(
@@ -352,7 +353,8 @@ class FakeRedisSoftware:
         now = time.monotonic()
         for action in self.actions.values():
             if action["status"] == "running" and now >= action["_until"]:
-                action["status"], action["progress"] = "completed", 100
+                # objects/action: running -> completed | failed | aborted | cancelling -> cancelled
+                action["status"], action["progress"] = self.action_outcome, 100
                 self.bdbs[action["bdb"]]["status"] = "active"
 
     # users (requests/users)
@@ -604,7 +606,8 @@ class FakeRedisSoftware:
         until = time.monotonic() + self.action_seconds
         self.actions[action] = {"action_uid": action, "name": "update_bdb", "status": "running", "progress": 0,
                                 "bdb": uid, "_until": until}
-        self.bindings.append((until, uid, list(perms)))
+        if self.action_outcome == "completed":
+            self.bindings.append((until, uid, list(perms)))
         self.bdbs[uid]["status"] = "active-change-pending"
         return 200, {**self.bdbs[uid], "action_uid": action}
 

@@ -563,3 +563,16 @@ def test_database_changes_hold_when_apply_returns(run: Cli) -> None:
         assert run.plan(off)[0] == 0
     finally:
         fake.stop()
+
+
+def test_an_aborted_database_update_stops_at_once_with_one_line(run: Cli) -> None:
+    """objects/action: an action ends completed, failed, cancelled -- or aborted."""
+    fake = FakeRedisSoftware(action_outcome="aborted")
+    try:
+        start = time.monotonic()
+        rc, _, err = run.apply(access(fake, tok("2026-08", "OLD")))
+        assert rc == 1 and len(err.strip().splitlines()) == 1
+        assert "database 1 update (action" in err and "aborted" in err and "run apply again" in err
+        assert time.monotonic() - start < 30  # not the 300 s deadline
+    finally:
+        fake.stop()

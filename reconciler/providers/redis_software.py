@@ -493,11 +493,12 @@ class _Run(common.ApiRun):
             self._wait_action(http, str(action), deadline)
 
     def _wait_action(self, http: Client, action: str, deadline: Deadline) -> None:
-        """requests/actions: GET /v1/actions/{uid} until its status is completed."""
+        """requests/actions: GET /v1/actions/{uid} until its status is completed (objects/action:
+        queued -> starting -> running -> completed; failed, cancelled and aborted end it too)."""
 
         def done(state: dict) -> bool:
             status = str(state.get("status") or "")
-            if status in ("failed", "cancelled"):
+            if status in ("failed", "cancelled", "aborted"):
                 raise HttpError(f"{self.where}: database {self.db} update (action {action}) {status}: {state.get('error') or state.get('message') or ''}".strip())
             return status == "completed"
 

@@ -612,3 +612,22 @@ def test_contract_server_provisioning_phase(fake: FakeRedisCloud) -> None:
     assert task("PUT", path, {"enableDefaultUser": True})["response"]["error"] == "DATABASE_IS_NOT_ACTIVE"
     time.sleep(fake.provisioning)
     assert s.get(fake.url + path).json()["status"] == "active" and fake.can_auth("default", DEFAULT_NEW)
+
+
+def test_provisioning_past_the_deadline_is_one_line_and_reruns_converge(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each change gets the task deadline for processing and provisioning together. One that is
+    still pending then stops the apply with one line; what was processed is recorded (no
+    `password_unknown` later), and runs after the service caught up converge."""
+    monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.3")
+    fake.provisioning = 0.6
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    rc, _, err = run.apply(text)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "Redis rule reconciler-app-orders still pending after 0.3 s" in err and "run plan again later" in err
+    for _ in range(4):  # the rule, the role, the user: each outlasts one run
+        time.sleep(fake.provisioning)
+        if (rc := run.apply(text)[0]) == 0:
+            break
+    assert rc == 0 and fake.can_auth("app-orders", OLD)
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 0, out

@@ -98,11 +98,16 @@ class Run(common.ApiRun):
                 http.settle(kind, item["id"], f"{_label(kind, item['name'])} (left {item.get('status')} by an earlier change)", gone=gone)
 
     def _do(self, http: Any, method: str, path: str, body: Any = None, *, kind: str, name: str,
-            ident: int | tuple[int, int] | None = None, secrets: Iterable[str] = ()) -> None:
+            ident: int | tuple[int, int] | None = None, secrets: Iterable[str] = (),
+            processed: Callable[[], None] | None = None) -> None:
         """One write, done when the service says its result is usable: the task processed, then the
-        resource it made or changed `active` (deleted: gone), all within one task deadline."""
+        resource it made or changed `active` (deleted: gone), all within one task deadline.
+        `processed` runs once the task is processed: what it records holds even if provisioning
+        then outlasts the deadline (or the run is stopped while it waits)."""
         deadline = Deadline.after(task_deadline())
         made = http.write(method, path, body, secrets=secrets, deadline=deadline)
+        if processed is not None:
+            processed()
         target = ident if ident is not None else made if made is not None else name
         http.settle(kind, target, _label(kind, name), gone=method == "DELETE", deadline=deadline)
 
@@ -152,15 +157,15 @@ class Run(common.ApiRun):
             live = users.get(cloud_name)
             rec = known.get(cloud_name) or {}
             entry = {"user": user.name, "sha256": sha, "token_id": token.id}
+            remember = functools.partial(recorded.__setitem__, cloud_name, entry)
             if live is None:
                 body = {"name": cloud_name, "role": role, "password": password}
-                self._do(http, "POST", "/acl/users", body, kind="user", name=cloud_name, secrets=[password])
-                recorded[cloud_name] = entry
+                self._do(http, "POST", "/acl/users", body, kind="user", name=cloud_name, secrets=[password], processed=remember)
             elif (rec.get("sha256"), rec.get("user")) != (sha, user.name) and allow:
                 # in place: the plan said "old connections fail" and the file allowed it
                 body = {"role": role, "password": password}
-                self._do(http, "PUT", f"/acl/users/{live['id']}", body, kind="user", name=cloud_name, ident=live["id"], secrets=[password])
-                recorded[cloud_name] = entry
+                self._do(http, "PUT", f"/acl/users/{live['id']}", body, kind="user", name=cloud_name, ident=live["id"],
+                         secrets=[password], processed=remember)
             else:
                 if live.get("role") != role:
                     self._do(http, "PUT", f"/acl/users/{live['id']}", {"role": role}, kind="user", name=cloud_name, ident=live["id"])
@@ -169,8 +174,8 @@ class Run(common.ApiRun):
                 # else: the password is unknown and may not be replaced: the plan's finding stands
         for cloud_name, live in sorted(users.items()):
             if live.get("role") == role and cloud_name not in want:
-                self._do(http, "DELETE", f"/acl/users/{live['id']}", kind="user", name=cloud_name, ident=live["id"])
-                recorded.pop(cloud_name, None)
+                forget = functools.partial(recorded.pop, cloud_name, None)
+                self._do(http, "DELETE", f"/acl/users/{live['id']}", kind="user", name=cloud_name, ident=live["id"], processed=forget)
 
     def _withdraw(self, http: Any, owner: str, *, forget: bool) -> None:
         """The role stops listing this database (enabled: false, or the user left the file). A role
@@ -202,11 +207,11 @@ class Run(common.ApiRun):
         for cloud_name in [n for n, r in recorded.items() if r.get("user") == owner]:
             recorded.pop(cloud_name)
 
-    def _database(self, http: Any, body: dict, secrets: Iterable[str] = ()) -> None:
+    def _database(self, http: Any, body: dict, secrets: Iterable[str] = (), *, processed: Callable[[], None]) -> None:
         """PUT the database once it is active (a change still provisioning would refuse another),
         then wait until it is active again: only then do the new settings hold."""
         http.settle("database", self.here, _label("database", str(self.here[1])))
-        self._do(http, "PUT", self.db_path, body, kind="database", name=str(self.here[1]), ident=self.here, secrets=secrets)
+        self._do(http, "PUT", self.db_path, body, kind="database", name=str(self.here[1]), ident=self.here, secrets=secrets, processed=processed)
 
     def _default(self, http: Any, c: UserChange) -> None:
         user = self.users["default"]
@@ -217,9 +222,11 @@ class Run(common.ApiRun):
             assert token.plaintext is not None
             hidden = [token.plaintext.reveal()]
             body["password"] = hidden[0]
-        self._database(http, body, hidden)
-        if user.tokens:
-            self.mine["default"] = {"sha256": user.tokens[0].sha256, "token_id": user.tokens[0].id}
+        def remember() -> None:
+            if user.tokens:
+                self.mine["default"] = {"sha256": user.tokens[0].sha256, "token_id": user.tokens[0].id}
+
+        self._database(http, body, hidden, processed=remember)
 
     def _certificates(self, http: Any) -> None:
         listed = self.instance.client_certificates or ()
@@ -233,8 +240,8 @@ class Run(common.ApiRun):
         body: dict[str, Any] = {CERTS: pems}
         if pems:
             body["enableTls"] = True  # certificates need TLS (CLIENT_SSL_CERTIFICATE_IS_NOT_ALLOWED_WITHOUT_ENABLE_TLS_IS_TRUE)
-        self._database(http, body)
-        self.mine["certificates"] = sorted(c.info.sha256 for c in listed if c.info is not None)
+        fingerprints = sorted(c.info.sha256 for c in listed if c.info is not None)
+        self._database(http, body, processed=functools.partial(self.mine.__setitem__, "certificates", fingerprints))
 
 
 def _label(kind: str, name: str) -> str:

@@ -150,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
     p.add_argument(
-        "--target", action="append", metavar="USER", help="plan only this user (repeatable), for review; not with --out"
+        "--target",
+        action="append",
+        metavar="USER",
+        help="plan only this user's changes (repeatable), as `apply --target` would run them; not with --out",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="preview `apply --force`: deletions beyond max_delete_percent are allowed"
     )
     _markdown_args(p)
     _terminal_args(p)
@@ -162,12 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reconciler apply -f access.yaml",
         "reconciler apply -f access.yaml --bootstrap     # fresh server: create the admin as `default` first",
         "reconciler apply plan.json --auto-approve      # a plan saved with `plan --out`",
+        "reconciler apply -f access.yaml --target app-orders   # now, only this user; the rest waits for review",
     )
     p.add_argument("plan_file", nargs="?", metavar="PLAN.json", help="a plan saved with `plan --out`")
     _file_arg(p, required=False)
     _instance_arg(p)
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="allow deleting more than max_delete_percent")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="USER",
+        help="apply only this user's changes (repeatable; with -f FILE), e.g. an urgent revoke while the "
+        "file's other changes wait for review; the safety rails judge what runs",
+    )
     p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per executed change")
     p.add_argument(
         "--bootstrap",

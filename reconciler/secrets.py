@@ -10,16 +10,18 @@ import hashlib
 import os
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from . import files
+from .errors import ReconcilerError
 from .model import Secret
 
 MAX_SECRET_BYTES = 64 * 1024  # a bigger "secret file" is the wrong file
 
 
-class SecretError(Exception):
+class SecretError(ReconcilerError):
     """A reference that can't be resolved; str() names the reference, never a value."""
 
 
@@ -110,6 +112,16 @@ def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) 
     return text
 
 
+def check_one_line(value: str, shown: str) -> None:
+    """Refuse a secret holding a control character (a line break from an env var, a tab, NUL):
+    no server takes one as a password, and a server echoing it turns CR/LF into spaces, a form
+    no exact-value redaction would find. The message names where it came from, never the value."""
+    for c in value:
+        if unicodedata.category(c) == "Cc":
+            what = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab"}.get(c, f"control character U+{ord(c):04X}")
+            raise SecretError(f"{shown} holds {what}; a secret is one line of printable text")
+
+
 def resolve(
     ref: Mapping[str, str],
     base_dir: str,
@@ -120,8 +132,11 @@ def resolve(
     """Resolve one `{env: NAME}` / `{file: PATH}` reference. Raises SecretError."""
     if "env" in ref:
         value = read_env(ref["env"], environ)
+        shown = f"environment variable {ref['env']}"
     elif "file" in ref:
         value = read_file(resolve_path(base_dir, ref["file"]), ref["file"], warn)
+        shown = f"secret file {ref['file']}"
     else:
         raise SecretError("a secret reference is {env: NAME} or {file: PATH}")
+    check_one_line(value, shown)
     return Resolved(describe(ref), sha256_hex(value), Secret(value))

@@ -294,10 +294,25 @@ def _module_for(args: argparse.Namespace) -> str:
     return "import_" if args.command == "import" else args.command
 
 
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command's own parser the arguments were parsed by, e.g. `token new`'s."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(args, action.dest, None) or "")
+            if sub is not None:
+                return _chosen(sub, args)
+    return parser
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace | int:
     """The parsed arguments, or the exit code when argparse stopped (-h, --version, a usage error)."""
+    parser = build_parser()
     try:
-        return build_parser().parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Reported by the command that was given them, with its usage, not the top-level one.
+            _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else USAGE_EXIT)

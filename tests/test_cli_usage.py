@@ -140,3 +140,24 @@ def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
     assert script.startswith("#compdef reconciler") and "--detailed-exitcode" in script
     if shutil.which("zsh"):
         assert subprocess.run(check=False, args=["zsh", "-n"], input=script, text=True).returncode == 0
+
+
+# The least each command needs before an unknown flag is the only problem left.
+MINIMAL_ARGS = {("plan",): ["-f", "x"], ("drift",): ["-f", "x"], ("validate",): ["-f", "x"], ("explain",): ["u", "-f", "x"],
+                ("import",): ["--node", "h:1"], ("token", "new"): ["u", "--id", "1"], ("completion",): ["bash"],
+                ("schema",): [], ("apply",): []}
+
+
+def test_minimal_args_cover_every_command() -> None:
+    leaves = {path for path, sub in _subparsers(build_parser())
+              if not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)}
+    assert leaves <= set(MINIMAL_ARGS), sorted(leaves - set(MINIMAL_ARGS))
+
+
+@pytest.mark.parametrize("path", list(MINIMAL_ARGS), ids=" ".join)
+def test_unknown_flag_prints_the_subcommands_usage(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    """`reconciler plan -f x --bogus` shows plan's usage, not the list of commands."""
+    assert main([*path, *MINIMAL_ARGS[path], "--bogus"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: reconciler {' '.join(path)} "), err
+    assert f"reconciler {' '.join(path)}: error: unrecognized arguments: --bogus" in err

@@ -38,7 +38,7 @@ examples:
   reconciler drift -f access.yaml --format json
   reconciler explain app-orders -f access.yaml --command set --key orders:1
   reconciler token new app-orders --id 2026-11 --out orders.token
-  reconciler completion bash > /etc/bash_completion.d/reconciler
+  reconciler completion bash > /etc/bash_completion.d/reconciler   # or zsh, fish
 """
 
 
@@ -280,11 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "completion",
-        "print a shell completion script",
+        "print a shell completion script (bash, zsh or fish)",
         "reconciler completion bash > /etc/bash_completion.d/reconciler",
         'reconciler completion zsh > "${fpath[1]}/_reconciler"',
+        "reconciler completion fish > ~/.config/fish/completions/reconciler.fish",
     )
-    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete for: bash, zsh or fish")
     return parser
 
 

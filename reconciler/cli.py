@@ -25,7 +25,24 @@ environment:
   RECONCILER_DEBUG=1      show a traceback for internal errors
   {env: NAME} secrets     tokens and admin secrets are read from the variables the file names
 
-exit codes: 0 ok or no changes, 1 error (usage errors too), 2 changes (plan --detailed-exitcode) or drift
+exit codes: 0 ok or no changes, 1 error (usage errors too) or a plan the safety rails refuse,
+            2 changes (plan --detailed-exitcode) or drift
+"""
+
+DOCS = """\
+documentation (in the source tree; docs/index.md lists every page):
+  README.md                   install, try it locally (local-server), the first run, the five keys
+  docs/local-server.md        a throwaway server to try things on
+  docs/rotation.md            token rotation with zero downtime, token new, expiry, revokes
+  docs/safety.md              safety rails, refused plans, --force, --target
+  docs/pull-requests.md       Markdown plans for pull requests, saved plans
+  docs/drift.md               drift reports, finding kinds, JSON, scheduled runs
+  docs/import.md              a file for what is live
+  docs/certificates.md        mTLS certificate subjects as users
+  docs/sentinel.md            Sentinel-managed deployments
+  docs/fleets.md              many instances: globs, shards
+  docs/redis-software.md, docs/redis-cloud.md, docs/memorystore.md   managed services
+  docs/guarantees.md          what holds under faults, and the tests that keep it
 """
 
 EXAMPLES = """\
@@ -39,6 +56,7 @@ examples:
   reconciler explain app-orders -f access.yaml --command set --key orders:1
   reconciler token new app-orders --id 2026-11 --out orders.token
   reconciler completion bash > /etc/bash_completion.d/reconciler   # or zsh, fish
+  reconciler local-server start                  # a throwaway server to try things on
 """
 
 
@@ -112,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Declarative access control for Redis and Valkey: plan and apply ACL users, "
         "tokens and certificate subjects from one YAML file.",
-        epilog=EXAMPLES + "\n" + ENVIRONMENT,
+        epilog=EXAMPLES + "\n" + ENVIRONMENT + "\n" + DOCS,
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=UsageParser)
@@ -279,6 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--file", metavar="FILE", help="desired-state file (for token_max_age_days)")
 
     p = command(
+        "local-server",
+        "a throwaway server on this machine to try reconciler on (127.0.0.1, fresh `default on nopass`)",
+        "reconciler local-server start              # Valkey from the embedded extra, on 127.0.0.1:6390",
+        "reconciler local-server status",
+        "reconciler local-server stop               # ends it and removes its files",
+    )
+    lsub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
+    for name, help_ in (
+        ("start", "start a fresh server (users of an earlier run are gone) and wait until it answers"),
+        ("stop", "stop the server started on this port and remove its files"),
+        ("status", "say whether one is running on this port (exit 1 when none is)"),
+    ):
+        ls = lsub.add_parser(name, help=help_, description=help_)
+        ls.add_argument(
+            "--port", type=int, default=6390, metavar="N", help="port on 127.0.0.1 (default 6390, beside a Redis on 6379)"
+        )
+        if name == "start":
+            ls.add_argument(
+                "--server",
+                metavar="PATH",
+                help="the server binary to run (default: the embedded extra's Valkey, else valkey-server or redis-server on PATH)",
+            )
+
+    p = command(
         "completion",
         "print a shell completion script (bash, zsh or fish)",
         "reconciler completion bash > /etc/bash_completion.d/reconciler",
@@ -292,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _module_for(args: argparse.Namespace) -> str:
     if args.command == "token":
         return f"token_{args.token_command}"
-    return "import_" if args.command == "import" else args.command
+    return {"import": "import_", "local-server": "local_server"}.get(args.command, args.command)
 
 
 def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -171,13 +171,28 @@ def stop(port: int = DEFAULT_PORT, *, base: str | None = None) -> Running:
     if running is None:
         raise ReconcilerError(f"local-server: nothing running on 127.0.0.1:{port} (started with `reconciler local-server start{port_arg(port)}`)")
     os.kill(running.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_DEADLINE
-    while time.monotonic() < deadline and _ours(running.pid, port):
-        time.sleep(0.05)
-    if _ours(running.pid, port):
+    if not _wait_gone(running.pid, STOP_DEADLINE) and _ours(running.pid, port):
         os.kill(running.pid, signal.SIGKILL)
+        _wait_gone(running.pid, STOP_DEADLINE)
     shutil.rmtree(running.folder, ignore_errors=True)
     return running
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Wait until the process has exited (a zombie nobody reaped yet counts as exited)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def port_arg(port: int) -> str:

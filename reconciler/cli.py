@@ -304,12 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reconciler local-server stop               # ends it and removes its files",
     )
     lsub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
-    for name, help_ in (
-        ("start", "start a fresh server (users of an earlier run are gone) and wait until it answers"),
-        ("stop", "stop the server started on this port and remove its files"),
-        ("status", "say whether one is running on this port (exit 1 when none is)"),
+    for name, help_, example in (
+        ("start", "start a fresh server (users of an earlier run are gone) and wait until it answers",
+         "reconciler local-server start --port 6391"),
+        ("stop", "stop the server started on this port and remove its files", "reconciler local-server stop --port 6391"),
+        ("status", "say whether one is running on this port (exit 1 when none is)", "reconciler local-server status"),
     ):
-        ls = lsub.add_parser(name, help=help_, description=help_)
+        ls = lsub.add_parser(name, help=help_, description=help_, epilog=_examples(example))
         ls.add_argument(
             "--port", type=int, default=6390, metavar="N", help="port on 127.0.0.1 (default 6390, beside a Redis on 6379)"
         )

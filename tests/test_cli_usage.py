@@ -146,7 +146,8 @@ def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
 # The least each command needs before an unknown flag is the only problem left.
 MINIMAL_ARGS = {("plan",): ["-f", "x"], ("drift",): ["-f", "x"], ("validate",): ["-f", "x"], ("explain",): ["u", "-f", "x"],
                 ("import",): ["--node", "h:1"], ("token", "new"): ["u", "--id", "1"], ("completion",): ["bash"],
-                ("schema",): [], ("apply",): []}
+                ("schema",): [], ("apply",): [], ("local-server", "start"): [], ("local-server", "stop"): [],
+                ("local-server", "status"): []}
 
 
 def test_minimal_args_cover_every_command() -> None:

@@ -18,9 +18,9 @@ def run(args: argparse.Namespace) -> int:
         s = local_server.stop(args.port)
         print(f"Stopped the {s.label} on {s.address} (pid {s.pid}) and removed {s.folder}.")
         return 0
-    s = local_server.status(args.port)
-    if s is None:
+    running = local_server.status(args.port)
+    if running is None:
         print(f"No local server on 127.0.0.1:{args.port}.")
         return 1
-    print(f"{s.label} is running on {s.address} (pid {s.pid}); its files: {s.folder}")
+    print(f"{running.label} is running on {running.address} (pid {running.pid}); its files: {running.folder}")
     return 0

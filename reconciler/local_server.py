@@ -91,7 +91,8 @@ def _ours(pid: int, port: int) -> bool:
     return True
 
 
-def _answers(port: int) -> bool:
+def port_in_use(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0):
             return True
@@ -128,7 +129,7 @@ def start(port: int = DEFAULT_PORT, *, binary: str | None = None, base: str | No
             f"local-server: already running on {running.address} (pid {running.pid}); "
             f"stop it first: reconciler local-server stop{port_arg(port)}"
         )
-    if _answers(port):
+    if port_in_use(port):
         raise ReconcilerError(f"local-server: 127.0.0.1:{port} is in use by another process; choose another port with --port N")
     server = find_binary(binary)
     folder = state_folder(port, base)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from servers import RunningServer, no_retry
+from servers import no_retry
 from support.cli import Cli
-from support.executor import acl_users
+from support.executor import acl_users, logs_in
 
 ADMIN = "target-admin-plaintext-3e5a7c9b1d2f4068"
 LEAKED = "target-leaked-plaintext-8a6c4e2f0b9d7153"
@@ -39,13 +39,6 @@ users:
 LEAKED_ENTRY = "      - {id: leaked, secret: {env: T_TGT_LEAKED}}"
 FRESH_ENTRY = "      - {id: fresh, secret: {env: T_TGT_FRESH}}"
 
-
-def logs_in(srv: RunningServer, user: str, password: str) -> bool:
-    try:
-        srv.client(user, password, retry=no_retry()).execute_command("AUTH", user, password)
-        return True
-    except redis.AuthenticationError:
-        return False
 
 
 @pytest.mark.parametrize("server_id", ["redis-6.2", "valkey-9.1"])

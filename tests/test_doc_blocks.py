@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from reconciler.local_server import port_in_use
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "yaml-reference.md")]
@@ -150,17 +151,9 @@ def serialized() -> Iterator[None]:
     """The pages use fixed ports: one run at a time on this machine (other checkouts included)."""
     with open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "reconciler-doc-blocks.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        busy = [p for p in LOCAL_PORTS if _listening(p)]
+        busy = [p for p in LOCAL_PORTS if port_in_use(p)]
         assert not busy, f"127.0.0.1 ports {busy} are in use by something else; the pages need them free"
         yield
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -1,7 +1,8 @@
 """The README and every page under docs/ run as written: a block that stops working fails here.
 
 Each page runs in a fresh folder (HOME and XDG_STATE_HOME inside it), as a reader following it:
-`sh` blocks in bash one after the other (exported variables carried from block to block),
+`sh` blocks in bash one after the other (exported variables and the current folder carried
+from block to block; `yaml` files are saved in the current folder),
 `yaml` blocks marked `<!-- doc-test: file NAME -->` saved under that name first, other
 `yaml` blocks that are whole files (`version:` and `instances:`) through `reconciler
 validate`, `json` blocks through a JSON parser. A block that needs what this machine lacks
@@ -106,9 +107,10 @@ class Session:
         self.outputs: list[str] = []
 
     def sh(self, block: Block) -> None:
+        # The reader's shell: exported variables and the current folder last from block to block.
         script = (
-            f"source {self.state} 2>/dev/null || true\ncd {self.dir}\nset -eo pipefail\n"
-            f"{block.text}\nexport -p > {self.state}\n"
+            f"cd {self.dir}\nsource {self.state} 2>/dev/null || true\nset -eo pipefail\n"
+            f"{block.text}\nexport -p > {self.state}\nprintf 'cd %q\\n' \"$PWD\" >> {self.state}\n"
         )
         r = subprocess.run(["bash", "--noprofile", "--norc", "-c", script], env=self.env, capture_output=True,
                            text=True, timeout=BLOCK_TIMEOUT, check=False)
@@ -117,15 +119,24 @@ class Session:
         assert "Traceback" not in r.stderr, f"{block.where}: a traceback\n{r.stderr}"
 
     def validate(self, block: Block) -> None:
-        path = self.dir / f"block-{block.line}.yaml"
+        path = self.cwd() / f"block-{block.line}.yaml"
         path.write_text(block.text)
-        r = subprocess.run([str(BIN / "reconciler"), "validate", "-f", path.name], cwd=self.dir, env=self.env,
+        r = subprocess.run([str(BIN / "reconciler"), "validate", "-f", path.name], cwd=path.parent, env=self.env,
                            capture_output=True, text=True, timeout=BLOCK_TIMEOUT, check=False)
         assert r.returncode == 0, f"{block.where}: the file does not validate\n{r.stderr}"
 
+    def cwd(self) -> Path:
+        """The reader's current folder, as the last shell block left it."""
+        if self.state.exists():
+            for line in reversed(self.state.read_text().splitlines()):
+                if line.startswith("cd "):
+                    r = subprocess.run(["bash", "-c", f"{line} && pwd"], capture_output=True, text=True, check=True)
+                    return Path(r.stdout.strip())
+        return self.dir
+
     def run(self, block: Block) -> None:
         if block.file:
-            (self.dir / block.file).write_text(block.text)
+            (self.cwd() / block.file).write_text(block.text)
         elif block.lang in SHELL_LANGS:
             self.sh(block)
         elif block.lang == "json":

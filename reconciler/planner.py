@@ -263,11 +263,13 @@ def _plan_user(
     # expired goes like any other expired token (drift warned for expiry_warning_days before).
     lapsed = bool(removed) and not target and all(h in by_hash and _expired(by_hash[h], today) for h in removed)
     if removed and not target and not nopass:
-        explicit = user.certificate_only or lapsed or (user.tokens_declared and not user.tokens and not user.enabled)
+        # The rule keeps a user able to log in. A user the file disables can't log in anyway,
+        # so its tokens going with it locks nobody out (a fresh server's `default` with a password).
+        explicit = user.certificate_only or lapsed or not user.enabled
         if not explicit:
             raise PlanError(
                 f"{where}: this would remove the user's last token; say so explicitly "
-                "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
+                "(enabled: false for a user nobody logs in as, or certificates for a certificate-only user)"
             )
     unreadable = ""
     try:

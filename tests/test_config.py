@@ -152,7 +152,7 @@ def test_full_model(tmp_path: Path) -> None:
     assert app.certificates[0].cert_file is None
     off = state.users["off-user"]
     assert off.instances == ("prod", "staging")  # default: every instance
-    assert off.enabled is False and off.tokens == () and off.tokens_declared is True
+    assert off.enabled is False and off.tokens == ()
     assert off.kill_sessions_on_revoke is None
     assert state.users_for("staging") == [off]
 
@@ -164,7 +164,7 @@ def test_minimal_defaults(tmp_path: Path) -> None:
         "redis", "token", "auto", False, "auto", True,
     )
     app = state.users["app"]
-    assert app.enabled and app.tokens == () and not app.tokens_declared and app.rules == "+get"
+    assert app.enabled and app.tokens == () and app.rules == "+get"
     assert state.roles == {} and state.audit_log is None
 
 

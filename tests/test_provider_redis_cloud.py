@@ -274,12 +274,11 @@ def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run
     assert rc == 1 and message in err and "access.yaml:" in err
 
 
-def test_readme_example_validates(run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docs_example_validates(run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
     import shutil
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Redis Cloud provider", 1)[1]
+    section = (Path(__file__).resolve().parents[1] / "docs" / "redis-cloud.md").read_text()
     text = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
     (tmp_path / "certs").mkdir()
     shutil.copy(tls_material().client_cert("orders-client")[0], tmp_path / "certs" / "orders-client-2026.pem")

@@ -160,7 +160,6 @@ class UserChecks(CertificateChecks):
                 rules=" ".join(parts),
                 tokens=tokens,
                 certificates=certificates,
-                tokens_declared="tokens" in spec,
                 kill_sessions_on_revoke=ksor if isinstance(ksor, bool) else None,
                 line=self.line(base),
                 absent_tokens=absent,

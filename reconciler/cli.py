@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn
 
 from . import __version__
-from .errors import ConfigError, ReconcilerError, redacted_output
+from .errors import ConfigError, ReconcilerError, forget_secrets, redacted_output
 
 FORMATS = ("text", "markdown", "json")
 
@@ -411,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"reconciler.commands.{_module_for(args)}")
+    forget_secrets()  # one run, its own secrets (a caller may run several in one process)
     with redacted_output():  # no line leaves the process with a secret the process holds
         return _run_module(module, args)
 

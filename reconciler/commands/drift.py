@@ -1,4 +1,7 @@
-"""`reconciler drift`: the plan plus policy findings, for schedulers. Exit 0 clean, 2 drift or findings."""
+"""`reconciler drift`: the plan plus policy findings, for schedulers. Exit 0 clean, 2 drift or findings.
+
+With --denials the report of what the servers refused follows; denials the file did not intend
+(failed AUTH of a declared user, a denial a change caused) count as drift too."""
 
 from __future__ import annotations
 
@@ -6,8 +9,10 @@ import argparse
 import json
 import sys
 
+from ..denials import since as window
 from ..manager import Manager, Shard
-from ..render import budget_from_args, headline, render
+from ..render import Budget, budget_from_args, headline, render
+from ..render import denials as denials_render
 from ..render.terminal import use_color
 
 
@@ -15,7 +20,12 @@ def run(args: argparse.Namespace) -> int:
     manager = Manager.from_file(args.file)
     shard = Shard.parse(args.shard) if args.shard else None
     plan = manager.drift(args.instance, shard)
-    drifted = plan.has_changes or bool(plan.findings)
+    report = None
+    if getattr(args, "denials", False):
+        since = window.parse(args.since) if args.since else None
+        report = manager.denials(args.instance, shard, since=since, audit_log=args.audit_log)
+    drifted = plan.has_changes or bool(plan.findings) or bool(report and report.unintended)
+    budget = budget_from_args(args)
     if args.format == "json":
         doc = plan.to_json()
         kinds: dict[str, int] = {}
@@ -28,9 +38,25 @@ def run(args: argparse.Namespace) -> int:
             "findings": len(plan.findings),
             "kinds": kinds,
         }
+        if report is not None:
+            doc["denials"] = report.to_json()
+            doc["drift"]["unintended_denials"] = len(report.unintended)
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         title = "reconciler drift: " + (headline(plan) if drifted else "clean")
         color = args.format == "text" and use_color(args, sys.stdout)
-        sys.stdout.write(render(plan, args.format, color=color, title=title, budget=budget_from_args(args)))
+        extra = ""
+        if report is not None:
+            # The denials take what they need of the comment budget (at most half); the plan the rest.
+            half = Budget(max_chars=budget.max_chars // 2, full_plan=budget.full_plan)
+            extra = denials_render.render(report, args.format, color=color, budget=half)
+            budget = Budget(max_chars=budget.max_chars - len(extra) - 1, full_plan=budget.full_plan)
+        sys.stdout.write(render(plan, args.format, color=color, title=title, budget=budget))
+        if extra:
+            sys.stdout.write("\n" + extra)
+    if report is not None:
+        for error in report.errors:
+            print(f"reconciler: {error}", file=sys.stderr)
+        if report.errors:
+            return 1
     return 2 if drifted else 0

@@ -20,12 +20,15 @@ from ...model import Instance
 from . import read, sentinel, topology
 from .deadline import deadline, timeout_of
 
+# Bare ACL LOG answers only the 10 most recent entries; a count returns up to that many, so
+# the largest count every version accepts (a long) returns the whole log.
+ALL_ENTRIES = str(2**63 - 1)
 # In this order, pipelined; only ACL LOG must be allowed (the rest tells how complete it is).
 COMMANDS: tuple[tuple[str, ...], ...] = (
     ("INFO", "server"),
     ("INFO", "stats"),
     ("CONFIG", "GET", "acllog-max-len"),
-    ("ACL", "LOG"),
+    ("ACL", "LOG", ALL_ENTRIES),
 )
 STATS_PREFIX = "acl_access_denied_"
 # INFO stats key suffix -> ACL LOG reason

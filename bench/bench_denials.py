@@ -5,8 +5,9 @@
         SERVER_ID: a tests/servers.py id (default valkey-9.1); N default 50; R default 5;
         E distinct denials per node (default 128 = the default acllog-max-len: a full log)
 
-Starts N real server processes, fills each log with E distinct refusals (keys, commands,
-channels, failed AUTH from a declared user and a probing name), then times, in fresh
+Starts N real server processes, fills each log with E distinct refusals (keys, channels,
+probing names) plus repeated ones (two commands, a declared user's wrong token): with the
+default E the log is full and wraps (lossy). Then times, in fresh
 `reconciler` processes (what an operator or a scheduled job runs):
   1. `denials -f FILE --format json` over N standalone instances of one node each (a fleet);
   2. the same over one instance listing the N nodes (`discover: false`);
@@ -52,18 +53,21 @@ def fill(srv: RunningServer, entries: int) -> None:
     a.execute_command("ACL", "LOG", "RESET")
     app = srv.client("app", APP, retry=no_retry(), **NO_SETINFO)
     for i in range(entries):
-        kind = i % 4
         try:
-            if kind == 0:
+            if i % 3 == 0:
                 app.get(f"billing:{i}")
-            elif kind == 1:
+            elif i % 3 == 1:
                 app.publish(f"billing.{i}", "x")
-            elif kind == 2:  # a probe: a name nobody declared, on its own connection
+            else:  # a probe: a name nobody declared, on its own connection
                 srv.client(f"probe-{i}", f"guess-{i}", retry=no_retry(), **NO_SETINFO).ping()
-            else:
-                app.execute_command("OBJECT", "FREQ", f"orders:{i}") if i % 8 == 3 else app.execute_command("KEYS", f"orders:{i}*")
         except redis.RedisError:
             pass
+    for command in (("KEYS", "*"), ("OBJECT", "FREQ", "orders:1")):  # the same command again: one entry each
+        for _ in range(5):
+            try:
+                app.execute_command(*command)
+            except redis.RedisError:
+                pass
     # A declared user on a wrong token, many times: one more entry, a large count.
     for _ in range(20):
         try:

@@ -21,10 +21,10 @@ import pytest
 import redis
 from servers import MATRIX, NEWEST, RunningServer, no_retry
 from support.cli import Cli
-from support.cluster import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls
+from support.cluster import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls, set_password
 
 from reconciler.errors import LiveError
-from reconciler.model import Admin, Instance, Secret
+from reconciler.model import Admin, Instance
 from reconciler.providers.redis import acllog
 from reconciler.providers.redis import read as live
 
@@ -76,6 +76,14 @@ def deployment(request: pytest.FixtureRequest) -> Deployment:
         finally:
             c.close()
     return dep
+
+
+def protected(server_factory, server_id: str) -> RunningServer:
+    """A fresh server whose `default` (the file's admin) has the admin password."""
+    srv = server_factory(server_id)
+    admin(srv).execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
+    set_password(srv, ADMIN_PASSWORD)
+    return srv
 
 
 def cli_for(tmp_path: Path, seed: str, admin_password: str = ADMIN_PASSWORD) -> Cli:
@@ -228,9 +236,7 @@ TIE_SERVERS = [pytest.param(s, id=s) for s in ("redis-6.2", "valkey-9.1")]  # no
 
 @pytest.mark.parametrize("server_id", TIE_SERVERS)
 def test_a_tightening_marks_the_now_refused_command_as_caused_by_it(server_factory, server_id: str, tmp_path: Path) -> None:
-    srv = server_factory(server_id)
-    admin(srv).execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
-    srv.admin = lambda **kw: srv.client("default", ADMIN_PASSWORD, **kw)  # type: ignore[method-assign]
+    srv = protected(server_factory, server_id)
     cli = cli_for(tmp_path, srv.address)
     broad = "~orders:* +@all -@dangerous"
     cli.apply(file_text(acl=broad), expect=0)
@@ -277,9 +283,7 @@ def test_a_tightening_marks_the_now_refused_command_as_caused_by_it(server_facto
 
 @pytest.mark.parametrize("server_id", TIE_SERVERS)
 def test_a_client_on_a_rotated_out_token_shows_with_the_rotation(server_factory, server_id: str, tmp_path: Path) -> None:
-    srv = server_factory(server_id)
-    admin(srv).execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
-    srv.admin = lambda **kw: srv.client("default", ADMIN_PASSWORD, **kw)  # type: ignore[method-assign]
+    srv = protected(server_factory, server_id)
     cli = cli_for(tmp_path, srv.address)
     cli.apply(file_text(tokens=OLD_TOKEN + NEW_TOKEN), expect=0)
     app(srv, ORDERS_OLD).ping()  # the app still on 2026-08
@@ -305,10 +309,8 @@ def test_a_client_on_a_rotated_out_token_shows_with_the_rotation(server_factory,
 
 @pytest.mark.parametrize("server_id", [pytest.param(s, id=s) for s in ("redis-6.2", "redis-8.0")])
 def test_a_wrapped_ring_buffer_is_reported_lossy(server_factory, server_id: str, tmp_path: Path) -> None:
-    srv = server_factory(server_id)
-    a = srv.admin()
-    a.execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
-    a = srv.client("default", ADMIN_PASSWORD)
+    srv = protected(server_factory, server_id)
+    a = admin(srv)
     cli = cli_for(tmp_path, srv.address)
     cli.apply(file_text(), expect=0)
     a.execute_command("ACL", "LOG", "RESET")
@@ -336,9 +338,7 @@ def test_a_wrapped_ring_buffer_is_reported_lossy(server_factory, server_id: str,
 
 
 def test_exit_codes_and_a_node_that_cannot_be_read(server_factory, tmp_path: Path) -> None:
-    up, down = server_factory("valkey-9.1"), server_factory("valkey-9.1")
-    for s in (up, down):
-        s.admin().execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
+    up, down = protected(server_factory, "valkey-9.1"), protected(server_factory, "valkey-9.1")
     two = file_text().replace(
         "users:",
         "  other:\n    nodes: [{env: T_OTHER}]\n    admin: {username: default, secret: {env: T_ADMIN}}\n    timeout_seconds: 2\nusers:",
@@ -347,7 +347,7 @@ def test_exit_codes_and_a_node_that_cannot_be_read(server_factory, tmp_path: Pat
     cli.env["T_OTHER"] = down.address
     cli.apply(two, expect=0)
     for s in (up, down):
-        s.client("default", ADMIN_PASSWORD).execute_command("ACL", "LOG", "RESET")
+        admin(s).execute_command("ACL", "LOG", "RESET")
     assert cli("denials", "-f", str(cli.file), expect=0).out.startswith("reconciler denials: no denials\n")
     failed_auth(up, "nobody", TRIED[1])
     assert cli("denials", "-f", str(cli.file), "--instance", "other", expect=0)
@@ -376,8 +376,7 @@ def test_a_stopped_node_is_cut_off_by_the_instance_deadline(server_factory) -> N
 
 
 def test_hostile_names_and_a_token_sent_as_a_user_name(server_factory, tmp_path: Path) -> None:
-    srv = server_factory("redis-7.0")
-    srv.admin().execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
+    srv = protected(server_factory, "redis-7.0")
     cli = cli_for(tmp_path, srv.address)
     cli.apply(file_text(), expect=0)
     c = app(srv, decode_responses=False)
@@ -398,8 +397,7 @@ def test_hostile_names_and_a_token_sent_as_a_user_name(server_factory, tmp_path:
 
 
 def test_managed_instances_say_in_one_line_that_they_have_no_acl_log(server_factory, tmp_path: Path) -> None:
-    srv = server_factory("valkey-9.1")
-    srv.admin().execute_command("ACL", "SETUSER", "default", "on", f">{ADMIN_PASSWORD}")
+    srv = protected(server_factory, "valkey-9.1")
     text = file_text() + """\
   app-managed:
     instances: [rs, rc]

@@ -48,7 +48,7 @@ def _merged_reads(reads: list[_Read]) -> NodeLog:
     """The reads of one process as one log: the later version of each entry (7.2+), else the later read."""
     reads = sorted(reads, key=lambda r: r.node.read_at)
     last = reads[-1].node
-    if not all(r.node.exact for r in reads):
+    if len(reads) == 1 or not all(r.node.exact for r in reads):
         return last
     # Entries as of the last read; an entry only an earlier read saw keeps its age from then.
     by_key: dict[tuple[int | None, int | None], LogEntry] = {}

@@ -14,7 +14,7 @@ least recently updated entry is dropped first.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Reasons in the order the report lists them; servers may add others (Valkey 9: database).
@@ -82,6 +82,17 @@ class InstanceLog:
     nodes: tuple[NodeLog, ...] = ()
     unavailable: str = ""  # the provider has no way to read ACL LOG: one line saying so
     error: str = ""  # the instance could not be discovered
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready data (dataclasses.asdict without its deep copies, which a 6,400-row report feels)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -190,7 +201,7 @@ class DenialReport:
         return bool(self.denials)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _plain(self)
         d["format"] = "denials/1"
         d["summary"] = {
             "denials": sum(x.count for x in self.denials),

@@ -278,6 +278,11 @@ def test_a_tightening_marks_the_now_refused_command_as_caused_by_it(server_facto
     rc, out, _ = cli("drift", "-f", str(cli.file), "--denials", "--format", "json")
     doc = json.loads(out)
     assert rc == 2 and doc["drift"]["changes"] is False and doc["drift"]["unintended_denials"] == 2
+    rc, md, _ = cli("drift", "-f", str(cli.file), "--denials", "--format", "markdown", "--max-chars", "1500")
+    assert rc == 2 and len(md) <= 1500 and md.startswith("## reconciler drift: no changes; 2 unintended denials\n"), md
+    # The denials' head (what a change caused, the table) is whole; their details are cut to fit, like plans.
+    assert "**Caused by a change**" in md and "| cache | " in md and "left out" in md and "Full report: " in md, md
+    assert cli("drift", "-f", str(cli.file), "--since", "1h", expect=1).err.strip() == "reconciler: --since and --audit-log go with --denials"
     no_secret_anywhere(cli)
 
 

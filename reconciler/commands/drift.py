@@ -10,6 +10,7 @@ import json
 import sys
 
 from ..denials import since as window
+from ..errors import ReconcilerError
 from ..manager import Manager, Shard
 from ..render import Budget, budget_from_args, headline, render
 from ..render import denials as denials_render
@@ -17,6 +18,8 @@ from ..render.terminal import use_color
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "denials", False) and (getattr(args, "since", None) or getattr(args, "audit_log", None)):
+        raise ReconcilerError("--since and --audit-log go with --denials")
     manager = Manager.from_file(args.file)
     shard = Shard.parse(args.shard) if args.shard else None
     plan = manager.drift(args.instance, shard)
@@ -44,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         title = "reconciler drift: " + (headline(plan) if drifted else "clean")
+        if report is not None and report.unintended:
+            n = len(report.unintended)
+            title += f"; {n} unintended denial{'s' if n != 1 else ''}"
         color = args.format == "text" and use_color(args, sys.stdout)
         extra = ""
         if report is not None:

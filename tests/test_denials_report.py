@@ -251,6 +251,7 @@ def test_unavailable_and_unreadable_instances_and_nodes(desired) -> None:
     text = render.render_text(report)
     assert "Instance cloud: ACL LOG is not available: Redis Cloud databases refuse ACL LOG" in text
     assert "! 127.0.0.1:7001: not read: timed out after 1 s (ACL LOG)" in text
+    assert "Instance cache (2 nodes: 127.0.0.1:7000 primary, 1 replica; Redis 8.0.2)\n" in text  # no empty label
 
 
 # -- ties to the audit log -------------------------------------------------------------------

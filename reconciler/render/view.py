@@ -180,7 +180,7 @@ def node_header(nodes: Sequence[_Node]) -> str:
         parts.append(f"{len(replicas)} replica{'s' if len(replicas) != 1 else ''}")
     if sentinels:
         parts.append(f"{len(sentinels)} sentinel{'s' if len(sentinels) != 1 else ''}")
-    labels = sorted({n.label for n in nodes + sentinels})
+    labels = sorted({n.label for n in nodes + sentinels if n.label})  # a node not read has none
     count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
     return f"{count}: {', '.join(parts)}; {', '.join(labels)}"
 

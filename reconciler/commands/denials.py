@@ -14,7 +14,7 @@ from ..render.terminal import use_color
 
 
 def run(args: argparse.Namespace) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     report = manager.denials(
         args.instance,
         Shard.parse(args.shard) if args.shard else None,

@@ -1,4 +1,6 @@
-"""`reconciler drift`: the plan plus policy findings, for schedulers. Exit 0 clean, 2 drift or findings.
+"""`reconciler drift`: the plan plus policy findings, for schedulers. Exit 0 clean, 2 drift or
+findings, 1 error: a plan the safety rails refuse (the file would lock the admin out, or
+delete more than max_delete_percent) is an error here as in `plan`, since apply can't fix it.
 
 With --denials the report of what the servers refused follows; denials the file did not intend
 (failed AUTH of a declared user, a denial a change caused) count as drift too."""
@@ -15,12 +17,13 @@ from ..manager import Manager, Shard
 from ..render import Budget, budget_from_args, headline, render
 from ..render import denials as denials_render
 from ..render.terminal import use_color
+from .plan import report_refusals
 
 
 def run(args: argparse.Namespace) -> int:
     if not getattr(args, "denials", False) and (getattr(args, "since", None) or getattr(args, "audit_log", None)):
         raise ReconcilerError("--since and --audit-log go with --denials")
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     shard = Shard.parse(args.shard) if args.shard else None
     plan = manager.drift(args.instance, shard)
     report = None
@@ -28,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         since = window.parse(args.since) if args.since else None
         report = manager.denials(args.instance, shard, since=since, audit_log=args.audit_log)
     drifted = plan.has_changes or bool(plan.findings) or bool(report and report.unintended)
+    code = 1 if plan.refused else 2 if drifted else 0
     budget = budget_from_args(args)
     if args.format == "json":
         doc = plan.to_json()
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
         doc["drift"] = {
             "status": "drift" if drifted else "clean",
-            "exit_code": 2 if drifted else 0,
+            "exit_code": code,
             "changes": plan.has_changes,
             "findings": len(plan.findings),
             "kinds": kinds,
@@ -60,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render(plan, args.format, color=color, title=title, budget=budget))
         if extra:
             sys.stdout.write("\n" + extra)
+    report_refusals(plan)
     if report is not None:
         for error in report.errors:
             print(f"reconciler: {error}", file=sys.stderr)
         if report.errors:
             return 1
-    return 2 if drifted else 0
+    return code

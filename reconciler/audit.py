@@ -3,6 +3,11 @@
 A record carries what changed and how it ended, never a secret and never a full hash:
 tokens appear as their id and the first 8 hex digits of their sha256, and any long hex run
 in a server's error text (servers echo a refused `#<hash>` back) is cut to 8 digits.
+
+A create or update also names what it granted and revoked in the plan's own words
+(`permissions: ["- revokes KEYS", "+ keys orders:archive:*"]`), every command it revoked
+(`revoked_commands`, where the words summarise: "and 73 more") and an enable or disable as
+`enabled`, so `reconciler denials` can tell which change a refusal follows.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import redact
+from .errors import redact, redact_secrets
 from .plan import Plan, UserChange
 
-__all__ = ["AuditLog", "plan_fingerprint", "redact", "token_refs"]
+__all__ = ["AuditLog", "change_words", "plan_fingerprint", "redact", "token_refs"]
 
 PREFIX = 8
 
@@ -38,6 +43,21 @@ def token_refs(change: UserChange) -> list[dict[str, Any]]:
         if h not in seen:
             refs.append({"id": None, "sha256": h[:PREFIX], "change": "set"})
     return refs
+
+
+def change_words(change: UserChange) -> dict[str, Any]:
+    """What a create or update grants and revokes, as the plan shows it (sign and text), and an
+    enable or disable; empty for a change of tokens only."""
+    out: dict[str, Any] = {}
+    if change.permissions:
+        # Rules hold no password: only secrets by value are cut, so a hex-like key pattern stays whole.
+        out["permissions"] = [redact_secrets(f"{p.sign} {p.text}") for p in change.permissions]
+        revoked = [name for p in change.permissions for name in p.commands]
+        if revoked:
+            out["revoked_commands"] = revoked  # every one, where the words say "and N more"
+    if change.enabled_before is not None:
+        out["enabled"] = change.enabled
+    return out
 
 
 class AuditLog:
@@ -71,6 +91,8 @@ class AuditLog:
             "result": redact(result),
             "plan": self.plan_fingerprint,
         }
+        if change is not None and action in ("create", "update"):
+            entry.update(change_words(change))
         if detail:
             entry["detail"] = redact(detail)
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False)

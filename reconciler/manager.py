@@ -9,6 +9,7 @@ import dataclasses
 import fnmatch
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from datetime import date
 
 from . import config, interrupt, inventory, pending, providers, safety, saved
 from .audit import AuditLog
+from .denials import changes as audit_changes
+from .denials import merge as denials_merge
+from .denials.model import DenialReport, InstanceLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
@@ -155,6 +159,34 @@ class Manager:
         the safety rails like any plan."""
         state = self.read(only, shard)
         return self.check(with_unmanaged_tokens(self.plan(state)), state)
+
+    def denials(
+        self,
+        only: list[str] | None = None,
+        shard: Shard | None = None,
+        *,
+        since: float | None = None,
+        audit_log: str | None = None,
+    ) -> DenialReport:
+        """What the servers refused: every node's ACL LOG (through each instance's provider, in
+        parallel like read), merged per user, reason and object, and tied to the changes the
+        audit log (`--audit-log`, else the file's `audit_log:`) recorded."""
+        names = self.instance_names(only, shard)
+
+        def read_one(n: str) -> InstanceLog:
+            return providers.for_instance(self.desired, n).read_denials(self.desired.instances[n])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
+            logs = list(pool.map(read_one, names))
+        path = audit_log or self.desired.audit_log
+        history = audit_changes.load(path) if path else None
+        if not path:
+            note = "no audit log (audit_log: in the file, or --audit-log PATH), so denials are not tied to changes"
+        elif history is None:
+            note = f"the audit log {path} does not exist yet, so no change is recorded to tie denials to"
+        else:
+            note = f"read from the audit log {path} ({len(history.changes):,} recorded changes)"
+        return denials_merge.build(self.desired, logs, history, now=time.time(), since=since, audit=note)
 
     def redis(self) -> RedisProvider:
         """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""

@@ -89,6 +89,10 @@ class TokenChange:
 class DeltaLine:
     sign: str  # "+" | "-" | "!" (a dangerous grant)
     text: str
+    # A "revokes" line: every command it takes away ("keys", "client|kill"; a whole family as its
+    # container's name), which the text may summarise ("... and 73 more"). The audit log keeps
+    # it, so a later refusal can be tied to the change. Left out of the plan's JSON when empty.
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,10 @@ class Plan:
             for node in inst["nodes"]:
                 if not node["pending"]:
                     del node["pending"]  # only after an unfinished apply
+                for change in node["changes"]:
+                    for line in change["permissions"]:
+                        if not line["commands"]:
+                            del line["commands"]  # only on "revokes" lines
         c = self.counts()
         d["summary"] = {
             "add": c.add,
@@ -303,7 +311,7 @@ class Plan:
                     "passwords": PasswordStrategy(c.get("passwords", PasswordStrategy.EACH)),
                     "hashes": tuple(c["hashes"]),
                     "tokens": tuple(TokenChange(**{**t, "action": TokenAction(t["action"])}) for t in c["tokens"]),
-                    "permissions": tuple(DeltaLine(**p) for p in c["permissions"]),
+                    "permissions": tuple(DeltaLine(**{**p, "commands": tuple(p.get("commands", ()))}) for p in c["permissions"]),
                     "certificates": tuple(c["certificates"]),
                 }
             )

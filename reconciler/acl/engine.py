@@ -608,6 +608,11 @@ def _db_allowed(dbs: tuple[int, ...], cmd, argv: list[str], current: int = 0) ->
     return True
 
 
+def glob_match(pattern: str, text: str) -> bool:
+    """Redis glob matching (stringmatchlen) of a key or channel pattern against a name."""
+    return _match(pattern, text)
+
+
 def _match(pattern: str, s: str) -> bool:
     rx = _GLOB_CACHE.get(pattern)
     if rx is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..plan import FORCE_HINT, ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, Severity, TokenChange, UserChange
 
@@ -157,7 +159,17 @@ def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> Gr
     return GroupView(header="certificate inventory (recorded by apply; no server command)", changes=views, persist="")
 
 
-def _node_header(nodes: list[NodePlan]) -> str:
+class _Node(Protocol):
+    @property
+    def address(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+
+
+def node_header(nodes: Sequence[_Node]) -> str:
+    """`3 nodes: 10.0.0.5:6379 primary, 2 replicas; Valkey 9.1.2` (plans and denials reports)."""
     sentinels = [n for n in nodes if n.role == "sentinel"]
     nodes = [n for n in nodes if n.role != "sentinel"]
     primaries = [n for n in nodes if n.role == "primary"]
@@ -173,7 +185,7 @@ def _node_header(nodes: list[NodePlan]) -> str:
         parts.append(f"{len(replicas)} replica{'s' if len(replicas) != 1 else ''}")
     if sentinels:
         parts.append(f"{len(sentinels)} sentinel{'s' if len(sentinels) != 1 else ''}")
-    labels = sorted({n.label for n in nodes + sentinels})
+    labels = sorted({n.label for n in nodes + sentinels if n.label})  # a node not read has none
     count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
     return f"{count}: {', '.join(parts)}; {', '.join(labels)}"
 
@@ -212,7 +224,7 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
         instances.append(
             InstanceView(
                 name=inst.name,
-                header=f"Instance {inst.name} ({_node_header(list(inst.nodes))})",
+                header=f"Instance {inst.name} ({node_header(inst.nodes)})",
                 groups=_groups(inst, colors) + ([_inventory_group(inst.inventory, colors)] if inst.inventory else []),
                 findings=[_finding_line(f, colors) for f in inst.findings],
                 add=sub.add,

@@ -73,7 +73,9 @@ class AuditLog:
         }
         if detail:
             entry["detail"] = redact(detail)
-        line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+        # ASCII JSON: a look-alike name is escaped (`app\u00a0`), and a name that is not UTF-8
+        # (surrogateescape) can be written at all.
+        line = json.dumps(entry, sort_keys=True)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from .errors import ReconcilerError
+from .names import shown
 from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan
 
 PERSIST = "persist"
@@ -124,7 +125,7 @@ def _describe(item: str) -> str:
     if item == PERSIST:
         return "an earlier apply's changes were not saved (persist failed or was cut short); apply saves them"
     user = item[len(KILL) :]
-    return f"an earlier apply revoked {user} but did not kill its open connections; apply kills them"
+    return f"an earlier apply revoked {shown(user)} but did not kill its open connections; apply kills them"
 
 
 def attach(plan: Plan, source: str, persist_mode: Any) -> Plan:

@@ -29,6 +29,7 @@ from ... import interrupt
 from ...audit import AuditLog, redact
 from ...errors import ApplyError, ReconcilerError
 from ...model import DesiredState, Instance
+from ...names import shown
 from ...plan import Action, InstancePlan, NodePlan, Plan, UserChange
 from ...report import ApplyReport
 from ...state import NodeState
@@ -56,7 +57,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        return f"{self.action} {self.user}" if self.user else self.action
+        return f"{self.action} {shown(self.user)}" if self.user else self.action
 
 
 @dataclass
@@ -128,9 +129,9 @@ def failure_report(nodes: list[NodeResult]) -> str:
                 if not steps:
                     continue
                 names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
-                shown = ", ".join(names[:LIST_LIMIT])
+                listed = ", ".join(names[:LIST_LIMIT])
                 more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
-                lines.append(f"    {title} ({len(steps)}): {shown}{more}")
+                lines.append(f"    {title} ({len(steps)}): {listed}{more}")
     lines.append(
         "Every user is complete on every node (each ACL SETUSER is atomic); "
         "fix the cause and run apply again to converge."
@@ -301,7 +302,7 @@ class _NodeRun:
             for c, reply in zip(batch, replies, strict=True):
                 refused_text = self._check_reply(step, c, reply)
                 if refused_text:
-                    refused.append(f"{c.user}: {refused_text}")
+                    refused.append(f"{shown(c.user)}: {refused_text}")
             self.pending[step] = items[start + len(batch) :]
             self.batch_no += 1
             if refused:
@@ -498,7 +499,7 @@ def _touched_nodes(plan: Plan) -> dict[str, list[NodePlan]]:
 
 
 def _describe_left(changes: Sequence[UserChange]) -> str:
-    parts = [f"{c.action} {c.user}" for c in changes[:10]]
+    parts = [f"{c.action} {shown(c.user)}" for c in changes[:10]]
     more = f", ... and {len(changes) - 10} more" if len(changes) > 10 else ""
     return ", ".join(parts) + more
 
@@ -550,8 +551,8 @@ def verify(
             if left:
                 problems.append(f"did not converge on node {node.address} ({name}): {_describe_left(left)}")
             elif config_left:
-                shown = ", ".join(f"{cc.parameter} {cc.after}" for cc in config_left)
-                problems.append(f"did not converge on node {node.address} ({name}): CONFIG {shown}")
+                settings = ", ".join(f"{cc.parameter} {cc.after}" for cc in config_left)
+                problems.append(f"did not converge on node {node.address} ({name}): CONFIG {settings}")
     if problems:
         raise ApplyError("\n".join(problems))
 

@@ -136,6 +136,9 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
+        # Names are any bytes but ASCII spaces: bytes that are not UTF-8 decode to surrogates
+        # and encode back to the same bytes, so such a user can be read, shown and deleted.
+        "encoding_errors": "surrogateescape",
         "protocol": 2,
         # No silent retries: redis-py's default (3, with backoff) spends ~3 s on every refused
         # connection and would re-send writes the executor must report as in doubt.
@@ -195,7 +198,9 @@ def _connections_by_user(client_list: Any) -> dict[str, int]:
             if name:
                 counts[name] = counts.get(name, 0) + 1
         return counts
-    for line in client_list.splitlines():
+    # One client per "\n"-ended line, fields split on " ": str.splitlines() would also split
+    # inside a user name holding U+2028 or U+0085.
+    for line in client_list.split("\n"):
         for field in line.split(" "):
             if field.startswith("user="):
                 name = field[5:]

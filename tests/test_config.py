@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cli import main
 from reconciler.config import load
 from reconciler.errors import ConfigError, Problem
 
@@ -610,3 +611,23 @@ def test_rule_check_memoized_by_pattern_shape_says_what_the_full_check_says() ->
             for r in rest:
                 text = f"{p1} {p2} {r}"
                 assert check_rules(text, "acl") == check_rules_uncached(text, "acl"), text
+
+
+def test_deep_role_chain_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """3,000 roles each including the next: one problem naming the chain, no RecursionError."""
+    n = 3000
+    roles = "".join(f"  r{i}: {{roles: [r{i + 1}], acl: '+get'}}\n" for i in range(n - 1)) + f"  r{n - 1}: '+set'\n"
+    f = write(tmp_path, HEAD + "roles:\n" + roles + "users:\n  u: {roles: [r0]}\n")
+    found = [(p.line, p.path, p.message) for p in problems(f)]
+    assert found == [
+        (5, "roles.r0", f"role chain too deep: r0 -> r1 -> r2 -> ... -> r{n - 1} ({n} roles; at most 32 may include one another)")
+    ]
+    assert main(["validate", "-f", str(f)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{f}:5: roles.r0: role chain too deep: r0 -> r1 -> r2 -> ... -> r{n - 1} ({n} roles; at most 32 may include one another)"]
+
+
+def test_role_chain_at_the_limit_resolves(tmp_path: Path) -> None:
+    roles = "".join(f"  r{i}: {{roles: [r{i + 1}], acl: '~k{i}'}}\n" for i in range(31)) + "  r31: '+get'\n"
+    state = ok(write(tmp_path, HEAD + "roles:\n" + roles + "users:\n  u: {roles: [r0]}\n"))
+    assert state.users["u"].rules.split() == ["+get", *(f"~k{i}" for i in reversed(range(31)))]

@@ -179,23 +179,29 @@ def test_relative_paths_keep_the_users_spelling(tmp_path: Path, monkeypatch) -> 
     assert state.source == "conf/access.yaml"
 
 
-def test_yaml_12_scalars(tmp_path: Path) -> None:
-    # `on`, `yes`, `2026-11-01`, `20:30` are strings; ids may be integers.
+def test_scalars_read_as_safeloader_reads_them(tmp_path: Path) -> None:
+    # `yes` is true, `20:30` is 1230 (sexagesimal), `1e3` and `0o17` are strings, dates stay
+    # YYYY-MM-DD text; ids may be integers. A key SafeLoader reads as a boolean is an error.
     state = ok(
         write(
             tmp_path,
             HEAD
             + f"""\
 users:
-  on:
+  "on":
+    enabled: yes
     tokens:
       - {{id: 2026, sha256: {HASH_A}}}
       - {{id: 20:30, sha256: {HASH_B}, created: 2026-11-01}}
+      - {{id: 1e3, sha256: {"c" * 64}}}
 """,
         )
     )
-    assert list(state.users) == ["on"]
-    assert [t.id for t in state.users["on"].tokens] == ["2026", "20:30"]
+    assert list(state.users) == ["on"] and state.users["on"].enabled
+    assert [t.id for t in state.users["on"].tokens] == ["2026", "1230", "1e3"]
+    assert state.users["on"].tokens[1].created == date(2026, 11, 1)
+    f = write(tmp_path, HEAD + "users:\n  on: {acl: '+get'}\n")
+    assert [p.message for p in problems(f)] == ["key 'on' must be a string (quote it)"]
 
 
 def test_merge_keys_and_x_extensions(tmp_path: Path) -> None:

@@ -192,9 +192,11 @@ class Manager:
         for provider, sub in self.groups(plan):
             provider.verify(sub, today=day)
 
-    def stale(self, plan: Plan) -> tuple[list[str], LiveState]:
+    def stale(self, plan: Plan) -> tuple[list[str], LiveState, Plan]:
         """Re-read every node of a saved plan; name each whose ACLs, role or version moved since
-        (or that joined or left the instance). Returns (problems, the fresh live state)."""
+        (or that joined or left the instance), and every difference between the saved plan and
+        a fresh one (saved.differences: the whole typed plan, every provider). Returns (problems,
+        the fresh live state, the fresh plan: what apply executes and shows when there are none)."""
         problems: list[str] = []
         instances: dict[str, InstanceState] = {}
         for inst in plan.instances:
@@ -233,11 +235,13 @@ class Manager:
                     )
             instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
         state = LiveState(instances=instances)
+        fresh = dataclasses.replace(self.plan(state), source_sha256=plan.source_sha256) if not problems else plan
         if not problems:
-            # Executed only if the file and live state still produce exactly these commands: a hand
-            # edit (a user added, a hash replaced) is as stale as a change on a server.
-            problems = saved.differences(plan, self.plan(state))
-        return problems, state
+            # Executed only if the file and live state still produce exactly this plan: a hand
+            # edit (a user added, a hash replaced, a certificate given) is as stale as a change on
+            # a server, whichever provider the instance has.
+            problems = saved.differences(plan, fresh)
+        return problems, state, fresh
 
 
 def unpersisted(plan: Plan) -> list[str]:

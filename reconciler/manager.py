@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
 
-from . import config, interrupt, inventory, pending, providers, saved
+from . import addresses, config, interrupt, inventory, pending, providers, saved
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
@@ -78,6 +78,20 @@ def today() -> date:
 class Manager:
     def __init__(self, desired: DesiredState):
         self.desired = desired
+        # (instance, node address) -> the address its connection reached, from the latest read:
+        # the record of unfinished work is keyed by it (pending.py).
+        self.where: dict[tuple[str, str], str] = {}
+
+    def _read_done(self, state: LiveState) -> LiveState:
+        """Every read ends here: no server may be in two instances, and each node's resolved
+        address is remembered for the record of unfinished work."""
+        problems = addresses.shared_servers(
+            (inst.name, n.address, n.resolved, n.run_id) for inst in state.instances.values() for n in inst.nodes
+        )
+        if problems:
+            raise ReconcilerError("; ".join(problems))
+        self.where.update({(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved})
+        return state
 
     @classmethod
     def from_file(cls, path: str) -> "Manager":
@@ -101,7 +115,7 @@ class Manager:
 
         with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
             states = list(pool.map(read_one, names))
-        return LiveState(instances={s.name: s for s in states})
+        return self._read_done(LiveState(instances={s.name: s for s in states}))
 
     def plan(self, state: LiveState) -> Plan:
         # The certificate inventory the last apply recorded (inventory.record_inventory), read here at the edge.
@@ -115,7 +129,9 @@ class Manager:
                 by_name[inst.name] = inst
         plan = Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
         # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
-        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address))
+        where = {(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved}
+        read = {name: name in state.instances for name in self.desired.instances}
+        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address), where, instances=read)
 
     def _persist_mode(self, state: LiveState, name: str, address: str) -> str:
         from .planner import persist_mode
@@ -169,7 +185,7 @@ class Manager:
         recorded (pending.py) for the next apply to retry."""
         report = ApplyReport()
         own = only_instances(plan, {n for n, s in self.desired.instances.items() if s.provider == providers.DEFAULT})
-        before = pending.begin(self.desired.source, own)
+        before = pending.begin(self.desired.source, own, self.where)
         try:
             for provider, sub in self.groups(plan):
                 try:
@@ -182,7 +198,7 @@ class Manager:
         finally:
             # redis nodes' outcomes say what persistence did; managed instances' have nothing to persist
             nodes = [o for o in report.outcomes if hasattr(o, "persisted")]
-            pending.finish(self.desired.source, own, before, nodes)
+            pending.finish(self.desired.source, own, before, nodes, self.where)
         return report
 
     def verify(self, plan: Plan) -> None:
@@ -234,7 +250,7 @@ class Manager:
                         f"{node_plan.label}; make a new plan"
                     )
             instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
-        state = LiveState(instances=instances)
+        state = self._read_done(LiveState(instances=instances))
         fresh = dataclasses.replace(self.plan(state), source_sha256=plan.source_sha256) if not problems else plan
         if not problems:
             # Executed only if the file and live state still produce exactly this plan: a hand

@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ... import addresses
 from ...acl.table import CommandTable
 from ...errors import LiveError
 from ...model import Instance
@@ -296,6 +297,7 @@ def read_node(
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
+        resolved = _peer(client)
         cache = tables if tables is not None else {}
         table_name, table = (
             _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
@@ -315,6 +317,8 @@ def read_node(
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            resolved=resolved,
+            run_id=str(info.get("run_id", "")),
             table=table,
         )
     except redis.RedisError as exc:
@@ -322,6 +326,19 @@ def read_node(
     finally:
         if own:
             client.close()
+
+
+def _peer(client: redis.Redis) -> str:
+    """The address the client's connection reached (its socket's peer), "" when unknown."""
+    pool = client.connection_pool
+    try:
+        conn = pool.get_connection()
+    except (redis.RedisError, OSError):
+        return ""
+    try:
+        return addresses.peer(getattr(conn, "_sock", None))
+    finally:
+        pool.release(conn)
 
 
 def _acl_line_user(line: str | bytes) -> str:

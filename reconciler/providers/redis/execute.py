@@ -215,6 +215,11 @@ class _NodeRun:
                 detail=detail if status == OK else "",
             )
 
+    def _attempt(self, steps: list[tuple[str, str, UserChange | None]]) -> None:
+        """Before sending: the audit log names every command of the batch (synced to disk)."""
+        if self.audit is not None:
+            self.audit.attempt(instance=self.instance.name, node=self.node.address, steps=steps)
+
     def _fail(self, error: str) -> None:
         self.result.error = redact(error)
         self.stop.set()
@@ -286,6 +291,7 @@ class _NodeRun:
             self.pending[step] = items[start:]
             self._check_stop()
             self.result.started = True
+            self._attempt([("kill-sessions" if step == "kill" else c.action, c.user, c) for c in batch])
             pipe = client.pipeline(transaction=False)
             for c in batch:
                 pipe.execute_command(*self._command(step, c))
@@ -346,6 +352,7 @@ class _NodeRun:
         self.result.started = True
         for cc in config:
             label = f"{cc.parameter} {cc.after}"
+            self._attempt([("config", label, None)])
             try:
                 client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
             except Exception as exc:
@@ -354,6 +361,7 @@ class _NodeRun:
                 raise _Stop from None
             self._record("config", label, OK, f"was {cc.before}")
         if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
+            self._attempt([("config", "rewrite", None)])
             try:
                 client.execute_command("CONFIG", "REWRITE")
             except Exception as exc:
@@ -365,6 +373,8 @@ class _NodeRun:
     def _persist(self, client: Any) -> None:
         self._check_stop()
         mode = self.node.persist
+        if mode not in ("warn", "none"):
+            self._attempt([("persist", "", None)])
         try:
             with _deadline(client, self.instance, self.node.address, "persist"):
                 if mode == "auto":

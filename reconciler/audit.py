@@ -17,8 +17,8 @@ import hashlib
 import json
 import os
 import threading
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from .errors import redact

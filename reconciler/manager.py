@@ -251,13 +251,13 @@ class Manager:
                     )
             instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
         state = self._read_done(LiveState(instances=instances))
-        fresh = dataclasses.replace(self.plan(state), source_sha256=plan.source_sha256) if not problems else plan
+        replanned = dataclasses.replace(self.plan(state), source_sha256=plan.source_sha256) if not problems else plan
         if not problems:
             # Executed only if the file and live state still produce exactly this plan: a hand
             # edit (a user added, a hash replaced, a certificate given) is as stale as a change on
             # a server, whichever provider the instance has.
-            problems = saved.differences(plan, fresh)
-        return problems, state, fresh
+            problems = saved.differences(plan, replanned)
+        return problems, state, replanned
 
 
 def unpersisted(plan: Plan) -> list[str]:

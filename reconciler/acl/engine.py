@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 
 from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse, split_rules
-from reconciler.names import split_words
 from reconciler.acl.table import CommandTable
+from reconciler.names import split_words
 
 __all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command", "unknown_commands", "shortest_rules"]
 

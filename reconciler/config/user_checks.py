@@ -31,7 +31,6 @@ from .core import (
 )
 from .yamlsrc import Path
 
-
 # Roles including roles: real files nest a few levels; a longer chain is a mistake (or an
 # attack on the loader) and would build rule strings quadratic in its length.
 MAX_ROLE_DEPTH = 32

@@ -9,17 +9,18 @@ hand edit, a change to the file, a change on a server or a node that joined or l
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import stat
-from dataclasses import fields, is_dataclass
-from enum import Enum
-from typing import Any
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any, Callable
 
 from .errors import ReconcilerError
 from .names import shown
-from .plan import Finding, Plan, UserChange
+from .plan import Finding, InstancePlan, NodePlan, Plan, UserChange
 
 # A plan for 100,000 users on a handful of nodes stays well below this; anything larger (or a
 # device such as /dev/zero) is refused before it is read into memory.
@@ -98,29 +99,58 @@ DISPLAY_ONLY: dict[type, frozenset[str]] = {
 }
 
 
-def _fields(value: Any) -> Any:
-    """The plan as plain data, every field but DISPLAY_ONLY's."""
-    if is_dataclass(value) and not isinstance(value, type):
-        skip = DISPLAY_ONLY.get(type(value), frozenset())
-        return {f.name: _fields(getattr(value, f.name)) for f in fields(value) if f.name not in skip}
-    if isinstance(value, (list, tuple)):
-        return [_fields(v) for v in value]
-    if isinstance(value, Enum):
-        return value.value
-    return value
+@functools.cache
+def _compared(cls: type) -> tuple[str, ...]:
+    """The fields of a plan class that the comparison reads: all but DISPLAY_ONLY's."""
+    skip = DISPLAY_ONLY.get(cls, frozenset())
+    return tuple(f.name for f in fields(cls) if f.name not in skip)
 
 
-def _parts(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
+@functools.cache
+def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    names = _compared(cls)
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+def _key(obj: Any) -> tuple[Any, ...]:
+    """A change's or finding's compared fields as one tuple (made in C: a tuple per change, not a
+    dict). Nested values (tokens, permission lines) compare whole."""
+    return _getter(type(obj))(obj)
+
+
+def _node_key(node: NodePlan) -> tuple[Any, ...]:
+    return tuple(tuple(map(_key, node.changes)) if name == "changes" else getattr(node, name) for name in _compared(NodePlan))
+
+
+def _instance_key(inst: InstancePlan) -> tuple[Any, ...]:
+    return tuple(
+        tuple(map(_key, inst.findings)) if name == "findings" else getattr(inst, name)
+        for name in _compared(InstancePlan)
+        if name != "nodes"
+    )
+
+
+def _parts(plan: Plan) -> dict[tuple[str, str], tuple[Any, ...]]:
     """The comparable plan cut into (instance, node address) pieces; ("", "") is the plan's own
-    fields and (instance, "") an instance's (topology, findings, certificate inventory)."""
-    whole = _fields(plan)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for inst in whole.pop("instances"):
-        for node in inst.pop("nodes"):
-            out[(inst["name"], node["address"])] = node
-        out[(inst["name"], "")] = inst
-    out[("", "")] = whole
+    fields and (instance, "") an instance's (topology, findings, certificate inventory). A key
+    seen twice (a node listed twice in a hand-edited plan) keeps both."""
+    out: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for inst in plan.instances:
+        for node in inst.nodes:
+            key = (inst.name, node.address)
+            out[key] = out[key] + (_node_key(node),) if key in out else (_node_key(node),)
+        key = (inst.name, "")
+        out[key] = out[key] + (_instance_key(inst),) if key in out else (_instance_key(inst),)
+    out[("", "")] = (tuple(getattr(plan, name) for name in _compared(Plan) if name != "instances"),)
     return out
+
+
+def _find(plan: Plan, key: tuple[str, str]) -> Any:
+    inst = next(i for i in plan.instances if i.name == key[0]) if key[0] else None
+    if inst is None:
+        return plan
+    return inst if not key[1] else next(n for n in inst.nodes if n.address == key[1])
 
 
 def differences(saved: Plan, fresh: Plan) -> list[str]:
@@ -136,33 +166,26 @@ def differences(saved: Plan, fresh: Plan) -> list[str]:
         elif key not in a:
             problems.append(f"{where}: a fresh plan has changes for it that the saved plan lacks")
         elif a[key] != b[key]:
-            problems.append(f"{where}: {_describe(a[key], b[key]) if node else _describe_fields(a[key], b[key])}")
+            problems.append(f"{where}: {_describe(_find(saved, key), _find(fresh, key), len(a[key]))}")
     return problems
 
 
-def _describe(saved: dict[str, Any], fresh: dict[str, Any]) -> str:
-    if saved["fingerprint"] != fresh["fingerprint"]:
-        return "live ACLs changed since the plan was made (fingerprint differs)"
-    s_changes = {c["user"]: c for c in saved["changes"]}
-    f_changes = {c["user"]: c for c in fresh["changes"]}
-    users = sorted(u for u in s_changes.keys() | f_changes.keys() if s_changes.get(u) != f_changes.get(u))
-    if len(saved["changes"]) == len(s_changes) and users:
-        listed = ", ".join(shown(u) for u in users[:LIST_LIMIT])
-        more = f", ... and {len(users) - LIST_LIMIT} more" if len(users) > LIST_LIMIT else ""
-        return f"the plan's changes for {listed}{more} are not what the file and live state produce{_which(s_changes, f_changes, users)}"
-    return _describe_fields(saved, fresh)
-
-
-def _which(saved: dict[str, Any], fresh: dict[str, Any], users: list[str]) -> str:
-    """` (certificates, tokens)`: the fields that differ, when one user's change is in both."""
-    if len(users) != 1 or users[0] not in saved or users[0] not in fresh:
-        return ""
-    a, b = saved[users[0]], fresh[users[0]]
-    return f" ({', '.join(k for k in a if a[k] != b.get(k))})"
-
-
-def _describe_fields(saved: dict[str, Any], fresh: dict[str, Any]) -> str:
-    names = [k for k in saved.keys() | fresh.keys() if saved.get(k) != fresh.get(k)]
+def _describe(saved: Any, fresh: Any, copies: int) -> str:
+    if isinstance(saved, NodePlan) and isinstance(fresh, NodePlan) and copies == 1:
+        if saved.fingerprint != fresh.fingerprint:
+            return "live ACLs changed since the plan was made (fingerprint differs)"
+        s_changes = {c.user: _key(c) for c in saved.changes}
+        f_changes = {c.user: _key(c) for c in fresh.changes}
+        users = sorted(u for u in s_changes.keys() | f_changes.keys() if s_changes.get(u) != f_changes.get(u))
+        if len(saved.changes) == len(s_changes) and users:
+            listed = ", ".join(shown(u) for u in users[:LIST_LIMIT])
+            more = f", ... and {len(users) - LIST_LIMIT} more" if len(users) > LIST_LIMIT else ""
+            which = ""
+            if len(users) == 1 and users[0] in s_changes and users[0] in f_changes:
+                names = _compared(UserChange)
+                which = f" ({', '.join(n for n, x, y in zip(names, s_changes[users[0]], f_changes[users[0]], strict=True) if x != y)})"
+            return f"the plan's changes for {listed}{more} are not what the file and live state produce{which}"
+    names = [f.name for f in fields(saved) if f.name in _compared(type(saved)) and getattr(saved, f.name) != getattr(fresh, f.name)]
     words = {"changes": "user changes", "config": "server settings", "inventory": "certificate inventory"}
-    listed = ", ".join(words.get(k, k) for k in sorted(names))
+    listed = ", ".join(words.get(k, k) for k in names) or "entries"
     return f"the plan's {listed} {'is' if len(names) == 1 else 'are'} not what the file and live state produce"

@@ -9,7 +9,6 @@ hand edit, a change to the file, a change on a server or a node that joined or l
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -99,18 +98,24 @@ DISPLAY_ONLY: dict[type, frozenset[str]] = {
 }
 
 
-@functools.cache
+_COMPARED: dict[type, tuple[str, ...]] = {}
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
 def _compared(cls: type) -> tuple[str, ...]:
     """The fields of a plan class that the comparison reads: all but DISPLAY_ONLY's."""
-    skip = DISPLAY_ONLY.get(cls, frozenset())
-    return tuple(f.name for f in fields(cls) if f.name not in skip)
+    if cls not in _COMPARED:
+        skip = DISPLAY_ONLY.get(cls, frozenset())
+        _COMPARED[cls] = tuple(f.name for f in fields(cls) if f.name not in skip)
+    return _COMPARED[cls]
 
 
-@functools.cache
 def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    names = _compared(cls)
-    get = attrgetter(*names)
-    return get if len(names) > 1 else lambda obj: (get(obj),)
+    if cls not in _GETTERS:
+        names = _compared(cls)
+        get = attrgetter(*names)
+        _GETTERS[cls] = get if len(names) > 1 else lambda obj: (get(obj),)
+    return _GETTERS[cls]
 
 
 def _key(obj: Any) -> tuple[Any, ...]:
@@ -182,8 +187,8 @@ def _describe(saved: Any, fresh: Any, copies: int) -> str:
             more = f", ... and {len(users) - LIST_LIMIT} more" if len(users) > LIST_LIMIT else ""
             which = ""
             if len(users) == 1 and users[0] in s_changes and users[0] in f_changes:
-                names = _compared(UserChange)
-                which = f" ({', '.join(n for n, x, y in zip(names, s_changes[users[0]], f_changes[users[0]], strict=True) if x != y)})"
+                compared = _compared(UserChange)
+                which = f" ({', '.join(n for n, x, y in zip(compared, s_changes[users[0]], f_changes[users[0]], strict=True) if x != y)})"
             return f"the plan's changes for {listed}{more} are not what the file and live state produce{which}"
     names = [f.name for f in fields(saved) if f.name in _compared(type(saved)) and getattr(saved, f.name) != getattr(fresh, f.name)]
     words = {"changes": "user changes", "config": "server settings", "inventory": "certificate inventory"}

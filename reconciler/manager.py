@@ -90,7 +90,7 @@ class Manager:
         )
         if problems:
             raise ReconcilerError("; ".join(problems))
-        self.where.update({(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved})
+        self.where.update(_resolved(state))
         return state
 
     @classmethod
@@ -129,9 +129,10 @@ class Manager:
                 by_name[inst.name] = inst
         plan = Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
         # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
-        where = {(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved}
         read = {name: name in state.instances for name in self.desired.instances}
-        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address), where, instances=read)
+        return pending.attach(
+            plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address), _resolved(state), instances=read
+        )
 
     def _persist_mode(self, state: LiveState, name: str, address: str) -> str:
         from .planner import persist_mode
@@ -258,6 +259,11 @@ class Manager:
             # a server, whichever provider the instance has.
             problems = saved.differences(plan, replanned)
         return problems, state, replanned
+
+
+def _resolved(state: LiveState) -> dict[tuple[str, str], str]:
+    """(instance, node address) -> the address the node's connection reached, where known."""
+    return {(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved}
 
 
 def unpersisted(plan: Plan) -> list[str]:

@@ -127,14 +127,20 @@ def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     """Before the first write: record everything this apply is about to do; returns the earlier
     entries' work by key."""
     entries = load(source)
+    for inst in plan.instances:
+        for node in inst.nodes:
+            # An entry found by spelling (an older record) moves to the resolved address.
+            found, key = _find(entries, where, inst.name, node.address), _key(where, inst.name, node.address)
+            if found is not None and found != key:
+                moved = entries.pop(found)
+                entries.setdefault(key, Entry(inst.name, node.address, [])).work.extend(moved.work)
     before = {k: list(e.work) for k, e in entries.items()}
     for inst in plan.instances:
         for node in inst.nodes:
             work = _work(node)
             if not work:
                 continue
-            key = _find(entries, where, inst.name, node.address) or _key(where, inst.name, node.address)
-            entry = entries.setdefault(key, Entry(inst.name, node.address, []))
+            entry = entries.setdefault(_key(where, inst.name, node.address), Entry(inst.name, node.address, []))
             entry.instance, entry.address = inst.name, node.address
             entry.work.extend(work)
     _save(source, entries)

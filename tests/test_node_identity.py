@@ -149,3 +149,14 @@ def test_one_server_in_two_instances_is_refused(srv: RunningServer, cli: Cli, tm
     assert sorted(srv.admin().execute_command("ACL", "LIST")) == before
     with pytest.raises(redis.AuthenticationError):
         srv.client("app", APP, retry=no_retry()).ping()
+
+
+def test_record_in_the_first_format_is_still_read(srv: RunningServer, cli: Cli, tmp_path: Path) -> None:
+    """Records written before entries were keyed by address ("instance address": [work])."""
+    cli.apply(doc({"cache": srv.address}), expect=0)
+    (tmp_path / "access.pending.json").write_text(json.dumps({"nodes": {f"cache {srv.address}": ["persist"]}}))
+    code, out, _ = cli.plan()
+    assert code == 2 and "were not saved" in out
+    code, out, err = cli.apply()
+    assert code == 0 and "saved (ACL SAVE)" in out, out + err
+    assert _saved(srv, tmp_path) and not (tmp_path / "access.pending.json").exists()

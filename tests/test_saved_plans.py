@@ -259,18 +259,18 @@ users:
 {new}"""
 
 
-PROVIDERS = ["redis", "redis-software", "memorystore", "redis-cloud"]
+PROVIDERS = ["redis:redis-7.0", "redis:valkey-9.1", "redis-software", "memorystore", "redis-cloud"]
 
 
-@pytest.fixture(params=[pytest.param(p, marks=pytest.mark.server) if p == "redis" else p for p in PROVIDERS])
+@pytest.fixture(params=[pytest.param(p, marks=pytest.mark.server) if p.startswith("redis:") else p for p in PROVIDERS])
 def site(request: pytest.FixtureRequest, server_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Iterator[Site]:
     for k, v in {"T_OLD": OLD, "T_NEW": NEW, "NO_COLOR": "1", "RECONCILER_TODAY": "2026-11-23",
                  "RECONCILER_HTTP_BACKOFF": "0.01", "RECONCILER_POLL_START": "0.01", "RECONCILER_POLL_CAP": "0.04"}.items():
         monkeypatch.setenv(k, v)
     cli = Cli(tmp_path, capsys=capsys)
-    if request.param == "redis":
+    if request.param.startswith("redis:"):
         monkeypatch.setenv("T_ADMIN", ADMIN)
-        yield RedisSite(cli, server_factory("valkey-9.1"))
+        yield RedisSite(cli, server_factory(request.param.split(":", 1)[1]))
         return
     if request.param == "redis-software":
         monkeypatch.setenv("T_ADMIN", ADMIN)

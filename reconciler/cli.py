@@ -24,6 +24,9 @@ environment:
   RECONCILER_CACHE_DIR    where parsed large files are cached; RECONCILER_NO_CACHE=1 turns it off
   RECONCILER_DEBUG=1      show a traceback for internal errors
   {env: NAME} secrets     tokens and admin secrets are read from the variables the file names
+  VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT
+                          where {vault: ...} secrets are read (never from the file)
+  RECONCILER_ALLOW_EXEC=1 let {exec: [...]} secrets run (like --allow-exec); RECONCILER_EXEC_TIMEOUT=30
 
 exit codes: 0 ok or no changes, 1 error (usage errors too), 2 changes (plan --detailed-exitcode) or drift
 """
@@ -103,6 +106,15 @@ def _markdown_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _exec_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-exec",
+        action="store_true",
+        help="let `secret: {exec: [...]}` references run their commands (RECONCILER_ALLOW_EXEC=1 does the same); "
+        "never set this where the file comes from an untrusted pull request",
+    )
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "".join(f"  {line}\n" for line in lines)
 
@@ -132,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resolve-secrets",
         action="store_true",
-        help="read {env}/{file} secrets too (else their form only) and check min_token_length, complexity",
+        help="read the secrets too (env, file, vault; exec with --allow-exec; else their form only) "
+        "and check min_token_length, complexity",
     )
+    _exec_arg(p)
 
     p = command(
         "plan",
@@ -154,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _markdown_args(p)
     _terminal_args(p)
+    _exec_arg(p)
     p.add_argument("--allow-expired", action="store_true", help=argparse.SUPPRESS)
 
     p = command(
@@ -181,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bootstrap: the variable holding `default`'s current password (default: none, nopass)",
     )
     _terminal_args(p)
+    _exec_arg(p)
     p.add_argument("--allow-expired", action="store_true", help=argparse.SUPPRESS)
 
     p = command(
@@ -195,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _format_arg(p)
     _markdown_args(p)
     _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "import",
@@ -218,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write here instead of stdout (refuses to overwrite)")
     p.add_argument("--force", action="store_true", help="let --out overwrite an existing file")
     _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "explain",
@@ -241,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not connect: judge against the bundled command tables of every supported server version",
     )
     _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "schema",
@@ -250,18 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", action="store_true", help="print the YAML reference generated from it instead")
 
-    p = command("token", "token helpers", "reconciler token new app-orders --id 2026-11 --out orders.token")
+    p = command(
+        "token",
+        "token helpers",
+        "reconciler token new app-orders --id 2026-11 --out orders.token",
+        "reconciler token new app-orders --id 2026-11 --sink vault:apps/orders#token",
+    )
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
     t = tsub.add_parser(
         "new",
         help="make a strong random token and print its YAML entry",
         description="make a strong random token and print its YAML entry (the entry goes to stderr)",
-        epilog=_examples("reconciler token new app-orders --id 2026-11 --out orders.token"),
+        epilog=_examples(
+            "reconciler token new app-orders --id 2026-11 --out orders.token",
+            "reconciler token new app-orders --id 2026-11 --sink vault:apps/orders#token   # prints the entry only",
+        ),
     )
     t.add_argument("user", metavar="USER", help="the user the token is for (names the YAML entry)")
     t.add_argument("--id", required=True, dest="token_id", metavar="ID", help="the token's id in the file, e.g. 2026-11")
     t.add_argument("--length", type=int, default=32, help="random bytes (default 32)")
     t.add_argument("--out", metavar="FILE", help="write the token here (mode 0600) instead of stdout")
+    t.add_argument(
+        "--sink",
+        metavar="vault:PATH#FIELD",
+        help="write the token to a vault KV v2 path instead (a new version, check-and-set, other fields kept; "
+        "VAULT_ADDR/VAULT_TOKEN from the environment; vault:MOUNT:PATH#FIELD for a mount other than secret) "
+        "and print only the YAML entry; file:PATH is --out",
+    )
     t.add_argument("-f", "--file", metavar="FILE", help="desired-state file (for token_max_age_days)")
 
     p = command(

@@ -94,9 +94,9 @@ class Manager:
         return state
 
     @classmethod
-    def from_file(cls, path: str) -> "Manager":
+    def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
         # Expired tokens are not a load error here: the plan removes them and says why.
-        return cls(config.load(path, allow_expired=True, today=today()))
+        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec))
 
     def instance_names(self, only: list[str] | None = None, shard: Shard | None = None) -> list[str]:
         """The file's instances (file order), narrowed to `only` (names or shell-style globs such

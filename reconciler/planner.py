@@ -253,7 +253,7 @@ def _plan_user(
             tokens=tokens,
             permissions=_memo("describe", table, user.rules, lambda: tuple(DeltaLine("+", line) for line in acl.describe(wanted))),
             certificates=certs,
-            note=note,
+            note=_with_absent(note, user),
         )
 
     live_hashes = set(live.hashes)
@@ -314,6 +314,7 @@ def _plan_user(
         note = "nopass removed"
     if lapsed and not user.certificate_only:
         note = "last token expired: nobody can log in until a new token is added"
+    note = _with_absent(note, user)
     return change(
         action=Action.UPDATE,
         enabled_before=live.enabled if live.enabled != user.enabled else None,
@@ -324,6 +325,13 @@ def _plan_user(
         connections=live.connections,
         note=note,
     )
+
+
+def _with_absent(note: str, user: User) -> str:
+    """"previous: none yet" for each token whose store has no such version yet (the first rotation starts there)."""
+    parts = [note] if note else []
+    parts += [f"{t.id}: none yet" for t in user.absent_tokens]
+    return "; ".join(parts)
 
 
 def _cert_label(cert: "Certificate") -> str:

@@ -259,12 +259,12 @@ def test_secret_reference_shapes(tmp_path: Path) -> None:
         "      - {id: d, secret: {vault: x}}\n"
     )
     found = [(p.line, p.path, p.message) for p in problems(write(tmp_path, body))]
-    shape = "a secret reference is {env: NAME} or {file: PATH} (exactly one)"
+    shape = "a secret reference is {env: NAME}, {file: PATH}, {vault: {path, field}} or {exec: [argv...]} (exactly one)"
     assert found == [
         (7, "users.app.tokens[0].secret", shape),
         (8, "users.app.tokens[1].secret", shape),
         (9, "users.app.tokens[2].secret", shape),
-        (10, "users.app.tokens[3].secret.vault", "unknown key 'vault' (expected one of: env, file)"),
+        (10, "users.app.tokens[3].secret.vault", "expected a mapping, got a string"),
     ]
     assert "Plaintext" not in str(found)
 

@@ -24,7 +24,7 @@ PROBE = """
 import json, sys
 from reconciler.cli import main
 rc = main(sys.argv[1:])
-loaded = sorted(m for m in ("requests", "urllib3", "reconciler.providers.http") if m in sys.modules)
+loaded = sorted(m for m in ("requests", "urllib3", "reconciler.providers.http", "hvac") if m in sys.modules)
 print(json.dumps({"rc": rc, "loaded": loaded}))
 """
 

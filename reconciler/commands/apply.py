@@ -106,7 +106,7 @@ def _present(plan: Plan, args: argparse.Namespace | None = None) -> None:
 
 
 def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     state = manager.read(args.instance)
     plan = manager.plan(state)
     if not plan.has_changes:
@@ -131,7 +131,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
         _err(f"reconciler: {args.plan_file} is stale: {source} changed since the plan was made; make a new plan")
         _err("reconciler: nothing was changed")
         return 1
-    manager = Manager.from_file(source)
+    manager = Manager.from_file(source, allow_exec=getattr(args, "allow_exec", False))
     if args.instance:
         # Names or globs; one that matches nothing is an error.
         plan = only_instances(plan, set(manager.instance_names(args.instance)))

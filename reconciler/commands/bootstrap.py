@@ -141,7 +141,7 @@ def _titles(boot: list[str], desired: DesiredState) -> tuple[str, str, str]:
 
 
 def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argparse.Namespace, Prompt | None], bool]) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     desired = manager.desired
     names = manager.instance_names(args.instance)
     boot = needs_bootstrap(desired, names)

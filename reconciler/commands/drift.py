@@ -12,7 +12,7 @@ from ..render.terminal import use_color
 
 
 def run(args: argparse.Namespace) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     shard = Shard.parse(args.shard) if args.shard else None
     plan = manager.drift(args.instance, shard)
     drifted = plan.has_changes or bool(plan.findings)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "target", None) and args.out:
         # A saved plan is applied only while a fresh whole plan still equals it; a subset never would.
         raise ReconcilerError("--target is for review; --out saves whole plans only (drop one of them)")
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     state = manager.read(args.instance, Shard.parse(args.shard) if args.shard else None)
     plan = targeted(manager.plan(state), getattr(args, "target", None), manager)
     title = f"reconciler plan: {headline(plan)}" if args.format == "markdown" else ""

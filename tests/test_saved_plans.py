@@ -127,6 +127,15 @@ EDITS: dict[str, Callable[[dict, str], None]] = {
 # -- each provider: a file whose second step is a rotation (add NEW, keep OLD) ---------------------
 
 
+def _ids(step: int) -> list[str]:
+    """Step 1: the old token; step 2: a rotation (the new one added, the old one kept)."""
+    return (["new"] if step == 2 else []) + ["old"]
+
+
+def _secret_tokens(step: int) -> str:
+    return "".join(f"      - {{id: {t}, secret: {{env: T_{t.upper()}}}}}\n" for t in _ids(step))
+
+
 class Site:
     """One provider's instance: write the file at step 1 (OLD) or 2 (OLD + NEW), and say whether
     anything was written since `mark()`."""
@@ -156,7 +165,7 @@ class RedisSite(Site):
         self.before: list[str] = []
 
     def text(self, step: int) -> str:
-        tokens = "".join(f"      - {{id: {t}, secret: {{env: T_{t.upper()}}}}}\n" for t in (["new"] if step == 2 else []) + ["old"])
+        tokens = _secret_tokens(step)
         return f"""version: 1
 instances:
   cache:
@@ -199,7 +208,7 @@ class SoftwareSite(HttpSite):
         self.fake = fake
 
     def text(self, step: int) -> str:
-        tokens = "".join(f"      - {{id: {t}, secret: {{env: T_{t.upper()}}}}}\n" for t in (["new"] if step == 2 else []) + ["old"])
+        tokens = _secret_tokens(step)
         return f"""version: 1
 instances:
   rs:
@@ -223,7 +232,7 @@ class MemorystoreSite(HttpSite):
         (cli.dir / "sinks").mkdir()
 
     def text(self, step: int) -> str:
-        tokens = "".join(f"      - {{id: {t}, sink: {{file: sinks/{t}.token}}}}\n" for t in (["new"] if step == 2 else []) + ["old"])
+        tokens = "".join(f"      - {{id: {t}, sink: {{file: sinks/{t}.token}}}}\n" for t in _ids(step))
         return f"""version: 1
 instances:
   ms:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Callable
 
+from .names import split_words
+
 # 2: actions, finding kinds and severities are closed vocabularies; a user change says how a
 # managed service sets its passwords (`passwords`) instead of implying it in its note.
 FORMAT_VERSION = 2
@@ -124,7 +126,7 @@ class UserChange:
             args.extend(f"#{h}" for h in self.hashes)
         else:
             args.append("resetpass")
-        args.extend(self.rules.split())
+        args.extend(split_words(self.rules))
         return args
 
 
@@ -355,7 +357,7 @@ def fingerprint(acl_list_lines: list[str]) -> str:
     """Stable digest of a node's ACL state (sorted ACL LIST lines) for saved-plan staleness checks."""
     h = hashlib.sha256()
     for line in sorted(acl_list_lines):
-        h.update(line.encode())
+        h.update(line.encode("utf-8", "surrogateescape"))  # names that are not UTF-8 hash as their bytes
         h.update(b"\n")
     return h.hexdigest()
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..names import shown
 from ..plan import FORCE_HINT, ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, Severity, TokenChange, UserChange
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
@@ -126,8 +127,9 @@ def _change_view(c: UserChange, colors: Colors) -> ChangeView:
         if c.kill_sessions:
             n = c.connections
             add(f"sessions: CLIENT KILL USER ({n} open connection{'s' if n != 1 else ''} now)")
-    head = colors.paint(symbol, f"{symbol} user {c.user}")
-    pad = max(1, NOTE_COLUMN - len(f"{symbol} user {c.user}"))
+    text = f"{symbol} user {shown(c.user)}"
+    head = colors.paint(symbol, text)
+    pad = max(1, NOTE_COLUMN - len(text))
     return ChangeView(
         symbol=symbol, head=head + (" " * pad if notes else ""), note="; ".join(notes), lines=lines, marks=marks
     )
@@ -149,7 +151,7 @@ def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> Gr
             extra = f", expires {c.expires}" if c.expires else ""
             lines.append(colors.paint(sign, f"certificate {sign} {c.subject}  (sha256:{c.sha256[:8]}…{extra})"))
         marks = ["+" if "certificate + " in line else "-" for line in lines]
-        text = f"~ user {user}"
+        text = f"~ user {shown(user)}"
         pad = max(1, NOTE_COLUMN - len(text))
         views.append(
             ChangeView(

@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ... import addresses
 from ...acl.table import CommandTable
 from ...errors import LiveError
 from ...model import Admin, Instance
@@ -157,6 +158,9 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
+        # Names are any bytes but ASCII spaces: bytes that are not UTF-8 decode to surrogates
+        # and encode back to the same bytes, so such a user can be read, shown and deleted.
+        "encoding_errors": "surrogateescape",
         "protocol": 2,
         # No silent retries: redis-py's default (3, with backoff) spends ~3 s on every refused
         # connection and would re-send writes the executor must report as in doubt.
@@ -217,7 +221,9 @@ def _connections_by_user(client_list: Any) -> dict[str, int]:
             if name:
                 counts[name] = counts.get(name, 0) + 1
         return counts
-    for line in client_list.splitlines():
+    # One client per "\n"-ended line, fields split on " ": str.splitlines() would also split
+    # inside a user name holding U+2028 or U+0085.
+    for line in client_list.split("\n"):
         for field in line.split(" "):
             if field.startswith("user="):
                 name = field[5:]
@@ -313,6 +319,7 @@ def read_node(
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
+        resolved = _peer(client)
         cache = tables if tables is not None else {}
         table_name, table = (
             _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
@@ -332,6 +339,8 @@ def read_node(
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            resolved=resolved,
+            run_id=str(info.get("run_id", "")),
             table=table,
         )
     except redis.RedisError as exc:
@@ -339,6 +348,19 @@ def read_node(
     finally:
         if own:
             client.close()
+
+
+def _peer(client: redis.Redis) -> str:
+    """The address the client's connection reached (its socket's peer), "" when unknown."""
+    pool = client.connection_pool
+    try:
+        conn = pool.get_connection()
+    except (redis.RedisError, OSError):
+        return ""
+    try:
+        return addresses.peer(getattr(conn, "_sock", None))
+    finally:
+        pool.release(conn)
 
 
 def _acl_line_user(line: str | bytes) -> str:

@@ -10,11 +10,11 @@ import sys
 from typing import NoReturn
 
 from . import __version__
-from .errors import ConfigError, ReconcilerError, redacted_output
+from .errors import ConfigError, ReconcilerError, forget_secrets, redacted_output
 
 FORMATS = ("text", "markdown", "json")
 
-# Exit codes: 0 ok, 1 error (usage errors included), 2 only "changes" (plan) or "drift".
+# Exit codes: 0 ok, 1 error (usage errors included), 2 only "changes" (plan), "drift" or "denials found".
 USAGE_EXIT = 1
 
 ENVIRONMENT = """\
@@ -28,7 +28,24 @@ environment:
                           where {vault: ...} secrets are read (never from the file)
   RECONCILER_ALLOW_EXEC=1 let {exec: [...]} secrets run (like --allow-exec); RECONCILER_EXEC_TIMEOUT=30
 
-exit codes: 0 ok or no changes, 1 error (usage errors too), 2 changes (plan --detailed-exitcode, rotate --dry-run) or drift
+exit codes: 0 ok or no changes, 1 error (usage errors too) or a plan the safety rails refuse,
+            2 changes (plan --detailed-exitcode, rotate --dry-run) or drift or denials
+"""
+
+DOCS = """\
+documentation (in the source tree; docs/index.md lists every page):
+  README.md                   install, try it locally (local-server), the first run, the five keys
+  docs/local-server.md        a throwaway server to try things on
+  docs/rotation.md            token rotation with zero downtime, token new, expiry, revokes; rotate on a schedule
+  docs/safety.md              safety rails, refused plans, --force, --target
+  docs/pull-requests.md       Markdown plans for pull requests, saved plans
+  docs/drift.md               drift reports, finding kinds, JSON, scheduled runs
+  docs/import.md              a file for what is live
+  docs/certificates.md        mTLS certificate subjects as users
+  docs/sentinel.md            Sentinel-managed deployments
+  docs/fleets.md              many instances: globs, shards
+  docs/redis-software.md, docs/redis-cloud.md, docs/memorystore.md   managed services
+  docs/guarantees.md          what holds under faults, and the tests that keep it
 """
 
 EXAMPLES = """\
@@ -40,9 +57,11 @@ examples:
   reconciler plan -f access.yaml --format markdown > plan.md
   reconciler drift -f access.yaml --format json
   reconciler explain app-orders -f access.yaml --command set --key orders:1
+  reconciler denials -f access.yaml --since 24h
   reconciler token new app-orders --id 2026-11 --out orders.token
   reconciler rotate -f access.yaml --auto-approve
-  reconciler completion bash > /etc/bash_completion.d/reconciler
+  reconciler completion bash > /etc/bash_completion.d/reconciler   # or zsh, fish
+  reconciler local-server start                  # a throwaway server to try things on
 """
 
 
@@ -107,6 +126,10 @@ def _markdown_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _since_arg(p: argparse.ArgumentParser, help_: str) -> None:
+    p.add_argument("--since", metavar="DURATION", help=help_)
+
+
 def _exec_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-exec",
@@ -125,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Declarative access control for Redis and Valkey: plan and apply ACL users, "
         "tokens and certificate subjects from one YAML file.",
-        epilog=EXAMPLES + "\n" + ENVIRONMENT,
+        epilog=EXAMPLES + "\n" + ENVIRONMENT + "\n" + DOCS,
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=UsageParser)
@@ -165,7 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
     p.add_argument(
-        "--target", action="append", metavar="USER", help="plan only this user (repeatable), for review; not with --out"
+        "--target",
+        action="append",
+        metavar="USER",
+        help="plan only this user's changes (repeatable), as `apply --target` would run them; not with --out",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="preview `apply --force`: deletions beyond max_delete_percent are allowed"
     )
     _markdown_args(p)
     _terminal_args(p)
@@ -178,12 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reconciler apply -f access.yaml",
         "reconciler apply -f access.yaml --bootstrap     # fresh server: create the admin as `default` first",
         "reconciler apply plan.json --auto-approve      # a plan saved with `plan --out`",
+        "reconciler apply -f access.yaml --target app-orders   # now, only this user; the rest waits for review",
     )
     p.add_argument("plan_file", nargs="?", metavar="PLAN.json", help="a plan saved with `plan --out`")
     _file_arg(p, required=False)
     _instance_arg(p)
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="allow deleting more than max_delete_percent")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="USER",
+        help="apply only this user's changes (repeatable; with -f FILE), e.g. an urgent revoke while the "
+        "file's other changes wait for review; the safety rails judge what runs",
+    )
     p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per executed change")
     p.add_argument(
         "--bootstrap",
@@ -233,6 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     _instance_arg(p)
     _shard_arg(p)
     _format_arg(p)
+    _markdown_args(p)
+    _terminal_args(p)
+    p.add_argument(
+        "--denials",
+        action="store_true",
+        help="add what the servers refused (see `reconciler denials`); exit 2 also when a declared user failed "
+        "AUTH or a change caused a denial",
+    )
+    _since_arg(p, "with --denials: only denials in this window (e.g. 25h for a daily run)")
+    p.add_argument("--audit-log", metavar="PATH", help="with --denials: the audit log to tie denials to changes (default: the file's audit_log)")
+    _exec_arg(p)
+
+    p = command(
+        "denials",
+        "what the servers refused (ACL LOG of every node), per user; exit 2 when there are denials",
+        "reconciler denials -f access.yaml; echo $?      # 0 none, 2 denials found, 1 error",
+        "reconciler denials -f access.yaml --since 24h --format markdown > denials.md",
+        "reconciler denials -f access.yaml --instance cache-prod --format json",
+    )
+    _file_arg(p)
+    _instance_arg(p)
+    _shard_arg(p)
+    _format_arg(p)
+    _since_arg(p, "only denials last seen in this window: 30m, 24h, 7d, 1h30m (default: the whole log)")
+    p.add_argument(
+        "--audit-log",
+        metavar="PATH",
+        help="the audit log apply wrote, to tie denials to the changes that caused them (default: the file's audit_log)",
+    )
     _markdown_args(p)
     _terminal_args(p)
     _exec_arg(p)
@@ -323,25 +389,66 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--file", metavar="FILE", help="desired-state file (for token_max_age_days)")
 
     p = command(
+        "local-server",
+        "a throwaway server on this machine to try reconciler on (127.0.0.1, fresh `default on nopass`)",
+        "reconciler local-server start              # Valkey from the embedded extra, on 127.0.0.1:6390",
+        "reconciler local-server status",
+        "reconciler local-server stop               # ends it and removes its files",
+    )
+    lsub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
+    for name, help_, example in (
+        ("start", "start a fresh server (users of an earlier run are gone) and wait until it answers",
+         "reconciler local-server start --port 6391"),
+        ("stop", "stop the server started on this port and remove its files", "reconciler local-server stop --port 6391"),
+        ("status", "say whether one is running on this port (exit 1 when none is)", "reconciler local-server status"),
+    ):
+        ls = lsub.add_parser(name, help=help_, description=help_, epilog=_examples(example))
+        ls.add_argument(
+            "--port", type=int, default=6390, metavar="N", help="port on 127.0.0.1 (default 6390, beside a Redis on 6379)"
+        )
+        if name == "start":
+            ls.add_argument(
+                "--server",
+                metavar="PATH",
+                help="the server binary to run (default: the embedded extra's Valkey, else valkey-server or redis-server on PATH)",
+            )
+
+    p = command(
         "completion",
-        "print a shell completion script",
+        "print a shell completion script (bash, zsh or fish)",
         "reconciler completion bash > /etc/bash_completion.d/reconciler",
         'reconciler completion zsh > "${fpath[1]}/_reconciler"',
+        "reconciler completion fish > ~/.config/fish/completions/reconciler.fish",
     )
-    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete for: bash, zsh or fish")
     return parser
 
 
 def _module_for(args: argparse.Namespace) -> str:
     if args.command == "token":
         return f"token_{args.token_command}"
-    return "import_" if args.command == "import" else args.command
+    return {"import": "import_", "local-server": "local_server"}.get(args.command, args.command)
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command's own parser the arguments were parsed by, e.g. `token new`'s."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(args, action.dest, None) or "")
+            if sub is not None:
+                return _chosen(sub, args)
+    return parser
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace | int:
     """The parsed arguments, or the exit code when argparse stopped (-h, --version, a usage error)."""
+    parser = build_parser()
     try:
-        return build_parser().parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Reported by the command that was given them, with its usage, not the top-level one.
+            _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else USAGE_EXIT)
@@ -362,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"reconciler.commands.{_module_for(args)}")
+    forget_secrets()  # one run, its own secrets (a caller may run several in one process)
     with redacted_output():  # no line leaves the process with a secret the process holds
         return _run_module(module, args)
 

@@ -9,18 +9,22 @@ import dataclasses
 import fnmatch
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import config, interrupt, inventory, pending, providers, rotation, saved
+from . import addresses, config, interrupt, inventory, pending, providers, rotation, safety, saved
 from .audit import AuditLog
+from .denials import changes as audit_changes
+from .denials import merge as denials_merge
+from .denials.model import DenialReport, InstanceLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
 from .pipeline import Console, Options, Pipeline, unpersisted  # noqa: F401 (unpersisted: re-exported for the commands)
-from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_instances
+from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
 from .providers.redis import RedisProvider
@@ -84,6 +88,20 @@ class Manager:
     def __init__(self, desired: DesiredState, *, allow_exec: bool = False):
         self.desired = desired
         self.allow_exec = allow_exec
+        # (instance, node address) -> the address its connection reached, from the latest read:
+        # the record of unfinished work is keyed by it (pending.py).
+        self.where: dict[tuple[str, str], str] = {}
+
+    def _read_done(self, state: LiveState) -> LiveState:
+        """Every read ends here: no server may be in two instances, and each node's resolved
+        address is remembered for the record of unfinished work."""
+        problems = addresses.shared_servers(
+            (inst.name, n.address, n.resolved, n.run_id) for inst in state.instances.values() for n in inst.nodes
+        )
+        if problems:
+            raise ReconcilerError("; ".join(problems))
+        self.where.update(_resolved(state))
+        return state
 
     @classmethod
     def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
@@ -115,7 +133,7 @@ class Manager:
 
         with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
             states = list(pool.map(read_one, names))
-        return LiveState(instances={s.name: s for s in states})
+        return self._read_done(LiveState(instances={s.name: s for s in states}))
 
     def plan(self, state: LiveState) -> Plan:
         # The certificate inventory the last apply recorded (inventory.record_inventory), read here at the edge.
@@ -129,7 +147,37 @@ class Manager:
                 by_name[inst.name] = inst
         plan = Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
         # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
-        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address))
+        read = {name: name in state.instances for name in self.desired.instances}
+        return pending.attach(
+            plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address), _resolved(state), instances=read
+        )
+
+    def check(self, plan: Plan, state: LiveState, *, force: bool = False) -> Plan:
+        """The plan with the safety rails' verdict attached (`refusals`): the one check plan,
+        drift and apply share. With `force`, what --force lifts is kept, marked waived, so
+        `plan --force` shows what `apply --force` would allow."""
+        refusals = safety.check(plan, state, self.desired)
+        return dataclasses.replace(
+            plan, refusals=tuple(dataclasses.replace(r, waived=True) if force and r.forcible else r for r in refusals)
+        )
+
+    def target(self, plan: Plan, users: list[str] | tuple[str, ...] | None) -> Plan:
+        """`--target USER`: only these users' changes, findings and certificate inventory (server
+        settings wait for a whole apply). A name neither declared nor in the plan is an error."""
+        if not users:
+            return plan
+        declared = set(self.desired.users)
+        present = {c.user for i in plan.instances for n in i.nodes for c in n.changes} | {
+            f.user for f in plan.findings if f.user
+        }
+        unknown = [u for u in users if u not in declared and u not in present]
+        if unknown:
+            raise ReconcilerError(
+                f"--target: {', '.join(unknown)} is neither declared in {self.desired.source} nor in the plan"
+            )
+        wanted = set(users)
+        subset = only_changes(plan, lambda _inst, user: user in wanted, config=False)
+        return dataclasses.replace(subset, targets=tuple(dict.fromkeys(users)))
 
     def _persist_mode(self, state: LiveState, name: str, address: str) -> str:
         from .planner import persist_mode
@@ -138,19 +186,44 @@ class Manager:
         return persist_mode(self.desired.instances[name], node)
 
     def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
-        """The plan plus the findings only drift reports (tokens no file declares, rotations due)."""
-        plan = with_unmanaged_tokens(self.plan(self.read(only, shard)))
+        """The plan plus the findings only drift reports (tokens no file declares, rotations due),
+        judged by the safety rails like any plan."""
+        state = self.read(only, shard)
+        plan = with_unmanaged_tokens(self.plan(state))
         day = today()
-        return dataclasses.replace(plan, instances=tuple(
+        plan = dataclasses.replace(plan, instances=tuple(
             dataclasses.replace(i, findings=i.findings + tuple(rotation.due_findings(self.desired, i.name, day)))
             for i in plan.instances
         ))
+        return self.check(plan, state)
 
-    def rotate(self, request: "Request", console: Console, options: Options) -> int:
-        """`reconciler rotate`: each due token through the four steps (rotator.py)."""
-        from .rotator import Rotator
+    def denials(
+        self,
+        only: list[str] | None = None,
+        shard: Shard | None = None,
+        *,
+        since: float | None = None,
+        audit_log: str | None = None,
+    ) -> DenialReport:
+        """What the servers refused: every node's ACL LOG (through each instance's provider, in
+        parallel like read), merged per user, reason and object, and tied to the changes the
+        audit log (`--audit-log`, else the file's `audit_log:`) recorded."""
+        names = self.instance_names(only, shard)
 
-        return Rotator(self, request, console, options).run()
+        def read_one(n: str) -> InstanceLog:
+            return providers.for_instance(self.desired, n).read_denials(self.desired.instances[n])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
+            logs = list(pool.map(read_one, names))
+        path = audit_log or self.desired.audit_log
+        history = audit_changes.load(path) if path else None
+        if not path:
+            note = "no audit log (audit_log: in the file, or --audit-log PATH), so denials are not tied to changes"
+        elif history is None:
+            note = f"the audit log {path} does not exist yet, so no change is recorded to tie denials to"
+        else:
+            note = f"read from the audit log {path} ({len(history.changes):,} recorded changes)"
+        return denials_merge.build(self.desired, logs, history, now=time.time(), since=since, audit=note)
 
     def redis(self) -> RedisProvider:
         """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
@@ -181,8 +254,8 @@ class Manager:
     def recheck(self, plan: Plan, narrow: Callable[[Plan], Plan] | None = None) -> list[str]:
         """Under the lock, before the first write: the file and live state must still produce exactly
         this plan (nothing moved while it was reviewed, confirmed or saved). `narrow`: the part of
-        a fresh plan that `plan` stands for (one user's changes), when it is not the whole."""
-        fresh = self.plan(self.read([i.name for i in plan.instances]))
+        a fresh plan that `plan` stands for (one user's changes in a rotation), when not the whole."""
+        fresh = self.target(self.plan(self.read([i.name for i in plan.instances])), plan.targets)
         return saved.differences(plan, narrow(fresh) if narrow is not None else fresh)
 
     # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, each step of `rotate` --
@@ -190,31 +263,43 @@ class Manager:
     def pipeline(self, console: Console, options: Options | None = None, **kw: Any) -> Pipeline:
         return Pipeline(self, console, options, **kw)
 
-    def apply_file(self, only: list[str] | None, console: Console, options: Options) -> int:
-        """`apply -f`: read, plan, show, then the pipeline (rails, confirm, execute)."""
+    def apply_file(self, only: list[str] | None, console: Console, options: Options,
+                   targets: list[str] | None = None) -> int:
+        """`apply -f`: read, plan (`--target`: those users only), judge by the rails, show, then the
+        pipeline (refusals, confirm, execute)."""
         state = self.read(only)
-        plan = self.plan(state)
+        plan = self.check(self.target(self.plan(state), targets), state, force=options.force)
         console.present(plan)  # with no changes it says "No changes." and lists any findings
         if not plan.has_changes:
             return 0
-        return self.pipeline(console, options).run(plan, state, what="the plan shown")
+        return self.pipeline(console, options).run(plan, state, what="the plan shown", checked=True)
 
     def apply_saved(self, plan: Plan, name: str, only: list[str] | None, console: Console, options: Options) -> int:
-        """`apply PLAN.json` (its file's digest already checked): narrowed to `only`, refused when
-        any node moved since it was made, then the pipeline (showing it after the rails)."""
+        """`apply PLAN.json` (its file's digest already checked): narrowed to `only`, refused when it
+        differs from a fresh plan in anything but display fields, then the pipeline on the fresh
+        plan (what runs and what is shown), judged by the rails as the live state is now."""
         if only:
             # Names or globs; one that matches nothing is an error.
             plan = only_instances(plan, set(self.instance_names(only)))
-        if not plan.has_changes:
-            console.out(f"No changes. {name} has nothing to apply.")
-            return 0
-        stale, state = self.stale(plan)
+        # Checked even when the plan is empty: a plan edited down to nothing is as stale as any.
+        stale, state, fresh = self.stale(plan)
         if stale:
             for p in stale:
                 console.err(f"{name} is stale: {p}")
             console.err("nothing was changed")
             return 1
-        return self.pipeline(console, options).run(plan, state, what=name, present=True)
+        if not fresh.has_changes:
+            console.out(f"No changes. {name} has nothing to apply.")
+            return 0
+        plan = self.check(fresh, state, force=options.force)
+        console.present(plan)
+        return self.pipeline(console, options).run(plan, state, what=name, checked=True)
+
+    def rotate(self, request: "Request", console: Console, options: Options) -> int:
+        """`reconciler rotate`: each due token through the four steps (rotator.py)."""
+        from .rotator import Rotator
+
+        return Rotator(self, request, console, options).run()
 
     @staticmethod
     def interruptible() -> AbstractContextManager[threading.Event]:
@@ -227,7 +312,7 @@ class Manager:
         recorded (pending.py) for the next apply to retry."""
         report = ApplyReport()
         own = only_instances(plan, {n for n, s in self.desired.instances.items() if s.provider == providers.DEFAULT})
-        before = pending.begin(self.desired.source, own)
+        before = pending.begin(self.desired.source, own, self.where)
         try:
             for provider, sub in self.groups(plan):
                 try:
@@ -240,7 +325,7 @@ class Manager:
         finally:
             # redis nodes' outcomes say what persistence did; managed instances' have nothing to persist
             nodes = [o for o in report.outcomes if hasattr(o, "persisted")]
-            pending.finish(self.desired.source, own, before, nodes)
+            pending.finish(self.desired.source, own, before, nodes, self.where)
         return report
 
     def verify(self, plan: Plan) -> None:
@@ -250,9 +335,11 @@ class Manager:
         for provider, sub in self.groups(plan):
             provider.verify(sub, today=day)
 
-    def stale(self, plan: Plan) -> tuple[list[str], LiveState]:
+    def stale(self, plan: Plan) -> tuple[list[str], LiveState, Plan]:
         """Re-read every node of a saved plan; name each whose ACLs, role or version moved since
-        (or that joined or left the instance). Returns (problems, the fresh live state)."""
+        (or that joined or left the instance), and every difference between the saved plan and
+        a fresh one (saved.differences: the whole typed plan, every provider). Returns (problems,
+        the fresh live state, the fresh plan: what apply executes and shows when there are none)."""
         problems: list[str] = []
         instances: dict[str, InstanceState] = {}
         for inst in plan.instances:
@@ -290,12 +377,19 @@ class Manager:
                         f"{node_plan.label}; make a new plan"
                     )
             instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
-        state = LiveState(instances=instances)
+        state = self._read_done(LiveState(instances=instances))
+        replanned = dataclasses.replace(self.plan(state), source_sha256=plan.source_sha256) if not problems else plan
         if not problems:
-            # Executed only if the file and live state still produce exactly these commands: a hand
-            # edit (a user added, a hash replaced) is as stale as a change on a server.
-            problems = saved.differences(plan, self.plan(state))
-        return problems, state
+            # Executed only if the file and live state still produce exactly this plan: a hand
+            # edit (a user added, a hash replaced, a certificate given) is as stale as a change on
+            # a server, whichever provider the instance has.
+            problems = saved.differences(plan, replanned)
+        return problems, state, replanned
+
+
+def _resolved(state: LiveState) -> dict[tuple[str, str], str]:
+    """(instance, node address) -> the address the node's connection reached, where known."""
+    return {(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved}
 
 
 def with_unmanaged_tokens(plan: Plan) -> Plan:

@@ -153,7 +153,6 @@ class User:
     rules: str = ""  # resolved: rules of every role (in order, recursively) then `acl`
     tokens: tuple[Token, ...] = ()
     certificates: tuple[Certificate, ...] = ()
-    tokens_declared: bool = False  # the file has a `tokens:` key (so `tokens: []` is explicit)
     kill_sessions_on_revoke: bool | None = None  # None: inherit from the instance
     line: int = 0
     absent_tokens: tuple[AbsentToken, ...] = ()  # declared, but the store has no such version yet

@@ -19,10 +19,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import inventory, safety
+from . import inventory
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .plan import Plan
+from .render import refusal_lines
 from .state import LiveState
 
 if TYPE_CHECKING:
@@ -70,23 +71,30 @@ class Pipeline:
         self.lock = lock or manager.lock
         self.narrow = narrow or (lambda plan: plan)
 
-    def run(self, plan: Plan, state: LiveState, *, what: str = "the plan shown", present: bool = False) -> int:
-        """Rails, then confirm (showing the plan first when `present`), then execute. Exit code."""
-        problems = safety.check(plan, state, self.manager.desired, force=self.options.force)
-        if problems:
-            return self.refuse(problems)
+    def run(self, plan: Plan, state: LiveState, *, what: str = "the plan shown", present: bool = False,
+            checked: bool = False) -> int:
+        """The rails' verdict (Manager.check, unless `checked`: the plan carries it already), the
+        plan shown when `present`, then refusals, confirm and execute. Exit code."""
+        if not checked:
+            plan = self.manager.check(plan, state, force=self.options.force)
         if present:
             self.console.present(plan)
+        if self.refuse(plan):
+            return 1
         if not self.console.confirm(plan):
             self.console.err("apply cancelled; nothing was changed")
             return 1
         return self.execute(plan, what)
 
-    def refuse(self, problems: list[str]) -> int:
-        for p in problems:
-            self.console.err(f"refusing to apply: {p}")
+    def refuse(self, plan: Plan) -> bool:
+        """Say the rails' verdict (a refusal per line; what --force lifted as warnings); True when
+        the plan is refused."""
+        for line in refusal_lines(plan, "refusing to apply"):
+            self.console.err(line)
+        if not plan.refused:
+            return False
         self.console.err("nothing was changed")
-        return 1
+        return True
 
     def execute(self, plan: Plan, what: str = "the plan shown") -> int:
         """Lock, re-check, audit, apply, verify, record. Exit code: 0, 1, or 130 when stopped."""

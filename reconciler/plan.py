@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Callable
 
+from .names import split_words
+
 # 2: actions, finding kinds and severities are closed vocabularies; a user change says how a
 # managed service sets its passwords (`passwords`) instead of implying it in its note.
 FORMAT_VERSION = 2
@@ -90,6 +92,10 @@ class TokenChange:
 class DeltaLine:
     sign: str  # "+" | "-" | "!" (a dangerous grant)
     text: str
+    # A "revokes" line: every command it takes away ("keys", "client|kill"; a whole family as its
+    # container's name), which the text may summarise ("... and 73 more"). The audit log keeps
+    # it, so a later refusal can be tied to the change. Left out of the plan's JSON when empty.
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class UserChange:
             args.extend(f"#{h}" for h in self.hashes)
         else:
             args.append("resetpass")
-        args.extend(self.rules.split())
+        args.extend(split_words(self.rules))
         return args
 
 
@@ -158,6 +164,35 @@ class Finding:
     user: str = ""
     token_id: str = ""
     severity: Severity = Severity.WARNING
+
+
+class Rail(StrEnum):
+    """The safety rail that refused a plan (reconciler.safety)."""
+
+    LOCKOUT = "lockout"  # the admin would lose its login or a command the tool sends
+    ADMIN_RIGHTS = "admin_rights"  # the admin may not run a command this plan needs
+    DELETE_THRESHOLD = "delete_threshold"  # more deletions than policies.max_delete_percent
+
+
+FORCE_HINT = "; re-run with --force to allow it"  # ends every refusal --force lifts
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why apply would refuse this plan. Plan, drift and apply run the same rails, so a pull
+    request shows a refusal before anyone runs apply. `waived`: `--force` lifts it (only the
+    delete threshold can be forced); shown, never blocking."""
+
+    rail: Rail
+    message: str
+    waived: bool = False
+
+    @property
+    def forcible(self) -> bool:
+        return self.rail == Rail.DELETE_THRESHOLD
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -200,6 +235,13 @@ class Plan:
     format_version: int = FORMAT_VERSION
     today: str = ""  # the date expiry was judged against (ISO)
     source_sha256: str = ""  # saved plans: sha256 of the desired-state file they were made from
+    refusals: tuple[Refusal, ...] = ()  # the safety rails' verdict on this plan (Manager.check)
+    targets: tuple[str, ...] = ()  # `--target USER`: only these users' changes; () is the whole file
+
+    @property
+    def refused(self) -> bool:
+        """Apply would refuse this plan (a refusal that --force did not waive)."""
+        return any(not r.waived for r in self.refusals)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -233,10 +275,18 @@ class Plan:
         d = asdict(self)
         if not d["source_sha256"]:
             del d["source_sha256"]  # only saved plans carry it
+        if not d["targets"]:
+            del d["targets"]  # only `--target` plans (never saved) carry it
+        for r, refusal in zip(d["refusals"], self.refusals, strict=True):
+            r["forcible"] = refusal.forcible  # whether `apply --force` would lift it
         for inst in d["instances"]:
             for node in inst["nodes"]:
                 if not node["pending"]:
                     del node["pending"]  # only after an unfinished apply
+                for change in node["changes"]:
+                    for line in change["permissions"]:
+                        if not line["commands"]:
+                            del line["commands"]  # only on "revokes" lines
         c = self.counts()
         d["summary"] = {
             "add": c.add,
@@ -244,6 +294,7 @@ class Plan:
             "destroy": c.destroy,
             "findings": len(self.findings),
             "errors": len(self.errors),
+            "refusals": sum(1 for r in self.refusals if not r.waived),
         }
         return d
 
@@ -263,7 +314,7 @@ class Plan:
                     "passwords": PasswordStrategy(c.get("passwords", PasswordStrategy.EACH)),
                     "hashes": tuple(c["hashes"]),
                     "tokens": tuple(TokenChange(**{**t, "action": TokenAction(t["action"])}) for t in c["tokens"]),
-                    "permissions": tuple(DeltaLine(**p) for p in c["permissions"]),
+                    "permissions": tuple(DeltaLine(**{**p, "commands": tuple(p.get("commands", ()))}) for p in c["permissions"]),
                     "certificates": tuple(c["certificates"]),
                 }
             )
@@ -296,6 +347,10 @@ class Plan:
             format_version=d["format_version"],
             today=d.get("today", ""),
             source_sha256=str(d.get("source_sha256", "")),
+            refusals=tuple(
+                Refusal(rail=Rail(r["rail"]), message=str(r["message"]), waived=bool(r.get("waived", False)))
+                for r in d.get("refusals", ())
+            ),
         )
 
 
@@ -303,7 +358,7 @@ def fingerprint(acl_list_lines: list[str]) -> str:
     """Stable digest of a node's ACL state (sorted ACL LIST lines) for saved-plan staleness checks."""
     h = hashlib.sha256()
     for line in sorted(acl_list_lines):
-        h.update(line.encode())
+        h.update(line.encode("utf-8", "surrogateescape"))  # names that are not UTF-8 hash as their bytes
         h.update(b"\n")
     return h.hexdigest()
 
@@ -319,12 +374,15 @@ __all__ = [
     "DeltaLine",
     "Finding",
     "FindingKind",
+    "FORCE_HINT",
     "FORMAT_VERSION",
     "InstancePlan",
     "InventoryChange",
     "NodePlan",
     "PasswordStrategy",
     "Plan",
+    "Rail",
+    "Refusal",
     "Severity",
     "TokenAction",
     "TokenChange",

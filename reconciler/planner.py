@@ -15,6 +15,7 @@ from typing import Any
 from . import acl
 from .errors import PlanError
 from .model import Certificate, DesiredState, Instance, Token, User
+from .names import shown
 from .plan import (
     Action,
     ConfigChange,
@@ -175,7 +176,7 @@ def _plan_node(
             if name == node.admin_user and name != "default":
                 # Never exempted silently: "the servers match the file" would be false.
                 raise PlanError(
-                    f"{inst.name} {node.address}: prune: true, but the admin user {name} (the user the reconciler "
+                    f"{inst.name} {node.address}: prune: true, but the admin user {shown(name)} (the user the reconciler "
                     f"logs in as) is not in the file; declare it under users.{name} with the rules it needs and its "
                     "token as a sha256 entry (`reconciler import` prints both), or set prune: false"
                 )
@@ -263,11 +264,13 @@ def _plan_user(
     # expired goes like any other expired token (drift warned for expiry_warning_days before).
     lapsed = bool(removed) and not target and all(h in by_hash and _expired(by_hash[h], today) for h in removed)
     if removed and not target and not nopass:
-        explicit = user.certificate_only or lapsed or (user.tokens_declared and not user.tokens and not user.enabled)
+        # The rule keeps a user able to log in. A user the file disables can't log in anyway,
+        # so its tokens going with it locks nobody out (a fresh server's `default` with a password).
+        explicit = user.certificate_only or lapsed or not user.enabled
         if not explicit:
             raise PlanError(
                 f"{where}: this would remove the user's last token; say so explicitly "
-                "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
+                "(enabled: false for a user nobody logs in as, or certificates for a certificate-only user)"
             )
     unreadable = ""
     try:
@@ -435,7 +438,7 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
             continue
         if name not in wanted and not inst.prune:
             admin = " (the reconciler's admin user: declare it to manage it)" if name == node.admin_user else ""
-            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {name} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
+            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {shown(name)} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
     return out
 
 

@@ -1,7 +1,8 @@
 """Safety rails: pure checks over a plan and the live state it was made from.
 
-Each returns a list of problems (one line each); `apply` refuses before any write when
-there is one. Nothing here does I/O.
+Each rail returns a list of problems (one line each). `check` runs them all and is the one
+entry point: `plan`, `plan --out`, `drift` and every kind of `apply` call it (through
+Manager.check), so a plan shows exactly what apply would refuse. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .model import DesiredState
-from .plan import InstancePlan, NodePlan, Plan, UserChange
+from .plan import FORCE_HINT, InstancePlan, NodePlan, Plan, Rail, Refusal, UserChange
 from .state import LiveState, NodeState
 
 # What the reader and the executor send as the admin user; losing any of these locks us out
@@ -138,7 +139,7 @@ def delete_threshold(plan: Plan, live: LiveState, max_percent: int, *, force: bo
             deletes, total, address = worst
             problems.append(
                 f"{inst.name} {address}: the plan deletes {deletes} of {total} users ({deletes * 100 // total}%), "
-                f"more than max_delete_percent {max_percent}; re-run with --force to allow it"
+                f"more than max_delete_percent {max_percent}{FORCE_HINT}"
             )
     return problems
 
@@ -194,10 +195,12 @@ def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None =
     return problems
 
 
-def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[str]:
-    """Every rail; an empty list means the plan may be executed."""
-    return (
-        lockout(plan, live, desired)
-        + admin_rights(plan, live)
-        + delete_threshold(plan, live, desired.policies.max_delete_percent, force=force)
-    )
+def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[Refusal]:
+    """Every rail over the plan; an empty list means the plan may be executed. With `force`, the
+    refusals --force lifts (the delete threshold) are left out, as apply --force executes."""
+    refusals = [Refusal(Rail.LOCKOUT, p) for p in lockout(plan, live, desired)]
+    refusals += [Refusal(Rail.ADMIN_RIGHTS, p) for p in admin_rights(plan, live)]
+    refusals += [
+        Refusal(Rail.DELETE_THRESHOLD, p) for p in delete_threshold(plan, live, desired.policies.max_delete_percent)
+    ]
+    return [r for r in refusals if not (force and r.forcible)]

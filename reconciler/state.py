@@ -79,6 +79,8 @@ class NodeState:
     admin_user: str = "default"  # ACL WHOAMI of our own connection
     admin_hash: str | None = None  # sha256 of the token we authenticated with
     tls: bool = False
+    resolved: str = ""  # "ip:port" the connection reached (the socket's peer); "" when not known
+    run_id: str = ""  # INFO server run_id: one server process, whatever the spelling of its address
     # The table read off the node when no bundled table is named command_table (not in live.json).
     table: CommandTable | None = field(default=None, compare=False, repr=False)
 
@@ -120,6 +122,8 @@ class NodeState:
             admin_user=d.get("admin_user", "default"),
             admin_hash=d.get("admin_hash"),
             tls=bool(d.get("tls", False)),
+            resolved=str(d.get("resolved", "")),
+            run_id=str(d.get("run_id", "")),
         )
 
 

@@ -19,7 +19,9 @@ from typing import Any
 import requests
 from servers import free_port
 
-ROOT_TOKEN = "reconciler-test-root-token"
+# Nothing else in a test run starts with the same 12 characters: the redactor also hides an
+# echoed 12-character prefix of a secret, and a temp path like /tmp/reconciler-tls-... would match.
+ROOT_TOKEN = "bao-dev-root-9f3c2e7a41d8b6"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 

@@ -1,6 +1,6 @@
 """`reconciler apply`: plan (or load a saved plan), check the safety rails, ask, execute, verify.
 
-    apply -f FILE [--auto-approve] [--force] [--audit-log PATH]
+    apply -f FILE [--target USER]... [--auto-approve] [--force] [--audit-log PATH]
     apply PLAN.json [--auto-approve] [--force] [--audit-log PATH]
 
 Nothing is written before every check has passed: the plan is complete (the planner raises
@@ -64,7 +64,8 @@ def options(args: argparse.Namespace) -> Options:
 
 def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
-    return manager.apply_file(args.instance, console(args, prompt), options(args))
+    # `--target USER`: only that user's changes run now; the rails judge what runs.
+    return manager.apply_file(args.instance, console(args, prompt), options(args), targets=args.target)
 
 
 def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
@@ -84,12 +85,16 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "bootstrap", False):
         if args.plan_file or not args.file:
             raise ReconcilerError("--bootstrap works with -f FILE, not with a saved plan")
+        if args.target:
+            raise ReconcilerError("--bootstrap applies the whole file (the admin first); drop --target")
         from . import bootstrap
 
         code = bootstrap.run(args, None, _confirm)
         if code >= 0:
             return code
     if args.plan_file:
+        if args.target:
+            raise ReconcilerError("--target works with -f FILE; a saved plan is applied whole")
         # With -f FILE as well, the file only supplies connection details and secrets.
         return run_saved(args)
     if not args.file:

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .. import safety
+from .. import safety, secrets
 from ..audit import AuditLog
 from ..errors import ApplyError, LiveError, ReconcilerError
 from ..manager import Manager, unpersisted
@@ -51,6 +51,7 @@ def _bootstrap_admin(args: argparse.Namespace) -> Admin:
     value = os.environ.get(var)
     if not value:
         raise ReconcilerError(f"--bootstrap-secret-env {var}: the variable is not set or empty")
+    secrets.check_one_line(value, f"--bootstrap-secret-env {var}")
     return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
 
 

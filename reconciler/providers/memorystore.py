@@ -44,7 +44,6 @@ the same reason.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Mapping
@@ -60,7 +59,7 @@ from ..secrets import SecretError, sinks
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
-from .http import Client, HttpError, poll_delays
+from .http import Client, Deadline, HttpError, poll_delays, poll_until
 
 NAME = "memorystore"
 DEFAULT_URL = "https://memorystore.googleapis.com"
@@ -109,6 +108,9 @@ class MemorystoreProvider(Provider):
             "token_secrets": "which generates token values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
         },
     )
+    # memorystore/docs/valkey/supported-commands lists no ACL command (NOPERM for the rest), and
+    # the v1 REST API (instances, tokenAuthUsers, authTokens, operations) has no ACL log.
+    denials_unavailable = "Memorystore for Valkey refuses ACL commands and its API has no ACL log"
 
     def client(self, instance: Instance) -> Client:
         api = instance.api
@@ -402,14 +404,13 @@ class _Run(common.ApiRun):
     def _wait(self, http: Client, op: Any) -> Any:
         """Poll a long-running Operation until done, with backoff (http.poll_delays); its
         `response`, or HttpError for its `error`."""
-        deadline = time.monotonic() + OPERATION_DEADLINE
-        delays = poll_delays()
-        while isinstance(op, dict) and not op.get("done"):
-            delay = next(delays)
-            if time.monotonic() + delay > deadline:
-                raise HttpError(f"{self.instance.name}: operation {op.get('name')} not done after {OPERATION_DEADLINE:.0f} s; run plan again")
-            time.sleep(delay)
-            op = http.get(f"/v1/{op['name']}")
+        if isinstance(op, dict):
+            name = op.get("name")
+            op = poll_until(
+                lambda: http.get(f"/v1/{name}"), lambda o: not isinstance(o, dict) or bool(o.get("done")),
+                deadline=Deadline.after(OPERATION_DEADLINE), delays=poll_delays(),
+                stalled=lambda o: f"{self.instance.name}: operation {name} not done", first=op,
+            )
         if isinstance(op, dict) and op.get("error"):
             err = op["error"]
             raise HttpError(f"{self.instance.name}: operation failed: {err.get('status') or err.get('code')}: {err.get('message', '')}")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from ..model import Secret
 from . import registry
-from .base import DEFAULT_STORE_DEADLINE, MAX_SECRET_BYTES, Absent, Context, Fetched, SecretError
+from .base import DEFAULT_STORE_DEADLINE, MAX_SECRET_BYTES, Absent, Context, Fetched, SecretError, check_one_line
 from .env import read_env
 from .file import read_file, resolve_path
 
@@ -29,6 +29,7 @@ __all__ = [
     "SecretError",
     "Session",
     "accept",
+    "check_one_line",
     "describe",
     "read_env",
     "read_file",
@@ -79,8 +80,7 @@ def accept(source: str, fetched: Fetched) -> Resolved:
     value = fetched.value
     if value == "":
         raise SecretError(f"{source} is empty")
-    if "\n" in value:
-        raise SecretError(f"{source} has more than one line")
+    check_one_line(value, fetched.shown or source)
     return Resolved(source, sha256_hex(value), Secret(value), fetched.created)
 
 

@@ -17,16 +17,19 @@ place (`accept`), whatever its source.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Mapping
+
+from ..errors import ReconcilerError
 
 MAX_SECRET_BYTES = 64 * 1024  # a bigger "secret" is the wrong file or the wrong command
 
 DEFAULT_STORE_DEADLINE = 5.0  # seconds; the instances' timeout_seconds default
 
 
-class SecretError(Exception):
+class SecretError(ReconcilerError):
     """A reference that can't be resolved; str() names the reference, never a value.
 
     once: the cause is shared by other references (the store is unreachable, exec is not
@@ -51,6 +54,7 @@ class Fetched:
 
     value: str = field(repr=False)
     created: date | None = None  # when the store made this version (vault's created_time)
+    shown: str | None = None  # where it came from, in words ("environment variable X"); else the reference
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,16 @@ def single_line(raw: bytes, shown: str) -> str:
     if "\n" in text:
         raise SecretError(f"{shown} has more than one line")
     return text
+
+
+def check_one_line(value: str, shown: str) -> None:
+    """Refuse a secret holding a control character (a line break from an env var, a tab, NUL):
+    no server takes one as a password, and a server echoing it turns CR/LF into spaces, a form
+    no exact-value redaction would find. The message names where it came from, never the value."""
+    for c in value:
+        if unicodedata.category(c) == "Cc":
+            what = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab"}.get(c, f"control character U+{ord(c):04X}")
+            raise SecretError(f"{shown} holds {what}; a secret is one line of printable text")
 
 
 def has_control(text: str) -> bool:

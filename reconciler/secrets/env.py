@@ -35,4 +35,4 @@ def read_env(name: str, environ: Mapping[str, str]) -> str:
 
 
 def read(spec: str, ctx: Context) -> Fetched:
-    return Fetched(read_env(spec, ctx.environ))
+    return Fetched(read_env(spec, ctx.environ), shown=f"environment variable {spec}")

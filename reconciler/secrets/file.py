@@ -58,4 +58,4 @@ def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) 
 
 
 def read(spec: str, ctx: Context) -> Fetched:
-    return Fetched(read_file(resolve_path(ctx.base_dir, spec), spec, ctx.warn))
+    return Fetched(read_file(resolve_path(ctx.base_dir, spec), spec, ctx.warn), shown=f"secret file {spec}")

@@ -29,6 +29,7 @@ from ... import interrupt
 from ...audit import AuditLog, redact
 from ...errors import ApplyError, ReconcilerError
 from ...model import DesiredState, Instance
+from ...names import shown
 from ...plan import Action, InstancePlan, NodePlan, Plan, UserChange
 from ...report import ApplyReport
 from ...state import NodeState
@@ -56,7 +57,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        return f"{self.action} {self.user}" if self.user else self.action
+        return f"{self.action} {shown(self.user)}" if self.user else self.action
 
 
 @dataclass
@@ -128,9 +129,9 @@ def failure_report(nodes: list[NodeResult]) -> str:
                 if not steps:
                     continue
                 names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
-                shown = ", ".join(names[:LIST_LIMIT])
+                listed = ", ".join(names[:LIST_LIMIT])
                 more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
-                lines.append(f"    {title} ({len(steps)}): {shown}{more}")
+                lines.append(f"    {title} ({len(steps)}): {listed}{more}")
     lines.append(
         "Every user is complete on every node (each ACL SETUSER is atomic); "
         "fix the cause and run apply again to converge."
@@ -214,6 +215,11 @@ class _NodeRun:
                 detail=detail if status == OK else "",
             )
 
+    def _attempt(self, steps: list[tuple[str, str, UserChange | None]]) -> None:
+        """Before sending: the audit log names every command of the batch (synced to disk)."""
+        if self.audit is not None:
+            self.audit.attempt(instance=self.instance.name, node=self.node.address, steps=steps)
+
     def _fail(self, error: str) -> None:
         self.result.error = redact(error)
         self.stop.set()
@@ -285,6 +291,7 @@ class _NodeRun:
             self.pending[step] = items[start:]
             self._check_stop()
             self.result.started = True
+            self._attempt([("kill-sessions" if step == "kill" else c.action, c.user, c) for c in batch])
             pipe = client.pipeline(transaction=False)
             for c in batch:
                 pipe.execute_command(*self._command(step, c))
@@ -301,7 +308,7 @@ class _NodeRun:
             for c, reply in zip(batch, replies, strict=True):
                 refused_text = self._check_reply(step, c, reply)
                 if refused_text:
-                    refused.append(f"{c.user}: {refused_text}")
+                    refused.append(f"{shown(c.user)}: {refused_text}")
             self.pending[step] = items[start + len(batch) :]
             self.batch_no += 1
             if refused:
@@ -345,6 +352,7 @@ class _NodeRun:
         self.result.started = True
         for cc in config:
             label = f"{cc.parameter} {cc.after}"
+            self._attempt([("config", label, None)])
             try:
                 client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
             except Exception as exc:
@@ -353,6 +361,7 @@ class _NodeRun:
                 raise _Stop from None
             self._record("config", label, OK, f"was {cc.before}")
         if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
+            self._attempt([("config", "rewrite", None)])
             try:
                 client.execute_command("CONFIG", "REWRITE")
             except Exception as exc:
@@ -364,6 +373,8 @@ class _NodeRun:
     def _persist(self, client: Any) -> None:
         self._check_stop()
         mode = self.node.persist
+        if mode not in ("warn", "none"):
+            self._attempt([("persist", "", None)])
         try:
             with _deadline(client, self.instance, self.node.address, "persist"):
                 if mode == "auto":
@@ -498,7 +509,7 @@ def _touched_nodes(plan: Plan) -> dict[str, list[NodePlan]]:
 
 
 def _describe_left(changes: Sequence[UserChange]) -> str:
-    parts = [f"{c.action} {c.user}" for c in changes[:10]]
+    parts = [f"{c.action} {shown(c.user)}" for c in changes[:10]]
     more = f", ... and {len(changes) - 10} more" if len(changes) > 10 else ""
     return ", ".join(parts) + more
 
@@ -550,8 +561,8 @@ def verify(
             if left:
                 problems.append(f"did not converge on node {node.address} ({name}): {_describe_left(left)}")
             elif config_left:
-                shown = ", ".join(f"{cc.parameter} {cc.after}" for cc in config_left)
-                problems.append(f"did not converge on node {node.address} ({name}): CONFIG {shown}")
+                settings = ", ".join(f"{cc.parameter} {cc.after}" for cc in config_left)
+                problems.append(f"did not converge on node {node.address} ({name}): CONFIG {settings}")
     if problems:
         raise ApplyError("\n".join(problems))
 

@@ -14,9 +14,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ... import addresses
 from ...acl.table import CommandTable
 from ...errors import LiveError
-from ...model import Instance
+from ...model import Admin, Instance
 from ...state import InstanceState, LiveUser, NodeState
 from . import sentinel, topology
 from .deadline import deadline, timeout_of
@@ -74,12 +75,33 @@ def _describe_error(exc: BaseException, instance: Instance | None = None, addres
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "invalid username-password" in str(exc):
         return "AUTH failed"
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.exceptions.InvalidResponse) or text.startswith("Protocol Error"):
+        # An HTTP server, an SSH daemon, a database of another kind: say so, with what it answered.
+        answer = text.removeprefix("Protocol Error: ")
+        return f"does not speak the Redis protocol (it answered {answer[:80]}); is this the right host and port?"
     tls = _describe_tls(text, instance, address)
     if tls is not None:
         return tls
     if isinstance(exc, redis.TimeoutError):
         return f"timed out ({text})"
     return text
+
+
+def auth_hint(admin: Admin) -> str:
+    """Where the secret came from and what to try, for an AUTH failure of the admin connection."""
+    if admin.secret is None:
+        return (
+            " (no admin secret in the file: this server wants a password; set admin.secret, or for a first run "
+            "`reconciler apply --bootstrap --bootstrap-secret-env VAR` with `default`'s password in VAR)"
+        )
+    kind, _, name = admin.source.partition(":")
+    origin = f" with the secret from {{{kind}: {name}}}" if name else ""
+    if admin.username == "default":
+        return f"{origin}; check that it holds `default`'s current password"
+    return (
+        f"{origin}; on a fresh server the user does not exist yet: `reconciler apply -f FILE --bootstrap` creates it "
+        "(add --bootstrap-secret-env VAR when `default` has a password)"
+    )
 
 
 class _NamedSSLConnection(redis.connection.SSLConnection):
@@ -136,6 +158,9 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
+        # Names are any bytes but ASCII spaces: bytes that are not UTF-8 decode to surrogates
+        # and encode back to the same bytes, so such a user can be read, shown and deleted.
+        "encoding_errors": "surrogateescape",
         "protocol": 2,
         # No silent retries: redis-py's default (3, with backoff) spends ~3 s on every refused
         # connection and would re-send writes the executor must report as in doubt.
@@ -175,8 +200,9 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
     except redis.RedisError as exc:
         client.close()
         why = _describe_error(exc, instance, address)
-        who = f" for user {admin.username}" if "AUTH" in why else ""
-        raise LiveError(f"{instance.name} {address}: {why}{who}") from None
+        if why == "AUTH failed":
+            why += f" for user {admin.username}{auth_hint(admin)}"
+        raise LiveError(f"{instance.name} {address}: {why}") from None
     except (OSError, ssl.SSLError) as exc:
         client.close()
         raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
@@ -195,7 +221,9 @@ def _connections_by_user(client_list: Any) -> dict[str, int]:
             if name:
                 counts[name] = counts.get(name, 0) + 1
         return counts
-    for line in client_list.splitlines():
+    # One client per "\n"-ended line, fields split on " ": str.splitlines() would also split
+    # inside a user name holding U+2028 or U+0085.
+    for line in client_list.split("\n"):
         for field in line.split(" "):
             if field.startswith("user="):
                 name = field[5:]
@@ -291,6 +319,7 @@ def read_node(
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
+        resolved = _peer(client)
         cache = tables if tables is not None else {}
         table_name, table = (
             _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
@@ -310,6 +339,8 @@ def read_node(
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            resolved=resolved,
+            run_id=str(info.get("run_id", "")),
             table=table,
         )
     except redis.RedisError as exc:
@@ -317,6 +348,19 @@ def read_node(
     finally:
         if own:
             client.close()
+
+
+def _peer(client: redis.Redis) -> str:
+    """The address the client's connection reached (its socket's peer), "" when unknown."""
+    pool = client.connection_pool
+    try:
+        conn = pool.get_connection()
+    except (redis.RedisError, OSError):
+        return ""
+    try:
+        return addresses.peer(getattr(conn, "_sock", None))
+    finally:
+        pool.release(conn)
 
 
 def _acl_line_user(line: str | bytes) -> str:

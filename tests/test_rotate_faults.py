@@ -240,27 +240,14 @@ def test_memorystore_killed_at_the_sink_write(bao: RunningBao, proxy: StoreProxy
     """Killed while the service's new token is on its way to the sink: either the store never got
     it (the next run drops the token and rotates again) or it did (the next run names it `current`
     and writes no further version). The fake service runs in this process; `rotate` in another."""
-    from fake_memorystore import INSTANCE, FakeMemorystore
-    from test_rotate_providers import MS_TOKEN
+    from fake_memorystore import FakeMemorystore
+    from test_rotate_providers import MS_TOKEN, ms_file
 
     ms = FakeMemorystore(access_token=MS_TOKEN, authorization_mode="TOKEN_AUTH", op_polls=1)
     try:
         cli = Cli(tmp_path, env={"MS_TOKEN": MS_TOKEN, **bao.env(), "NO_COLOR": "1", "RECONCILER_POLL_START": "0.01",
                                  "RECONCILER_POLL_CAP": "0.04"})
-        cli.write(f"""version: 1
-policies: {{min_overlap_hours: 0}}
-instances:
-  ms:
-    provider: memorystore
-    api: {{url: "{ms.url}", instance: {INSTANCE}, ca_file: "{ms.ca_file}"}}
-    admin: {{secret: {{env: MS_TOKEN}}}}
-users:
-  {USER}:
-    tokens:
-      - id: current
-        sink: {{vault: {{path: apps/cache, field: token}}}}
-        rotate: {{every_days: 30}}
-""")
+        cli.write(ms_file(ms))
         cli.apply(expect=0)
         first = str(bao.get("apps/cache")["data"]["token"])
         proxy.hold(store_write)

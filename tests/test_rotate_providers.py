@@ -186,8 +186,9 @@ def ms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMemorystore]:
         f.stop()
 
 
-def test_memorystore(ms: FakeMemorystore, store: RunningBao, run: Cli) -> None:
-    run.write(f"""version: 1
+def ms_file(ms: FakeMemorystore) -> str:
+    """One user whose token the service makes, rotating into the store path apps/cache."""
+    return f"""version: 1
 policies: {{min_overlap_hours: 0}}
 instances:
   ms:
@@ -200,7 +201,11 @@ users:
       - id: current
         sink: {{vault: {{path: apps/cache, field: token}}}}
         rotate: {{every_days: 30}}
-""")
+"""
+
+
+def test_memorystore(ms: FakeMemorystore, store: RunningBao, run: Cli) -> None:
+    run.write(ms_file(ms))
     assert run.apply()[0] == 0  # the service makes the first token; the store holds it as version 1
 
     def login(creds: dict) -> bool:

@@ -10,32 +10,12 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import rights
 from .model import DesiredState
 from .plan import InstancePlan, NodePlan, Plan, UserChange
 from .state import LiveState, NodeState
 
-# What the reader and the executor send as the admin user; losing any of these locks us out
-# of reading, writing, persisting or verifying. AUTH/HELLO need no permission.
-REQUIRED_COMMANDS: tuple[str, ...] = (
-    "acl|setuser",
-    "acl|deluser",
-    "acl|list",
-    "acl|save",
-    "acl|whoami",
-    "acl|cat",
-    "client|kill",
-    "client|list",
-    "config|get",
-    "config|rewrite",
-    "info",
-    "ping",
-    "command",
-)
-# A sentinel runs no CONFIG; discovery and persistence need these SENTINEL subcommands instead.
-SENTINEL_REQUIRED_COMMANDS: tuple[str, ...] = tuple(
-    c for c in REQUIRED_COMMANDS if not c.startswith("config|")
-) + ("sentinel|get-master-addr-by-name", "sentinel|replicas", "sentinel|sentinels", "sentinel|flushconfig")
-# How each one is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
+# How a command is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
 # engine does not model, so its INFO subcommand stands in for it (same categories).
 _PROBE = {"command": ["command", "info"]}
 
@@ -57,12 +37,17 @@ def _default_table(node: NodeState) -> Any:
     return node.acl_table()
 
 
-def missing_commands(rules: str, table: Any, required: tuple[str, ...] = REQUIRED_COMMANDS) -> list[str]:
-    """Required commands a user with these rules could not run (what ACL DRYRUN would say)."""
+def missing_commands(rules: str, table: Any, required: tuple[rights.Requirement, ...]) -> list[str]:
+    """Requirements a user with these rules could not meet (what ACL DRYRUN would say), each as
+    `CMD` or `CMD1 or CMD2` when any one of several will do."""
     from . import acl
 
     perms = acl.effective(rules, table)
-    return [cmd for cmd in required if not acl.check(perms, _PROBE.get(cmd, cmd.split("|")), table)]
+    return [
+        " or ".join(c.upper() for c in group)
+        for group in required
+        if not any(acl.check(perms, _PROBE.get(cmd, cmd.split("|")), table) for cmd in group)
+    ]
 
 
 def lockout(
@@ -82,7 +67,7 @@ def lockout(
             if change.user != node.admin_user:
                 continue
             where = f"{inst.name} {node.address}: admin user {change.user}"
-            problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst.name, table_for))
+            problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst, table_for))
     return problems
 
 
@@ -97,7 +82,7 @@ def _planned_nodes(plan: Plan, live: LiveState) -> list[tuple[InstancePlan, Node
 
 
 def _admin_problems(
-    change: UserChange, node: NodeState, desired: DesiredState | None, instance: str, table_for: TableLookup
+    change: UserChange, node: NodeState, desired: DesiredState | None, inst: InstancePlan, table_for: TableLookup
 ) -> list[str]:
     if change.action == "delete":
         return ["the plan deletes the user the reconciler logs in as"]
@@ -105,17 +90,16 @@ def _admin_problems(
     if not change.enabled:
         out.append("the plan disables the user the reconciler logs in as")
     if not change.nopass:
-        token = _admin_hash(node, desired, instance)
+        token = _admin_hash(node, desired, inst.name)
         if token is not None and token not in change.hashes:
             out.append(f"the plan removes the token the reconciler logs in with (sha256:{token[:8]}…)")
         elif token is None:
             live_user = node.users.get(change.user)
             if live_user is not None and live_user.nopass:
                 out.append("the plan sets a password on the admin user, but the reconciler has no admin secret for it")
-    required = SENTINEL_REQUIRED_COMMANDS if node.role == "sentinel" else REQUIRED_COMMANDS
-    missing = missing_commands(change.rules, table_for(node), required)
+    missing = missing_commands(change.rules, table_for(node), rights.kept(node.role, inst.topology))
     if missing:
-        out.append("the plan revokes commands the reconciler needs: " + ", ".join(c.upper() for c in missing))
+        out.append("the plan revokes commands the reconciler needs: " + ", ".join(missing))
     return out
 
 
@@ -145,22 +129,7 @@ def delete_threshold(plan: Plan, live: LiveState, max_percent: int, *, force: bo
 
 def needed_commands(node_plan: NodePlan) -> list[str]:
     """What executing this node plan sends as the admin user (the apply lock included)."""
-    if not node_plan.has_changes:
-        return []
-    needed = ["client|setname", "client|list"]  # the apply lock (reconciler.lock)
-    actions = {c.action for c in node_plan.changes}
-    if actions & {"create", "update"}:
-        needed.append("acl|setuser")
-    if "delete" in actions:
-        needed.append("acl|deluser")
-    if any(c.kill_sessions for c in node_plan.changes) or any(p.startswith("kill-sessions ") for p in node_plan.pending):
-        needed.append("client|kill")
-    if node_plan.config:
-        needed.append("config|set")
-        if any(cc.rewrite for cc in node_plan.config):
-            needed.append("config|rewrite")
-    needed.extend({"acl-save": ["acl|save"], "auto": ["acl|save"], "config-rewrite": ["config|rewrite"]}.get(node_plan.persist, []))
-    return list(dict.fromkeys(needed))
+    return rights.for_plan(node_plan)
 
 
 def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None = None) -> list[str]:

@@ -14,6 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ... import lock
 from ...acl.table import CommandTable
 from ...errors import LiveError
 from ...model import Instance
@@ -287,6 +288,8 @@ def read_node(
                 continue
             name, enabled, nopass, hashes, rules = parse_acl_list_line(line)
             users[name] = LiveUser(name, enabled, nopass, hashes, rules, conns.get(name, 0))
+        clients = [] if isinstance(client_list, Exception) else lock.parse_clients(client_list)
+        impostors = lock.impostors(clients, {str(whoami), *lock.owners_of(instance)})
         admin_hash = None
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
@@ -310,6 +313,7 @@ def read_node(
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            lock_impostors=tuple(f"user {c.get('user', '?')} from {c.get('addr', '?')} ({c.get('name')})" for c in impostors),
             table=table,
         )
     except redis.RedisError as exc:

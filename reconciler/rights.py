@@ -43,10 +43,12 @@ SENTINEL = (
     "sentinel|flushconfig",
 )
 EXPLAIN = ("acl|dryrun",)  # `reconciler explain` only; never part of an apply
+# redis-py names itself on every new connection (7.2+) and ignores a refusal.
+LIBRARY = ("client|setinfo",)
 
 # Commands whose refusal the tool works around (it reads less, or asks the server another way):
 # the lock-out rail does not insist on them.
-OPTIONAL = frozenset({"sentinel|myid"})
+OPTIONAL = frozenset({"sentinel|myid", *LIBRARY})
 
 Requirement = tuple[str, ...]  # any one of these commands will do
 
@@ -85,5 +87,5 @@ def for_plan(node_plan: "NodePlan") -> list[str]:
 
 def sent() -> frozenset[str]:
     """Every command the tool sends to any node (tests compare it with what a server saw)."""
-    groups = READ + DISCOVERY + CLUSTER_ANY + LOCK + tuple(WRITE.values()) + KILL + CONFIG + SENTINEL + EXPLAIN
+    groups = READ + DISCOVERY + CLUSTER_ANY + LOCK + tuple(WRITE.values()) + KILL + CONFIG + SENTINEL + EXPLAIN + LIBRARY
     return frozenset(groups + tuple(c for cs in PERSIST.values() for c in cs))

@@ -120,7 +120,7 @@ def test_impostor_lock_name_does_not_block_apply(server: RunningServer, cli: Cli
     text = access(server.address, users=app, instance="    kill_sessions_on_revoke: true\n")
     rc, out, err = cli.plan(text)
     assert rc == 2, err
-    assert f"a connection of user app from " in out and f"({PREFIX}1-cafe) is named like the apply lock" in out, out
+    assert "a connection of user app from " in out and f"({PREFIX}1-cafe) is named like the apply lock" in out, out
     rc, out, err = cli.drift()
     assert rc == 2 and "impersonates the reconciler" in out, out + err
     rc, out, err = cli.apply()

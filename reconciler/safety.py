@@ -13,7 +13,7 @@ from typing import Any
 from . import rights
 from .model import DesiredState
 from .plan import InstancePlan, NodePlan, Plan, UserChange
-from .state import LiveState, NodeState
+from .state import InstanceState, LiveState, NodeState
 
 # How a command is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
 # engine does not model, so its INFO subcommand stands in for it (same categories).
@@ -161,6 +161,25 @@ def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None =
                 "grant them (e.g. +" + " +".join(missing) + ") and plan again"
             )
     return problems
+
+
+def admin_missing(instance: InstanceState, *, table_for: TableLookup | None = None) -> list[str]:
+    """What the admin user, as it is live, lacks of the commands the tool sends to each data node
+    (rights.kept): `CMD` lines, empty when it may do everything. `apply --bootstrap` fixes it."""
+    from . import acl
+
+    table_for = table_for or _default_table
+    out: list[str] = []
+    for node in instance.nodes:
+        admin = node.users.get(node.admin_user)
+        if node.role == "sentinel" or admin is None:
+            continue
+        try:
+            missing = missing_commands(admin.rules, table_for(node), rights.kept(node.role, instance.topology))
+        except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
+            missing = [f"rules that can be read ({exc})"]
+        out.extend(f"{m} on {node.address}" for m in missing)
+    return out
 
 
 def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[str]:

@@ -203,6 +203,7 @@ class _NodeRun:
 
     def _record(self, action: str, user: str, status: str, detail: str = "", change: UserChange | None = None) -> None:
         self.result.steps.append(Step(action, user, status, redact(detail)))
+        self._ledger(action, user, status, detail)
         if self.audit is not None:
             result = OK if status == OK else f"{status}: {detail}" if detail else status
             self.audit.record(
@@ -214,6 +215,19 @@ class _NodeRun:
                 change=change,
                 detail=detail if status == OK else "",
             )
+
+    def _ledger(self, action: str, user: str, status: str, detail: str) -> None:
+        """What an interrupt later in the run must say was done (interrupt.DONE)."""
+        where = (self.instance.name, self.node.address)
+        if action in ("create", "update", "delete") and status in (OK, IN_DOUBT):
+            what = f"{action} {user}" + (" (sent, no answer)" if status == IN_DOUBT else "")
+            interrupt.DONE.record(*where, what, change=status == OK)
+        elif action == "config" and user != "rewrite" and status == OK:
+            interrupt.DONE.record(*where, f"CONFIG SET {user}", change=True)
+        elif action == "kill-sessions" and status == OK:
+            interrupt.DONE.record(*where, f"killed {user}'s connections", change=False)
+        elif action == "persist" and status == OK and detail in ("acl-save", "config-rewrite", "sentinel-flushconfig"):
+            interrupt.DONE.record(*where, f"saved ({detail})", change=False)
 
     def _fail(self, error: str) -> None:
         self.result.error = redact(error)

@@ -3,6 +3,7 @@ the planner needs in one pipelined round trip (plus the command table once per v
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import ssl
@@ -20,7 +21,7 @@ from ...errors import LiveError
 from ...model import Instance
 from ...state import InstanceState, LiveUser, NodeState
 from . import sentinel, topology
-from .deadline import deadline, timeout_of
+from .deadline import deadline, resolve, timeout_of
 
 MAX_PARALLEL_NODES = 8
 
@@ -128,11 +129,34 @@ def _tls_files_problem(instance: Instance) -> str | None:
 def connect(instance: Instance, address: str, *, timeout: float | None = None) -> redis.Redis:
     """An authenticated admin connection to one node; raises LiveError naming instance and node.
 
-    timeout: per read and for the whole handshake (default: the instance's timeout_seconds)."""
+    timeout: per read, for the name lookup and for the whole handshake (default: the instance's
+    timeout_seconds). A host name is looked up once, under that deadline, and its addresses are
+    tried in order (`localhost` may be ::1 first for a server bound to 127.0.0.1)."""
     timeout = timeout or timeout_of(instance)
     host, port = split_address(address)
+    where = f"{instance.name} {address}"
+    if instance.tls is not None:
+        problem = _tls_files_problem(instance)
+        if problem:
+            raise LiveError(f"{where}: {problem}")
+    ips = resolve(host, port, timeout, where)
+    for i, ip in enumerate(ips):
+        try:
+            return _connect_to(instance, address, ip, timeout)
+        except _Unreachable as exc:
+            if i + 1 == len(ips):
+                raise LiveError(str(exc)) from None
+    raise LiveError(f"{where}: {host} has no address")
+
+
+class _Unreachable(Exception):
+    """Nothing answered at this IP address: the next address of the host name may."""
+
+
+def _connect_to(instance: Instance, address: str, ip: str, timeout: float) -> redis.Redis:
+    host, port = split_address(address)
     kwargs: dict[str, Any] = {
-        "host": host,
+        "host": ip,
         "port": port,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -150,9 +174,6 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
         kwargs["username"] = admin.username
     if instance.tls is not None:
         tls = instance.tls
-        problem = _tls_files_problem(instance)
-        if problem:
-            raise LiveError(f"{instance.name} {address}: {problem}")
         # rediss:// semantics: verify the chain and the name (tls.server_name, else the node's host).
         pool = redis.ConnectionPool(
             connection_class=_NamedSSLConnection,
@@ -161,7 +182,7 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
             ssl_keyfile=tls.key_file,
             ssl_cert_reqs="required",
             ssl_check_hostname=True,
-            ssl_server_name=tls.server_name,
+            ssl_server_name=tls.server_name or host,
             **kwargs,
         )
         client = redis.Redis.from_pool(pool)  # closing the client closes the pool
@@ -176,12 +197,22 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
     except redis.RedisError as exc:
         client.close()
         why = _describe_error(exc, instance, address)
+        if ip != host and _refused(exc):
+            raise _Unreachable(f"{instance.name} {address}: {why}") from None
         who = f" for user {admin.username}" if "AUTH" in why else ""
         raise LiveError(f"{instance.name} {address}: {why}{who}") from None
     except (OSError, ssl.SSLError) as exc:
         client.close()
         raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
     return client
+
+
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens at that address (as opposed to a server that answered: AUTH, TLS, ...)."""
+    text = str(exc)
+    return isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.AuthenticationError) and any(
+        f"Error {n} " in text for n in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
+    )
 
 
 def _info_text(reply: Any) -> dict[str, str]:
@@ -295,9 +326,10 @@ def read_node(
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
         cache = tables if tables is not None else {}
-        table_name, table = (
-            _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
-        )
+        with deadline(client, timeout_of(instance), f"{instance.name} {address}", "command table"):
+            table_name, table = (
+                _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
+            )
         return NodeState(
             address=address,
             server=server,

@@ -9,8 +9,9 @@ per-read socket timeout never catches. What makes a connection slow:
   whole proxy (any connection, across reads); the connection that completes the sequence
   crawls from then on (and `triggered` is set). Other connections stay fast.
 - `from_start=True`: every connection crawls from its first reply.
-- `drip()`: every connection, open or new, crawls from now on (for TLS, whose bytes can't be
-  matched: call it from a test hook at the right moment).
+- `drip()`: every connection, open or new, crawls from now on; `drip_newest()`: only the
+  connection opened last (for TLS, whose bytes can't be matched: call it from a test hook at
+  the right moment).
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class DripProxy:
             self.all_drip = True
             for link in self.links:
                 link.dripping = True
+        self.triggered.set()
+
+    def drip_newest(self) -> None:
+        with self.lock:
+            self.links[-1].dripping = True
         self.triggered.set()
 
     def close(self) -> None:

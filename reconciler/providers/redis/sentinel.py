@@ -212,7 +212,7 @@ def _data_nodes(
     if len(answered) < need:
         detail = "; ".join(f"{a}: {e}" for a, e in failed.items())
         twice = len(views) - len(listed)
-        also = f" ({twice} more listed address{'es' if twice != 1 else ''} name a sentinel listed before)" if twice else ""
+        also = f" ({twice} more listed address{'es name' if twice != 1 else ' names'} a sentinel listed before)" if twice else ""
         raise LiveError(
             f"{name}: only {len(answered)} of {len(listed)} sentinels answered for master '{instance.master_name}'{also} "
             f"(a majority, {need}, must agree on the primary): {detail}"

@@ -557,6 +557,25 @@ def test_one_sentinel_under_two_names_is_one_vote(group: Group, env: Cli) -> Non
     assert rc == 2, err  # two distinct sentinels answered of two: a majority
 
 
+@failover_servers
+def test_bootstrap_creates_the_admin_on_every_data_node(group: Group, env: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file with its own admin user on a Sentinel deployment: `apply --bootstrap` finds the data
+    nodes through the sentinels and creates the admin on each (as `default`) before the rest."""
+    monkeypatch.setenv("T_RECON", "sentinel-recon-plaintext-6c8e0a2b4d1f3957")
+    text = access().replace("admin: {username: default, secret: {env: T_ADMIN}}", "admin: {username: reconciler, secret: {env: T_RECON}}")
+    text += '  reconciler:\n    acl: "~* &* +@all"\n    tokens:\n      - id: a\n        secret: {env: T_RECON}\n'
+    env.write(text)
+    rc, out, err = env("apply", "-f", str(env.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_ADMIN")
+    assert rc == 0, out + err
+    assert "nothing to bootstrap" not in out and "Bootstrap complete: 2 added" in out, out
+    for srv in group.data:
+        line = group.users(srv).get("reconciler")
+        assert line is not None and f"#{sha('sentinel-recon-plaintext-6c8e0a2b4d1f3957')}" in line, srv.address
+        assert "app-orders" in group.users(srv)
+    rc, out, err = env.plan(text)
+    assert rc == 0, out + err
+
+
 # --- validation: no server needed ------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import pytest
 import redis
 from servers import MATRIX, RunningServer, no_retry
 from support.cli import Cli
+from support.cluster import wait_until
 from support.drip import DripProxy
 
 from reconciler import rights
@@ -90,14 +91,6 @@ def spawn(tmp: Path, *argv: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(what: str, check: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     for k, v in cli_env(tmp_path).items():
@@ -156,10 +149,10 @@ def test_lock_survives_server_timeout_and_blocks_a_second_apply(sid: str, server
         other.write_text(access(srv.address, users=bulk(1, start=500)))
         proc = spawn(tmp_path, "apply", "-f", str(first), "--auto-approve")
         try:
-            wait_for("the first apply's writes", lambda: proxy.triggered.is_set() or proc.poll() is not None)
+            wait_until("the first apply's writes", lambda: proxy.triggered.is_set() or proc.poll() is not None)
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             since = time.monotonic()
-            wait_for("3 s of a crawling apply", lambda: time.monotonic() - since > 3 or proc.poll() is not None)
+            wait_until("3 s of a crawling apply", lambda: time.monotonic() - since > 3 or proc.poll() is not None)
             assert proc.poll() is None, "the first apply finished before the server's timeout could matter"
             assert lock_connections(srv), "the lock connection was closed by the server's timeout"
             second = subprocess.run(
@@ -186,7 +179,7 @@ def test_lost_lock_stops_the_apply_before_the_next_batch(sid: str, server_factor
         f.write_text(access(proxy.address, users=bulk(1001), instance="    timeout_seconds: 60\n"))
         proc = spawn(tmp_path, "apply", "-f", str(f), "--auto-approve")
         try:
-            wait_for("the first batch", lambda: proxy.triggered.is_set() or proc.poll() is not None)
+            wait_until("the first batch", lambda: proxy.triggered.is_set() or proc.poll() is not None)
             held = lock_connections(srv)
             assert len(held) == 1, held
             root = srv.admin()
@@ -221,9 +214,9 @@ def test_revoking_the_admins_own_token_keeps_the_lock(sid: str, server_factory, 
         f.write_text(access(proxy.address, instance="    kill_sessions_on_revoke: true\n    timeout_seconds: 60\n"))
         proc = spawn(tmp_path, "apply", "-f", str(f), "--auto-approve")
         try:
-            wait_for("the kill", lambda: proxy.triggered.is_set() or proc.poll() is not None)
+            wait_until("the kill", lambda: proxy.triggered.is_set() or proc.poll() is not None)
             root = srv.admin()
-            wait_for(
+            wait_until(
                 "the old token's session to be killed",
                 lambda: not any(e.get("name") == "old-token-session" for e in root.client_list()),
                 timeout=30,

@@ -219,20 +219,12 @@ def _info_text(reply: Any) -> dict[str, str]:
     return {k: str(v) for k, v in topology.parse_info(reply).items()}
 
 
-def _connections_by_user(client_list: Any) -> dict[str, int]:
+def _connections_by_user(clients: list[dict[str, str]]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    if isinstance(client_list, list):  # redis-py parses CLIENT LIST into dicts
-        for entry in client_list:
-            name = entry.get("user")
-            if name:
-                counts[name] = counts.get(name, 0) + 1
-        return counts
-    for line in client_list.splitlines():
-        for field in line.split(" "):
-            if field.startswith("user="):
-                name = field[5:]
-                counts[name] = counts.get(name, 0) + 1
-                break
+    for entry in clients:
+        name = entry.get("user")
+        if name:
+            counts[name] = counts.get(name, 0) + 1
     return counts
 
 
@@ -312,14 +304,14 @@ def read_node(
         server = "valkey" if "valkey_version" in info else "redis"
         version = info.get("valkey_version") or info.get("redis_version", "0.0.0")
         repl = {} if isinstance(info_repl, Exception) else _info_text(info_repl)
-        conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
+        clients = [] if isinstance(client_list, Exception) else lock.parse_clients(client_list)
+        conns = _connections_by_user(clients)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
             if only is not None and _acl_line_user(line) not in only:
                 continue
             name, enabled, nopass, hashes, rules = parse_acl_list_line(line)
             users[name] = LiveUser(name, enabled, nopass, hashes, rules, conns.get(name, 0))
-        clients = [] if isinstance(client_list, Exception) else lock.parse_clients(client_list)
         impostors = lock.impostors(clients, {str(whoami), *lock.owners_of(instance)})
         admin_hash = None
         if instance.admin.secret is not None:

@@ -52,6 +52,10 @@ OPTIONAL = frozenset({"sentinel|myid", *LIBRARY})
 
 Requirement = tuple[str, ...]  # any one of these commands will do
 
+# Without these no apply can run at all (take the lock, write a user): `apply --bootstrap`
+# fixes an admin that lacks them. (The reads fail on their own, and say so.)
+ESSENTIAL: tuple[Requirement, ...] = (("client|setname",), ("client|list",), ("acl|setuser",))
+
 
 def kept(role: str, topology: str = "") -> tuple[Requirement, ...]:
     """What the admin user of a node of this role must keep (grouped: any one of each group):

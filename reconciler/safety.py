@@ -164,8 +164,9 @@ def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None =
 
 
 def admin_missing(instance: InstanceState, *, table_for: TableLookup | None = None) -> list[str]:
-    """What the admin user, as it is live, lacks of the commands the tool sends to each data node
-    (rights.kept): `CMD` lines, empty when it may do everything. `apply --bootstrap` fixes it."""
+    """What the admin user, as it is live, lacks of what every apply needs on each data node
+    (rights.ESSENTIAL): `CMD on ADDRESS` lines, empty when it has it all. `apply --bootstrap`
+    fixes it."""
     from . import acl
 
     table_for = table_for or _default_table
@@ -175,7 +176,7 @@ def admin_missing(instance: InstanceState, *, table_for: TableLookup | None = No
         if node.role == "sentinel" or admin is None:
             continue
         try:
-            missing = missing_commands(admin.rules, table_for(node), rights.kept(node.role, instance.topology))
+            missing = missing_commands(admin.rules, table_for(node), rights.ESSENTIAL)
         except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
             missing = [f"rules that can be read ({exc})"]
         out.extend(f"{m} on {node.address}" for m in missing)

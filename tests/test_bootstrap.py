@@ -229,14 +229,17 @@ def test_bootstrap_checks_every_replica(sid: str, run: Cli, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("sid", ACCEPT)
-@pytest.mark.parametrize("case", ["another-password", "too-few-rights"])
-def test_bootstrap_fixes_an_existing_admin(sid: str, case: str, server_factory, run: Cli) -> None:
+@pytest.mark.parametrize(
+    ("case", "rules"),
+    [("another-password", "~* +@read"), ("cannot-read", "~* +@read"), ("cannot-write", "~* &* +@all -acl|setuser")],
+)
+def test_bootstrap_fixes_an_existing_admin(sid: str, case: str, rules: str, server_factory, run: Cli) -> None:
     """An admin that exists with another password, or with the file's token but too few rights
-    (`+@read`): step 1 (as `default`) fixes it, and steps 2 and 3 are judged by the rights step
-    1 gives it, not by the ones it has now."""
+    (may not read; may read but not write users): step 1 (as `default`) fixes it, and steps 2
+    and 3 are judged by the rights step 1 gives it, not by the ones it has now."""
     srv = server_factory(sid)
     password = SOMEONE_ELSES if case == "another-password" else ADMIN_TOKEN
-    srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{password}", "~*", "+@read")
+    srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{password}", *rules.split())
     run.file.write_text(access_yaml(srv.address))
     rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
     assert rc == 0, out + err

@@ -11,7 +11,7 @@ every `provider: redis` instance where the file's admin cannot log in:
 
 An instance needs it when the file's admin can't log in on some node -- every node counts:
 replicas, cluster members and the data nodes Sentinel reports, since ACLs don't replicate -- or
-logs in but lacks commands the tool sends (reconciler.rights): step 1 then fixes it.
+logs in but may not read, or lacks what every apply needs (rights.ESSENTIAL): step 1 fixes it.
 
 All three steps are planned from one read and shown before the single confirmation. Like any
 apply, the live state is re-read under the lock after the prompt and before step 1 (an admin
@@ -64,7 +64,7 @@ def _bootstrap_admin(args: argparse.Namespace) -> Admin:
 def _why_bootstrap(desired: DesiredState, name: str) -> str | None:
     """Why the file's admin can't run an apply on this instance as it is (None: it can). It is
     read as the admin, every node of it: an AUTH failure anywhere, a refused read, or rights
-    that lack what the tool sends are for step 1 to fix; anything else is an error."""
+    without which no apply runs are for step 1 to fix; anything else is an error."""
     try:
         state = Manager(desired).read([name])
     except LiveError as exc:

@@ -141,8 +141,8 @@ def test_lock_survives_server_timeout_and_blocks_a_second_apply(sid: str, server
     alive: a second apply meanwhile refuses, and the first completes."""
     srv = server_factory(sid, extra_config=["timeout 1"])
     setup_admin(srv)
-    # 100 SETUSER replies of 5 bytes, 5 bytes every 0.05 s: the batch answers in about 5 s.
-    with DripProxy(srv.address, trigger=(b"SETUSER",), every=0.05, chunk=5) as proxy:
+    # 100 SETUSER replies of 5 bytes, 5 bytes every 0.1 s: the batch answers in about 10 s.
+    with DripProxy(srv.address, trigger=(b"SETUSER",), every=0.1, chunk=5) as proxy:
         first = tmp_path / "first.yaml"
         first.write_text(access(proxy.address, users=bulk(100), instance="    timeout_seconds: 60\n"))
         other = tmp_path / "other.yaml"
@@ -209,7 +209,7 @@ def test_revoking_the_admins_own_token_keeps_the_lock(sid: str, server_factory, 
     victim = srv.client("reconciler", ADMIN_OLD, retry=no_retry())
     victim.execute_command("CLIENT", "SETNAME", "old-token-session")
     # The kill's replies crawl, so the lock can be looked at between the kill and the end.
-    with DripProxy(srv.address, trigger=(b"SETUSER", b"KILL"), every=0.5) as proxy:
+    with DripProxy(srv.address, trigger=(b"SETUSER", b"KILL"), every=1.0) as proxy:
         f = tmp_path / "access.yaml"
         f.write_text(access(proxy.address, instance="    kill_sessions_on_revoke: true\n    timeout_seconds: 60\n"))
         proc = spawn(tmp_path, "apply", "-f", str(f), "--auto-approve")

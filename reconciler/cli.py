@@ -24,8 +24,28 @@ environment:
   RECONCILER_CACHE_DIR    where parsed large files are cached; RECONCILER_NO_CACHE=1 turns it off
   RECONCILER_DEBUG=1      show a traceback for internal errors
   {env: NAME} secrets     tokens and admin secrets are read from the variables the file names
+  VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT
+                          where {vault: ...} secrets are read (never from the file)
+  RECONCILER_ALLOW_EXEC=1 let {exec: [...]} secrets run (like --allow-exec); RECONCILER_EXEC_TIMEOUT=30
 
-exit codes: 0 ok or no changes, 1 error (usage errors too), 2 changes (plan --detailed-exitcode) or drift
+exit codes: 0 ok or no changes, 1 error (usage errors too) or a plan the safety rails refuse,
+            2 changes (plan --detailed-exitcode) or drift
+"""
+
+DOCS = """\
+documentation (in the source tree; docs/index.md lists every page):
+  README.md                   install, try it locally (local-server), the first run, the five keys
+  docs/local-server.md        a throwaway server to try things on
+  docs/rotation.md            token rotation with zero downtime, token new, expiry, revokes
+  docs/safety.md              safety rails, refused plans, --force, --target
+  docs/pull-requests.md       Markdown plans for pull requests, saved plans
+  docs/drift.md               drift reports, finding kinds, JSON, scheduled runs
+  docs/import.md              a file for what is live
+  docs/certificates.md        mTLS certificate subjects as users
+  docs/sentinel.md            Sentinel-managed deployments
+  docs/fleets.md              many instances: globs, shards
+  docs/redis-software.md, docs/redis-cloud.md, docs/memorystore.md   managed services
+  docs/guarantees.md          what holds under faults, and the tests that keep it
 """
 
 EXAMPLES = """\
@@ -38,7 +58,8 @@ examples:
   reconciler drift -f access.yaml --format json
   reconciler explain app-orders -f access.yaml --command set --key orders:1
   reconciler token new app-orders --id 2026-11 --out orders.token
-  reconciler completion bash > /etc/bash_completion.d/reconciler
+  reconciler completion bash > /etc/bash_completion.d/reconciler   # or zsh, fish
+  reconciler local-server start                  # a throwaway server to try things on
 """
 
 
@@ -103,6 +124,15 @@ def _markdown_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _exec_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-exec",
+        action="store_true",
+        help="let `secret: {exec: [...]}` references run their commands (RECONCILER_ALLOW_EXEC=1 does the same); "
+        "never set this where the file comes from an untrusted pull request",
+    )
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "".join(f"  {line}\n" for line in lines)
 
@@ -112,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Declarative access control for Redis and Valkey: plan and apply ACL users, "
         "tokens and certificate subjects from one YAML file.",
-        epilog=EXAMPLES + "\n" + ENVIRONMENT,
+        epilog=EXAMPLES + "\n" + ENVIRONMENT + "\n" + DOCS,
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=UsageParser)
@@ -132,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resolve-secrets",
         action="store_true",
-        help="read {env}/{file} secrets too (else their form only) and check min_token_length, complexity",
+        help="read the secrets too (env, file, vault; exec with --allow-exec; else their form only) "
+        "and check min_token_length, complexity",
     )
+    _exec_arg(p)
 
     p = command(
         "plan",
@@ -150,10 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PLAN.json", help="save the plan (with live-state fingerprints, no secrets)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 2 changes, 1 error")
     p.add_argument(
-        "--target", action="append", metavar="USER", help="plan only this user (repeatable), for review; not with --out"
+        "--target",
+        action="append",
+        metavar="USER",
+        help="plan only this user's changes (repeatable), as `apply --target` would run them; not with --out",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="preview `apply --force`: deletions beyond max_delete_percent are allowed"
     )
     _markdown_args(p)
     _terminal_args(p)
+    _exec_arg(p)
     p.add_argument("--allow-expired", action="store_true", help=argparse.SUPPRESS)
 
     p = command(
@@ -162,12 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reconciler apply -f access.yaml",
         "reconciler apply -f access.yaml --bootstrap     # fresh server: create the admin as `default` first",
         "reconciler apply plan.json --auto-approve      # a plan saved with `plan --out`",
+        "reconciler apply -f access.yaml --target app-orders   # now, only this user; the rest waits for review",
     )
     p.add_argument("plan_file", nargs="?", metavar="PLAN.json", help="a plan saved with `plan --out`")
     _file_arg(p, required=False)
     _instance_arg(p)
     p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true", help="allow deleting more than max_delete_percent")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="USER",
+        help="apply only this user's changes (repeatable; with -f FILE), e.g. an urgent revoke while the "
+        "file's other changes wait for review; the safety rails judge what runs",
+    )
     p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per executed change")
     p.add_argument(
         "--bootstrap",
@@ -181,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bootstrap: the variable holding `default`'s current password (default: none, nopass)",
     )
     _terminal_args(p)
+    _exec_arg(p)
     p.add_argument("--allow-expired", action="store_true", help=argparse.SUPPRESS)
 
     p = command(
@@ -195,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     _format_arg(p)
     _markdown_args(p)
     _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "import",
@@ -218,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write here instead of stdout (refuses to overwrite)")
     p.add_argument("--force", action="store_true", help="let --out overwrite an existing file")
     _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "explain",
@@ -241,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not connect: judge against the bundled command tables of every supported server version",
     )
     _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "schema",
@@ -250,40 +301,96 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", action="store_true", help="print the YAML reference generated from it instead")
 
-    p = command("token", "token helpers", "reconciler token new app-orders --id 2026-11 --out orders.token")
+    p = command(
+        "token",
+        "token helpers",
+        "reconciler token new app-orders --id 2026-11 --out orders.token",
+        "reconciler token new app-orders --id 2026-11 --sink vault:apps/orders#token",
+    )
     tsub = p.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
     t = tsub.add_parser(
         "new",
         help="make a strong random token and print its YAML entry",
         description="make a strong random token and print its YAML entry (the entry goes to stderr)",
-        epilog=_examples("reconciler token new app-orders --id 2026-11 --out orders.token"),
+        epilog=_examples(
+            "reconciler token new app-orders --id 2026-11 --out orders.token",
+            "reconciler token new app-orders --id 2026-11 --sink vault:apps/orders#token   # prints the entry only",
+        ),
     )
     t.add_argument("user", metavar="USER", help="the user the token is for (names the YAML entry)")
     t.add_argument("--id", required=True, dest="token_id", metavar="ID", help="the token's id in the file, e.g. 2026-11")
     t.add_argument("--length", type=int, default=32, help="random bytes (default 32)")
     t.add_argument("--out", metavar="FILE", help="write the token here (mode 0600) instead of stdout")
+    t.add_argument(
+        "--sink",
+        metavar="vault:PATH#FIELD",
+        help="write the token to a vault KV v2 path instead (a new version, check-and-set, other fields kept; "
+        "VAULT_ADDR/VAULT_TOKEN from the environment; vault:MOUNT:PATH#FIELD for a mount other than secret) "
+        "and print only the YAML entry; file:PATH is --out",
+    )
     t.add_argument("-f", "--file", metavar="FILE", help="desired-state file (for token_max_age_days)")
 
     p = command(
+        "local-server",
+        "a throwaway server on this machine to try reconciler on (127.0.0.1, fresh `default on nopass`)",
+        "reconciler local-server start              # Valkey from the embedded extra, on 127.0.0.1:6390",
+        "reconciler local-server status",
+        "reconciler local-server stop               # ends it and removes its files",
+    )
+    lsub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True, parser_class=UsageParser)
+    for name, help_, example in (
+        ("start", "start a fresh server (users of an earlier run are gone) and wait until it answers",
+         "reconciler local-server start --port 6391"),
+        ("stop", "stop the server started on this port and remove its files", "reconciler local-server stop --port 6391"),
+        ("status", "say whether one is running on this port (exit 1 when none is)", "reconciler local-server status"),
+    ):
+        ls = lsub.add_parser(name, help=help_, description=help_, epilog=_examples(example))
+        ls.add_argument(
+            "--port", type=int, default=6390, metavar="N", help="port on 127.0.0.1 (default 6390, beside a Redis on 6379)"
+        )
+        if name == "start":
+            ls.add_argument(
+                "--server",
+                metavar="PATH",
+                help="the server binary to run (default: the embedded extra's Valkey, else valkey-server or redis-server on PATH)",
+            )
+
+    p = command(
         "completion",
-        "print a shell completion script",
+        "print a shell completion script (bash, zsh or fish)",
         "reconciler completion bash > /etc/bash_completion.d/reconciler",
         'reconciler completion zsh > "${fpath[1]}/_reconciler"',
+        "reconciler completion fish > ~/.config/fish/completions/reconciler.fish",
     )
-    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete for: bash, zsh or fish")
     return parser
 
 
 def _module_for(args: argparse.Namespace) -> str:
     if args.command == "token":
         return f"token_{args.token_command}"
-    return "import_" if args.command == "import" else args.command
+    return {"import": "import_", "local-server": "local_server"}.get(args.command, args.command)
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command's own parser the arguments were parsed by, e.g. `token new`'s."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(args, action.dest, None) or "")
+            if sub is not None:
+                return _chosen(sub, args)
+    return parser
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace | int:
     """The parsed arguments, or the exit code when argparse stopped (-h, --version, a usage error)."""
+    parser = build_parser()
     try:
-        return build_parser().parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Reported by the command that was given them, with its usage, not the top-level one.
+            _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        return args
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else USAGE_EXIT)

@@ -75,64 +75,88 @@ class ApplyError(ReconcilerError):
 
 
 # -- redaction ---------------------------------------------------------------------------------
-# Every plaintext secret the process holds (admin secrets, token plaintexts) is remembered here
-# by value when it is read, and every line the tool prints, logs or audits passes redact_secrets:
-# a server's error text can echo any argument it was sent (`rename-command AUTH ""` makes AUTH
-# an unknown command whose arguments come back in the error), so redaction is by value, not by
-# the shape of a message.
+# Messages never contain secret values: they name the reference (`env:APP_TOKEN`), never the
+# value. Redaction is the backstop for what a server echoes back: every plaintext secret the
+# process holds (admin secrets, token plaintexts) is remembered here by value when it is read,
+# and every line the tool prints, logs or audits passes redact_secrets. A server's error text
+# can echo any argument it was sent (`rename-command AUTH ""` makes AUTH an unknown command whose
+# arguments come back in the error, quoted and with CR/LF turned into spaces).
+#
+# Substring redaction only means something for values that no ordinary word contains: a
+# secret of SUBSTRING_MIN characters or more is redacted wherever it occurs (and as a prefix of
+# that length, since servers cut long arguments). A shorter one is redacted only where it
+# stands whole between quotes, as servers echo arguments: replacing a short value inside a word
+# ("is (redacted)er than" for `short`) garbles the line and tells the value by its position.
 
-MIN_SECRET_LENGTH = 4  # shorter values would mangle ordinary words; schema checks make them rare
-_ECHO_PREFIX = 12  # servers cut long arguments: an echoed prefix this long is redacted too
+SUBSTRING_MIN = 12
+MIN_SECRET_LENGTH = 4  # shorter values are not remembered: too short to be a secret worth the name
+_QUOTES = ("'", '"', "`")
 REDACTED = "(redacted)"
 _SECRETS: set[str] = set()
-_ORDERED: list[str] = []  # longest first, rebuilt when a secret is added
-_BY_HEAD: dict[str, list[str]] = {}  # first MIN_SECRET_LENGTH characters -> secrets, longest first
+_ORDERED: list[str] = []  # long secrets, longest first, rebuilt when one is added
+_SHORT: list[str] = []  # secrets shorter than SUBSTRING_MIN, longest first
+_BY_HEAD: dict[str, list[str]] = {}  # first SUBSTRING_MIN characters -> long secrets, longest first
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 # Above this many (secrets x characters), one pass over the text is cheaper than one search per secret.
 _SCAN_ABOVE = 20_000_000
+# What servers do to an argument they echo in an error (Redis/Valkey rejectCommandFormat).
+_ECHOED = str.maketrans({"\r": " ", "\n": " "})
 
 
 def remember_secret(value: str) -> None:
-    if len(value) >= MIN_SECRET_LENGTH and value not in _SECRETS:
-        _SECRETS.add(value)
-        _ORDERED[:] = sorted(_SECRETS, key=len, reverse=True)
+    """Remember a plaintext for redaction, with the form a server echoes it in."""
+    added = False
+    for form in {value, value.translate(_ECHOED)}:
+        if len(form) >= MIN_SECRET_LENGTH and form.strip() and form not in _SECRETS:
+            _SECRETS.add(form)
+            added = True
+    if added:
+        _ORDERED[:] = sorted((s for s in _SECRETS if len(s) >= SUBSTRING_MIN), key=len, reverse=True)
+        _SHORT[:] = sorted((s for s in _SECRETS if len(s) < SUBSTRING_MIN), key=len, reverse=True)
         _BY_HEAD.clear()
         for secret in _ORDERED:
-            _BY_HEAD.setdefault(secret[:MIN_SECRET_LENGTH], []).append(secret)
+            _BY_HEAD.setdefault(secret[:SUBSTRING_MIN], []).append(secret)
 
 
 def redact_secrets(text: str) -> str:
-    """Every remembered secret in `text` (whole, or a prefix of at least 12 characters) replaced."""
+    """Every remembered secret in `text` replaced: long ones whole or as a prefix of at least
+    SUBSTRING_MIN characters, short ones only where they stand whole between quotes."""
     if not _SECRETS or not text:
         return text
     if len(_ORDERED) * len(text) > _SCAN_ABOVE:
-        return _scan(text)
-    for secret in _ORDERED:
+        text = _scan(text)
+    else:
+        for secret in _ORDERED:
+            if secret[:SUBSTRING_MIN] in text:
+                text = _redact_prefixes(text, secret)
+    for secret in _SHORT:
         if secret in text:
-            text = text.replace(secret, REDACTED)
-        if len(secret) > _ECHO_PREFIX and secret[:_ECHO_PREFIX] in text:
-            text = _redact_prefixes(text, secret)
+            for q in _QUOTES:
+                text = text.replace(q + secret + q, q + REDACTED + q)
     return text
+
+
+def _extent(text: str, i: int, candidates: list[str]) -> int:
+    """How far from i the text follows the longest-matching of the secrets sharing its head."""
+    longest = SUBSTRING_MIN
+    for secret in candidates:
+        k = SUBSTRING_MIN
+        while k < len(secret) and i + k < len(text) and text[i + k] == secret[k]:
+            k += 1
+        longest = max(longest, k)
+    return longest
 
 
 def _scan(text: str) -> str:
     """One pass over the text (thousands of secrets, a large output): linear in the text."""
     out: list[str] = []
     last = i = 0
-    end = len(text) - MIN_SECRET_LENGTH + 1
+    end = len(text) - SUBSTRING_MIN + 1
     while i < end:
-        candidates = _BY_HEAD.get(text[i : i + MIN_SECRET_LENGTH])
+        candidates = _BY_HEAD.get(text[i : i + SUBSTRING_MIN])
         if candidates:
-            for secret in candidates:
-                k = MIN_SECRET_LENGTH
-                while k < len(secret) and i + k < len(text) and text[i + k] == secret[k]:
-                    k += 1
-                if k == len(secret) or (k >= _ECHO_PREFIX and len(secret) > _ECHO_PREFIX):
-                    out.append(text[last:i] + REDACTED)
-                    last = i = i + k
-                    break
-            else:
-                i += 1
+            out.append(text[last:i] + REDACTED)
+            last = i = i + _extent(text, i, candidates)
             continue
         i += 1
     out.append(text[last:])
@@ -140,19 +164,19 @@ def _scan(text: str) -> str:
 
 
 def _redact_prefixes(text: str, secret: str) -> str:
+    """Each occurrence of the secret's first SUBSTRING_MIN characters, extended as far as it
+    or another secret with the same head goes on, replaced (a whole secret, or the prefix a
+    server cut it to; a secret and the form a server echoes it in share their head)."""
     out: list[str] = []
     i = 0
-    head = secret[:_ECHO_PREFIX]
+    head = secret[:SUBSTRING_MIN]
     while True:
         j = text.find(head, i)
         if j < 0:
             out.append(text[i:])
             return "".join(out)
-        k = _ECHO_PREFIX
-        while k < len(secret) and j + k < len(text) and text[j + k] == secret[k]:
-            k += 1
         out.append(text[i:j] + REDACTED)
-        i = j + k
+        i = j + _extent(text, j, _BY_HEAD[head])
 
 
 def redact(text: str) -> str:

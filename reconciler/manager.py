@@ -14,11 +14,11 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
 
-from . import config, interrupt, inventory, pending, providers, saved
+from . import config, interrupt, inventory, pending, providers, safety, saved
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
-from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_instances
+from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
 from .providers.redis import RedisProvider
@@ -80,9 +80,9 @@ class Manager:
         self.desired = desired
 
     @classmethod
-    def from_file(cls, path: str) -> "Manager":
+    def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
         # Expired tokens are not a load error here: the plan removes them and says why.
-        return cls(config.load(path, allow_expired=True, today=today()))
+        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec))
 
     def instance_names(self, only: list[str] | None = None, shard: Shard | None = None) -> list[str]:
         """The file's instances (file order), narrowed to `only` (names or shell-style globs such
@@ -117,6 +117,33 @@ class Manager:
         # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
         return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address))
 
+    def check(self, plan: Plan, state: LiveState, *, force: bool = False) -> Plan:
+        """The plan with the safety rails' verdict attached (`refusals`): the one check plan,
+        drift and apply share. With `force`, what --force lifts is kept, marked waived, so
+        `plan --force` shows what `apply --force` would allow."""
+        refusals = safety.check(plan, state, self.desired)
+        return dataclasses.replace(
+            plan, refusals=tuple(dataclasses.replace(r, waived=True) if force and r.forcible else r for r in refusals)
+        )
+
+    def target(self, plan: Plan, users: list[str] | tuple[str, ...] | None) -> Plan:
+        """`--target USER`: only these users' changes, findings and certificate inventory (server
+        settings wait for a whole apply). A name neither declared nor in the plan is an error."""
+        if not users:
+            return plan
+        declared = set(self.desired.users)
+        present = {c.user for i in plan.instances for n in i.nodes for c in n.changes} | {
+            f.user for f in plan.findings if f.user
+        }
+        unknown = [u for u in users if u not in declared and u not in present]
+        if unknown:
+            raise ReconcilerError(
+                f"--target: {', '.join(unknown)} is neither declared in {self.desired.source} nor in the plan"
+            )
+        wanted = set(users)
+        subset = only_changes(plan, lambda _inst, user: user in wanted, config=False)
+        return dataclasses.replace(subset, targets=tuple(dict.fromkeys(users)))
+
     def _persist_mode(self, state: LiveState, name: str, address: str) -> str:
         from .planner import persist_mode
 
@@ -124,8 +151,10 @@ class Manager:
         return persist_mode(self.desired.instances[name], node)
 
     def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
-        """The plan plus the findings only drift reports (tokens no file declares)."""
-        return with_unmanaged_tokens(self.plan(self.read(only, shard)))
+        """The plan plus the findings only drift reports (tokens no file declares), judged by
+        the safety rails like any plan."""
+        state = self.read(only, shard)
+        return self.check(with_unmanaged_tokens(self.plan(state)), state)
 
     def redis(self) -> RedisProvider:
         """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
@@ -156,7 +185,8 @@ class Manager:
     def recheck(self, plan: Plan) -> list[str]:
         """Under the lock, before the first write: the file and live state must still produce exactly
         this plan (nothing moved while it was reviewed, confirmed or saved)."""
-        return saved.differences(plan, self.plan(self.read([i.name for i in plan.instances])))
+        fresh = self.plan(self.read([i.name for i in plan.instances]))
+        return saved.differences(plan, self.target(fresh, plan.targets))
 
     @staticmethod
     def interruptible() -> AbstractContextManager[threading.Event]:

@@ -49,21 +49,46 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class Sink:
+    """Where a token that a tool or a service makes is written: a file (mode 0600), or a new
+    version of a KV path (check-and-set, the path's other fields kept)."""
+
+    kind: Literal["file", "vault"]
+    path: str  # file: the resolved path; vault: the path inside the mount
+    field: str = ""  # vault: the field that holds the token
+    mount: str = "secret"  # vault: the KV v2 mount
+
+    def describe(self) -> str:
+        return f"file:{self.path}" if self.kind == "file" else f"vault:{self.mount}/{self.path}#{self.field}"
+
+
+@dataclass(frozen=True)
 class Token:
     id: str
     sha256: str  # 64 lowercase hex; what servers store and what we send as `#<sha256>`
     created: date | None = None
     expires: date | None = None
-    source: str = "sha256"  # "env:NAME" | "file:PATH" | "sha256" -- a reference, never the value
+    source: str = "sha256"  # "env:NAME" | "file:PATH" | "vault:..." | "exec:..." | "sha256" -- a reference, never the value
     plaintext: Secret | None = field(default=None, repr=False, compare=False)
     line: int = 0
     note: str | None = None  # free text from the file, shown next to the token in plans
-    sink: str | None = None  # provider: memorystore: file (resolved path) the service-generated value goes to
+    sink: Sink | None = None  # provider: memorystore: where the service-generated value goes
     username: str | None = None  # provider: redis-cloud: the Cloud ACL user holding this token (default: the user's name)
 
     @property
     def prefix(self) -> str:
         return self.sha256[:8]
+
+
+@dataclass(frozen=True)
+class AbsentToken:
+    """A token entry whose store has no such version yet (vault `version: -1` on a path with one
+    version): nothing goes to the servers, and plans say "<id>: none yet"."""
+
+    id: str
+    source: str  # the reference ("vault:secret/apps/orders#token@-1")
+    reason: str  # "secret/apps/orders has one version: no version -1 yet"
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,9 +137,9 @@ class User:
     rules: str = ""  # resolved: rules of every role (in order, recursively) then `acl`
     tokens: tuple[Token, ...] = ()
     certificates: tuple[Certificate, ...] = ()
-    tokens_declared: bool = False  # the file has a `tokens:` key (so `tokens: []` is explicit)
     kill_sessions_on_revoke: bool | None = None  # None: inherit from the instance
     line: int = 0
+    absent_tokens: tuple[AbsentToken, ...] = ()  # declared, but the store has no such version yet
 
     @property
     def certificate_only(self) -> bool:

@@ -160,6 +160,35 @@ class Finding:
     severity: Severity = Severity.WARNING
 
 
+class Rail(StrEnum):
+    """The safety rail that refused a plan (reconciler.safety)."""
+
+    LOCKOUT = "lockout"  # the admin would lose its login or a command the tool sends
+    ADMIN_RIGHTS = "admin_rights"  # the admin may not run a command this plan needs
+    DELETE_THRESHOLD = "delete_threshold"  # more deletions than policies.max_delete_percent
+
+
+FORCE_HINT = "; re-run with --force to allow it"  # ends every refusal --force lifts
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why apply would refuse this plan. Plan, drift and apply run the same rails, so a pull
+    request shows a refusal before anyone runs apply. `waived`: `--force` lifts it (only the
+    delete threshold can be forced); shown, never blocking."""
+
+    rail: Rail
+    message: str
+    waived: bool = False
+
+    @property
+    def forcible(self) -> bool:
+        return self.rail == Rail.DELETE_THRESHOLD
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass(frozen=True)
 class NodePlan:
     address: str
@@ -200,6 +229,13 @@ class Plan:
     format_version: int = FORMAT_VERSION
     today: str = ""  # the date expiry was judged against (ISO)
     source_sha256: str = ""  # saved plans: sha256 of the desired-state file they were made from
+    refusals: tuple[Refusal, ...] = ()  # the safety rails' verdict on this plan (Manager.check)
+    targets: tuple[str, ...] = ()  # `--target USER`: only these users' changes; () is the whole file
+
+    @property
+    def refused(self) -> bool:
+        """Apply would refuse this plan (a refusal that --force did not waive)."""
+        return any(not r.waived for r in self.refusals)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -233,6 +269,10 @@ class Plan:
         d = asdict(self)
         if not d["source_sha256"]:
             del d["source_sha256"]  # only saved plans carry it
+        if not d["targets"]:
+            del d["targets"]  # only `--target` plans (never saved) carry it
+        for r, refusal in zip(d["refusals"], self.refusals, strict=True):
+            r["forcible"] = refusal.forcible  # whether `apply --force` would lift it
         for inst in d["instances"]:
             for node in inst["nodes"]:
                 if not node["pending"]:
@@ -244,6 +284,7 @@ class Plan:
             "destroy": c.destroy,
             "findings": len(self.findings),
             "errors": len(self.errors),
+            "refusals": sum(1 for r in self.refusals if not r.waived),
         }
         return d
 
@@ -296,6 +337,10 @@ class Plan:
             format_version=d["format_version"],
             today=d.get("today", ""),
             source_sha256=str(d.get("source_sha256", "")),
+            refusals=tuple(
+                Refusal(rail=Rail(r["rail"]), message=str(r["message"]), waived=bool(r.get("waived", False)))
+                for r in d.get("refusals", ())
+            ),
         )
 
 
@@ -319,12 +364,15 @@ __all__ = [
     "DeltaLine",
     "Finding",
     "FindingKind",
+    "FORCE_HINT",
     "FORMAT_VERSION",
     "InstancePlan",
     "InventoryChange",
     "NodePlan",
     "PasswordStrategy",
     "Plan",
+    "Rail",
+    "Refusal",
     "Severity",
     "TokenAction",
     "TokenChange",

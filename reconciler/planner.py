@@ -252,7 +252,7 @@ def _plan_user(
             tokens=tokens,
             permissions=_memo("describe", table, user.rules, lambda: tuple(DeltaLine("+", line) for line in acl.describe(wanted))),
             certificates=certs,
-            note=note,
+            note=_with_absent(note, user),
         )
 
     live_hashes = set(live.hashes)
@@ -263,11 +263,13 @@ def _plan_user(
     # expired goes like any other expired token (drift warned for expiry_warning_days before).
     lapsed = bool(removed) and not target and all(h in by_hash and _expired(by_hash[h], today) for h in removed)
     if removed and not target and not nopass:
-        explicit = user.certificate_only or lapsed or (user.tokens_declared and not user.tokens and not user.enabled)
+        # The rule keeps a user able to log in. A user the file disables can't log in anyway,
+        # so its tokens going with it locks nobody out (a fresh server's `default` with a password).
+        explicit = user.certificate_only or lapsed or not user.enabled
         if not explicit:
             raise PlanError(
                 f"{where}: this would remove the user's last token; say so explicitly "
-                "(tokens: [] with enabled: false, or certificates for a certificate-only user)"
+                "(enabled: false for a user nobody logs in as, or certificates for a certificate-only user)"
             )
     unreadable = ""
     try:
@@ -313,6 +315,7 @@ def _plan_user(
         note = "nopass removed"
     if lapsed and not user.certificate_only:
         note = "last token expired: nobody can log in until a new token is added"
+    note = _with_absent(note, user)
     return change(
         action=Action.UPDATE,
         enabled_before=live.enabled if live.enabled != user.enabled else None,
@@ -323,6 +326,13 @@ def _plan_user(
         connections=live.connections,
         note=note,
     )
+
+
+def _with_absent(note: str, user: User) -> str:
+    """"previous: none yet" for each token whose store has no such version yet (the first rotation starts there)."""
+    parts = [note] if note else []
+    parts += [f"{t.id}: none yet" for t in user.absent_tokens]
+    return "; ".join(parts)
 
 
 def _cert_label(cert: "Certificate") -> str:

@@ -1,7 +1,8 @@
 """Safety rails: pure checks over a plan and the live state it was made from.
 
-Each returns a list of problems (one line each); `apply` refuses before any write when
-there is one. Nothing here does I/O.
+Each rail returns a list of problems (one line each). `check` runs them all and is the one
+entry point: `plan`, `plan --out`, `drift` and every kind of `apply` call it (through
+Manager.check), so a plan shows exactly what apply would refuse. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from . import rights
 from .model import DesiredState
-from .plan import InstancePlan, NodePlan, Plan, UserChange
+from .plan import FORCE_HINT, InstancePlan, NodePlan, Plan, Rail, Refusal, UserChange
 from .state import InstanceState, LiveState, NodeState
 
 # How a command is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
@@ -122,7 +123,7 @@ def delete_threshold(plan: Plan, live: LiveState, max_percent: int, *, force: bo
             deletes, total, address = worst
             problems.append(
                 f"{inst.name} {address}: the plan deletes {deletes} of {total} users ({deletes * 100 // total}%), "
-                f"more than max_delete_percent {max_percent}; re-run with --force to allow it"
+                f"more than max_delete_percent {max_percent}{FORCE_HINT}"
             )
     return problems
 
@@ -183,10 +184,12 @@ def admin_missing(instance: InstanceState, *, table_for: TableLookup | None = No
     return out
 
 
-def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[str]:
-    """Every rail; an empty list means the plan may be executed."""
-    return (
-        lockout(plan, live, desired)
-        + admin_rights(plan, live)
-        + delete_threshold(plan, live, desired.policies.max_delete_percent, force=force)
-    )
+def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[Refusal]:
+    """Every rail over the plan; an empty list means the plan may be executed. With `force`, the
+    refusals --force lifts (the delete threshold) are left out, as apply --force executes."""
+    refusals = [Refusal(Rail.LOCKOUT, p) for p in lockout(plan, live, desired)]
+    refusals += [Refusal(Rail.ADMIN_RIGHTS, p) for p in admin_rights(plan, live)]
+    refusals += [
+        Refusal(Rail.DELETE_THRESHOLD, p) for p in delete_threshold(plan, live, desired.policies.max_delete_percent)
+    ]
+    return [r for r in refusals if not (force and r.forcible)]

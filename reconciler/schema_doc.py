@@ -135,7 +135,7 @@ def markdown(root: Schema | None = None) -> str:
         _cell(root.get("title", "")) + ".",
         "",
         "Editors that speak the YAML language server validate and complete files against the same",
-        "schema: see the README's *Schema for editors*. Definitions used in several places:",
+        "schema: see [editors.md](editors.md). Definitions used in several places:",
         "",
     ]
     for name, spec in _defs(root).items():

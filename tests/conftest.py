@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from openbao import RunningBao, start_bao
 from servers import MATRIX, TLS_MATRIX, RunningServer, start_server
 
 
@@ -50,3 +51,13 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     finally:
         for srv in started:
             srv.stop()
+
+
+@pytest.fixture
+def bao(tmp_path: Path) -> Iterator[RunningBao]:
+    """A fresh OpenBao dev server (Vault API, KV v2 at secret/, root token) per test."""
+    srv = start_bao(tmp_path / "openbao")
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -7,9 +7,14 @@ https://docs.cloud.google.com/memorystore/docs/valkey/manage-basic-auth, and the
 provider's memorystore resources; where the docs give no error shape, Google's standard
 {"error": {code, message, status}} is used (AIP-193).
 
-`timeline` records the token names of every user after each change, so tests can assert that
-no moment left a user without a token; operations finish after `op_polls` polls and record when
-they were polled, so tests can check the provider's backoff.
+Every write is a long-running Operation (google.longrunning.Operation: "If the value is `false`,
+it means the operation is still in progress. If `true`, the operation is completed"); its effect
+takes hold only when it is done: a new token logs in (state ACTIVE, CREATING before), a deleted
+token or user stops working and leaves the lists (DELETING before). An operation is done after
+`op_polls` polls and `op_seconds` seconds (the provisioning knob), and records when it was
+polled, so tests can check the provider's backoff. `timeline` records, when each change took
+effect, the tokens of the user that log in, so tests can assert that no moment left a user
+without a token and what held the moment apply returned.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from fake_redis_software import Loopback
 
@@ -43,7 +48,8 @@ class FakeMemorystore:
     generated: list[str] = field(default_factory=list)  # every token value the service made (for grep tests)
     op_polls: int = 1  # GETs of an operation before it is done
     authorization_mode_mutable: bool = False  # memorystore.proto: authorization_mode is IMMUTABLE
-    timeline: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    op_seconds: float = 0.0  # an operation is not done before this many seconds
+    timeline: list[tuple[float, str, tuple[str, ...]]] = field(default_factory=list)  # (time, user, its ACTIVE token ids)
     polls: list[float] = field(default_factory=list)  # time.monotonic() of every operation poll
     _ops: int = 0
 
@@ -60,25 +66,37 @@ class FakeMemorystore:
         return t["token"] if t else None
 
     def _changed(self, user: str) -> None:
-        self.timeline.append((user, tuple(sorted(self.users.get(user, {})))))
+        active = tuple(sorted(tid for tid, t in self.users.get(user, {}).items() if t["state"] == "ACTIVE"))
+        self.timeline.append((time.monotonic(), user, active))
 
     def history(self, user: str) -> list[tuple[str, ...]]:
-        return [names for u, names in self.timeline if u == user]
+        return [names for _, u, names in self.timeline if u == user]
+
+    def tokens_at(self, user: str, moment: float) -> tuple[str, ...]:
+        """The user's tokens that logged in at `moment` (time.monotonic())."""
+        return next((names for at, u, names in reversed(self.timeline) if u == user and at <= moment), ())
+
+    def can_auth(self, user: str, value: str) -> bool:
+        return any(t["token"] == value and t["state"] == "ACTIVE" for t in self.users.get(user, {}).values())
 
     # -- operations: every write is a long-running Operation (google.longrunning), done after op_polls polls
 
-    def _op(self, response: Any = None) -> tuple[int, Any]:
+    def _op(self, response: Any = None, effect: Callable[[], None] | None = None) -> tuple[int, Any]:
+        """An Operation for a write; `effect` is what takes hold when it is done."""
         self._ops += 1
         name = f"{self.instance.rsplit('/instances/', 1)[0]}/operations/op-{self._ops}"
-        self.operations[name] = {"name": name, "done": False, "response": response, "_left": self.op_polls}
+        self.operations[name] = {"name": name, "done": False, "response": response, "_left": self.op_polls,
+                                 "_ready": time.monotonic() + self.op_seconds, "_effect": effect}
         return 200, {"name": name, "done": False}
 
     def _poll(self, name: str) -> dict:
         op = self.operations[name]
         self.polls.append(time.monotonic())
         op["_left"] -= 1
-        if op["_left"] <= 0:
+        if op["_left"] <= 0 and time.monotonic() >= op["_ready"] and not op["done"]:
             op["done"] = True
+            if op["_effect"] is not None:
+                op["_effect"]()
         out = {k: v for k, v in op.items() if not k.startswith("_")}
         if not op["done"]:
             out.pop("response", None)
@@ -122,8 +140,7 @@ class FakeMemorystore:
             if name in self.users:
                 return _err(409, "ALREADY_EXISTS", f"token auth user {name} already exists")
             self.users[name] = {}
-            self._changed(name)
-            return self._op({"name": f"{inst}/tokenAuthUsers/{name}", "state": "ACTIVE"})
+            return self._op({"name": f"{inst}/tokenAuthUsers/{name}", "state": "ACTIVE"}, lambda: self._changed(name))
         if rest == "/tokenAuthUsers" and method == "GET":
             names = sorted(self.users)
             start = int(query.get("pageToken", ["0"])[0])
@@ -145,9 +162,14 @@ class FakeMemorystore:
             # (FAILED_PRECONDITION otherwise).
             if tokens and query.get("force") != ["true"]:
                 return _err(400, "FAILED_PRECONDITION", f"token auth user {user} has auth tokens; set force=true")
-            del self.users[user]
-            self._changed(user)
-            return self._op(None)
+            for t in tokens.values():
+                t["state"] = "DELETING"
+
+            def gone(user: str = user) -> None:
+                del self.users[user]
+                self._changed(user)
+
+            return self._op(None, gone)
         if tail == ":addAuthToken" and method == "POST":
             spec = (body or {}).get("authToken") or {}
             # AuthToken.token is "Output only": the service generates token values.
@@ -163,11 +185,15 @@ class FakeMemorystore:
                 "name": name,
                 "token": value,
                 "createTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                "state": "ACTIVE",
+                "state": "CREATING",
             }
-            self._changed(user)
+
+            def active(user: str = user, tid: str = tid) -> None:
+                self.users[user][tid]["state"] = "ACTIVE"
+                self._changed(user)
+
             # addAuthToken's operation response is the TokenAuthUser, never the token.
-            return self._op({"name": user_res, "state": "ACTIVE"})
+            return self._op({"name": user_res, "state": "ACTIVE"}, active)
         if tail == "/authTokens" and tid is None and method == "GET":
             return 200, {"authTokens": [{k: v for k, v in t.items() if k != "token"} for _, t in sorted(tokens.items())]}
         if tid is not None:
@@ -177,7 +203,11 @@ class FakeMemorystore:
                 # authTokens.get: the AuthToken with its output-only `token` value (lists omit it here).
                 return 200, tokens[tid]
             if method == "DELETE":
-                del tokens[tid]
-                self._changed(user)
-                return self._op(None)
+                tokens[tid]["state"] = "DELETING"
+
+                def deleted(user: str = user, tid: str = tid) -> None:
+                    self.users[user].pop(tid, None)
+                    self._changed(user)
+
+                return self._op(None, deleted)
         return _err(405, "METHOD_NOT_ALLOWED", f"{method} {route}")

@@ -19,18 +19,41 @@ Sources (cited on each rule below):
               characters long")
   [guide]     the Redis Cloud credential-rotation guide: passwords need >= 8 characters with upper,
               lower, digit and special characters.
+  [go-api]    RedisLabs/rediscloud-go-api service/access_control_lists/{redis_rules,roles,users}:
+              the `status` values active, pending, deleting, error; service/databases/model.go:
+              a database's `status` (active, active-change-pending, ...)
+  [terraform] RedisLabs/terraform-provider-rediscloud provider/resource_rediscloud_acl_{rule,role,
+              user}.go (waitForAcl*ToBeActive after create and update; after delete "Wait until it's
+              really disappeared": GET until NotFound), provider/pro/resource_rediscloud_pro_database.go
+              (WaitForDatabaseToBeActive before and after an update)
 Where a source names no error, the code here is this fake's own and says so.
 
-Tasks move one state per tick (every request the server receives is a tick), so tests need no
-sleeps: received -> processing-in-progress -> processing-completed | processing-error. Only the
-task at the head of the account's queue advances [lifecycle]. `timeline` records, after every
-completed task, which credentials can log in to each database, so tests can assert that a
-rotation never leaves an application without a valid credential.
+Two phases per write [lifecycle]: "Asynchronous operations have two main phases: processing and
+provisioning. A resource is not available until both phases are complete."
+  processing    tasks move one state per tick (every request the server receives is a tick), so
+                tests need no sleeps: received -> processing-in-progress -> processing-completed |
+                processing-error. Only the task at the head of the account's queue advances
+                ("For each account, only one operation is processed concurrently").
+  provisioning  then the resource is `pending` ("Provisioning is in progress") for `provisioning`
+                seconds (the knob: small in most tests, 1 s in the acceptance test) and `active`
+                ("Provisioning completed successfully"); a deleted one is `deleting`
+                ("De-provisioning and deletion is in progress") for as long, then gone (404, not
+                listed). Until then the change does not take effect: a new user or password can't
+                log in, a new role grants nothing, a database keeps its old password and
+                certificates. Provisioning runs in parallel ("The provisioning phase can be
+                performed in parallel").
+`timeline` records, at the moment each change took effect (task completed, provisioning ended),
+which credentials could log in to the database and which client certificates it accepted, so
+tests can assert what held at any instant -- e.g. the instant apply returned.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+import copy
+import hashlib
+import heapq
 import itertools
 import re
 import time
@@ -40,7 +63,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from fake_redis_software import Loopback
+
+PENDING, ACTIVE, DELETING = "pending", "active", "deleting"  # [lifecycle] provisioning states; [go-api] Status*
+DB_CHANGING = "active-change-pending"  # [go-api] databases.StatusActiveChangePending: an update provisioning
+# The resource each task acts on: the table it lives in (see FakeRedisCloud._tables).
+TASK_KIND = {
+    "createRedisRule": "rules", "updateRedisRule": "rules", "deleteRedisRule": "rules",
+    "createRole": "roles", "updateRole": "roles", "deleteRole": "roles",
+    "createUser": "users", "updateUser": "users", "deleteUser": "users",
+    "updateDatabase": "databases",
+}
 
 DEFAULT_RULES = {"Full-Access": "+@all  ~*", "Read-Write": "+@all -@dangerous ~*", "Read-Only": "+@read ~*"}  # [openapi] AccountACLRedisRules example
 
@@ -52,6 +86,10 @@ def _now() -> str:
 def _error(status: int, message: str) -> tuple[int, Any]:
     # [openapi] errors: the HTTP status with a description; the body shape is this fake's.
     return status, {"timestamp": _now(), "status": status, "error": message, "message": message}
+
+
+def _fingerprint(pem: str) -> str:
+    return hashlib.sha256(x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def complex_enough(password: str) -> bool:
@@ -89,21 +127,26 @@ class FakeRedisCloud:
     client_certs: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # PEMs (GET does not return them)
     tasks: dict[str, dict] = field(default_factory=dict)
     queue: collections.deque = field(default_factory=collections.deque)
-    timeline: list[tuple[int, frozenset]] = field(default_factory=list)  # (task number, valid (user, password) pairs)
+    provisioning: float = 0.02  # seconds a created or changed resource stays pending (deleted: deleting) [lifecycle]
+    timeline: list[tuple[float, frozenset, frozenset]] = field(default_factory=list)  # (monotonic time, (user, password) pairs that log in, accepted certificate sha256s)
     throttled: int = 0  # requests answered 429
     early: int = 0  # requests that came before the retry delay a 429 announced had passed
     task_failures: list[tuple[str, str, str]] = field(default_factory=list)  # (commandType, error, info)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
     _seen: collections.deque = field(default_factory=collections.deque)
-    _done: int = 0
     _retry_at: float = 0.0
     hold: bool = False  # tests: the head task stays in processing-in-progress (a slow operation)
+    # Provisioning: what was in effect before a change that is still pending, by (table, key)
+    # (None: nothing -- a new resource, or one being deleted); and the scheduled ends of phases.
+    _before: dict[tuple[str, Any], Any] = field(default_factory=dict)
+    _events: list = field(default_factory=list)  # heap of (time, seq, table, key, generation, what)
+    _generation: dict[tuple[str, Any], int] = field(default_factory=dict)
     shows_password: bool = True  # [openapi] the Database example has security.password; tests turn it off
 
     def __post_init__(self) -> None:
         for name, acl in DEFAULT_RULES.items():
             rid = next(self._ids)
-            self.rules[rid] = {"id": rid, "name": name, "acl": acl, "isDefault": True, "status": "active"}
+            self.rules[rid] = {"id": rid, "name": name, "acl": acl, "isDefault": True, "status": ACTIVE}
         key = (self.subscription, self.database)
         # [openapi] Database example: security.{enableDefaultUser, password, sslClientAuthentication,
         # tlsClientAuthentication, enableTls, sourceIps} -- GET returns the default user's password.
@@ -126,7 +169,7 @@ class FakeRedisCloud:
         self.http = Loopback(self.handle)
         self.url = self.http.url + "/v1"
         self.ca_file = self.http.ca_file
-        self._snapshot()
+        self._snapshot(time.monotonic())
 
     def stop(self) -> None:
         self.http.stop()
@@ -143,28 +186,122 @@ class FakeRedisCloud:
         return next((r for r in self.rules.values() if r["name"] == name), None)
 
     def can_auth(self, username: str, password: str, key: tuple[int, int] | None = None) -> bool:
-        """Would AUTH username password succeed on the database (key: default this fake's database)?"""
-        key = key or (self.subscription, self.database)
-        sec = self.databases[key]["security"]
+        """Would AUTH username password succeed on the database now (key: default this fake's database)?
+        Only what is provisioned counts [lifecycle]: a pending user, role or rule grants nothing yet."""
+        self._settle(time.monotonic())
+        return self._can_auth(username, password, key or (self.subscription, self.database))
+
+    def accepts_certificate(self, pem: str, key: tuple[int, int] | None = None) -> bool:
+        """Would the database accept a client presenting this certificate now?"""
+        self._settle(time.monotonic())
+        return _fingerprint(pem) in self._certificates_in_effect(key or (self.subscription, self.database))
+
+    def state_at(self, moment: float) -> tuple[frozenset, frozenset]:
+        """(credentials that logged in, certificate fingerprints accepted) at `moment` (time.monotonic())."""
+        self._settle(time.monotonic())
+        i = bisect.bisect_right([t for t, _, _ in self.timeline], moment) - 1
+        return self.timeline[i][1], self.timeline[i][2]
+
+    def in_effect(self, table: str, key: Any) -> dict | None:
+        """The resource as it is in effect: its state before a change still pending, None while it
+        is being created or deleted."""
+        if (table, key) in self._before:
+            return self._before[(table, key)]
+        item = self._tables()[table].get(key)
+        return item if item is not None and item.get("status") == ACTIVE else None
+
+    def _can_auth(self, username: str, password: str, key: tuple[int, int]) -> bool:
         if username == "default":
-            return bool(sec["enableDefaultUser"]) and sec["password"] == password
-        u = self.by_name(username)
-        if u is None or self.passwords.get(u["id"]) != password:
+            db = self.in_effect("databases", key)
+            sec = (db or {}).get("security") or {}
+            return bool(sec.get("enableDefaultUser")) and sec.get("password") == password
+        u = next((x for uid in self.users if (x := self.in_effect("users", uid)) is not None and x["name"] == username), None)
+        if u is None or u.get("password", self.passwords.get(u["id"])) != password:
             return False
-        role = self.role_by_name(u["role"])
+        role = next((x for rid in self.roles if (x := self.in_effect("roles", rid)) is not None and x["name"] == u["role"]), None)
+        ready = {x["name"] for rid in self.rules if (x := self.in_effect("rules", rid)) is not None}
         return role is not None and any(
-            (d["subscriptionId"], d["databaseId"]) == key for r in role["redisRules"] for d in r["databases"]
+            (d["subscriptionId"], d["databaseId"]) == key and r["ruleName"] in ready for r in role["redisRules"] for d in r["databases"]
         )
+
+    def _certificates_in_effect(self, key: tuple[int, int]) -> set[str]:
+        db = self.in_effect("databases", key)
+        if db is None:
+            return set()
+        return {_fingerprint(p) for p in db.get("clientTlsCertificates", self.client_certs.get(key) or [])}
+
+    def begin(self, table: str, key: Any, *, deleting: bool = False) -> None:
+        """A change made elsewhere (the console, a run that was stopped) that is still provisioning:
+        the resource is pending (deleting) for `provisioning` seconds from now."""
+        self._settle(time.monotonic())
+        self._provision(table, key, self._view(table, key), deleting=deleting)
+
+    def leftovers(self) -> list[str]:
+        """Every rule, role and user the reconciler made (`reconciler-*` names, and users holding
+        such a role), whatever their status."""
+        self._settle(time.monotonic())
+        out = [f"rule {r['name']} ({r['status']})" for r in self.rules.values() if r["name"].startswith("reconciler-")]
+        out += [f"role {r['name']} ({r['status']})" for r in self.roles.values() if r["name"].startswith("reconciler-")]
+        return out + [f"user {u['name']} ({u['status']})" for u in self.users.values() if u["role"].startswith("reconciler-")]
 
     def fail_next_task(self, command_type: str, error: str, info: str = "") -> None:
         """The next task of `command_type` ends in processing-error (a failure the API can report)."""
         self.task_failures.append((command_type, error, info))
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, moment: float) -> None:
         key = (self.subscription, self.database)
-        valid = {("default", self.databases[key]["security"]["password"])} if self.databases[key]["security"]["enableDefaultUser"] else set()
-        valid |= {(u["name"], self.passwords[u["id"]]) for u in self.users.values() if self.can_auth(u["name"], self.passwords[u["id"]], key)}
-        self.timeline.append((self._done, frozenset(valid)))
+        valid = {("default", p) for db in [self.in_effect("databases", key)] if db for p in [db["security"].get("password")]}
+        valid = {c for c in valid if self._can_auth(*c, key)}
+        valid |= {(u["name"], self.passwords[u["id"]]) for u in self.users.values() if self._can_auth(u["name"], self.passwords[u["id"]], key)}
+        self.timeline.append((moment, frozenset(valid), frozenset(self._certificates_in_effect(key))))
+
+    # -- provisioning [lifecycle] -------------------------------------------------------------------
+
+    def _tables(self) -> dict[str, dict]:
+        return {"rules": self.rules, "roles": self.roles, "users": self.users, "databases": self.databases}
+
+    def _view(self, table: str, key: Any) -> Any:
+        """What a resource is in effect right now (the users' passwords and the certificates, which
+        GET never returns, included), to keep while a change to it is pending."""
+        item = self.in_effect(table, key)
+        if item is None:
+            return None
+        if (table, key) in self._before:
+            return item
+        if table == "users":
+            return {**copy.deepcopy(item), "password": self.passwords.get(key)}
+        if table == "databases":
+            return {**copy.deepcopy(item), "clientTlsCertificates": list(self.client_certs.get(key) or [])}
+        return copy.deepcopy(item)
+
+    def _provision(self, table: str, key: Any, before: Any, *, deleting: bool = False) -> None:
+        """The task is processed: the resource is pending (deleting) for `provisioning` seconds. Until
+        then the state before the change stays in effect; a deleted one grants nothing any more."""
+        item = self._tables()[table][key]
+        self._before.setdefault((table, key), before)
+        if deleting:
+            self._before[(table, key)] = None
+        item["status"] = DELETING if deleting else (DB_CHANGING if table == "databases" else PENDING)
+        generation = self._generation.get((table, key), 0) + 1
+        self._generation[(table, key)] = generation
+        heapq.heappush(self._events, (time.monotonic() + self.provisioning, next(self._ids), table, key, generation, deleting))
+
+    def _settle(self, now: float) -> None:
+        """Provisioning that ended by `now` takes effect, each at the moment it ended."""
+        while self._events and self._events[0][0] <= now:
+            at, _, table, key, generation, deleting = heapq.heappop(self._events)
+            at = max(at, self.timeline[-1][0])  # the timeline stays in time order
+            if self._generation.get((table, key)) != generation:
+                continue  # a later change to the same resource restarted its provisioning
+            self._before.pop((table, key), None)
+            rows = self._tables()[table]
+            if deleting:
+                rows.pop(key, None)
+                if table == "users":
+                    self.passwords.pop(key, None)
+            elif key in rows:
+                rows[key]["status"] = ACTIVE
+            self._snapshot(at)
 
     # -- HTTP -----------------------------------------------------------------------------------
 
@@ -188,6 +325,7 @@ class FakeRedisCloud:
             status, body = _error(429, "Too Many Requests")
             return status, body, {"x-rate-limit-retry-after-seconds": f"{wait:.3f}"}
         self._seen.append(now)
+        self._settle(now)
         self._tick()
         route = path.split("?")[0].rstrip("/")
         if not route.startswith("/v1/"):
@@ -197,6 +335,11 @@ class FakeRedisCloud:
         if m and method == "GET":
             task = self.tasks.get(m.group(1))
             return (200, dict(task)) if task else _error(404, "task not found")
+        m = re.fullmatch(r"/acl/users/(\d+)", route)
+        if m and method == "GET":
+            # [openapi] getUserByID; [terraform] a deleted user is gone when this answers 404
+            user = self.users.get(int(m.group(1)))
+            return (200, dict(user)) if user else _error(404, "The resource you were trying to reach was not found or does not exist")
         if route == "/acl/users" and method == "GET":
             # [openapi] AccountACLUsers example: {accountId, users: [{id, name, role, status}]} (no password)
             return 200, {"accountId": 1001, "users": [dict(u) for u in self.users.values()]}
@@ -277,8 +420,9 @@ class FakeRedisCloud:
         if self.hold:
             return
         self.queue.popleft()
-        self._done += 1
         failure = next((f for f in self.task_failures if f[0] == task["commandType"]), None)
+        table = TASK_KIND.get(task["commandType"])
+        before = self._view(table, target) if table and target is not None else None
         try:
             if failure is not None:
                 self.task_failures.remove(failure)
@@ -290,9 +434,13 @@ class FakeRedisCloud:
             task.update(status="processing-error", description="Task request failed during processing. See error information for failure details.",
                         response={"error": exc.code, "additionalInfo": exc.info})
             return
+        if table:
+            # [lifecycle] "processing-completed - Request processing succeeded and the request is
+            # being provisioned (or de-provisioned...)": the resource is pending (deleting) until active (gone).
+            self._provision(table, target if target is not None else resource, before, deleting=task["commandType"].startswith("delete"))
         # [lifecycle] processing-completed with a response holding the resourceId.
         task.update(status="processing-completed", description="Request processing completed successfully", response={"resourceId": resource})
-        self._snapshot()
+        self._snapshot(time.monotonic())
 
     # -- ACL redis rules [openapi] createRedisRule / updateRedisRule / deleteRedisRule ------------
 
@@ -313,12 +461,14 @@ class FakeRedisCloud:
             raise TaskError("ACL_REDIS_RULE_NAME_ALREADY_EXISTS")
         self._check_pattern(body.get("redisRule"))
         rid = next(self._ids)
-        # GET shows the pattern as `acl` [openapi AccountACLRedisRules]
-        self.rules[rid] = {"id": rid, "name": name, "acl": body["redisRule"], "isDefault": False, "status": "active"}
+        # GET shows the pattern as `acl` [openapi AccountACLRedisRules]; `status` [go-api] (set by _provision)
+        self.rules[rid] = {"id": rid, "name": name, "acl": body["redisRule"], "isDefault": False, "status": PENDING}
         return rid
 
     def _update_redisrules(self, rid: int, body: dict) -> int:
         rule = self.rules[rid]
+        if rule["status"] == DELETING:
+            raise TaskError("ACL_REDIS_RULE_NOT_FOUND")
         if rule["isDefault"]:
             raise TaskError("ACL_REDIS_RULE_CANNOT_UPDATE_DEFAULT")
         self._check_pattern(body.get("redisRule", rule["acl"]))
@@ -335,12 +485,14 @@ class FakeRedisCloud:
 
     def _delete_redisrules(self, rid: int, body: dict) -> int:
         rule = self.rules[rid]
+        if rule["status"] == DELETING:
+            raise TaskError("ACL_REDIS_RULE_NOT_FOUND")
         if rule["isDefault"]:
             raise TaskError("ACL_REDIS_RULE_CANNOT_DELETE_DEFAULT")
+        # Roles still being deleted count: they name the rule until they are gone.
         if any(e["ruleName"] == rule["name"] for r in self.roles.values() for e in r["redisRules"]):
             raise TaskError("ACL_REDIS_RULE_CANNOT_DELETE_WHEN_ASSOCIATED_WITH_ROLES")
-        del self.rules[rid]
-        return rid
+        return rid  # deleting until gone (_provision)
 
     # -- ACL roles [openapi] createRole / updateRole / deleteRole ----------------------------------
 
@@ -350,8 +502,12 @@ class FakeRedisCloud:
         seen: set[tuple[int, int]] = set()
         out = []
         for e in entries:
-            if not self.rule_by_name(e.get("ruleName", "")):
+            rule = self.rule_by_name(e.get("ruleName", ""))
+            if not rule:
                 raise TaskError("ACL_REDIS_RULE_DOES_NOT_EXISTS", str(e.get("ruleName")))
+            # [openapi] ACL_REDIS_RULE_NOT_ACTIVE: a role may name only a provisioned rule.
+            if rule["status"] != ACTIVE:
+                raise TaskError("ACL_REDIS_RULE_NOT_ACTIVE", f"{rule['name']} is {rule['status']}")
             dbs = e.get("databases")
             if not isinstance(dbs, list) or not dbs:
                 raise TaskError("ACL_ROLE_REDIS_RULES_DATABASES_SPEC_IS_MISSING")
@@ -379,11 +535,15 @@ class FakeRedisCloud:
             raise TaskError("ACL_ROLE_NAME_ALREADY_EXISTS")
         entries = self._check_role_rules(body.get("redisRules"))
         rid = next(self._ids)
-        self.roles[rid] = {"id": rid, "name": name, "redisRules": entries, "status": "active"}
+        self.roles[rid] = {"id": rid, "name": name, "redisRules": entries, "status": PENDING}
         return rid
 
     def _update_roles(self, rid: int, body: dict) -> int:
         role = self.roles[rid]
+        if role["status"] == DELETING:
+            raise TaskError("ACL_ROLE_NOT_FOUND")
+        if role["status"] == PENDING:
+            raise TaskError("ACL_ROLE_IS_IN_PENDING_STATUS_AND_CANNOT_BE_UPDATED")  # [openapi]
         if "redisRules" in body:
             role["redisRules"] = self._check_role_rules(body["redisRules"])
         if "name" in body and body["name"] != role["name"]:
@@ -397,10 +557,25 @@ class FakeRedisCloud:
 
     def _delete_roles(self, rid: int, body: dict) -> int:
         role = self.roles[rid]
+        if role["status"] == DELETING:
+            raise TaskError("ACL_ROLE_NOT_FOUND")
+        if role["status"] == PENDING:
+            raise TaskError("ACL_ROLE_IS_IN_PENDING_STATUS_AND_CANNOT_BE_DELETED")  # [openapi]
+        # [openapi] ACL_ROLE_HAS_ACTIVE_USERS_AND_CANNOT_BE_DELETED: users still being deleted count
+        # (they hold the role until they are gone).
         if any(u["role"] == role["name"] for u in self.users.values()):
             raise TaskError("ACL_ROLE_HAS_ACTIVE_USERS_AND_CANNOT_BE_DELETED")
-        del self.roles[rid]
-        return rid
+        return rid  # deleting until gone (_provision)
+
+    def _check_user_role(self, name: Any) -> None:
+        role = self.role_by_name(name or "")
+        if not role:
+            raise TaskError("ACL_ROLE_DOES_NOT_EXISTS", str(name))
+        if role["status"] != ACTIVE:
+            # The reference names no error for a user given a role still provisioning; this fake
+            # refuses it (its own code), the strict reading of "not available until both phases
+            # are complete" [lifecycle].
+            raise TaskError("ACL_ROLE_NOT_ACTIVE", f"{role['name']} is {role['status']} (this fake's code)")
 
     # -- ACL users [openapi] createUser {name, role, password} / updateUser_1 {role?, password?} ---
 
@@ -414,20 +589,21 @@ class FakeRedisCloud:
         name = body.get("name")
         if not name:
             raise TaskError("ACL_USER_NAME_IS_MISSING")
-        if self.by_name(name) or name == "default":
+        if self.by_name(name) or name == "default":  # a user still being deleted holds its name
             raise TaskError("ACL_USER_NAME_ALREADY_EXISTS")
-        if not self.role_by_name(body.get("role", "")):
-            raise TaskError("ACL_ROLE_DOES_NOT_EXISTS", str(body.get("role")))
+        self._check_user_role(body.get("role"))
         self._check_password(body.get("password"))
         uid = next(self._ids)
         # A user has one role and one password [openapi AclUserCreateRequest].
-        self.users[uid] = {"id": uid, "name": name, "role": body["role"], "status": "active"}
+        self.users[uid] = {"id": uid, "name": name, "role": body["role"], "status": PENDING}
         self.passwords[uid] = body["password"]
         return uid
 
     def _update_users(self, uid: int, body: dict) -> int:
-        if "role" in body and not self.role_by_name(body["role"]):
-            raise TaskError("ACL_ROLE_DOES_NOT_EXISTS", str(body["role"]))
+        if self.users[uid]["status"] == DELETING:
+            raise TaskError("ACL_USER_NOT_FOUND")
+        if "role" in body:
+            self._check_user_role(body["role"])
         if "password" in body:
             self._check_password(body["password"])
             self.passwords[uid] = body["password"]  # replaces the one password
@@ -436,13 +612,18 @@ class FakeRedisCloud:
         return uid
 
     def _delete_users(self, uid: int, body: dict) -> int:
-        del self.users[uid]
-        del self.passwords[uid]
-        return uid
+        if self.users[uid]["status"] == DELETING:
+            raise TaskError("ACL_USER_NOT_FOUND")
+        return uid  # deleting until gone (_provision)
 
     # -- databases [openapi] updateDatabase (PUT; no PATCH) ----------------------------------------
 
     def _update_database(self, key: tuple[int, int], body: dict) -> int:
+        # [openapi] DATABASE_IS_NOT_ACTIVE (the reference lists it without naming the operation;
+        # this fake answers it to an update while a previous one is still provisioning).
+        # [terraform] WaitForDatabaseToBeActive before every update.
+        if self.databases[key]["status"] != ACTIVE:
+            raise TaskError("DATABASE_IS_NOT_ACTIVE", f"database {key[1]} is {self.databases[key]['status']}")
         sec = self.databases[key]["security"]
         if "password" in body:
             # [openapi] DISABLING_THE_DEFAULT_USER_AND_UPDATING_A_NEW_PASSWORD_IS_NOT_ALLOWED,

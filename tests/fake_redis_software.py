@@ -13,8 +13,14 @@ Two modes, chosen by `version` (a node's software_version), as the password requ
   7.8.2 .. 7.8.6-118 and 7.22.0 builds before 216 (release notes, RS161290): the requests change
                 the caller's passwords whatever `username` says -- reproduced, so refusing them
                 can be tested.
+Certificate users (auth_method: certificate, certificate_subject_line) and the cluster's
+mtls_certificate_authentication exist from 7.8.4 (release notes 7.8.4-18, "Certificate-based
+authentication"); older versions refuse them (400; the error code is this fake's own).
 `timeline` records every change of a user's (or the database's default user's) password set,
-so tests can assert no moment left an app without a valid credential.
+so tests can assert no moment left an app without a valid credential. A database update is an
+action (requests/bdbs PUT, requests/actions) that runs `action_seconds` (the provisioning knob);
+its roles_permissions take effect when it completes, and `rules_of`/`can_auth` answer for any
+moment from that history.
 
 Also `Loopback`, the threaded TLS HTTP server both contract fakes run on (certificates from
 tests/servers.py's throwaway CA), with fault injection: `fail(...)` answers a request with a
@@ -205,6 +211,7 @@ class FakeRedisSoftware:
     redis_version: str = "7.4.0"
     tls: bool = True
     action_seconds: float = 0.05  # how long a database update stays active-change-pending
+    action_outcome: str = "completed"  # objects/action: how a database update's action ends (completed, failed, aborted, ...)
     users: dict[int, dict] = field(default_factory=dict)
     # objects/cluster: mTLS settings for certificate-based authentication
     cluster: dict[str, Any] = field(
@@ -223,6 +230,7 @@ class FakeRedisSoftware:
     bdb_passwords: dict[int, list[str]] = field(default_factory=dict)  # the default user's, per database
     actions: dict[str, dict] = field(default_factory=dict)
     timeline: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (user, passwords after a change)
+    bindings: list[tuple[float, int, list]] = field(default_factory=list)  # (from when, bdb, roles_permissions in effect)
     _next: int = 100
 
     def __post_init__(self) -> None:
@@ -241,6 +249,11 @@ class FakeRedisSoftware:
     def legacy(self) -> bool:
         """7.4: the password requests need old_password (requests/users/password, 7.4)."""
         return _version(self.version) < (7, 8, 0, 0)
+
+    @property
+    def certificate_users(self) -> bool:
+        """Release notes 7.8.4-18: certificate-based authentication (auth_method: certificate)."""
+        return _version(self.version) >= (7, 8, 4, 0)
 
     @property
     def wrong_user(self) -> bool:
@@ -340,7 +353,8 @@ class FakeRedisSoftware:
         now = time.monotonic()
         for action in self.actions.values():
             if action["status"] == "running" and now >= action["_until"]:
-                action["status"], action["progress"] = "completed", 100
+                # objects/action: running -> completed | failed | aborted | cancelling -> cancelled
+                action["status"], action["progress"] = self.action_outcome, 100
                 self.bdbs[action["bdb"]]["status"] = "active"
 
     # users (requests/users)
@@ -365,6 +379,8 @@ class FakeRedisSoftware:
                 return _err(400, "invalid_role", f"role {r} does not exist")
         method = body.get("auth_method", "regular")
         email = body.get("email") or f"{name}@invalid"
+        if method == "certificate" and not self.certificate_users:
+            return _err(400, "invalid_schema", "auth_method: certificate is not supported (before 7.8.4)")  # this fake's code
         if method == "certificate":
             # objects/user: certificate_subject_line is used for certificate-based authentication users only;
             # such users have no password.
@@ -387,6 +403,8 @@ class FakeRedisSoftware:
     def put_users_one(self, body: Any, uid: int) -> tuple[int, Any]:
         if uid not in self.users:
             return _err(404, "user_not_exist", "user does not exist")
+        if (body.get("auth_method") == "certificate" or "certificate_subject_line" in body) and not self.certificate_users:
+            return _err(400, "invalid_schema", "auth_method: certificate is not supported (before 7.8.4)")  # this fake's code
         u = self.users[uid]
         if "password" in body:
             # objects/user: password (writable): setting it replaces the user's passwords.
@@ -476,9 +494,13 @@ class FakeRedisSoftware:
 
     # cluster (requests/cluster, requests/cluster/certificates)
     def get_cluster(self, body: Any) -> tuple[int, Any]:
+        if not self.certificate_users:  # the mTLS settings came with 7.8.4 (release notes 7.8.4-18)
+            return 200, {k: v for k, v in self.cluster.items() if not k.startswith("mtls_")}
         return 200, dict(self.cluster)
 
     def put_cluster(self, body: Any) -> tuple[int, Any]:
+        if any(k.startswith("mtls_") for k in body) and not self.certificate_users:
+            return _err(400, "invalid_schema", "unknown field mtls_certificate_authentication (before 7.8.4)")  # this fake's code
         for key in ("mtls_certificate_authentication", "mtls_client_cert_subject_validation_type"):
             if key in body:
                 self.cluster[key] = body[key]
@@ -578,10 +600,14 @@ class FakeRedisSoftware:
                 return _err(400, "invalid_roles_permissions", "unknown role or Redis ACL")
         self.bdbs[uid]["roles_permissions"] = list(perms)
         # requests/bdbs PUT: asynchronous; the answer carries an action_uid (requests/actions) and
-        # the database is active-change-pending until it completes.
+        # the database is active-change-pending until it completes -- only then do the new
+        # roles_permissions hold.
         action = f"action-{self.uid()}"
+        until = time.monotonic() + self.action_seconds
         self.actions[action] = {"action_uid": action, "name": "update_bdb", "status": "running", "progress": 0,
-                                "bdb": uid, "_until": time.monotonic() + self.action_seconds}
+                                "bdb": uid, "_until": until}
+        if self.action_outcome == "completed":
+            self.bindings.append((until, uid, list(perms)))
         self.bdbs[uid]["status"] = "active-change-pending"
         return 200, {**self.bdbs[uid], "action_uid": action}
 
@@ -611,9 +637,13 @@ class FakeRedisSoftware:
         return 200, None
 
     # what a database user effectively gets (for assertions)
-    def rules_of(self, name: str) -> str | None:
+    def rules_of(self, name: str, at: float | None = None) -> str | None:
+        """The user's rules on database 1 at `at` (time.monotonic(); default now): the
+        roles_permissions of the last database update completed by then."""
         u = self.by_name(name)
         if u is None:
             return None
-        bound = {p["role_uid"]: p["redis_acl_uid"] for p in self.bdbs[1]["roles_permissions"]}
+        moment = time.monotonic() if at is None else at
+        perms = next((p for until, db, p in reversed(self.bindings) if db == 1 and until <= moment), [])
+        bound = {p["role_uid"]: p["redis_acl_uid"] for p in perms}
         return " ".join(self.acls[bound[r]]["acl"] for r in u["role_uids"] if r in bound)

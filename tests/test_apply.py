@@ -12,7 +12,7 @@ import pytest
 import redis
 from servers import RunningServer, no_retry
 from support.cli import Cli
-from support.executor import acl_users, sha, write_calls
+from support.executor import acl_users, logs_in, sha, write_calls
 
 from reconciler.providers.redis import execute as executor
 
@@ -77,13 +77,6 @@ class Env:
 def env(server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Env:
     return Env(server, tmp_path, monkeypatch, capsys)
 
-
-def logs_in(srv: RunningServer, user: str, password: str) -> bool:
-    try:
-        srv.client(user, password, retry=no_retry()).execute_command("AUTH", user, password)
-        return True
-    except redis.AuthenticationError:
-        return False
 
 
 def test_apply_then_no_changes_and_no_writes(env: Env, capsys, monkeypatch) -> None:

@@ -121,8 +121,8 @@ def test_bootstrap_with_default_password(server_factory, run: Cli, monkeypatch: 
     """A server whose `default` has a password (requirepass): --bootstrap-secret-env names it."""
     srv = server_factory("redis-7.0")
     srv.admin().execute_command("ACL", "SETUSER", "default", "resetpass", ">old-default-password-0123456789")
-    # Taking default's only password away must be said explicitly (tokens: []).
-    run.file.write_text(access_yaml(srv.address).replace("    enabled: false\n", "    enabled: false\n    tokens: []\n"))
+    # The file disables `default`: its password goes with it (nobody logs in as a disabled user).
+    run.file.write_text(access_yaml(srv.address))
     rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
     assert rc == 1 and "cannot log in as `default` either" in err
     rc, _, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_UNSET_VAR")
@@ -136,20 +136,35 @@ def test_bootstrap_with_default_password(server_factory, run: Cli, monkeypatch: 
     assert " off " in next(ln for ln in admin.execute_command("ACL", "LIST") if ln.startswith("user default "))
 
 
-def test_readme_bootstrap_example(server_factory, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's first-run file, pointed at a fresh server: `apply --bootstrap` in one run."""
+@pytest.mark.parametrize("fresh", ["nopass", "requirepass"])
+def test_readme_bootstrap_file_on_both_kinds_of_fresh_server(server_factory, run: Cli, fresh: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first-run file, pointed at a fresh server, in one `apply --bootstrap`: on a
+    new install (`default on nopass`) and on one whose `default` has a password, which goes away
+    with `default` (a disabled user needs no token)."""
     import re
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## First run: `apply --bootstrap`", 1)[1]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"<!-- doc-test: file access.yaml -->\n```yaml\n(.*?)```", readme, re.S).group(1)
+    assert "127.0.0.1:6390" in block and "enabled: false" in block and "tokens" not in block.split("default:")[1]
     srv = server_factory("valkey-9.1")
-    run.file.write_text(block.replace("10.0.0.5:6379", srv.address))
-    monkeypatch.setenv("CACHE_ADMIN_TOKEN", ADMIN_TOKEN)
-    monkeypatch.setenv("APP_TOKEN", APP_TOKEN)
-    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    (run.dir / "admin.token").write_text(ADMIN_TOKEN + "\n")
+    (run.dir / "app.token").write_text(APP_TOKEN + "\n")
+    for f in ("admin.token", "app.token"):
+        (run.dir / f).chmod(0o600)
+    run.file.write_text(block.replace("127.0.0.1:6390", srv.address))
+    extra: tuple[str, ...] = ()
+    if fresh == "requirepass":
+        srv.admin().execute_command("CONFIG", "SET", "requirepass", "old-default-password-0123456789")
+        monkeypatch.setenv("T_README_DEFAULT", "old-default-password-0123456789")
+        extra = ("--bootstrap-secret-env", "T_README_DEFAULT")
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap", *extra)
     assert rc == 0, err
     assert "Bootstrap complete: 2 added, 1 changed, 0 destroyed." in out
+    assert "old-default-password" not in out + err and ADMIN_TOKEN not in out + err
+    admin = srv.client(username="reconciler", password=ADMIN_TOKEN)
+    default = next(line for line in admin.execute_command("ACL", "LIST") if line.startswith("user default "))
+    assert " off " in default and "#" not in default  # disabled, its password gone
+    assert srv.client(username="app", password=APP_TOKEN).set("app:1", "x")
     assert run("plan", "-f", str(run.file), "--detailed-exitcode")[0] == 0
 
 

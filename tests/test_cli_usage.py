@@ -4,6 +4,7 @@ examples and the environment; help on every option; shell completion."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,7 @@ USAGE_ERRORS = [
     ["token", "new", "app", "--id", "1", "--length", "many"],
     ["token", "bogus"],
     ["completion"],
-    ["completion", "fish"],
+    ["completion", "tcsh"],
     ["apply", "a.json", "b.json"],
 ]
 
@@ -140,3 +141,58 @@ def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
     assert script.startswith("#compdef reconciler") and "--detailed-exitcode" in script
     if shutil.which("zsh"):
         assert subprocess.run(check=False, args=["zsh", "-n"], input=script, text=True).returncode == 0
+
+
+# The least each command needs before an unknown flag is the only problem left.
+MINIMAL_ARGS = {("plan",): ["-f", "x"], ("drift",): ["-f", "x"], ("validate",): ["-f", "x"], ("explain",): ["u", "-f", "x"],
+                ("import",): ["--node", "h:1"], ("token", "new"): ["u", "--id", "1"], ("completion",): ["bash"],
+                ("schema",): [], ("apply",): [], ("local-server", "start"): [], ("local-server", "stop"): [],
+                ("local-server", "status"): []}
+
+
+def test_minimal_args_cover_every_command() -> None:
+    leaves = {path for path, sub in _subparsers(build_parser())
+              if not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)}
+    assert leaves <= set(MINIMAL_ARGS), sorted(leaves - set(MINIMAL_ARGS))
+
+
+@pytest.mark.parametrize("path", list(MINIMAL_ARGS), ids=" ".join)
+def test_unknown_flag_prints_the_subcommands_usage(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    """`reconciler plan -f x --bogus` shows plan's usage, not the list of commands."""
+    assert main([*path, *MINIMAL_ARGS[path], "--bogus"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: reconciler {' '.join(path)} "), err
+    assert f"reconciler {' '.join(path)}: error: unrecognized arguments: --bogus" in err
+
+
+def test_fish_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "fish"]) == 0
+    script = capsys.readouterr().out
+    assert "complete -c reconciler -n '__fish_use_subcommand' -a plan" in script and "-l detailed-exitcode" in script
+    fish = shutil.which("fish")
+    if fish is None:
+        assert not os.environ.get("CI"), "fish is missing (scripts/setup-servers.sh installs it)"
+        pytest.skip("fish is not installed")
+    path = tmp_path / "reconciler.fish"
+    path.write_text(script)
+    assert subprocess.run([fish, "-n", str(path)], check=False).returncode == 0
+
+    def complete(line: str) -> list[str]:
+        r = subprocess.run([fish, "--no-config", "-c", f"source {path}; complete -C {line!r}"],
+                           capture_output=True, text=True, check=False)
+        assert r.returncode == 0, r.stderr
+        return [entry.split("\t")[0] for entry in r.stdout.splitlines()]
+
+    # What a user gets at <TAB> in a real fish.
+    assert "plan" in complete("reconciler pl")
+    assert complete("reconciler plan --form") == ["--format"]
+    assert sorted(complete("reconciler plan --format ")) == ["json", "markdown", "text"]
+    assert complete("reconciler token ") == ["new"]
+    assert "--id" in complete("reconciler token new --")
+    assert sorted(complete("reconciler completion ")) == ["bash", "fish", "zsh"]
+    assert "--target" in complete("reconciler apply --ta")
+
+
+def test_help_names_the_supported_shells(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "-h"]) == 0
+    assert "bash, zsh or fish" in capsys.readouterr().out

@@ -152,7 +152,7 @@ def test_full_model(tmp_path: Path) -> None:
     assert app.certificates[0].cert_file is None
     off = state.users["off-user"]
     assert off.instances == ("prod", "staging")  # default: every instance
-    assert off.enabled is False and off.tokens == () and off.tokens_declared is True
+    assert off.enabled is False and off.tokens == ()
     assert off.kill_sessions_on_revoke is None
     assert state.users_for("staging") == [off]
 
@@ -164,7 +164,7 @@ def test_minimal_defaults(tmp_path: Path) -> None:
         "redis", "token", "auto", False, "auto", True,
     )
     app = state.users["app"]
-    assert app.enabled and app.tokens == () and not app.tokens_declared and app.rules == "+get"
+    assert app.enabled and app.tokens == () and app.rules == "+get"
     assert state.roles == {} and state.audit_log is None
 
 
@@ -252,12 +252,12 @@ def test_secret_reference_shapes(tmp_path: Path) -> None:
         "      - {id: d, secret: {vault: x}}\n"
     )
     found = [(p.line, p.path, p.message) for p in problems(write(tmp_path, body))]
-    shape = "a secret reference is {env: NAME} or {file: PATH} (exactly one)"
+    shape = "a secret reference is {env: NAME}, {file: PATH}, {vault: {path, field}} or {exec: [argv...]} (exactly one)"
     assert found == [
         (7, "users.app.tokens[0].secret", shape),
         (8, "users.app.tokens[1].secret", shape),
         (9, "users.app.tokens[2].secret", shape),
-        (10, "users.app.tokens[3].secret.vault", "unknown key 'vault' (expected one of: env, file)"),
+        (10, "users.app.tokens[3].secret.vault", "expected a mapping, got a string"),
     ]
     assert "Plaintext" not in str(found)
 

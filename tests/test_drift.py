@@ -58,15 +58,16 @@ users:
         expires: {expires}
 {more_tokens}"""
 
-TOP_KEYS = {"drift", "format_version", "instances", "source", "summary", "today"}
+TOP_KEYS = {"drift", "format_version", "instances", "refusals", "source", "summary", "today"}
 DRIFT_KEYS = {"status", "exit_code", "changes", "findings", "kinds"}
-SUMMARY_KEYS = {"add", "change", "destroy", "findings", "errors"}
+SUMMARY_KEYS = {"add", "change", "destroy", "findings", "errors", "refusals"}
 INSTANCE_KEYS = {"name", "topology", "nodes", "findings", "inventory"}
 NODE_KEYS = {"address", "role", "label", "fingerprint", "changes", "persist", "config"}
 CHANGE_KEYS = {"action", "user", "enabled", "nopass", "hashes", "rules", "enabled_before", "tokens",
                "permissions", "certificates", "kill_sessions", "connections", "note", "passwords"}
 TOKEN_KEYS = {"action", "sha256", "token_id", "reason", "expires"}
 FINDING_KEYS = {"kind", "message", "instance", "node", "user", "token_id", "severity"}
+REFUSAL_KEYS = {"rail", "message", "waived", "forcible"}
 
 
 class DriftEnv:
@@ -146,6 +147,8 @@ def check_keys(doc: dict) -> None:
                     assert set(t) == TOKEN_KEYS
         for f in inst["findings"]:
             assert set(f) == FINDING_KEYS
+    for r in doc["refusals"]:
+        assert set(r) == REFUSAL_KEYS
 
 
 # -- clean and changed, over the whole matrix --------------------------------------------------
@@ -339,7 +342,7 @@ def test_json_and_markdown_with_every_kind(denv: DriftEnv) -> None:
     assert code == 2
     check_keys(doc)
     assert doc["drift"]["kinds"] == {"nopass": 1, "token_age": 1, "token_expiring": 1, "unmanaged_token": 1, "unmanaged_user": 1}
-    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5, "errors": 0}
+    assert doc["summary"] == {"add": 0, "change": 1, "destroy": 0, "findings": 5, "errors": 0, "refusals": 0}
     assert json.loads(json.dumps(doc)) == doc
 
     code, md, _ = denv.drift("markdown")
@@ -445,12 +448,11 @@ def test_cron_example(denv: DriftEnv, tmp_path: Path) -> None:
     assert ADMIN not in out
 
 
-def test_readme_documents_the_json_keys() -> None:
-    """The example in README "Drift reports" has exactly the keys the tests pin."""
+def test_docs_document_the_json_keys() -> None:
+    """The example in docs/drift.md has exactly the keys the tests pin."""
     import re
 
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Drift reports", 1)[1]
+    section = (REPO / "docs" / "drift.md").read_text()
     (block,) = re.findall(r"```json\n(.*?)```", section, re.S)
     doc = json.loads(block)
     check_keys(doc)

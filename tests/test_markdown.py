@@ -98,7 +98,9 @@ def test_pr_workflow_posts_one_comment_updated_in_place(valkey, tmp_path: Path) 
     steps = wf["jobs"]["plan"]["steps"]
     plan_step = next(s for s in steps if s.get("id") == "plan")
     comment_step = next(s for s in steps if "gh api" in s.get("run", ""))
-    assert comment_step["if"] == "steps.plan.outputs.exit_code == '0' || steps.plan.outputs.exit_code == '2'"
+    assert comment_step["if"] == "steps.plan.outcome == 'success'"
+    refused_step = steps[-1]
+    assert refused_step["if"] == "steps.plan.outcome == 'success' && steps.plan.outputs.exit_code == '1'"
 
     work = tmp_path / "checkout"
     work.mkdir()
@@ -145,6 +147,19 @@ def test_pr_workflow_posts_one_comment_updated_in_place(valkey, tmp_path: Path) 
     (comment,) = state["comments"]  # updated in place, not a second comment
     assert comment["body"].startswith("<!-- reconciler-plan -->\n## reconciler plan: 1 finding\n")
     assert [c[0] for c in state["calls"]] == ["GET", "POST", "GET", "PATCH"]
+
+    # A plan the safety rails refuse (prune would delete 4,990 of 5,001 users): the comment says
+    # so at the top, then the last step fails the job.
+    (work / "access.yaml").write_text(big_file(valkey.address, users=10).replace("users:\n", "    prune: true\nusers:\n", 1))
+    saved_before = (work / "plan.json").read_text()
+    code, outputs, err = step(plan_step["run"])
+    assert (code, outputs) == (0, {"exit_code": "1"}), err
+    assert (work / "plan.json").read_text() == saved_before  # a refused plan is not saved
+    assert step(comment_step["run"])[0] == 0
+    (comment,) = json.loads((tmp_path / "gh.json").read_text())["comments"]
+    assert comment["body"].startswith("<!-- reconciler-plan -->\n## reconciler plan: refused by the safety rails; 4990 to destroy")
+    assert "> [!CAUTION]" in comment["body"] and "`reconciler apply --force` would allow these deletions" in comment["body"]
+    assert step(refused_step["run"])[0] == 1
 
     # A failing plan (wrong server address) fails the step with exit_code 1; no comment step.
     (work / "access.yaml").write_text(big_file("127.0.0.1:1", users=1))

@@ -141,11 +141,11 @@ users:
     assert not leaked, f"{len(leaked)} secret(s) found in outputs or records"
 
 
-def test_readme_provider_examples_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docs_provider_examples_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = {title: re.search(r"```yaml\n(.*?)```", readme.split(f"## {title}", 1)[1], re.S).group(1) for title in ("Redis Software provider", "Memorystore provider")}
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    blocks = {page: re.search(r"```yaml\n(.*?)```", (docs / page).read_text(), re.S).group(1) for page in ("redis-software.md", "memorystore.md")}
     for name in ("RS_ADMIN_PASSWORD", "GOOGLE_OAUTH_ACCESS_TOKEN", "CACHE_OPS_TOKEN"):
         monkeypatch.setenv(name, "x")
     monkeypatch.setenv("ORDERS_TOKEN_2026_11", "Readme-Token-2026-11-0123456789!")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
@@ -325,3 +326,25 @@ def test_without_data_plane_the_plan_says_connections_stay(fake: FakeMemorystore
     assert run.apply(access(fake, tok("2026-08"), extra_users=extra))[0] == 0
     rc, out, _ = run.plan(access(fake, tok("2026-08"), instance_extra="    prune: true\n"))
     assert rc == 2 and "- user svc-old" in out and "open connections stay" in out
+
+
+def test_apply_returns_when_operations_are_done_and_tokens_log_in(fake: FakeMemorystore, run: Run) -> None:
+    """Operations that take a while (op_seconds): apply returns only when each is done, so the
+    tokens the plan promised log in the moment it returns, and the ones it removed no longer do."""
+    fake.op_seconds = 0.5
+    one = access(fake, tok("2026-08"))
+    start = time.monotonic()
+    assert run.apply(one)[0] == 0
+    returned = time.monotonic()
+    first = run.service_name("2026-08")
+    assert returned - start >= 2 * fake.op_seconds  # the user, then its token
+    assert fake.tokens_at("app-orders", returned) == (first,)
+    assert fake.can_auth("app-orders", run.sink("2026-08").read_text().strip())
+    two = access(fake, tok("2026-11"))  # the new token in, the old one out, in one apply
+    assert run.apply(two)[0] == 0
+    returned = time.monotonic()
+    assert fake.tokens_at("app-orders", returned) == (run.service_name("2026-11"),)
+    assert run.plan(two)[0] == 0
+    pruned = access(fake, tok("k"), instance_extra="    prune: true\n").replace("  app-orders:\n", "  svc-keep:\n")
+    assert run.apply(pruned)[0] == 0
+    assert fake.tokens_at("app-orders", time.monotonic()) == () and "app-orders" not in fake.users

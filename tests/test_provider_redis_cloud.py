@@ -2,10 +2,13 @@
 the CLI: create from empty -> no-op -> zero-downtime rotation with a rotation pair (asserted on the
 server's credential timeline) -> prune; the default user's password (explicit consent, announced);
 client certificate rotation (add new, keep old); 429s and a failed task; and no secret in any
-output, saved plan, record or audit log."""
+output, saved plan, record or audit log. The contract server provisions every change for a while
+(`provisioning`): an apply returns only when what the plan promised can be used, and nothing the
+reconciler made is left behind unseen."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -14,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from fake_redis_cloud import FakeRedisCloud
 from servers import tls_material
 from support.cli import Cli
@@ -95,7 +100,7 @@ def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: Cli, tmp_pat
     assert json.loads(record.read_text())["rc"]["users"]["app-orders"]["token_id"] == "2026-08"
     rc, out, _ = run.plan(one)
     assert rc == 0, out  # no-op
-    created = len(fake.timeline)
+    created = time.monotonic()
 
     # 1. the rotation pair: the new token goes to a second Cloud user with the same role
     two = access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
@@ -105,7 +110,7 @@ def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: Cli, tmp_pat
     assert fake.by_name("app-orders-b")["role"] == "reconciler-app-orders"
     assert fake.can_auth("app-orders", OLD) and fake.can_auth("app-orders-b", NEW)
     assert run.plan(two)[0] == 0
-    moved = len(fake.timeline)
+    moved = time.monotonic()
     # 2. the apps move to app-orders-b / NEW; 3. the old token leaves the file: its Cloud user goes
     three = access(fake, orders(tok("2026-11", "NEW", "app-orders-b")))
     rc, out, _ = run.plan(three)
@@ -114,10 +119,11 @@ def test_create_noop_rotation_pair_prune(fake: FakeRedisCloud, run: Cli, tmp_pat
     assert fake.by_name("app-orders") is None and fake.can_auth("app-orders-b", NEW)
     assert run.plan(three)[0] == 0
     # At every state the service went through, the credential the app held then was valid.
-    for i, (_, valid) in enumerate(fake.timeline[created - 1:], start=created - 1):
-        held = ("app-orders", OLD) if i < moved else ("app-orders-b", NEW)
-        assert held in valid, f"state {i}: {held[0]} could not log in"
-    assert ("app-orders", OLD) in fake.timeline[moved - 1][1] and ("app-orders-b", NEW) in fake.timeline[moved - 1][1]
+    for at, valid, _ in fake.timeline:
+        if at >= created:
+            held = ("app-orders", OLD) if at < moved else ("app-orders-b", NEW)
+            assert held in valid, f"{at - created:.3f} s after the first apply: {held[0]} could not log in"
+    assert {("app-orders", OLD), ("app-orders-b", NEW)} <= fake.state_at(moved)[0]
 
     # prune: the user leaves the file; its Cloud user, role and rule go; the built-in rules stay
     rest = access(fake, '  app-reports:\n    enabled: false\n    acl: "+get ~r:*"\n    tokens:\n' + tok("1", "OLD"))
@@ -268,12 +274,11 @@ def test_validate_refuses_what_redis_cloud_cannot_take(fake: FakeRedisCloud, run
     assert rc == 1 and message in err and "access.yaml:" in err
 
 
-def test_readme_example_validates(run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docs_example_validates(run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import re
     import shutil
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Redis Cloud provider", 1)[1]
+    section = (Path(__file__).resolve().parents[1] / "docs" / "redis-cloud.md").read_text()
     text = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
     (tmp_path / "certs").mkdir()
     shutil.copy(tls_material().client_cert("orders-client")[0], tmp_path / "certs" / "orders-client-2026.pem")
@@ -431,3 +436,197 @@ def test_tls_keys_are_refused_on_redis_cloud(fake: FakeRedisCloud, run: Cli) -> 
     run.file.write_text(access(fake, orders(tok("a", "OLD")), instance_extra="    tls: {ca_file: ca.pem}\n"))
     rc, _, err = run("validate", "-f", str(run.file))
     assert rc == 1 and "instances.rc.tls: tls: is not used by provider redis-cloud" in err
+
+
+# -- the provisioning phase: a change is done when the service says it is usable ------------------
+
+
+def writes(fake: FakeRedisCloud) -> int:
+    return sum(1 for m, _, _ in fake.http.requests() if m != "GET")
+
+
+def apply_converges(run: Cli, fake: FakeRedisCloud, text: str) -> tuple[float, float]:
+    """ONE apply of `text` converges (exit 0), and a second apply of the same file writes nothing.
+    Returns (when the first apply started, when it returned)."""
+    start = time.monotonic()
+    rc, _, err = run.apply(text)
+    returned = time.monotonic()
+    assert rc == 0, err
+    sent = writes(fake)
+    rc, out, err = run.apply(text)
+    assert rc == 0, err
+    assert writes(fake) == sent, f"the second apply wrote: {out}"
+    return start, returned
+
+
+def test_each_step_converges_in_one_apply_with_1s_provisioning(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+    """create -> no-op -> rotation pair -> certificates add/remove -> default password -> prune, each
+    against a service that provisions every change for 1 s: from the server's timeline, what the
+    plan promised logs in (or is accepted) the moment apply returns."""
+    fake.provisioning = 1.0
+    mat = tls_material()
+    old_cert, _ = mat.client_cert("rc-acc-old", days=200)
+    new_cert, _ = mat.client_cert("rc-acc-new", days=200)
+    fp = {p: hashlib.sha256(x509.load_pem_x509_certificate(p.read_bytes()).public_bytes(serialization.Encoding.DER)).hexdigest()
+          for p in (old_cert, new_cert)}
+
+    def certs(*paths: Path) -> str:
+        return "    client_certificates:\n" + "".join(f"      - cert_file: {p}\n" for p in paths) if paths else "    client_certificates: []\n"
+
+    def text(users: str, pems: tuple[Path, ...] | None = None, default: str = "") -> str:
+        extra = "" if pems is None else certs(*pems)
+        return access(fake, users + default, api_extra=", allow_password_replace: true", instance_extra=extra)
+
+    one = text(orders(tok("2026-08", "OLD")))
+    _, returned = apply_converges(run, fake, one)  # create, then the no-op
+    creds, _ = fake.state_at(returned)
+    assert ("app-orders", OLD) in creds
+
+    pair = text(orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
+    start, returned = apply_converges(run, fake, pair)
+    assert {("app-orders", OLD), ("app-orders-b", NEW)} <= fake.state_at(returned)[0]
+    assert returned - start >= fake.provisioning  # it waited for the new user, not only for the task
+    moved = text(orders(tok("2026-11", "NEW", "app-orders-b")))
+    _, returned = apply_converges(run, fake, moved)
+    creds, _ = fake.state_at(returned)
+    assert ("app-orders-b", NEW) in creds and ("app-orders", OLD) not in creds
+    assert fake.by_name("app-orders") is None  # gone, not `deleting`
+
+    for pems in ((old_cert,), (old_cert, new_cert), (new_cert,), ()):
+        _, returned = apply_converges(run, fake, text(orders(tok("2026-11", "NEW", "app-orders-b")), pems))
+        assert fake.state_at(returned)[1] == {fp[p] for p in pems}, f"certificates {[p.name for p in pems]}"
+
+    default = "  default:\n    tokens:\n" + tok("d1", "DEFPW")
+    _, returned = apply_converges(run, fake, text(orders(tok("2026-11", "NEW", "app-orders-b")), default=default))
+    creds, _ = fake.state_at(returned)
+    assert ("default", DEFAULT_NEW) in creds and ("default", INITIAL_DEFAULT) not in creds
+
+    rest = text('  app-reports:\n    enabled: false\n    acl: "+get ~r:*"\n    tokens:\n' + tok("1", "OLD"), default=default)
+    _, returned = apply_converges(run, fake, rest)
+    assert fake.leftovers() == []  # no reconciler-* rule, role or user, not even one being deleted
+    assert not {c for c in fake.state_at(returned)[0] if c[0].startswith("app-orders")}
+    assert run.plan(rest)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_a_partly_deleted_user_is_finished_by_the_next_apply(fake: FakeRedisCloud, run: Cli) -> None:
+    assert run.apply(access(fake, orders(tok("2026-08", "OLD"))))[0] == 0
+    gone = access(fake, '  app-reports:\n    enabled: false\n    acl: "+get"\n    tokens:\n' + tok("1", "OLD"))
+    fake.fail_next_task("deleteRole", "ACL_GENERAL_ERROR", "injected")
+    rc, _, err = run.apply(gone)
+    assert rc == 1 and "ACL_GENERAL_ERROR" in err
+    assert fake.by_name("app-orders") is None and sorted(fake.leftovers()) == [
+        "role reconciler-app-orders (active)", "rule reconciler-app-orders (active)"]
+    # without prune: a finding that names them, not a silent no-op
+    kept = gone.replace("    prune: true\n", "    prune: false\n")
+    rc, out, _ = run.plan(kept)
+    assert rc == 0 and "role and Redis rule reconciler-app-orders were made by the reconciler for user app-orders" in out
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 2 and "prune: true deletes them" in out
+    # with prune: a planned deletion that finishes the job
+    rc, out, _ = run.plan(gone)
+    assert rc == 2 and "- user app-orders" in out and "left by an earlier run: role and Redis rule reconciler-app-orders" in out
+    assert run.apply(gone)[0] == 0
+    assert fake.leftovers() == [] and run.plan(gone)[0] == 0
+
+
+def test_a_rule_no_role_names_is_deleted_with_prune(fake: FakeRedisCloud, run: Cli) -> None:
+    fake.fail_next_task("createRole", "ACL_GENERAL_ERROR", "injected")
+    assert run.apply(access(fake, orders(tok("2026-08", "OLD"))))[0] == 1
+    assert fake.leftovers() == ["rule reconciler-app-orders (active)"]
+    gone = access(fake, '  app-reports:\n    enabled: false\n    acl: "+get"\n    tokens:\n' + tok("1", "OLD"))
+    rc, out, _ = run.plan(gone.replace("    prune: true\n", "    prune: false\n"))
+    assert rc == 0 and "Redis rule reconciler-app-orders was made by the reconciler for user app-orders" in out
+    rc, out, _ = run.plan(gone)
+    assert rc == 2 and "- user app-orders" in out and "left by an earlier run: Redis rule reconciler-app-orders" in out
+    assert run.apply(gone)[0] == 0
+    assert fake.leftovers() == [] and run.plan(gone)[0] == 0
+
+
+def test_what_an_earlier_change_left_provisioning_is_waited_for(fake: FakeRedisCloud, run: Cli) -> None:
+    pair = access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b")))
+    assert run.apply(pair)[0] == 0
+    # app-orders-b is being deleted (by the console, or a run that was stopped): the plan says so
+    # and re-creates it; apply waits for the name to be free, and returns when it logs in again.
+    fake.provisioning = 0.5
+    fake.begin("users", fake.by_name("app-orders-b")["id"], deleting=True)
+    rc, out, _ = run.plan(pair)
+    assert rc == 2 and "+ Cloud user app-orders-b" in out
+    assert "Redis Cloud user app-orders-b is deleting: still provisioning on the service" in out
+    rc, _, err = run.apply(pair)
+    assert rc == 0, err
+    assert ("app-orders-b", NEW) in fake.state_at(time.monotonic())[0] and run.plan(pair)[0] == 0
+
+
+def test_contract_server_provisioning_phase(fake: FakeRedisCloud) -> None:
+    """The documented errors for a request that depends on a resource still provisioning, and the
+    states a resource goes through (pending -> active; deleting -> 404)."""
+    import requests
+
+    fake.provisioning = 0.3
+    s = requests.Session()
+    s.headers.update({"x-api-key": ACCOUNT, "x-api-secret-key": SECRET})
+    s.trust_env = False
+    s.verify = fake.ca_file
+
+    def task(method: str, path: str, body: dict | None = None) -> dict:
+        answer = s.request(method, fake.url + path, json=body).json()
+        while (t := s.get(f"{fake.url}/tasks/{answer['taskId']}").json())["status"] not in ("processing-completed", "processing-error"):
+            pass
+        return t
+
+    def status(path: str, key: str, rid: int) -> str | None:
+        return next((x["status"] for x in s.get(fake.url + path).json()[key] if x["id"] == rid), None)
+
+    db = [{"subscriptionId": fake.subscription, "databaseId": fake.database}]
+    rule = task("POST", "/acl/redisRules", {"name": "r", "redisRule": "+get ~a:*"})["response"]["resourceId"]
+    assert status("/acl/redisRules", "redisRules", rule) == "pending"
+    early = task("POST", "/acl/roles", {"name": "ro", "redisRules": [{"ruleName": "r", "databases": db}]})
+    assert early["status"] == "processing-error" and early["response"]["error"] == "ACL_REDIS_RULE_NOT_ACTIVE"
+    time.sleep(fake.provisioning)
+    assert status("/acl/redisRules", "redisRules", rule) == "active"
+    role = task("POST", "/acl/roles", {"name": "ro", "redisRules": [{"ruleName": "r", "databases": db}]})["response"]["resourceId"]
+    again = task("PUT", f"/acl/roles/{role}", {"name": "ro", "redisRules": [{"ruleName": "r", "databases": db}]})
+    assert again["response"]["error"] == "ACL_ROLE_IS_IN_PENDING_STATUS_AND_CANNOT_BE_UPDATED"
+    assert task("DELETE", f"/acl/roles/{role}")["response"]["error"] == "ACL_ROLE_IS_IN_PENDING_STATUS_AND_CANNOT_BE_DELETED"
+    time.sleep(fake.provisioning)
+    user = task("POST", "/acl/users", {"name": "u", "role": "ro", "password": OLD})["response"]["resourceId"]
+    assert s.get(f"{fake.url}/acl/users/{user}").json()["status"] == "pending" and not fake.can_auth("u", OLD)
+    time.sleep(fake.provisioning)
+    assert s.get(f"{fake.url}/acl/users/{user}").json()["status"] == "active" and fake.can_auth("u", OLD)
+    task("DELETE", f"/acl/users/{user}")
+    assert s.get(f"{fake.url}/acl/users/{user}").json()["status"] == "deleting" and not fake.can_auth("u", OLD)
+    busy = task("DELETE", f"/acl/roles/{role}")
+    assert busy["response"]["error"] == "ACL_ROLE_HAS_ACTIVE_USERS_AND_CANNOT_BE_DELETED"  # the deleting user still holds it
+    time.sleep(fake.provisioning)
+    assert s.get(f"{fake.url}/acl/users/{user}").status_code == 404
+    assert task("DELETE", f"/acl/roles/{role}")["status"] == "processing-completed"
+    assert task("DELETE", f"/acl/redisRules/{rule}")["response"]["error"] == "ACL_REDIS_RULE_CANNOT_DELETE_WHEN_ASSOCIATED_WITH_ROLES"
+    time.sleep(fake.provisioning)
+    assert status("/acl/roles", "roles", role) is None
+    put = task("PUT", f"/subscriptions/{fake.subscription}/databases/{fake.database}", {"password": DEFAULT_NEW})
+    assert put["status"] == "processing-completed"
+    path = f"/subscriptions/{fake.subscription}/databases/{fake.database}"
+    assert s.get(fake.url + path).json()["status"] == "active-change-pending" and fake.can_auth("default", INITIAL_DEFAULT)
+    assert task("PUT", path, {"enableDefaultUser": True})["response"]["error"] == "DATABASE_IS_NOT_ACTIVE"
+    time.sleep(fake.provisioning)
+    assert s.get(fake.url + path).json()["status"] == "active" and fake.can_auth("default", DEFAULT_NEW)
+
+
+def test_provisioning_past_the_deadline_is_one_line_and_reruns_converge(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each change gets the task deadline for processing and provisioning together. One that is
+    still pending then stops the apply with one line; what was processed is recorded (no
+    `password_unknown` later), and runs after the service caught up converge."""
+    monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.3")
+    fake.provisioning = 0.6
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    rc, _, err = run.apply(text)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "Redis rule reconciler-app-orders still pending after 0.3 s" in err and "run plan again later" in err
+    for _ in range(4):  # the rule, the role, the user: each outlasts one run
+        time.sleep(fake.provisioning)
+        if (rc := run.apply(text)[0]) == 0:
+            break
+    assert rc == 0 and fake.can_auth("app-orders", OLD)
+    rc, out, _ = run("drift", "-f", str(run.file))
+    assert rc == 0, out

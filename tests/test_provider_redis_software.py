@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +35,16 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeRedisSoftware]:
         f.stop()
 
 
+@pytest.fixture
+def modern() -> Iterator[FakeRedisSoftware]:
+    """A cluster with certificate users (7.8.4+)."""
+    f = FakeRedisSoftware(version="7.22.0-216")
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
 @pytest.fixture(autouse=True)
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"RS_ADMIN": ADMIN, "OLD": OLD, "NEW": NEW, "NEWER": NEWER}.items():
@@ -44,7 +55,17 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
 
 
+BILLING = """  app-billing:
+    acl: "~billing:* +@all -@dangerous"
+    certificates:
+      - subject: "CN=app-billing,OU=payments,O=Acme,C=US"
+"""
+
+
 def access(fake: FakeRedisSoftware, tokens: str, *, extra_users: str = "", instance_extra: str = "") -> str:
+    """The file: app-orders with `tokens`, and the certificate user app-billing where the cluster
+    has certificate users (7.8.4+)."""
+    billing = BILLING if fake.certificate_users else ""
     return f"""version: 1
 instances:
   rs:
@@ -59,11 +80,7 @@ users:
     roles: [reader]
     acl: "+@write"
     tokens:
-{tokens}  app-billing:
-    acl: "~billing:* +@all -@dangerous"
-    certificates:
-      - subject: "CN=app-billing,OU=payments,O=Acme,C=US"
-{extra_users}"""
+{tokens}{billing}{extra_users}"""
 
 
 def tok(tid: str, env: str, extra: str = "") -> str:
@@ -94,15 +111,18 @@ def no_gap(history: list[tuple[str, ...]]) -> None:
 def test_plan_apply_noop_rotation_prune_cycle(fake: FakeRedisSoftware, run: Cli, tmp_path: Path) -> None:
     one = access(fake, tok("2026-08", "OLD"))
     rc, out, _ = run.plan(one)
-    assert rc == 2 and "+ user app-orders" in out and "certificate: CN=app-billing,OU=payments,O=Acme,C=US" in out
-    assert "config mtls_certificate_authentication" in out  # certificate users need it on the cluster
+    assert rc == 2 and "+ user app-orders" in out
+    if fake.certificate_users:
+        assert "certificate: CN=app-billing,OU=payments,O=Acme,C=US" in out
+        assert "config mtls_certificate_authentication" in out  # certificate users need it on the cluster
     rc, out, _ = run.apply(one)
-    assert rc == 0 and "2 created" in out
-    assert fake.cluster["mtls_certificate_authentication"] is True
+    assert rc == 0 and ("2 created" if fake.certificate_users else "1 created") in out
     assert fake.password_count("app-orders") == 1 and fake.has_password("app-orders", OLD)
-    billing = fake.by_name("app-billing")
-    assert billing["auth_method"] == "certificate" and billing["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"
-    assert fake.password_count("app-billing") == 0
+    if fake.certificate_users:
+        assert fake.cluster["mtls_certificate_authentication"] is True
+        billing = fake.by_name("app-billing")
+        assert billing["auth_method"] == "certificate" and billing["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"
+        assert fake.password_count("app-billing") == 0
     assert "+@write" in fake.rules_of("app-orders") and "+@read" in fake.rules_of("app-orders")
     assert len(fake.http.requests("PUT", "/v1/bdbs/1")) == 1  # one roles_permissions update for both users
     assert run.plan(one)[0] == 0  # no-op
@@ -126,7 +146,8 @@ def test_plan_apply_noop_rotation_prune_cycle(fake: FakeRedisSoftware, run: Cli,
     assert fake.passwords[fake.by_name("app-orders")["uid"]] == [NEW]
     assert run.plan(three)[0] == 0
     # 4. the user leaves the file: prune deletes it, its role and Redis ACL
-    pruned = access(fake, tok("2026-11", "NEW"), instance_extra="    prune: true\n").replace("  app-orders:\n    roles: [reader]\n    acl: \"+@write\"\n    tokens:\n" + tok("2026-11", "NEW"), "")
+    keep = "" if fake.certificate_users else '  svc-keep:\n    acl: "+get ~k:*"\n    tokens:\n' + tok("k", "NEWER")  # a file keeps a user
+    pruned = access(fake, tok("2026-11", "NEW"), extra_users=keep, instance_extra="    prune: true\n").replace("  app-orders:\n    roles: [reader]\n    acl: \"+@write\"\n    tokens:\n" + tok("2026-11", "NEW"), "")
     rc, out, _ = run.plan(pruned)
     assert rc == 2 and "- user app-orders" in out
     assert run.apply(pruned)[0] == 0
@@ -321,8 +342,8 @@ def test_one_database_update_per_apply_waited_for_and_409_retried(fake: FakeRedi
     rc, _, err = run.apply(text)
     assert rc == 0, err
     puts = fake.http.requests("PUT", "/v1/bdbs/1")
-    assert len(puts) == 3  # two refused with 409, then the one update for all five users
-    assert len(puts[-1][2]["roles_permissions"]) == 5
+    assert len(puts) == 3  # two refused with 409, then the one update for all the users
+    assert len(puts[-1][2]["roles_permissions"]) == (5 if fake.certificate_users else 4)
     assert fake.http.requests("GET", "/v1/actions/")  # the action was waited for
     assert fake.bdbs[1]["status"] == "active"
     assert run.plan(text)[0] == 0
@@ -338,14 +359,16 @@ def test_409_past_the_deadline_is_one_line(fake: FakeRedisSoftware, run: Cli, mo
     assert "database roles_permissions failed" in err and "HTTP 409" in err and "run apply again" in err
 
 
-def test_subjects_compare_as_distinguished_names(fake: FakeRedisSoftware, run: Cli) -> None:
+def test_subjects_compare_as_distinguished_names(modern: FakeRedisSoftware, run: Cli) -> None:
+    fake = modern
     text = access(fake, tok("2026-08", "OLD")).replace("CN=app-billing,OU=payments,O=Acme,C=US", "CN=app-billing, OU=payments, O=Acme, C=US")
     assert run.apply(text)[0] == 0
     assert fake.by_name("app-billing")["certificate_subject_line"] == "CN=app-billing,OU=payments,O=Acme,C=US"  # stored RFC 2253
     assert run.plan(text)[0] == 0  # no perpetual diff
 
 
-def test_database_without_client_certificates_is_an_error_finding(fake: FakeRedisSoftware, run: Cli) -> None:
+def test_database_without_client_certificates_is_an_error_finding(modern: FakeRedisSoftware, run: Cli) -> None:
+    fake = modern
     rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
     assert "mtls_trusted_ca" not in out and "enforce_client_authentication" not in out  # flat object read right
     fake.bdbs[1]["enforce_client_authentication"] = "disabled"
@@ -462,7 +485,8 @@ def test_saved_plan_applies_and_refuses_when_stale(fake: FakeRedisSoftware, run:
     assert run("apply", str(saved), "--auto-approve")[0] == 1  # live state moved since
 
 
-def test_missing_trusted_ca_is_an_error_finding(fake: FakeRedisSoftware, run: Cli) -> None:
+def test_missing_trusted_ca_is_an_error_finding(modern: FakeRedisSoftware, run: Cli) -> None:
+    fake = modern
     fake.certificates.clear()
     rc, out, _ = run.plan(access(fake, tok("2026-08", "OLD")))
     assert rc == 2 and "! finding (error): certificate users can't log in: the cluster has no mtls_trusted_ca certificate" in out
@@ -483,3 +507,72 @@ def test_failure_mid_create_reruns_without_replacing_all(fake: FakeRedisSoftware
     assert rc == 2 and "token + 2026-08" in out and "replace all" not in out  # the record kept the first password
     assert run.apply(text)[0] == 0
     assert sorted(fake.passwords[fake.by_name("app-orders")["uid"]]) == sorted([NEW, OLD])
+
+
+def test_certificate_users_before_7_8_4_are_a_plan_error_before_any_write(run: Cli) -> None:
+    """Release notes 7.8.4-18: certificate-based authentication came with 7.8.4. On a 7.4 cluster a
+    certificate user is refused by plan (from GET /v1/nodes' software_version), and apply writes
+    nothing -- not a failed PUT /v1/cluster halfway through."""
+    fake = FakeRedisSoftware(version="7.4.6-77")
+    try:
+        text = access(fake, tok("2026-08", "OLD"), extra_users=BILLING)
+        rc, out, err = run.plan(text)
+        assert rc == 1 and len(err.strip().splitlines()) == 1
+        assert "user app-billing: certificate users (auth_method: certificate) need Redis Software 7.8.4 or later" in err
+        assert "release notes 7.8.4-18" in err and "7.4.6-77" in err
+        rc, _, err = run.apply(text)
+        assert rc == 1 and "7.8.4 or later" in err
+        assert [r for r in fake.http.log if r[0] != "GET"] == []  # no write at all
+        # the contract server refuses what 7.4 does not have
+        call = _client(fake)
+        assert call("PUT", "/v1/cluster", {"mtls_certificate_authentication": True}).status_code == 400
+        assert "mtls_certificate_authentication" not in call("GET", "/v1/cluster").json()
+        assert run.apply(access(fake, tok("2026-08", "OLD")))[0] == 0  # without it, the file applies
+    finally:
+        fake.stop()
+
+
+def test_selectors_on_a_database_older_than_redis_7_2_are_a_plan_error(run: Cli) -> None:
+    """Release notes 7.2.4-52: selectors and %R~/%W~ only on databases with Redis 7.2 or later."""
+    for redis_version in ("6.2.13", "7.0.15"):
+        fake = FakeRedisSoftware(redis_version=redis_version)
+        try:
+            users = '  app-x:\n    acl: "+get ~a:* (+set ~b:*)"\n    tokens:\n' + tok("a", "NEW")
+            rc, _, err = run.plan(access(fake, tok("2026-08", "OLD"), extra_users=users))
+            assert rc == 1 and len(err.strip().splitlines()) == 1, err
+            assert "user app-x" in err and (redis_version in err)
+            assert [r for r in fake.http.log if r[0] != "GET"] == []
+        finally:
+            fake.stop()
+
+
+def test_database_changes_hold_when_apply_returns(run: Cli) -> None:
+    """A database update runs for a while (action_seconds): apply returns when it is completed,
+    so the access the plan promised holds the moment it returns -- and what it withdrew is gone."""
+    fake = FakeRedisSoftware(action_seconds=1.0)
+    try:
+        text = access(fake, tok("2026-08", "OLD"))
+        start = time.monotonic()
+        assert run.apply(text)[0] == 0
+        returned = time.monotonic()
+        assert returned - start >= fake.action_seconds
+        assert "+@write" in (fake.rules_of("app-orders", at=returned) or "")
+        off = text.replace("  app-orders:\n", "  app-orders:\n    enabled: false\n")
+        assert run.apply(off)[0] == 0
+        assert fake.rules_of("app-orders", at=time.monotonic()) == ""
+        assert run.plan(off)[0] == 0
+    finally:
+        fake.stop()
+
+
+def test_an_aborted_database_update_stops_at_once_with_one_line(run: Cli) -> None:
+    """objects/action: an action ends completed, failed, cancelled -- or aborted."""
+    fake = FakeRedisSoftware(action_outcome="aborted")
+    try:
+        start = time.monotonic()
+        rc, _, err = run.apply(access(fake, tok("2026-08", "OLD")))
+        assert rc == 1 and len(err.strip().splitlines()) == 1
+        assert "database 1 update (action" in err and "aborted" in err and "run apply again" in err
+        assert time.monotonic() - start < 30  # not the 300 s deadline
+    finally:
+        fake.stop()

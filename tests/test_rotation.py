@@ -297,7 +297,7 @@ def test_removing_the_last_token_needs_saying_so(server_factory, tmp_path: Path,
         r = cli(*argv, "-f", str(cli.file))
         err = one_line_error(r)
         assert "user app-orders: this would remove the user's last token" in err, err
-        assert "tokens: [] with enabled: false" in err
+        assert "enabled: false for a user nobody logs in as" in err
     assert live_acl(srv) == before
     assert try_auth(srv, "app-orders", TOKEN_A)
 

@@ -55,3 +55,43 @@ def test_complexity_by_construction():
     for _ in range(200):
         t = strong_token(16)
         assert re.search(r"[A-Z]", t) and re.search(r"[a-z]", t) and re.search(r"[0-9]", t) and re.search(r"[-_]", t)
+
+
+def test_out_in_a_missing_folder_says_so(tmp_path):
+    target = tmp_path / "secrets" / "orders.token"
+    r = run("token", "new", "app", "--id", "x", "--out", str(target))
+    assert r.code == 1 and r.out == ""
+    assert f"--out {target}: folder {target.parent} does not exist; create it first (mkdir -p -m 700 {target.parent})" in r.err
+    assert "refusing to overwrite" not in r.err and not target.parent.exists()
+    (tmp_path / "plain").write_text("")
+    r = run("token", "new", "app", "--id", "x", "--out", str(tmp_path / "plain" / "t"))
+    assert r.code == 1 and f"{tmp_path / 'plain'} is not a folder" in r.err
+    r = run("token", "new", "app", "--id", "x", "--out", str(tmp_path / "t"))
+    assert r.code == 0 and (tmp_path / "t").exists()
+    r = run("token", "new", "app", "--id", "x", "--out", str(tmp_path / "t"))
+    assert r.code == 1 and "already exists; refusing to overwrite it" in r.err
+
+
+def test_user_and_id_must_have_the_files_form():
+    r = run("token", "new", "bad user!", "--id", "x")
+    assert r.code == 1 and r.out == ""  # no token was made
+    assert "token new: user name 'bad user!': invalid username: use letters, digits and _ . : @ + = -" in r.err
+    r = run("token", "new", "app", "--id", "2026 11")
+    assert r.code == 1 and r.out == "" and "token new: --id '2026 11': expected a token id" in r.err
+
+
+def test_with_a_file_the_user_must_be_declared_and_the_id_new(tmp_path):
+    f = tmp_path / "access.yaml"
+    f.write_text(
+        "version: 1\ninstances:\n  cache:\n    nodes: ['127.0.0.1:6379']\n"
+        "users:\n  app-orders:\n    acl: '+get'\n    tokens: [{id: 2026-08, secret: {env: ORDERS}}]\n"
+    )
+    r = run("token", "new", "app-order", "--id", "2026-11", "-f", str(f))
+    assert r.code == 1 and r.out == ""
+    assert f"token new: user app-order is not declared in {f} (did you mean 'app-orders'?)" in r.err
+    r = run("token", "new", "reports", "--id", "2026-11", "-f", str(f))
+    assert r.code == 1 and "user reports is not declared" in r.err and "declare it under users: first" in r.err
+    r = run("token", "new", "app-orders", "--id", "2026-08", "-f", str(f), "--out", str(tmp_path / "t"))
+    assert r.code == 1 and "already has a token with id 2026-08" in r.err and not (tmp_path / "t").exists()
+    r = run("token", "new", "app-orders", "--id", "2026-11", "-f", str(f))
+    assert r.code == 0 and "- id: 2026-11" in r.err

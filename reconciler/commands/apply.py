@@ -1,6 +1,6 @@
 """`reconciler apply`: plan (or load a saved plan), check the safety rails, ask, execute, verify.
 
-    apply -f FILE [--auto-approve] [--force] [--audit-log PATH]
+    apply -f FILE [--target USER]... [--auto-approve] [--force] [--audit-log PATH]
     apply PLAN.json [--auto-approve] [--force] [--audit-log PATH]
 
 Nothing is written before every check has passed: the plan is complete (the planner raises
@@ -14,13 +14,13 @@ import argparse
 import sys
 from typing import Callable
 
-from .. import interrupt, inventory, safety, saved
+from .. import interrupt, inventory, saved
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, unpersisted
 from ..model import DesiredState
 from ..plan import Plan, only_instances
-from ..render import render_text
+from ..render import refusal_lines, render_text
 from ..render.terminal import use_color
 
 Prompt = Callable[[str], str]
@@ -95,9 +95,11 @@ def _execute(args: argparse.Namespace, plan: Plan, manager: Manager, what: str =
     return 0
 
 
-def _refuse(problems: list[str]) -> int:
-    for p in problems:
-        _err(f"reconciler: refusing to apply: {p}")
+def _refuse(plan: Plan) -> int:
+    for line in refusal_lines(plan, "refusing to apply"):
+        _err(f"reconciler: {line}")
+    if not plan.refused:
+        return 0
     _err("reconciler: nothing was changed")
     return 1
 
@@ -107,16 +109,16 @@ def _present(plan: Plan, args: argparse.Namespace | None = None) -> None:
 
 
 def run_file(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     state = manager.read(args.instance)
-    plan = manager.plan(state)
+    # `--target USER`: only that user's changes run now; the rails judge what runs.
+    plan = manager.check(manager.target(manager.plan(state), args.target), state, force=args.force)
     if not plan.has_changes:
         _present(plan, args)  # says "No changes." and lists any findings
         return 0
     _present(plan, args)
-    problems = safety.check(plan, state, manager.desired, force=args.force)
-    if problems:
-        return _refuse(problems)
+    if _refuse(plan):
+        return 1
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
@@ -132,7 +134,7 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
         _err(f"reconciler: {args.plan_file} is stale: {source} changed since the plan was made; make a new plan")
         _err("reconciler: nothing was changed")
         return 1
-    manager = Manager.from_file(source)
+    manager = Manager.from_file(source, allow_exec=getattr(args, "allow_exec", False))
     if args.instance:
         # Names or globs; one that matches nothing is an error.
         plan = only_instances(plan, set(manager.instance_names(args.instance)))
@@ -145,10 +147,11 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
             _err(f"reconciler: {args.plan_file} is stale: {p}")
         _err("reconciler: nothing was changed")
         return 1
-    problems = safety.check(plan, state, manager.desired, force=args.force)
-    if problems:
-        return _refuse(problems)
+    # The rails again, as the live state is now (the verdict saved with the plan is not trusted).
+    plan = manager.check(plan, state, force=args.force)
     _present(plan, args)
+    if _refuse(plan):
+        return 1
     if not _confirm(args, prompt):
         _err("reconciler: apply cancelled; nothing was changed")
         return 1
@@ -159,12 +162,16 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "bootstrap", False):
         if args.plan_file or not args.file:
             raise ReconcilerError("--bootstrap works with -f FILE, not with a saved plan")
+        if args.target:
+            raise ReconcilerError("--bootstrap applies the whole file (the admin first); drop --target")
         from . import bootstrap
 
         code = bootstrap.run(args, None, _confirm)
         if code >= 0:
             return code
     if args.plan_file:
+        if args.target:
+            raise ReconcilerError("--target works with -f FILE; a saved plan is applied whole")
         # With -f FILE as well, the file only supplies connection details and secrets.
         return run_saved(args)
     if not args.file:

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .. import interrupt, safety, saved
+from .. import interrupt, safety, saved, secrets
 from ..audit import AuditLog
 from ..errors import ApplyError, LiveError, ReconcilerError
 from ..manager import Manager, unpersisted
@@ -58,6 +58,7 @@ def _bootstrap_admin(args: argparse.Namespace) -> Admin:
     value = os.environ.get(var)
     if not value:
         raise ReconcilerError(f"--bootstrap-secret-env {var}: the variable is not set or empty")
+    secrets.check_one_line(value, f"--bootstrap-secret-env {var}")
     return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
 
 
@@ -199,7 +200,7 @@ def _titles(boot: list[str], desired: DesiredState) -> tuple[str, str, str]:
 
 
 def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argparse.Namespace, Prompt | None], bool]) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     desired = manager.desired
     names = manager.instance_names(args.instance)
     boot = needs_bootstrap(desired, names)

@@ -39,7 +39,7 @@ def _lines_for(user: User, table: Any, argv: list[str] | None) -> tuple[list[str
 
 
 def run(args: argparse.Namespace) -> int:
-    manager = Manager.from_file(args.file)
+    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     desired = manager.desired
     user = desired.users.get(args.user)
     if user is None:

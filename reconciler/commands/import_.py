@@ -213,13 +213,13 @@ def _rebase(value: Any, src_dir: str, out_dir: str | None) -> Any:
     return value
 
 
-def read(name: str, read_spec: dict[str, Any]) -> InstanceState:
+def read(name: str, read_spec: dict[str, Any], *, allow_exec: bool = False) -> InstanceState:
     """Read the instance through the ordinary path (config.load, the provider's read)."""
     with tempfile.TemporaryDirectory(prefix="reconciler-import-") as tmp:
         path = os.path.join(tmp, "import.yaml")
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump({"version": 1, "instances": {name: read_spec}}, fh, sort_keys=False)
-        manager = Manager.from_file(path)
+        manager = Manager.from_file(path, allow_exec=allow_exec)
         return manager.read([name]).instances[name]
 
 
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         name, spec, read_spec = _from_file(args, out_dir)
     else:
         raise ReconcilerError("import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE")
-    state = read(name, read_spec)
+    state = read(name, read_spec, allow_exec=getattr(args, "allow_exec", False))
     text = render(build(name, spec, state))
     if not out:
         sys.stdout.write(text)

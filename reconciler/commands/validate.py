@@ -1,8 +1,9 @@
 """`reconciler validate -f FILE... [--resolve-secrets]`: schema and semantic checks, no network.
 
-Secret references are checked for their form only (an environment variable name, a file path),
-so a pull request can be linted where the secrets are not set; `--resolve-secrets` also reads
-them, for the checks that need the plaintext (min_token_length, password_complexity).
+Secret references are checked for their form only (an environment variable name, a file path,
+a vault path, a command line), so a pull request can be linted where the secrets are not set:
+no store is read and no command runs. `--resolve-secrets` also reads them (exec: only with
+--allow-exec), for the checks that need the plaintext (min_token_length, password_complexity).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ def run(args: argparse.Namespace) -> int:
     problems = []
     for path in files:
         try:
-            state = load(path, allow_expired=args.allow_expired, resolve_secrets=getattr(args, "resolve_secrets", False))
+            state = load(
+                path,
+                allow_expired=args.allow_expired,
+                resolve_secrets=getattr(args, "resolve_secrets", False),
+                allow_exec=getattr(args, "allow_exec", False),
+            )
         except ConfigError as exc:
             problems += exc.problems
             continue

@@ -13,6 +13,7 @@ from typing import Mapping
 from .. import files
 from ..errors import ConfigError, Problem
 from ..model import DesiredState
+from ..secrets.exec import allowed as exec_allowed
 from . import cache as _cache
 from . import schema as _schema
 from .build import Builder, emit_warnings
@@ -29,13 +30,16 @@ def load(
     today: date | None = None,
     resolve_secrets: bool = True,
     environ: Mapping[str, str] | None = None,
+    allow_exec: bool = False,
 ) -> DesiredState:
     """Read and check `path` (named in messages exactly as given).
 
     allow_expired: expired `expires` dates are not errors (plan/drift remove and report them).
-    resolve_secrets: False skips reading {env}/{file} secrets (tokens from them get sha256 "",
-        admin.secret None, and a node {env: NAME} whose variable is unset stays "env:NAME").
-    environ: where {env: NAME} is looked up (default os.environ).
+    resolve_secrets: False skips reading secrets, no store read and no command run (tokens from
+        them get sha256 "", admin.secret None, and a node {env: NAME} whose variable is unset
+        stays "env:NAME").
+    environ: where {env: NAME} and the stores' settings (VAULT_ADDR...) are looked up (default os.environ).
+    allow_exec: `exec:` secrets may run (--allow-exec); RECONCILER_ALLOW_EXEC=1 in `environ` does the same.
     Warnings (e.g. a secret file readable by others) go to stderr.
     """
     today = today or date.today()
@@ -64,13 +68,15 @@ def load(
         for sp in _schema.check(src.data):
             problems.append(Problem(path, src.line_of(sp.path), format_path(sp.path), sp.message))
 
+    environ = os.environ if environ is None else environ
     builder = Builder(
         src=src,
         base_dir=os.path.dirname(path),
         today=today,
         allow_expired=allow_expired,
         resolve_secrets=resolve_secrets,
-        environ=os.environ if environ is None else environ,
+        environ=environ,
+        allow_exec=allow_exec or exec_allowed(environ),
     )
     state = builder.build(path)
     for issue in builder.issues:

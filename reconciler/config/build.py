@@ -29,6 +29,7 @@ from .yamlsrc import Path
 class Builder(InstanceChecks):
     def build(self, source_name: str) -> DesiredState:
         data = self.src.data
+        self.prefetch_secrets()
         policies = self.policies(as_dict(data.get("policies")))
         instances = self.instances(as_dict(data.get("instances")))
         roles = self.roles(as_dict(data.get("roles")))

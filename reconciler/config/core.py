@@ -15,9 +15,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Iterator
 
 from .. import acl, secrets
+from ..secrets.base import DEFAULT_STORE_DEADLINE
 from .yamlsrc import Path, Source
 
 HOST_PORT = re.compile(r"^(?:(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)|\[(?P<ip6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})$")
@@ -225,7 +226,10 @@ class BuilderCore:
     allow_expired: bool
     resolve_secrets: bool
     environ: dict[str, str] | Any = field(default_factory=lambda: os.environ)
+    allow_exec: bool = False  # --allow-exec or RECONCILER_ALLOW_EXEC=1
     issues: list[Issue] = field(default_factory=list)
+    session: secrets.Session | None = None
+    reported_once: set[str] = field(default_factory=set)
 
     def problem(self, path: Path, message: str, *, line: int | None = None) -> None:
         self.issues.append(Issue(tuple(path), message, line=line))
@@ -248,24 +252,56 @@ class BuilderCore:
     def path_of(self, p: str) -> str:
         return secrets.resolve_path(self.base_dir, p)
 
-    def resolve_secret(self, ref: Any, path: Path, what: str) -> tuple[str, secrets.Resolved | None]:
-        """-> (source reference, resolved or None). Problems are recorded with `what` in front."""
-        if not isinstance(ref, dict) or set(ref) not in ({"env"}, {"file"}) or not isinstance(next(iter(ref.values())), str):
+    def resolve_secret(self, ref: Any, path: Path, what: str, *, absent_ok: bool = False) -> tuple[str, Any]:
+        """-> (source reference, Resolved | None; Absent too when `absent_ok`). Problems are
+        recorded with `what` in front."""
+        if not secrets.well_formed(ref):
             return "", None  # the schema reported it
         source = secrets.describe(ref)
+        shape = secrets.shape_problem(ref)
+        if shape and "env" not in ref:  # env names: the schema's pattern reported it
+            self.problem(path, f"{what}: {shape}")
+            return source, None
         if not self.resolve_secrets:  # validate without --resolve-secrets: the form only
-            shape = secrets.shape_problem(ref)
-            if shape and "env" not in ref:  # env names: the schema's pattern reported it
-                self.problem(path, f"{what}: {shape}")
             return source, None
         try:
-            resolved = secrets.resolve(
-                ref, self.base_dir, warn=lambda m: self.warn(path, m), environ=self.environ
-            )
+            resolved = self.secret_session().resolve(ref, warn=lambda m: self.warn(path, m))
         except secrets.SecretError as exc:
-            self.problem(path, f"{what}: {exc}")
+            # A store or a command that fails for every reference is said once, at the first.
+            key = exc.once_key
+            if key is None or key not in self.reported_once:
+                if key is not None:
+                    self.reported_once.add(key)
+                self.problem(path, f"{what}: {exc}")
+            return source, None
+        if isinstance(resolved, secrets.Absent) and not absent_ok:
+            self.problem(path, f"{what}: {resolved.reason}")
             return source, None
         return source, resolved
+
+    def secret_session(self) -> secrets.Session:
+        if self.session is None:
+            self.session = secrets.Session(
+                self.base_dir, environ=self.environ, allow_exec=self.allow_exec, store_deadline=self.store_deadline()
+            )
+        return self.session
+
+    def store_deadline(self) -> float:
+        """Store reads get the longest timeout_seconds of the file's instances (each instance's
+        deadline; the default 5 s when none sets one)."""
+        timeouts = [
+            float(spec["timeout_seconds"])
+            for spec in as_dict(self.src.data.get("instances")).values()
+            if isinstance(spec, dict) and isinstance(spec.get("timeout_seconds"), (int, float))
+            and not isinstance(spec.get("timeout_seconds"), bool) and spec["timeout_seconds"] > 0
+        ]
+        return max(timeouts, default=DEFAULT_STORE_DEADLINE)
+
+    def prefetch_secrets(self) -> None:
+        """Read every store reference of the file before the model is built: each store path once,
+        concurrently (what `resolve_secret` then asks is answered from that)."""
+        if self.resolve_secrets:
+            self.secret_session().prefetch(secret_refs(self.src.data))
 
     def date(self, raw: Any, path: Path) -> date | None:
         if raw is None:
@@ -279,3 +315,24 @@ class BuilderCore:
         except ValueError:
             self.problem(path, f"'{raw}' is not a valid date")
             return None
+
+
+def secret_refs(data: Any) -> Iterator[Any]:
+    """Every secret reference in the places the schema allows one: admin, sentinel_admin and
+    api.data_plane secrets (and admin.account_key) of each instance, and each token's secret of
+    users and sentinel_users. Only for prefetching: a reference missed here is read on its own."""
+
+    def tokens_of(users: Any) -> Iterator[Any]:
+        for spec in as_dict(users).values():
+            for token in as_list(as_dict(spec).get("tokens")):
+                if isinstance(token, dict) and "secret" in token:
+                    yield token["secret"]
+
+    for inst in as_dict(as_dict(data).get("instances")).values():
+        inst = as_dict(inst)
+        for admin in (inst.get("admin"), inst.get("sentinel_admin"), as_dict(inst.get("api")).get("data_plane")):
+            for key in ("secret", "account_key"):
+                if key in as_dict(admin):
+                    yield as_dict(admin)[key]
+        yield from tokens_of(inst.get("sentinel_users"))
+    yield from tokens_of(as_dict(data).get("users"))

@@ -4,17 +4,21 @@ instance's provider accepts) -- and building the User model, for the Builder."""
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 from .. import providers, secrets
 from ..model import (
+    AbsentToken,
     Instance,
     Policies,
     Secret,
+    Sink,
     Token,
     User,
     server_token_ref,
 )
+from ..secrets.vault import VaultRef
 from . import cloud
 from .certificate_checks import CertificateChecks
 from .core import (
@@ -140,7 +144,7 @@ class UserChecks(CertificateChecks):
                 self.problem(base + ("acl",), msg)
             if own.strip():
                 parts.append(own.strip())
-            tokens = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
+            tokens, absent = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
             self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
             cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
@@ -156,9 +160,9 @@ class UserChecks(CertificateChecks):
                 rules=" ".join(parts),
                 tokens=tokens,
                 certificates=certificates,
-                tokens_declared="tokens" in spec,
                 kill_sessions_on_revoke=ksor if isinstance(ksor, bool) else None,
                 line=self.line(base),
+                absent_tokens=absent,
             )
         return out
 
@@ -187,9 +191,27 @@ class UserChecks(CertificateChecks):
                 if problem:
                     self.problem(base + ("certificates", i, "subject"), problem)
 
+    def sink(self, raw: Any, path: Path, label: str) -> Sink | None:
+        """`sink: {file: PATH}` or `sink: {vault: {path, field, mount?}}`; None when malformed (the
+        schema reported it) or its form is wrong (reported here)."""
+        raw = as_dict(raw)
+        if isinstance(raw.get("file"), str) and raw["file"]:
+            return Sink("file", self.path_of(raw["file"]))
+        spec = raw.get("vault")
+        if isinstance(spec, dict) and secrets.well_formed({"vault": spec}) and "version" not in spec:
+            problem = secrets.shape_problem({"vault": spec})
+            if problem:
+                self.problem(path, f"{label}: {problem}")
+                return None
+            ref = VaultRef.from_spec(spec)
+            return Sink("vault", ref.path, ref.field, ref.mount)
+        return None
+
     def tokens(
         self, user: str, raw: Any, path: Path, policies: Policies, hash_owner: dict[str, tuple[str, Path]]
-    ) -> tuple[Token, ...]:
+    ) -> tuple[tuple[Token, ...], tuple[AbsentToken, ...]]:
+        """-> (the tokens, the entries whose store has no such version yet)."""
+        absent: list[AbsentToken] = []
         out: list[Token] = []
         ids: dict[str, Path] = {}
         hashes: dict[str, Path] = {}
@@ -208,19 +230,24 @@ class UserChecks(CertificateChecks):
             sha: str | None = None
             source = "sha256"
             plaintext: Secret | None = None
-            sink: str | None = None
+            sink: Sink | None = None
+            stored: date | None = None  # when the store made the version (vault's created_time)
             if "secret" in spec and "sha256" not in spec:
-                source, resolved = self.resolve_secret(spec["secret"], where + ("secret",), f"{label} ({secrets.describe(as_dict(spec['secret']))})")
+                source, resolved = self.resolve_secret(
+                    spec["secret"], where + ("secret",), f"{label} ({secrets.describe(spec['secret'])})", absent_ok=True
+                )
+                if isinstance(resolved, secrets.Absent):
+                    absent.append(AbsentToken(tid, resolved.source, resolved.reason, self.line(where)))
+                    continue
                 if resolved is not None:
-                    sha, plaintext = resolved.sha256, resolved.secret
+                    sha, plaintext, stored = resolved.sha256, resolved.secret, resolved.created
                     self.token_policy(resolved, where + ("secret",), label, policies)
             elif "sha256" in spec and "secret" not in spec and isinstance(spec["sha256"], str):
                 if re.fullmatch(r"[0-9a-f]{64}", spec["sha256"]):
                     sha = spec["sha256"]
             elif "sink" in spec and "secret" not in spec and "sha256" not in spec:
-                sink_file = as_str(as_dict(spec["sink"]).get("file"))
-                if sink_file:
-                    sink = self.path_of(sink_file)
+                sink = self.sink(spec["sink"], where + ("sink",), label)
+                if sink is not None:
                     source = "server-generated"
                     sha = server_token_ref(user, tid)
             if sha is not None:
@@ -233,7 +260,7 @@ class UserChecks(CertificateChecks):
                             where,
                             f"{label} is the same token as a token of user {clash[0]} (line {clash[1]}): a token may belong to one user only",
                         )
-            created = self.date(spec.get("created"), where + ("created",))
+            created = self.date(spec.get("created"), where + ("created",)) or stored
             expires = self.date(spec.get("expires"), where + ("expires",))
             if created and expires and created > expires:
                 self.problem(where + ("created",), f"{label}: created ({created}) is after expires ({expires})")
@@ -256,7 +283,7 @@ class UserChecks(CertificateChecks):
                     username=as_str(spec.get("username")),
                 )
             )
-        return tuple(out)
+        return tuple(out), tuple(absent)
 
     def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:
         value = resolved.secret.reveal()

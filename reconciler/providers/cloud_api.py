@@ -13,6 +13,22 @@ https://redis.io/docs/latest/operate/rc/api/:
              moves received -> processing-in-progress -> processing-completed (response.resourceId)
              | processing-error (response.error, response.additionalInfo); one operation is
              processed at a time per account (get-started/process-lifecycle)
+  provisioning
+             "Asynchronous operations have two main phases: processing and provisioning. A resource
+             is not available until both phases are complete." After processing-completed the
+             resource is `pending` ("Provisioning is in progress"), then `active` ("Provisioning
+             completed successfully"); a deleted one is `deleting` ("De-provisioning and deletion is
+             in progress") until it is gone; `error` ("An error occurred during the provisioning
+             phase") (get-started/process-lifecycle, "Provisioning state values"). The same states
+             are the `status` of ACL rules, roles and users (rediscloud-go-api: StatusPending,
+             StatusActive, StatusDeleting, StatusError), and the Terraform provider waits for each
+             rule, role and user to be active after every create and update, and for a deleted one
+             to answer 404 (RedisLabs/terraform-provider-rediscloud provider/resource_rediscloud_acl_
+             {rule,role,user}.go: waitForAcl*ToBeActive, "Wait until it's really disappeared"); a
+             database after an update until its status is active again
+             (provider/pro/resource_rediscloud_pro_database.go: WaitForDatabaseToBeActive).
+             Users answer GET /v1/acl/users/{id} (getUserByID); rules and roles have no GET by id
+             and are found in their lists (rediscloud-go-api: "Get has to use the List behaviour").
 """
 
 from __future__ import annotations
@@ -20,17 +36,28 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..audit import redact
 from ..model import SENSITIVE
-from .http import Budget, Client, HttpError, backoff_base, budget
+from .http import Budget, Client, Deadline, HttpError, backoff_base, budget, poll_until, wait_state
 
 RATE = (400, 60.0)  # requests per window (seconds) per account key
 TASK_DEADLINE = 600.0  # seconds a task may take before apply stops (the service keeps working on it)
 POLL_CAP = 5.0  # longest pause between two task polls
 THROTTLE_ATTEMPTS = 6  # 429s waited out before the shared client's own retries take over
+ACTIVE = "active"  # the provisioning state of a usable resource [lifecycle]
+LISTS = {"user": ("/acl/users", "users"), "role": ("/acl/roles", "roles"), "rule": ("/acl/redisRules", "redisRules")}
+
+
+def task_delays() -> Iterator[float]:
+    """Pauses between polls of a task or a provisioning resource: from a fifth of the HTTP backoff
+    (RECONCILER_HTTP_BACKOFF, 0.1 s by default) doubling up to POLL_CAP."""
+    delay = max(backoff_base() / 5, 0.001)
+    while True:
+        yield delay
+        delay = min(delay * 2, POLL_CAP)
 
 
 def task_deadline() -> float:
@@ -94,33 +121,57 @@ class CloudClient(Client):
 
         self.session.request = limited  # type: ignore[method-assign,assignment]
 
-    def write(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = ()) -> Any:
-        """One asynchronous call, waited for: the task's resourceId. TaskFailed when processing failed."""
+    def write(self, method: str, path: str, body: Any = None, *, secrets: Iterable[str] = (), deadline: Deadline | None = None) -> Any:
+        """One asynchronous call, its task waited for (by `deadline`, default task_deadline() from now):
+        the task's resourceId. TaskFailed when processing failed. The resource it made or changed is
+        usable only once it is provisioned too: see settle()."""
         hidden = [s for s in secrets if s]
+        deadline = deadline or Deadline.after(task_deadline())
         answer = self.request(method, path, body, secrets=hidden) or {}
         task_id = answer.get("taskId")
         if not task_id:
             return answer.get("response", {}).get("resourceId") if isinstance(answer.get("response"), dict) else None
-        start, deadline = time.monotonic(), task_deadline()
-        delay = max(backoff_base() / 5, 0.001)
-        while True:
-            task = self.get(f"/tasks/{task_id}") or {}
-            status = task.get("status")
-            if status == "processing-completed":
-                return (task.get("response") or {}).get("resourceId")
-            if status == "processing-error":
-                resp = task.get("response") or {}
-                err = resp.get("error")
-                error = err if isinstance(err, str) else str((err or {}).get("type") or "")
-                info = str(resp.get("additionalInfo") or (err.get("description", "") if isinstance(err, dict) else ""))
-                text = f"{self.where}: {method} {path}: task {task_id} failed: {error or 'processing-error'}" + (f": {info}" if info else "")
-                for s in hidden:
-                    text = text.replace(s, SENSITIVE)
-                raise TaskFailed(redact(" ".join(text.split()))[:500])
-            if time.monotonic() - start > deadline:
-                raise HttpError(
-                    f"{self.where}: {method} {path}: task {task_id} still {status} after {deadline:g} s "
-                    "(the service keeps processing it; run plan again later)"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_CAP)
+
+        def processed(task: dict) -> bool:
+            if task.get("status") != "processing-error":
+                return task.get("status") == "processing-completed"
+            resp = task.get("response") or {}
+            err = resp.get("error")
+            error = err if isinstance(err, str) else str((err or {}).get("type") or "")
+            info = str(resp.get("additionalInfo") or (err.get("description", "") if isinstance(err, dict) else ""))
+            text = f"{self.where}: {method} {path}: task {task_id} failed: {error or 'processing-error'}" + (f": {info}" if info else "")
+            for s in hidden:
+                text = text.replace(s, SENSITIVE)
+            raise TaskFailed(redact(" ".join(text.split()))[:500], code=error)
+
+        task = poll_until(
+            lambda: self.get(f"/tasks/{task_id}") or {}, processed, deadline=deadline, delays=task_delays(),
+            stalled=lambda t: f"{self.where}: {method} {path}: task {task_id} still {t.get('status')}", first=answer,
+        )
+        return (task.get("response") or {}).get("resourceId")
+
+    # -- provisioning: a resource is usable when it reads `active` ([lifecycle]) --------------
+
+    def status(self, kind: str, ident: int | str | tuple[int, int]) -> str | None:
+        """The provisioning status of one resource; None when it is gone. Users answer GET
+        /acl/users/{id} (404 when gone); rules and roles have no GET by id, so they are looked up
+        in their lists (as the Terraform provider does); a database answers its own GET."""
+        if kind == "database":
+            assert isinstance(ident, tuple)
+            return self.status_of(f"/subscriptions/{ident[0]}/databases/{ident[1]}")
+        if kind == "user" and isinstance(ident, int):
+            return self.status_of(f"/acl/users/{ident}")
+        path, key = LISTS[kind]
+        for item in (self.get(path) or {}).get(key) or []:
+            if ident in (item.get("id"), item.get("name")):
+                return str(item.get("status") or "")
+        return None
+
+    def settle(self, kind: str, ident: int | str | tuple[int, int], label: str, *, gone: bool = False, deadline: Deadline | None = None) -> None:
+        """Wait until the resource is usable (`active`) or, with gone=True, deleted: within
+        `deadline` (default task_deadline() from now), polled with the tasks' backoff."""
+        deadline = deadline or Deadline.after(task_deadline())
+        wait_state(
+            lambda: self.status(kind, ident), want=None if gone else ACTIVE, what=f"{self.where}: {label}",
+            deadline=deadline, delays=task_delays(),
+        )

@@ -11,6 +11,12 @@ request body, and any secret the request carried is scrubbed from what the servi
 `poll_delays()` is the backoff long-running operations are polled with (start ~1 s, cap ~10 s),
 which keeps an apply within per-minute API quotas; `rate_limit` makes a client wait rather
 than send more requests in a window than a quota allows.
+
+`poll_until()` is the one wait every managed provider uses (an operation until done, an action
+until completed, a task until processed) and `wait_state()` the one "until the resource is
+usable" on top of it: until it reads a status (e.g. `active`), or until it is gone (404, or no
+longer listed). A change is done when the service says its result is usable, not when the
+request was accepted.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ import collections
 import os
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, TypeVar
 
 import requests
 
 from ..audit import redact
 from ..errors import LiveError
 from ..model import SENSITIVE
+
+T = TypeVar("T")
 
 RETRY_ANY = frozenset({429, 502, 503, 504})
 RETRY_GET = RETRY_ANY | {500}
@@ -47,6 +57,67 @@ def poll_delays() -> Iterator[float]:
     while True:
         yield delay
         delay = min(cap, delay * 2 if delay else cap)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a wait gives up (time.monotonic()), and the seconds it was given (for the message)."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds)
+
+
+def poll_until(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    deadline: Deadline,
+    delays: Iterator[float],
+    stalled: Callable[[T], str],
+    first: Any = None,
+) -> T:
+    """Call `probe` until `done(result)`, sleeping the next of `delays` between calls; HttpError
+    "<stalled(last result)> after N s (...run plan again later)" when the next sleep would pass
+    the deadline. `first`: an answer already in hand (the request's own), checked before any
+    probe. `probe` and `done` raise for what ends the wait early (a failed operation)."""
+    value: Any = probe() if first is None else first
+    while True:
+        if done(value):
+            return value
+        delay = next(delays)
+        if time.monotonic() + delay > deadline.at:
+            raise HttpError(f"{stalled(value)} after {deadline.seconds:g} s (the service keeps working on it; run plan again later)")
+        time.sleep(delay)
+        value = probe()
+
+
+def wait_state(
+    probe: Callable[[], str | None],
+    *,
+    want: str | None,
+    what: str,
+    deadline: Deadline,
+    delays: Iterator[float],
+    failed: Collection[str] = ("error",),
+) -> None:
+    """Wait until a resource is usable: `probe` reads its status (None once it answers 404 or is no
+    longer listed) until it is `want`, or with want=None until it is gone. A status in `failed`
+    stops the wait at once, and so does a resource that vanishes while it is awaited."""
+
+    def done(status: str | None) -> bool:
+        if status == want:
+            return True
+        if status is None:
+            raise HttpError(f"{what} is gone (404) while waiting for it to be {want}")
+        if status in failed:
+            raise HttpError(f"{what} is in status {status} on the service (its provisioning failed)")
+        return False
+
+    poll_until(probe, done, deadline=deadline, delays=delays, stalled=lambda status: f"{what} still {status}")
 
 
 class Budget:
@@ -158,6 +229,17 @@ class Client:
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
+
+    def status_of(self, path: str, key: str = "status") -> str | None:
+        """The `key` field of the resource at `path` (its provisioning status); None when it answers 404.
+        Nothing else of the answer is kept (a database's answer may carry a password)."""
+        try:
+            answer = self.get(path)
+        except HttpError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(answer.get(key) or "") if isinstance(answer, dict) else ""
 
     def get_existing(self, path: str, missing: str) -> Any:
         """GET `path`; 404 means the file names something the service does not have: LiveError(missing)."""

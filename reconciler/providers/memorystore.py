@@ -29,7 +29,8 @@ ready access token instead and has no Google client library dependency.
 
 How the file maps: each user is a token-auth user; each token is declared by id. The service
 names the token itself; apply finds the new name (the user's token list before and after), reads
-the token, writes its value to the token's `sink: {file: PATH}` (mode 0600) -- never into a plan,
+the token, writes its value to the token's `sink:` -- a file (mode 0600) or a new version of a
+vault KV path (check-and-set, secrets/sinks.py) -- never into a plan,
 an audit record or the terminal -- and records file id -> service name in
 `<file>.memorystore.json` (no secret). A token whose value could not be written is deleted again.
 The planner compares tokens by file id: their stand-in "sha256" is model.server_token_ref(user,
@@ -43,8 +44,6 @@ the same reason.
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Mapping
@@ -52,14 +51,15 @@ from urllib.parse import urlparse
 
 from .. import acl
 from ..audit import AuditLog
-from ..errors import LiveError, PlanError
+from ..errors import LiveError, PlanError, remember_secret
 from ..model import DesiredState, Instance, User, server_token_ref
 from ..plan import ConfigChange, Finding, FindingKind, InstancePlan, Plan, UserChange
 from ..report import ApplyReport
+from ..secrets import SecretError, sinks
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
-from .http import Client, HttpError, poll_delays
+from .http import Client, Deadline, HttpError, poll_delays, poll_until
 
 NAME = "memorystore"
 DEFAULT_URL = "https://memorystore.googleapis.com"
@@ -337,14 +337,13 @@ class _Run(common.ApiRun):
     def _wait(self, http: Client, op: Any) -> Any:
         """Poll a long-running Operation until done, with backoff (http.poll_delays); its
         `response`, or HttpError for its `error`."""
-        deadline = time.monotonic() + OPERATION_DEADLINE
-        delays = poll_delays()
-        while isinstance(op, dict) and not op.get("done"):
-            delay = next(delays)
-            if time.monotonic() + delay > deadline:
-                raise HttpError(f"{self.instance.name}: operation {op.get('name')} not done after {OPERATION_DEADLINE:.0f} s; run plan again")
-            time.sleep(delay)
-            op = http.get(f"/v1/{op['name']}")
+        if isinstance(op, dict):
+            name = op.get("name")
+            op = poll_until(
+                lambda: http.get(f"/v1/{name}"), lambda o: not isinstance(o, dict) or bool(o.get("done")),
+                deadline=Deadline.after(OPERATION_DEADLINE), delays=poll_delays(),
+                stalled=lambda o: f"{self.instance.name}: operation {name} not done", first=op,
+            )
         if isinstance(op, dict) and op.get("error"):
             err = op["error"]
             raise HttpError(f"{self.instance.name}: operation failed: {err.get('status') or err.get('code')}: {err.get('message', '')}")
@@ -379,13 +378,15 @@ class _Run(common.ApiRun):
                     del known[fid]
 
     def _add_token(self, http: Client, user: str, user_res: str, token: Any) -> None:
-        """addAuthToken, then the new token's value to its sink. The sink is opened (0600) before the
-        token exists; a token whose value could not be written is deleted again."""
-        path = token.sink
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        """addAuthToken, then the new token's value to its sink. The sink is made ready (a file
+        opened 0600; a vault path read, its write permission checked) before the token exists; a
+        token whose value could not be written is deleted again."""
+        try:
+            sink = sinks.prepare(token.sink, timeout=self.instance.timeout_seconds)
+        except SecretError as exc:
+            raise LiveError(f"{self.instance.name}: token {token.id} of user {user}: sink {token.sink.describe()}: {exc}") from None
         created: str | None = None
         try:
-            os.fchmod(fd, 0o600)
             before = {_last(t.get("name", "")) for t in _pages(http, f"/v1/{user_res}/authTokens", "authTokens")}
             # AuthToken.name is an IDENTIFIER, unused on create: the service assigns it.
             self._wait(http, http.request("POST", f"/v1/{user_res}:addAuthToken", {"authToken": {}}))
@@ -399,16 +400,17 @@ class _Run(common.ApiRun):
             value = (http.get(f"/v1/{user_res}/authTokens/{created}") or {}).get("token")
             if not value:
                 raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({created})")
-            os.write(fd, value.encode() + b"\n")
+            remember_secret(value)
+            try:
+                sink.commit(value)
+            except SecretError as exc:
+                raise LiveError(f"{self.instance.name}: token {token.id} of user {user}: sink {token.sink.describe()}: {exc}") from None
         except BaseException:
-            os.close(fd)
-            if os.path.getsize(path) == 0:
-                os.unlink(path)
+            sink.abort()
             if created is not None:  # never a token on the service whose value no sink holds
                 try:
                     self._wait(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{created}"))
                 except LiveError:
                     pass  # the next plan lists it as a token not in the file, to remove
             raise
-        os.close(fd)
         self.names.setdefault(user, {})[token.id] = created

@@ -46,9 +46,12 @@ from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common
 from .base import Capabilities, Provider
-from .rc_accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
+from .rc_accounts import CERTS, NAME, PREFIX, known_passwords, same_account, wanted_accounts
 
 CUTS = "old connections fail after rotation"
+DELETING = "deleting"  # a deleted resource's status until it is gone (get-started/process-lifecycle)
+ROLE_AND_RULE = "role and Redis rule"  # what a leftover is (RCNode.leftovers)
+RULE_ONLY = "Redis rule"
 
 
 def unknown(cloud_user: str) -> str:
@@ -74,6 +77,8 @@ class RCNode(NodeState):
     unrecorded: tuple[tuple[str, str], ...] = ()  # (Cloud user, token id) taken as the file says: no record
     certificates: tuple[str, ...] | None = None  # fingerprints in force (None: mTLS on, list unknown)
     mtls: bool = False
+    leftovers: Mapping[str, str] = field(default_factory=dict)  # owner not in the file -> ROLE_AND_RULE | RULE_ONLY
+    unsettled: tuple[str, ...] = ()  # "role reconciler-x is pending", ...: provisioning still under way
 
     @property
     def label(self) -> str:
@@ -152,6 +157,13 @@ class RedisCloudProvider(Provider):
         api = instance.api
         assert api is not None and api.subscription and api.database
         here = (api.subscription, api.database)
+        # What is being deleted is gone already as far as the plan goes (the apply that deleted it
+        # waits for it, or the next one does before it reuses a name); what is still provisioning
+        # is there, with a finding.
+        unsettled = _unsettled(db, users, roles, rules, here)
+        users = [u for u in users if u.get("status") != DELETING]
+        roles = [r for r in roles if r.get("status") != DELETING]
+        rules = [r for r in rules if r.get("status") != DELETING]
         rule_text = {r.get("name"): r.get("acl", "") for r in rules}
         covering = {r.get("name") for r in roles if _covers(r, here)}
         role_names = {r.get("name") for r in roles}
@@ -197,6 +209,12 @@ class RedisCloudProvider(Provider):
                 hashes=tuple(sorted(a.sha256 for a in accs)),
                 rules=rule_text.get(role_name, ""),
             )
+        leftovers = self._leftovers(instance, declared, covering, accounts, rules, roles)
+        for owner, what in leftovers.items():
+            user = declared.get(owner)
+            # Declared here but disabled: as if enabled with its tokens, so the plan withdraws it.
+            held = tuple(sorted(t.sha256 for t in user.tokens)) if user is not None else ()
+            live[owner] = LiveUser(name=owner, enabled=what != RULE_ONLY, nopass=False, hashes=held, rules=rule_text.get(PREFIX + owner, ""))
         if "default" in declared:
             rec = record.get("default") or {}
             kept = rec.get("sha256")
@@ -235,7 +253,33 @@ class RedisCloudProvider(Provider):
             unrecorded=tuple(sorted(unrecorded)),
             certificates=certs,
             mtls=mtls,
+            leftovers={k: v for k, v in sorted(leftovers.items()) if k not in declared},
+            unsettled=unsettled,
         )
+
+    def _leftovers(
+        self, instance: Instance, declared: Mapping[str, User], covering: set, accounts: Mapping[str, list], rules: list, roles: list,
+    ) -> dict[str, str]:
+        """What the reconciler made that no Cloud user holds, by owner: a role `reconciler-U` listing
+        this database (a user withdrawn or pruned part way, or one whose creation stopped), and --
+        on the first instance of the file on this account, as rules belong to the account -- a rule
+        `reconciler-U` no role names, for a U no instance of the file on the account declares. A
+        user declared and enabled here is left out: its next apply completes it."""
+        out: dict[str, str] = {}
+        for role in sorted(covering):
+            owner = role[len(PREFIX):] if role and role.startswith(PREFIX) else None
+            if owner and owner not in accounts and (owner not in declared or not declared[owner].enabled):
+                out[owner] = ROLE_AND_RULE
+        account = same_account(self.desired, instance)
+        if account and account[0].name == instance.name:
+            named = {e.get("ruleName") for r in roles for e in r.get("redisRules") or []}
+            users = {u.name for other in account for u in self.desired.users_for(other.name)}
+            for rule in rules:
+                name = rule.get("name") or ""
+                owner = name[len(PREFIX):]
+                if name.startswith(PREFIX) and name not in named and owner not in users and owner not in out:
+                    out[owner] = RULE_ONLY
+        return out
 
     # -- plan (pure) ----------------------------------------------------------------------
 
@@ -257,6 +301,20 @@ def _host(url: str) -> str:
     from urllib.parse import urlparse
 
     return urlparse(url).netloc or url
+
+
+def _unsettled(db: dict, users: list, roles: list, rules: list, here: tuple[int, int]) -> tuple[str, ...]:
+    """What this database depends on that is not `active`: the database itself, the reconciler's
+    roles listing it, their rules, and the Cloud users holding them."""
+    mine = {r.get("name") for r in roles if _covers(r, here) and str(r.get("name") or "").startswith(PREFIX)}
+    mine |= {e.get("ruleName") for r in roles if r.get("name") in mine for e in r.get("redisRules") or []}
+    out = [f"database {here[1]} is {db['status']}"] if db.get("status", "active") != "active" else []
+    for kind, items, names in (("Redis rule", rules, "name"), ("role", roles, "name"), ("Redis Cloud user", users, "role")):
+        for item in items:
+            status = item.get("status", "active")
+            if status != "active" and item.get(names) in mine:
+                out.append(f"{kind} {item.get('name')} is {status}")
+    return tuple(sorted(out))
 
 
 def _covers(role: dict, here: tuple[int, int]) -> bool:
@@ -298,7 +356,12 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState, toda
             changed = _refine_change(where, c, user, node, allow)
             if changed is not None:
                 changes.append(changed)
-    findings = list(inst.findings) + [
+    findings = [_leftover_finding(f, node) for f in inst.findings] + [
+        Finding(FindingKind.PENDING, f"{what}: still provisioning on the service (apply waits for it to be usable)"
+                if not what.endswith(" is error") else f"{what}: its provisioning failed on the service",
+                inst.name, severity=Severity.ERROR if what.endswith(" is error") else Severity.WARNING)
+        for what in node.unsettled
+    ] + [
         Finding(FindingKind.UNMANAGED_USER, f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
                 "(left alone, also by prune)", inst.name, user=n)
         for n in node.others
@@ -340,7 +403,21 @@ def _cert_findings(desired: DesiredState, instance: str, inst: Instance, today: 
     return out
 
 
+def _leftover_finding(f: Finding, node: RCNode) -> Finding:
+    """The planner's "not in the file" finding, for what an earlier run made and no Cloud user holds."""
+    if f.kind != FindingKind.UNMANAGED_USER or f.user not in node.leftovers:
+        return f
+    what = node.leftovers[f.user]
+    made, them = ("was", "it") if what == RULE_ONLY else ("were", "them")
+    return replace(f, message=f"{what} {PREFIX}{f.user} {made} made by the reconciler for user {f.user}, who is not in the file, "
+                   f"and no Redis Cloud user holds {them}: prune: true deletes {them}")
+
+
 def _refine_change(where: str, c: UserChange, user: User | None, node: RCNode, allow: bool) -> UserChange | None:
+    if (c.action == "delete" or user is None) and c.user in node.leftovers:
+        what = node.leftovers[c.user]
+        return replace(c, note=f"prune: true; left by an earlier run: {what} {PREFIX}{c.user}, which no Redis Cloud user holds "
+                       "(a role other databases use only stops listing this one)")
     if c.action == "delete" or user is None:
         n = len(node.accounts.get(c.user, ()))
         what = (f"role {PREFIX}{c.user} no longer lists this database; its {n} Redis Cloud user{'s' if n != 1 else ''}, "
@@ -356,7 +433,7 @@ def _refine_change(where: str, c: UserChange, user: User | None, node: RCNode, a
         return _refine_default(who, c, user, node, allow)
     if c.action == "create" and not user.enabled:
         return None  # nothing to create: a disabled user has no role on this database
-    if not user.tokens:
+    if user.enabled and not user.tokens:
         raise PlanError(f"{who}: a Redis Cloud ACL user needs a password (AclUserCreateRequest: name, role, password); declare a token")
     live = {a.name: a.sha256 for a in node.accounts.get(c.user, ())}
     want = wanted_accounts(user)

@@ -75,7 +75,7 @@ from ..report import ApplyReport
 from ..state import InstanceState, LiveState, LiveUser, NodeState
 from . import common, rs_rules, rs_versions
 from .base import Capabilities, Provider
-from .http import Client, HttpError, poll_delays
+from .http import Client, Deadline, HttpError, poll_delays, poll_until
 from .rs_rules import email_of
 
 NAME = "redis-software"
@@ -275,6 +275,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
     nodes = []
     for node_plan, node in zip(inst.nodes, state.nodes, strict=True):
         assert isinstance(node, RSNode)
+        _check_versions(inst.name, node, users)
         if DEFAULT in users:
             _check_default(inst.name, node, users[DEFAULT])
         changes: list[UserChange] = []
@@ -329,6 +330,16 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState) -> I
         nodes.append(replace(node_plan, changes=tuple(changes), config=config, persist="none"))
         inst = replace(inst, findings=tuple(findings))
     return replace(inst, nodes=tuple(nodes), inventory=())
+
+
+def _check_versions(instance: str, node: RSNode, users: Mapping[str, User]) -> None:
+    """What the file asks of the cluster's and the database's versions (rs_versions), before any write."""
+    for name, user in sorted(users.items()):
+        where = f"{instance} {node.address}: user {name}"
+        problem = rs_versions.certificate_users_problem(node.software) if user.certificates else None
+        problem = problem or (rs_versions.acl_v2_problem(node.version, user.rules) if name != DEFAULT else None)
+        if problem:
+            raise PlanError(f"{where}: {problem}")
 
 
 def _check_default(instance: str, node: RSNode, user: User) -> None:
@@ -474,25 +485,27 @@ class _Run(common.ApiRun):
                 wanted.append({"role_uid": pair[0], "redis_acl_uid": pair[1]})
         if wanted == perms:
             return
-        deadline = time.monotonic() + ACTION_DEADLINE
+        deadline = Deadline.after(ACTION_DEADLINE)
         # requests/bdbs PUT: 409 while the database is busy with another change ("reattempt later").
-        answer = http.request("PUT", f"/v1/bdbs/{self.db}", {"roles_permissions": wanted}, conflict_deadline=deadline)
+        answer = http.request("PUT", f"/v1/bdbs/{self.db}", {"roles_permissions": wanted}, conflict_deadline=deadline.at)
         action = answer.get("action_uid") if isinstance(answer, dict) else None
         if action:
             self._wait_action(http, str(action), deadline)
 
-    def _wait_action(self, http: Client, action: str, deadline: float) -> None:
-        """requests/actions: GET /v1/actions/{uid} until its status is completed."""
-        for delay in poll_delays():
-            state = http.get(f"/v1/actions/{action}") or {}
+    def _wait_action(self, http: Client, action: str, deadline: Deadline) -> None:
+        """requests/actions: GET /v1/actions/{uid} until its status is completed (objects/action:
+        queued -> starting -> running -> completed; failed, cancelled and aborted end it too)."""
+
+        def done(state: dict) -> bool:
             status = str(state.get("status") or "")
-            if status == "completed":
-                return
-            if status in ("failed", "cancelled"):
+            if status in ("failed", "cancelled", "aborted"):
                 raise HttpError(f"{self.where}: database {self.db} update (action {action}) {status}: {state.get('error') or state.get('message') or ''}".strip())
-            if time.monotonic() + delay > deadline:
-                raise HttpError(f"{self.where}: database {self.db} update (action {action}) still {status or 'running'} after {ACTION_DEADLINE:.0f} s; run plan again")
-            time.sleep(delay)
+            return status == "completed"
+
+        poll_until(
+            lambda: http.get(f"/v1/actions/{action}") or {}, done, deadline=deadline, delays=poll_delays(),
+            stalled=lambda state: f"{self.where}: database {self.db} update (action {action}) still {state.get('status') or 'running'}",
+        )
 
     # -- one user, in the order that never leaves it without a password it should have ----------
 

@@ -1,7 +1,19 @@
-"""What each Redis Software version's REST API does with passwords: the one place the
-`redis-software` provider keeps version knowledge.
+"""What each Redis Software version's REST API does: the one place the `redis-software`
+provider keeps version knowledge. Every feature the provider relies on that not every supported
+version has is checked here against the cluster's software_version (GET /v1/nodes), so an older
+cluster is a plan error before any write, never a failed request halfway through an apply.
 
 Sources (Redis Software REST API reference and release notes, redis.io/docs/latest/operate/rs/):
+  7.2.4 release notes 7.2.4-52, "Redis ACL selectors and key-based permissions": "Redis ACLs in
+       Redis Enterprise version 7.2 support key permissions and selectors" (`%R~`, `%W~`,
+       `(...)`); selectors are "only supported for databases with Redis version 7.2 or later".
+       Every supported cluster (7.4+) has them; a database older than Redis 7.2 does not: the
+       planner refuses them there (the database's command table has no selectors), and
+       `acl_v2_problem` covers a 7.0 database, whose command table would allow them.
+  7.8.4 release notes 7.8.4-18, "Certificate-based authentication for the REST API": users with
+       `"auth_method": "certificate"` and `certificate_subject_line`, and the cluster's
+       `mtls_certificate_authentication` (security/certificates/certificate-based-authentication
+       has no 7.4 version): `certificate_users_problem`.
   7.4  requests/users/password: POST, PUT and DELETE /v1/users/password take `username` and
        `old_password` (an existing password of that user authorizes the change).
   7.8  requests/users/password: `old_password` is ignored on POST and PUT; the caller's
@@ -61,6 +73,36 @@ def password_api(version: str, where: str) -> PasswordApi:
     if v < (7, 4, 0, 0):
         raise LiveError(f"{where}: Redis Software {version} is older than 7.4, the oldest version the reconciler supports")
     return PasswordApi(version=version, needs_old_password=v < (7, 8, 0, 0))
+
+
+CERTIFICATE_USERS = (7, 8, 4, 0)  # release notes 7.8.4-18
+SELECTORS_DATABASE = (7, 2)  # release notes 7.2.4-52: selectors and %R~/%W~ on databases with Redis 7.2+
+
+
+def certificate_users_problem(software: str) -> str | None:
+    """Why a cluster of this software_version can't have certificate users; None when it can."""
+    v = parse(software)
+    if v is not None and v < CERTIFICATE_USERS:
+        return (
+            f"certificate users (auth_method: certificate) need Redis Software 7.8.4 or later (release notes 7.8.4-18, "
+            f"certificate-based authentication); the cluster runs {software}: upgrade it, or give the user a token"
+        )
+    return None
+
+
+def acl_v2_problem(database_version: str, rules: str) -> str | None:
+    """Why a database of this Redis version can't take these rules (selectors, %R~/%W~ key
+    permissions); None when it can."""
+    m = re.match(r"\s*(\d+)\.(\d+)", database_version or "")
+    if m is None or (int(m.group(1)), int(m.group(2))) >= SELECTORS_DATABASE:
+        return None
+    words = rules.split()
+    if any(w.startswith("(") for w in words) or any(re.match(r"%(R|W|RW)~", w) for w in words):
+        return (
+            f"Redis Software supports selectors and %R~/%W~ key permissions only on databases with Redis 7.2 or later "
+            f"(release notes 7.2.4-52); this database runs Redis {database_version}"
+        )
+    return None
 
 
 def lowest(versions: list[str]) -> str:

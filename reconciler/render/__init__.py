@@ -8,12 +8,21 @@ from typing import Any
 import jinja2
 
 from .. import resources
-from ..plan import Plan
+from ..plan import FORCE_HINT, Plan
 from . import markdown
 from .markdown import Budget
 from .view import Colors, build_view
 
-__all__ = ["Budget", "budget_from_args", "headline", "render", "render_json", "render_markdown", "render_text"]
+__all__ = [
+    "Budget",
+    "budget_from_args",
+    "headline",
+    "refusal_lines",
+    "render",
+    "render_json",
+    "render_markdown",
+    "render_text",
+]
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +66,15 @@ def budget_from_args(args: Any, *, out: str | None = None) -> Budget:
     return Budget(max_chars=max_chars, full_plan=hint)
 
 
+def refusal_lines(plan: Plan, refused: str) -> list[str]:
+    """The safety rails' verdict as stderr lines: `<refused>: <why>` per refusal, and a warning
+    per refusal --force lifted (plan and apply say the same, in their own words)."""
+    return [
+        f"warning: allowed by --force: {r.message.removesuffix(FORCE_HINT)}" if r.waived else f"{refused}: {r.message}"
+        for r in plan.refusals
+    ]
+
+
 def headline(plan: Plan) -> str:
     """What a plan found, in a few words: "1 to add, 2 to change; 3 findings", or "no changes"."""
     c = plan.counts()
@@ -69,4 +87,5 @@ def headline(plan: Plan) -> str:
     n = len(plan.findings)
     if n:
         parts.append(f"{n} finding{'s' if n != 1 else ''}")
-    return "; ".join(parts) or "no changes"
+    text = "; ".join(parts) or "no changes"
+    return f"refused by the safety rails; {text}" if plan.refused else text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..plan import ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, Severity, TokenChange, UserChange
+from ..plan import FORCE_HINT, ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, Severity, TokenChange, UserChange
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 PERSIST = {
@@ -64,6 +64,11 @@ class PlanView:
     summary: str
     has_changes: bool
     findings: int
+    refusals: list[str] = field(default_factory=list)  # the safety rails' refusals apply would stop on
+    waived: list[str] = field(default_factory=list)  # refusals `--force` lifts, shown as allowed
+    forcible: bool = False  # every refusal is one `--force` would lift
+    some_forcible: bool = False  # at least one is
+    targets: list[str] = field(default_factory=list)  # `--target`: the only users planned
 
 
 def token_label(t: TokenChange) -> str:
@@ -223,6 +228,16 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
             summary += f" Certificate inventory: {inventory} change{'s' if inventory != 1 else ''} to record."
     else:
         summary = "No changes. The live servers match the file."
+    blocking = [r for r in plan.refusals if not r.waived]
     return PlanView(
-        source=plan.source, instances=instances, summary=summary, has_changes=plan.has_changes, findings=len(plan.findings)
+        source=plan.source,
+        instances=instances,
+        summary=summary,
+        has_changes=plan.has_changes,
+        findings=len(plan.findings),
+        refusals=[r.message for r in blocking],
+        waived=[r.message.removesuffix(FORCE_HINT) for r in plan.refusals if r.waived],
+        forcible=bool(blocking) and all(r.forcible for r in blocking),
+        some_forcible=any(r.forcible for r in blocking),
+        targets=list(plan.targets),
     )

@@ -86,3 +86,21 @@ def write_calls(client: Any) -> dict[str, int]:
 
 def user_connections(client: Any, user: str) -> int:
     return sum(1 for c in client.client_list() if c.get("user") == user)
+
+
+def logs_in(srv: Any, user: str, password: str) -> bool:
+    """Whether `user` authenticates with `password` on the server (a fresh connection)."""
+    import redis
+    from servers import no_retry
+
+    try:
+        client = srv.client(user, password, retry=no_retry())
+    except redis.AuthenticationError:
+        return False
+    try:
+        client.execute_command("AUTH", user, password)
+        return True
+    except redis.AuthenticationError:
+        return False
+    finally:
+        client.close()

@@ -18,7 +18,7 @@ from redis.retry import Retry
 from ... import lock
 from ...acl.table import CommandTable
 from ...errors import LiveError
-from ...model import Instance
+from ...model import Admin, Instance
 from ...state import InstanceState, LiveUser, NodeState
 from . import sentinel, topology
 from .deadline import deadline, resolve, timeout_of
@@ -76,12 +76,33 @@ def _describe_error(exc: BaseException, instance: Instance | None = None, addres
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "invalid username-password" in str(exc):
         return "AUTH failed"
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.exceptions.InvalidResponse) or text.startswith("Protocol Error"):
+        # An HTTP server, an SSH daemon, a database of another kind: say so, with what it answered.
+        answer = text.removeprefix("Protocol Error: ")
+        return f"does not speak the Redis protocol (it answered {answer[:80]}); is this the right host and port?"
     tls = _describe_tls(text, instance, address)
     if tls is not None:
         return tls
     if isinstance(exc, redis.TimeoutError):
         return f"timed out ({text})"
     return text
+
+
+def auth_hint(admin: Admin) -> str:
+    """Where the secret came from and what to try, for an AUTH failure of the admin connection."""
+    if admin.secret is None:
+        return (
+            " (no admin secret in the file: this server wants a password; set admin.secret, or for a first run "
+            "`reconciler apply --bootstrap --bootstrap-secret-env VAR` with `default`'s password in VAR)"
+        )
+    kind, _, name = admin.source.partition(":")
+    origin = f" with the secret from {{{kind}: {name}}}" if name else ""
+    if admin.username == "default":
+        return f"{origin}; check that it holds `default`'s current password"
+    return (
+        f"{origin}; on a fresh server the user does not exist yet: `reconciler apply -f FILE --bootstrap` creates it "
+        "(add --bootstrap-secret-env VAR when `default` has a password)"
+    )
 
 
 class _NamedSSLConnection(redis.connection.SSLConnection):
@@ -199,8 +220,9 @@ def _connect_to(instance: Instance, address: str, ip: str, timeout: float) -> re
         why = _describe_error(exc, instance, address)
         if ip != host and _refused(exc):
             raise _Unreachable(f"{instance.name} {address}: {why}") from None
-        who = f" for user {admin.username}" if "AUTH" in why else ""
-        raise LiveError(f"{instance.name} {address}: {why}{who}") from None
+        if why == "AUTH failed":
+            why += f" for user {admin.username}{auth_hint(admin)}"
+        raise LiveError(f"{instance.name} {address}: {why}") from None
     except (OSError, ssl.SSLError) as exc:
         client.close()
         raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None

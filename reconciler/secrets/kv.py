@@ -1,0 +1,425 @@
+"""A HashiCorp Vault / OpenBao KV version 2 store, through hvac: read a version with its
+metadata, read a path's version history, write a new version with check-and-set.
+
+The `vault:` source (vault.py), the vault sink (sinks.py) and rotation use this one API.
+
+Where the store is comes only from the standard environment -- VAULT_ADDR, VAULT_TOKEN,
+VAULT_NAMESPACE, VAULT_CACERT -- never from the desired-state file, so a changed file can't
+send the token to another address. VAULT_SKIP_VERIFY is refused unless the operator also sets
+RECONCILER_ALLOW_VAULT_SKIP_VERIFY=1. Redirects are not followed (requests would resend the
+X-Vault-Token header to wherever a redirect points).
+
+API (KV v2, https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2; OpenBao's is the same):
+  GET  /v1/{mount}/data/{path}[?version=N]  {data: {data: {...}, metadata: {version, created_time,
+                                            deletion_time, destroyed}}}; a deleted or destroyed
+                                            version answers 404 with that metadata and data null
+  GET  /v1/{mount}/metadata/{path}          {data: {current_version, oldest_version, max_versions,
+                                            cas_required, versions: {"N": {created_time,
+                                            deletion_time, destroyed}}}}
+  POST /v1/{mount}/data/{path}              {data: {...}, options: {cas: N}}: written only while
+                                            the current version is N (0: only if the path has no
+                                            version); else 400 "check-and-set parameter did not
+                                            match the current version"
+hvac is imported when the first request is made, so a file without `vault:` never loads it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from ..errors import remember_secret
+from .base import SecretError
+
+ADDR, TOKEN, NAMESPACE, CACERT, SKIP_VERIFY = "VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "VAULT_CACERT", "VAULT_SKIP_VERIFY"
+ALLOW_SKIP_VERIFY = "RECONCILER_ALLOW_VAULT_SKIP_VERIFY"
+DEFAULT_MOUNT = "secret"
+DEFAULT_TIMEOUT = 10.0  # seconds per request when no run deadline applies (token new, sinks)
+
+
+class StoreError(SecretError):
+    """A KV request that failed; the message names the path (and version), never a value."""
+
+
+class NotFound(StoreError):
+    """No secret at the path (or no such version). `body`: the 404 answer, which for a deleted or
+    destroyed version carries its metadata (never its data; never printed)."""
+
+    def __init__(self, message: str, body: Any = None):
+        super().__init__(message)
+        self.body = body if isinstance(body, dict) else None
+
+
+class VersionGone(StoreError):
+    """The version exists in the metadata but was deleted or destroyed."""
+
+    def __init__(self, message: str, info: "VersionInfo"):
+        super().__init__(message)
+        self.info = info
+
+
+class PermissionDenied(StoreError):
+    pass
+
+
+class CasConflict(StoreError):
+    """Another writer made a new version after ours was read: nothing was written."""
+
+
+class Unavailable(StoreError):
+    """The store can't be used at all (unreachable, sealed, no answer in time, not configured)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, once=True)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "t", "yes", "y")
+
+
+@dataclass(frozen=True)
+class Connection:
+    addr: str
+    token: str = field(repr=False)
+    namespace: str | None = None
+    verify: bool | str = True
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> "Connection":
+        addr = (environ.get(ADDR) or "").strip()
+        if not addr:
+            raise Unavailable(f"vault: {ADDR} is not set (the store's address comes from the environment, never from the file)")
+        if not addr.startswith(("http://", "https://")):
+            raise Unavailable(f"vault: {ADDR} must start with https:// or http://")
+        token = (environ.get(TOKEN) or "").strip()
+        if not token:
+            raise Unavailable(f"vault: {TOKEN} is not set (e.g. export {TOKEN}=$(vault print token) after vault login)")
+        remember_secret(token)  # never in any line this process prints
+        verify: bool | str = True
+        if _truthy(environ.get(SKIP_VERIFY)):
+            if not _truthy(environ.get(ALLOW_SKIP_VERIFY)):
+                raise Unavailable(
+                    f"vault: {SKIP_VERIFY} is set: refusing to send {TOKEN} to a server whose certificate is not checked "
+                    f"(set {CACERT} to its CA, or {ALLOW_SKIP_VERIFY}=1 to accept that)"
+                )
+            verify = False
+        elif (environ.get(CACERT) or "").strip():
+            verify = environ[CACERT].strip()
+        namespace = (environ.get(NAMESPACE) or "").strip().strip("/") or None
+        return cls(addr=addr.rstrip("/"), token=token, namespace=namespace, verify=verify)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    created: datetime | None
+    deleted: datetime | None = None  # deletion_time: soft-deleted (undelete brings it back)
+    destroyed: bool = False
+
+    @property
+    def readable(self) -> bool:
+        return self.deleted is None and not self.destroyed
+
+
+@dataclass(frozen=True)
+class PathMetadata:
+    current_version: int
+    oldest_version: int
+    max_versions: int  # 0: the mount's setting (10 by default)
+    cas_required: bool
+    versions: Mapping[int, VersionInfo]
+
+    @property
+    def latest(self) -> VersionInfo | None:
+        return self.versions.get(self.current_version)
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    info: VersionInfo
+    data: Mapping[str, Any] = field(repr=False)  # plaintext: never printed
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+
+def _time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _info(version: int, meta: Mapping[str, Any]) -> VersionInfo:
+    return VersionInfo(
+        version=version,
+        created=_time(meta.get("created_time")),
+        deleted=_time(meta.get("deletion_time")),
+        destroyed=bool(meta.get("destroyed")),
+    )
+
+
+def where(mount: str, path: str, namespace: str | None = None) -> str:
+    """`secret/apps/orders`, with the namespace when one is set: how messages name a path."""
+    shown = f"{mount.strip('/')}/{path.strip('/')}"
+    return f"{shown} (namespace {namespace})" if namespace else shown
+
+
+def gone_message(mount: str, path: str, info: VersionInfo, namespace: str | None = None, asked: str = "") -> str:
+    """Why a version can't be read: deleted (undelete brings it back) or destroyed (it is gone)."""
+    what = f"version {info.version}{asked} of {where(mount, path, namespace)}"
+    if info.destroyed:
+        return f"{what} was destroyed; it can't be read (point the file at another version, or write a new one)"
+    day = info.deleted.date().isoformat() if info.deleted else "?"
+    return (
+        f"{what} was deleted on {day}; undelete it (vault kv undelete -mount={mount} -versions={info.version} {path}) "
+        "or write a new version"
+    )
+
+
+class KvStore:
+    """One store, used from many threads (each thread has its own hvac client and connection)."""
+
+    def __init__(self, conn: Connection, *, timeout: float = DEFAULT_TIMEOUT, deadline: float | None = None):
+        self.conn = conn
+        self.timeout = timeout
+        self.deadline = deadline  # time.monotonic() by which every request has answered
+        self.requests = 0  # requests sent (benchmarks and tests count them)
+        self._local = threading.local()
+        self._count = threading.Lock()
+        self._valid: bool | None = None  # VAULT_TOKEN looked itself up (after a 403)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], **kw: Any) -> "KvStore":
+        return cls(Connection.from_environ(environ), **kw)
+
+    def where(self, mount: str, path: str) -> str:
+        return where(mount, path, self.conn.namespace)
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def read(self, mount: str, path: str, version: int | None = None) -> SecretVersion:
+        """One version's data and metadata (latest when `version` is None). Raises NotFound,
+        VersionGone, PermissionDenied, Unavailable."""
+        shown = self.where(mount, path)
+        params = {"version": version} if version is not None else {}
+        try:
+            answer = self._request("get", f"/v1/{_quote(mount)}/data/{_quote(path)}", shown, "read", params=params)
+        except NotFound as exc:
+            meta = (exc.body or {}).get("data") or {}
+            meta = meta.get("metadata") if isinstance(meta, dict) else None
+            if isinstance(meta, dict) and isinstance(meta.get("version"), int) and meta["version"] > 0:
+                info = _info(meta["version"], meta)
+                if not info.readable:
+                    raise VersionGone(gone_message(mount, path, info, self.conn.namespace), info) from None
+            if version is not None:
+                raise NotFound(f"version {version} of {shown} does not exist") from None
+            raise NotFound(self._not_found(shown)) from None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
+            raise StoreError(f"vault: {shown}: the answer is not KV version 2 data (is {mount}/ a KV v2 mount?)")
+        meta = data["metadata"]
+        values = data.get("data")
+        return SecretVersion(info=_info(int(meta.get("version") or 0), meta), data=values if isinstance(values, dict) else {})
+
+    def metadata(self, mount: str, path: str) -> PathMetadata | None:
+        """The path's versions (created, deleted, destroyed) and its current version; None when
+        the path has never been written."""
+        shown = self.where(mount, path)
+        try:
+            answer = self._request("get", f"/v1/{_quote(mount)}/metadata/{_quote(path)}", shown, "read the metadata of")
+        except NotFound:
+            return None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict):
+            raise StoreError(f"vault: {shown}: the metadata answer is not KV version 2 metadata")
+        versions = {
+            int(k): _info(int(k), v) for k, v in (data.get("versions") or {}).items() if str(k).isdigit() and isinstance(v, dict)
+        }
+        return PathMetadata(
+            current_version=int(data.get("current_version") or 0),
+            oldest_version=int(data.get("oldest_version") or 0),
+            max_versions=int(data.get("max_versions") or 0),
+            cas_required=bool(data.get("cas_required")),
+            versions=versions,
+        )
+
+    def write(self, mount: str, path: str, data: Mapping[str, Any], *, cas: int) -> int:
+        """Write `data` as the path's next version, only while its current version is `cas` (0:
+        only while the path has none). Returns the new version. Raises CasConflict."""
+        shown = self.where(mount, path)
+        body = {"data": dict(data), "options": {"cas": cas}}
+        answer = self._request("post", f"/v1/{_quote(mount)}/data/{_quote(path)}", shown, "write", json=body)
+        version = ((answer or {}).get("data") or {}).get("version") if isinstance(answer, dict) else None
+        if not isinstance(version, int):
+            raise StoreError(f"vault: {shown}: the write was answered without a version number")
+        return version
+
+    def prepare_field(self, mount: str, path: str) -> "FieldWrite":
+        """Read what a write of one field must keep (the latest version's other fields) and the
+        version it must find still current (check-and-set); `FieldWrite.commit` writes."""
+        current = 0
+        data: dict[str, Any] = {}
+        try:
+            latest = self.read(mount, path)
+            current, data = latest.version, dict(latest.data)
+        except NotFound:
+            meta = self.metadata(mount, path)
+            if meta is not None and meta.current_version:
+                # Every version deleted: nothing to keep, but check-and-set still counts them.
+                current = meta.current_version
+        except VersionGone as exc:
+            raise StoreError(f"{exc}: its other fields can't be kept; undelete it first") from None
+        return FieldWrite(self, mount, path, current, data)
+
+    def set_field(self, mount: str, path: str, name: str, value: str) -> int:
+        """A new version with `name` set to `value` and every other field of the latest version
+        kept, written with check-and-set on the version read. Returns the new version."""
+        return self.prepare_field(mount, path).commit(name, value)
+
+    def may_write(self, mount: str, path: str) -> bool:
+        """Whether VAULT_TOKEN's policies let it write the path (sys/capabilities-self), asked before
+        a token exists that only this write would record."""
+        api_path = f"{mount.strip('/')}/data/{path.strip('/')}"
+        answer = self._request("post", "/v1/sys/capabilities-self", self.where(mount, path), "check", json={"paths": [api_path]})
+        caps = answer.get(api_path) or answer.get("capabilities") or (answer.get("data") or {}).get(api_path) or []
+        return bool({"root", "update", "create"} & set(caps))
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import hvac  # imported here: only files that use a vault store load it
+
+            client = hvac.Client(
+                url=self.conn.addr,
+                token=self.conn.token,
+                namespace=self.conn.namespace,
+                verify=self.conn.verify,
+                timeout=max(1, int(self.timeout)),  # each request passes its own (float) timeout
+                allow_redirects=False,
+            )
+            self._local.client = client
+        return client
+
+    def _timeout(self, shown: str) -> float:
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise Unavailable(f"vault at {self.conn.addr} did not answer in time")
+        return min(self.timeout, left)
+
+    def _request(self, method: str, url: str, shown: str, doing: str, **kw: Any) -> Any:
+        import requests
+        from hvac import exceptions as hv
+
+        timeout = self._timeout(shown)
+        with self._count:
+            self.requests += 1
+        try:
+            answer = getattr(self._client().adapter, method)(url, timeout=timeout, **kw)
+        except hv.InvalidPath as exc:
+            if _mentions(exc, "no handler for route"):
+                mount = url.split("/")[2]
+                raise StoreError(f"vault: no secrets engine is mounted at {mount}/ (path {shown})") from None
+            raise NotFound(shown, getattr(exc, "json", None)) from None
+        except hv.Forbidden:
+            if not self._token_valid():
+                raise Unavailable(f"vault: {TOKEN} is not valid at {self.conn.addr} (expired, revoked or mistyped)") from None
+            raise PermissionDenied(
+                f"vault: permission denied: VAULT_TOKEN may not {doing} {shown} (check the token and its policies)"
+            ) from None
+        except hv.InvalidRequest as exc:
+            if _mentions(exc, "check-and-set"):
+                raise CasConflict(f"vault: {shown} changed while this write was prepared (check-and-set); nothing was written") from None
+            raise StoreError(f"vault: {doing} {shown}: the store refused the request ({_errors(exc)})") from None
+        except (hv.VaultDown, hv.VaultNotInitialized) as exc:
+            state = "sealed" if _mentions(exc, "sealed") else f"unavailable ({_errors(exc)})"
+            raise Unavailable(f"vault at {self.conn.addr} is {state}") from None
+        except hv.VaultError as exc:
+            raise StoreError(f"vault: {doing} {shown}: {type(exc).__name__} ({_errors(exc)})") from None
+        except requests.exceptions.SSLError:
+            raise Unavailable(
+                f"vault at {self.conn.addr}: TLS verification failed (set {CACERT} to the CA that signed its certificate)"
+            ) from None
+        except requests.exceptions.Timeout:
+            raise Unavailable(f"vault at {self.conn.addr} did not answer within {timeout:.0f} s") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Unavailable(f"vault at {self.conn.addr} can't be reached ({_cause(exc)})") from None
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            raise Unavailable(f"vault at {self.conn.addr}: the request failed ({type(exc).__name__})") from None
+        if not isinstance(answer, dict):
+            status = getattr(answer, "status_code", "?")
+            if isinstance(status, int) and 300 <= status < 400:
+                raise StoreError(f"vault at {self.conn.addr} answered with a redirect (HTTP {status}); set {ADDR} to the address it names")
+            if status == 204 or answer is None:
+                return {}
+            raise StoreError(f"vault: {doing} {shown}: unexpected answer (HTTP {status})")
+        return answer
+
+    def _token_valid(self) -> bool:
+        """Asked once, after a 403: a token that can't look itself up is not a token (every valid
+        token's default policy allows auth/token/lookup-self)."""
+        from hvac import exceptions as hv
+
+        if self._valid is None:
+            try:
+                self._client().adapter.get("/v1/auth/token/lookup-self", timeout=self._timeout(""))
+                self._valid = True
+            except hv.Forbidden:
+                self._valid = False
+            except hv.VaultError:
+                self._valid = True  # another problem: the 403 stands as it was
+        return bool(self._valid)
+
+    def _not_found(self, shown: str) -> str:
+        if self.conn.namespace:
+            return f"no secret at {shown}"
+        return f"no secret at {shown} ({NAMESPACE} is not set: a secret in a namespace needs it)"
+
+
+@dataclass
+class FieldWrite:
+    """A prepared write of one field (KvStore.prepare_field): the version read and its other fields."""
+
+    store: KvStore
+    mount: str
+    path: str
+    cas: int  # the current version when prepared (0: the path has none)
+    keep: dict[str, Any] = field(repr=False)  # the latest version's data: plaintext, never printed
+
+    def commit(self, name: str, value: str) -> int:
+        """Write the new version; CasConflict when another writer was first. Returns its number."""
+        return self.store.write(self.mount, self.path, {**self.keep, name: value}, cas=self.cas)
+
+
+def _quote(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part.strip("/"), safe="/")
+
+
+def _errors(exc: Any) -> str:
+    errors = getattr(exc, "errors", None) or []
+    text = "; ".join(str(e).strip().replace("\n", " ") for e in errors if str(e).strip()) or "no detail"
+    return text[:200]
+
+
+def _mentions(exc: Any, words: str) -> bool:
+    return words in _errors(exc)
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known", "Temporary failure in name resolution", "No route to host"):
+        if known in text:
+            return known.lower()
+    return "connection failed"

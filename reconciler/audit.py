@@ -1,8 +1,19 @@
-"""Audit log: one JSON line per executed change, appended to a file.
+"""Audit log: JSON lines appended to a file, for every change an apply sends.
+
+Before a batch of commands goes to a node, one `attempt` line per command in it is written and
+synced to disk; after the replies, one line per command says how it ended (`ok`, `failed: ...`,
+`in-doubt`). A command never sent gets one `not-applied` line. So a run killed at any moment
+(SIGKILL mid-batch) never leaves a change on a server that the log does not name: at worst the
+log names an attempt whose result it lacks.
 
 A record carries what changed and how it ended, never a secret and never a full hash:
 tokens appear as their id and the first 8 hex digits of their sha256, and any long hex run
 in a server's error text (servers echo a refused `#<hash>` back) is cut to 8 digits.
+
+A create or update also names what it granted and revoked in the plan's own words
+(`permissions: ["- revokes KEYS", "+ keys orders:archive:*"]`), every command it revoked
+(`revoked_commands`, where the words summarise: "and 73 more") and an enable or disable as
+`enabled`, so `reconciler denials` can tell which change a refusal follows.
 """
 
 from __future__ import annotations
@@ -11,15 +22,17 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import redact
+from .errors import redact, redact_secrets
 from .plan import Plan, UserChange
 
-__all__ = ["AuditLog", "plan_fingerprint", "redact", "token_refs"]
+__all__ = ["ATTEMPT", "AuditLog", "change_words", "plan_fingerprint", "redact", "token_refs"]
 
 PREFIX = 8
+ATTEMPT = "attempt"  # the result of a line written before the command was sent
 
 
 def plan_fingerprint(plan: Plan) -> str:
@@ -38,6 +51,21 @@ def token_refs(change: UserChange) -> list[dict[str, Any]]:
         if h not in seen:
             refs.append({"id": None, "sha256": h[:PREFIX], "change": "set"})
     return refs
+
+
+def change_words(change: UserChange) -> dict[str, Any]:
+    """What a create or update grants and revokes, as the plan shows it (sign and text), and an
+    enable or disable; empty for a change of tokens only."""
+    out: dict[str, Any] = {}
+    if change.permissions:
+        # Rules hold no password: only secrets by value are cut, so a hex-like key pattern stays whole.
+        out["permissions"] = [redact_secrets(f"{p.sign} {p.text}") for p in change.permissions]
+        revoked = [name for p in change.permissions for name in p.commands]
+        if revoked:
+            out["revoked_commands"] = revoked  # every one, where the words say "and N more"
+    if change.enabled_before is not None:
+        out["enabled"] = change.enabled
+    return out
 
 
 class AuditLog:
@@ -61,6 +89,26 @@ class AuditLog:
         change: UserChange | None = None,
         detail: str = "",
     ) -> None:
+        line = self._line(instance=instance, node=node, action=action, user=user, result=result, change=change, detail=detail)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def attempt(self, *, instance: str, node: str, steps: Sequence[tuple[str, str, UserChange | None]]) -> None:
+        """Before a batch is sent: an `attempt` line per (action, user, change), written together
+        and synced to disk before the caller sends anything."""
+        lines = "".join(
+            self._line(instance=instance, node=node, action=action, user=user, result=ATTEMPT, change=change) + "\n"
+            for action, user, change in steps
+        )
+        with self._lock:
+            self._file.write(lines)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def _line(
+        self, *, instance: str, node: str, action: str, user: str, result: str, change: UserChange | None, detail: str = ""
+    ) -> str:
         entry: dict[str, Any] = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "instance": instance,
@@ -71,12 +119,13 @@ class AuditLog:
             "result": redact(result),
             "plan": self.plan_fingerprint,
         }
+        if change is not None and action in ("create", "update"):
+            entry.update(change_words(change))
         if detail:
             entry["detail"] = redact(detail)
-        line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+        # ASCII JSON: a look-alike name is escaped (`app\u00a0`), and a name that is not UTF-8
+        # (surrogateescape) can be written at all.
+        return json.dumps(entry, sort_keys=True)
 
     def close(self) -> None:
         with self._lock:

@@ -10,11 +10,11 @@ import sys
 from typing import NoReturn
 
 from . import __version__
-from .errors import ConfigError, ReconcilerError, redacted_output
+from .errors import ConfigError, ReconcilerError, forget_secrets, redacted_output
 
 FORMATS = ("text", "markdown", "json")
 
-# Exit codes: 0 ok, 1 error (usage errors included), 2 only "changes" (plan) or "drift".
+# Exit codes: 0 ok, 1 error (usage errors included), 2 only "changes" (plan), "drift" or "denials found".
 USAGE_EXIT = 1
 
 ENVIRONMENT = """\
@@ -29,7 +29,7 @@ environment:
   RECONCILER_ALLOW_EXEC=1 let {exec: [...]} secrets run (like --allow-exec); RECONCILER_EXEC_TIMEOUT=30
 
 exit codes: 0 ok or no changes, 1 error (usage errors too) or a plan the safety rails refuse,
-            2 changes (plan --detailed-exitcode) or drift
+            2 changes (plan --detailed-exitcode) or drift or denials
 """
 
 DOCS = """\
@@ -57,6 +57,7 @@ examples:
   reconciler plan -f access.yaml --format markdown > plan.md
   reconciler drift -f access.yaml --format json
   reconciler explain app-orders -f access.yaml --command set --key orders:1
+  reconciler denials -f access.yaml --since 24h
   reconciler token new app-orders --id 2026-11 --out orders.token
   reconciler completion bash > /etc/bash_completion.d/reconciler   # or zsh, fish
   reconciler local-server start                  # a throwaway server to try things on
@@ -122,6 +123,10 @@ def _markdown_args(p: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="where the full plan is, named in the Markdown truncation line (e.g. a CI artifact's URL)",
     )
+
+
+def _since_arg(p: argparse.ArgumentParser, help_: str) -> None:
+    p.add_argument("--since", metavar="DURATION", help=help_)
 
 
 def _exec_arg(p: argparse.ArgumentParser) -> None:
@@ -241,6 +246,35 @@ def build_parser() -> argparse.ArgumentParser:
     _instance_arg(p)
     _shard_arg(p)
     _format_arg(p)
+    _markdown_args(p)
+    _terminal_args(p)
+    p.add_argument(
+        "--denials",
+        action="store_true",
+        help="add what the servers refused (see `reconciler denials`); exit 2 also when a declared user failed "
+        "AUTH or a change caused a denial",
+    )
+    _since_arg(p, "with --denials: only denials in this window (e.g. 25h for a daily run)")
+    p.add_argument("--audit-log", metavar="PATH", help="with --denials: the audit log to tie denials to changes (default: the file's audit_log)")
+    _exec_arg(p)
+
+    p = command(
+        "denials",
+        "what the servers refused (ACL LOG of every node), per user; exit 2 when there are denials",
+        "reconciler denials -f access.yaml; echo $?      # 0 none, 2 denials found, 1 error",
+        "reconciler denials -f access.yaml --since 24h --format markdown > denials.md",
+        "reconciler denials -f access.yaml --instance cache-prod --format json",
+    )
+    _file_arg(p)
+    _instance_arg(p)
+    _shard_arg(p)
+    _format_arg(p)
+    _since_arg(p, "only denials last seen in this window: 30m, 24h, 7d, 1h30m (default: the whole log)")
+    p.add_argument(
+        "--audit-log",
+        metavar="PATH",
+        help="the audit log apply wrote, to tie denials to the changes that caused them (default: the file's audit_log)",
+    )
     _markdown_args(p)
     _terminal_args(p)
     _exec_arg(p)
@@ -411,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"reconciler.commands.{_module_for(args)}")
+    forget_secrets()  # one run, its own secrets (a caller may run several in one process)
     with redacted_output():  # no line leaves the process with a secret the process holds
         return _run_module(module, args)
 

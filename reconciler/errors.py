@@ -96,6 +96,7 @@ _SECRETS: set[str] = set()
 _ORDERED: list[str] = []  # long secrets, longest first, rebuilt when one is added
 _SHORT: list[str] = []  # secrets shorter than SUBSTRING_MIN, longest first
 _BY_HEAD: dict[str, list[str]] = {}  # first SUBSTRING_MIN characters -> long secrets, longest first
+_STALE = [False]  # the three indexes above lag _SECRETS
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 # Above this many (secrets x characters), one pass over the text is cheaper than one search per secret.
 _SCAN_ABOVE = 20_000_000
@@ -105,17 +106,30 @@ _ECHOED = str.maketrans({"\r": " ", "\n": " "})
 
 def remember_secret(value: str) -> None:
     """Remember a plaintext for redaction, with the form a server echoes it in."""
-    added = False
     for form in {value, value.translate(_ECHOED)}:
         if len(form) >= MIN_SECRET_LENGTH and form.strip() and form not in _SECRETS:
             _SECRETS.add(form)
-            added = True
-    if added:
-        _ORDERED[:] = sorted((s for s in _SECRETS if len(s) >= SUBSTRING_MIN), key=len, reverse=True)
-        _SHORT[:] = sorted((s for s in _SECRETS if len(s) < SUBSTRING_MIN), key=len, reverse=True)
-        _BY_HEAD.clear()
-        for secret in _ORDERED:
-            _BY_HEAD.setdefault(secret[:SUBSTRING_MIN], []).append(secret)
+            _STALE[0] = True
+
+
+def forget_secrets() -> None:
+    """Start a run with nothing remembered: a process that runs several commands (an in-process
+    caller, the tests) redacts each run's output by that run's own secrets, as a new process would."""
+    _SECRETS.clear()
+    _STALE[0] = True
+
+
+def _index() -> None:
+    # Rebuilt once before the next redaction, not per secret: a file with thousands of tokens
+    # would otherwise sort the whole list once per token.
+    if not _STALE[0]:
+        return
+    _ORDERED[:] = sorted((s for s in _SECRETS if len(s) >= SUBSTRING_MIN), key=len, reverse=True)
+    _SHORT[:] = sorted((s for s in _SECRETS if len(s) < SUBSTRING_MIN), key=len, reverse=True)
+    _BY_HEAD.clear()
+    for secret in _ORDERED:
+        _BY_HEAD.setdefault(secret[:SUBSTRING_MIN], []).append(secret)
+    _STALE[0] = False
 
 
 def redact_secrets(text: str) -> str:
@@ -123,6 +137,7 @@ def redact_secrets(text: str) -> str:
     SUBSTRING_MIN characters, short ones only where they stand whole between quotes."""
     if not _SECRETS or not text:
         return text
+    _index()
     if len(_ORDERED) * len(text) > _SCAN_ABOVE:
         text = _scan(text)
     else:

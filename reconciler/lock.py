@@ -47,10 +47,9 @@ def parse_clients(reply: Any) -> list[dict[str, str]]:
     """CLIENT LIST as one dict per connection (`id`, `addr`, `name`, `user`, ...)."""
     if isinstance(reply, list):  # redis-py parsed it
         return [{str(k): str(v) for k, v in entry.items()} for entry in reply]
-    out = []
-    for line in str(reply).splitlines():
-        out.append(dict(part.split("=", 1) for part in line.split(" ") if "=" in part))
-    return out
+    # One client per "\n"-ended line, fields split on " ": str.splitlines() would also split
+    # inside a user name holding U+2028 or U+0085.
+    return [dict(part.split("=", 1) for part in line.split(" ") if "=" in part) for line in str(reply).split("\n") if line]
 
 
 def is_lock_name(name: str) -> bool:

@@ -9,13 +9,17 @@ import dataclasses
 import fnmatch
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
 
-from . import config, interrupt, inventory, pending, providers, safety, saved
+from . import addresses, config, interrupt, inventory, pending, providers, safety, saved
 from .audit import AuditLog
+from .denials import changes as audit_changes
+from .denials import merge as denials_merge
+from .denials.model import DenialReport, InstanceLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
@@ -78,6 +82,20 @@ def today() -> date:
 class Manager:
     def __init__(self, desired: DesiredState):
         self.desired = desired
+        # (instance, node address) -> the address its connection reached, from the latest read:
+        # the record of unfinished work is keyed by it (pending.py).
+        self.where: dict[tuple[str, str], str] = {}
+
+    def _read_done(self, state: LiveState) -> LiveState:
+        """Every read ends here: no server may be in two instances, and each node's resolved
+        address is remembered for the record of unfinished work."""
+        problems = addresses.shared_servers(
+            (inst.name, n.address, n.resolved, n.run_id) for inst in state.instances.values() for n in inst.nodes
+        )
+        if problems:
+            raise ReconcilerError("; ".join(problems))
+        self.where.update(_resolved(state))
+        return state
 
     @classmethod
     def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
@@ -101,7 +119,7 @@ class Manager:
 
         with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
             states = list(pool.map(read_one, names))
-        return LiveState(instances={s.name: s for s in states})
+        return self._read_done(LiveState(instances={s.name: s for s in states}))
 
     def plan(self, state: LiveState) -> Plan:
         # The certificate inventory the last apply recorded (inventory.record_inventory), read here at the edge.
@@ -115,7 +133,10 @@ class Manager:
                 by_name[inst.name] = inst
         plan = Plan(source=self.desired.source, instances=tuple(by_name[n] for n in state.instances), today=day.isoformat())
         # Work an earlier apply left unfinished (a failed persist, a kill that never ran).
-        return pending.attach(plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address))
+        read = {name: name in state.instances for name in self.desired.instances}
+        return pending.attach(
+            plan, self.desired.source, lambda name, address: self._persist_mode(state, name, address), _resolved(state), instances=read
+        )
 
     def check(self, plan: Plan, state: LiveState, *, force: bool = False) -> Plan:
         """The plan with the safety rails' verdict attached (`refusals`): the one check plan,
@@ -155,6 +176,34 @@ class Manager:
         the safety rails like any plan."""
         state = self.read(only, shard)
         return self.check(with_unmanaged_tokens(self.plan(state)), state)
+
+    def denials(
+        self,
+        only: list[str] | None = None,
+        shard: Shard | None = None,
+        *,
+        since: float | None = None,
+        audit_log: str | None = None,
+    ) -> DenialReport:
+        """What the servers refused: every node's ACL LOG (through each instance's provider, in
+        parallel like read), merged per user, reason and object, and tied to the changes the
+        audit log (`--audit-log`, else the file's `audit_log:`) recorded."""
+        names = self.instance_names(only, shard)
+
+        def read_one(n: str) -> InstanceLog:
+            return providers.for_instance(self.desired, n).read_denials(self.desired.instances[n])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
+            logs = list(pool.map(read_one, names))
+        path = audit_log or self.desired.audit_log
+        history = audit_changes.load(path) if path else None
+        if not path:
+            note = "no audit log (audit_log: in the file, or --audit-log PATH), so denials are not tied to changes"
+        elif history is None:
+            note = f"the audit log {path} does not exist yet, so no change is recorded to tie denials to"
+        else:
+            note = f"read from the audit log {path} ({len(history.changes):,} recorded changes)"
+        return denials_merge.build(self.desired, logs, history, now=time.time(), since=since, audit=note)
 
     def redis(self) -> RedisProvider:
         """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
@@ -199,7 +248,7 @@ class Manager:
         recorded (pending.py) for the next apply to retry."""
         report = ApplyReport()
         own = only_instances(plan, {n for n, s in self.desired.instances.items() if s.provider == providers.DEFAULT})
-        before = pending.begin(self.desired.source, own)
+        before = pending.begin(self.desired.source, own, self.where)
         try:
             for provider, sub in self.groups(plan):
                 try:
@@ -212,7 +261,7 @@ class Manager:
         finally:
             # redis nodes' outcomes say what persistence did; managed instances' have nothing to persist
             nodes = [o for o in report.outcomes if hasattr(o, "persisted")]
-            pending.finish(self.desired.source, own, before, nodes)
+            pending.finish(self.desired.source, own, before, nodes, self.where)
         return report
 
     def verify(self, plan: Plan) -> None:
@@ -222,9 +271,11 @@ class Manager:
         for provider, sub in self.groups(plan):
             provider.verify(sub, today=day)
 
-    def stale(self, plan: Plan) -> tuple[list[str], LiveState]:
+    def stale(self, plan: Plan) -> tuple[list[str], LiveState, Plan]:
         """Re-read every node of a saved plan; name each whose ACLs, role or version moved since
-        (or that joined or left the instance). Returns (problems, the fresh live state)."""
+        (or that joined or left the instance), and every difference between the saved plan and
+        a fresh one (saved.differences: the whole typed plan, every provider). Returns (problems,
+        the fresh live state, the fresh plan: what apply executes and shows when there are none)."""
         problems: list[str] = []
         instances: dict[str, InstanceState] = {}
         for inst in plan.instances:
@@ -262,12 +313,19 @@ class Manager:
                         f"{node_plan.label}; make a new plan"
                     )
             instances[inst.name] = InstanceState(name=inst.name, nodes=tuple(states), topology=fresh.topology)
-        state = LiveState(instances=instances)
+        state = self._read_done(LiveState(instances=instances))
+        replanned = dataclasses.replace(self.plan(state), source_sha256=plan.source_sha256) if not problems else plan
         if not problems:
-            # Executed only if the file and live state still produce exactly these commands: a hand
-            # edit (a user added, a hash replaced) is as stale as a change on a server.
-            problems = saved.differences(plan, self.plan(state))
-        return problems, state
+            # Executed only if the file and live state still produce exactly this plan: a hand
+            # edit (a user added, a hash replaced, a certificate given) is as stale as a change on
+            # a server, whichever provider the instance has.
+            problems = saved.differences(plan, replanned)
+        return problems, state, replanned
+
+
+def _resolved(state: LiveState) -> dict[tuple[str, str], str]:
+    """(instance, node address) -> the address the node's connection reached, where known."""
+    return {(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved}
 
 
 def unpersisted(plan: Plan) -> list[str]:

@@ -8,21 +8,39 @@ it is about to do, and removes each entry once it ran. A run that dies (a failed
 refused kill, SIGKILL) leaves the entries, and every later plan shows them (a finding, and work
 for the node), drift is not clean, and apply runs them again.
 
-Deterministic JSON, mode 0600, no secret: instance, node address, "persist", user names.
+An entry belongs to a server, not to a spelling: it is keyed by the address the connection
+reached (`NodeState.resolved`), so renaming the instance or writing `localhost` for
+`127.0.0.1` still finds it. An entry that matches no node of the file is never dropped: it is
+a finding (drift exits 2) until an apply runs it or the operator removes it from the record.
+
+Deterministic JSON, mode 0600, no secret: resolved address, instance, node address as written,
+"persist", user names.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ReconcilerError
-from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan
+from .names import shown
+from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan, Severity
 
 PERSIST = "persist"
 KILL = "kill-sessions "
+
+# (instance, node address as the plan spells it) -> the address its connection reached.
+Where = Mapping[tuple[str, str], str]
+
+
+@dataclass
+class Entry:
+    instance: str  # the instance it was recorded under (names only; matching is by `key`)
+    address: str  # the node's address as that instance spelled it
+    work: list[str]
 
 
 def path_for(source: str) -> str:
@@ -31,12 +49,14 @@ def path_for(source: str) -> str:
     return f"{stem}.pending.json"
 
 
-def _key(instance: str, address: str) -> str:
-    return f"{instance} {address}"
+def _key(where: Where, instance: str, address: str) -> str:
+    """The entry key of a node: the address it resolved to, else its spelling."""
+    return where.get((instance, address)) or address
 
 
-def load(source: str) -> dict[str, list[str]]:
-    """The recorded entries, {"instance address": ["persist", "kill-sessions user", ...]}."""
+def load(source: str) -> dict[str, Entry]:
+    """The recorded entries by key (the resolved address). Records written before entries were
+    keyed by address (`{"instance address": [...]}`) read as entries keyed by their spelling."""
     try:
         with open(path_for(source), encoding="utf-8") as fh:
             data = json.load(fh)
@@ -46,19 +66,37 @@ def load(source: str) -> dict[str, list[str]]:
         # Never ignored: it may be all that says the aclfile lags the servers' memory.
         raise ReconcilerError(f"{path_for(source)}: cannot read the record of unfinished work: {exc}") from None
     nodes = data.get("nodes", {}) if isinstance(data, dict) else {}
-    return {str(k): sorted({str(x) for x in v}) for k, v in nodes.items() if isinstance(v, list) and v}
+    out: dict[str, Entry] = {}
+    for key, value in nodes.items() if isinstance(nodes, dict) else ():
+        if isinstance(value, list):  # the first format: "instance address" -> work
+            instance, _, address = str(key).partition(" ")
+            entry = Entry(instance, address, [str(x) for x in value])
+            key = address
+        elif isinstance(value, dict) and isinstance(value.get("work"), list):
+            entry = Entry(str(value.get("instance", "")), str(value.get("address", key)), [str(x) for x in value["work"]])
+        else:
+            continue
+        if entry.work:
+            out.setdefault(str(key), Entry(entry.instance, entry.address, [])).work.extend(entry.work)
+    for entry in out.values():
+        entry.work = sorted(set(entry.work))
+    return out
 
 
-def _save(source: str, entries: dict[str, list[str]]) -> None:
+def _save(source: str, entries: dict[str, Entry]) -> None:
     path = path_for(source)
-    entries = {k: sorted(set(v)) for k, v in entries.items() if v}
-    if not entries:
+    doc = {
+        key: {"instance": e.instance, "address": e.address, "work": sorted(set(e.work))}
+        for key, e in sorted(entries.items())
+        if e.work
+    }
+    if not doc:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
         return
-    text = json.dumps({"nodes": entries}, indent=2, sort_keys=True) + "\n"
+    text = json.dumps({"nodes": doc}, indent=2, sort_keys=True) + "\n"
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -76,37 +114,57 @@ def _work(node: NodePlan) -> list[str]:
     return out
 
 
-def begin(source: str, plan: Plan) -> dict[str, list[str]]:
-    """Before the first write: record everything this apply is about to do; returns the earlier entries."""
-    before = load(source)
-    entries = {k: list(v) for k, v in before.items()}
+def _find(entries: dict[str, Entry], where: Where, instance: str, address: str) -> str | None:
+    """The key of the node's entry: its resolved address, or (a record from before addresses
+    were resolved, a node read without one) the same instance and spelling."""
+    key = _key(where, instance, address)
+    if key in entries:
+        return key
+    return next((k for k, e in entries.items() if e.instance == instance and e.address == address), None)
+
+
+def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
+    """Before the first write: record everything this apply is about to do; returns the earlier
+    entries' work by key."""
+    entries = load(source)
+    for inst in plan.instances:
+        for node in inst.nodes:
+            # An entry found by spelling (an older record) moves to the resolved address.
+            found, key = _find(entries, where, inst.name, node.address), _key(where, inst.name, node.address)
+            if found is not None and found != key:
+                moved = entries.pop(found)
+                entries.setdefault(key, Entry(inst.name, node.address, [])).work.extend(moved.work)
+    before = {k: list(e.work) for k, e in entries.items()}
     for inst in plan.instances:
         for node in inst.nodes:
             work = _work(node)
-            if work:
-                entries.setdefault(_key(inst.name, node.address), []).extend(work)
+            if not work:
+                continue
+            entry = entries.setdefault(_key(where, inst.name, node.address), Entry(inst.name, node.address, []))
+            entry.instance, entry.address = inst.name, node.address
+            entry.work.extend(work)
     _save(source, entries)
     return before
 
 
-def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any]) -> None:
+def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any], where: Where) -> None:
     """After the executor: drop what ran. `nodes` are executor.NodeResult objects."""
     from .providers.redis.execute import IN_DOUBT, OK
 
-    results = {_key(n.instance, n.address): n for n in nodes}
+    results = {(n.instance, n.address): n for n in nodes}
     entries = load(source)
     for inst in plan.instances:
         for node in inst.nodes:
-            key = _key(inst.name, node.address)
-            if key not in entries:
+            key = _find(entries, where, inst.name, node.address)
+            if key is None:
                 continue
             earlier = set(before.get(key, []))
-            result = results.get(key)
+            result = results.get((inst.name, node.address))
             if result is None:
                 continue  # no report for this node (the run broke off): keep all, redoing it is harmless
             sent = {s.user for s in result.steps if s.status in (OK, IN_DOUBT) and s.action in ("create", "update", "delete")}
             left: list[str] = []
-            for item in entries[key]:
+            for item in entries[key].work:
                 if item == PERSIST:
                     if result.persisted in ("", "failed") and (result.started or item in earlier):
                         left.append(item)
@@ -116,35 +174,70 @@ def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[An
                         left.append(item)
                 else:
                     left.append(item)
-            entries[key] = left
+            entries[key].work = left
     _save(source, entries)
+
+
+def _label(item: str) -> str:
+    return item if item == PERSIST else KILL + shown(item[len(KILL) :])
 
 
 def _describe(item: str) -> str:
     if item == PERSIST:
         return "an earlier apply's changes were not saved (persist failed or was cut short); apply saves them"
     user = item[len(KILL) :]
-    return f"an earlier apply revoked {user} but did not kill its open connections; apply kills them"
+    return f"an earlier apply revoked {shown(user)} but did not kill its open connections; apply kills them"
 
 
-def attach(plan: Plan, source: str, persist_mode: Any) -> Plan:
-    """The plan with each node's recorded unfinished work (and a finding saying so).
+def attach(
+    plan: Plan,
+    source: str,
+    persist_mode: Callable[[str, str], str],
+    where: Where,
+    *,
+    instances: Mapping[str, bool],
+) -> Plan:
+    """The plan with each node's recorded unfinished work (and a finding saying so), and a
+    finding for every entry that matches no node of the plan.
 
     persist_mode(instance, address) -> the node's persist mode, for nodes with no other change.
+    instances: each instance of the file -> whether this plan read it (`--instance` narrows);
+    an unmatched entry is reported when its instance was read or is not in the file at all
+    and every instance was read (it could belong to a node of an instance not read).
     """
     entries = load(source)
     if not entries:
         return plan
-    instances: list[InstancePlan] = []
+    matched: set[str] = set()
+    out: list[InstancePlan] = []
     for inst in plan.instances:
         nodes: list[NodePlan] = []
         findings = list(inst.findings)
         for node in inst.nodes:
-            work = tuple(entries.get(_key(inst.name, node.address), ()))
+            key = _find(entries, where, inst.name, node.address)
+            work = tuple(entries[key].work) if key is not None else ()
+            if key is not None:
+                matched.add(key)
             if work:
                 persist = node.persist if node.changes or node.config else persist_mode(inst.name, node.address)
                 node = replace(node, pending=work, persist=persist)
                 findings.extend(Finding(FindingKind.PENDING, f"node {node.address}: {_describe(w)}", inst.name, node.address) for w in work)
             nodes.append(node)
-        instances.append(replace(inst, nodes=tuple(nodes), findings=tuple(findings)))
-    return replace(plan, instances=tuple(instances))
+        out.append(replace(inst, nodes=tuple(nodes), findings=tuple(findings)))
+    everything = all(instances.values())
+    orphans = [
+        (k, e) for k, e in sorted(entries.items())
+        if k not in matched and (instances.get(e.instance) or (e.instance not in instances and everything))
+    ]
+    if orphans and out:
+        by_name = {i.name: n for n, i in enumerate(out)}
+        for key, entry in orphans:
+            n = by_name.get(entry.instance, 0)
+            message = (
+                f"{path_for(source)}: unfinished work for node {entry.address} (instance {entry.instance}, "
+                f"reached at {key}) matches no node of this file: {', '.join(_label(w) for w in entry.work)}; "
+                "put the node back in the file so apply runs it, or do it by hand and remove the entry from the record"
+            )
+            finding = Finding(FindingKind.PENDING, message, out[n].name, severity=Severity.ERROR)
+            out[n] = replace(out[n], findings=out[n].findings + (finding,))
+    return replace(plan, instances=tuple(out))

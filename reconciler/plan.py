@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Callable
 
+from .names import split_words
+
 # 2: actions, finding kinds and severities are closed vocabularies; a user change says how a
 # managed service sets its passwords (`passwords`) instead of implying it in its note.
 FORMAT_VERSION = 2
@@ -90,6 +92,10 @@ class TokenChange:
 class DeltaLine:
     sign: str  # "+" | "-" | "!" (a dangerous grant)
     text: str
+    # A "revokes" line: every command it takes away ("keys", "client|kill"; a whole family as its
+    # container's name), which the text may summarise ("... and 73 more"). The audit log keeps
+    # it, so a later refusal can be tied to the change. Left out of the plan's JSON when empty.
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class UserChange:
             args.extend(f"#{h}" for h in self.hashes)
         else:
             args.append("resetpass")
-        args.extend(self.rules.split())
+        args.extend(split_words(self.rules))
         return args
 
 
@@ -277,6 +283,10 @@ class Plan:
             for node in inst["nodes"]:
                 if not node["pending"]:
                     del node["pending"]  # only after an unfinished apply
+                for change in node["changes"]:
+                    for line in change["permissions"]:
+                        if not line["commands"]:
+                            del line["commands"]  # only on "revokes" lines
         c = self.counts()
         d["summary"] = {
             "add": c.add,
@@ -304,7 +314,7 @@ class Plan:
                     "passwords": PasswordStrategy(c.get("passwords", PasswordStrategy.EACH)),
                     "hashes": tuple(c["hashes"]),
                     "tokens": tuple(TokenChange(**{**t, "action": TokenAction(t["action"])}) for t in c["tokens"]),
-                    "permissions": tuple(DeltaLine(**p) for p in c["permissions"]),
+                    "permissions": tuple(DeltaLine(**{**p, "commands": tuple(p.get("commands", ()))}) for p in c["permissions"]),
                     "certificates": tuple(c["certificates"]),
                 }
             )
@@ -348,7 +358,7 @@ def fingerprint(acl_list_lines: list[str]) -> str:
     """Stable digest of a node's ACL state (sorted ACL LIST lines) for saved-plan staleness checks."""
     h = hashlib.sha256()
     for line in sorted(acl_list_lines):
-        h.update(line.encode())
+        h.update(line.encode("utf-8", "surrogateescape"))  # names that are not UTF-8 hash as their bytes
         h.update(b"\n")
     return h.hexdigest()
 

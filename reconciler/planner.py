@@ -15,6 +15,7 @@ from typing import Any
 from . import acl
 from .errors import PlanError
 from .model import Certificate, DesiredState, Instance, Token, User
+from .names import shown
 from .plan import (
     Action,
     ConfigChange,
@@ -175,7 +176,7 @@ def _plan_node(
             if name == node.admin_user and name != "default":
                 # Never exempted silently: "the servers match the file" would be false.
                 raise PlanError(
-                    f"{inst.name} {node.address}: prune: true, but the admin user {name} (the user the reconciler "
+                    f"{inst.name} {node.address}: prune: true, but the admin user {shown(name)} (the user the reconciler "
                     f"logs in as) is not in the file; declare it under users.{name} with the rules it needs and its "
                     "token as a sha256 entry (`reconciler import` prints both), or set prune: false"
                 )
@@ -447,7 +448,7 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
             continue
         if name not in wanted and not inst.prune:
             admin = " (the reconciler's admin user: declare it to manage it)" if name == node.admin_user else ""
-            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {name} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
+            out.append(Finding(FindingKind.UNMANAGED_USER, f"user {shown(name)} is not in the file (prune: false){admin}", inst.name, node.address, user=name))
     return out
 
 

@@ -82,6 +82,8 @@ class NodeState:
     # Connections named like the apply lock by a user other than the admin (no lock: any user may
     # name its connection): "user app from 10.0.0.9:51234 (reconciler-apply-1-cafe)".
     lock_impostors: tuple[str, ...] = ()
+    resolved: str = ""  # "ip:port" the connection reached (the socket's peer); "" when not known
+    run_id: str = ""  # INFO server run_id: one server process, whatever the spelling of its address
     # The table read off the node when no bundled table is named command_table (not in live.json).
     table: CommandTable | None = field(default=None, compare=False, repr=False)
 
@@ -126,6 +128,8 @@ class NodeState:
             admin_hash=d.get("admin_hash"),
             tls=bool(d.get("tls", False)),
             lock_impostors=tuple(str(x) for x in d.get("lock_impostors", ())),
+            resolved=str(d.get("resolved", "")),
+            run_id=str(d.get("run_id", "")),
         )
 
 

@@ -6,7 +6,7 @@
 # nothing on PYTHONPATH -- runs the documented workflow against a real Valkey 9.1 server and
 # checks every exit code:
 #   validate (0) -> plan text (2 with --detailed-exitcode) / markdown / json --out (0)
-#   -> apply the saved plan (0) -> plan --detailed-exitcode (0) -> drift (0)
+#   -> apply the saved plan (0) -> a refused write -> denials (2) -> plan --detailed-exitcode (0) -> drift (0)
 #   -> a user changed behind our back -> drift (2) -> import (0)
 #   -> a broken file: validate exits 1 with one FILE:LINE line, no traceback.
 # Valkey 9.1 is Debian sid's build from .cache/servers/sid (scripts/setup-servers.sh), run
@@ -172,6 +172,8 @@ python -c 'import json; json.load(open("plan-json.out")); json.load(open("plan.j
 if grep -qF "$SMOKE_ORDERS_TOKEN" plan.json plan-*.out; then fail "a token appears in a plan"; fi
 expect 0 apply reconciler apply plan.json --auto-approve
 valkey login || fail "app-orders cannot log in with its token, or its rules are wrong"
+expect 2 denials reconciler denials -f access.yaml --format markdown
+grep -q "key other" denials.out || fail "denials does not show the write app-orders was refused"
 expect 0 noop reconciler plan -f access.yaml --detailed-exitcode
 expect 0 drift-clean reconciler drift -f access.yaml
 valkey tamper

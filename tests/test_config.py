@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cli import main
 from reconciler.config import load
 from reconciler.errors import ConfigError, Problem
 
@@ -178,23 +179,29 @@ def test_relative_paths_keep_the_users_spelling(tmp_path: Path, monkeypatch) -> 
     assert state.source == "conf/access.yaml"
 
 
-def test_yaml_12_scalars(tmp_path: Path) -> None:
-    # `on`, `yes`, `2026-11-01`, `20:30` are strings; ids may be integers.
+def test_scalars_read_as_safeloader_reads_them(tmp_path: Path) -> None:
+    # `yes` is true, `20:30` is 1230 (sexagesimal), `1e3` and `0o17` are strings, dates stay
+    # YYYY-MM-DD text; ids may be integers. A key SafeLoader reads as a boolean is an error.
     state = ok(
         write(
             tmp_path,
             HEAD
             + f"""\
 users:
-  on:
+  "on":
+    enabled: yes
     tokens:
       - {{id: 2026, sha256: {HASH_A}}}
       - {{id: 20:30, sha256: {HASH_B}, created: 2026-11-01}}
+      - {{id: 1e3, sha256: {"c" * 64}}}
 """,
         )
     )
-    assert list(state.users) == ["on"]
-    assert [t.id for t in state.users["on"].tokens] == ["2026", "20:30"]
+    assert list(state.users) == ["on"] and state.users["on"].enabled
+    assert [t.id for t in state.users["on"].tokens] == ["2026", "1230", "1e3"]
+    assert state.users["on"].tokens[1].created == date(2026, 11, 1)
+    f = write(tmp_path, HEAD + "users:\n  on: {acl: '+get'}\n")
+    assert [p.message for p in problems(f)] == ["key 'on' must be a string (quote it)"]
 
 
 def test_merge_keys_and_x_extensions(tmp_path: Path) -> None:
@@ -610,3 +617,23 @@ def test_rule_check_memoized_by_pattern_shape_says_what_the_full_check_says() ->
             for r in rest:
                 text = f"{p1} {p2} {r}"
                 assert check_rules(text, "acl") == check_rules_uncached(text, "acl"), text
+
+
+def test_deep_role_chain_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """3,000 roles each including the next: one problem naming the chain, no RecursionError."""
+    n = 3000
+    roles = "".join(f"  r{i}: {{roles: [r{i + 1}], acl: '+get'}}\n" for i in range(n - 1)) + f"  r{n - 1}: '+set'\n"
+    f = write(tmp_path, HEAD + "roles:\n" + roles + "users:\n  u: {roles: [r0]}\n")
+    found = [(p.line, p.path, p.message) for p in problems(f)]
+    assert found == [
+        (5, "roles.r0", f"role chain too deep: r0 -> r1 -> r2 -> ... -> r{n - 1} ({n} roles; at most 32 may include one another)")
+    ]
+    assert main(["validate", "-f", str(f)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{f}:5: roles.r0: role chain too deep: r0 -> r1 -> r2 -> ... -> r{n - 1} ({n} roles; at most 32 may include one another)"]
+
+
+def test_role_chain_at_the_limit_resolves(tmp_path: Path) -> None:
+    roles = "".join(f"  r{i}: {{roles: [r{i + 1}], acl: '~k{i}'}}\n" for i in range(31)) + "  r31: '+get'\n"
+    state = ok(write(tmp_path, HEAD + "roles:\n" + roles + "users:\n  u: {roles: [r0]}\n"))
+    assert state.users["u"].rules.split() == ["+get", *(f"~k{i}" for i in reversed(range(31)))]

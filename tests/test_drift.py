@@ -398,6 +398,16 @@ def test_github_workflow_drift_step(denv: DriftEnv, tmp_path: Path) -> None:
     assert (code, outputs) == (0, {"exit_code": "0"})
     assert json.loads((tmp_path / "drift.json").read_text())["drift"]["status"] == "clean"
 
+    # --denials: an app failing AUTH as a declared user is drift, though the ACLs match the file.
+    with pytest.raises(redis.AuthenticationError):
+        denv.srv.client("app-orders", ORDERS_OLD, retry=no_retry()).ping()
+    code, outputs, summary = run_step()
+    assert (code, outputs) == (0, {"exit_code": "2"})
+    assert "declared user: a wrong or old token" in (tmp_path / "drift.md").read_text()
+    assert json.loads((tmp_path / "drift.json").read_text())["drift"]["unintended_denials"] == 1
+    assert ORDERS_OLD not in summary
+    denv.admin().execute_command("ACL", "LOG", "RESET")
+
     denv.admin().execute_command("ACL", "SETUSER", "app-orders", "+flushall")
     code, outputs, summary = run_step()
     assert (code, outputs) == (0, {"exit_code": "2"})  # the issue step runs next

@@ -151,10 +151,13 @@ def test_refused_command_stops_and_reports_exactly(server: RunningServer, tmp_pa
     assert [(n.instance, n.ok) for n in executor.node_results(report)] == [("c", False)]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["user"], r["result"][:6]) for r in records] == [
+        ("a1", "attemp"),  # the batch, named before it is sent
+        ("bad", "attemp"),
+        ("a3", "attemp"),
         ("a1", "ok"),
         ("bad", "failed"),
         ("a3", "ok"),
-        ("a4", "not-ap"),
+        ("a4", "not-ap"),  # never sent: no attempt
         ("", "not-ap"),
     ]
     # Fix the rule and run again: converges, the already-applied users are simply re-set.
@@ -249,12 +252,16 @@ def test_audit_lines(server: RunningServer, tmp_path: Path) -> None:
     assert log.stat().st_mode & 0o777 == 0o600
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["action"], r["user"], r["result"]) for r in records] == [
+        ("create", "orders", "attempt"),
         ("create", "orders", "ok"),
+        ("delete", "gone", "attempt"),
         ("delete", "gone", "ok"),
+        ("kill-sessions", "gone", "attempt"),
         ("kill-sessions", "gone", "ok"),
-        ("persist", "", "ok"),
+        ("persist", "", "ok"),  # nothing to send here (no aclfile, no config file): no attempt
     ]
-    first = records[0]
+    assert records[0]["tokens"] == records[1]["tokens"]  # the attempt names the same tokens
+    first = records[1]
     assert first["instance"] == "c" and first["node"] == server.address
     assert first["tokens"] == [{"id": "2026-11", "sha256": sha(PLAINTEXTS["t-orders"])[:8], "change": "add"}]
     assert first["plan"] == plan_fingerprint(p)

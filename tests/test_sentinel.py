@@ -406,6 +406,48 @@ def test_sentinels_that_disagree_are_an_error(group: Group, env: Cli, tmp_path: 
         other.stop()
 
 
+def test_denials_read_every_sentinel_and_data_node_and_count_each_process_once(group: Group, env: Cli) -> None:
+    """Sentinels keep their own ACL LOG: `denials` reads the listed sentinels (their users are not
+    managed here) next to the data nodes. Two instances over the same sentinels and master read
+    every process twice; each is counted once, under the first instance."""
+    import json
+
+    assert env.apply(access())[0] == 0
+    for srv in group.data + group.sentinels:
+        c = group.data_client(srv) if srv in group.data else srv.client()
+        try:
+            c.execute_command("ACL", "LOG", "RESET")
+        finally:
+            c.close()
+    sentinel = group.sentinels[1]
+    for _ in range(2):
+        c = sentinel.client("prober", "tried-sentinel-password-77e1c3a9", retry=no_retry())
+        with pytest.raises(redis.AuthenticationError):
+            c.ping()
+        c.close()
+    replica = next(s for s in group.data if s.address not in group.reported_primary())
+    c = replica.client("app-orders", TOKENS["T_ORDERS"], retry=no_retry())
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        c.get("billing:1")
+    c.close()
+    text = access()
+    twice = text.replace("users:\n", text.split("instances:\n", 1)[1].split("users:\n", 1)[0].replace("  cache:", "  cache-again:") + "users:\n", 1)
+    env.write(twice)
+    rc, out, err = env("denials", "-f", str(env.file), "--format", "json")
+    assert rc == 2, err
+    doc = json.loads(out)
+    first, second = doc["instances"]
+    roles = sorted(n["role"] for n in first["nodes"])
+    assert roles == ["primary", "replica", "replica", "sentinel", "sentinel", "sentinel"]
+    probe = next(d for d in first["denials"] if d["user"] == "prober")
+    assert probe["probing"] and dict(probe["nodes"]) == {sentinel.address: probe["count"]} and probe["count"] >= 2
+    key = next(d for d in first["denials"] if d["reason"] == "key")
+    assert key["object"] == "billing:1" and dict(key["nodes"]) == {replica.address: 1} and key["declared"]
+    assert second["denials"] == [] and all(n["duplicate_of"].startswith("cache 127.0.0.1:") for n in second["nodes"])
+    assert sum(d["count"] for d in first["denials"]) == doc["summary"]["denials"]
+    assert "tried-sentinel-password" not in out
+
+
 def test_unreachable_sentinel_tolerated_for_data_but_not_for_sentinel_users(group: Group, env: Cli) -> None:
     dead = f"127.0.0.1:{free_port()}"
     listed = f"[{{env: T_S0}}, {{env: T_S1}}, {{env: T_S2}}, {dead}]"

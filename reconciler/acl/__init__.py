@@ -43,6 +43,9 @@ CONTRACT (other modules code against exactly these names; keep them stable):
     def command_allowed(sel: SelectorPerms, argv: list[str], table) -> bool
         The command part of a verdict (bit, bare container call, allowed first argument).
 
+    def glob_match(pattern: str, text: str) -> bool
+        Redis glob matching of a key or channel pattern (what the server does for ~ and &).
+
     def rules_for(rules: str, table: CommandTable) -> str
         Canonical rule string to send after `reset resetchannels` so the node ends up with exactly
         effective(rules, table). Raises UnsupportedRule when the node's version can't express it
@@ -60,6 +63,7 @@ from reconciler.acl.engine import (
     check,
     command_allowed,
     effective,
+    glob_match,
     known_command,
     rules_for,
     shortest_rules,
@@ -93,6 +97,7 @@ __all__ = [
     "rules_for",
     "check",
     "command_allowed",
+    "glob_match",
     "known_command",
     "unknown_commands",
     "shortest_rules",

@@ -9,7 +9,7 @@ from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_
 from reconciler.acl.table import CommandTable
 from reconciler.plan import DeltaLine
 
-__all__ = ["describe", "describe_delta", "DANGEROUS_COMMANDS"]
+__all__ = ["command_label", "describe", "describe_delta", "DANGEROUS_COMMANDS"]
 
 # Marked "!" when granted, on top of every member of the version's @dangerous category.
 DANGEROUS_COMMANDS = frozenset({"flushall", "flushdb", "config", "debug", "acl", "module", "keys", "shutdown"})
@@ -62,6 +62,11 @@ def _is_dangerous(name: str, t: CommandTable) -> bool:
     return any(dm >> t._index[n] & 1 for n in family)
 
 
+def command_label(name: str) -> str:
+    """A command as plans write it: "client|kill" -> "CLIENT KILL"."""
+    return _label(name)
+
+
 def _label(name: str) -> str:
     if name.endswith("|"):
         return f"{name[:-1].upper()} (bare call)"
@@ -106,7 +111,7 @@ def _command_delta(before: SelectorPerms, after: SelectorPerms, t: CommandTable,
             # Categories are named over the whole grant; dangerous members have their own "!" lines.
             out.append(DeltaLine("+", f"{where}grants " + _summary(granted, t, skip=set(danger))))
     if revoked:
-        out.append(DeltaLine("-", f"{where}revokes " + _summary(revoked, t)))
+        out.append(DeltaLine("-", f"{where}revokes " + _summary(revoked, t), commands=tuple(collapse(revoked, t))))
     if after.future and not before.future:
         out.append(DeltaLine("!", f"{where}grants commands added later by modules (+@all)"))
     elif before.future and not after.future:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from reconciler.acl.syntax import AclSyntaxError, Rule, UnsupportedRule, parse, split_rules
 from reconciler.acl.table import CommandTable
+from reconciler.names import split_words
 
 __all__ = ["SelectorPerms", "Permissions", "effective", "rules_for", "check", "command_allowed", "known_command", "unknown_commands", "shortest_rules"]
 
@@ -176,7 +177,7 @@ def unknown_commands(rules: str) -> list[str]:
     bundled tables. Names only some versions know are left to the plan (node and version)."""
     # Only command words matter, and files repeat a few command parts around per-user key
     # patterns: look them up by those words alone (selector parentheses stripped).
-    words = [w.strip("()") for w in rules.split()]
+    words = [w.strip("()") for w in split_words(rules)]
     key = " ".join(w for w in words if w[:1] in "+-" and w[1:2] != "@")
     if not key:
         return []
@@ -361,7 +362,7 @@ def effective(rules: str, table: CommandTable) -> Permissions:
     Also reads ACL LIST output, so it does not refuse `~x` after `~*` (servers print that);
     parse() without lenient does, for validating desired rules.
     """
-    key = " ".join(rules.split())
+    key = " ".join(split_words(rules))
     hit = table.cache.get(key)
     if hit is None:
         hit = _compute(key, table)
@@ -495,7 +496,7 @@ def rules_for(rules: str, table: CommandTable) -> str:
     Starts with `resetchannels` (so Redis 6.2's `acl-pubsub-default allchannels` is not inherited).
     Raises UnsupportedRule when the node's version can't express the rules.
     """
-    key = ("rules_for", " ".join(rules.split()))
+    key = ("rules_for", " ".join(split_words(rules)))
     hit = table.cache.get(key)
     if hit is not None:
         return hit
@@ -606,6 +607,11 @@ def _db_allowed(dbs: tuple[int, ...], cmd, argv: list[str], current: int = 0) ->
     if cmd.categories & {"read", "write", "keyspace"} or name in _DB_SCRIPTS:
         return current in allowed
     return True
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """Redis glob matching (stringmatchlen) of a key or channel pattern against a name."""
+    return _match(pattern, text)
 
 
 def _match(pattern: str, s: str) -> bool:

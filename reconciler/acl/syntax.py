@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..names import split_words
+
 # Union of `ACL CAT` over Redis 6.2/7.0/8.0 and Valkey 8.1/9.1 (all the same set without modules).
 # "all" is also accepted in rules (+@all / -@all) but is not listed by ACL CAT.
 KNOWN_CATEGORIES: frozenset[str] = frozenset(
@@ -65,12 +67,12 @@ class Rule:
 
 
 def split_rules(rules: str) -> list[str]:
-    """Split a rule string on whitespace, keeping `( ... )` selectors as one token.
+    """Split a rule string on ASCII whitespace, keeping `( ... )` selectors as one token.
 
     Mirrors the server's merging of selector arguments: a word starting with '(' that does not end
     with ')' is joined with the following words up to one that ends with ')'.
     """
-    words = rules.split()
+    words = split_words(rules)
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -115,7 +117,7 @@ def parse(rules: str, *, lenient: bool = False) -> list[Rule]:
         if tok.startswith("(") and tok.endswith(")"):
             inner_state = _State(lenient)
             inner: list[Rule] = []
-            for word in tok[1:-1].split():
+            for word in split_words(tok[1:-1]):
                 inner.append(_parse_selector_op(word, pos, inner_state, in_selector=True))
             out.append(Rule(tok, "selector", selector=tuple(inner)))
             continue
@@ -233,11 +235,14 @@ def _parse_key_perm(tok: str, pos: int) -> tuple[str, str]:
 
 
 def parse_acl_list_line(line: str | bytes) -> tuple[str, bool, bool, tuple[str, ...], str]:
-    """'user app on #ab.. ~k* +get' -> (name, enabled, nopass, hashes, permission_rules)."""
+    """'user app on #ab.. ~k* +get' -> (name, enabled, nopass, hashes, permission_rules).
+
+    The reply separates fields with one ASCII space; a name is everything up to the next one,
+    byte for byte (`app` + U+00A0 is not `app`)."""
     if isinstance(line, bytes):
-        line = line.decode()
-    words = line.split()
-    if len(words) < 2 or words[0] != "user":
+        line = line.decode("utf-8", "surrogateescape")
+    words = line.split(" ")
+    if len(words) < 2 or words[0] != "user" or not words[1]:
         raise ValueError(f"not an ACL LIST line: {line[:60]!r}")
     name = words[1]
     enabled = False

@@ -108,6 +108,11 @@ class CommandTable:
         i = self._index.get(name.lower())
         return None if i is None else self.commands[i]
 
+    def in_category(self, name: str, category: str) -> bool:
+        """`name` (a command or `parent|sub`) is covered by `+@category` on this version."""
+        i = self._index.get(name.lower())
+        return i is not None and bool(self._cat_mask.get(category, 0) >> i & 1)
+
     def subcommands(self, name: str) -> tuple[str, ...]:
         return self._subs.get(name, ())
 

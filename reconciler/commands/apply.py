@@ -138,17 +138,21 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
     if args.instance:
         # Names or globs; one that matches nothing is an error.
         plan = only_instances(plan, set(manager.instance_names(args.instance)))
-    if not plan.has_changes:
-        _out(f"No changes. {args.plan_file} has nothing to apply.")
-        return 0
-    stale, state = manager.stale(plan)
+    # Checked even when the plan is empty: a plan edited down to nothing is as stale as any.
+    stale, state, fresh = manager.stale(plan)
     if stale:
         for p in stale:
             _err(f"reconciler: {args.plan_file} is stale: {p}")
         _err("reconciler: nothing was changed")
         return 1
-    # The rails again, as the live state is now (the verdict saved with the plan is not trusted).
-    plan = manager.check(plan, state, force=args.force)
+    if not fresh.has_changes:
+        _out(f"No changes. {args.plan_file} has nothing to apply.")
+        return 0
+    # The fresh plan equals the saved one in every field but display-only ones (the date, open
+    # connection counts, the words of notes): it is what runs and what is shown, so nothing but
+    # that comparison reaches the servers from the saved file. The rails judge it as the live
+    # state is now (the verdict saved with the plan is not trusted).
+    plan = manager.check(fresh, state, force=args.force)
     _present(plan, args)
     if _refuse(plan):
         return 1

@@ -28,6 +28,7 @@ import yaml
 from .. import acl
 from ..errors import ReconcilerError
 from ..manager import Manager, today
+from ..names import declarable, printable, shown, why_not_declarable
 from ..state import InstanceState, LiveUser, NodeState
 
 _REQUIRED = {"yes": True, "no": False, "optional": "optional"}
@@ -107,6 +108,10 @@ def build(instance: str, spec: dict[str, Any], state: InstanceState) -> Imported
         spec["tls_client_auth"] = {"required": _REQUIRED[node.tls_auth_clients], "user_field": "CN"}
     out = Imported(instance, spec, {})
     for u in sorted(node.users.values(), key=lambda u: u.name):
+        if not declarable(u.name):
+            # It stays an unmanaged user (a finding; prune deletes it): the file can't name it.
+            out.left_out[u.name] = why_not_declarable(u.name)
+            continue
         try:
             rules = acl.shortest_rules(u.rules, table)
         except (acl.AclSyntaxError, acl.UnsupportedRule) as exc:
@@ -124,7 +129,7 @@ def build(instance: str, spec: dict[str, Any], state: InstanceState) -> Imported
         "# tokens are sha256 entries (servers hold no plaintext); rules are the shortest form equal on this version",
     ]
     for name, why in out.left_out.items():
-        out.header.append(f"# not imported: {name}: {why}")
+        out.header.append(f"# not imported: {shown(name)}: {printable(why)}")
     differing = [n.address for n in state.nodes if n is not node and _users_differ(n, node, table)]
     if differing:
         out.header.append(f"# these nodes hold other users or rules than {node.address}: {', '.join(differing)}")
@@ -149,7 +154,8 @@ def render(imp: Imported) -> str:
     if imp.roles:
         doc["roles"] = imp.roles
     doc["users"] = imp.users
-    body = yaml.safe_dump(doc, sort_keys=False, width=1000, default_flow_style=False, allow_unicode=True)
+    # ASCII only: a look-alike character in a rule is written as an escape a reviewer can see.
+    body = yaml.safe_dump(doc, sort_keys=False, width=1000, default_flow_style=False, allow_unicode=False)
     return "\n".join(imp.header) + "\n" + body
 
 

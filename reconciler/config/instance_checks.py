@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
-from .. import providers, secrets
+from .. import addresses, providers, secrets
 from ..model import (
     Admin,
     ApiSettings,
@@ -195,14 +195,19 @@ class InstanceChecks(UserChecks):
             if problem:
                 self.problem(where, problem)
                 continue
-            if address in out:
-                self.problem(where, f"node {address} is listed twice")
+            # Spellings that can only name the same server count as the same node (localhost and
+            # 127.0.0.1, IPv6 forms, a host name's case); plan compares what the servers say.
+            twin = next((o for o in out if addresses.same_node(o, address)), None)
+            if twin is not None:
+                self.problem(where, f"node {address} is listed twice" + (f" (also as {twin})" if twin != address else ""))
                 continue
-            if address in seen and seen[address][0] != instance:
-                other, other_path = seen[address]
+            clash = next(((a, v) for a, v in seen.items() if v[0] != instance and addresses.same_node(a, address)), None)
+            if clash is not None:
+                spelled, (other, other_path) = clash
+                also = f" as {spelled}" if spelled != address else ""
                 self.problem(
                     where,
-                    f"node {address} is also in instance '{other}' (line {self.line(other_path)}); "
+                    f"node {address} is also in instance '{other}'{also} (line {self.line(other_path)}); "
                     "a node belongs to one instance",
                 )
                 continue

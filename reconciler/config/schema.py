@@ -254,8 +254,8 @@ def _explain(error: "ValidationError") -> Iterator[SchemaProblem]:
         expected = error.validator_value
         words = " or ".join(_TYPE_WORDS.get(t, t) for t in ([expected] if isinstance(expected, str) else expected))
         hint = ""
-        if expected == "boolean" and isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
-            hint = " (write true or false; yes/no/on/off are strings in YAML 1.2)"
+        if expected == "boolean" and isinstance(value, str) and value.lower() in ("y", "n"):
+            hint = " (write true or false; y and n are strings)"
         yield SchemaProblem(path, f"expected {words}, got {type_name(value)}{hint}")
         return
     if kind == "enum":

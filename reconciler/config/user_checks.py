@@ -35,10 +35,14 @@ from .core import (
 )
 from .yamlsrc import Path
 
+# Roles including roles: real files nest a few levels; a longer chain is a mistake (or an
+# attack on the loader) and would build rule strings quadratic in its length.
+MAX_ROLE_DEPTH = 32
+
 
 class UserChecks(CertificateChecks):
     def roles(self, raw: dict) -> dict[str, str | None]:
-        """-> role name -> resolved rules (None when the role is part of a cycle)."""
+        """-> role name -> resolved rules (None when the role is in a cycle or too deep a chain)."""
         specs: dict[str, tuple[list[str], str]] = {}
         for name, spec in raw.items():
             if not isinstance(name, str):
@@ -59,42 +63,60 @@ class UserChecks(CertificateChecks):
             for i, ref in enumerate(as_list(as_dict(raw[name]).get("roles"))):
                 if isinstance(ref, str) and ref not in specs:
                     self.problem(("roles", name, "roles", i), f"unknown role '{ref}' ({suggest(ref, known)}roles: {', '.join(known)})")
+        return self._resolve_roles(specs)
 
+    def _resolve_roles(self, specs: dict[str, tuple[list[str], str]]) -> dict[str, str | None]:
+        """Each role's rules with the roles it includes first, without recursion (a file may
+        chain thousands of roles). None for a role in a cycle or in a chain deeper than
+        MAX_ROLE_DEPTH; each cycle and each too-deep chain is one problem."""
         resolved: dict[str, str | None] = {}
-        state: dict[str, int] = {}  # 1 visiting, 2 done
+        depth: dict[str, int] = {}  # roles in the longest chain from this role down
+        state: dict[str, int] = {}  # 1 on the walk's stack, 2 done
         reported: set[frozenset[str]] = set()
-
-        def visit(name: str, stack: list[str]) -> str | None:
-            if state.get(name) == 2:
-                return resolved[name]
-            if state.get(name) == 1:
-                cycle = stack[stack.index(name):] + [name]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    self.problem(("roles", cycle[0]), f"role cycle: {' -> '.join(cycle)}")
-                return None
-            state[name] = 1
-            refs, own = specs[name]
-            parts: list[str] = []
-            ok = True
-            for ref in refs:
-                if ref not in specs:
+        refs_of = {name: [r for r in refs if r in specs] for name, (refs, _) in specs.items()}
+        for root in specs:
+            if root in state:
+                continue
+            state[root] = 1
+            stack: list[tuple[str, int]] = [(root, 0)]  # (role, index of its next include)
+            while stack:
+                name, i = stack[-1]
+                refs = refs_of[name]
+                if i < len(refs):
+                    stack[-1] = (name, i + 1)
+                    ref = refs[i]
+                    if ref not in state:
+                        state[ref] = 1
+                        stack.append((ref, 0))
+                    elif state[ref] == 1:
+                        on_stack = [n for n, _ in stack]
+                        cycle = on_stack[on_stack.index(ref):] + [ref]
+                        if frozenset(cycle) not in reported:
+                            reported.add(frozenset(cycle))
+                            self.problem(("roles", cycle[0]), f"role cycle: {' -> '.join(cycle)}")
                     continue
-                sub = visit(ref, stack + [name])
-                if sub is None:
-                    ok = False
-                elif sub:
-                    parts.append(sub)
-            if own.strip():
-                parts.append(own.strip())
-            state[name] = 2
-            resolved[name] = " ".join(parts) if ok else None
-            return resolved[name]
-
-        for name in specs:
-            visit(name, [])
+                stack.pop()
+                state[name] = 2
+                depth[name] = 1 + max((depth.get(r, 0) for r in refs), default=0)
+                ok = all(state[r] == 2 and resolved.get(r) is not None for r in refs) and depth[name] <= MAX_ROLE_DEPTH
+                own = specs[name][1].strip()
+                resolved[name] = " ".join(part for part in (*(resolved[r] for r in refs), own) if part) if ok else None
+        self._too_deep(refs_of, depth)
         return resolved
+
+    def _too_deep(self, refs_of: dict[str, list[str]], depth: dict[str, int]) -> None:
+        """One problem per chain deeper than MAX_ROLE_DEPTH, at the role it starts from."""
+        over = {name for name, d in depth.items() if d > MAX_ROLE_DEPTH}
+        inner = {r for name in over for r in refs_of[name]}
+        for top in (name for name in refs_of if name in over and name not in inner):
+            chain = [top]
+            while refs_of[chain[-1]] and len(chain) <= depth[top]:
+                chain.append(max(refs_of[chain[-1]], key=lambda r: depth.get(r, 0)))
+            named = " -> ".join(chain) if len(chain) <= 6 else f"{' -> '.join(chain[:3])} -> ... -> {chain[-1]}"
+            self.problem(
+                ("roles", top),
+                f"role chain too deep: {named} ({depth[top]} roles; at most {MAX_ROLE_DEPTH} may include one another)",
+            )
 
     def users(
         self, raw: dict, instances: dict[str, Instance], roles: dict[str, str | None], policies: Policies,

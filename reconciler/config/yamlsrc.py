@@ -5,12 +5,17 @@ stream (no node tree, no constructor) and accepts only the plain subset real fil
 no anchors or aliases, no explicit tags, no merge keys, no duplicate or non-string keys.
 Anything else makes it step aside for the careful one, which composes the node tree so
 that every oddity is reported with its line (duplicate keys, tags, alias bombs, recursion).
-Scalars follow YAML 1.2's core schema, as editors do: `yes`/`on`/`no`/`off` stay strings,
-`2026-11-01` stays a string (dates are checked by the schema), `20:30` is not an integer.
+Plain scalars resolve exactly as PyYAML's SafeLoader resolves them (YAML 1.1: `yes`/`no`/`on`/
+`off` are booleans, `1_000` and `0x1F` integers, `123e4567` and `0o17` strings), because that
+is how `import` writes them and how most tools read them: a value one of them writes as a bare
+word must not mean something else here. The one change of form: SafeLoader's dates and
+timestamps come out as their ISO text (`2026-11-01`), since the data must stay JSON-shaped for
+the schema; an impossible date (`2026-02-30`) is an error, as it is for SafeLoader.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from dataclasses import dataclass, field
@@ -57,55 +62,55 @@ _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]  # base picked at run time: libyaml's when built in
-    """Composer only; implicit tags follow the YAML 1.2 core schema."""
-
-    yaml_implicit_resolvers: dict = {}
+    """Composer only; implicit tags are SafeLoader's own (its resolver table, inherited)."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+_STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ, _MERGE, _TIMESTAMP = (
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")
 )
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
-_Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
 
-_STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ, _MERGE = (
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge")
-)
+# SafeLoader's own scalar constructors, so a value means what it means to SafeLoader by
+# construction. They read only the node (no constructor state), so one instance serves all.
+_SAFE = yaml.constructor.SafeConstructor()
+_CONSTRUCT = {
+    _NULL: _SAFE.construct_yaml_null,
+    _BOOL: _SAFE.construct_yaml_bool,
+    _INT: _SAFE.construct_yaml_int,
+    _FLOAT: _SAFE.construct_yaml_float,
+    _TIMESTAMP: _SAFE.construct_yaml_timestamp,
+}
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+class BadDate(ValueError):
+    """A scalar SafeLoader reads as a date or time that does not exist (2026-02-30)."""
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
-    tag, value = node.tag, node.value
-    if tag == _STR:
-        return value
-    if tag == _NULL:
-        return None
-    if tag == _BOOL:
-        return value.lower() == "true"
-    if tag == _INT:
-        if value.startswith("0o"):
-            return int(value[2:], 8)
-        if value.startswith("0x"):
-            return int(value[2:], 16)
-        return int(value, 10)
-    if tag == _FLOAT:
-        low = value.lower()
-        if low.endswith(".inf"):
-            return float("-inf") if low.startswith("-") else float("inf")
-        if low == ".nan":
-            return float("nan")
-        return float(value)
-    raise ValueError(tag)
+    """The value SafeLoader gives this scalar; dates and timestamps as ISO text. ValueError for a
+    tag SafeLoader has no constructor for (`=` is `!!value`), BadDate for an impossible date."""
+    if node.tag == _STR:
+        return node.value
+    construct = _CONSTRUCT.get(node.tag)
+    if construct is None:
+        raise ValueError(node.tag)
+    if node.tag == _TIMESTAMP and _DATE.match(node.value):
+        # YYYY-MM-DD (every `created:` / `expires:`): the same check, without the regex.
+        try:
+            return datetime.date.fromisoformat(node.value).isoformat()
+        except ValueError:
+            raise BadDate(node.value) from None
+    try:
+        value = construct(node)
+    except (ValueError, AttributeError):  # AttributeError: `!!timestamp` on text that is no timestamp
+        if node.tag == _TIMESTAMP:
+            raise BadDate(node.value) from None
+        raise ValueError(node.value) from None
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
 
 
 def _describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
@@ -181,7 +186,23 @@ def parse_careful(text: str) -> Source:
     data = builder.build(root, ())
     if not isinstance(data, dict):
         raise SourceError(root.start_mark.line + 1, f"expected a mapping (version:, instances:, users: ...), got {type_name(data)}")
+    if "!" in text:
+        builder.problems.extend(_nonspecific_tags(text))
     return Source(data, builder.lines, builder.problems)
+
+
+def _nonspecific_tags(text: str) -> list[SourceError]:
+    """A problem per `!` (the non-specific tag). The node tree can't show it (the composer
+    resolves it away), and libyaml and PyYAML resolve an empty `!` scalar differently."""
+    loader = _Loader(text)
+    out: list[SourceError] = []
+    try:
+        while not isinstance(event := loader.get_event(), yaml.StreamEndEvent):
+            if getattr(event, "tag", None) == "!":
+                out.append(SourceError(event.start_mark.line + 1, "unsupported YAML tag ! (remove it; quote a value that must stay text)"))
+    finally:
+        loader.dispose()
+    return out
 
 
 class _NotPlain(Exception):
@@ -202,7 +223,7 @@ _RESOLVERS = _plain_resolvers()
 
 
 def _plain_value(event: yaml.ScalarEvent) -> Any:
-    if event.anchor is not None or (event.tag is not None and event.tag != "!"):
+    if event.anchor is not None or event.tag is not None:
         raise _NotPlain
     value = event.value
     if not event.implicit[0]:
@@ -279,7 +300,7 @@ def _from_events(next_event: Callable[[], Any]) -> tuple[Any, dict[Path, int]]:
         if kind is _SCALAR_EV:
             value = _plain_value(event)
         elif kind is _MAP_START or kind is _SEQ_START:
-            if event.anchor is not None or (event.tag is not None and event.tag != "!") or len(here) >= MAX_DEPTH:
+            if event.anchor is not None or event.tag is not None or len(here) >= MAX_DEPTH:
                 raise _NotPlain
             value = {} if kind is _MAP_START else []
         else:
@@ -319,6 +340,9 @@ class _Builder:
                 if isinstance(value, float) and not math.isfinite(value):
                     self.problems.append(SourceError(node.start_mark.line + 1, "infinite or NaN numbers are not allowed", path))
                 return value
+            except BadDate:
+                self.problems.append(SourceError(node.start_mark.line + 1, f"no such date or time: {node.value} (quote it if it is not a date)", path))
+                return node.value
             except (ValueError, OverflowError):
                 self.problems.append(SourceError(node.start_mark.line + 1, f"unsupported YAML tag {_short_tag(node.tag)}", path))
                 return node.value
@@ -356,7 +380,10 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(SourceError(line, "a key must be a plain string, not a list or mapping", path))
                 continue
-            key = _scalar(key_node) if key_node.tag != _STR else key_node.value
+            try:
+                key = _scalar(key_node) if key_node.tag != _STR else key_node.value
+            except (ValueError, OverflowError):  # `=`, an impossible date: not a string either
+                key = None
             if not isinstance(key, str):
                 self.problems.append(
                     SourceError(line, f"key {key_node.value!r} must be a string (quote it)", path)

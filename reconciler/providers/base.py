@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any, Mapping
 
 from ..audit import AuditLog
+from ..denials.model import InstanceLog
 from ..model import DesiredState, Instance
 from ..plan import InstancePlan, Plan
 from ..report import ApplyReport
@@ -46,6 +47,9 @@ class Provider(ABC):
 
     name: str = ""
     capabilities: Capabilities = Capabilities()
+    # Why this provider can't read what the servers refused (ACL LOG), completing
+    # "<instance>: ACL LOG is not available: <reason>"; providers that can override read_denials.
+    denials_unavailable: str = "the provider has no way to read it"
 
     def __init__(self, desired: DesiredState):
         self.desired = desired
@@ -58,6 +62,11 @@ class Provider(ABC):
     @abstractmethod
     def read(self, instance: Instance) -> InstanceState:
         """Live state of one instance. Raises LiveError with one clear line on failure."""
+
+    def read_denials(self, instance: Instance) -> InstanceLog:
+        """What the servers of one instance refused (ACL LOG of every node). The default says, in
+        one line, that this provider can't tell: a report, not a failure."""
+        return InstanceLog(instance.name, self.name, unavailable=self.denials_unavailable)
 
     @abstractmethod
     def plan(

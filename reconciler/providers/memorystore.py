@@ -108,6 +108,9 @@ class MemorystoreProvider(Provider):
             "token_secrets": "which generates token values itself: declare the token by id with sink: {file: PATH} (no secret or sha256)",
         },
     )
+    # memorystore/docs/valkey/supported-commands lists no ACL command (NOPERM for the rest), and
+    # the v1 REST API (instances, tokenAuthUsers, authTokens, operations) has no ACL log.
+    denials_unavailable = "Memorystore for Valkey refuses ACL commands and its API has no ACL log"
 
     def client(self, instance: Instance) -> Client:
         api = instance.api

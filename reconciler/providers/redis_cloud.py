@@ -98,6 +98,9 @@ class RedisCloudProvider(Provider):
         password_complexity=True,
         reasons={"token_hashes": "whose API takes the password itself: give it as secret: {env|file}, not sha256"},
     )
+    # The Cloud API's logs are account actions (/logs) and console sessions (/session-logs), not
+    # denials; databases refuse ACL LOG (rs/references/compatibility/commands/server: "ACL LOG ❌").
+    denials_unavailable = "Redis Cloud databases refuse ACL LOG and the Redis Cloud API has no ACL log"
 
     def client(self, instance: Instance) -> Any:
         # imports requests: only files with a redis-cloud instance pay for it

@@ -135,6 +135,9 @@ class RedisSoftwareProvider(Provider):
             "delete one): give it as secret: {env|file}, not sha256",
         },
     )
+    # The REST API's requests (rest-api/requests) have no ACL log (`logs` is the cluster's event
+    # log), and databases refuse ACL LOG (references/compatibility/commands/server: "ACL LOG ❌").
+    denials_unavailable = "Redis Software databases refuse ACL LOG and its REST API has no ACL log endpoint"
 
     # -- connection -----------------------------------------------------------------------
 

@@ -10,11 +10,12 @@ line saying how much was left out and where the full plan is.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jinja2
 
-from .view import InstanceView, PlanView
+from .view import PlanView
 
 GITHUB_COMMENT_LIMIT = 65536
 # Room kept for each instance's <details> wrapper and its truncation line.
@@ -28,26 +29,56 @@ class Budget:
     full_plan: str = ""  # where the full plan is: "plan.json", a CI artifact's URL...
 
 
-def _block(inst: InstanceView, body: list[str], omitted: str = "") -> str:
-    text = f"\n<details><summary>{inst.header}</summary>\n\n```diff\n" + "".join(line + "\n" for line in body) + "```\n\n</details>\n"
+@dataclass(frozen=True)
+class Section:
+    """One instance's collapsed block: its title line and the lines inside the code fence."""
+
+    name: str
+    header: str
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a document's sections are cut: the code fence language, which lines start a whole
+    item (a cut never splits one), and the line that says what a cut section left out."""
+
+    fence: str
+    starts_item: Callable[[str], bool]
+    omitted: Callable[[Section, int, Budget], str]
+    whole: str = "Full plan"  # "<whole>: <where>" ends a line that says what was left out
+    where: str = "`reconciler plan --out plan.json` saves it"  # without Budget.full_plan
+
+
+def _block(section: Section, body: list[str], fence: str, omitted: str = "") -> str:
+    text = (
+        f"\n<details><summary>{section.header}</summary>\n\n```{fence}\n"
+        + "".join(line + "\n" for line in body)
+        + "```\n\n</details>\n"
+    )
     if omitted:
         text += f"\n{omitted}\n"
     return text
 
 
-def _cut(lines: list[str], room: int) -> tuple[list[str], int]:
-    """The longest prefix of whole changes that fits in `room` characters, and its line count."""
+def _cut(lines: list[str], room: int, starts_item: Callable[[str], bool]) -> tuple[list[str], int]:
+    """The longest prefix of whole items that fits in `room` characters, and its line count."""
     used, keep = 0, 0
     for i, line in enumerate(lines):
-        if _HEAD.match(line) or line.startswith(("#", "! finding")):
-            keep = i  # a change starts here: cutting before it leaves no change half-shown
+        if starts_item(line):
+            keep = i  # an item starts here: cutting before it leaves no item half-shown
         used += len(line) + 1
         if used > room:
             return lines[:keep], keep
     return lines, len(lines)
 
 
-def _omitted_line(inst: InstanceView, lines: list[str], kept: int, budget: Budget) -> str:
+def _plan_item(line: str) -> bool:
+    return bool(_HEAD.match(line)) or line.startswith(("#", "! finding"))
+
+
+def _omitted_line(section: Section, kept: int, budget: Budget) -> str:
+    lines = section.lines
     changes = sum(1 for line in lines if _HEAD.match(line))
     shown = sum(1 for line in lines[:kept] if _HEAD.match(line))
     findings = sum(1 for line in lines if line.startswith("! finding"))
@@ -59,41 +90,53 @@ def _omitted_line(inst: InstanceView, lines: list[str], kept: int, budget: Budge
         parts.append(f"{findings - shown_findings:,} of {findings:,} findings")
     where = budget.full_plan or "`reconciler plan --out plan.json` saves it"
     return (
-        f"> **{inst.name}: {' and '.join(parts) or 'some lines'} not shown** "
+        f"> **{section.name}: {' and '.join(parts) or 'some lines'} not shown** "
         f"({len(lines) - kept:,} lines left out to keep this comment under {budget.max_chars:,} characters). "
         f"Full plan: {where}"
     )
 
 
+PLAN_LAYOUT = Layout(fence="diff", starts_item=_plan_item, omitted=_omitted_line)
+
+
 def render(env: jinja2.Environment, view: PlanView, title: str, budget: Budget) -> str:
     head = env.get_template("plan.md.j2").render(view=view, title=title)
     template = env.get_template("instance.md.j2")
-    bodies = [
-        (inst, template.render(inst=inst).splitlines()) for inst in view.instances if inst.groups or inst.findings
+    sections = [
+        Section(inst.name, inst.header, template.render(inst=inst).splitlines())
+        for inst in view.instances
+        if inst.groups or inst.findings
     ]
-    full = [_block(inst, lines) for inst, lines in bodies]
+    return fit(head, sections, budget, PLAN_LAYOUT)
+
+
+def fit(head: str, sections: list[Section], budget: Budget, layout: Layout) -> str:
+    """`head` (never cut) and each section in a collapsed block; when the whole would exceed the
+    budget, each section keeps a fair share of the room left, cut at an item boundary, with a
+    line saying what was left out."""
+    full = [_block(s, s.lines, layout.fence) for s in sections]
     if len(head) + sum(map(len, full)) <= budget.max_chars:
         return head + "".join(full)
     out = [head]
     left = budget.max_chars - len(head)
-    for n, ((inst, lines), whole) in enumerate(zip(bodies, full, strict=True)):
-        share = left // (len(bodies) - n)  # unused room rolls over to the instances after
+    for n, (section, whole) in enumerate(zip(sections, full, strict=True)):
+        share = left // (len(sections) - n)  # unused room rolls over to the sections after
         if len(whole) <= share:
             out.append(whole)
             left -= len(whole)
             continue
-        room = max(0, share - len(inst.header) - _WRAPPER)
-        kept_lines, kept = _cut(lines, room)
-        text = _block(inst, kept_lines, _omitted_line(inst, lines, kept, budget))
+        room = max(0, share - len(section.header) - _WRAPPER)
+        kept_lines, kept = _cut(section.lines, room, layout.starts_item)
+        text = _block(section, kept_lines, layout.fence, layout.omitted(section, kept, budget))
         if len(text) > max(share, 0):
             # Not even the wrapper fits: the line alone, outside any block.
-            text = "\n" + _omitted_line(inst, lines, 0, budget) + "\n"
+            text = "\n" + layout.omitted(section, 0, budget) + "\n"
         out.append(text)
         left -= len(text)
-    return _fit(out, budget)
+    return _fit(out, budget, layout)
 
 
-def _fit(parts: list[str], budget: Budget) -> str:
+def _fit(parts: list[str], budget: Budget, layout: Layout) -> str:
     """Last resort when even the per-instance lines overflow (hundreds of instances): drop
     instance sections from the end, naming how many; the head (summary table) stays."""
     text = "".join(parts)
@@ -101,8 +144,8 @@ def _fit(parts: list[str], budget: Budget) -> str:
     while len(text) > budget.max_chars and len(parts) > 1:
         parts.pop()
         dropped += 1
-        where = budget.full_plan or "`reconciler plan --out plan.json` saves it"
-        tail = f"\n> **{dropped:,} more instance{'s' if dropped != 1 else ''} left out here.** Full plan: {where}\n"
+        where = budget.full_plan or layout.where
+        tail = f"\n> **{dropped:,} more instance{'s' if dropped != 1 else ''} left out here.** {layout.whole}: {where}\n"
         text = "".join(parts) + tail
     return text
 

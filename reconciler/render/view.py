@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from ..names import shown
 from ..plan import FORCE_HINT, ConfigChange, Finding, InstancePlan, InventoryChange, NodePlan, Plan, Severity, TokenChange, UserChange
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
@@ -124,8 +127,9 @@ def _change_view(c: UserChange, colors: Colors) -> ChangeView:
         if c.kill_sessions:
             n = c.connections
             add(f"sessions: CLIENT KILL USER ({n} open connection{'s' if n != 1 else ''} now)")
-    head = colors.paint(symbol, f"{symbol} user {c.user}")
-    pad = max(1, NOTE_COLUMN - len(f"{symbol} user {c.user}"))
+    text = f"{symbol} user {shown(c.user)}"
+    head = colors.paint(symbol, text)
+    pad = max(1, NOTE_COLUMN - len(text))
     return ChangeView(
         symbol=symbol, head=head + (" " * pad if notes else ""), note="; ".join(notes), lines=lines, marks=marks
     )
@@ -147,7 +151,7 @@ def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> Gr
             extra = f", expires {c.expires}" if c.expires else ""
             lines.append(colors.paint(sign, f"certificate {sign} {c.subject}  (sha256:{c.sha256[:8]}…{extra})"))
         marks = ["+" if "certificate + " in line else "-" for line in lines]
-        text = f"~ user {user}"
+        text = f"~ user {shown(user)}"
         pad = max(1, NOTE_COLUMN - len(text))
         views.append(
             ChangeView(
@@ -157,7 +161,17 @@ def _inventory_group(changes: tuple[InventoryChange, ...], colors: Colors) -> Gr
     return GroupView(header="certificate inventory (recorded by apply; no server command)", changes=views, persist="")
 
 
-def _node_header(nodes: list[NodePlan]) -> str:
+class _Node(Protocol):
+    @property
+    def address(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+
+
+def node_header(nodes: Sequence[_Node]) -> str:
+    """`3 nodes: 10.0.0.5:6379 primary, 2 replicas; Valkey 9.1.2` (plans and denials reports)."""
     sentinels = [n for n in nodes if n.role == "sentinel"]
     nodes = [n for n in nodes if n.role != "sentinel"]
     primaries = [n for n in nodes if n.role == "primary"]
@@ -173,7 +187,7 @@ def _node_header(nodes: list[NodePlan]) -> str:
         parts.append(f"{len(replicas)} replica{'s' if len(replicas) != 1 else ''}")
     if sentinels:
         parts.append(f"{len(sentinels)} sentinel{'s' if len(sentinels) != 1 else ''}")
-    labels = sorted({n.label for n in nodes + sentinels})
+    labels = sorted({n.label for n in nodes + sentinels if n.label})  # a node not read has none
     count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}"
     return f"{count}: {', '.join(parts)}; {', '.join(labels)}"
 
@@ -212,7 +226,7 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
         instances.append(
             InstanceView(
                 name=inst.name,
-                header=f"Instance {inst.name} ({_node_header(list(inst.nodes))})",
+                header=f"Instance {inst.name} ({node_header(inst.nodes)})",
                 groups=_groups(inst, colors) + ([_inventory_group(inst.inventory, colors)] if inst.inventory else []),
                 findings=[_finding_line(f, colors) for f in inst.findings],
                 add=sub.add,

@@ -4,6 +4,7 @@ replicas, clusters and Sentinel-managed deployments.
     topology.py   which nodes make up an instance (seeds, replicas, cluster members)
     sentinel.py   the same for `topology: sentinel`, from what the sentinels report
     read.py       connecting to a node and reading its ACL state into state.NodeState
+    acllog.py     reading every node's ACL LOG (what the servers refused) for `reconciler denials`
     execute.py    pipelined, verified ACL writes and their persistence
 """
 
@@ -14,6 +15,7 @@ from typing import Mapping
 
 from ... import planner
 from ...audit import AuditLog
+from ...denials.model import InstanceLog
 from ...errors import LiveError
 from ...lock import InstanceLock, Locks
 from ...model import Instance
@@ -21,7 +23,7 @@ from ...plan import InstancePlan, Plan
 from ...report import ApplyReport
 from ...state import InstanceState, LiveState, NodeState
 from ..base import Capabilities, Provider
-from . import execute, read
+from . import acllog, execute, read
 from .deadline import deadline, timeout_of
 
 
@@ -50,6 +52,10 @@ class RedisProvider(Provider):
 
     def read(self, instance: Instance) -> InstanceState:
         return read.read_instance(instance)
+
+    def read_denials(self, instance: Instance) -> InstanceLog:
+        """ACL LOG of every node: primaries, replicas, cluster members and sentinels."""
+        return acllog.read_instance(instance)
 
     def dryrun(self, node: NodeState, instance: Instance, user: str, argv: list[str]) -> str | None:
         """The server's ACL DRYRUN (Redis 7.0+, Valkey): "allowed" or its refusal, None if unavailable."""

@@ -33,6 +33,7 @@ from ... import interrupt, lock
 from ...audit import AuditLog, redact
 from ...errors import ApplyError, LiveError, ReconcilerError
 from ...model import DesiredState, Instance
+from ...names import shown
 from ...plan import Action, InstancePlan, NodePlan, Plan, UserChange
 from ...report import ApplyReport
 from ...state import NodeState
@@ -60,7 +61,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        return f"{self.action} {self.user}" if self.user else self.action
+        return f"{self.action} {shown(self.user)}" if self.user else self.action
 
 
 @dataclass
@@ -132,9 +133,9 @@ def failure_report(nodes: list[NodeResult]) -> str:
                 if not steps:
                     continue
                 names = [s.label + (f" ({s.detail})" if status == FAILED and s.detail else "") for s in steps]
-                shown = ", ".join(names[:LIST_LIMIT])
+                listed = ", ".join(names[:LIST_LIMIT])
                 more = f", ... and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
-                lines.append(f"    {title} ({len(steps)}): {shown}{more}")
+                lines.append(f"    {title} ({len(steps)}): {listed}{more}")
     lines.append(
         "Every user is complete on every node (each ACL SETUSER is atomic); "
         "fix the cause and run apply again to converge."
@@ -220,14 +221,19 @@ class _NodeRun:
         """What an interrupt later in the run must say was done (interrupt.DONE)."""
         where = (self.instance.name, self.node.address)
         if action in ("create", "update", "delete") and status in (OK, IN_DOUBT):
-            what = f"{action} {user}" + (" (sent, no answer)" if status == IN_DOUBT else "")
+            what = f"{action} {shown(user)}" + (" (sent, no answer)" if status == IN_DOUBT else "")
             interrupt.DONE.record(*where, what, change=status == OK)
         elif action == "config" and user != "rewrite" and status == OK:
             interrupt.DONE.record(*where, f"CONFIG SET {user}", change=True)
         elif action == "kill-sessions" and status == OK:
-            interrupt.DONE.record(*where, f"killed {user}'s connections", change=False)
+            interrupt.DONE.record(*where, f"killed {shown(user)}'s connections", change=False)
         elif action == "persist" and status == OK and detail in ("acl-save", "config-rewrite", "sentinel-flushconfig"):
             interrupt.DONE.record(*where, f"saved ({detail})", change=False)
+
+    def _attempt(self, steps: list[tuple[str, str, UserChange | None]]) -> None:
+        """Before sending: the audit log names every command of the batch (synced to disk)."""
+        if self.audit is not None:
+            self.audit.attempt(instance=self.instance.name, node=self.node.address, steps=steps)
 
     def _fail(self, error: str) -> None:
         self.result.error = redact(error)
@@ -311,6 +317,7 @@ class _NodeRun:
             self._check_stop()
             self._check_lock(f"{step} batch {self.batch_no + 1}")
             self.result.started = True
+            self._attempt([("kill-sessions" if step == "kill" else c.action, c.user, c) for c in batch])
             pipe = client.pipeline(transaction=False)
             for c in batch:
                 pipe.execute_command(*self._command(step, c))
@@ -327,7 +334,7 @@ class _NodeRun:
             for c, reply in zip(batch, replies, strict=True):
                 refused_text = self._check_reply(step, c, reply)
                 if refused_text:
-                    refused.append(f"{c.user}: {refused_text}")
+                    refused.append(f"{shown(c.user)}: {refused_text}")
             self.pending[step] = items[start + len(batch) :]
             self.batch_no += 1
             if refused:
@@ -358,6 +365,7 @@ class _NodeRun:
                 raise _Stop from None
             ours = lock.own_names()
             ids = {c.user: [e["id"] for e in listed if e.get("user") == c.user and e.get("name", "") not in ours and e.get("id")] for c in batch}
+            self._attempt([("kill-sessions", c.user, c) for c in batch])
             pipe = client.pipeline(transaction=False)
             for c in batch:
                 for client_id in ids[c.user]:
@@ -382,7 +390,7 @@ class _NodeRun:
                     self.result.killed[c.user] = n  # pending.finish: this revoke is complete
                 if errors:
                     self._record("kill-sessions", c.user, FAILED, str(errors[0]), c)
-                    refused.append(f"{c.user}: {errors[0]}")
+                    refused.append(f"{shown(c.user)}: {errors[0]}")
                 elif c.action == "delete" and not ids[c.user]:
                     # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections.
                     self._record("kill-sessions", c.user, OK, "user deleted; DELUSER closed its connections", c)
@@ -418,6 +426,7 @@ class _NodeRun:
         self.result.started = True
         for cc in config:
             label = f"{cc.parameter} {cc.after}"
+            self._attempt([("config", label, None)])
             try:
                 with _deadline(client, self.instance, self.node.address, f"CONFIG SET {cc.parameter}"):
                     client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
@@ -431,6 +440,7 @@ class _NodeRun:
                 raise _Stop from None
             self._record("config", label, OK, f"was {cc.before}")
         if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
+            self._attempt([("config", "rewrite", None)])
             try:
                 with _deadline(client, self.instance, self.node.address, "CONFIG REWRITE"):
                     client.execute_command("CONFIG", "REWRITE")
@@ -444,6 +454,8 @@ class _NodeRun:
         self._check_stop()
         self._check_lock("persist")
         mode = self.node.persist
+        if mode not in ("warn", "none"):
+            self._attempt([("persist", "", None)])
         try:
             with _deadline(client, self.instance, self.node.address, "persist"):
                 if mode == "auto":
@@ -578,7 +590,7 @@ def _touched_nodes(plan: Plan) -> dict[str, list[NodePlan]]:
 
 
 def _describe_left(changes: Sequence[UserChange]) -> str:
-    parts = [f"{c.action} {c.user}" for c in changes[:10]]
+    parts = [f"{c.action} {shown(c.user)}" for c in changes[:10]]
     more = f", ... and {len(changes) - 10} more" if len(changes) > 10 else ""
     return ", ".join(parts) + more
 
@@ -630,8 +642,8 @@ def verify(
             if left:
                 problems.append(f"did not converge on node {node.address} ({name}): {_describe_left(left)}")
             elif config_left:
-                shown = ", ".join(f"{cc.parameter} {cc.after}" for cc in config_left)
-                problems.append(f"did not converge on node {node.address} ({name}): CONFIG {shown}")
+                settings = ", ".join(f"{cc.parameter} {cc.after}" for cc in config_left)
+                problems.append(f"did not converge on node {node.address} ({name}): CONFIG {settings}")
     if problems:
         raise ApplyError("\n".join(problems))
 

@@ -15,7 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ... import lock
+from ... import addresses, lock
 from ...acl.table import CommandTable
 from ...errors import LiveError
 from ...model import Admin, Instance
@@ -182,6 +182,9 @@ def _connect_to(instance: Instance, address: str, ip: str, timeout: float) -> re
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": True,
+        # Names are any bytes but ASCII spaces: bytes that are not UTF-8 decode to surrogates
+        # and encode back to the same bytes, so such a user can be read, shown and deleted.
+        "encoding_errors": "surrogateescape",
         "protocol": 2,
         # No silent retries: redis-py's default (3, with backoff) spends ~3 s on every refused
         # connection and would re-send writes the executor must report as in doubt.
@@ -339,6 +342,7 @@ def read_node(
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
+        resolved = _peer(client)
         cache = tables if tables is not None else {}
         with deadline(client, timeout_of(instance), f"{instance.name} {address}", "command table"):
             table_name, table = (
@@ -360,6 +364,8 @@ def read_node(
             admin_hash=admin_hash,
             tls=tls_on,
             lock_impostors=tuple(f"user {c.get('user', '?')} from {c.get('addr', '?')} ({c.get('name')})" for c in impostors),
+            resolved=resolved,
+            run_id=str(info.get("run_id", "")),
             table=table,
         )
     except redis.RedisError as exc:
@@ -367,6 +373,19 @@ def read_node(
     finally:
         if own:
             client.close()
+
+
+def _peer(client: redis.Redis) -> str:
+    """The address the client's connection reached (its socket's peer), "" when unknown."""
+    pool = client.connection_pool
+    try:
+        conn = pool.get_connection()
+    except (redis.RedisError, OSError):
+        return ""
+    try:
+        return addresses.peer(getattr(conn, "_sock", None))
+    finally:
+        pool.release(conn)
 
 
 def _acl_line_user(line: str | bytes) -> str:

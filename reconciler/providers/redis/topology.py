@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from ... import addresses
 from ...errors import LiveError
 from ...model import Instance
 from .deadline import deadline
@@ -66,8 +67,7 @@ class Topology:
         return tuple(m.address for m in self.members)
 
 
-def join_address(host: str, port: int | str) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+join_address = addresses.join
 
 
 def sort_key(address: str) -> tuple[str, int]:

@@ -1,0 +1,120 @@
+"""The changes applies made, from the audit log (one JSON line per change per node): what each
+revoked in the plan's words, which tokens it removed, whom it disabled or deleted.
+
+Only completed changes count (`result: ok`). The lines of one apply (one plan fingerprint) for
+one user are one change, at the time of its first node. Lines that are not JSON records (a
+line cut short by a crash, a hand edit) are skipped and counted, never fatal: the report says
+how many.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..errors import ReconcilerError
+
+
+@dataclass(frozen=True)
+class Change:
+    time: float  # epoch seconds
+    instance: str
+    user: str
+    action: str  # create | update | delete
+    permissions: tuple[str, ...] = ()  # the plan's words, sign first: "- revokes KEYS"
+    revoked_commands: tuple[str, ...] = ()  # every command a "revokes" line took away ("keys", "client|kill")
+    removed: tuple[tuple[str | None, str], ...] = ()  # (token id, sha256 prefix) of tokens removed
+    disabled: bool = False  # enabled: true -> false
+    plan: str = ""  # plan fingerprint
+
+
+@dataclass(frozen=True)
+class History:
+    changes: tuple[Change, ...]  # by time
+    token_ids: dict[tuple[str, str, str], str]  # (instance, user, sha256 prefix) -> the id the file gave it
+    skipped: int = 0  # lines that are not JSON records
+    source: str = ""
+
+    def token_label(self, instance: str, user: str, token_id: str | None, prefix: str) -> str:
+        """`2026-08 (sha256:5e884898…)`; a token removed because the file dropped it has no id in
+        its own record, but the record that added it named it."""
+        name = token_id or self.token_ids.get((instance, user, prefix))
+        return f"{name} (sha256:{prefix}…)" if name else f"sha256:{prefix}…"
+
+
+def _epoch(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return None
+
+
+def parse(lines: Iterable[str], source: str = "") -> History:
+    """Pure: audit lines -> the changes they record."""
+    merged: dict[tuple[str, str, str, str], Change] = {}
+    ids: dict[tuple[str, str, str], str] = {}
+    skipped = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            skipped += 1
+            continue
+        if not isinstance(rec, dict):
+            skipped += 1
+            continue
+        if rec.get("result") != "ok":
+            continue
+        when = _epoch(rec.get("time"))
+        instance, user, action = str(rec.get("instance", "")), str(rec.get("user", "")), str(rec.get("action", ""))
+        if when is None or not instance or action not in ("create", "update", "delete"):
+            continue
+        tokens = [t for t in rec.get("tokens") or () if isinstance(t, dict)]
+        for t in tokens:
+            if t.get("id") and t.get("sha256"):
+                ids[(instance, user, str(t["sha256"]))] = str(t["id"])
+        removed = tuple((str(t["id"]) if t.get("id") else None, str(t.get("sha256", ""))) for t in tokens if t.get("change") == "remove")
+        change = Change(
+            time=when,
+            instance=instance,
+            user=user,
+            action=action,
+            permissions=tuple(str(p) for p in rec.get("permissions") or ()),
+            revoked_commands=tuple(str(c) for c in rec.get("revoked_commands") or ()),
+            removed=removed,
+            disabled=rec.get("enabled") is False,
+            plan=str(rec.get("plan", "")),
+        )
+        key = (instance, user, change.plan, action)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = change
+        else:  # the same change on another node: one change, at its first node's time
+            merged[key] = Change(
+                time=min(seen.time, change.time),
+                instance=instance,
+                user=user,
+                action=action,
+                permissions=tuple(dict.fromkeys(seen.permissions + change.permissions)),
+                revoked_commands=tuple(dict.fromkeys(seen.revoked_commands + change.revoked_commands)),
+                removed=tuple(dict.fromkeys(seen.removed + change.removed)),
+                disabled=seen.disabled or change.disabled,
+                plan=change.plan,
+            )
+    return History(changes=tuple(sorted(merged.values(), key=lambda c: c.time)), token_ids=ids, skipped=skipped, source=source)
+
+
+def load(path: str) -> History | None:
+    """The audit log at `path`, or None when there is none yet (no apply wrote one)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return parse(fh, source=path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ReconcilerError(f"audit log {path}: cannot read: {exc.strerror or exc}") from None

@@ -61,7 +61,10 @@ class Step:
 
     @property
     def label(self) -> str:
-        return f"{self.action} {shown(self.user)}" if self.user else self.action
+        if not self.user:
+            return self.action
+        # `user` names a user, except for config steps ("tls-auth-clients yes"): shown as written.
+        return f"{self.action} {self.user if self.action == 'config' else shown(self.user)}"
 
 
 @dataclass

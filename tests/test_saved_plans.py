@@ -38,6 +38,8 @@ from reconciler.plan import (
     NodePlan,
     PasswordStrategy,
     Plan,
+    Rail,
+    Refusal,
     Severity,
     TokenAction,
     TokenChange,
@@ -362,7 +364,10 @@ def _sample_plan() -> Plan:
         findings=(Finding(FindingKind.TOKEN_AGE, "old", "cache", "10.0.0.1:6379", "app", "t1", Severity.WARNING),),
         inventory=(InventoryChange(TokenAction.ADD, "app", "CN=app", "b" * 64, "2027-01-01", "app.pem"),),
     )
-    return Plan(source="access.yaml", instances=(inst,), today="2026-11-23", source_sha256="c" * 64)
+    return Plan(
+        source="access.yaml", instances=(inst,), today="2026-11-23", source_sha256="c" * 64,
+        refusals=(Refusal(Rail.DELETE_THRESHOLD, "m", waived=True),), targets=("app",),
+    )
 
 
 def _other(value: Any) -> Any:
@@ -386,6 +391,8 @@ def _edits(obj: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         yield (*path, type(obj).__name__, f.name), dataclasses.replace(obj, **{f.name: _other(value)})
+        if f.name in saved.DISPLAY_ONLY.get(type(obj), ()):
+            continue  # what a display-only field holds is not compared either
         items = value if isinstance(value, tuple) else (value,)
         for i, item in enumerate(items):
             if dataclasses.is_dataclass(item):

@@ -351,6 +351,7 @@ class Plan:
                 Refusal(rail=Rail(r["rail"]), message=str(r["message"]), waived=bool(r.get("waived", False)))
                 for r in d.get("refusals", ())
             ),
+            targets=tuple(str(t) for t in d.get("targets", ())),
         )
 
 

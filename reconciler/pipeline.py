@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import inventory
+from . import interrupt, inventory
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .plan import Plan
@@ -108,6 +108,7 @@ class Pipeline:
                 console.err("nothing was changed; plan again")
                 return 1
             audit = self._audit(plan)
+            interrupt.DONE.expect(plan)  # an interrupt from here on says what was done
             try:
                 with manager.interruptible() as interrupted:
                     report = manager.apply(plan, audit=audit)

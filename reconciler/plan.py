@@ -62,6 +62,7 @@ class FindingKind(StrEnum):
     RECORD_MISSING = "record_missing"
     PENDING = "pending"
     ROTATION_DUE = "rotation_due"
+    LOCK_IMPOSTOR = "lock_impostor"
 
 
 class Severity(StrEnum):
@@ -351,6 +352,7 @@ class Plan:
                 Refusal(rail=Rail(r["rail"]), message=str(r["message"]), waived=bool(r.get("waived", False)))
                 for r in d.get("refusals", ())
             ),
+            targets=tuple(str(t) for t in d.get("targets", ())),
         )
 
 

@@ -52,7 +52,7 @@ from urllib.parse import urlparse
 from .. import acl
 from ..audit import AuditLog
 from ..errors import LiveError, PlanError, remember_secret
-from ..model import DesiredState, Instance, User, server_token_ref
+from ..model import NEXT, PREVIOUS, DesiredState, Instance, Token, User, server_token_ref
 from ..plan import ConfigChange, Finding, FindingKind, InstancePlan, Plan, UserChange
 from ..report import ApplyReport
 from ..secrets import SecretError, sinks
@@ -181,7 +181,55 @@ class MemorystoreProvider(Provider):
         for name in live.instances:
             for u in self.desired.users_for(name):
                 _check_user(name, u)
-        return common.plan_with(self.desired, live, today, lambda u: u, refine)
+        held: dict[str, set[str]] = {}
+        for inst in live.instances.values():
+            for node in inst.nodes:
+                for name, lu in node.users.items():
+                    held.setdefault(name, set()).update(lu.hashes)
+        return common.plan_with(self.desired, live, today, lambda u: with_rotation_names(u, held.get(u.name, set())), refine)
+
+    # -- rotation (the record names the service's tokens) -------------------------------------
+
+    def promote(self, instance: str, user: str, token_id: str) -> None:
+        record = common.load_record(self.desired.source, NAME)
+        names = record.setdefault(instance, {}).setdefault(user, {})
+        new = names.pop(token_id + NEXT, None)
+        if new is None:
+            return
+        old = names.get(token_id)
+        names[token_id] = new
+        if old is not None:
+            names[token_id + PREVIOUS] = old
+        else:
+            names.pop(token_id + PREVIOUS, None)
+        common.save_record(self.desired.source, NAME, record)
+
+    def settle(self, instance: Instance, user: str, token_id: str, stored_sha256: str | None) -> str | None:
+        import hashlib
+
+        record = common.load_record(self.desired.source, NAME)
+        service = ((record.get(instance.name) or {}).get(user) or {}).get(token_id + NEXT)
+        if service is None:
+            return None
+        assert instance.api is not None and instance.api.instance
+        http = self.client(instance)
+        try:
+            try:
+                value = (http.get(f"/v1/{instance.api.instance}/tokenAuthUsers/{user}/authTokens/{service}") or {}).get("token")
+            except HttpError as exc:
+                if exc.status != 404:
+                    raise
+                value = None
+        finally:
+            http.close()
+        if isinstance(value, str) and value:
+            remember_secret(value)
+            if hashlib.sha256(value.encode()).hexdigest() == stored_sha256:
+                self.promote(instance.name, user, token_id)
+                return "promoted"
+        record[instance.name][user].pop(token_id + NEXT, None)
+        common.save_record(self.desired.source, NAME, record)
+        return "dropped"
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -190,6 +238,22 @@ class MemorystoreProvider(Provider):
 
     def verify(self, plan: Plan, *, today: date) -> None:
         common.verify_by_replan(self, plan, today)
+
+
+def with_rotation_names(user: User, held: set[str]) -> User:
+    """A rotating token's other service tokens, kept while they exist (never made by a plan): the
+    one it replaced (`<id>.previous`, removed by the next rotation) and a new one a stopped
+    rotation made but did not promote (`<id>:next`, settled by the next `rotate`)."""
+    ids = {t.id for t in user.tokens}
+    extra = []
+    for t in user.tokens:
+        if t.rotate is None:
+            continue
+        for label, why in ((t.id + PREVIOUS, "the value before the last rotation"), (t.id + NEXT, "made by a rotation that stopped")):
+            ref = server_token_ref(user.name, label)
+            if label not in ids and ref in held:
+                extra.append(Token(id=label, sha256=ref, source="server-generated", line=t.line, note=why))
+    return replace(user, tokens=user.tokens + tuple(extra)) if extra else user
 
 
 def token_refs(user: str, listed: list[dict], known: Mapping[str, str]) -> dict[str, str]:
@@ -281,7 +345,7 @@ class _Run(common.ApiRun):
         steps: list[tuple[str, str, Any]] = [("config", cc.parameter, cc) for cc in node.config]
         steps += [(c.action, c.user, c) for c in node.changes]
         self.part.left = [f"{a} {u}" for a, u, _ in steps]
-        record = common.load_record(self.p.desired.source, NAME)
+        record = self.record = common.load_record(self.p.desired.source, NAME)
         self.names = record.setdefault(self.instance.name, {})  # user -> {file token id: service name}
         try:
             for action, user, item in steps:
@@ -404,6 +468,11 @@ class _Run(common.ApiRun):
             if not value:
                 raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({created})")
             remember_secret(value)
+            if token.succeeds:
+                # A rotation's new token is named before its value reaches the sink: a run stopped
+                # right after the sink took it leaves a token the next `rotate` can promote.
+                self.names.setdefault(user, {})[token.id] = created
+                common.save_record(self.p.desired.source, NAME, self.record)
             try:
                 sink.commit(value)
             except SecretError as exc:
@@ -411,6 +480,7 @@ class _Run(common.ApiRun):
         except BaseException:
             sink.abort()
             if created is not None:  # never a token on the service whose value no sink holds
+                (self.names.get(user) or {}).pop(token.id, None)
                 try:
                     self._wait(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{created}"))
                 except LiveError:

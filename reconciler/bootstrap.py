@@ -13,61 +13,55 @@ An instance needs it when the file's admin can't log in on some node -- every no
 replicas, cluster members and the data nodes Sentinel reports, since ACLs don't replicate -- or
 logs in but may not read, or lacks what every apply needs (rights.ESSENTIAL): step 1 fixes it.
 
-All three steps are planned from one read and shown before the single confirmation. Like any
-apply, the live state is re-read under the lock after the prompt and before step 1 (an admin
-someone created meanwhile is not overwritten), and again as the admin after step 1: the rest
-must still be what was shown. Each step is judged by the rights it will run with: step 1 by
-`default`'s, steps 2 and 3 by the admin's as step 1 leaves it. Instances whose admin already
-logs in and may do everything are applied in step 2 like any apply, so a second
-`apply --bootstrap` is an ordinary apply (and a no-op when nothing changed).
+All three steps are planned from one read and shown before the single confirmation; then they
+are two steps of the Manager's apply pipeline (pipeline.py), each with its own login: step 1 as
+`default`, steps 2 and 3 as the admin. Like any apply, the live state is re-read under the lock
+after the prompt and before step 1 (an admin someone created meanwhile is not overwritten), and
+again as the admin after step 1: the rest must still be what was shown. Each step is judged by
+the rights it will run with: step 1 by `default`'s, steps 2 and 3 by the admin's as step 1
+leaves it. Instances whose admin already logs in and may do everything are applied in step 2
+like any apply, so a second `apply --bootstrap` is an ordinary apply (and a no-op when nothing
+changed).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
-import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import interrupt, safety, saved, secrets
-from ..audit import AuditLog
-from ..errors import ApplyError, LiveError, ReconcilerError
-from ..manager import Manager, unpersisted
-from ..model import Admin, DesiredState, Secret
-from ..plan import Plan, UserChange, only_changes
-from ..render import render_text
-from ..render.terminal import use_color
-from ..state import InstanceState, LiveState, LiveUser
+from . import safety, secrets
+from .errors import LiveError, ReconcilerError
+from .model import Admin, DesiredState, Secret
+from .pipeline import Console, Options, Rechecked, Step
+from .plan import Plan, Rail, Refusal, UserChange, only_changes
+from .state import InstanceState, LiveState, LiveUser
 
-Prompt = Callable[[str], str]
+if TYPE_CHECKING:
+    from .manager import Manager
+
 DEFAULT = "default"
 
 
-def _out(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
-
-
-def _bootstrap_admin(args: argparse.Namespace) -> Admin:
-    var = getattr(args, "bootstrap_secret_env", None)
-    if not var:
+def default_login(secret_env: str | None) -> Admin:
+    """How step 1 logs in: as `default`, with the password in `secret_env` (None: nopass)."""
+    if not secret_env:
         return Admin(username=DEFAULT)
-    value = os.environ.get(var)
+    value = os.environ.get(secret_env)
     if not value:
-        raise ReconcilerError(f"--bootstrap-secret-env {var}: the variable is not set or empty")
-    secrets.check_one_line(value, f"--bootstrap-secret-env {var}")
-    return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
+        raise ReconcilerError(f"--bootstrap-secret-env {secret_env}: the variable is not set or empty")
+    secrets.check_one_line(value, f"--bootstrap-secret-env {secret_env}")
+    return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{secret_env}")
 
 
-def _why_bootstrap(desired: DesiredState, name: str) -> str | None:
+def _why_bootstrap(manager: "Manager", name: str) -> str | None:
     """Why the file's admin can't run an apply on this instance as it is (None: it can). It is
     read as the admin, every node of it: an AUTH failure anywhere, a refused read, or rights
     without which no apply runs are for step 1 to fix; anything else is an error."""
     try:
-        state = Manager(desired).read([name])
+        state = manager.read([name])
     except LiveError as exc:
         text = str(exc)
         if "AUTH failed" in text:
@@ -79,13 +73,14 @@ def _why_bootstrap(desired: DesiredState, name: str) -> str | None:
     return f"lacks {missing[0]}" if missing else None
 
 
-def needs_bootstrap(desired: DesiredState, names: list[str]) -> list[str]:
+def needs_bootstrap(manager: "Manager", names: list[str]) -> list[str]:
+    desired = manager.desired
     out = []
     for name in names:
         inst = desired.instances[name]
         if inst.provider != "redis" or inst.admin.username == DEFAULT or not (inst.nodes or inst.sentinels):
             continue
-        why = _why_bootstrap(desired, name)
+        why = _why_bootstrap(manager, name)
         if why is None:
             continue
         if inst.admin.username not in {u.name for u in desired.users_for(name)}:
@@ -95,6 +90,18 @@ def needs_bootstrap(desired: DesiredState, names: list[str]) -> list[str]:
             )
         out.append(name)
     return out
+
+
+def as_default(desired: DesiredState, boot: set[str], login: Admin) -> DesiredState:
+    """The file with step 1's login on the instances to bootstrap; the file's admin's named
+    connections still count as a lock there."""
+    return dataclasses.replace(
+        desired,
+        instances={
+            n: dataclasses.replace(i, admin=login, lock_users=(i.admin.username,)) if n in boot else i
+            for n, i in desired.instances.items()
+        },
+    )
 
 
 def _as_admin(state: LiveState, desired: DesiredState, boot: set[str]) -> LiveState:
@@ -129,18 +136,20 @@ def _after_step1(state: LiveState, step1: Plan, desired: DesiredState, boot: set
     return LiveState(instances=instances)
 
 
-def rails(plan: Plan, steps: "Steps", state: LiveState, desired: DesiredState, boot: set[str], *, force: bool) -> list[str]:
+def refusals(plan: Plan, steps: "Steps", state: LiveState, desired: DesiredState, boot: set[str], *,
+             force: bool) -> tuple[Refusal, ...]:
     """The safety rails, each step judged by the rights it will run with: step 1 by `default`'s
     live rights, steps 2 and 3 by the admin's as step 1 leaves it (so an admin with another
-    password or too few rights can be fixed, as step 1 promises)."""
+    password or too few rights can be fixed, as step 1 promises). What --force lifts is kept,
+    marked waived, as Manager.check does."""
     after = _after_step1(state, steps.admin, desired, boot)
     later = only_changes(plan, lambda i, u: not (i in boot and u == desired.instances[i].admin.username))
-    return (
-        safety.lockout(plan, after, desired)
-        + safety.admin_rights(steps.admin, state)
-        + safety.admin_rights(later, after)
-        + safety.delete_threshold(plan, state, desired.policies.max_delete_percent, force=force)
+    found = (
+        [Refusal(Rail.LOCKOUT, p) for p in safety.lockout(plan, after, desired)]
+        + [Refusal(Rail.ADMIN_RIGHTS, p) for p in safety.admin_rights(steps.admin, state) + safety.admin_rights(later, after)]
+        + [Refusal(Rail.DELETE_THRESHOLD, p) for p in safety.delete_threshold(plan, state, desired.policies.max_delete_percent)]
     )
+    return tuple(dataclasses.replace(r, waived=True) if force and r.forcible else r for r in found)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,20 +184,6 @@ def _writes(plan: Plan) -> set[tuple[Any, ...]]:
     } | {(inst.name, node.address, cc) for inst in plan.instances for node in inst.nodes for cc in node.config}
 
 
-def _apply(plan: Plan, desired: DesiredState, audit: AuditLog | None) -> list[str]:
-    if not plan.has_changes:
-        return []
-    try:
-        report = Manager(desired).apply(plan, audit=audit)
-    except ApplyError as exc:
-        for line in exc.report.summary_lines() if exc.report is not None else []:
-            _out(line)
-        raise
-    for warning in report.warnings:
-        print(f"reconciler: warning: {warning}", file=sys.stderr)
-    return report.summary_lines()
-
-
 def _titles(boot: list[str], desired: DesiredState) -> tuple[str, str, str]:
     admins = ", ".join(sorted({desired.instances[n].admin.username for n in boot}))
     where = ", ".join(boot)
@@ -199,106 +194,69 @@ def _titles(boot: list[str], desired: DesiredState) -> tuple[str, str, str]:
     )
 
 
-def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argparse.Namespace, Prompt | None], bool]) -> int:
-    manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
+def _present(console: Console, plan: Plan, steps: Steps, titles: tuple[str, str, str]) -> None:
+    for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), titles, strict=True)):
+        if sub.has_changes or sub.findings:
+            if i:
+                console.out("")
+            console.present(sub, title=title)
+        else:
+            console.out(f"\n{title}\n\n  nothing to change")
+    c = plan.counts()
+    console.out(f"\nBootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
+
+
+def _unchanged_after_step1(manager: "Manager", names: list[str], shown: Steps, boot: set[str]) -> Callable[[Plan], Rechecked]:
+    """Step 2's re-check, as the admin under its lock: it logs in now, step 1 left nothing of
+    its own to do, and the rest still writes what was shown; the fresh plan is what it writes."""
     desired = manager.desired
-    names = manager.instance_names(args.instance)
-    boot = needs_bootstrap(desired, names)
+
+    def recheck(plan: Plan) -> Rechecked:
+        fresh = manager.plan(manager.read(names))
+        again = split(fresh, desired, boot)
+        if again.admin.has_changes or _writes(again.rest) != _writes(shown.rest) or _writes(again.default) != _writes(shown.default):
+            return Rechecked([
+                "the live state changed after step 1 (the admin user exists now); "
+                f"review the rest with `reconciler plan -f {desired.source}`"
+            ], fresh)
+        return Rechecked([], fresh)
+
+    return recheck
+
+
+def run(manager: "Manager", only: list[str] | None, console: Console, options: Options, *,
+        secret_env: str | None = None) -> int:
+    """Manager.bootstrap: plan the three steps, show them, then the pipeline (rails per step,
+    one confirmation, step 1 as `default`, steps 2 and 3 as the admin). With nothing to
+    bootstrap, an ordinary apply."""
+    desired = manager.desired
+    names = manager.instance_names(only)
+    boot = needs_bootstrap(manager, names)
     if not boot:
-        _out("Bootstrap: the file's admin user logs in on every instance; nothing to bootstrap.")
-        return -1  # the caller runs an ordinary apply
-    boot_admin = _bootstrap_admin(args)
-    # Step 1 connects as `default`; the file's admin's named connections still count as a lock.
-    boot_desired = dataclasses.replace(
-        desired,
-        instances={
-            n: dataclasses.replace(i, admin=boot_admin, lock_users=(i.admin.username,)) if n in boot else i
-            for n, i in desired.instances.items()
-        },
-    )
+        console.out("Bootstrap: the file's admin user logs in on every instance; nothing to bootstrap.")
+        return manager.apply_file(only, console, options)
+    booted = set(boot)
+    first = manager.derived(as_default(desired, booted, default_login(secret_env)))
     try:
-        state = Manager(boot_desired).read(names)
+        state = first.read(names)
     except LiveError as exc:
         raise ReconcilerError(f"--bootstrap: cannot log in as `default` either: {exc}") from None
     plan = manager.plan(state)
-    steps = split(plan, desired, set(boot))
-    color = use_color(args, sys.stdout)
-    for i, (sub, title) in enumerate(zip((steps.admin, steps.rest, steps.default), _titles(boot, desired), strict=True)):
-        if sub.has_changes or sub.findings:
-            _out(("\n" if i else "") + render_text(sub, color=color, title=title))
-        else:
-            _out(f"\n{title}\n\n  nothing to change")
-    c = plan.counts()
-    _out(f"\nBootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
-    problems = rails(plan, steps, state, desired, set(boot), force=args.force)
-    if problems:
-        for p in problems:
-            print(f"reconciler: refusing to apply: {p}", file=sys.stderr)
-        print("reconciler: nothing was changed", file=sys.stderr)
-        return 1
-    if not confirm(args, prompt):
-        print("reconciler: apply cancelled; nothing was changed", file=sys.stderr)
-        return 1
-    audit_path = args.audit_log or desired.audit_log
-    audit = AuditLog(audit_path, plan) if audit_path else None
-    interrupt.DONE.expect(plan)  # an interrupt between the steps says what step 1 did
-    try:
-        return _execute(args, manager, boot_desired, steps, names, audit, plan)
-    finally:
-        if audit is not None:
-            audit.close()
+    steps = split(plan, desired, booted)
+    _present(console, plan, steps, _titles(boot, desired))
+    plan = dataclasses.replace(plan, refusals=refusals(plan, steps, state, desired, booted, force=options.force))
 
+    def step1(p: Plan) -> tuple[Plan, ...]:
+        return (split(p, desired, booted).admin,)
 
-def _execute(
-    args: argparse.Namespace,
-    manager: Manager,
-    boot_desired: DesiredState,
-    steps: Steps,
-    names: list[str],
-    audit: AuditLog | None,
-    plan: Plan,
-) -> int:
-    desired = manager.desired
-    # Like any apply, each step holds the instance's apply lock: step 1 as `default` (the admin
-    # can't log in yet), steps 2 and 3 as the admin. Under step 1's lock, after the prompt, the
-    # live state must still produce the plan shown; the re-read after step 1 happens under the
-    # admin's lock, so whatever moved between the two locks is caught by the comparison.
-    try:
-        with Manager(boot_desired).lock(steps.admin):
-            moved = saved.differences(plan, manager.plan(Manager(boot_desired).read(names)))
-            if moved:
-                for p in moved:
-                    print(f"reconciler: refusing to apply: live state changed since the plan shown was made: {p}", file=sys.stderr)
-                print("reconciler: nothing was changed; plan again", file=sys.stderr)
-                return 1
-            with manager.interruptible() as interrupted:
-                for line in _apply(steps.admin, boot_desired, audit):
-                    _out(line)
-        if interrupted.is_set():
-            for line in interrupt.DONE.lines() or ["interrupted; nothing was changed"]:
-                print(f"reconciler: {line}", file=sys.stderr)
-            return 130
-        with manager.lock(plan), manager.interruptible() as interrupted:
-            # Re-read as the admin: it must log in now, and the rest must still be what was shown.
-            fresh = manager.plan(manager.read(names))
-            boot = {i.name for i in steps.admin.instances}
-            again = split(fresh, desired, boot)
-            if again.admin.has_changes or _writes(again.rest) != _writes(steps.rest) or _writes(again.default) != _writes(steps.default):
-                print(
-                    "reconciler: refusing to go on: the live state changed after step 1 (the admin user exists now); "
-                    f"review the rest with `reconciler plan -f {args.file}`",
-                    file=sys.stderr,
-                )
-                return 1
-            for line in _apply(again.rest, desired, audit) + _apply(again.default, desired, audit):
-                _out(line)
-    except ApplyError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return 130 if interrupted.is_set() else 1
-    for warning in unpersisted(fresh):
-        print(f"reconciler: warning: {warning}", file=sys.stderr)
-    Manager(desired).verify(fresh)
-    c = steps.admin.counts()
-    r = fresh.counts()
-    _out(f"\nBootstrap complete: {c.add + r.add} added, {c.change + r.change} changed, {c.destroy + r.destroy} destroyed.")
-    return 0
+    def steps23(p: Plan) -> tuple[Plan, ...]:
+        later = split(p, desired, booted)
+        return (later.rest, later.default)
+
+    return manager.pipeline(console, options).run(plan, state, checked=True, kind="Bootstrap", steps=(
+        # Step 1 holds the instances it writes as `default` (the admin can't log in yet); the
+        # usual re-check holds the whole plan shown against a fresh read.
+        Step(first, lock=lambda p: first.lock(step1(p)[0]), writes=step1),
+        # Steps 2 and 3 under the admin's lock: whatever moved between the two locks is caught.
+        Step(manager, recheck=_unchanged_after_step1(manager, names, steps, booted), writes=steps23),
+    ))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import addresses, config, interrupt, inventory, pending, providers, rotation, safety, saved
+from . import addresses, bootstrap, config, interrupt, inventory, pending, providers, rotation, safety, saved
 from .audit import AuditLog
 from .denials import changes as audit_changes
 from .denials import merge as denials_merge
@@ -258,7 +258,7 @@ class Manager:
         fresh = self.target(self.plan(self.read([i.name for i in plan.instances])), plan.targets)
         return saved.differences(plan, narrow(fresh) if narrow is not None else fresh)
 
-    # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, each step of `rotate` --
+    # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, `apply --bootstrap`, `rotate` --
 
     def pipeline(self, console: Console, options: Options | None = None, **kw: Any) -> Pipeline:
         return Pipeline(self, console, options, **kw)
@@ -294,6 +294,13 @@ class Manager:
         plan = self.check(fresh, state, force=options.force)
         console.present(plan)
         return self.pipeline(console, options).run(plan, state, what=name, checked=True)
+
+    def bootstrap(self, only: list[str] | None, console: Console, options: Options, *,
+                  default_secret_env: str | None = None) -> int:
+        """`apply --bootstrap` (bootstrap.py): the admin created as `default`, then the rest as the
+        admin, `default` last: two pipeline steps with their own logins after one confirmation;
+        an ordinary apply_file where the admin logs in everywhere already."""
+        return bootstrap.run(self, only, console, options, secret_env=default_secret_env)
 
     def rotate(self, request: "Request", console: Console, options: Options) -> int:
         """`reconciler rotate`: each due token through the four steps (rotator.py)."""

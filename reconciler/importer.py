@@ -1,8 +1,4 @@
-"""`reconciler import`: a complete desired-state file for what is live on one instance.
-
-    reconciler import --node HOST:PORT [--tls-ca F --tls-cert F --tls-key F --tls-server-name N]
-                      --admin-user U --admin-secret-env VAR [--name N] [--out FILE [--force]]
-    reconciler import --instance N -f FILE [--out FILE [--force]]
+"""`reconciler import`'s work: a complete desired-state file for what is live on one instance.
 
 The file validates and plans as a no-op as it is: the instance (seed nodes, admin as a secret
 reference, never a value), every user with `enabled`, its tokens as `sha256:` entries (the server
@@ -14,10 +10,8 @@ discovered from one seed; users are read from the first primary.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -162,42 +156,62 @@ def render(imp: Imported) -> str:
 # ---- the two ways in ----------------------------------------------------------------------
 
 
-def _from_node(args: argparse.Namespace, out_dir: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+@dataclass(frozen=True)
+class Request:
+    """What to import, as the command line gives it: a seed node with an admin, or an instance
+    of a desired-state file; and where the file goes (None: returned only)."""
+
+    nodes: tuple[str, ...] = ()  # --node HOST:PORT, repeatable
+    admin_user: str | None = None
+    admin_secret_env: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    name: str | None = None  # the instance's name in the file written (--node)
+    file: str | None = None  # -f FILE with --instance N
+    instance: str | None = None
+    out: str | None = None
+    force: bool = False  # --out may replace a file
+    allow_exec: bool = False
+
+
+def _from_node(req: Request, out_dir: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """-> (instance name, the spec to write, the spec to read with: TLS paths made absolute)."""
-    if not args.admin_secret_env:
+    if not req.admin_secret_env:
         raise ReconcilerError("import --node needs --admin-secret-env VAR (the admin's token is read from VAR)")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.admin_secret_env):
-        raise ReconcilerError(f"--admin-secret-env {args.admin_secret_env!r} is not an environment variable name")
-    if not os.environ.get(args.admin_secret_env):
-        raise ReconcilerError(f"environment variable {args.admin_secret_env} is not set (the admin's token)")
-    name = args.name or "imported"
-    spec: dict[str, Any] = {"nodes": list(args.node)}
-    read_spec: dict[str, Any] = {"nodes": list(args.node)}
-    tls = {k: v for k, v in (("ca_file", args.tls_ca), ("cert_file", args.tls_cert), ("key_file", args.tls_key)) if v}
-    if tls or args.tls_server_name:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", req.admin_secret_env):
+        raise ReconcilerError(f"--admin-secret-env {req.admin_secret_env!r} is not an environment variable name")
+    if not os.environ.get(req.admin_secret_env):
+        raise ReconcilerError(f"environment variable {req.admin_secret_env} is not set (the admin's token)")
+    name = req.name or "imported"
+    spec: dict[str, Any] = {"nodes": list(req.nodes)}
+    read_spec: dict[str, Any] = {"nodes": list(req.nodes)}
+    tls = {k: v for k, v in (("ca_file", req.tls_ca), ("cert_file", req.tls_cert), ("key_file", req.tls_key)) if v}
+    if tls or req.tls_server_name:
         # Paths in the file are relative to the file's folder; on the command line, to the cwd.
         spec["tls"] = {k: os.path.relpath(os.path.abspath(v), out_dir) for k, v in tls.items()}
         read_spec["tls"] = {k: os.path.abspath(v) for k, v in tls.items()}
-        if args.tls_server_name:
-            spec["tls"]["server_name"] = read_spec["tls"]["server_name"] = args.tls_server_name
-    admin = {"username": args.admin_user or "default", "secret": {"env": args.admin_secret_env}}
+        if req.tls_server_name:
+            spec["tls"]["server_name"] = read_spec["tls"]["server_name"] = req.tls_server_name
+    admin = {"username": req.admin_user or "default", "secret": {"env": req.admin_secret_env}}
     spec["admin"] = read_spec["admin"] = admin
     return name, spec, read_spec
 
 
-def _from_file(args: argparse.Namespace, out_dir: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _from_file(file: str, instance: str, out_dir: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     from .config import load
 
     # Only this instance's admin secret is needed (read below); the file's other secrets are not.
-    desired = load(args.file, allow_expired=True, today=today(), resolve_secrets=False)
-    if args.instance not in desired.instances:
-        raise ReconcilerError(f"unknown instance {args.instance} (the file has: {', '.join(desired.instances)})")
-    with open(args.file, encoding="utf-8") as fh:
-        raw = (yaml.safe_load(fh) or {}).get("instances", {}).get(args.instance, {})
+    desired = load(file, allow_expired=True, today=today(), resolve_secrets=False)
+    if instance not in desired.instances:
+        raise ReconcilerError(f"unknown instance {instance} (the file has: {', '.join(desired.instances)})")
+    with open(file, encoding="utf-8") as fh:
+        raw = (yaml.safe_load(fh) or {}).get("instances", {}).get(instance, {})
     spec = dict(raw)
-    src_dir = os.path.dirname(os.path.abspath(args.file))
+    src_dir = os.path.dirname(os.path.abspath(file))
     read_spec = _rebase(spec, src_dir, None)
-    return args.instance, _rebase(spec, src_dir, out_dir), read_spec
+    return instance, _rebase(spec, src_dir, out_dir), read_spec
 
 
 _PATH_KEYS = ("ca_file", "cert_file", "key_file", "file")
@@ -229,27 +243,26 @@ def read(name: str, read_spec: dict[str, Any], *, allow_exec: bool = False) -> I
         return manager.read([name]).instances[name]
 
 
-def run(args: argparse.Namespace) -> int:
-    out = getattr(args, "out", None)
-    if out and os.path.exists(out) and not args.force:
+def run(req: Request) -> str:
+    """Read the instance, build its file and write it to `req.out` (replaced whole, never half
+    written); -> the file's text."""
+    out = req.out
+    if out and os.path.exists(out) and not req.force:
         raise ReconcilerError(f"{out} exists; pass --force to overwrite it")
     out_dir = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
-    if args.node and (args.instance or args.file):
+    if req.nodes and (req.instance or req.file):
         raise ReconcilerError("import takes --node ... or --instance N -f FILE, not both")
-    if args.node:
-        name, spec, read_spec = _from_node(args, out_dir)
-    elif args.instance and args.file:
-        name, spec, read_spec = _from_file(args, out_dir)
+    if req.nodes:
+        name, spec, read_spec = _from_node(req, out_dir)
+    elif req.instance and req.file:
+        name, spec, read_spec = _from_file(req.file, req.instance, out_dir)
     else:
         raise ReconcilerError("import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE")
-    state = read(name, read_spec, allow_exec=getattr(args, "allow_exec", False))
+    state = read(name, read_spec, allow_exec=req.allow_exec)
     text = render(build(name, spec, state))
-    if not out:
-        sys.stdout.write(text)
-        return 0
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
-    print(f"reconciler: wrote {out}", file=sys.stderr)
-    return 0
+    if out:
+        tmp = f"{out}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, out)
+    return text

@@ -20,23 +20,40 @@ operator through the Console the command supplies (rendering the plan, asking, p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from . import interrupt, inventory
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
+from .model import DesiredState
 from .plan import Plan
 from .render import refusal_lines
 from .report import ApplyReport
 from .state import LiveState
 
-if TYPE_CHECKING:
-    from .manager import Manager
-
 Lock = Callable[[Plan], AbstractContextManager[Any]]
+
+
+class Runner(Protocol):
+    """What the pipeline asks of a Manager (manager.Manager is the one), each with its login."""
+
+    desired: DesiredState
+
+    def check(self, plan: Plan, state: LiveState, *, force: bool = False) -> Plan: ...
+
+    def lock(self, plan: Plan) -> AbstractContextManager[Any]: ...
+
+    def recheck(self, plan: Plan, narrow: Callable[[Plan], Plan] | None = None) -> list[str]: ...
+
+    def interruptible(self) -> AbstractContextManager[threading.Event]: ...
+
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport: ...
+
+    def verify(self, plan: Plan) -> None: ...
 
 
 class Present(Protocol):
@@ -83,7 +100,7 @@ class Step:
     re-checked plan it writes, one after the other (default: the whole plan).
     """
 
-    manager: "Manager"
+    manager: Runner
     lock: Lock | None = None
     recheck: Callable[[Plan], Rechecked] | None = None
     writes: Callable[[Plan], tuple[Plan, ...]] = _whole
@@ -100,7 +117,7 @@ class Pipeline:
 
     def __init__(
         self,
-        manager: "Manager",
+        manager: Runner,
         console: Console,
         options: Options | None = None,
         *,

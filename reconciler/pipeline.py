@@ -133,7 +133,9 @@ class Pipeline:
     def run(self, plan: Plan, state: LiveState, *, what: str = "the plan shown", present: bool = False,
             checked: bool = False, steps: Sequence[Step] = (), kind: str = "Apply") -> int:
         """The rails' verdict (Manager.check, unless `checked`: the plan carries it already), the
-        plan shown when `present`, then refusals, confirm and execute. Exit code."""
+        plan shown when `present`, then refusals, confirm and execute. `steps`: the logins that
+        write it, in order (default: one, this Manager's); `kind` opens the closing line ("Apply
+        complete: ..."). Exit code."""
         if not checked:
             plan = self.manager.check(plan, state, force=self.options.force)
         if present:

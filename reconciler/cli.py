@@ -451,6 +451,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_module(module: object, args: argparse.Namespace) -> int:
+    from . import interrupt
+
+    interrupt.DONE.reset()
     try:
         return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:
@@ -461,7 +464,9 @@ def _run_module(module: object, args: argparse.Namespace) -> int:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("reconciler: interrupted; nothing was changed", file=sys.stderr)
+        # Said exactly: what this run changed before the interrupt (verify, a bootstrap step...).
+        for line in interrupt.DONE.lines() or ["interrupted; nothing was changed"]:
+            print(f"reconciler: {line}", file=sys.stderr)
         return 130
     except OSError as exc:
         print(f"reconciler: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)

@@ -212,6 +212,9 @@ class Instance:
     master_name: str | None = None
     sentinel_admin: Admin = field(default_factory=Admin)
     sentinel_users: tuple[User, ...] | None = None  # the sentinels' own users; None: sentinels' ACLs not managed
+    # Not from the file: other users whose connections named like the apply lock count as one
+    # (`apply --bootstrap` sets the file's admin while its step 1 connects as `default`).
+    lock_users: tuple[str, ...] = ()
 
     def for_role(self, role: str) -> "Instance":
         """The instance as seen by a node of this role: sentinels are reached as sentinel_admin."""

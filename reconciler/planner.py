@@ -427,6 +427,16 @@ def _node_findings(desired: DesiredState, inst: Instance, users: list[User], nod
                     user="default",
                 )
             )
+    for who in node.lock_impostors:
+        out.append(
+            Finding(
+                FindingKind.LOCK_IMPOSTOR,
+                f"a connection of {who} is named like the apply lock but is not authenticated as the admin user "
+                f"{node.admin_user}: apply ignores it (any user may name its connection); something impersonates the reconciler",
+                inst.name,
+                node.address,
+            )
+        )
     for name, lu in sorted(node.users.items()):
         if name == "default" and not declared_default:
             if lu.enabled and lu.nopass and (inst.auth_mode == "token" or desired.policies.forbid_nopass):

@@ -11,32 +11,12 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import rights
 from .model import DesiredState
 from .plan import FORCE_HINT, InstancePlan, NodePlan, Plan, Rail, Refusal, UserChange
-from .state import LiveState, NodeState
+from .state import InstanceState, LiveState, NodeState
 
-# What the reader and the executor send as the admin user; losing any of these locks us out
-# of reading, writing, persisting or verifying. AUTH/HELLO need no permission.
-REQUIRED_COMMANDS: tuple[str, ...] = (
-    "acl|setuser",
-    "acl|deluser",
-    "acl|list",
-    "acl|save",
-    "acl|whoami",
-    "acl|cat",
-    "client|kill",
-    "client|list",
-    "config|get",
-    "config|rewrite",
-    "info",
-    "ping",
-    "command",
-)
-# A sentinel runs no CONFIG; discovery and persistence need these SENTINEL subcommands instead.
-SENTINEL_REQUIRED_COMMANDS: tuple[str, ...] = tuple(
-    c for c in REQUIRED_COMMANDS if not c.startswith("config|")
-) + ("sentinel|get-master-addr-by-name", "sentinel|replicas", "sentinel|sentinels", "sentinel|flushconfig")
-# How each one is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
+# How a command is asked of the engine: bare COMMAND is a container on 7.0+, whose own bit the
 # engine does not model, so its INFO subcommand stands in for it (same categories).
 _PROBE = {"command": ["command", "info"]}
 
@@ -58,12 +38,17 @@ def _default_table(node: NodeState) -> Any:
     return node.acl_table()
 
 
-def missing_commands(rules: str, table: Any, required: tuple[str, ...] = REQUIRED_COMMANDS) -> list[str]:
-    """Required commands a user with these rules could not run (what ACL DRYRUN would say)."""
+def missing_commands(rules: str, table: Any, required: tuple[rights.Requirement, ...]) -> list[str]:
+    """Requirements a user with these rules could not meet (what ACL DRYRUN would say), each as
+    `CMD` or `CMD1 or CMD2` when any one of several will do."""
     from . import acl
 
     perms = acl.effective(rules, table)
-    return [cmd for cmd in required if not acl.check(perms, _PROBE.get(cmd, cmd.split("|")), table)]
+    return [
+        " or ".join(c.upper() for c in group)
+        for group in required
+        if not any(acl.check(perms, _PROBE.get(cmd, cmd.split("|")), table) for cmd in group)
+    ]
 
 
 def lockout(
@@ -83,7 +68,7 @@ def lockout(
             if change.user != node.admin_user:
                 continue
             where = f"{inst.name} {node.address}: admin user {change.user}"
-            problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst.name, table_for))
+            problems.extend(f"{where}: {p}" for p in _admin_problems(change, node, desired, inst, table_for))
     return problems
 
 
@@ -98,7 +83,7 @@ def _planned_nodes(plan: Plan, live: LiveState) -> list[tuple[InstancePlan, Node
 
 
 def _admin_problems(
-    change: UserChange, node: NodeState, desired: DesiredState | None, instance: str, table_for: TableLookup
+    change: UserChange, node: NodeState, desired: DesiredState | None, inst: InstancePlan, table_for: TableLookup
 ) -> list[str]:
     if change.action == "delete":
         return ["the plan deletes the user the reconciler logs in as"]
@@ -106,17 +91,16 @@ def _admin_problems(
     if not change.enabled:
         out.append("the plan disables the user the reconciler logs in as")
     if not change.nopass:
-        token = _admin_hash(node, desired, instance)
+        token = _admin_hash(node, desired, inst.name)
         if token is not None and token not in change.hashes:
             out.append(f"the plan removes the token the reconciler logs in with (sha256:{token[:8]}…)")
         elif token is None:
             live_user = node.users.get(change.user)
             if live_user is not None and live_user.nopass:
                 out.append("the plan sets a password on the admin user, but the reconciler has no admin secret for it")
-    required = SENTINEL_REQUIRED_COMMANDS if node.role == "sentinel" else REQUIRED_COMMANDS
-    missing = missing_commands(change.rules, table_for(node), required)
+    missing = missing_commands(change.rules, table_for(node), rights.kept(node.role, inst.topology))
     if missing:
-        out.append("the plan revokes commands the reconciler needs: " + ", ".join(c.upper() for c in missing))
+        out.append("the plan revokes commands the reconciler needs: " + ", ".join(missing))
     return out
 
 
@@ -146,22 +130,7 @@ def delete_threshold(plan: Plan, live: LiveState, max_percent: int, *, force: bo
 
 def needed_commands(node_plan: NodePlan) -> list[str]:
     """What executing this node plan sends as the admin user (the apply lock included)."""
-    if not node_plan.has_changes:
-        return []
-    needed = ["client|setname", "client|list"]  # the apply lock (reconciler.lock)
-    actions = {c.action for c in node_plan.changes}
-    if actions & {"create", "update"}:
-        needed.append("acl|setuser")
-    if "delete" in actions:
-        needed.append("acl|deluser")
-    if any(c.kill_sessions for c in node_plan.changes) or any(p.startswith("kill-sessions ") for p in node_plan.pending):
-        needed.append("client|kill")
-    if node_plan.config:
-        needed.append("config|set")
-        if any(cc.rewrite for cc in node_plan.config):
-            needed.append("config|rewrite")
-    needed.extend({"acl-save": ["acl|save"], "auto": ["acl|save"], "config-rewrite": ["config|rewrite"]}.get(node_plan.persist, []))
-    return list(dict.fromkeys(needed))
+    return rights.for_plan(node_plan)
 
 
 def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None = None) -> list[str]:
@@ -193,6 +162,26 @@ def admin_rights(plan: Plan, live: LiveState, *, table_for: TableLookup | None =
                 "grant them (e.g. +" + " +".join(missing) + ") and plan again"
             )
     return problems
+
+
+def admin_missing(instance: InstanceState, *, table_for: TableLookup | None = None) -> list[str]:
+    """What the admin user, as it is live, lacks of what every apply needs on each data node
+    (rights.ESSENTIAL): `CMD on ADDRESS` lines, empty when it has it all. `apply --bootstrap`
+    fixes it."""
+    from . import acl
+
+    table_for = table_for or _default_table
+    out: list[str] = []
+    for node in instance.nodes:
+        admin = node.users.get(node.admin_user)
+        if node.role == "sentinel" or admin is None:
+            continue
+        try:
+            missing = missing_commands(admin.rules, table_for(node), rights.ESSENTIAL)
+        except (acl.AclSyntaxError, acl.UnsupportedRule, ValueError) as exc:
+            missing = [f"rules that can be read ({exc})"]
+        out.extend(f"{m} on {node.address}" for m in missing)
+    return out
 
 
 def check(plan: Plan, live: LiveState, desired: DesiredState, *, force: bool = False) -> list[Refusal]:

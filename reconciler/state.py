@@ -79,6 +79,9 @@ class NodeState:
     admin_user: str = "default"  # ACL WHOAMI of our own connection
     admin_hash: str | None = None  # sha256 of the token we authenticated with
     tls: bool = False
+    # Connections named like the apply lock by a user other than the admin (no lock: any user may
+    # name its connection): "user app from 10.0.0.9:51234 (reconciler-apply-1-cafe)".
+    lock_impostors: tuple[str, ...] = ()
     resolved: str = ""  # "ip:port" the connection reached (the socket's peer); "" when not known
     run_id: str = ""  # INFO server run_id: one server process, whatever the spelling of its address
     # The table read off the node when no bundled table is named command_table (not in live.json).
@@ -101,6 +104,8 @@ class NodeState:
     def to_json(self) -> dict[str, Any]:
         d = asdict(replace(self, table=None))
         del d["table"]
+        if not d["lock_impostors"]:
+            del d["lock_impostors"]  # only when something impersonates the apply lock
         d["users"] = [u.to_json() for u in sorted(self.users.values(), key=lambda u: u.name)]
         return d
 
@@ -122,6 +127,7 @@ class NodeState:
             admin_user=d.get("admin_user", "default"),
             admin_hash=d.get("admin_hash"),
             tls=bool(d.get("tls", False)),
+            lock_impostors=tuple(str(x) for x in d.get("lock_impostors", ())),
             resolved=str(d.get("resolved", "")),
             run_id=str(d.get("run_id", "")),
         )

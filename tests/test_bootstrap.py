@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from servers import no_retry
 from support.cli import Cli
+from support.cluster import start_replicated
 
 ADMIN_TOKEN = "bootstrap-admin-token-0123456789abcdef"
 APP_TOKEN = "bootstrap-app-token-0123456789abcdef"
@@ -157,4 +165,100 @@ def test_readme_bootstrap_file_on_both_kinds_of_fresh_server(server_factory, run
     default = next(line for line in admin.execute_command("ACL", "LIST") if line.startswith("user default "))
     assert " off " in default and "#" not in default  # disabled, its password gone
     assert srv.client(username="app", password=APP_TOKEN).set("app:1", "x")
+    assert run("plan", "-f", str(run.file), "--detailed-exitcode")[0] == 0
+
+
+# -- re-checked after the prompt, every node, each step judged by its own rights --------------------
+
+ACCEPT = ("redis-7.0", "valkey-9.1")
+SOMEONE_ELSES = "someone-elses-admin-token-5e7a9c1b3d"
+
+
+def _spawn(run: Cli, *argv: str, stdin: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler.cli", *argv],
+        env={**os.environ, "T_BOOT_ADMIN": ADMIN_TOKEN, "T_BOOT_APP": APP_TOKEN}, cwd=run.dir,
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _logs_in(srv: Any, user: str, password: str) -> bool:
+    try:
+        srv.client(user, password, retry=no_retry()).ping()
+    except redis.exceptions.NoPermissionError:
+        pass  # logged in; the user may just not run PING
+    except redis.AuthenticationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sid", ACCEPT)
+def test_admin_created_while_the_prompt_waits_is_not_overwritten(sid: str, server_factory, run: Cli) -> None:
+    """Someone creates the admin user (their own token) while `apply --bootstrap` waits for
+    `yes`: step 1 re-reads under the lock and refuses; their token keeps working."""
+    srv = server_factory(sid)
+    run.file.write_text(access_yaml(srv.address))
+    master, slave = pty.openpty()
+    proc = _spawn(run, "apply", "-f", str(run.file), "--bootstrap", stdin=slave)
+    os.close(slave)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while "Enter a value" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            seen += proc.stdout.read(1)
+        assert "Enter a value" in seen, seen
+        srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{SOMEONE_ELSES}", "~*", "&*", "+@all")
+        os.write(master, b"yes\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 1, seen + out + err
+    assert "live state changed since the plan shown was made" in err and "nothing was changed" in err, err
+    assert _logs_in(srv, "reconciler", SOMEONE_ELSES)
+    assert not _logs_in(srv, "reconciler", ADMIN_TOKEN)
+    assert srv.admin().execute_command("ACL", "USERS") == ["default", "reconciler"]
+
+
+@pytest.mark.parametrize("sid", ACCEPT)
+def test_bootstrap_checks_every_replica(sid: str, run: Cli, tmp_path: Path) -> None:
+    """The admin exists on the primary only (ACLs don't replicate): bootstrap finds the replica
+    that lacks it and creates it there in step 1, instead of "nothing to bootstrap"."""
+    group = start_replicated(sid, tmp_path / "group", replicas=1)
+    try:
+        primary, replica = group.nodes
+        primary.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{ADMIN_TOKEN}", "~*", "&*", "+@all")
+        # `default` stays: the replica logs in to its primary as `default`.
+        run.file.write_text(access_yaml(primary.address).replace("  default:\n    enabled: false\n", ""))
+        rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+        assert rc == 0, out + err
+        assert "nothing to bootstrap" not in out
+        assert "Step 1 of 3 (cache)" in out and "Bootstrap complete" in out
+        for node in group.nodes:
+            assert _logs_in(node, "reconciler", ADMIN_TOKEN), node.address
+            assert _logs_in(node, "app", APP_TOKEN), node.address
+        rc, out, _ = run("plan", "-f", str(run.file), "--detailed-exitcode")
+        assert rc == 0, out
+    finally:
+        group.stop()
+
+
+@pytest.mark.parametrize("sid", ACCEPT)
+@pytest.mark.parametrize(
+    ("case", "rules"),
+    [("another-password", "~* +@read"), ("cannot-read", "~* +@read"), ("cannot-write", "~* &* +@all -acl|setuser")],
+)
+def test_bootstrap_fixes_an_existing_admin(sid: str, case: str, rules: str, server_factory, run: Cli) -> None:
+    """An admin that exists with another password, or with the file's token but too few rights
+    (may not read; may read but not write users): step 1 (as `default`) fixes it, and steps 2
+    and 3 are judged by the rights step 1 gives it, not by the ones it has now."""
+    srv = server_factory(sid)
+    password = SOMEONE_ELSES if case == "another-password" else ADMIN_TOKEN
+    srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{password}", *rules.split())
+    run.file.write_text(access_yaml(srv.address))
+    rc, out, err = run("apply", "-f", str(run.file), "--auto-approve", "--bootstrap")
+    assert rc == 0, out + err
+    assert "~ user reconciler" in out and "Bootstrap complete: 1 added, 2 changed, 0 destroyed." in out, out
+    assert _logs_in(srv, "reconciler", ADMIN_TOKEN) and not (case == "another-password" and _logs_in(srv, "reconciler", SOMEONE_ELSES))
+    assert srv.client("reconciler", ADMIN_TOKEN).execute_command("ACL", "WHOAMI") == "reconciler"
     assert run("plan", "-f", str(run.file), "--detailed-exitcode")[0] == 0

@@ -1,6 +1,6 @@
 """Reliability under faults, races and hostile input, with real processes: servers restarted,
 killed and stopped, directories renamed away, commands renamed, a second apply racing the
-first, signals to the CLI, and a RESP server that trickles its replies. docs/guarantees.md
+first, signals to the CLI, and a proxy that trickles a server's replies. docs/guarantees.md
 lists each promise with the test that keeps it."""
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import os
 import pty
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +22,7 @@ from typing import Any, Callable
 import pytest
 import redis
 from servers import MATRIX, RunningServer, no_retry
+from support.drip import DripProxy
 
 from reconciler.cli import main
 from reconciler.providers.redis import execute as executor
@@ -476,45 +475,10 @@ def test_interrupt_stops_after_the_batch_in_flight_and_reports(sig, server_facto
 # -- 11: deadlines -------------------------------------------------------------------------------
 
 
-class TrickleServer:
-    """Accepts RESP clients and answers every command `+OK`, one byte every `every` seconds."""
-
-    def __init__(self, every: float = 1.0):
-        self.every = every
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                while not self.stop.is_set() and conn.recv(65536):
-                    for byte in b"+OK\r\n":
-                        time.sleep(self.every)
-                        conn.sendall(bytes([byte]))
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-
-
 @pytest.mark.parametrize("command", ["plan", "drift", "apply"])
-def test_trickling_node_hits_the_overall_deadline(command: str, tmp_path) -> None:
-    srv = TrickleServer()
-    try:
+def test_trickling_node_hits_the_overall_deadline(command: str, server_factory, tmp_path) -> None:
+    """A real server behind a proxy that passes every reply on one byte a second."""
+    with DripProxy(server_factory("valkey-9.1").address, from_start=True) as srv:
         f = tmp_path / "access.yaml"
         f.write_text(
             f"version: 1\ninstances:\n  cache:\n    nodes: [\"{srv.address}\"]\n    timeout_seconds: 2\n"
@@ -524,11 +488,9 @@ def test_trickling_node_hits_the_overall_deadline(command: str, tmp_path) -> Non
         started = time.monotonic()
         r = subprocess.run(
             [sys.executable, "-m", "reconciler.cli", *argv], env={**os.environ, "T_ADMIN": ADMIN},
-            capture_output=True, text=True, timeout=60,
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
         )
         took = time.monotonic() - started
-    finally:
-        srv.close()
     assert r.returncode == 1
     assert f"cache {srv.address}: timed out after 2 s (connect)" in r.stderr, r.stderr
     assert took < 15

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -29,6 +33,7 @@ from servers import (
 )
 from support.cli import Cli
 from support.cluster import wait_until
+from support.drip import DripProxy
 
 pytestmark = pytest.mark.server
 
@@ -288,7 +293,9 @@ def test_failover_during_apply_is_reported_per_node_and_a_rerun_converges(
     assert killed
     assert rc == 1
     assert "apply stopped on instance cache:" in err
-    assert f"node {old.address} ({old.server.replace('redis', 'Redis').replace('valkey', 'Valkey')} {old.version}): FAILED: connection lost" in err, err
+    # Its lock connection went with it: found before the first batch is sent.
+    label = f"{old.server.replace('redis', 'Redis').replace('valkey', 'Valkey')} {old.version}"
+    assert f"node {old.address} ({label}): FAILED: apply lock not held before setuser batch 1" in err, err
     for srv in group.data:  # every node is in the report, each with what it got
         assert f"node {srv.address} " in err
     assert "run apply again to converge" in err
@@ -458,6 +465,160 @@ def test_wrong_master_name_is_named(group: Group, env: Cli) -> None:
     rc, _out, err = env("plan", "-f", str(env.file))
     assert rc == 1
     assert "does not monitor a master named 'nosuch'" in err
+
+
+# --- replicas the sentinels hide, slow sentinels, one sentinel under two names ----------------
+
+
+def start_hidden_replica(group: Group, workdir: Path, announce_port: int | None = None) -> RunningServer:
+    """A replica of the current primary with `replica-announced no`: it replicates (and can be
+    promoted) but SENTINEL REPLICAS leaves it out; only the primary's INFO replication lists it
+    (at `announce_port` when given: an address nothing answers on)."""
+    primary = group.node(next(iter(group.reported_primary())))
+    extra = [f"replica-announce-port {announce_port}"] if announce_port else []
+    srv = start_server(
+        group.server_id, workdir, config_file=True,
+        extra_config=[f"masterauth {ADMIN}", "repl-diskless-sync yes", "repl-diskless-sync-delay 0",
+                      "replica-announced no", f"replicaof 127.0.0.1 {primary.port}", *extra],
+    )
+    c = srv.admin()
+    c.config_set("requirepass", ADMIN)
+    c.close()
+    srv.admin = functools.partial(srv.client, password=ADMIN)  # type: ignore[method-assign]
+    port = str(announce_port or srv.port)
+
+    def listed_by_primary() -> bool:
+        c = group.data_client(primary)
+        try:
+            info = c.info("replication")
+        finally:
+            c.close()
+        return any(isinstance(v, dict) and v.get("state") == "online" and str(v.get("port")) == port
+                   for k, v in info.items() if k.startswith("slave"))
+
+    try:
+        wait_until("the hidden replica to be online", listed_by_primary)
+        for s in group.sentinels:  # the fault is real: the sentinels do not list it
+            c = s.client(retry=no_retry())
+            try:
+                listed = {str(pairs(e).get("port")) for e in c.execute_command("SENTINEL", "REPLICAS", MASTER)}
+            finally:
+                c.close()
+            assert port not in listed, listed
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+def pairs(entry: Any) -> dict[str, Any]:
+    """A SENTINEL REPLICAS entry, as redis-py parsed it (a dict) or not (a flat list)."""
+    return entry if isinstance(entry, dict) else dict(zip(entry[::2], entry[1::2], strict=True))
+
+
+def test_hidden_replica_gets_the_users(group: Group, env: Cli, tmp_path: Path) -> None:
+    hidden = start_hidden_replica(group, tmp_path / "hidden")
+    try:
+        rc, out, err = env.apply(access())
+        assert rc == 0, err
+        assert "4 nodes" in out and hidden.address in out, out
+        c = hidden.client(password=ADMIN, retry=no_retry())
+        try:
+            line = next((ln for ln in c.execute_command("ACL", "LIST") if ln.startswith("user app-orders ")), None)
+        finally:
+            c.close()
+        assert line is not None and f"#{sha(TOKENS['T_ORDERS'])}" in line
+        rc, out, err = env.plan(access())
+        assert rc == 0, out + err
+    finally:
+        hidden.stop()
+
+
+def test_unreachable_hidden_replica_is_an_error(group: Group, env: Cli, tmp_path: Path) -> None:
+    """The primary reports a replica at an address nothing answers on (replica-announce-port):
+    an error naming it, never a node silently left out."""
+    dead = free_port()
+    hidden = start_hidden_replica(group, tmp_path / "hidden", announce_port=dead)
+    try:
+        rc, _out, err = env.plan(access())
+        assert rc == 1
+        assert f"127.0.0.1:{dead}" in err and "not listed by the sentinels" in err, err
+        for srv in group.data:
+            assert "app-orders" not in group.users(srv)
+    finally:
+        hidden.stop()
+
+
+def test_slow_sentinel_is_cut_at_the_deadline_and_the_others_answer(group: Group, env: Cli) -> None:
+    """One of three sentinels accepts and then answers one byte a second: after the deadline it
+    counts as one that did not answer, and the other two, a majority, find the data nodes."""
+    with DripProxy(group.sentinels[0].address, trigger=(b"GET-MASTER-ADDR-BY-NAME",)) as proxy:
+        listed = f"[{proxy.address}, {{env: T_S1}}, {{env: T_S2}}]"
+        env.file.write_text(access(sentinels=listed).replace("    admin:", "    timeout_seconds: 2\n    admin:"))
+        started = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "plan", "-f", str(env.file), "--detailed-exitcode"],
+            env={**os.environ}, cwd=env.dir, capture_output=True, text=True, timeout=60,
+        )
+        took = time.monotonic() - started
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "+ user app-orders" in r.stdout
+    assert took < 15, f"took {took:.1f} s"
+
+
+def test_sentinel_command_table_read_has_the_deadline(group: Group, env: Cli) -> None:
+    """Managed sentinel_users: each sentinel's own command table is read (COMMAND); one that
+    answers it one byte a second is an error naming it and the phase, in seconds."""
+    proxies = [DripProxy(s.address, trigger=(b"COMMAND",)) for s in group.sentinels]
+    try:
+        listed = "[" + ", ".join(p.address for p in proxies) + "]"
+        text = access(sentinels=listed, sentinel_users=sentinel_app("T_SAPP1"))
+        env.file.write_text(text.replace("    admin:", "    timeout_seconds: 2\n    admin:"))
+        started = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "plan", "-f", str(env.file)],
+            env={**os.environ}, cwd=env.dir, capture_output=True, text=True, timeout=60,
+        )
+        took = time.monotonic() - started
+    finally:
+        for p in proxies:
+            p.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert any(f"cache {p.address}: timed out after 2 s (command table)" in r.stderr for p in proxies), r.stderr
+    assert took < 15, f"took {took:.1f} s"
+
+
+def test_one_sentinel_under_two_names_is_one_vote(group: Group, env: Cli) -> None:
+    """The same sentinel listed directly and through a TCP relay (as a port forward or NAT would
+    show it: one SENTINEL MYID, two addresses validate can't tell apart), with a dead third: one
+    of two sentinels answered -- no majority, though two of three listed addresses answered."""
+    first = group.sentinels[0]
+    dead = f"127.0.0.1:{free_port()}"
+    with DripProxy(first.address) as relay:  # never triggered: a plain relay
+        rc, _out, err = env.plan(access(sentinels=f"[{first.address}, {relay.address}, {dead}]"))
+        assert rc == 1
+        assert "only 1 of 2 sentinels answered" in err and "1 more listed address names a sentinel listed before" in err, err
+        rc, _out, err = env.plan(access(sentinels=f"[{first.address}, {relay.address}, {{env: T_S1}}]"))
+        assert rc == 2, err  # two distinct sentinels answered of two: a majority
+
+
+@failover_servers
+def test_bootstrap_creates_the_admin_on_every_data_node(group: Group, env: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file with its own admin user on a Sentinel deployment: `apply --bootstrap` finds the data
+    nodes through the sentinels and creates the admin on each (as `default`) before the rest."""
+    monkeypatch.setenv("T_RECON", "sentinel-recon-plaintext-6c8e0a2b4d1f3957")
+    text = access().replace("admin: {username: default, secret: {env: T_ADMIN}}", "admin: {username: reconciler, secret: {env: T_RECON}}")
+    text += '  reconciler:\n    acl: "~* &* +@all"\n    tokens:\n      - id: a\n        secret: {env: T_RECON}\n'
+    env.write(text)
+    rc, out, err = env("apply", "-f", str(env.file), "--auto-approve", "--bootstrap", "--bootstrap-secret-env", "T_ADMIN")
+    assert rc == 0, out + err
+    assert "nothing to bootstrap" not in out and "Bootstrap complete: 2 added" in out, out
+    for srv in group.data:
+        line = group.users(srv).get("reconciler")
+        assert line is not None and f"#{sha('sentinel-recon-plaintext-6c8e0a2b4d1f3957')}" in line, srv.address
+        assert "app-orders" in group.users(srv)
+    rc, out, err = env.plan(text)
+    assert rc == 0, out + err
 
 
 # --- validation: no server needed ------------------------------------------------------------

@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Callable
 
-from .. import inventory, saved
+from .. import interrupt, inventory, saved
 from ..audit import AuditLog
 from ..errors import ApplyError, ReconcilerError
 from ..manager import Manager, unpersisted
@@ -69,6 +69,7 @@ def _execute(args: argparse.Namespace, plan: Plan, manager: Manager, what: str =
             _err("reconciler: nothing was changed; plan again")
             return 1
         audit = _audit(args, desired, plan)
+        interrupt.DONE.expect(plan)
         try:
             with manager.interruptible() as interrupted:
                 report = manager.apply(plan, audit=audit)

@@ -9,9 +9,16 @@ every `provider: redis` instance where the file's admin cannot log in:
   step 2  reconnect as the admin, re-read, and apply everything else;
   step 3  change `default` (disable it, give it a token) last.
 
-All three steps are planned from one read and shown before the single confirmation; after
-step 1 the live state is re-read as the admin and the rest must still be what was shown.
-Instances whose admin already logs in are applied in step 2 like any apply, so a second
+An instance needs it when the file's admin can't log in on some node -- every node counts:
+replicas, cluster members and the data nodes Sentinel reports, since ACLs don't replicate -- or
+logs in but may not read, or lacks what every apply needs (rights.ESSENTIAL): step 1 fixes it.
+
+All three steps are planned from one read and shown before the single confirmation. Like any
+apply, the live state is re-read under the lock after the prompt and before step 1 (an admin
+someone created meanwhile is not overwritten), and again as the admin after step 1: the rest
+must still be what was shown. Each step is judged by the rights it will run with: step 1 by
+`default`'s, steps 2 and 3 by the admin's as step 1 leaves it. Instances whose admin already
+logs in and may do everything are applied in step 2 like any apply, so a second
 `apply --bootstrap` is an ordinary apply (and a no-op when nothing changed).
 """
 
@@ -25,7 +32,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .. import safety, secrets
+from .. import interrupt, safety, saved, secrets
 from ..audit import AuditLog
 from ..errors import ApplyError, LiveError, ReconcilerError
 from ..manager import Manager, unpersisted
@@ -33,7 +40,7 @@ from ..model import Admin, DesiredState, Secret
 from ..plan import Plan, UserChange, only_changes
 from ..render import render_text
 from ..render.terminal import use_color
-from ..state import InstanceState, LiveState
+from ..state import InstanceState, LiveState, LiveUser
 
 Prompt = Callable[[str], str]
 DEFAULT = "default"
@@ -55,19 +62,38 @@ def _bootstrap_admin(args: argparse.Namespace) -> Admin:
     return Admin(username=DEFAULT, secret=Secret(value), source=f"env:{var}")
 
 
+def _why_bootstrap(desired: DesiredState, name: str) -> str | None:
+    """Why the file's admin can't run an apply on this instance as it is (None: it can). It is
+    read as the admin, every node of it: an AUTH failure anywhere, a refused read, or rights
+    without which no apply runs are for step 1 to fix; anything else is an error."""
+    try:
+        state = Manager(desired).read([name])
+    except LiveError as exc:
+        text = str(exc)
+        if "AUTH failed" in text:
+            return "cannot log in"
+        if "NOPERM" in text or "no permissions" in text:
+            return "may not read the node"
+        raise
+    missing = safety.admin_missing(state.instances[name])
+    return f"lacks {missing[0]}" if missing else None
+
+
 def needs_bootstrap(desired: DesiredState, names: list[str]) -> list[str]:
     out = []
     for name in names:
         inst = desired.instances[name]
-        if inst.provider != "redis" or inst.admin.username == DEFAULT or not inst.nodes:
+        if inst.provider != "redis" or inst.admin.username == DEFAULT or not (inst.nodes or inst.sentinels):
             continue
-        if not Manager(desired).redis().admin_logs_in(inst):
-            if inst.admin.username not in {u.name for u in desired.users_for(name)}:
-                raise ReconcilerError(
-                    f"--bootstrap: instance {name}: admin user {inst.admin.username} cannot log in and "
-                    f"{desired.source} does not declare it under users: to create it"
-                )
-            out.append(name)
+        why = _why_bootstrap(desired, name)
+        if why is None:
+            continue
+        if inst.admin.username not in {u.name for u in desired.users_for(name)}:
+            raise ReconcilerError(
+                f"--bootstrap: instance {name}: admin user {inst.admin.username} {why} and "
+                f"{desired.source} does not declare it under users: to create it"
+            )
+        out.append(name)
     return out
 
 
@@ -83,6 +109,38 @@ def _as_admin(state: LiveState, desired: DesiredState, boot: set[str]) -> LiveSt
             inst = dataclasses.replace(inst, nodes=nodes)
         instances[name] = inst
     return LiveState(instances=instances)
+
+
+def _after_step1(state: LiveState, step1: Plan, desired: DesiredState, boot: set[str]) -> LiveState:
+    """The live state steps 2 and 3 will meet: logged in as the file's admin, which step 1 has
+    created or fixed (its rules, tokens and `on`/`off` as step 1 writes them)."""
+    written = {(i.name, n.address): {c.user: c for c in n.changes} for i in step1.instances for n in i.nodes}
+    instances: dict[str, InstanceState] = {}
+    for name, inst in _as_admin(state, desired, boot).instances.items():
+        nodes = []
+        for node in inst.nodes:
+            c = written.get((name, node.address), {}).get(node.admin_user)
+            if c is not None and c.action != "delete":
+                before = node.users.get(c.user)
+                user = LiveUser(c.user, c.enabled, c.nopass, c.hashes, c.rules, before.connections if before else 0)
+                node = dataclasses.replace(node, users={**node.users, c.user: user})
+            nodes.append(node)
+        instances[name] = dataclasses.replace(inst, nodes=tuple(nodes))
+    return LiveState(instances=instances)
+
+
+def rails(plan: Plan, steps: "Steps", state: LiveState, desired: DesiredState, boot: set[str], *, force: bool) -> list[str]:
+    """The safety rails, each step judged by the rights it will run with: step 1 by `default`'s
+    live rights, steps 2 and 3 by the admin's as step 1 leaves it (so an admin with another
+    password or too few rights can be fixed, as step 1 promises)."""
+    after = _after_step1(state, steps.admin, desired, boot)
+    later = only_changes(plan, lambda i, u: not (i in boot and u == desired.instances[i].admin.username))
+    return (
+        safety.lockout(plan, after, desired)
+        + safety.admin_rights(steps.admin, state)
+        + safety.admin_rights(later, after)
+        + safety.delete_threshold(plan, state, desired.policies.max_delete_percent, force=force)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,9 +208,13 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
         _out("Bootstrap: the file's admin user logs in on every instance; nothing to bootstrap.")
         return -1  # the caller runs an ordinary apply
     boot_admin = _bootstrap_admin(args)
+    # Step 1 connects as `default`; the file's admin's named connections still count as a lock.
     boot_desired = dataclasses.replace(
         desired,
-        instances={n: dataclasses.replace(i, admin=boot_admin) if n in boot else i for n, i in desired.instances.items()},
+        instances={
+            n: dataclasses.replace(i, admin=boot_admin, lock_users=(i.admin.username,)) if n in boot else i
+            for n, i in desired.instances.items()
+        },
     )
     try:
         state = Manager(boot_desired).read(names)
@@ -168,7 +230,7 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
             _out(f"\n{title}\n\n  nothing to change")
     c = plan.counts()
     _out(f"\nBootstrap plan: {c.add} to add, {c.change} to change, {c.destroy} to destroy, in 3 steps.")
-    problems = safety.check(plan, _as_admin(state, desired, set(boot)), desired, force=args.force)
+    problems = rails(plan, steps, state, desired, set(boot), force=args.force)
     if problems:
         for p in problems:
             print(f"reconciler: refusing to apply: {p}", file=sys.stderr)
@@ -179,6 +241,7 @@ def run(args: argparse.Namespace, prompt: Prompt | None, confirm: Callable[[argp
         return 1
     audit_path = args.audit_log or desired.audit_log
     audit = AuditLog(audit_path, plan) if audit_path else None
+    interrupt.DONE.expect(plan)  # an interrupt between the steps says what step 1 did
     try:
         return _execute(args, manager, boot_desired, steps, names, audit, plan)
     finally:
@@ -197,14 +260,23 @@ def _execute(
 ) -> int:
     desired = manager.desired
     # Like any apply, each step holds the instance's apply lock: step 1 as `default` (the admin
-    # can't log in yet), steps 2 and 3 as the admin. The re-read after step 1 happens under the
+    # can't log in yet), steps 2 and 3 as the admin. Under step 1's lock, after the prompt, the
+    # live state must still produce the plan shown; the re-read after step 1 happens under the
     # admin's lock, so whatever moved between the two locks is caught by the comparison.
     try:
-        with Manager(boot_desired).lock(steps.admin), manager.interruptible() as interrupted:
-            for line in _apply(steps.admin, boot_desired, audit):
-                _out(line)
+        with Manager(boot_desired).lock(steps.admin):
+            moved = saved.differences(plan, manager.plan(Manager(boot_desired).read(names)))
+            if moved:
+                for p in moved:
+                    print(f"reconciler: refusing to apply: live state changed since the plan shown was made: {p}", file=sys.stderr)
+                print("reconciler: nothing was changed; plan again", file=sys.stderr)
+                return 1
+            with manager.interruptible() as interrupted:
+                for line in _apply(steps.admin, boot_desired, audit):
+                    _out(line)
         if interrupted.is_set():
-            print("reconciler: interrupted after step 1; run the same command again to finish", file=sys.stderr)
+            for line in interrupt.DONE.lines() or ["interrupted; nothing was changed"]:
+                print(f"reconciler: {line}", file=sys.stderr)
             return 130
         with manager.lock(plan), manager.interruptible() as interrupted:
             # Re-read as the admin: it must log in now, and the rest must still be what was shown.

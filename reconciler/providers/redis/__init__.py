@@ -24,6 +24,7 @@ from ...report import ApplyReport
 from ...state import InstanceState, LiveState, NodeState
 from ..base import Capabilities, Provider
 from . import acllog, execute, read
+from .deadline import deadline, timeout_of
 
 
 class RedisProvider(Provider):
@@ -56,18 +57,6 @@ class RedisProvider(Provider):
         """ACL LOG of every node: primaries, replicas, cluster members and sentinels."""
         return acllog.read_instance(instance)
 
-    def admin_logs_in(self, instance: Instance) -> bool:
-        """True when the file's admin authenticates on the first node; False on an AUTH failure
-        (`apply --bootstrap` then creates it). Any other failure (refused, TLS, timeout) is an error."""
-        try:
-            client = read.connect(instance, instance.nodes[0], timeout=instance.timeout_seconds)
-        except LiveError as exc:
-            if "AUTH failed" in str(exc):
-                return False
-            raise
-        client.close()
-        return True
-
     def dryrun(self, node: NodeState, instance: Instance, user: str, argv: list[str]) -> str | None:
         """The server's ACL DRYRUN (Redis 7.0+, Valkey): "allowed" or its refusal, None if unavailable."""
         if node.server == "redis" and tuple(int(x) for x in node.version.split(".")[:2]) < (7, 0):
@@ -76,7 +65,10 @@ class RedisProvider(Provider):
             return None
         client = read.connect(instance, node.address, timeout=instance.timeout_seconds)
         try:
-            reply = client.execute_command("ACL", "DRYRUN", user, *argv)
+            with deadline(client, timeout_of(instance), f"{instance.name} {node.address}", "explain: ACL DRYRUN"):
+                reply = client.execute_command("ACL", "DRYRUN", user, *argv)
+        except LiveError:
+            raise  # the deadline: no answer is not an answer
         except Exception as exc:  # noqa: BLE001 - the server's refusal text is the answer
             hint = "; give the whole command (--arg for values)" if "wrong number of arguments" in str(exc) else ""
             return f"not judged: {exc}{hint}"

@@ -3,6 +3,7 @@ connect, read, batch and discovery probe also runs under an overall deadline."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,34 @@ def deadline(client: Any, seconds: float, where: str, phase: str) -> Iterator[No
         raise
     finally:
         timer.cancel()
+
+
+def resolve(host: str, port: int, seconds: float, where: str) -> list[str]:
+    """The IP addresses of `host`, looked up under a deadline. getaddrinfo can't be interrupted
+    and a resolver that never answers holds it for its own timeouts and retries (30 s and more):
+    the lookup runs in a thread this one stops waiting for. An IP address is returned as it is."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    found: dict[str, Any] = {}
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(seconds):
+        raise LiveError(f"{where}: timed out after {seconds:g} s (name resolution)")
+    if "error" in found:
+        raise LiveError(f"{where}: cannot resolve {host}: {found['error']}")
+    return list(dict.fromkeys(str(info[4][0]) for info in found["infos"]))
 
 
 def timeout_of(instance: Instance | None) -> float:

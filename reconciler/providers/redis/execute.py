@@ -5,15 +5,19 @@ Per node, in this order:
      created/updated user, pipelined without MULTI in batches (one round trip per batch),
      every reply checked;
   2. `ACL DELUSER` for deleted users (same batching);
-  3. `CLIENT KILL USER` for every change with kill_sessions (`off` and password removal leave
-     open connections alive); after DELUSER the user is gone and the server answers
-     "No such user" -- DELUSER already dropped its connections, so that is a success;
+  3. kill the open connections of every change with kill_sessions (`off` and password removal
+     leave them alive): CLIENT LIST, then `CLIENT KILL ID` for each of the user's connections
+     except this process's own (the apply lock, named like it; our own connection is skipped by
+     the server). `CLIENT KILL USER` would also close the lock when the admin's own token is
+     revoked. After DELUSER the user has no connections left (DELUSER dropped them);
   4. persistence (`ACL SAVE`, `CONFIG REWRITE`, or a warning that changes live in memory only).
 
 Nodes of one instance run in parallel (ACLs are per node: replicas and cluster members do not
 propagate them). When a node dies or refuses a command, that instance stops: nodes still
 running finish the batch in flight and send nothing more. Because every SETUSER is atomic,
-each user on each node is either fully old or fully new; a re-run converges.
+each user on each node is either fully old or fully new; a re-run converges. Before each batch
+(and before CONFIG SET and persist) the node's apply lock must still be held (lock.check): a
+lock connection that died stops the node before it writes more.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ... import interrupt
+from ... import interrupt, lock
 from ...audit import AuditLog, redact
-from ...errors import ApplyError, ReconcilerError
+from ...errors import ApplyError, LiveError, ReconcilerError
 from ...model import DesiredState, Instance
 from ...names import shown
 from ...plan import Action, InstancePlan, NodePlan, Plan, UserChange
@@ -57,7 +61,10 @@ class Step:
 
     @property
     def label(self) -> str:
-        return f"{self.action} {shown(self.user)}" if self.user else self.action
+        if not self.user:
+            return self.action
+        # `user` names a user, except for config steps ("tls-auth-clients yes"): shown as written.
+        return f"{self.action} {self.user if self.action == 'config' else shown(self.user)}"
 
 
 @dataclass
@@ -157,10 +164,6 @@ def _text(reply: Any) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def _no_such_user(exc: BaseException) -> bool:
-    return "no such user" in str(exc).lower()
-
-
 def _pending_kills(node: NodePlan) -> list[UserChange]:
     """CLIENT KILL USER an earlier apply did not get to: its revoke is not complete until it runs."""
     planned = {c.user for c in node.changes if c.kill_sessions}
@@ -198,11 +201,13 @@ class _NodeRun:
         self.result = NodeResult(instance=instance.name, address=node.address, label=node.label)
         self.pending: dict[str, list[UserChange]] = {}
         self.batch_no = 0
+        self.lock = lock.held(instance.name, node.address)
 
     # -- bookkeeping ---------------------------------------------------------------------
 
     def _record(self, action: str, user: str, status: str, detail: str = "", change: UserChange | None = None) -> None:
         self.result.steps.append(Step(action, user, status, redact(detail)))
+        self._ledger(action, user, status, detail)
         if self.audit is not None:
             result = OK if status == OK else f"{status}: {detail}" if detail else status
             self.audit.record(
@@ -214,6 +219,19 @@ class _NodeRun:
                 change=change,
                 detail=detail if status == OK else "",
             )
+
+    def _ledger(self, action: str, user: str, status: str, detail: str) -> None:
+        """What an interrupt later in the run must say was done (interrupt.DONE)."""
+        where = (self.instance.name, self.node.address)
+        if action in ("create", "update", "delete") and status in (OK, IN_DOUBT):
+            what = f"{action} {shown(user)}" + (" (sent, no answer)" if status == IN_DOUBT else "")
+            interrupt.DONE.record(*where, what, change=status == OK)
+        elif action == "config" and user != "rewrite" and status == OK:
+            interrupt.DONE.record(*where, f"CONFIG SET {user}", change=True)
+        elif action == "kill-sessions" and status == OK:
+            interrupt.DONE.record(*where, f"killed {shown(user)}'s connections", change=False)
+        elif action == "persist" and status == OK and detail in ("acl-save", "config-rewrite", "sentinel-flushconfig"):
+            interrupt.DONE.record(*where, f"saved ({detail})", change=False)
 
     def _attempt(self, steps: list[tuple[str, str, UserChange | None]]) -> None:
         """Before sending: the audit log names every command of the batch (synced to disk)."""
@@ -232,6 +250,18 @@ class _NodeRun:
             self.pending[step] = []
         if self.result.persisted == "":
             self._record("persist", "", NOT_APPLIED)
+
+    def _check_lock(self, before: str) -> None:
+        """The node's apply lock must still be held (when this process took one) before a write."""
+        if self.lock is None:
+            return
+        problem = self.lock.check(self.node.address)
+        if problem is not None:
+            self._fail(
+                f"apply lock not held before {before} (its connection: {problem}): the node went away or the "
+                "lock connection was closed, and another apply may be writing; stopped here, run apply again"
+            )
+            raise _Stop
 
     def _check_stop(self) -> None:
         if interrupt.REQUESTED.is_set():
@@ -265,7 +295,7 @@ class _NodeRun:
             try:
                 self._pipelined(client, "setuser")
                 self._pipelined(client, "deluser")
-                self._pipelined(client, "kill")
+                self._kill(client)
                 self._config(client)
                 self._persist(client)
             finally:
@@ -280,9 +310,7 @@ class _NodeRun:
     def _command(self, step: str, c: UserChange) -> tuple[str, ...]:
         if step == "setuser":
             return ("ACL", "SETUSER", c.user, *c.setuser_args())
-        if step == "deluser":
-            return ("ACL", "DELUSER", c.user)
-        return ("CLIENT", "KILL", "USER", c.user)
+        return ("ACL", "DELUSER", c.user)
 
     def _pipelined(self, client: Any, step: str) -> None:
         items = self.pending.get(step, [])
@@ -290,6 +318,7 @@ class _NodeRun:
             batch = items[start : start + self.batch_size]
             self.pending[step] = items[start:]
             self._check_stop()
+            self._check_lock(f"{step} batch {self.batch_no + 1}")
             self.result.started = True
             self._attempt([("kill-sessions" if step == "kill" else c.action, c.user, c) for c in batch])
             pipe = client.pipeline(transaction=False)
@@ -317,22 +346,69 @@ class _NodeRun:
             if self.between_batches is not None:
                 self.between_batches(self.instance.name, self.node.address, step, self.batch_no)
 
+    def _kill(self, client: Any) -> None:
+        """Close the open connections of each user whose sessions the plan kills, except this
+        process's own: one CLIENT LIST per batch, then CLIENT KILL ID per connection (pipelined)."""
+        items = self.pending.get("kill", [])
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            self.pending["kill"] = items[start:]
+            self._check_stop()
+            self._check_lock(f"kill batch {self.batch_no + 1}")
+            self.result.started = True
+            phase = f"kill batch {self.batch_no + 1}"
+            try:
+                with _deadline(client, self.instance, self.node.address, f"{phase}: CLIENT LIST"):
+                    listed = lock.parse_clients(client.execute_command("CLIENT", "LIST"))
+            except Exception as exc:  # nothing was killed yet: refused, or the node is gone
+                for c in batch:
+                    self._record("kill-sessions", c.user, FAILED, f"CLIENT LIST: {exc}", c)
+                self.pending["kill"] = items[start + len(batch) :]
+                self._fail(f"{phase}: CLIENT LIST failed: {exc}")
+                raise _Stop from None
+            ours = lock.own_names()
+            ids = {c.user: [e["id"] for e in listed if e.get("user") == c.user and e.get("name", "") not in ours and e.get("id")] for c in batch}
+            self._attempt([("kill-sessions", c.user, c) for c in batch])
+            pipe = client.pipeline(transaction=False)
+            for c in batch:
+                for client_id in ids[c.user]:
+                    pipe.execute_command("CLIENT", "KILL", "ID", client_id)  # SKIPME yes: never this connection
+            try:
+                with _deadline(client, self.instance, self.node.address, phase):
+                    replies = pipe.execute(raise_on_error=False) if any(ids.values()) else []
+            except Exception as exc:  # the node died, stalled past the deadline or broke mid-batch
+                for c in batch:
+                    self._record("kill-sessions", c.user, IN_DOUBT, change=c)
+                self.pending["kill"] = items[start + len(batch) :]
+                self._fail(f"connection lost during {phase}: {exc}")
+                raise _Stop from None
+            refused: list[str] = []
+            at = 0
+            for c in batch:
+                mine = replies[at : at + len(ids[c.user])]
+                at += len(ids[c.user])
+                errors = [r for r in mine if isinstance(r, Exception)]
+                n = sum(int(r) for r in mine if not isinstance(r, Exception))
+                if not errors:
+                    self.result.killed[c.user] = n  # pending.finish: this revoke is complete
+                if errors:
+                    self._record("kill-sessions", c.user, FAILED, str(errors[0]), c)
+                    refused.append(f"{shown(c.user)}: {errors[0]}")
+                elif c.action == "delete" and not ids[c.user]:
+                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections.
+                    self._record("kill-sessions", c.user, OK, "user deleted; DELUSER closed its connections", c)
+                else:
+                    self._record("kill-sessions", c.user, OK, f"{n} connection{'s' if n != 1 else ''} killed", c)
+            self.pending["kill"] = items[start + len(batch) :]
+            self.batch_no += 1
+            if refused:
+                self._fail(f"server refused {len(refused)} command(s): " + "; ".join(refused[:5]))
+                raise _Stop from None
+            if self.between_batches is not None:
+                self.between_batches(self.instance.name, self.node.address, "kill", self.batch_no)
+
     def _check_reply(self, step: str, c: UserChange, reply: Any) -> str:
         """Record the outcome of one command; return the refusal text ("" when it worked)."""
-        if step == "kill":
-            if isinstance(reply, Exception):
-                if _no_such_user(reply):
-                    # Measured on Redis 6.2-Valkey 9.1: DELUSER closes the user's connections, so a
-                    # user that no longer exists has none left.
-                    self.result.killed[c.user] = 0
-                    self._record("kill-sessions", c.user, OK, "user deleted; DELUSER closed its connections", c)
-                    return ""
-                self._record("kill-sessions", c.user, FAILED, str(reply), c)
-                return str(reply)
-            n = int(reply)
-            self.result.killed[c.user] = n
-            self._record("kill-sessions", c.user, OK, f"{n} connection{'s' if n != 1 else ''} killed", c)
-            return ""
         if isinstance(reply, Exception):
             self._record(c.action, c.user, FAILED, str(reply), c)
             return str(reply)
@@ -349,12 +425,18 @@ class _NodeRun:
         if not config:
             return
         self._check_stop()
+        self._check_lock("CONFIG SET")
         self.result.started = True
         for cc in config:
             label = f"{cc.parameter} {cc.after}"
             self._attempt([("config", label, None)])
             try:
-                client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
+                with _deadline(client, self.instance, self.node.address, f"CONFIG SET {cc.parameter}"):
+                    client.execute_command("CONFIG", "SET", cc.parameter, cc.after)
+            except LiveError as exc:  # the deadline: sent, no answer
+                self._record("config", label, IN_DOUBT, str(exc))
+                self._fail(str(exc))
+                raise _Stop from None
             except Exception as exc:
                 self._record("config", label, FAILED, str(exc))
                 self._fail(f"CONFIG SET {label} refused: {exc}")
@@ -363,7 +445,8 @@ class _NodeRun:
         if any(cc.rewrite for cc in config) and self.node.persist != "config-rewrite":
             self._attempt([("config", "rewrite", None)])
             try:
-                client.execute_command("CONFIG", "REWRITE")
+                with _deadline(client, self.instance, self.node.address, "CONFIG REWRITE"):
+                    client.execute_command("CONFIG", "REWRITE")
             except Exception as exc:
                 self._record("config", "rewrite", FAILED, str(exc))
                 self._fail(f"CONFIG REWRITE after CONFIG SET failed: {exc}")
@@ -372,6 +455,7 @@ class _NodeRun:
 
     def _persist(self, client: Any) -> None:
         self._check_stop()
+        self._check_lock("persist")
         mode = self.node.persist
         if mode not in ("warn", "none"):
             self._attempt([("persist", "", None)])

@@ -3,6 +3,7 @@ the planner needs in one pipelined round trip (plus the command table once per v
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import ssl
@@ -14,13 +15,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ... import addresses
+from ... import addresses, lock
 from ...acl.table import CommandTable
 from ...errors import LiveError
 from ...model import Admin, Instance
 from ...state import InstanceState, LiveUser, NodeState
 from . import sentinel, topology
-from .deadline import deadline, timeout_of
+from .deadline import deadline, resolve, timeout_of
 
 MAX_PARALLEL_NODES = 8
 
@@ -149,11 +150,34 @@ def _tls_files_problem(instance: Instance) -> str | None:
 def connect(instance: Instance, address: str, *, timeout: float | None = None) -> redis.Redis:
     """An authenticated admin connection to one node; raises LiveError naming instance and node.
 
-    timeout: per read and for the whole handshake (default: the instance's timeout_seconds)."""
+    timeout: per read, for the name lookup and for the whole handshake (default: the instance's
+    timeout_seconds). A host name is looked up once, under that deadline, and its addresses are
+    tried in order (`localhost` may be ::1 first for a server bound to 127.0.0.1)."""
     timeout = timeout or timeout_of(instance)
     host, port = split_address(address)
+    where = f"{instance.name} {address}"
+    if instance.tls is not None:
+        problem = _tls_files_problem(instance)
+        if problem:
+            raise LiveError(f"{where}: {problem}")
+    ips = resolve(host, port, timeout, where)
+    for i, ip in enumerate(ips):
+        try:
+            return _connect_to(instance, address, ip, timeout)
+        except _Unreachable as exc:
+            if i + 1 == len(ips):
+                raise LiveError(str(exc)) from None
+    raise LiveError(f"{where}: {host} has no address")
+
+
+class _Unreachable(Exception):
+    """Nothing answered at this IP address: the next address of the host name may."""
+
+
+def _connect_to(instance: Instance, address: str, ip: str, timeout: float) -> redis.Redis:
+    host, port = split_address(address)
     kwargs: dict[str, Any] = {
-        "host": host,
+        "host": ip,
         "port": port,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -174,9 +198,6 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
         kwargs["username"] = admin.username
     if instance.tls is not None:
         tls = instance.tls
-        problem = _tls_files_problem(instance)
-        if problem:
-            raise LiveError(f"{instance.name} {address}: {problem}")
         # rediss:// semantics: verify the chain and the name (tls.server_name, else the node's host).
         pool = redis.ConnectionPool(
             connection_class=_NamedSSLConnection,
@@ -185,7 +206,7 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
             ssl_keyfile=tls.key_file,
             ssl_cert_reqs="required",
             ssl_check_hostname=True,
-            ssl_server_name=tls.server_name,
+            ssl_server_name=tls.server_name or host,
             **kwargs,
         )
         client = redis.Redis.from_pool(pool)  # closing the client closes the pool
@@ -200,6 +221,8 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
     except redis.RedisError as exc:
         client.close()
         why = _describe_error(exc, instance, address)
+        if ip != host and _refused(exc):
+            raise _Unreachable(f"{instance.name} {address}: {why}") from None
         if why == "AUTH failed":
             why += f" for user {admin.username}{auth_hint(admin)}"
         raise LiveError(f"{instance.name} {address}: {why}") from None
@@ -209,26 +232,24 @@ def connect(instance: Instance, address: str, *, timeout: float | None = None) -
     return client
 
 
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens at that address (as opposed to a server that answered: AUTH, TLS, ...)."""
+    text = str(exc)
+    return isinstance(exc, redis.ConnectionError) and not isinstance(exc, redis.AuthenticationError) and any(
+        f"Error {n} " in text for n in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
+    )
+
+
 def _info_text(reply: Any) -> dict[str, str]:
     return {k: str(v) for k, v in topology.parse_info(reply).items()}
 
 
-def _connections_by_user(client_list: Any) -> dict[str, int]:
+def _connections_by_user(clients: list[dict[str, str]]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    if isinstance(client_list, list):  # redis-py parses CLIENT LIST into dicts
-        for entry in client_list:
-            name = entry.get("user")
-            if name:
-                counts[name] = counts.get(name, 0) + 1
-        return counts
-    # One client per "\n"-ended line, fields split on " ": str.splitlines() would also split
-    # inside a user name holding U+2028 or U+0085.
-    for line in client_list.split("\n"):
-        for field in line.split(" "):
-            if field.startswith("user="):
-                name = field[5:]
-                counts[name] = counts.get(name, 0) + 1
-                break
+    for entry in clients:
+        name = entry.get("user")
+        if name:
+            counts[name] = counts.get(name, 0) + 1
     return counts
 
 
@@ -308,22 +329,25 @@ def read_node(
         server = "valkey" if "valkey_version" in info else "redis"
         version = info.get("valkey_version") or info.get("redis_version", "0.0.0")
         repl = {} if isinstance(info_repl, Exception) else _info_text(info_repl)
-        conns = {} if isinstance(client_list, Exception) else _connections_by_user(client_list)
+        clients = [] if isinstance(client_list, Exception) else lock.parse_clients(client_list)
+        conns = _connections_by_user(clients)
         users: dict[str, LiveUser] = {}
         for line in acl_list:
             if only is not None and _acl_line_user(line) not in only:
                 continue
             name, enabled, nopass, hashes, rules = parse_acl_list_line(line)
             users[name] = LiveUser(name, enabled, nopass, hashes, rules, conns.get(name, 0))
+        impostors = lock.impostors(clients, {str(whoami), *lock.owners_of(instance)})
         admin_hash = None
         if instance.admin.secret is not None:
             admin_hash = hashlib.sha256(instance.admin.secret.reveal().encode()).hexdigest()
         tls_on = instance.tls is not None
         resolved = _peer(client)
         cache = tables if tables is not None else {}
-        table_name, table = (
-            _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
-        )
+        with deadline(client, timeout_of(instance), f"{instance.name} {address}", "command table"):
+            table_name, table = (
+                _sentinel_table(client, server, version, cache) if role == "sentinel" else _command_table(client, server, version, cache)
+            )
         return NodeState(
             address=address,
             server=server,
@@ -339,6 +363,7 @@ def read_node(
             admin_user=str(whoami),
             admin_hash=admin_hash,
             tls=tls_on,
+            lock_impostors=tuple(f"user {c.get('user', '?')} from {c.get('addr', '?')} ({c.get('name')})" for c in impostors),
             resolved=resolved,
             run_id=str(info.get("run_id", "")),
             table=table,

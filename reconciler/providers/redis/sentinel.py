@@ -23,6 +23,7 @@ import redis
 
 from ...errors import LiveError
 from ...model import Instance
+from .deadline import deadline, resolve
 from .topology import (
     Connect,
     Member,
@@ -109,7 +110,13 @@ def _ask_all(instance: Instance, connect: Connect, addresses: list[str], timeout
             text, prefix = str(exc), f"{instance.name} {address}: "
             return SentinelView(address=address, error=text.removeprefix(prefix)), None
         try:
-            view = ask(client, address, instance.master_name)  # type: ignore[arg-type]
+            # A sentinel that answers one byte a second must not hold discovery: past the
+            # deadline it counts as one that did not answer (the others may be a majority).
+            with deadline(client, timeout, f"{instance.name} {address}", "sentinel discovery"):
+                view = ask(client, address, instance.master_name)  # type: ignore[arg-type]
+        except LiveError as exc:
+            text, prefix = str(exc), f"{instance.name} {address}: "
+            view = SentinelView(address=address, error=text.removeprefix(prefix))
         except (redis.RedisError, OSError) as exc:
             view = SentinelView(address=address, error=str(exc) or type(exc).__name__)
         if view.error:
@@ -134,12 +141,47 @@ def _close(clients: dict[str, redis.Redis]) -> None:
         c.close()
 
 
+def _same_sentinel_keys(view: SentinelView, timeout: float, where: str) -> set[str]:
+    """What identifies the sentinel behind one listed address: its SENTINEL MYID when it answered,
+    and the IP addresses its name resolves to."""
+    keys = {f"id:{view.run_id}"} if view.run_id else set()
+    host, _, port = view.address.rpartition(":")
+    host = host.strip("[]")
+    if "name resolution" in view.error or "cannot resolve" in view.error:
+        return keys | {f"name:{view.address}"}  # not looked up twice
+    try:
+        keys |= {f"ip:{ip}:{port}" for ip in resolve(host, int(port), timeout, where)}
+    except (LiveError, ValueError):
+        keys.add(f"name:{view.address}")
+    return keys
+
+
+def distinct(instance: Instance, views: dict[str, SentinelView], timeout: float) -> list[list[str]]:
+    """The listed addresses grouped by sentinel (listed order): two spellings of one sentinel
+    (`localhost` and `127.0.0.1`, or one MYID under two addresses) are one group, so they are
+    one vote in the majority, never two."""
+    groups: list[tuple[set[str], list[str]]] = []
+    for address, view in views.items():
+        keys = _same_sentinel_keys(view, timeout, f"{instance.name} {address}")
+        joined = [g for g in groups if g[0] & keys]
+        merged: tuple[set[str], list[str]] = (set(keys), [])
+        for g in joined:
+            merged[0].update(g[0])
+            merged[1].extend(g[1])
+            groups.remove(g)
+        merged[1].append(address)
+        groups.append(merged)
+    order = list(views)
+    return sorted((sorted(addrs, key=order.index) for _, addrs in groups), key=lambda g: order.index(g[0]))
+
+
 def discover(instance: Instance, *, connect: Connect, workers: int) -> tuple[Topology, dict[str, redis.Redis]]:
     """The primary and replicas Sentinel reports (and the sentinels, when their users are managed),
     with an open admin connection to each; the caller closes them."""
-    listed = list(dict.fromkeys(instance.sentinels))
     timeout = float(instance.timeout_seconds or 5.0)
-    views, sentinel_clients = _ask_all(instance, connect, listed, timeout, workers)
+    views, sentinel_clients = _ask_all(instance, connect, list(dict.fromkeys(instance.sentinels)), timeout, workers)
+    # One address per sentinel: an answering spelling when there is one.
+    listed = [next((a for a in g if not views[a].error), g[0]) for g in distinct(instance, views, timeout)]
     try:
         topo, data_clients = _data_nodes(instance, listed, views, connect, workers)
     except BaseException:
@@ -164,13 +206,15 @@ def _data_nodes(
     instance: Instance, listed: list[str], views: dict[str, SentinelView], connect: Connect, workers: int
 ) -> tuple[Topology, dict[str, redis.Redis]]:
     name = instance.name
-    answered = {a: v for a, v in views.items() if not v.error}
-    failed = {a: v.error for a, v in views.items() if v.error}
+    answered = {a: views[a] for a in listed if not views[a].error}
+    failed = {a: views[a].error for a in listed if views[a].error}
     need = len(listed) // 2 + 1
     if len(answered) < need:
         detail = "; ".join(f"{a}: {e}" for a, e in failed.items())
+        twice = len(views) - len(listed)
+        also = f" ({twice} more listed address{'es name' if twice != 1 else ' names'} a sentinel listed before)" if twice else ""
         raise LiveError(
-            f"{name}: only {len(answered)} of {len(listed)} sentinels answered for master '{instance.master_name}' "
+            f"{name}: only {len(answered)} of {len(listed)} sentinels answered for master '{instance.master_name}'{also} "
             f"(a majority, {need}, must agree on the primary): {detail}"
         )
     said: dict[str, list[str]] = {}
@@ -197,10 +241,12 @@ def _data_nodes(
             error = unreachable(instance, [], session.errors, reported)
             raise LiveError(f"{error}; {RESET_HINT.format(name=instance.master_name)}")
         _check_roles(instance, primary, replicas, session)
+        hidden = _hidden_replicas(instance, primary, replicas, session, reported)
     except BaseException:
         session.close()
         raise
     ordered = [Member(primary, "primary")] + [Member(r, "replica", primary) for r in sorted(replicas, key=sort_key)]
+    ordered += [Member(r, "replica", up) for r, up in hidden]
     # One entry per server process: a replica the sentinels list under two spellings is one node.
     seen: set[str] = set()
     members: list[Member] = []
@@ -212,6 +258,47 @@ def _data_nodes(
     keep = [m.address for m in members]
     session.close(keep=keep)
     return Topology(kind="sentinel", members=tuple(members)), {a: session.clients[a] for a in keep}
+
+
+def _hidden_replicas(
+    instance: Instance, primary: str, replicas: list[str], session: Session, reported: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Replicas the sentinels do not list (`replica-announced no`, or not seen yet) but the primary
+    reports in INFO replication, and their own replicas: (address, the node it follows). They
+    replicate and can be promoted, so they get the ACLs like any replica; one that can't be
+    reached is an error, never skipped."""
+    if not session.probes[primary].replication_known:
+        raise LiveError(
+            f"{instance.name} {primary}: INFO replication refused, so replicas the sentinels do not list "
+            "(replica-announced no) can't be found; allow INFO for the admin user"
+        )
+    known = {canonical_address(session, a) for a in [primary, *replicas]}
+    found: list[tuple[str, str]] = []
+    frontier = [primary, *replicas]
+    while frontier:
+        wanted: list[tuple[str, str]] = []
+        for up in frontier:
+            for r in session.probes[up].replicas:
+                if r not in known and r not in session.errors:
+                    wanted.append((r, up))
+                    reported.setdefault(r, f"replica of {up} per its INFO replication, not listed by the sentinels")
+        fresh = session.probe_all(r for r, _ in wanted)
+        if session.errors:
+            error = unreachable(instance, [], session.errors, reported)
+            raise LiveError(f"{error}; a replica with replica-announced no is still a replica: it needs the users too")
+        frontier = []
+        for r, up in wanted:
+            c = canonical_address(session, r)
+            if r in fresh and c not in known:
+                if session.probes[r].role != "replica":
+                    raise LiveError(
+                        f"{instance.name}: {up} reports {r} as its replica, but it is a primary: "
+                        "a failover is in progress; try again once it is complete"
+                    )
+                known.add(c)
+                found.append((c, canonical_address(session, up)))
+                frontier.append(r)
+    return sorted(found, key=lambda m: sort_key(m[0]))
 
 
 def _check_roles(instance: Instance, primary: str, replicas: list[str], session: Session) -> None:
@@ -250,7 +337,7 @@ def _all_sentinels(
 ) -> list[str]:
     """Every sentinel of the master (listed first), each reachable; sentinels receive users."""
     name = instance.name
-    failed = {a: v.error for a, v in views.items() if v.error}
+    failed = {a: views[a].error for a in listed if views[a].error}
     if failed:
         detail = "; ".join(f"{a}: {e}" for a, e in failed.items())
         raise LiveError(f"{name}: sentinel_users are managed, so every sentinel must be reachable: {detail}")
@@ -271,4 +358,4 @@ def _all_sentinels(
                 f"{name}: sentinel_users are managed, so every sentinel must be reachable: {detail}; "
                 "list it under sentinels:, or " + RESET_HINT.format(name=instance.master_name)
             )
-    return listed + sorted(extra, key=sort_key)
+    return listed + sorted(extra, key=sort_key)  # `listed`: one address per sentinel (distinct)

@@ -431,7 +431,8 @@ def _cluster(instance: Instance, seeds: list[str], session: Session) -> Topology
         )
     seed = seeds[0]
     try:
-        members = cluster_members(session.clients[seed], seed, tls=instance.tls is not None)
+        with deadline(session.clients[seed], session.timeout, f"{instance.name} {seed}", "cluster discovery"):
+            members = cluster_members(session.clients[seed], seed, tls=instance.tls is not None)
     except redis.ResponseError as exc:
         raise LiveError(
             f"{instance.name} {seed}: cannot list cluster members ({exc}); allow CLUSTER SHARDS / CLUSTER NODES "

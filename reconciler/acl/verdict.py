@@ -1,6 +1,7 @@
 """A command's verdict: would a user with these permissions be allowed to run argv -- its command
 or subcommand, keys, channels and databases judged the way the server does (what ACL DRYRUN
-answers). Used by `explain` and the safety rails; `explain.py` finds the rule that decided it."""
+answers). Used by `explain` (`explain.py` finds the rule that decided it), the safety rails
+(the admin's rights) and `denials` (which granted pattern a denied key or channel falls under)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,6 @@ def connect(instance: Instance) -> Client:
     )
 
 
-
 def wait_action(http: Client, action: str, deadline: Deadline, what: str) -> None:
     """requests/actions: GET /v1/actions/{uid} until its status is completed (objects/action:
     queued -> starting -> running -> completed; failed, cancelled and aborted end it too).

@@ -71,9 +71,10 @@ def change_words(change: UserChange) -> dict[str, Any]:
 class AuditLog:
     """Appends JSON lines to PATH (created 0600); safe to share between executor threads."""
 
-    def __init__(self, path: str, plan: Plan):
+    def __init__(self, path: str, plan: Plan, *, fields: dict[str, Any] | None = None):
         self.path = path
         self.plan_fingerprint = plan_fingerprint(plan)
+        self.fields = dict(fields or {})  # on every line (a rotation's id ties its steps together)
         self._lock = threading.Lock()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
@@ -123,9 +124,25 @@ class AuditLog:
             entry.update(change_words(change))
         if detail:
             entry["detail"] = redact(detail)
+        entry.update(self.fields)
         # ASCII JSON: a look-alike name is escaped (`app\u00a0`), and a name that is not UTF-8
         # (surrogateescape) can be written at all.
         return json.dumps(entry, sort_keys=True)
+
+    def event(self, action: str, **fields: Any) -> None:
+        """A line that is no change of one node (a rotation's summary): `fields` as given, which
+        must hold no secret (hash prefixes only)."""
+        entry: dict[str, Any] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "action": action,
+            **{k: redact(v) if isinstance(v, str) else v for k, v in fields.items()},
+            "plan": self.plan_fingerprint,
+            **self.fields,
+        }
+        line = json.dumps(entry, sort_keys=True)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         with self._lock:

@@ -29,14 +29,14 @@ environment:
   RECONCILER_ALLOW_EXEC=1 let {exec: [...]} secrets run (like --allow-exec); RECONCILER_EXEC_TIMEOUT=30
 
 exit codes: 0 ok or no changes, 1 error (usage errors too) or a plan the safety rails refuse,
-            2 changes (plan --detailed-exitcode) or drift or denials
+            2 changes (plan --detailed-exitcode, rotate --dry-run) or drift or denials
 """
 
 DOCS = """\
 documentation (in the source tree; docs/index.md lists every page):
   README.md                   install, try it locally (local-server), the first run, the five keys
   docs/local-server.md        a throwaway server to try things on
-  docs/rotation.md            token rotation with zero downtime, token new, expiry, revokes
+  docs/rotation.md            token rotation with zero downtime, token new, expiry, revokes; rotate on a schedule
   docs/safety.md              safety rails, refused plans, --force, --target
   docs/pull-requests.md       Markdown plans for pull requests, saved plans
   docs/drift.md               drift reports, finding kinds, JSON, scheduled runs
@@ -59,6 +59,7 @@ examples:
   reconciler explain app-orders -f access.yaml --command set --key orders:1
   reconciler denials -f access.yaml --since 24h
   reconciler token new app-orders --id 2026-11 --out orders.token
+  reconciler rotate -f access.yaml --auto-approve
   reconciler completion bash > /etc/bash_completion.d/reconciler   # or zsh, fish
   reconciler local-server start                  # a throwaway server to try things on
 """
@@ -235,6 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     _terminal_args(p)
     _exec_arg(p)
     p.add_argument("--allow-expired", action="store_true", help=argparse.SUPPRESS)
+
+    p = command(
+        "rotate",
+        "new tokens for the entries with rotate: that are due, with no failed login: add, store, apply",
+        "reconciler rotate -f access.yaml --dry-run                 # what is due, and the plans",
+        "reconciler rotate -f access.yaml --auto-approve            # in a scheduled job",
+        "reconciler rotate -f access.yaml --user app-orders         # now, due or not",
+    )
+    _file_arg(p)
+    p.add_argument(
+        "--instance",
+        action="append",
+        metavar="N",
+        help="only the tokens of users on this instance (a glob selects several; repeatable); a rotation "
+        "still reaches every instance of the user, or apps there would fail",
+    )
+    p.add_argument("--user", action="append", metavar="U", help="rotate this user's tokens now, due or not (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="show what would rotate and the plans; write nothing (exit 2 when something would)")
+    p.add_argument("--force", action="store_true", help="rotate even sooner than policies.min_overlap_hours after the latest version")
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--audit-log", metavar="PATH", help="append one JSON line per executed change and one per rotation")
+    _terminal_args(p)
+    _exec_arg(p)
 
     p = command(
         "drift",

@@ -7,26 +7,31 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import addresses, config, interrupt, inventory, pending, providers, safety, saved
+from . import addresses, config, interrupt, inventory, pending, providers, rotation, safety, saved
 from .audit import AuditLog
+from .clock import today
 from .denials import changes as audit_changes
 from .denials import merge as denials_merge
 from .denials.model import DenialReport, InstanceLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
+from .pipeline import Console, Options, Pipeline, unpersisted  # noqa: F401 (unpersisted: re-exported for the commands)
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
 from .report import ApplyReport
 from .state import InstanceState, LiveState, NodeState
+
+if TYPE_CHECKING:
+    from .rotator import Request
 
 MAX_PARALLEL_INSTANCES = 8
 
@@ -67,20 +72,10 @@ class Shard:
         return [n for n in names if n in mine]
 
 
-def today() -> date:
-    """The date expiry is judged against; RECONCILER_TODAY=YYYY-MM-DD pins it (tests, what-if runs)."""
-    pinned = os.environ.get("RECONCILER_TODAY")
-    if pinned:
-        try:
-            return date.fromisoformat(pinned)
-        except ValueError:
-            raise ReconcilerError(f"RECONCILER_TODAY={pinned!r} is not a YYYY-MM-DD date") from None
-    return date.today()
-
-
 class Manager:
-    def __init__(self, desired: DesiredState):
+    def __init__(self, desired: DesiredState, *, allow_exec: bool = False):
         self.desired = desired
+        self.allow_exec = allow_exec
         # (instance, node address) -> the address its connection reached, from the latest read:
         # the record of unfinished work is keyed by it (pending.py).
         self.where: dict[tuple[str, str], str] = {}
@@ -99,7 +94,15 @@ class Manager:
     @classmethod
     def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
         # Expired tokens are not a load error here: the plan removes them and says why.
-        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec))
+        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec), allow_exec=allow_exec)
+
+    def reload(self) -> "Manager":
+        """The same file read again (its secrets too: a store may hold a new version by now)."""
+        return Manager.from_file(self.desired.source, allow_exec=self.allow_exec)
+
+    def derived(self, desired: DesiredState) -> "Manager":
+        """A Manager for a desired state made from this one in memory (a rotation's steps)."""
+        return Manager(desired, allow_exec=self.allow_exec)
 
     def instance_names(self, only: list[str] | None = None, shard: Shard | None = None) -> list[str]:
         """The file's instances (file order), narrowed to `only` (names or shell-style globs such
@@ -171,10 +174,16 @@ class Manager:
         return persist_mode(self.desired.instances[name], node)
 
     def drift(self, only: list[str] | None = None, shard: Shard | None = None) -> Plan:
-        """The plan plus the findings only drift reports (tokens no file declares), judged by
-        the safety rails like any plan."""
+        """The plan plus the findings only drift reports (tokens no file declares, rotations due),
+        judged by the safety rails like any plan."""
         state = self.read(only, shard)
-        return self.check(with_unmanaged_tokens(self.plan(state)), state)
+        plan = with_unmanaged_tokens(self.plan(state))
+        day = today()
+        plan = dataclasses.replace(plan, instances=tuple(
+            dataclasses.replace(i, findings=i.findings + tuple(rotation.due_findings(self.desired, i.name, day)))
+            for i in plan.instances
+        ))
+        return self.check(plan, state)
 
     def denials(
         self,
@@ -229,11 +238,55 @@ class Manager:
             raise
         return stack
 
-    def recheck(self, plan: Plan) -> list[str]:
+    def recheck(self, plan: Plan, narrow: Callable[[Plan], Plan] | None = None) -> list[str]:
         """Under the lock, before the first write: the file and live state must still produce exactly
-        this plan (nothing moved while it was reviewed, confirmed or saved)."""
-        fresh = self.plan(self.read([i.name for i in plan.instances]))
-        return saved.differences(plan, self.target(fresh, plan.targets))
+        this plan (nothing moved while it was reviewed, confirmed or saved). `narrow`: the part of
+        a fresh plan that `plan` stands for (one user's changes in a rotation), when not the whole."""
+        fresh = self.target(self.plan(self.read([i.name for i in plan.instances])), plan.targets)
+        return saved.differences(plan, narrow(fresh) if narrow is not None else fresh)
+
+    # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, each step of `rotate` --
+
+    def pipeline(self, console: Console, options: Options | None = None, **kw: Any) -> Pipeline:
+        return Pipeline(self, console, options, **kw)
+
+    def apply_file(self, only: list[str] | None, console: Console, options: Options,
+                   targets: list[str] | None = None) -> int:
+        """`apply -f`: read, plan (`--target`: those users only), judge by the rails, show, then the
+        pipeline (refusals, confirm, execute)."""
+        state = self.read(only)
+        plan = self.check(self.target(self.plan(state), targets), state, force=options.force)
+        console.present(plan)  # with no changes it says "No changes." and lists any findings
+        if not plan.has_changes:
+            return 0
+        return self.pipeline(console, options).run(plan, state, what="the plan shown", checked=True)
+
+    def apply_saved(self, plan: Plan, name: str, only: list[str] | None, console: Console, options: Options) -> int:
+        """`apply PLAN.json` (its file's digest already checked): narrowed to `only`, refused when it
+        differs from a fresh plan in anything but display fields, then the pipeline on the fresh
+        plan (what runs and what is shown), judged by the rails as the live state is now."""
+        if only:
+            # Names or globs; one that matches nothing is an error.
+            plan = only_instances(plan, set(self.instance_names(only)))
+        # Checked even when the plan is empty: a plan edited down to nothing is as stale as any.
+        stale, state, fresh = self.stale(plan)
+        if stale:
+            for p in stale:
+                console.err(f"{name} is stale: {p}")
+            console.err("nothing was changed")
+            return 1
+        if not fresh.has_changes:
+            console.out(f"No changes. {name} has nothing to apply.")
+            return 0
+        plan = self.check(fresh, state, force=options.force)
+        console.present(plan)
+        return self.pipeline(console, options).run(plan, state, what=name, checked=True)
+
+    def rotate(self, request: "Request", console: Console, options: Options) -> int:
+        """`reconciler rotate`: each due token through the four steps (rotator.py)."""
+        from .rotator import Rotator
+
+        return Rotator(self, request, console, options).run()
 
     @staticmethod
     def interruptible() -> AbstractContextManager[threading.Event]:
@@ -324,17 +377,6 @@ class Manager:
 def _resolved(state: LiveState) -> dict[tuple[str, str], str]:
     """(instance, node address) -> the address the node's connection reached, where known."""
     return {(i.name, n.address): n.resolved for i in state.instances.values() for n in i.nodes if n.resolved}
-
-
-def unpersisted(plan: Plan) -> list[str]:
-    """A warning per instance whose changed nodes have neither an aclfile nor a config file."""
-    out = []
-    for inst in plan.instances:
-        nodes = [n.address for n in inst.nodes if n.has_changes and n.persist == "warn"]
-        if nodes:
-            where = nodes[0] if len(nodes) == 1 else f"{len(nodes)} nodes ({', '.join(nodes)})"
-            out.append(f"{inst.name} {where}: no aclfile and no config file; changes live in memory only and are lost on restart")
-    return out
 
 
 def with_unmanaged_tokens(plan: Plan) -> Plan:

@@ -7,7 +7,7 @@ never show the value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from .errors import remember_secret
@@ -63,6 +63,20 @@ class Sink:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """`rotate:` on a token entry: how `reconciler rotate` makes its next value and where it goes."""
+
+    every_days: int
+    store: Sink  # where the new value is written: the entry's vault path (version 0), its file, or its sink
+    since: date | None = None  # when the store's latest version was made (vault created_time, file mtime), if read
+    usernames: tuple[str, ...] = ()  # redis-cloud: the pair of Cloud users new versions alternate through
+    username_field: str | None = None  # redis-cloud: the store field holding the version's Cloud username
+
+    def due_on(self) -> date | None:
+        return self.since + timedelta(days=self.every_days) if self.since else None
+
+
+@dataclass(frozen=True)
 class Token:
     id: str
     sha256: str  # 64 lowercase hex; what servers store and what we send as `#<sha256>`
@@ -74,6 +88,8 @@ class Token:
     note: str | None = None  # free text from the file, shown next to the token in plans
     sink: Sink | None = None  # provider: memorystore: where the service-generated value goes
     username: str | None = None  # provider: redis-cloud: the Cloud ACL user holding this token (default: the user's name)
+    rotate: Rotation | None = None  # `reconciler rotate` makes this entry's next value
+    succeeds: str | None = None  # a rotation's new token: it takes over this token id once made (memorystore's record)
 
     @property
     def prefix(self) -> str:
@@ -181,6 +197,13 @@ class ApiSettings:
     allow_password_replace: bool = False  # redis-cloud: consent to changes that cut existing connections
 
 
+# Token ids a rotation gives the values around a rotating entry `<id>`: its new value until the
+# store names it (`<id>:next`), and the value it replaced where the store keeps no versions (a
+# file's PATH.previous, a memorystore token the record names `<id>.previous`).
+NEXT = ":next"
+PREVIOUS = ".previous"
+
+
 def server_token_ref(user: str, token_id: str) -> str:
     """The stand-in "sha256" of a token whose value the service generates (memorystore): a digest of
     user and token id, so plans compare such tokens by id. It is not the token's hash."""
@@ -237,6 +260,7 @@ class Policies:
     password_complexity: bool = False
     forbid_nopass: bool = True
     max_delete_percent: int = 30
+    min_overlap_hours: int = 24  # rotate: hours the latest store version must have existed before the next rotation
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class FindingKind(StrEnum):
     PASSWORD_UNKNOWN = "password_unknown"
     RECORD_MISSING = "record_missing"
     PENDING = "pending"
+    ROTATION_DUE = "rotation_due"
     LOCK_IMPOSTOR = "lock_impostor"
 
 

@@ -147,7 +147,7 @@ def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
 MINIMAL_ARGS = {("plan",): ["-f", "x"], ("drift",): ["-f", "x"], ("validate",): ["-f", "x"], ("explain",): ["u", "-f", "x"],
                 ("import",): ["--node", "h:1"], ("token", "new"): ["u", "--id", "1"], ("completion",): ["bash"],
                 ("schema",): [], ("apply",): [], ("local-server", "start"): [], ("local-server", "stop"): [],
-                ("local-server", "status"): [], ("denials",): ["-f", "x"]}
+                ("local-server", "status"): [], ("denials",): ["-f", "x"], ("rotate",): ["-f", "x"]}
 
 
 def test_minimal_args_cover_every_command() -> None:

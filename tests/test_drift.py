@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from servers import RunningServer, no_retry
+from support import actions
 from support.cli import Cli, Result
 from support.executor import acl_users, sha
 
@@ -385,14 +386,8 @@ def test_github_workflow_drift_step(denv: DriftEnv, tmp_path: Path) -> None:
     env = {**_example_env(denv, tmp_path), **{k: v for k, v in denv.env.items()}, "ACCESS_FILE": str(denv.file)}
 
     def run_step() -> tuple[int, dict[str, str], str]:
-        out, summary = tmp_path / "gh_output", tmp_path / "gh_summary"
-        out.write_text("")
-        summary.write_text("")
-        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
-                           env={**env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)},
-                           capture_output=True, text=True, timeout=120)
-        outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
-        return r.returncode, outputs, summary.read_text()
+        r = actions.run_step(step["run"], env, tmp_path)
+        return r.code, r.outputs, r.summary
 
     code, outputs, summary = run_step()
     assert (code, outputs) == (0, {"exit_code": "0"})

@@ -13,31 +13,14 @@ import difflib
 import hashlib
 import os
 import re
-import secrets
-import string
 import sys
 from datetime import timedelta
 
+from ..clock import today
 from ..errors import ReconcilerError, remember_secret
-from ..manager import today
 from ..model import DesiredState, Sink
 from ..secrets import SecretError, sinks
-
-SPECIAL = set("-_")
-
-
-def strong_token(nbytes: int) -> str:
-    """URL-safe random token that also has upper, lower, digit and special (complexity by construction)."""
-    while True:
-        token = secrets.token_urlsafe(nbytes)
-        chars = set(token)
-        if (
-            chars & set(string.ascii_uppercase)
-            and chars & set(string.ascii_lowercase)
-            and chars & set(string.digits)
-            and chars & SPECIAL
-        ):
-            return token
+from ..tokengen import strong_token
 
 
 def _check_form(value: str, definition: dict, what: str) -> None:

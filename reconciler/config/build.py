@@ -49,7 +49,7 @@ class Builder(InstanceChecks):
     def policies(self, raw: dict) -> Policies:
         d = Policies()
         ints = {}
-        for key in ("token_max_age_days", "expiry_warning_days", "min_token_length", "max_delete_percent"):
+        for key in ("token_max_age_days", "expiry_warning_days", "min_token_length", "max_delete_percent", "min_overlap_hours"):
             if is_int(raw.get(key)):
                 ints[key] = raw[key]
         return Policies(
@@ -59,6 +59,7 @@ class Builder(InstanceChecks):
             password_complexity=as_bool(raw.get("password_complexity"), d.password_complexity),
             forbid_nopass=as_bool(raw.get("forbid_nopass"), d.forbid_nopass),
             max_delete_percent=ints.get("max_delete_percent", d.max_delete_percent),
+            min_overlap_hours=ints.get("min_overlap_hours", d.min_overlap_hours),
         )
 
 

@@ -279,6 +279,22 @@ class BuilderCore:
             return source, None
         return source, resolved
 
+    def store_field(self, ref: Any, field: str, path: Path, what: str) -> str | None:
+        """Another field of the store version a vault reference reads (a name stored next to a
+        token): plain text, not a secret, so it does not pass through secrets.accept."""
+        from ..secrets import registry
+
+        spec = {**ref["vault"], "field": field}
+        try:
+            got = registry.source("vault").read(spec, self.secret_session().ctx)
+        except secrets.SecretError as exc:
+            self.problem(path, f"{what}: {exc}")
+            return None
+        if isinstance(got, secrets.Absent):
+            self.problem(path, f"{what}: {got.reason}")
+            return None
+        return str(got.value)
+
     def secret_session(self) -> secrets.Session:
         if self.session is None:
             self.session = secrets.Session(

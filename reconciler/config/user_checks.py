@@ -19,7 +19,7 @@ from ..model import (
     server_token_ref,
 )
 from ..secrets.vault import VaultRef
-from . import cloud
+from . import cloud, rotation_checks
 from .certificate_checks import CertificateChecks
 from .core import (
     DEFAULT_MIN_TOKEN_LENGTH,
@@ -169,6 +169,8 @@ class UserChecks(CertificateChecks):
             tokens, absent = self.tokens(name, spec.get("tokens"), base + ("tokens",), policies, hash_owner)
             self.provider_tokens(name, tokens, base + ("tokens",), user_instances, instances)
             cloud.tokens(self, name, tokens, base + ("tokens",), user_instances, instances)
+            rotation_checks.user_checks(self, name, tokens, [a.source for a in absent], spec.get("tokens"), base + ("tokens",),
+                                        user_instances, instances)
             certificates = self.certificates(name, spec.get("certificates"), base + ("certificates",), user_instances, instances)
             if any(instances[n].provider == "redis-software" for n in user_instances):
                 self.redis_software_user(name, spec, base, roles, tokens, policies)
@@ -282,6 +284,7 @@ class UserChecks(CertificateChecks):
                             where,
                             f"{label} is the same token as a token of user {clash[0]} (line {clash[1]}): a token may belong to one user only",
                         )
+            rotate = rotation_checks.rotation(self, spec, where, label, sink, stored)
             created = self.date(spec.get("created"), where + ("created",)) or stored
             expires = self.date(spec.get("expires"), where + ("expires",))
             if created and expires and created > expires:
@@ -302,9 +305,17 @@ class UserChecks(CertificateChecks):
                     note=as_str(spec.get("note")),
                     line=self.line(where),
                     sink=sink,
-                    username=as_str(spec.get("username")),
+                    username=as_str(spec.get("username")) or rotation_checks.cloud_username(self, spec, where, label),
+                    rotate=rotate,
                 )
             )
+            previous = rotation_checks.previous_file(self, spec, where, tid, user) if rotate else None
+            if previous is not None:
+                # The value a rotation replaced: apps that have not re-read the file yet still log in.
+                psource, presolved = self.resolve_secret(previous, where + ("secret",), f"{label} ({secrets.describe(previous)})")
+                if presolved is not None and presolved.sha256 not in hashes:
+                    out.append(Token(id=f"{tid}{rotation_checks.PREVIOUS}", sha256=presolved.sha256, source=psource,
+                                     plaintext=presolved.secret, line=self.line(where), note="the value before the last rotation"))
         return tuple(out), tuple(absent)
 
     def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:

@@ -38,6 +38,8 @@ class Capabilities:
     saved_plans: bool = True  # `apply PLAN.json` re-reads and compares fingerprints
     topology: bool = True  # nodes, replicas and cluster members are the reconciler's business
     password_complexity: bool = False  # the service refuses passwords without 8+ characters of four kinds
+    one_default_password: bool = False  # the `default` user holds one password: rotating it cuts old connections
+    password_pair: bool = False  # a login holds one password: zero-downtime rotation goes through a pair of logins
     # capability name -> why it is missing, completing "instance X uses provider P, <reason>"
     reasons: Mapping[str, str] = field(default_factory=dict)
 
@@ -88,6 +90,18 @@ class Provider(ABC):
     def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         """Carry out `plan` (only this provider's instances). Raises ApplyError (with .report:
         what was done before the stop) on failure."""
+
+    def promote(self, instance: str, user: str, token_id: str) -> None:
+        """After a rotation's new token (`<id>:next`) reached its sink: it becomes `token_id`, and
+        the one it replaces `<id>.previous`. Only providers whose service makes the tokens
+        (server_generated_tokens) name them; elsewhere a token is its hash and nothing is renamed."""
+        return None
+
+    def settle(self, instance: Instance, user: str, token_id: str, stored_sha256: str | None) -> str | None:
+        """A rotation's new token left unpromoted by a run that stopped: promote it when its value is
+        what the store holds now ("promoted"), else drop its name so the next plan removes it
+        ("dropped"); None when there is none."""
+        return None
 
     @abstractmethod
     def verify(self, plan: Plan, *, today: date) -> None:

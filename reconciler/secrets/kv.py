@@ -396,9 +396,10 @@ class FieldWrite:
     cas: int  # the current version when prepared (0: the path has none)
     keep: dict[str, Any] = field(repr=False)  # the latest version's data: plaintext, never printed
 
-    def commit(self, name: str, value: str) -> int:
-        """Write the new version; CasConflict when another writer was first. Returns its number."""
-        return self.store.write(self.mount, self.path, {**self.keep, name: value}, cas=self.cas)
+    def commit(self, name: str, value: str, **also: str) -> int:
+        """Write the new version (`name` = `value`, plus the fields in `also`, the others kept);
+        CasConflict when another writer was first. Returns its number."""
+        return self.store.write(self.mount, self.path, {**self.keep, **also, name: value}, cas=self.cas)
 
 
 def _quote(part: str) -> str:

@@ -46,6 +46,7 @@ the same reason.
     read.py       one instance as the planner's live state (MSNode), tokens named by the record
     refine.py     the pure refinement (what the v1 API can't express is a plan error)
     apply.py      users and tokens, each token's value to its sink; CLIENT KILL USER on the data plane
+    rotation.py   the record's names for a rotating token's new and previous values (promote, settle)
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from ...report import ApplyReport
 from ...state import InstanceState, LiveState
 from .. import managed
 from ..base import Capabilities, Provider
-from . import read
+from . import read, rotation
 from .apply import Run
 from .read import NAME
 from .refine import check_user, refine
@@ -92,7 +93,18 @@ class MemorystoreProvider(Provider):
         for name in live.instances:
             for u in self.desired.users_for(name):
                 check_user(name, u)
-        return managed.plan_with(self.desired, live, today, lambda u: u, refine)
+        held: dict[str, set[str]] = {}
+        for inst in live.instances.values():
+            for node in inst.nodes:
+                for name, lu in node.users.items():
+                    held.setdefault(name, set()).update(lu.hashes)
+        return managed.plan_with(self.desired, live, today, lambda u: rotation.with_rotation_names(u, held.get(u.name, set())), refine)
+
+    def promote(self, instance: str, user: str, token_id: str) -> None:
+        rotation.promote(self.desired, instance, user, token_id)
+
+    def settle(self, instance: Instance, user: str, token_id: str, stored_sha256: str | None) -> str | None:
+        return rotation.settle(self.desired, instance, user, token_id, stored_sha256)
 
     def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport:
         return managed.apply_each(self, plan, audit, Run)

@@ -32,7 +32,7 @@ class Run(managed.ApiRun):
         steps: list[tuple[str, str, Any]] = [("config", cc.parameter, cc) for cc in node.config]
         steps += [(c.action, c.user, c) for c in node.changes]
         self.part.left = [f"{a} {u}" for a, u, _ in steps]
-        record = managed.load_record(self.p.desired.source, NAME)
+        record = self.record = managed.load_record(self.p.desired.source, NAME)
         self.names = record.setdefault(self.instance.name, {})  # user -> {file token id: service name}
         try:
             for action, user, item in steps:
@@ -140,6 +140,11 @@ class Run(managed.ApiRun):
             if not value:
                 raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({created})")
             remember_secret(value)
+            if token.succeeds:
+                # A rotation's new token is named before its value reaches the sink: a run stopped
+                # right after the sink took it leaves a token the next `rotate` can promote.
+                self.names.setdefault(user, {})[token.id] = created
+                managed.save_record(self.p.desired.source, NAME, self.record)
             try:
                 sink.commit(value)
             except SecretError as exc:
@@ -147,6 +152,7 @@ class Run(managed.ApiRun):
         except BaseException:
             sink.abort()
             if created is not None:  # never a token on the service whose value no sink holds
+                (self.names.get(user) or {}).pop(token.id, None)
                 try:
                     wait_operation(http, http.request("DELETE", f"/v1/{user_res}/authTokens/{created}"), self.instance.name)
                 except LiveError:

@@ -60,6 +60,8 @@ class RedisCloudProvider(Provider):
         certificate_users=False,  # certificates are per database (client_certificates), not per user
         topology=False,
         password_complexity=True,
+        one_default_password=True,  # the database password
+        password_pair=True,  # AclUserCreateRequest: one password per Cloud user
         reasons={"token_hashes": "whose API takes the password itself: give it as secret: {env|file}, not sha256"},
     )
     # The Cloud API's logs are account actions (/logs) and console sessions (/session-logs), not

@@ -90,6 +90,7 @@ class RedisSoftwareProvider(Provider):
         topology=False,
         password_complexity=True,
         saved_plans=True,
+        one_default_password=True,  # the database password (rotate-passwords: no rotation for the default user)
         reasons={
             "token_hashes": "whose password API needs the plaintext (to add a password next to an existing one and to "
             "delete one): give it as secret: {env|file}, not sha256",

@@ -1,0 +1,497 @@
+"""`reconciler rotate`, carried out: for each rotating entry, finish what an earlier run left,
+decide whether it is due, then the four steps of rotation.py -- steps 2 and 4 through the
+Manager's apply pipeline (rails, prompt, lock, re-check, audit, verify), step 3 a
+check-and-set write to the store.
+
+One confirmation covers a rotation: its step-2 plan and the plan step 4 is expected to be are
+shown first. The instances stay locked from step 2 to step 4 (an `apply` or another `rotate`
+waits or refuses meanwhile, so nothing removes the new token before the store names it), and
+step 4 goes ahead on that confirmation only if it removes what was expected and nothing else.
+
+What a stop leaves, and what the next run does (no local state: the servers and the store say it):
+  after step 2   a hash no store version holds -> removed, then the rotation starts again
+  after step 3   the store names the new token, the version before previous is still live
+                 -> the file's own plan finishes it; no further version is written this run
+  a second run   waits for the lock, finds the store moved past the version it started from,
+                 and only applies
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import random
+import secrets as _random
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from . import providers, rotation, tokengen
+from .audit import AuditLog
+from .clock import today
+from .errors import ReconcilerError, remember_secret
+from .lock import LockError
+from .pipeline import Console, Options
+from .plan import Plan, only_changes
+from .rotation import Entry, Strategy
+from .secrets import SecretError, writable
+from .secrets.kv import CasConflict
+
+if TYPE_CHECKING:
+    from .manager import Manager
+
+LOCK_WAIT = 120.0  # seconds a rotation waits for another apply or rotate to release the instances
+MAX_RESTARTS = 5  # fresh starts after waiting for the lock (or a store that moved while the file was read)
+ACTIVE = ("rotated", "would-rotate", "finished", "would-finish", "failed", "refused")
+
+
+@dataclass(frozen=True)
+class Request:
+    users: list[str] | None = None  # --user: rotate these now (due or not)
+    instances: list[str] | None = None  # --instance: entries of users on these instances
+    dry_run: bool = False
+    force: bool = False  # sooner than min_overlap_hours
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass
+class Outcome:
+    entry: Entry
+    status: str  # rotated | would-rotate | not-due | finished | failed | refused
+    line: str  # one line for the summary
+    due: datetime | None = None
+
+
+class _Restart(Exception):
+    """Start the entry again from a fresh read: this run waited for another apply or rotate (or the
+    store moved while the file was read). `pinned`: the latest version seen before; a store that
+    moved past it means another run rotated, and this one only applies."""
+
+    def __init__(self, pinned: writable.Latest | None):
+        super().__init__("restart")
+        self.pinned = pinned
+
+
+class _Stopped(Exception):
+    """SIGINT/SIGTERM: the run stops after saying where."""
+
+
+def now_utc() -> datetime:
+    """Now; RECONCILER_TODAY=YYYY-MM-DD moves it to that day (same time of day), as it moves expiry."""
+    real = datetime.now(timezone.utc)
+    day = today()
+    return real if day == real.date() else datetime.combine(day, real.timetz())
+
+
+def who() -> str:
+    actor = os.environ.get("GITHUB_ACTOR")
+    if actor:
+        return f"github:{actor}"
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}@{socket.gethostname()}"
+
+
+class Rotator:
+    def __init__(self, manager: "Manager", request: Request, console: Console, options: Options):
+        self.manager = manager
+        self.request = request
+        self.console = console
+        self.options = options
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        desired = self.manager.desired
+        found = self._entries(self.manager)
+        if self.request.users:
+            missing = sorted(set(self.request.users) - {e.user for e in found})
+            if missing:
+                raise ReconcilerError(f"--user {', '.join(missing)}: no token of that user in {desired.source} has rotate: "
+                                      "(on the selected instances)")
+        if not found:
+            self.console.out(f"Nothing to rotate: no token in {desired.source} has rotate:.")
+            return 0
+        outcomes: list[Outcome] = []
+        try:
+            for entry in found:
+                outcome = self.one(self._same(self.manager, entry))
+                outcomes.append(outcome)
+                if outcome.status in ("rotated", "finished"):
+                    self.manager = self.manager.reload()  # the next entry plans from what the stores hold now
+        except _Stopped:
+            return 130
+        return self._summary(outcomes)
+
+    def _entries(self, manager: "Manager") -> list[Entry]:
+        desired = manager.desired
+        caps = {n: providers.capabilities(i.provider) for n, i in desired.instances.items()}
+        only = manager.instance_names(self.request.instances) if self.request.instances else None
+        return rotation.entries(desired, caps, only, self.request.users)
+
+    def _summary(self, outcomes: list[Outcome]) -> int:
+        out = self.console.out
+        done = [o for o in outcomes if o.status in ACTIVE]
+        if done:
+            out("\nRotation summary:")
+            for o in done:
+                out(f"  {o.line}")
+        else:
+            out("Nothing to rotate: no token is due.")
+        for o in sorted((o for o in outcomes if o.status == "not-due"), key=lambda o: o.due or self.request.now):
+            out(f"Next rotation: {o.line}")
+        if any(o.status in ("failed", "refused") for o in outcomes):
+            return 1
+        if self.request.dry_run and any(o.status in ("would-rotate", "would-finish") for o in outcomes):
+            return 2
+        return 0
+
+    # -- one entry -------------------------------------------------------------------------------
+
+    def one(self, entry: Entry) -> Outcome:
+        pinned: writable.Latest | None = None
+        for _ in range(MAX_RESTARTS):
+            try:
+                return self._attempt(entry, pinned)
+            except _Restart as again:
+                pinned = pinned or again.pinned
+                self.manager = self.manager.reload()
+                entry = self._same(self.manager, entry)
+        return self._failed(entry, "0", 1, "the instances or the store kept changing while this run waited; run rotate again")
+
+    def _attempt(self, entry: Entry, pinned: writable.Latest | None) -> Outcome:
+        manager = self.manager
+        store = self._store(manager, entry)
+        where = store.where()
+        plain = (entry.rotate.username_field,) if entry.rotate.username_field else ()
+        try:
+            latest = store.latest(plain)
+        except SecretError as exc:
+            return self._failed(entry, "0", 1, str(exc))
+        if latest is None:
+            return self._failed(entry, "0", 1, f"{where} holds no value yet: write the first one "
+                                f"(e.g. reconciler token new {entry.user} --id {entry.token.id} --sink ...)")
+        if entry.strategy != Strategy.SERVICE and latest.sha256 != entry.token.sha256 and pinned is None:
+            raise _Restart(latest)  # written since the file was read: read it again
+        settled = self._settle(manager, entry, latest)
+        state = manager.read(list(entry.instances))
+        plan = self._mine(manager.plan(state), entry)
+        # The store's older versions: to tell a rotation's orphan from an older version (when the plan
+        # removes something), and for a provider that removes a password by its value.
+        held = store.versions() if entry.strategy != Strategy.SERVICE and (plan.has_changes or self._by_value(manager, entry)) else {}
+        left = rotation.unfinished(plan, entry, held)
+        if pinned is not None and (pinned.version, pinned.sha256) != (latest.version, latest.sha256):
+            return self._converge(manager, entry, plan, state, latest, held,
+                                  f"{where} moved to {latest.name()} meanwhile (another run rotated it); applied it, no new version written")
+        if left is not None and left.stored or settled == "promoted":
+            self._explain(entry, left, manager.desired.source)
+            return self._converge(manager, entry, plan, state, latest, held,
+                                  f"finished the rotation an earlier run stored in {where}; no new version written")
+        if left is not None:
+            self._explain(entry, left, manager.desired.source)  # folded into step 2 (or converged when not due)
+        asked = entry.user in (self.request.users or [])
+        when = rotation.schedule(entry.rotate.every_days, latest.created, self.request.now, asked)
+        if not when.due:
+            if left is not None:
+                return self._converge(manager, entry, plan, state, latest, held, f"converged; {when.why}")
+            return Outcome(entry, "not-due", f"{entry.label} ({entry.rotate.store.describe()}): {when.why}", when.at)
+        overlap = rotation.overlap_problem(latest.created, self.request.now, manager.desired.policies)
+        if overlap and not self.request.force:
+            self.console.err(f"refusing to rotate {entry.label}: {overlap}")
+            return Outcome(entry, "refused", f"{entry.label}: refused: the latest version is younger than min_overlap_hours")
+        return self._rotate(manager, entry, store, latest, state, held)
+
+    def _rotate(self, manager: "Manager", entry: Entry, store: writable.Store, latest: writable.Latest, state: Any,
+                held: dict[str, Any]) -> Outcome:
+        desired = manager.desired
+        console = self.console
+        where = store.where()
+        # 1: the new token (the service makes it on memorystore)
+        username = rotation.other_username(entry, latest.fields.get(entry.rotate.username_field or ""))
+        value: str | None = None
+        if entry.strategy != Strategy.SERVICE:
+            value = tokengen.new_token(entry.user, [desired.instances[n].provider for n in entry.instances], desired.policies)
+            remember_secret(value)  # printed nowhere; redacted should a server or a store echo it
+        new = rotation.new_token(entry, value, username, self.request.now.date())
+        user = rotation.user_of(desired, entry)
+        step2 = manager.derived(rotation.allow_pair_replace(rotation.with_user_tokens(desired, entry, rotation.step2_tokens(entry, user, new)), entry))
+        plan2 = self._mine(step2.plan(state), entry)
+        expected: Plan | None = None
+        if entry.strategy != Strategy.SERVICE:
+            after = manager.derived(rotation.allow_pair_replace(rotation.with_user_tokens(desired, entry, rotation.after_tokens(entry, user, new)), entry))
+            _, expected = self._retire(after, entry, self._mine(after.plan(state), entry), state, held)
+        self._show(entry, where, latest, plan2, expected, desired.policies.min_overlap_hours, username)
+        if self.request.dry_run:
+            return Outcome(entry, "would-rotate", f"{entry.label}: would write the next version of {where}")
+        try:
+            store.check_writable()  # before the token exists anywhere
+        except SecretError as exc:
+            return self._failed(entry, "1", 1, f"{exc}; nothing was changed")
+
+        rid = _random.token_hex(6)
+        options = dataclasses.replace(self.options, audit_fields={**self.options.audit_fields, "rotation": rid})
+        step = "2"
+        try:
+            with self._hold(step2, plan2, latest):
+                again = store.latest(())
+                if again is None or (again.version, again.sha256) != (latest.version, latest.sha256):
+                    raise _Restart(latest)  # written while this run got the lock: start from it
+                console.out(f"\nStep 2 of 4: add the new token ({new.id}, sha256:{new.prefix}…) on every node")
+                code = step2.pipeline(console, options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(plan2, state)
+                if code != 0:
+                    return self._failed(entry, "2", code, "the new token may be on some nodes; run rotate again: it removes it and starts again")
+                step = "3"
+                written = self._write(desired, entry, store, latest, value, username)
+                if isinstance(written, Outcome):
+                    return written
+                step = "4"
+                reloaded = manager.reload()
+                entry4 = self._same(reloaded, entry)
+                console.out(f"\nStep 4 of 4: apply {desired.source} as the store now reads it (the version before previous goes)")
+                after4, state4, plan4 = self._file_plan(reloaded, entry4, store)
+                keep = {latest.sha256 or "", new.sha256, written.sha256 or ""}
+                code = 0
+                if plan4.has_changes:
+                    console4 = self._step4_console(entry4, keep)
+                    code = after4.pipeline(console4, options, lock=_held, narrow=lambda p: self._mine(p, entry4)).run(
+                        plan4, state4, what="the step 4 plan")
+                else:
+                    console.out("  nothing to remove")
+                if code != 0:
+                    return self._failed(entry, "4", code, "the store holds the new version; run rotate or apply again to finish")
+        except KeyboardInterrupt:
+            console.err(f"interrupted during step {step} of the rotation of {entry.label}; run rotate again to finish")
+            raise _Stopped() from None
+        removed = rotation.removed_hashes(plan4, entry4)
+        self._audit_record(entry, where, latest, written, removed, rid, plan4)
+        gone = f"; removed {', '.join(f'sha256:{h[:8]}…' for h in removed)}" if removed else ""
+        return Outcome(entry, "rotated", f"{entry.label}: {where} {latest.name()} -> {written.name()} "
+                       f"({_prefix(latest.sha256)} -> {_prefix(written.sha256)}){gone}")
+
+    def _write(self, desired: Any, entry: Entry, store: writable.Store, latest: writable.Latest, value: str | None,
+               username: str | None) -> writable.Latest | Outcome:
+        """Step 3: the new version, with check-and-set on the one the rotation started from."""
+        console = self.console
+        where = store.where()
+        if entry.strategy == Strategy.SERVICE:
+            # The service made the token and step 2 wrote it to the sink; the record names it `current` now.
+            for name in entry.instances:
+                providers.for_instance(desired, name).promote(name, entry.user, entry.token.id)
+            written = store.latest(())
+            console.out(f"\nStep 3 of 4: the service made the token and {where} took it ({written.name() if written else '?'})")
+            return written or latest
+        assert value is not None
+        extra = {entry.rotate.username_field: username} if entry.rotate.username_field and username else {}
+        console.out(f"\nStep 3 of 4: write it as the next version of {where} (check-and-set on {latest.name()})")
+        try:
+            written = store.write(value, latest, extra)
+        except CasConflict as exc:
+            console.err(f"{entry.label}: {exc}")
+            console.out("The new token was not stored: applying the store's latest instead (it removes the token just added).")
+            code = self._apply_file(self.manager.reload(), entry, store)
+            return Outcome(entry, "finished" if code == 0 else "failed",
+                           f"{entry.label}: another writer stored a version first; applied it and removed this run's token")
+        except SecretError as exc:
+            return self._failed(entry, "3", 1, f"{exc}; the new token is on the servers but in no store version: "
+                                "run rotate again, it removes it and starts again")
+        console.out(f"  {where}: {written.name()} written")
+        return written
+
+    # -- pieces ----------------------------------------------------------------------------------
+
+    def _store(self, manager: "Manager", entry: Entry) -> writable.Store:
+        timeout = max(manager.desired.instances[n].timeout_seconds for n in entry.instances)
+        return writable.open_store(entry.rotate.store, timeout=max(timeout, 5.0))
+
+    def _mine(self, plan: Plan, entry: Entry) -> Plan:
+        return only_changes(plan, entry.keep, config=False)
+
+    def _same(self, manager: "Manager", entry: Entry) -> Entry:
+        """The entry as a reloaded file has it (the same user and id)."""
+        for e in self._entries(manager):
+            if e.user == entry.user and e.token.id == entry.token.id and e.sentinel == entry.sentinel:
+                return e
+        raise ReconcilerError(f"{entry.label} is no longer in {manager.desired.source}")
+
+    def _settle(self, manager: "Manager", entry: Entry, latest: writable.Latest) -> str | None:
+        if entry.strategy != Strategy.SERVICE or self.request.dry_run:
+            return None
+        result = None
+        for name in entry.instances:
+            instance = manager.desired.instances[name]
+            result = providers.for_instance(manager.desired, name).settle(instance, entry.user, entry.token.id, latest.sha256) or result
+        if result:
+            why = "its value is the store's latest" if result == "promoted" else "its value is in no store version"
+            self.console.out(f"{entry.label}: a new token an earlier run made was {result} ({why})")
+        return result
+
+    def _explain(self, entry: Entry, left: rotation.Unfinished | None, source: str) -> None:
+        if left is None:
+            return
+        if left.orphans:
+            self.console.out(f"{entry.label}: an earlier rotation added {_prefixes(left.orphans)} but no store version holds it: "
+                             "it is removed (and the rotation starts again when due)")
+        elif left.stale:
+            self.console.out(f"{entry.label}: an earlier rotation stored its token but stopped before removing {_prefixes(left.stale)}")
+        else:
+            self.console.out(f"{entry.label}: the servers are not what {source} says for this user: applying it")
+
+    def _file_plan(self, manager: "Manager", entry: Entry, store: writable.Store) -> tuple["Manager", Any, Plan]:
+        """The file's own plan for the entry's user, read now; with the values of the store's older
+        versions it removes where a provider deletes passwords by value."""
+        state = manager.read(list(entry.instances))
+        plan = self._mine(manager.plan(state), entry)
+        if entry.strategy == Strategy.SERVICE:
+            return manager, state, plan
+        manager, plan = self._retire(manager, entry, plan, state, store.versions())
+        return manager, state, plan
+
+    @staticmethod
+    def _by_value(manager: "Manager", entry: Entry) -> bool:
+        """A provider of the entry removes a password only given its value (Redis Software), and the
+        rotation removes one on its own (not by replacing it)."""
+        return entry.strategy == Strategy.ADD and not all(
+            providers.capabilities(manager.desired.instances[n].provider).token_hashes for n in entry.instances)
+
+    def _retire(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, held: dict[str, Any]) -> tuple["Manager", Plan]:
+        if not self._by_value(manager, entry):
+            return manager, plan
+        retired = rotation.with_retired(manager.desired, entry, plan, held, today())
+        if retired is None:
+            return manager, plan
+        manager = manager.derived(retired)
+        return manager, self._mine(manager.plan(state), entry)
+
+    def _converge(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, latest: writable.Latest,
+                  held: dict[str, Any], line: str) -> Outcome:
+        """Only the file's own plan for the entry's user (under the same lock a rotation takes)."""
+        manager, plan = self._retire(manager, entry, plan, state, held)
+        if not plan.has_changes:
+            return Outcome(entry, "finished", f"{entry.label}: {line}")
+        if self.request.dry_run:
+            self.console.out("\nThe file's own plan for this user:")
+            self.console.present(plan)
+            return Outcome(entry, "would-finish", f"{entry.label}: would apply the file's plan for this user first")
+        with self._hold(manager, plan, latest):
+            code = manager.pipeline(self.console, self.options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(
+                plan, state, present=True)
+        if code != 0:
+            return self._failed(entry, "0", code, "the file's plan for this user did not apply")
+        return Outcome(entry, "finished", f"{entry.label}: {line}")
+
+    def _apply_file(self, manager: "Manager", entry: Entry, store: writable.Store) -> int:
+        """Step 4 when the store moved under this rotation (the lock is still held)."""
+        entry = self._same(manager, entry)
+        manager, state, plan = self._file_plan(manager, entry, store)
+        if not plan.has_changes:
+            self.console.out("  nothing to apply")
+            return 0
+        return manager.pipeline(self.console, self.options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(
+            plan, state, what="the store's latest version", present=True)
+
+    def _show(self, entry: Entry, where: str, latest: writable.Latest, plan2: Plan, expected: Plan | None, min_hours: int,
+              username: str | None) -> None:
+        out = self.console.out
+        made = rotation.stamp(latest.created) if latest.created else "an unknown time"
+        out(f"\nRotate {entry.label} ({entry.rotate.store.describe()}): {where} {latest.name()} -> the next version")
+        if entry.strategy == Strategy.REPLACE:
+            out(f"  ! user {entry.user} holds one password on its provider: connections made with the current token fail "
+                "after step 2; new connections need the new token (apps re-read the store)")
+        else:
+            out(f"  Overlap: apps must have re-read {where} since {made} ({latest.name()}); the version before it is removed "
+                f"(policies.min_overlap_hours: {min_hours}).")
+        if entry.strategy == Strategy.PAIR:
+            out(f"  Redis Cloud pair: the new version goes to Cloud user {username}, in place of the version before previous.")
+        out("\nPlan of step 2 of 4 (add the new token next to the ones apps hold):")
+        self.console.present(plan2)
+        if expected is not None:
+            out("\nPlan of step 4 of 4, expected once step 3 has written the store:")
+            self.console.present(expected)
+        else:
+            out("\nSteps 3 and 4: the service makes the token and the sink takes it; then the token before previous is removed.")
+
+    def _step4_console(self, entry: Entry, keep: set[str]) -> Console:
+        """Step 4 goes ahead on the rotation's confirmation when it only removes what a rotation
+        removes; anything else is shown and asked about like any apply."""
+        base = self.console
+
+        def confirm(plan: Plan) -> bool:
+            if rotation.only_removes(plan, entry, keep):
+                return True
+            base.out("Step 4 is not what was expected (the file or the servers changed meanwhile):")
+            base.present(plan)
+            return base.confirm(plan)
+
+        return dataclasses.replace(base, confirm=confirm)
+
+    @contextmanager
+    def _hold(self, manager: "Manager", plan: Plan, latest: writable.Latest) -> Iterator[None]:
+        """The instances the rotation writes, locked from its first write to its last. When another
+        apply or rotate holds them, wait (random pauses, so two waiters don't collide again), then
+        start again from a fresh read: everything may have moved meanwhile."""
+        try:
+            stack = manager.lock(plan)
+        except LockError as exc:
+            self.console.out(f"waiting for the instances: {exc}")
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                time.sleep(random.uniform(0.2, 1.0))
+                try:
+                    manager.lock(plan).close()
+                    break
+                except LockError:
+                    if time.monotonic() > deadline:
+                        raise
+            raise _Restart(latest) from None
+        with stack:
+            yield
+
+    def _failed(self, entry: Entry, step: str, code: int, what: str) -> Outcome:
+        self.console.err(f"{entry.label}: rotation stopped at step {step}: {what}")
+        if code == 130:
+            raise _Stopped()
+        return Outcome(entry, "failed", f"{entry.label}: stopped at step {step} ({what})")
+
+    def _audit_record(self, entry: Entry, where: str, latest: writable.Latest, written: writable.Latest,
+                      removed: list[str], rid: str, plan: Plan) -> None:
+        """The rotation's own line in the audit log; its steps' lines carry the same `rotation` id."""
+        path = self.options.audit_log or self.manager.desired.audit_log
+        if not path:
+            return
+        try:
+            log = AuditLog(path, plan, fields={"rotation": rid})
+        except OSError as exc:
+            raise ReconcilerError(f"audit log {path}: {exc.strerror or exc}") from None
+        with log:
+            log.event(
+                "rotate",
+                user=entry.user,
+                instances=list(entry.instances),
+                token=entry.token.id,
+                store=where,
+                version=written.version,
+                old=(latest.sha256 or "")[:8],
+                new=(written.sha256 or "")[:8],
+                removed=[h[:8] for h in removed],
+                by=who(),
+                result="ok",
+            )
+
+
+def _held(plan: Plan) -> AbstractContextManager[None]:
+    """The pipeline's lock while the rotation holds the instances itself."""
+    return nullcontext()
+
+
+def _prefix(sha: str | None) -> str:
+    return f"sha256:{sha[:8]}…" if sha else "?"
+
+
+def _prefixes(hashes: tuple[str, ...]) -> str:
+    return ", ".join(_prefix(h) for h in hashes)

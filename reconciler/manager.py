@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import addresses, config, interrupt, inventory, pending, providers, rotation, safety, saved
 from .audit import AuditLog
+from .clock import today
 from .denials import changes as audit_changes
 from .denials import merge as denials_merge
 from .denials.model import DenialReport, InstanceLog
@@ -27,7 +27,6 @@ from .pipeline import Console, Options, Pipeline, unpersisted  # noqa: F401 (unp
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
-from .providers.redis import RedisProvider
 from .report import ApplyReport
 from .state import InstanceState, LiveState, NodeState
 
@@ -71,17 +70,6 @@ class Shard:
     def pick(self, names: list[str]) -> list[str]:
         mine = {name for i, name in enumerate(sorted(names)) if i % self.n == self.k - 1}
         return [n for n in names if n in mine]
-
-
-def today() -> date:
-    """The date expiry is judged against; RECONCILER_TODAY=YYYY-MM-DD pins it (tests, what-if runs)."""
-    pinned = os.environ.get("RECONCILER_TODAY")
-    if pinned:
-        try:
-            return date.fromisoformat(pinned)
-        except ValueError:
-            raise ReconcilerError(f"RECONCILER_TODAY={pinned!r} is not a YYYY-MM-DD date") from None
-    return date.today()
 
 
 class Manager:
@@ -225,11 +213,10 @@ class Manager:
             note = f"read from the audit log {path} ({len(history.changes):,} recorded changes)"
         return denials_merge.build(self.desired, logs, history, now=time.time(), since=since, audit=note)
 
-    def redis(self) -> RedisProvider:
-        """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
-        provider = providers.get(providers.DEFAULT, self.desired)
-        assert isinstance(provider, RedisProvider)
-        return provider
+    def dryrun(self, instance: str, node: NodeState, user: str, argv: list[str]) -> str | None:
+        """The server's own verdict on `argv` for `user` on one node of `instance` (`explain`), from
+        the instance's provider; None where the provider can't ask the server."""
+        return providers.for_instance(self.desired, instance).dryrun(node, self.desired.instances[instance], user, argv)
 
     def groups(self, plan: Plan) -> list[tuple[Provider, Plan]]:
         """The plan split by each instance's provider (file order); an instance the file does

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import providers, rotation, tokengen
 from .audit import AuditLog
+from .clock import today
 from .errors import ReconcilerError, remember_secret
 from .lock import LockError
 from .pipeline import Console, Options
@@ -83,8 +84,6 @@ class _Stopped(Exception):
 def now_utc() -> datetime:
     """Now; RECONCILER_TODAY=YYYY-MM-DD moves it to that day (same time of day), as it moves expiry."""
     real = datetime.now(timezone.utc)
-    from .manager import today
-
     day = today()
     return real if day == real.date() else datetime.combine(day, real.timetz())
 
@@ -363,8 +362,6 @@ class Rotator:
     def _retire(self, manager: "Manager", entry: Entry, plan: Plan, state: Any, held: dict[str, Any]) -> tuple["Manager", Plan]:
         if not self._by_value(manager, entry):
             return manager, plan
-        from .manager import today
-
         retired = rotation.with_retired(manager.desired, entry, plan, held, today())
         if retired is None:
             return manager, plan

@@ -26,8 +26,9 @@ from typing import Any
 import yaml
 
 from .. import acl
+from ..clock import today
 from ..errors import ReconcilerError
-from ..manager import Manager, today
+from ..manager import Manager
 from ..names import declarable, printable, shown, why_not_declarable
 from ..state import InstanceState, LiveUser, NodeState
 

@@ -16,8 +16,8 @@ import re
 import sys
 from datetime import timedelta
 
+from ..clock import today
 from ..errors import ReconcilerError, remember_secret
-from ..manager import today
 from ..model import DesiredState, Sink
 from ..secrets import SecretError, sinks
 from ..tokengen import strong_token

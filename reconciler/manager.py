@@ -25,7 +25,6 @@ from .pipeline import Console, Options, Pipeline
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
-from .providers.redis import RedisProvider
 from .report import ApplyReport
 from .rotator import Request, Rotator
 from .selection import Shard, select
@@ -175,11 +174,10 @@ class Manager:
             note = f"read from the audit log {path} ({len(history.changes):,} recorded changes)"
         return denials_merge.build(self.desired, logs, history, now=time.time(), since=since, audit=note)
 
-    def redis(self) -> RedisProvider:
-        """The redis provider, for what only it can do (`apply --bootstrap`, `explain`'s ACL DRYRUN)."""
-        provider = providers.get(providers.DEFAULT, self.desired)
-        assert isinstance(provider, RedisProvider)
-        return provider
+    def dryrun(self, instance: str, node: NodeState, user: str, argv: list[str]) -> str | None:
+        """The server's own verdict on `argv` for `user` on one node of `instance` (`explain`), from
+        the instance's provider; None where the provider can't ask the server."""
+        return providers.for_instance(self.desired, instance).dryrun(node, self.desired.instances[instance], user, argv)
 
     def groups(self, plan: Plan) -> list[tuple[Provider, Plan]]:
         """The plan split by each instance's provider (file order); an instance the file does

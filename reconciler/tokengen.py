@@ -49,8 +49,7 @@ def limits(user: str, providers: list[str], policies: Policies) -> tuple[int, in
 
 def new_token(user: str, providers: list[str], policies: Policies) -> str:
     """A token for `user` that the file's policies and every provider in `providers` accept."""
-    from .providers import rs_rules
-
+    software = "redis-software" in providers and user != "default"
     shortest, longest = limits(user, providers, policies)
     chars = max(shortest, math.ceil(DEFAULT_BYTES * 4 / 3))
     if longest is not None:
@@ -65,7 +64,14 @@ def new_token(user: str, providers: list[str], policies: Policies) -> str:
         if len(token) < shortest or not (set(token) & SPECIAL and any(c.isdigit() for c in token)
                                          and any(c.isupper() for c in token) and any(c.islower() for c in token)):
             continue
-        if "redis-software" in providers and user != "default" and rs_rules.password_problem(token, user, policies.min_token_length):
+        if software and _software_refuses(token, user, policies):
             continue
         return token
     raise ReconcilerError(f"user {user}: could not make a token that every provider accepts")
+
+
+def _software_refuses(token: str, user: str, policies: Policies) -> bool:
+    # imports the provider (and requests) only for files that have a redis-software instance
+    from .providers.redis_software import rules as software_rules
+
+    return software_rules.password_problem(token, user, policies.min_token_length) is not None

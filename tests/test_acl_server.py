@@ -15,7 +15,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import MATRIX, NEWEST, start_server
+from servers import MATRIX, start_server
 
 from reconciler.acl import (
     AclSyntaxError,
@@ -168,7 +168,7 @@ CORPUS = [
 ]
 
 
-@pytest.fixture(scope="module", params=[pytest.param(m, id=m) for m in (*MATRIX, *NEWEST)])
+@pytest.fixture(scope="module", params=[pytest.param(m, id=m) for m in MATRIX])
 def live(request, tmp_path_factory):
     srv = start_server(request.param, tmp_path_factory.mktemp(request.param))
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from servers import MATRIX, NEWEST, RunningServer, no_retry
+from servers import MATRIX, RunningServer, no_retry
 from support.cli import Cli
 from support.cluster import ADMIN_PASSWORD, REGISTRY, Deployment, admin, needed_keys, reset_acls, set_password
 
@@ -37,7 +37,7 @@ try:  # redis-py 7+: driver_info=None sends no CLIENT SETINFO (lib_name=None is 
 except ImportError:
     NO_SETINFO = {"lib_name": None, "lib_version": None}
 
-SERVERS = MATRIX + NEWEST
+SERVERS = MATRIX
 ORDERS = "denials-orders-plaintext-5d1e9b3a7c2f4608"
 ORDERS_OLD = "denials-orders-old-plaintext-8a2c4e6f1b3d5790"
 # What the clients try: none of it may appear in a log entry or an output.

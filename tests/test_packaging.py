@@ -128,3 +128,33 @@ def test_every_runtime_import_is_declared_and_every_dependency_used() -> None:
     imported = _third_party_imports()
     assert imported - set(declared) - set(optional) == set(), "imported by reconciler/ but not declared in pyproject.toml"
     assert (set(declared) | set(optional)) - imported == set(), "declared in pyproject.toml but never imported by reconciler/"
+
+
+def _imports_of(path: Path) -> set[str]:
+    """Top-level names of the modules a file imports (anywhere in it)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_dependency_comments_name_the_modules_that_import_them() -> None:
+    # Each dependency line says where it is used: every file named there exists and imports it,
+    # and every folder named there has a file that does (so a move or a rename updates them).
+    lines = [line for line in (ROOT / "pyproject.toml").read_text().splitlines() if re.match(r'\s+"[A-Za-z0-9_.-]+>=', line)]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert len(lines) >= len(deps)
+    for line in lines[: len(deps)]:
+        name = re.match(r'\s+"([A-Za-z0-9_.-]+)', line).group(1).lower()
+        module = MODULE_OF.get(name, name)
+        comment = line.split("#", 1)[1] if "#" in line else ""
+        named = re.findall(r"[A-Za-z0-9_/]+\.py|[A-Za-z0-9_/]+/(?=[),\s])", comment)
+        assert named, f"{name}: the comment names no module"
+        for ref in named:
+            path = ROOT / "reconciler" / ref
+            files = sorted(path.rglob("*.py")) if ref.endswith("/") else [path]
+            assert path.exists(), f"{name}: reconciler/{ref} does not exist"
+            assert any(module in _imports_of(f) for f in files), f"{name}: reconciler/{ref} does not import {module}"

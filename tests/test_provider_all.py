@@ -50,9 +50,9 @@ def test_rotation_through_every_provider(
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
     monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
-    from reconciler.providers import memorystore
+    from reconciler.providers.memorystore import client as memorystore_client
 
-    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))  # the quota has its own test
+    monkeypatch.setattr(memorystore_client, "QUOTA", (10_000, 60.0))  # the quota has its own test
     (tmp_path / "sinks").mkdir()
     f = tmp_path / "access.yaml"
     audit = tmp_path / "audit.jsonl"

@@ -35,9 +35,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_HTTP_BACKOFF", "0.01")
     monkeypatch.setenv("RECONCILER_POLL_START", "0.01")
     monkeypatch.setenv("RECONCILER_POLL_CAP", "0.04")
-    from reconciler.providers import memorystore
+    from reconciler.providers.memorystore import client as memorystore_client
 
-    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))  # test_requests_stay_within_the_quota scales it down
+    monkeypatch.setattr(memorystore_client, "QUOTA", (10_000, 60.0))  # test_requests_stay_within_the_quota scales it down
     monkeypatch.setenv("RECONCILER_TODAY", "2026-11-23")
 
 
@@ -125,9 +125,9 @@ def test_plan_apply_noop_rotation_prune_cycle(fake: FakeMemorystore, run: Run, t
 
 
 def test_requests_stay_within_the_quota(fake: FakeMemorystore, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.providers import memorystore
+    from reconciler.providers.memorystore import client as memorystore_client
 
-    monkeypatch.setattr(memorystore, "QUOTA", (8, 0.4))  # stands for 60 per minute, scaled down
+    monkeypatch.setattr(memorystore_client, "QUOTA", (8, 0.4))  # stands for 60 per minute, scaled down
     assert run.apply(access(fake, tok("2026-11") + tok("2026-08")))[0] == 0
     times = fake.http.times
     assert len(times) > 16

@@ -350,9 +350,9 @@ def test_one_database_update_per_apply_waited_for_and_409_retried(fake: FakeRedi
 
 
 def test_409_past_the_deadline_is_one_line(fake: FakeRedisSoftware, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.providers import redis_software
+    from reconciler.providers.redis_software import apply as redis_software_apply
 
-    monkeypatch.setattr(redis_software, "ACTION_DEADLINE", 0.3)
+    monkeypatch.setattr(redis_software_apply, "ACTION_DEADLINE", 0.3)
     fake.http.fail("PUT", "/v1/bdbs/1", 409, times=1000, body={"error_code": "db_busy", "message": "reattempt later"})
     rc, _, err = run.apply(access(fake, tok("2026-08", "OLD")))
     assert rc == 1 and len(err.strip().splitlines()) == 1

@@ -125,7 +125,7 @@ def test_three_rotations_no_failed_login(server_factory, bao: RunningBao, tmp_pa
         reader.caught_up()
     time.sleep(0.3)
     reader.stop()
-    prober.stop()
+    prober.stop(at_least=MIN_ATTEMPTS)
     thread.join(5)
     print(f"\n{srv.id}: {prober.attempts} logins, {len(prober.failures)} failed, {reader.reads} store reads; "
           f"rotate runs took {', '.join(f'{t:.2f}' for t in timeline)} s")

@@ -12,7 +12,7 @@ from support.cli import Cli
 
 from reconciler import rotation, tokengen
 from reconciler.model import Policies
-from reconciler.providers import rs_rules
+from reconciler.providers.redis_software import rules as software_rules
 
 HEAD = """\
 version: 1
@@ -150,7 +150,7 @@ def test_new_tokens_meet_every_provider(providers: list[str]) -> None:
         assert any(c.isupper() for c in value) and any(c.islower() for c in value) and any(c.isdigit() for c in value)
         assert set(value) & set("-_")
         if "redis-software" in providers:
-            assert rs_rules.password_problem(value, "app-orders") is None
+            assert software_rules.password_problem(value, "app-orders") is None
     assert len(tokengen.new_token("default", ["redis-cloud"], Policies())) < 50  # a database password
     assert len(tokengen.new_token("app", ["redis"], Policies(min_token_length=64))) >= 64
     with pytest.raises(Exception, match="longer than provider redis-cloud takes"):

@@ -175,9 +175,9 @@ def test_redis_software(rs: FakeRedisSoftware, store: RunningBao, run: Cli) -> N
 
 @pytest.fixture
 def ms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMemorystore]:
-    from reconciler.providers import memorystore
+    from reconciler.providers.memorystore import client as memorystore_client
 
-    monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))
+    monkeypatch.setattr(memorystore_client, "QUOTA", (10_000, 60.0))
     monkeypatch.setenv("MS_TOKEN", MS_TOKEN)
     f = FakeMemorystore(access_token=MS_TOKEN, authorization_mode="TOKEN_AUTH", op_polls=1)
     try:

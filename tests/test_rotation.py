@@ -26,7 +26,7 @@ TOKEN_B = "rot-token-b-plaintext-8a3f6d1c9e2b5704"
 TOKEN_C = "rot-token-c-plaintext-4c7e0a9d2b6f1835"
 
 INTERVAL = 0.02  # seconds between fresh connections
-MIN_ATTEMPTS = 60  # ~3 applies of ~0.6 s each at 50 attempts/s leaves a wide margin
+MIN_ATTEMPTS = 60  # the client must have been probing all along, not only for a moment
 
 HEADER = """\
 version: 1
@@ -157,7 +157,12 @@ class Prober:
                 self.failures.append(f"attempt {self.attempts} with {sha(token)[:8]}: {error}")
             self._stop.wait(max(0.0, INTERVAL - (time.monotonic() - t0)))
 
-    def stop(self) -> None:
+    def stop(self, at_least: int = 0, timeout: float = 30.0) -> None:
+        """Stop once `at_least` attempts were made in all (each still has to succeed): on a fast
+        machine the applies may take less time than that many attempts do, on a loaded one more."""
+        deadline = time.monotonic() + timeout
+        while self.attempts < at_least and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(INTERVAL)
         self._stop.set()
 
 
@@ -192,7 +197,7 @@ def rotate(cli: RotationCli, prober_factory, user: str, username: str | None, **
     assert sha(TOKEN_A)[:8] in r.out and "not in file" in r.out  # the plan named what went
     assert "finding: " not in r.out.replace("finding: user default is nopass", "")  # a rotation is no finding
     time.sleep(0.2)
-    prober.stop()
+    prober.stop(at_least=MIN_ATTEMPTS)
     thread.join(5)
     prober.elapsed = time.monotonic() - started  # type: ignore[attr-defined]
     print(f"\n{srv.id}: {prober.attempts} attempts, {len(prober.failures)} failed, "

@@ -292,9 +292,9 @@ def site(request: pytest.FixtureRequest, server_factory, tmp_path: Path, monkeyp
             rs.stop()
         return
     if request.param == "memorystore":
-        from reconciler.providers import memorystore
+        from reconciler.providers.memorystore import client as memorystore_client
 
-        monkeypatch.setattr(memorystore, "QUOTA", (10_000, 60.0))
+        monkeypatch.setattr(memorystore_client, "QUOTA", (10_000, 60.0))
         monkeypatch.setenv("T_ADMIN", "ya29.saved-plan-access-token")
         ms = FakeMemorystore(access_token="ya29.saved-plan-access-token", authorization_mode="TOKEN_AUTH")
         try:

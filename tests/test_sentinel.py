@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import redis
 from servers import (
-    NEWEST,
     RunningServer,
     free_port,
     no_retry,
@@ -40,7 +39,7 @@ pytestmark = pytest.mark.server
 
 # Sentinel has its own ACL since 6.2: users and discovery run on every server that has it; the
 # failover tests (about 12 s each) on the two acceptance servers only.
-SERVERS = ("redis-6.2", "redis-7.0", "valkey-9.1") + NEWEST
+SERVERS = ("redis-6.2", "redis-7.0", "valkey-9.1", "redis-8.6")
 FAILOVER_SERVERS = ("redis-7.0", "valkey-9.1")
 failover_servers = pytest.mark.parametrize("group", FAILOVER_SERVERS, indirect=True)
 MASTER = "cache-main"

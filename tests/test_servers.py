@@ -213,7 +213,7 @@ def test_client_kill_user_drops_connections(server: RunningServer) -> None:
     assert admin.ping()
 
 
-# --- certificate -> user mapping (Valkey >= 9.0) -----------------------------
+# --- certificate -> user mapping (Valkey 9, Redis 8.6) -----------------------------
 
 
 @pytest.mark.server
@@ -240,6 +240,6 @@ def test_cert_user_mapping_refused_where_unsupported(server_factory, server_id: 
 
 
 def test_matrix_is_the_designed_one() -> None:
-    assert MATRIX == ("redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.1", "valkey-9.1")
+    assert MATRIX == ("redis-6.2", "redis-7.0", "redis-8.0", "redis-8.6", "valkey-8.1", "valkey-9.1")
     assert set(TLS_MATRIX) <= set(MATRIX)
     assert all(SPECS[s].tls for s in TLS_MATRIX)

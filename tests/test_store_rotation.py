@@ -74,7 +74,7 @@ def test_rotation_by_a_new_kv_version_and_apply(server_factory, bao: RunningBao,
             assert f"token - sha256:{sha(VERSIONS[n - 3])[:8]}…" in r.out, r.out
         prober.switch(latest())  # the app re-reads the store only now, after the apply
     time.sleep(0.2)
-    prober.stop()
+    prober.stop(at_least=MIN_ATTEMPTS)
     thread.join(5)
     print(f"\n{srv.id}: {prober.attempts} attempts, {len(prober.failures)} failed")
     assert prober.failures == [], prober.failures[:5]

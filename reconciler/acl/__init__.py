@@ -56,19 +56,9 @@ CONTRACT (other modules code against exactly these names; keep them stable):
 """
 
 from reconciler.acl.describe import DANGEROUS_COMMANDS, describe, describe_delta
-from reconciler.acl.engine import (
-    Permissions,
-    SelectorPerms,
-    canonical_rules,
-    check,
-    command_allowed,
-    effective,
-    glob_match,
-    known_command,
-    rules_for,
-    shortest_rules,
-    unknown_commands,
-)
+from reconciler.acl.known import known_command, unknown_commands
+from reconciler.acl.permissions import Permissions, SelectorPerms, effective
+from reconciler.acl.rules import canonical_rules, rules_for, shortest_rules
 from reconciler.acl.syntax import (
     KNOWN_CATEGORIES,
     AclSyntaxError,
@@ -79,6 +69,7 @@ from reconciler.acl.syntax import (
     split_rules,
 )
 from reconciler.acl.table import CommandInfo, CommandTable
+from reconciler.acl.verdict import check, command_allowed, glob_match
 from reconciler.plan import DeltaLine
 
 __all__ = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Set as AbstractSet
 
-from reconciler.acl.engine import Permissions, SelectorPerms, collapse, command_ops, selector_order
+from reconciler.acl.permissions import Permissions, SelectorPerms, selector_order
+from reconciler.acl.rules import command_ops
 from reconciler.acl.table import CommandTable
 from reconciler.plan import DeltaLine
 
@@ -50,6 +51,24 @@ def describe(perms: Permissions) -> list[str]:
     return lines
 
 
+def collapse(mask: int, t: CommandTable) -> list[str]:
+    """Names for the bits of `mask`: a container when its whole family is in it, its
+    subcommands otherwise, and `name|` for a container's bare call on its own."""
+    out: list[str] = []
+    for name, bit, subs in t.families:
+        fam = bit | sum(b for _, b in subs)
+        hit = mask & fam
+        if not hit:
+            continue
+        if hit == fam:
+            out.append(name)
+            continue
+        if hit & bit:
+            out.append(name + "|")
+        out += [sub for sub, b in subs if hit & b]
+    return out
+
+
 def _is_dangerous(name: str, t: CommandTable) -> bool:
     """A command, subcommand, (collapsed) container or bare call (`name|`) that is or
     contains a dangerous command."""
@@ -59,7 +78,7 @@ def _is_dangerous(name: str, t: CommandTable) -> bool:
         return True
     dm = t.dangerous_mask()
     family = (name,) if bare else (name, *t.subcommands(name))
-    return any(dm >> t._index[n] & 1 for n in family)
+    return any(dm >> t.bit_of[n] & 1 for n in family)
 
 
 def command_label(name: str) -> str:
@@ -78,12 +97,12 @@ def _summary(mask: int, t: CommandTable, limit: int = 12, skip: AbstractSet[str]
     names = collapse(mask, t)
     if len(names) - len(skip) <= limit:
         return ", ".join(_label(n) for n in names if n not in skip)
-    if mask == t._all_mask:
+    if mask == t.all_mask:
         return "all commands"
     left = mask
     cats: list[str] = []
-    for c in sorted(t.categories, key=lambda c: -t._cat_mask.get(c, 0).bit_count()):
-        cm = t._cat_mask.get(c, 0)
+    for c in sorted(t.categories, key=lambda c: -t.category_masks.get(c, 0).bit_count()):
+        cm = t.category_masks.get(c, 0)
         if cm and cm & left and cm & ~mask == 0:
             cats.append("@" + c)
             left &= ~cm

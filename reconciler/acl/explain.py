@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import check, effective
+from .permissions import effective
 from .syntax import parse
 from .table import CommandTable
+from .verdict import check
 
 
 @dataclass(frozen=True)

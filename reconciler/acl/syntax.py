@@ -1,6 +1,6 @@
 """Syntax of ACL SETUSER rules: tokenizing (selectors keep their inner spaces) and parsing.
 
-No server is needed here; meaning against a command table lives in engine.py.
+No server is needed here; meaning against a command table lives in permissions.py.
 """
 
 from __future__ import annotations

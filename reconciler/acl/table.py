@@ -40,14 +40,14 @@ class CommandTable:
     categories: tuple[str, ...]
     commands: tuple[CommandInfo, ...]
     # Derived indexes for the engine (bit i = commands[i]); not part of identity.
-    _index: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
+    bit_of: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
     _subs: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False, hash=False)
-    _cat_mask: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
-    _cmd_mask: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
-    _all_mask: int = field(init=False, repr=False, compare=False, hash=False)
+    category_masks: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
+    command_masks: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
+    all_mask: int = field(init=False, repr=False, compare=False, hash=False)
     # One entry per top-level command: (name, bit of the command, bits of its subcommands),
     # so canonical forms and summaries walk families instead of rebuilding name lists.
-    _families: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] = field(
+    families: tuple[tuple[str, int, tuple[tuple[str, int], ...]], ...] = field(
         init=False, repr=False, compare=False, hash=False
     )
     # effective() results by rule string: plans evaluate the same few role strings many times.
@@ -71,17 +71,17 @@ class CommandTable:
         for c in self.commands:
             for cat in c.categories:
                 cat_mask[cat] = cat_mask.get(cat, 0) | cmd_mask[c.name]
-        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "bit_of", index)
         object.__setattr__(self, "_subs", {k: tuple(v) for k, v in subs.items()})
-        object.__setattr__(self, "_cat_mask", cat_mask)
-        object.__setattr__(self, "_cmd_mask", cmd_mask)
-        object.__setattr__(self, "_all_mask", (1 << len(self.commands)) - 1)
+        object.__setattr__(self, "category_masks", cat_mask)
+        object.__setattr__(self, "command_masks", cmd_mask)
+        object.__setattr__(self, "all_mask", (1 << len(self.commands)) - 1)
         families = tuple(
             (c.name, 1 << index[c.name], tuple((sn, 1 << index[sn]) for sn in subs.get(c.name, ())))
             for c in self.commands
             if c.parent is None
         )
-        object.__setattr__(self, "_families", families)
+        object.__setattr__(self, "families", families)
         object.__setattr__(self, "cache", {})
 
     # ---- facts about the version ----------------------------------------------------------
@@ -105,13 +105,13 @@ class CommandTable:
         return self.server == "valkey" and self.version_tuple >= (9, 0)
 
     def lookup(self, name: str) -> CommandInfo | None:
-        i = self._index.get(name.lower())
+        i = self.bit_of.get(name.lower())
         return None if i is None else self.commands[i]
 
     def in_category(self, name: str, category: str) -> bool:
         """`name` (a command or `parent|sub`) is covered by `+@category` on this version."""
-        i = self._index.get(name.lower())
-        return i is not None and bool(self._cat_mask.get(category, 0) >> i & 1)
+        i = self.bit_of.get(name.lower())
+        return i is not None and bool(self.category_masks.get(category, 0) >> i & 1)
 
     def subcommands(self, name: str) -> tuple[str, ...]:
         return self._subs.get(name, ())
@@ -127,7 +127,7 @@ class CommandTable:
         return out
 
     def dangerous_mask(self) -> int:
-        return self._cat_mask.get("dangerous", 0)
+        return self.category_masks.get("dangerous", 0)
 
     # ---- persistence ----------------------------------------------------------------------
 

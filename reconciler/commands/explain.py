@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
         raise ReconcilerError(f"user {user.name} is on none of the instances asked for")
     live_state = manager.read(names)
     for name in names:
-        instance = desired.instances[name]
         groups: dict[str, list[NodeState]] = {}
         for node in live_state.instances[name].nodes:
             groups.setdefault(f"{node.label}|{node.command_table}", []).append(node)
@@ -86,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                     f"    on the server ({state_}): "
                     + ("the same permissions" if same else "different permissions; `reconciler plan` shows the change")
                 )
-            if argv and verdict is not None and instance.provider == "redis":
-                answer = manager.redis().dryrun(nodes[0], instance, user.name, argv)
+            if argv and verdict is not None:
+                answer = manager.dryrun(name, nodes[0], user.name, argv)
                 if answer is not None:
                     agree = answer.startswith("not judged") or answer.startswith("allowed") == verdict.allowed
                     out.append(f"    ACL DRYRUN on {nodes[0].address}: {answer}" + ("" if agree else "  (differs: the live user's rules are not the file's; see `reconciler plan`)"))

@@ -193,25 +193,25 @@ class UserChecks(CertificateChecks):
     def redis_software_user(
         self, name: str, spec: dict, base: Path, roles: dict[str, str | None], tokens: tuple[Token, ...], policies: Policies
     ) -> None:
-        """What Redis Software would refuse (providers/rs_rules.py cites the pages), before any write."""
-        from ..providers import rs_rules
+        """What Redis Software would refuse (providers/redis_software/rules.py cites the pages), before any write."""
+        from ..providers.redis_software import rules as software_rules
 
         # objects/user's name pattern (ASCII, no & < > ") is already within the schema's username pattern.
-        for msg in rs_rules.rules_problems(as_str(spec.get("acl")) or ""):
+        for msg in software_rules.rules_problems(as_str(spec.get("acl")) or ""):
             self.problem(base + ("acl",), msg)
         for i, role in enumerate(as_list(spec.get("roles"))):
             if isinstance(role, str) and roles.get(role):
-                for msg in rs_rules.rules_problems(roles[role] or ""):
+                for msg in software_rules.rules_problems(roles[role] or ""):
                     self.problem(base + ("roles", i), f"role {role}: {msg}")
         for i, t in enumerate(tokens):
             if t.plaintext is not None and name != "default":  # the default user's is the database's password
-                problem = rs_rules.password_problem(t.plaintext.reveal(), name, policies.min_token_length)
+                problem = software_rules.password_problem(t.plaintext.reveal(), name, policies.min_token_length)
                 if problem:
                     self.problem(base + ("tokens", i), f"token {t.id} of user {name}: {problem}")
         for i, c in enumerate(as_list(spec.get("certificates"))):
             parsed = parse_subject(c["subject"]) if isinstance(c, dict) and isinstance(c.get("subject"), str) else None
             if parsed:
-                problem = rs_rules.subject_problem(parsed)
+                problem = software_rules.subject_problem(parsed)
                 if problem:
                     self.problem(base + ("certificates", i, "subject"), problem)
 

@@ -11,7 +11,7 @@ from .base import Capabilities, Provider
 DEFAULT = "redis"
 
 
-# provider name -> (module, class). Modules are imported only when an instance uses that
+# provider name -> (package, class). Packages are imported only when an instance uses that
 # provider: the HTTP providers need `requests`, which a file that uses only `redis` never loads.
 _CLASSES = {
     "redis": ("redis", "RedisProvider"),
@@ -59,4 +59,4 @@ def group(desired: DesiredState, names_: list[str]) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["Capabilities", "Provider", "DEFAULT", "get", "for_instance", "group", "names", "provider_class"]
+__all__ = ["Capabilities", "Provider", "DEFAULT", "capabilities", "for_instance", "get", "group", "known", "provider_class", "supporting"]

@@ -19,7 +19,7 @@ from ..denials.model import InstanceLog
 from ..model import DesiredState, Instance
 from ..plan import InstancePlan, Plan
 from ..report import ApplyReport
-from ..state import InstanceState, LiveState
+from ..state import InstanceState, LiveState, NodeState
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,12 @@ class Provider(ABC):
         """What the servers of one instance refused (ACL LOG of every node). The default says, in
         one line, that this provider can't tell: a report, not a failure."""
         return InstanceLog(instance.name, self.name, unavailable=self.denials_unavailable)
+
+    def dryrun(self, node: NodeState, instance: Instance, user: str, argv: list[str]) -> str | None:
+        """The server's own verdict on `argv` for `user` on `node` (ACL DRYRUN): "allowed",
+        "denied: ..." or "not judged: ...". None where the provider can't ask the servers (the
+        default: managed services refuse ACL commands), and `explain` gives the engine's alone."""
+        return None
 
     @abstractmethod
     def plan(

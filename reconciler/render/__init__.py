@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-import jinja2
-
-from .. import resources
 from ..plan import FORCE_HINT, Plan
 from . import markdown
+from .environment import environment
 from .markdown import Budget
 from .view import Colors, build_view
 
@@ -25,26 +22,14 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: resources.read_text(f"{resources.TEMPLATES}/{name}")),
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def render_text(plan: Plan, *, color: bool = False, title: str = "") -> str:
     view = build_view(plan, Colors(color))
-    return _env().get_template("plan.txt.j2").render(view=view, title=title)
+    return environment().get_template("plan.txt.j2").render(view=view, title=title)
 
 
 def render_markdown(plan: Plan, *, title: str = "", budget: Budget | None = None) -> str:
     view = markdown.diff_symbols(build_view(plan, Colors(False)))
-    return markdown.render(_env(), view, title, budget or Budget())
+    return markdown.render(environment(), view, title, budget or Budget())
 
 
 def render_json(plan: Plan) -> str:

@@ -15,6 +15,7 @@ from ..acl.describe import command_label
 from ..denials.merge import when
 from ..denials.model import Denial, DenialReport, InstanceDenials
 from . import markdown
+from .environment import environment
 from .markdown import Budget, Layout, Section
 from .view import Colors, node_header
 
@@ -222,10 +223,8 @@ def build_view(report: DenialReport, colors: Colors, title: str) -> ReportView:
 
 
 def render_text(report: DenialReport, *, color: bool = False, title: str = "") -> str:
-    from . import _env
-
     view = build_view(report, Colors(color), title or f"reconciler denials: {headline(report)}")
-    return _env().get_template("denials.txt.j2").render(view=view)
+    return environment().get_template("denials.txt.j2").render(view=view)
 
 
 def _row_item(line: str) -> bool:
@@ -253,14 +252,12 @@ DENIALS_LAYOUT = Layout(
 
 
 def render_markdown(report: DenialReport, *, title: str = "", budget: Budget | None = None) -> str:
-    from . import _env
-
     budget = budget or Budget()
     view = build_view(report, Colors(False), title or f"reconciler denials: {headline(report)}")
     if len(view.caused) > CAUSES_SHOWN:
         more = len(report.caused) - sum(1 for c in view.caused[:CAUSES_SHOWN] if c.startswith("!"))
         view.caused = view.caused[:CAUSES_SHOWN] + [f"… and {more:,} more (the full report lists them all)"]
-    head = _env().get_template("denials.md.j2").render(view=view)
+    head = environment().get_template("denials.md.j2").render(view=view)
     sections = [s for s in view.instances if s.lines]
     unavailable = [s.header for s in view.instances if not s.lines]
     if unavailable:

@@ -147,7 +147,7 @@ def read_node(instance: Instance, address: str, client: redis.Redis, role: str) 
         read_at = time.time()
     except (redis.RedisError, OSError) as exc:
         conn.disconnect()
-        raise LiveError(f"{where}: {read._describe_error(exc, instance, address)}") from None
+        raise LiveError(f"{where}: {read.describe_error(exc, instance, address)}") from None
     finally:
         client.connection_pool.release(conn)
     try:

@@ -72,7 +72,7 @@ def _describe_tls(text: str, instance: Instance | None, address: str) -> str | N
     return None
 
 
-def _describe_error(exc: BaseException, instance: Instance | None = None, address: str = "") -> str:
+def describe_error(exc: BaseException, instance: Instance | None = None, address: str = "") -> str:
     if isinstance(exc, redis.AuthenticationError) or "WRONGPASS" in str(exc) or "invalid username-password" in str(exc):
         return "AUTH failed"
     text = str(exc) or type(exc).__name__
@@ -220,7 +220,7 @@ def _connect_to(instance: Instance, address: str, ip: str, timeout: float) -> re
         raise
     except redis.RedisError as exc:
         client.close()
-        why = _describe_error(exc, instance, address)
+        why = describe_error(exc, instance, address)
         if ip != host and _refused(exc):
             raise _Unreachable(f"{instance.name} {address}: {why}") from None
         if why == "AUTH failed":
@@ -228,7 +228,7 @@ def _connect_to(instance: Instance, address: str, ip: str, timeout: float) -> re
         raise LiveError(f"{instance.name} {address}: {why}") from None
     except (OSError, ssl.SSLError) as exc:
         client.close()
-        raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
+        raise LiveError(f"{instance.name} {address}: {describe_error(exc, instance, address)}") from None
     return client
 
 
@@ -369,7 +369,7 @@ def read_node(
             table=table,
         )
     except redis.RedisError as exc:
-        raise LiveError(f"{instance.name} {address}: {_describe_error(exc, instance, address)}") from None
+        raise LiveError(f"{instance.name} {address}: {describe_error(exc, instance, address)}") from None
     finally:
         if own:
             client.close()

@@ -1,9 +1,9 @@
-"""Redis Cloud names and accounts shared by planning (redis_cloud.py) and apply
-(redis_cloud_apply.py): Cloud ACL users belong to the account, one per token."""
+"""Redis Cloud names and accounts shared by reading (read.py), planning (refine.py) and apply
+(apply.py): Cloud ACL users belong to the account, one per token."""
 
 from __future__ import annotations
 
-from ..model import DesiredState, Instance, User
+from ...model import DesiredState, Instance, User
 
 NAME = "redis-cloud"
 PREFIX = "reconciler-"  # names of the Redis rule and the role made for each user

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from ..config.core import missing_service_classes
+from ...config.core import missing_service_classes
 
 MIN_LENGTH = 8
 

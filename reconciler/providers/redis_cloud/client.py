@@ -39,9 +39,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..audit import redact
-from ..model import SENSITIVE
-from .http import Budget, Client, Deadline, HttpError, backoff_base, budget, poll_until, wait_state
+from ...audit import redact
+from ...errors import LiveError
+from ...model import SENSITIVE, Instance
+from ..http import Budget, Client, Deadline, HttpError, backoff_base, budget, poll_until, wait_state
+from ..managed import api_host
 
 RATE = (400, 60.0)  # requests per window (seconds) per account key
 TASK_DEADLINE = 600.0  # seconds a task may take before apply stops (the service keeps working on it)
@@ -175,3 +177,19 @@ class CloudClient(Client):
             lambda: self.status(kind, ident), want=None if gone else ACTIVE, what=f"{self.where}: {label}",
             deadline=deadline, delays=task_delays(),
         )
+
+
+def connect(instance: Instance) -> CloudClient:
+    """The API client for one instance, with the account key and user key the file's admin names."""
+    api, admin = instance.api, instance.admin
+    assert api is not None and api.url
+    if admin.account_key is None or admin.secret is None:
+        raise LiveError(f"{instance.name}: admin.account_key and admin.secret are needed to reach the Redis Cloud API")
+    return CloudClient(
+        api.url,
+        where=f"{instance.name} {api_host(api.url)}",
+        account_key=admin.account_key.reveal(),
+        secret_key=admin.secret.reveal(),
+        ca_file=api.ca_file,
+        timeout=instance.timeout_seconds,
+    )

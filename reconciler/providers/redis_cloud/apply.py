@@ -5,7 +5,7 @@ roles before the users that need them, users before the roles and rules they use
 
 A write is done when the service says its result is usable: its task is processing-completed,
 then the rule, role, user or database it made or changed reads `active`, and a deleted one is
-gone (cloud_api.CloudClient.settle). The next write that depends on it is sent only then: a
+gone (client.CloudClient.settle). The next write that depends on it is sent only then: a
 role naming a rule still `pending` fails (ACL_REDIS_RULE_NOT_ACTIVE), and so does deleting a
 role whose users are still `deleting` (ACL_ROLE_HAS_ACTIVE_USERS_AND_CANNOT_BE_DELETED).
 Objects a previous run left unsettled (pending, deleting) are waited for before they are used."""
@@ -16,13 +16,13 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import certs as certs_mod
-from ..model import User
-from ..plan import UserChange
-from . import common
-from .cloud_api import ACTIVE, task_deadline
-from .http import Deadline, HttpError
-from .rc_accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
+from ... import certs as certs_mod
+from ...model import User
+from ...plan import UserChange
+from .. import managed
+from ..http import Deadline, HttpError
+from .accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
+from .client import ACTIVE, connect, task_deadline
 
 
 def _entries(role: dict, here: tuple[int, int], rule: str | None) -> list[dict]:
@@ -42,7 +42,7 @@ def _entries(role: dict, here: tuple[int, int], rule: str | None) -> list[dict]:
     return out
 
 
-class Run(common.ApiRun):
+class Run(managed.ApiRun):
     def run(self) -> None:
         api = self.instance.api
         assert api is not None and api.subscription and api.database
@@ -56,9 +56,9 @@ class Run(common.ApiRun):
         for c in node.changes:
             steps.append((f"{c.action} {c.user}", c, functools.partial(self._one, change=c)))
         self.part.left = [s[0] for s in steps]
-        self.record = common.load_record(self.p.desired.source, NAME)
+        self.record = managed.load_record(self.p.desired.source, NAME)
         self.mine = self.record.setdefault(self.instance.name, {})
-        http = self.p.client(self.instance)
+        http = connect(self.instance)
         try:
             for label, change, fn in steps:
                 self.part.left.pop(0)
@@ -67,13 +67,13 @@ class Run(common.ApiRun):
                 try:
                     fn(http)
                 except HttpError as exc:
-                    common.audit(self.audit, self.part, change, action, who, "failed", str(exc))
-                    raise common.fail(self.results, self.part, label, exc) from None
-                common.audit(self.audit, self.part, change, action, who, "ok")
+                    managed.audit(self.audit, self.part, change, action, who, "failed", str(exc))
+                    raise managed.fail(self.results, self.part, label, exc) from None
+                managed.audit(self.audit, self.part, change, action, who, "ok")
                 self.part.done.append(label)
                 self.part.counts[action] = self.part.counts.get(action, 0) + 1
         finally:
-            common.save_record(self.p.desired.source, NAME, self.record)
+            managed.save_record(self.p.desired.source, NAME, self.record)
             http.close()
 
     # -- live lists ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
 
 from .. import records
 from ..audit import AuditLog, redact
@@ -14,6 +15,11 @@ from ..model import DesiredState, Instance, User
 from ..plan import InstancePlan, Plan, UserChange
 from ..report import ApplyReport
 from ..state import InstanceState, LiveState
+
+
+def api_host(url: str) -> str:
+    """`https://host:9443/v1` -> `host:9443`: how an instance's API is named in plans and errors."""
+    return urlparse(url).netloc or url
 
 
 @dataclass

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import LiveError
+from ...errors import LiveError
 
 Version = tuple[int, int, int, int]  # major, minor, patch, build
 

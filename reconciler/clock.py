@@ -1,9 +1,10 @@
-"""The date a run judges expiry, token age and rotations against."""
+"""The day and time a run judges by: expiry, token age, rotation schedules. RECONCILER_TODAY
+pins the day (tests, what-if runs); everything that asks the date asks here."""
 
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, datetime, timezone
 
 from .errors import ReconcilerError
 
@@ -17,3 +18,10 @@ def today() -> date:
         except ValueError:
             raise ReconcilerError(f"RECONCILER_TODAY={pinned!r} is not a YYYY-MM-DD date") from None
     return date.today()
+
+
+def now_utc() -> datetime:
+    """Now; RECONCILER_TODAY=YYYY-MM-DD moves it to that day (same time of day), as it moves expiry."""
+    real = datetime.now(timezone.utc)
+    day = today()
+    return real if day == real.date() else datetime.combine(day, real.timetz())

@@ -17,7 +17,7 @@ While held, every lock connection is kept alive (a PING every KEEPALIVE_SECONDS)
 `timeout` never closes it, and the executor asks `check()` before each write batch: a lock
 connection that died (killed, timed out, the node restarted) stops the apply before it writes
 more. The executor names its own connection like the lock and never kills a connection with
-this name (see providers/redis/execute.py), so revoking the admin's own token keeps the lock.
+this name (see providers/redis/kills.py), so revoking the admin's own token keeps the lock.
 """
 
 from __future__ import annotations

@@ -6,16 +6,14 @@ included, is reached only through the Provider interface from here."""
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from . import addresses, config, interrupt, inventory, pending, providers, rotation, safety, saved
+from . import addresses, bootstrap, config, interrupt, inventory, pending, providers, rotation, safety, saved
 from .audit import AuditLog
 from .clock import today
 from .denials import changes as audit_changes
@@ -23,53 +21,16 @@ from .denials import merge as denials_merge
 from .denials.model import DenialReport, InstanceLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
-from .pipeline import Console, Options, Pipeline, unpersisted  # noqa: F401 (unpersisted: re-exported for the commands)
+from .pipeline import Console, Options, Pipeline
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
 from .providers.base import Provider
 from .report import ApplyReport
+from .rotator import Request, Rotator
+from .selection import Shard, select
 from .state import InstanceState, LiveState, NodeState
 
-if TYPE_CHECKING:
-    from .rotator import Request
-
 MAX_PARALLEL_INSTANCES = 8
-
-
-def select(names: list[str], only: list[str] | None) -> list[str]:
-    """`names` narrowed to those matching any of `only` (exact names or fnmatch globs), in
-    their original order; a name or glob that matches nothing is an error."""
-    if not only:
-        return names
-    unknown = [p for p in only if p not in names and not fnmatch.filter(names, p)]
-    if unknown:
-        raise ReconcilerError(f"unknown instance {', '.join(unknown)} (the file has: {', '.join(names)})")
-    return [n for n in names if any(n == p or fnmatch.fnmatchcase(n, p) for p in only)]
-
-
-@dataclass(frozen=True)
-class Shard:
-    """`--shard K/N`: the K-th of N slices of the instances, so N CI jobs can split a fleet.
-
-    The instances are sorted by name and dealt round-robin: the one at sorted position i
-    (0-based) belongs to shard i mod N + 1. The slices depend only on the set of names (not
-    file order, not the machine), differ in size by at most one, and together cover every
-    instance exactly once.
-    """
-
-    k: int
-    n: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Shard":
-        k, sep, n = text.partition("/")
-        if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-            raise ReconcilerError(f"--shard {text!r}: expected K/N with 1 <= K <= N (e.g. 2/4)")
-        return cls(int(k), int(n))
-
-    def pick(self, names: list[str]) -> list[str]:
-        mine = {name for i, name in enumerate(sorted(names)) if i % self.n == self.k - 1}
-        return [n for n in names if n in mine]
 
 
 class Manager:
@@ -245,7 +206,7 @@ class Manager:
         fresh = self.target(self.plan(self.read([i.name for i in plan.instances])), plan.targets)
         return saved.differences(plan, narrow(fresh) if narrow is not None else fresh)
 
-    # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, each step of `rotate` --
+    # -- the apply pipeline (pipeline.py): `apply -f`, `apply PLAN.json`, `apply --bootstrap`, `rotate` --
 
     def pipeline(self, console: Console, options: Options | None = None, **kw: Any) -> Pipeline:
         return Pipeline(self, console, options, **kw)
@@ -282,10 +243,15 @@ class Manager:
         console.present(plan)
         return self.pipeline(console, options).run(plan, state, what=name, checked=True)
 
-    def rotate(self, request: "Request", console: Console, options: Options) -> int:
-        """`reconciler rotate`: each due token through the four steps (rotator.py)."""
-        from .rotator import Rotator
+    def bootstrap(self, only: list[str] | None, console: Console, options: Options, *,
+                  default_secret_env: str | None = None) -> int:
+        """`apply --bootstrap` (bootstrap.py): the admin created as `default`, then the rest as the
+        admin, `default` last: two pipeline steps with their own logins after one confirmation;
+        an ordinary apply_file where the admin logs in everywhere already."""
+        return bootstrap.run(self, only, console, options, secret_env=default_secret_env)
 
+    def rotate(self, request: Request, console: Console, options: Options) -> int:
+        """`reconciler rotate`: each due token through the four steps (rotator.py)."""
         return Rotator(self, request, console, options).run()
 
     @staticmethod

@@ -148,8 +148,8 @@ def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
 
 
 def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any], where: Where) -> None:
-    """After the executor: drop what ran. `nodes` are executor.NodeResult objects."""
-    from .providers.redis.execute import IN_DOUBT, OK
+    """After the executor: drop what ran. `nodes` are node_run.NodeResult objects."""
+    from .providers.redis.node_run import IN_DOUBT, OK
 
     results = {(n.instance, n.address): n for n in nodes}
     entries = load(source)

@@ -1,12 +1,18 @@
 """The apply pipeline: one plan carried to the servers, the same way for `apply -f`,
-`apply PLAN.json` and each server-changing step of `rotate`:
+`apply PLAN.json`, `apply --bootstrap` and each server-changing step of `rotate`:
 
-    rails -> confirm -> lock -> re-check -> audit -> execute -> verify -> records
+    rails -> confirm -> (per step: lock -> re-check -> audit -> execute) -> verify -> records
 
 Nothing is written before every check has passed: the rails found nothing, the operator said
 yes (or passed --auto-approve), and under the lock the file and live state still produce
 exactly the plan that was confirmed. A stop request (SIGINT/SIGTERM) ends the apply after the
-batch in flight; work an apply left unfinished is recorded for the next one (Manager.apply).
+batch in flight, or between two steps; work an apply left unfinished is recorded for the next
+one (Manager.apply).
+
+A plan is written in one step by the Manager's own login, or in several steps, each a login of
+its own (`apply --bootstrap`: `default` creates the admin, then the admin writes the rest):
+every step takes its own lock and re-checks before it writes, and the run is verified once, at
+the end, by the last step's login.
 
 The Manager owns the pipeline (Manager.pipeline); the pipeline never prints: it talks to the
 operator through the Console the command supplies (rendering the plan, asking, printing lines).
@@ -14,20 +20,44 @@ operator through the Console the command supplies (rendering the plan, asking, p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import interrupt, inventory
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
+from .model import DesiredState
 from .plan import Plan
 from .render import refusal_lines
+from .report import ApplyReport
 from .state import LiveState
 
-if TYPE_CHECKING:
-    from .manager import Manager
+Lock = Callable[[Plan], AbstractContextManager[Any]]
+
+
+class Runner(Protocol):
+    """What the pipeline asks of a Manager (manager.Manager is the one), each with its login."""
+
+    desired: DesiredState
+
+    def check(self, plan: Plan, state: LiveState, *, force: bool = False) -> Plan: ...
+
+    def lock(self, plan: Plan) -> AbstractContextManager[Any]: ...
+
+    def recheck(self, plan: Plan, narrow: Callable[[Plan], Plan] | None = None) -> list[str]: ...
+
+    def interruptible(self) -> AbstractContextManager[threading.Event]: ...
+
+    def apply(self, plan: Plan, *, audit: AuditLog | None = None) -> ApplyReport: ...
+
+    def verify(self, plan: Plan) -> None: ...
+
+
+class Present(Protocol):
+    def __call__(self, plan: Plan, title: str = "") -> None: ...
 
 
 @dataclass
@@ -36,7 +66,7 @@ class Console:
 
     out: Callable[[str], None]  # a result line (stdout)
     err: Callable[[str], None]  # an error or warning line (stderr), without the "reconciler: " prefix
-    present: Callable[[Plan], None]  # show a plan
+    present: Present  # show a plan (under a title, for one step of several)
     confirm: Callable[[Plan], bool]  # ask; raises ReconcilerError when nobody can be asked
 
 
@@ -45,6 +75,35 @@ class Options:
     force: bool = False  # the delete threshold may be passed
     audit_log: str | None = None  # --audit-log; else the file's audit_log
     audit_fields: dict[str, Any] = field(default_factory=dict)  # added to every audit line (a rotation's id)
+
+
+@dataclass(frozen=True)
+class Rechecked:
+    """A step's re-check under its lock: what moved since the plan was confirmed (one line each;
+    empty: go on), and the plan the step writes from."""
+
+    moved: list[str]
+    plan: Plan
+
+
+def _whole(plan: Plan) -> tuple[Plan, ...]:
+    return (plan,)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One login's share of a confirmed plan.
+
+    manager: reads, locks and writes with its login. lock: how it holds the instances the plan
+    writes (default: its Manager.lock). recheck: under the lock, before writing (default: the
+    file and live state must still produce the confirmed plan). writes: the parts of the
+    re-checked plan it writes, one after the other (default: the whole plan).
+    """
+
+    manager: Runner
+    lock: Lock | None = None
+    recheck: Callable[[Plan], Rechecked] | None = None
+    writes: Callable[[Plan], tuple[Plan, ...]] = _whole
 
 
 class Pipeline:
@@ -58,11 +117,11 @@ class Pipeline:
 
     def __init__(
         self,
-        manager: "Manager",
+        manager: Runner,
         console: Console,
         options: Options | None = None,
         *,
-        lock: Callable[[Plan], AbstractContextManager[Any]] | None = None,
+        lock: Lock | None = None,
         narrow: Callable[[Plan], Plan] | None = None,
     ):
         self.manager = manager
@@ -72,9 +131,11 @@ class Pipeline:
         self.narrow = narrow or (lambda plan: plan)
 
     def run(self, plan: Plan, state: LiveState, *, what: str = "the plan shown", present: bool = False,
-            checked: bool = False) -> int:
+            checked: bool = False, steps: Sequence[Step] = (), kind: str = "Apply") -> int:
         """The rails' verdict (Manager.check, unless `checked`: the plan carries it already), the
-        plan shown when `present`, then refusals, confirm and execute. Exit code."""
+        plan shown when `present`, then refusals, confirm and execute. `steps`: the logins that
+        write it, in order (default: one, this Manager's); `kind` opens the closing line ("Apply
+        complete: ..."). Exit code."""
         if not checked:
             plan = self.manager.check(plan, state, force=self.options.force)
         if present:
@@ -84,7 +145,7 @@ class Pipeline:
         if not self.console.confirm(plan):
             self.console.err("apply cancelled; nothing was changed")
             return 1
-        return self.execute(plan, what)
+        return self.execute(plan, what, steps=steps, kind=kind)
 
     def refuse(self, plan: Plan) -> bool:
         """Say the rails' verdict (a refusal per line; what --force lifted as warnings); True when
@@ -96,45 +157,69 @@ class Pipeline:
         self.console.err("nothing was changed")
         return True
 
-    def execute(self, plan: Plan, what: str = "the plan shown") -> int:
-        """Lock, re-check, audit, apply, verify, record. Exit code: 0, 1, or 130 when stopped."""
-        manager, console = self.manager, self.console
-        desired = manager.desired
-        with self.lock(plan):
-            moved = self.recheck(plan)
-            if moved:
-                for p in moved:
-                    console.err(f"refusing to apply: live state changed since {what} was made: {p}")
-                console.err("nothing was changed; plan again")
-                return 1
+    def execute(self, plan: Plan, what: str = "the plan shown", *, steps: Sequence[Step] = (),
+                kind: str = "Apply") -> int:
+        """Each step (default: one, the Manager's own), then verify and records. Exit code: 0, 1,
+        or 130 when stopped."""
+        steps = steps or (Step(self.manager, lock=self.lock),)
+        written = plan
+        for i, step in enumerate(steps):
+            if i and interrupt.REQUESTED.is_set():
+                # Stopped after the batch in flight of the step before: say what that step did.
+                for line in interrupt.DONE.lines() or ["interrupted; nothing was changed"]:
+                    self.console.err(line)
+                return 130
+            code, written = self._step(plan, step, what, first=i == 0)
+            if code:
+                return code
+        self._warnings(unpersisted(written))
+        last = steps[-1].manager
+        last.verify(written)
+        if any(i.inventory for i in written.instances):
+            desired = last.desired
+            path = inventory.record_inventory(desired.source, desired, [i.name for i in written.instances])
+            self.console.out(f"Certificate inventory recorded in {path}")
+        c = plan.counts()
+        self.console.out(f"\n{kind} complete: {c.add} added, {c.change} changed, {c.destroy} destroyed.")
+        return 0
+
+    def _step(self, plan: Plan, step: Step, what: str, *, first: bool) -> tuple[int, Plan]:
+        """Lock, re-check, audit, write. -> (exit code, the re-checked plan)."""
+        manager, console = step.manager, self.console
+        report = ApplyReport()
+        with (step.lock or manager.lock)(plan):
+            checked = step.recheck(plan) if step.recheck else Rechecked(manager.recheck(plan, self.narrow), plan)
+            if checked.moved:
+                if first:
+                    for p in checked.moved:
+                        console.err(f"refusing to apply: live state changed since {what} was made: {p}")
+                    console.err("nothing was changed; plan again")
+                else:  # an earlier step wrote: the ledger, not this line, says what
+                    for p in checked.moved:
+                        console.err(f"refusing to go on: {p}")
+                return 1, checked.plan
             audit = self._audit(plan)
             interrupt.DONE.expect(plan)  # an interrupt from here on says what was done
             try:
                 with manager.interruptible() as interrupted:
-                    report = manager.apply(plan, audit=audit)
+                    for part in step.writes(checked.plan):
+                        if part.has_changes:
+                            report.extend(manager.apply(part, audit=audit))
             except ApplyError as exc:
                 if exc.report is not None:
-                    for line in exc.report.summary_lines():
-                        console.out(line)
-                    self._warnings(exc.report.warnings)
+                    report.extend(exc.report)
+                for line in report.summary_lines():
+                    console.out(line)
+                self._warnings(report.warnings)
                 console.err(str(exc))
-                return 130 if interrupted.is_set() else 1
+                return (130 if interrupted.is_set() else 1), checked.plan
             finally:
                 if audit is not None:
                     audit.close()
         for line in report.summary_lines():
             console.out(line)
-        self._warnings(report.warnings + unpersisted(plan))
-        manager.verify(plan)
-        if any(i.inventory for i in plan.instances):
-            path = inventory.record_inventory(desired.source, desired, [i.name for i in plan.instances])
-            console.out(f"Certificate inventory recorded in {path}")
-        c = plan.counts()
-        console.out(f"\nApply complete: {c.add} added, {c.change} changed, {c.destroy} destroyed.")
-        return 0
-
-    def recheck(self, plan: Plan) -> list[str]:
-        return self.manager.recheck(plan, self.narrow)
+        self._warnings(report.warnings)
+        return 0, checked.plan
 
     def _audit(self, plan: Plan) -> AuditLog | None:
         path = self.options.audit_log or self.manager.desired.audit_log

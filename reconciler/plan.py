@@ -1,6 +1,7 @@
 """Plan: data first, text second. Produced by planner.plan(), rendered by reconciler.render,
-executed by reconciler.executor, saved as JSON by `plan --out` (no secret ever in here:
-tokens appear as id + sha256, which is what servers store and the YAML may already hold).
+carried out by the providers through the apply pipeline (pipeline.py), saved as JSON by
+`plan --out` (no secret ever in here: tokens appear as id + sha256, which is what servers
+store and the YAML may already hold).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`reconciler rotate`, carried out: for each rotating entry, finish what an earlier run left,
 decide whether it is due, then the four steps of rotation.py -- steps 2 and 4 through the
 Manager's apply pipeline (rails, prompt, lock, re-check, audit, verify), step 3 a
-check-and-set write to the store.
+check-and-set write to the store. What it says (the plans shown before the confirmation, the
+summary, its own audit line) is rotation_report.py's.
 
 One confirmation covers a rotation: its step-2 plan and the plan step 4 is expected to be are
 shown first. The instances stay locked from step 2 to step 4 (an `apply` or another `rotate`
@@ -19,11 +20,8 @@ What a stop leaves, and what the next run does (no local state: the servers and 
 from __future__ import annotations
 
 import dataclasses
-import getpass
-import os
 import random
 import secrets as _random
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -32,13 +30,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import providers, rotation, tokengen
-from .audit import AuditLog
+from . import rotation_report as report
 from .clock import today
 from .errors import ReconcilerError, remember_secret
 from .lock import LockError
 from .pipeline import Console, Options
 from .plan import Plan, only_changes
 from .rotation import Entry, Strategy
+from .rotation_report import Outcome
 from .secrets import SecretError, writable
 from .secrets.kv import CasConflict
 
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 LOCK_WAIT = 120.0  # seconds a rotation waits for another apply or rotate to release the instances
 MAX_RESTARTS = 5  # fresh starts after waiting for the lock (or a store that moved while the file was read)
-ACTIVE = ("rotated", "would-rotate", "finished", "would-finish", "failed", "refused")
 
 
 @dataclass(frozen=True)
@@ -57,14 +55,6 @@ class Request:
     dry_run: bool = False
     force: bool = False  # sooner than min_overlap_hours
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-
-
-@dataclass
-class Outcome:
-    entry: Entry
-    status: str  # rotated | would-rotate | not-due | finished | failed | refused
-    line: str  # one line for the summary
-    due: datetime | None = None
 
 
 class _Restart(Exception):
@@ -79,23 +69,6 @@ class _Restart(Exception):
 
 class _Stopped(Exception):
     """SIGINT/SIGTERM: the run stops after saying where."""
-
-
-def now_utc() -> datetime:
-    """Now; RECONCILER_TODAY=YYYY-MM-DD moves it to that day (same time of day), as it moves expiry."""
-    real = datetime.now(timezone.utc)
-    day = today()
-    return real if day == real.date() else datetime.combine(day, real.timetz())
-
-
-def who() -> str:
-    actor = os.environ.get("GITHUB_ACTOR")
-    if actor:
-        return f"github:{actor}"
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}@{socket.gethostname()}"
 
 
 class Rotator:
@@ -127,30 +100,13 @@ class Rotator:
                     self.manager = self.manager.reload()  # the next entry plans from what the stores hold now
         except _Stopped:
             return 130
-        return self._summary(outcomes)
+        return report.summary(self.console, outcomes, now=self.request.now, dry_run=self.request.dry_run)
 
     def _entries(self, manager: "Manager") -> list[Entry]:
         desired = manager.desired
         caps = {n: providers.capabilities(i.provider) for n, i in desired.instances.items()}
         only = manager.instance_names(self.request.instances) if self.request.instances else None
         return rotation.entries(desired, caps, only, self.request.users)
-
-    def _summary(self, outcomes: list[Outcome]) -> int:
-        out = self.console.out
-        done = [o for o in outcomes if o.status in ACTIVE]
-        if done:
-            out("\nRotation summary:")
-            for o in done:
-                out(f"  {o.line}")
-        else:
-            out("Nothing to rotate: no token is due.")
-        for o in sorted((o for o in outcomes if o.status == "not-due"), key=lambda o: o.due or self.request.now):
-            out(f"Next rotation: {o.line}")
-        if any(o.status in ("failed", "refused") for o in outcomes):
-            return 1
-        if self.request.dry_run and any(o.status in ("would-rotate", "would-finish") for o in outcomes):
-            return 2
-        return 0
 
     # -- one entry -------------------------------------------------------------------------------
 
@@ -190,11 +146,11 @@ class Rotator:
             return self._converge(manager, entry, plan, state, latest, held,
                                   f"{where} moved to {latest.name()} meanwhile (another run rotated it); applied it, no new version written")
         if left is not None and left.stored or settled == "promoted":
-            self._explain(entry, left, manager.desired.source)
+            report.explain(self.console, entry, left, manager.desired.source)
             return self._converge(manager, entry, plan, state, latest, held,
                                   f"finished the rotation an earlier run stored in {where}; no new version written")
         if left is not None:
-            self._explain(entry, left, manager.desired.source)  # folded into step 2 (or converged when not due)
+            report.explain(self.console, entry, left, manager.desired.source)  # folded into step 2 (or converged when not due)
         asked = entry.user in (self.request.users or [])
         when = rotation.schedule(entry.rotate.every_days, latest.created, self.request.now, asked)
         if not when.due:
@@ -226,7 +182,7 @@ class Rotator:
         if entry.strategy != Strategy.SERVICE:
             after = manager.derived(rotation.allow_pair_replace(rotation.with_user_tokens(desired, entry, rotation.after_tokens(entry, user, new)), entry))
             _, expected = self._retire(after, entry, self._mine(after.plan(state), entry), state, held)
-        self._show(entry, where, latest, plan2, expected, desired.policies.min_overlap_hours, username)
+        report.show(self.console, entry, where, latest, plan2, expected, desired.policies.min_overlap_hours, username)
         if self.request.dry_run:
             return Outcome(entry, "would-rotate", f"{entry.label}: would write the next version of {where}")
         try:
@@ -269,10 +225,10 @@ class Rotator:
             console.err(f"interrupted during step {step} of the rotation of {entry.label}; run rotate again to finish")
             raise _Stopped() from None
         removed = rotation.removed_hashes(plan4, entry4)
-        self._audit_record(entry, where, latest, written, removed, rid, plan4)
+        report.audit_record(self.options.audit_log or self.manager.desired.audit_log, entry, where, latest, written, removed, rid, plan4)
         gone = f"; removed {', '.join(f'sha256:{h[:8]}…' for h in removed)}" if removed else ""
         return Outcome(entry, "rotated", f"{entry.label}: {where} {latest.name()} -> {written.name()} "
-                       f"({_prefix(latest.sha256)} -> {_prefix(written.sha256)}){gone}")
+                       f"({report.prefix(latest.sha256)} -> {report.prefix(written.sha256)}){gone}")
 
     def _write(self, desired: Any, entry: Entry, store: writable.Store, latest: writable.Latest, value: str | None,
                username: str | None) -> writable.Latest | Outcome:
@@ -331,17 +287,6 @@ class Rotator:
             self.console.out(f"{entry.label}: a new token an earlier run made was {result} ({why})")
         return result
 
-    def _explain(self, entry: Entry, left: rotation.Unfinished | None, source: str) -> None:
-        if left is None:
-            return
-        if left.orphans:
-            self.console.out(f"{entry.label}: an earlier rotation added {_prefixes(left.orphans)} but no store version holds it: "
-                             "it is removed (and the rotation starts again when due)")
-        elif left.stale:
-            self.console.out(f"{entry.label}: an earlier rotation stored its token but stopped before removing {_prefixes(left.stale)}")
-        else:
-            self.console.out(f"{entry.label}: the servers are not what {source} says for this user: applying it")
-
     def _file_plan(self, manager: "Manager", entry: Entry, store: writable.Store) -> tuple["Manager", Any, Plan]:
         """The file's own plan for the entry's user, read now; with the values of the store's older
         versions it removes where a provider deletes passwords by value."""
@@ -395,27 +340,6 @@ class Rotator:
         return manager.pipeline(self.console, self.options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(
             plan, state, what="the store's latest version", present=True)
 
-    def _show(self, entry: Entry, where: str, latest: writable.Latest, plan2: Plan, expected: Plan | None, min_hours: int,
-              username: str | None) -> None:
-        out = self.console.out
-        made = rotation.stamp(latest.created) if latest.created else "an unknown time"
-        out(f"\nRotate {entry.label} ({entry.rotate.store.describe()}): {where} {latest.name()} -> the next version")
-        if entry.strategy == Strategy.REPLACE:
-            out(f"  ! user {entry.user} holds one password on its provider: connections made with the current token fail "
-                "after step 2; new connections need the new token (apps re-read the store)")
-        else:
-            out(f"  Overlap: apps must have re-read {where} since {made} ({latest.name()}); the version before it is removed "
-                f"(policies.min_overlap_hours: {min_hours}).")
-        if entry.strategy == Strategy.PAIR:
-            out(f"  Redis Cloud pair: the new version goes to Cloud user {username}, in place of the version before previous.")
-        out("\nPlan of step 2 of 4 (add the new token next to the ones apps hold):")
-        self.console.present(plan2)
-        if expected is not None:
-            out("\nPlan of step 4 of 4, expected once step 3 has written the store:")
-            self.console.present(expected)
-        else:
-            out("\nSteps 3 and 4: the service makes the token and the sink takes it; then the token before previous is removed.")
-
     def _step4_console(self, entry: Entry, keep: set[str]) -> Console:
         """Step 4 goes ahead on the rotation's confirmation when it only removes what a rotation
         removes; anything else is shown and asked about like any apply."""
@@ -458,40 +382,7 @@ class Rotator:
             raise _Stopped()
         return Outcome(entry, "failed", f"{entry.label}: stopped at step {step} ({what})")
 
-    def _audit_record(self, entry: Entry, where: str, latest: writable.Latest, written: writable.Latest,
-                      removed: list[str], rid: str, plan: Plan) -> None:
-        """The rotation's own line in the audit log; its steps' lines carry the same `rotation` id."""
-        path = self.options.audit_log or self.manager.desired.audit_log
-        if not path:
-            return
-        try:
-            log = AuditLog(path, plan, fields={"rotation": rid})
-        except OSError as exc:
-            raise ReconcilerError(f"audit log {path}: {exc.strerror or exc}") from None
-        with log:
-            log.event(
-                "rotate",
-                user=entry.user,
-                instances=list(entry.instances),
-                token=entry.token.id,
-                store=where,
-                version=written.version,
-                old=(latest.sha256 or "")[:8],
-                new=(written.sha256 or "")[:8],
-                removed=[h[:8] for h in removed],
-                by=who(),
-                result="ok",
-            )
-
 
 def _held(plan: Plan) -> AbstractContextManager[None]:
     """The pipeline's lock while the rotation holds the instances itself."""
     return nullcontext()
-
-
-def _prefix(sha: str | None) -> str:
-    return f"sha256:{sha[:8]}…" if sha else "?"
-
-
-def _prefixes(hashes: tuple[str, ...]) -> str:
-    return ", ".join(_prefix(h) for h in hashes)

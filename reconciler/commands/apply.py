@@ -2,11 +2,13 @@
 
     apply -f FILE [--target USER]... [--auto-approve] [--force] [--audit-log PATH]
     apply PLAN.json [--auto-approve] [--force] [--audit-log PATH]
+    apply -f FILE --bootstrap [--bootstrap-secret-env VAR] [--auto-approve] [--force] [--audit-log PATH]
 
 Nothing is written before every check has passed: the plan is complete (the planner raises
 on rules a node can't express), the rails found nothing, a saved plan still matches every
 node's live ACLs, and the operator said `yes` (or passed --auto-approve). The sequence itself
-is the Manager's apply pipeline (pipeline.py); this module parses, asks and renders.
+is the Manager's apply pipeline (pipeline.py; --bootstrap: bootstrap.py runs it in steps with
+two logins); this module parses, asks and renders.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def _confirm(args: argparse.Namespace, prompt: Prompt | None = None) -> bool:
     return answer.strip() == "yes"
 
 
-def _present(plan: Plan, args: argparse.Namespace | None = None) -> None:
-    _out(render_text(plan, color=use_color(args, sys.stdout)))
+def _present(plan: Plan, args: argparse.Namespace | None = None, title: str = "") -> None:
+    _out(render_text(plan, color=use_color(args, sys.stdout), title=title))
 
 
 def console(args: argparse.Namespace, prompt: Prompt | None = None) -> Console:
@@ -53,7 +55,7 @@ def console(args: argparse.Namespace, prompt: Prompt | None = None) -> Console:
     return Console(
         out=_out,
         err=lambda line: _err(f"reconciler: {line}"),
-        present=lambda plan: _present(plan, args),
+        present=lambda plan, title="": _present(plan, args, title),
         confirm=lambda plan: _confirm(args, prompt),
     )
 
@@ -87,11 +89,9 @@ def run(args: argparse.Namespace) -> int:
             raise ReconcilerError("--bootstrap works with -f FILE, not with a saved plan")
         if args.target:
             raise ReconcilerError("--bootstrap applies the whole file (the admin first); drop --target")
-        from . import bootstrap
-
-        code = bootstrap.run(args, None, _confirm)
-        if code >= 0:
-            return code
+        manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
+        return manager.bootstrap(args.instance, console(args), options(args),
+                                 default_secret_env=getattr(args, "bootstrap_secret_env", None))
     if args.plan_file:
         if args.target:
             raise ReconcilerError("--target works with -f FILE; a saved plan is applied whole")

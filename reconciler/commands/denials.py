@@ -7,10 +7,11 @@ import argparse
 import sys
 
 from ..denials import since as window
-from ..manager import Manager, Shard
+from ..manager import Manager
 from ..render import budget_from_args
 from ..render.denials import render
 from ..render.terminal import use_color
+from ..selection import Shard
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,10 +13,11 @@ import sys
 
 from ..denials import since as window
 from ..errors import ReconcilerError
-from ..manager import Manager, Shard
+from ..manager import Manager
 from ..render import Budget, budget_from_args, headline, render
 from ..render import denials as denials_render
 from ..render.terminal import use_color
+from ..selection import Shard
 from .plan import report_refusals
 
 

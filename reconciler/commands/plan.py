@@ -13,10 +13,12 @@ from dataclasses import replace
 
 from .. import saved
 from ..errors import ReconcilerError
-from ..manager import Manager, Shard, unpersisted
+from ..manager import Manager
+from ..pipeline import unpersisted
 from ..plan import Plan
 from ..render import budget_from_args, headline, refusal_lines, render
 from ..render.terminal import use_color
+from ..selection import Shard
 
 
 def report_refusals(plan: Plan) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..clock import now_utc
 from ..manager import Manager
 from ..pipeline import Options
-from ..rotator import Request, now_utc
+from ..rotator import Request
 from . import apply
 
 

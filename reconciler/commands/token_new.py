@@ -1,151 +1,27 @@
 """`reconciler token new`: a strong random token, written once, and the YAML entry to paste.
 
-Everything that could make the entry unusable is checked before the token exists (a token
-printed and then an error would be a token nobody recorded): the user name and id have the
-file's form, with -f FILE the user is declared there and the id is new, and --out names a
-file that can be created.
+    token new USER --id ID [--length N] [--out FILE | --sink vault:PATH#FIELD] [-f FILE]
+
+The token goes to --out (mode 0600), to a store (--sink: then only the entry is printed, on
+stdout), or to stdout with the entry on stderr. The checks and the writing are token_issue.py's.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import hashlib
-import os
-import re
 import sys
-from datetime import timedelta
 
-from ..clock import today
-from ..errors import ReconcilerError, remember_secret
-from ..model import DesiredState, Sink
-from ..secrets import SecretError, sinks
-from ..tokengen import strong_token
+from .. import token_issue
+from ..tokengen import strong_token  # noqa: F401 - named here by callers of the command's module
 
-
-def _check_form(value: str, definition: dict, what: str) -> None:
-    """`value` matches the schema's pattern for it, or one line with the schema's own wording."""
-    if not re.fullmatch(definition["pattern"], value):
-        hint = definition.get("errorMessage") or definition.get("description", "")
-        raise ReconcilerError(f"token new: {what} {value!r}: {hint}")
-
-
-def _check_names(args: argparse.Namespace) -> None:
-    from ..config.schema import schema
-
-    defs = schema()["$defs"]
-    token_id = defs["token"]["properties"]["id"]
-    _check_form(args.user, defs["username"], "user name")
-    _check_form(args.token_id, token_id, "--id")
-
-
-def _load(path: str | None) -> DesiredState | None:
-    if not path:
-        return None
-    from ..config import load
-
-    return load(path, allow_expired=True, resolve_secrets=False)
-
-
-def _check_declared(desired: DesiredState, user: str, token_id: str) -> None:
-    spec = desired.users.get(user)
-    if spec is None:
-        close = difflib.get_close_matches(user, list(desired.users), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else "; declare it under users: first"
-        raise ReconcilerError(f"token new: user {user} is not declared in {desired.source}{hint}")
-    if any(t.id == token_id for t in spec.tokens):
-        raise ReconcilerError(f"token new: user {user} already has a token with id {token_id} in {desired.source}; choose a new id")
-
-
-def _check_out(path: str) -> None:
-    """The reason `path` can't be created as a new file, in words, before any token exists."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.lexists(path):
-        raise ReconcilerError(f"token new: --out {path} already exists; refusing to overwrite it (choose a new file)")
-    if not os.path.exists(folder):
-        raise ReconcilerError(
-            f"token new: --out {path}: folder {os.path.dirname(path) or folder} does not exist; "
-            f"create it first (mkdir -p -m 700 {os.path.dirname(path) or folder}) or write the token elsewhere"
-        )
-    if not os.path.isdir(folder):
-        raise ReconcilerError(f"token new: --out {path}: {os.path.dirname(path)} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ReconcilerError(f"token new: --out {path}: no permission to create files in {os.path.dirname(path) or folder}")
-
-
-def _write(path: str, token: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ReconcilerError(f"token new: --out {path} already exists; refusing to overwrite it (choose a new file)") from None
-    except OSError as exc:
-        raise ReconcilerError(f"token new: --out {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-
-
-def _entry(args: argparse.Namespace, digest: str, max_age: int) -> list[str]:
-    created = today()
-    return [
-        f"# token for user {args.user}; paste under users.{args.user}.tokens:",
-        f"- id: {args.token_id}",
-        f"  sha256: {digest}",
-        f"  created: {created.isoformat()}",
-        f"  expires: {(created + timedelta(days=max_age)).isoformat()}",
-    ]
-
-
-def _to_store(args: argparse.Namespace, sink: Sink, max_age: int) -> int:
-    """`--sink vault:PATH#FIELD`: the token goes only to the store, as a new version written with
-    check-and-set (the path's other fields kept); stdout gets the YAML entry, never the token."""
-    try:
-        prepared = sinks.prepare(sink)  # reads the current version and checks the write is allowed
-    except SecretError as exc:
-        raise ReconcilerError(f"--sink {sink.describe()}: {exc}") from None
-    token = strong_token(args.length)
-    remember_secret(token)  # printed nowhere; redacted should a store's error ever echo it
-    try:
-        where = prepared.commit(token)
-    except SecretError as exc:
-        raise ReconcilerError(f"--sink {sink.describe()}: {exc}") from None
-    entry = _entry(args, hashlib.sha256(token.encode()).hexdigest(), max_age)
-    ref = f"{{vault: {{path: {sink.path}, field: {sink.field}{'' if sink.mount == 'secret' else f', mount: {sink.mount}'}}}}}"
-    entry.insert(1, f"# the token itself is in {where}; or reference it: secret: {ref}")
-    print("\n".join(entry))
-    return 0
+__all__ = ["run", "strong_token"]
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.length < 16:
-        raise ReconcilerError("--length must be at least 16 bytes")
-    _check_names(args)
-    sink = None
-    if getattr(args, "sink", None):
-        try:
-            sink = sinks.parse(args.sink)
-        except ValueError as exc:
-            raise ReconcilerError(f"--sink {exc}") from None
-        if args.out:
-            raise ReconcilerError("--sink and --out both say where the token goes: give one of them")
-        if sink.kind == "file":
-            args.out, sink = sink.path, None
-    # The file first: a token printed and then an error would be a token nobody recorded.
-    desired = _load(args.file)
-    if desired is not None:
-        _check_declared(desired, args.user, args.token_id)
-    if args.out:
-        _check_out(args.out)
-    max_age = (desired.policies.token_max_age_days if desired is not None else None) or 90
-    if sink is not None:
-        return _to_store(args, sink, max_age)
-    token = strong_token(args.length)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    if args.out:
-        _write(args.out, token)
-    else:
-        sys.stdout.write(token + "\n")
-    entry = _entry(args, digest, max_age)
-    if args.out:
-        entry.insert(1, f"# the token itself is in {args.out} (mode 0600); or reference it: secret: {{file: {args.out}}}")
-    print("\n".join(entry), file=sys.stderr)
+    issued = token_issue.issue(token_issue.Request(
+        user=args.user, token_id=args.token_id, length=args.length, out=args.out, sink=getattr(args, "sink", None), file=args.file,
+    ))
+    if issued.token is not None:
+        sys.stdout.write(issued.token + "\n")
+    print("\n".join(issued.entry), file=sys.stdout if issued.stored else sys.stderr)
     return 0

@@ -5,7 +5,11 @@ replicas, clusters and Sentinel-managed deployments.
     sentinel.py   the same for `topology: sentinel`, from what the sentinels report
     read.py       connecting to a node and reading its ACL state into state.NodeState
     acllog.py     reading every node's ACL LOG (what the servers refused) for `reconciler denials`
-    execute.py    pipelined, verified ACL writes and their persistence
+    execute.py    carrying out a plan on every node, in order: batches.py (ACL SETUSER and
+                  DELUSER, pipelined, replies checked), kills.py (the sessions of revoked
+                  users), persist.py (CONFIG SET, ACL SAVE / CONFIG REWRITE); node_run.py is
+                  each node's record of what it did (audit, interrupt ledger, lock checks)
+    verify.py     re-reading what an apply touched: every change must hold
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ...plan import InstancePlan, Plan
 from ...report import ApplyReport
 from ...state import InstanceState, LiveState, NodeState
 from ..base import Capabilities, Provider
-from . import acllog, execute, read
+from . import acllog, execute, read, verify
 from .deadline import deadline, timeout_of
 
 
@@ -89,4 +93,4 @@ class RedisProvider(Provider):
         return execute.execute(plan, self.desired, audit=audit)
 
     def verify(self, plan: Plan, *, today: date) -> None:
-        execute.verify(plan, self.desired, today=today)
+        verify.verify(plan, self.desired, today=today)

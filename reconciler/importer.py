@@ -234,13 +234,14 @@ def _rebase(value: Any, src_dir: str, out_dir: str | None) -> Any:
     return value
 
 
-def read(name: str, read_spec: dict[str, Any], *, allow_exec: bool = False) -> InstanceState:
-    """Read the instance through the ordinary path (config.load, the provider's read)."""
+def read(name: str, read_spec: dict[str, Any], *, allow_exec: bool = False, base_dir: str | None = None) -> InstanceState:
+    """Read the instance through the ordinary path (config.load, the provider's read); `exec:`
+    commands run from `base_dir`, the folder of the file the spec came from."""
     with tempfile.TemporaryDirectory(prefix="reconciler-import-") as tmp:
         path = os.path.join(tmp, "import.yaml")
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump({"version": 1, "instances": {name: read_spec}}, fh, sort_keys=False)
-        manager = Manager.from_file(path, allow_exec=allow_exec)
+        manager = Manager.from_file(path, allow_exec=allow_exec, base_dir=base_dir or os.getcwd())
         return manager.read([name]).instances[name]
 
 
@@ -259,7 +260,8 @@ def run(req: Request) -> str:
         name, spec, read_spec = _from_file(req.file, req.instance, out_dir)
     else:
         raise ReconcilerError("import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE")
-    state = read(name, read_spec, allow_exec=req.allow_exec)
+    base_dir = os.path.dirname(os.path.abspath(req.file)) if req.file else None
+    state = read(name, read_spec, allow_exec=req.allow_exec, base_dir=base_dir)
     text = render(build(name, spec, state))
     if out:
         tmp = f"{out}.tmp-{os.getpid()}"

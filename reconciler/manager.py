@@ -53,9 +53,10 @@ class Manager:
         return state
 
     @classmethod
-    def from_file(cls, path: str, *, allow_exec: bool = False) -> "Manager":
+    def from_file(cls, path: str, *, allow_exec: bool = False, base_dir: str | None = None) -> "Manager":
         # Expired tokens are not a load error here: the plan removes them and says why.
-        return cls(config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec), allow_exec=allow_exec)
+        desired = config.load(path, allow_expired=True, today=today(), allow_exec=allow_exec, base_dir=base_dir)
+        return cls(desired, allow_exec=allow_exec)
 
     def reload(self) -> "Manager":
         """The same file read again (its secrets too: a store may hold a new version by now)."""

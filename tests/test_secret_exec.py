@@ -180,3 +180,22 @@ def test_admin_secrets_from_a_command(tmp_path: Path) -> None:
     state = load(str(tmp_path / "access.yaml"), environ=dict(os.environ), allow_exec=True)
     assert state.instances["c"].admin.secret.reveal() == OUTPUT_SECRET
     assert runs(tmp_path) == 1
+
+
+def test_import_of_an_instance_runs_its_admin_command_from_the_files_folder(server_factory, tmp_path: Path) -> None:
+    # `import --instance N -f FILE` reads the instance through a copy of its spec: a command named
+    # relative to the file (./admin-secret, sops' encrypted file) must still run where the file is.
+    srv = server_factory("valkey-9.1")
+    srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{OUTPUT_SECRET}", "~*", "&*", "+@all")
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    script(folder, "admin-secret", f"echo {OUTPUT_SECRET}")
+    (folder / "access.yaml").write_text(
+        f"version: 1\ninstances:\n  c:\n    nodes: ['{srv.address}']\n"
+        "    admin: {username: reconciler, secret: {exec: [./admin-secret]}}\nusers: {}\n"
+    )
+    c = cli(tmp_path)
+    r = c("import", "--instance", "c", "-f", str(folder / "access.yaml"), "--allow-exec")
+    assert r.code == 0, r.err
+    assert "reconciler:" in r.out and OUTPUT_SECRET not in r.out + r.err
+    assert runs(folder) == 1

@@ -31,6 +31,7 @@ def load(
     resolve_secrets: bool = True,
     environ: Mapping[str, str] | None = None,
     allow_exec: bool = False,
+    base_dir: str | None = None,
 ) -> DesiredState:
     """Read and check `path` (named in messages exactly as given).
 
@@ -40,6 +41,8 @@ def load(
         stays "env:NAME").
     environ: where {env: NAME} and the stores' settings (VAULT_ADDR...) are looked up (default os.environ).
     allow_exec: `exec:` secrets may run (--allow-exec); RECONCILER_ALLOW_EXEC=1 in `environ` does the same.
+    base_dir: where relative paths and `exec:` commands start from (default: the file's folder;
+        import reads a copy of an instance's spec on behalf of the file it came from).
     Warnings (e.g. a secret file readable by others) go to stderr.
     """
     today = today or date.today()
@@ -71,7 +74,7 @@ def load(
     environ = os.environ if environ is None else environ
     builder = Builder(
         src=src,
-        base_dir=os.path.dirname(path),
+        base_dir=os.path.dirname(path) if base_dir is None else base_dir,
         today=today,
         allow_expired=allow_expired,
         resolve_secrets=resolve_secrets,

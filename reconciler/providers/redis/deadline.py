@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
+
 from ...errors import LiveError
 from ...model import Instance
 
@@ -45,8 +47,9 @@ def deadline(client: Any, seconds: float, where: str, phase: str) -> Iterator[No
     timer.start()
     try:
         yield
-    except Exception:
-        if fired.is_set():
+    except Exception as exc:
+        # The socket timeout is the same length: whichever fires first, the wait ran out.
+        if fired.is_set() or isinstance(exc, (redis.TimeoutError, TimeoutError)):
             raise LiveError(f"{where}: timed out after {seconds:g} s ({phase})") from None
         raise
     finally:

@@ -36,10 +36,12 @@ DOCS = """\
 documentation (in the source tree; docs/index.md lists every page):
   README.md                   install, try it locally (local-server), the first run, the five keys
   docs/local-server.md        a throwaway server to try things on
+  docs/secrets.md             secrets in Vault/OpenBao KV, a secret manager's CLI (exec:), SOPS
   docs/rotation.md            token rotation with zero downtime, token new, expiry, revokes; rotate on a schedule
   docs/safety.md              safety rails, refused plans, --force, --target
   docs/pull-requests.md       Markdown plans for pull requests, saved plans
   docs/drift.md               drift reports, finding kinds, JSON, scheduled runs
+  docs/denials.md             what the servers refused (ACL LOG), tied to the changes that caused it
   docs/import.md              a file for what is live
   docs/certificates.md        mTLS certificate subjects as users
   docs/sentinel.md            Sentinel-managed deployments

@@ -266,7 +266,7 @@ def test_client_kill_user_on_every_node(deployment: Deployment, tmp_path, monkey
     # Disabling does not drop open connections by itself: the plan kills them on every node.
     env.write(more=BATCH_USER.format(enabled="false"))
     code, out, err = env.cli.plan()
-    assert code == 2 and "sessions: CLIENT KILL USER (1 open connection now)" in out
+    assert code == 2 and "sessions: every open connection of the user is closed (1 now)" in out
     code, out, err = env.cli.apply()
     assert code == 0, err
     assert out.count("1 connection killed") == len(deployment.nodes), out

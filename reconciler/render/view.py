@@ -126,7 +126,7 @@ def _change_view(c: UserChange, colors: Colors) -> ChangeView:
                     add("  " + colors.paint(p.sign, f"{p.sign} {p.text}"), p.sign)
         if c.kill_sessions:
             n = c.connections
-            add(f"sessions: CLIENT KILL USER ({n} open connection{'s' if n != 1 else ''} now)")
+            add(f"sessions: every open connection of the user is closed ({n} now)")
     text = f"{symbol} user {shown(c.user)}"
     head = colors.paint(symbol, text)
     pad = max(1, NOTE_COLUMN - len(text))

@@ -219,6 +219,64 @@ def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path
     assert_no_value(cli, seen + [ADMIN])
 
 
+FILE_ENTRY = FILE.replace("""      - id: current
+        secret: {vault: {path: apps/orders, field: token}}
+        rotate: {every_days: 30}
+      - id: previous
+        secret: {vault: {path: apps/orders, field: token, version: -1}}
+""", """      - id: current
+        secret: {file: orders.token}
+        rotate: {every_days: 30}
+""")
+
+
+def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """PATH a symlink (to where the apps read it): the rotation writes the file the link names and
+    keeps the link; replacing the link would leave the apps' file on a value the next rotation removes."""
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = shared / "orders.token"
+    target.write_text(FIRST + "\n")
+    target.chmod(0o600)
+    (tmp_path / "orders.token").symlink_to("shared/orders.token")
+    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
+    cli.apply(expect=0)
+    seen = [FIRST]
+    for _ in range(2):
+        rotate(cli, "--user", "app-orders")
+        assert (tmp_path / "orders.token").is_symlink()
+        seen.append(target.read_text().strip())
+    assert seen[1] != seen[0] and seen[2] != seen[1]
+    assert (tmp_path / "orders.token.previous").read_text().strip() == seen[1]
+    assert [try_auth(srv, "app-orders", v) for v in seen] == [False, True, True]
+    assert sorted(p.name for p in shared.iterdir()) == ["orders.token"]  # no temporary file left
+    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
+    assert_no_value(cli, seen + [ADMIN])
+
+
+def test_a_file_store_that_refuses_the_write_stops_before_the_token_exists(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """PATH.lock a folder (or a lock file this process may not open): rotate says so before step 2,
+    one line, nothing changed on the server or on disk."""
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = tmp_path / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(0o600)
+    (tmp_path / "orders.token.lock").mkdir()
+    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
+    cli.apply(expect=0)
+    before = srv.client().execute_command("ACL", "GETUSER", "app-orders")
+    r = rotate(cli, "--user", "app-orders", expect=1)
+    assert "stopped at step 1" in r.out and "orders.token.lock can't be opened (Is a directory); nothing was changed" in r.err, r.out + r.err
+    assert "Step 2" not in r.out
+    assert srv.client().execute_command("ACL", "GETUSER", "app-orders") == before
+    assert token.read_text() == FIRST + "\n" and not (tmp_path / "orders.token.previous").exists()
+
+
 def test_nothing_due_says_when(server_factory, bao: RunningBao, tmp_path: Path) -> None:
     srv = server_factory("valkey-9.1")
     cli = rotate_cli(srv, bao, tmp_path)

@@ -72,8 +72,10 @@ def test_file_sink_and_command_line_forms(tmp_path: Path) -> None:
             sinks.parse(bad)
     target = tmp_path / "t.token"
     prepared = sinks.prepare(Sink("file", str(target)))
-    assert target.stat().st_mode & 0o777 == 0o600
     prepared.abort()
-    assert not target.exists()  # never an empty sink left behind
+    assert list(tmp_path.iterdir()) == []  # never an empty sink left behind
     sinks.prepare(Sink("file", str(target))).commit("file-sink-value-1234567890")
-    assert target.read_text() == "file-sink-value-1234567890\n"
+    assert target.read_text() == "file-sink-value-1234567890\n" and target.stat().st_mode & 0o777 == 0o600
+    sinks.prepare(Sink("file", str(target))).abort()
+    assert target.read_text() == "file-sink-value-1234567890\n"  # a sink that took nothing keeps what it held
+    assert list(tmp_path.iterdir()) == [target]

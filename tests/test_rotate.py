@@ -235,12 +235,12 @@ def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, t
     keeps the link; replacing the link would leave the apps' file on a value the next rotation removes."""
     srv = server_factory("redis-7.0")
     bootstrap_admin(srv)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    target = shared / "orders.token"
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    target = secrets_dir / "orders.token"
     target.write_text(FIRST + "\n")
     target.chmod(0o600)
-    (tmp_path / "orders.token").symlink_to("shared/orders.token")
+    (tmp_path / "orders.token").symlink_to("secrets/orders.token")
     cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
     cli.write(FILE_ENTRY)
     cli.apply(expect=0)
@@ -252,7 +252,7 @@ def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, t
     assert seen[1] != seen[0] and seen[2] != seen[1]
     assert (tmp_path / "orders.token.previous").read_text().strip() == seen[1]
     assert [try_auth(srv, "app-orders", v) for v in seen] == [False, True, True]
-    assert sorted(p.name for p in shared.iterdir()) == ["orders.token"]  # no temporary file left
+    assert sorted(p.name for p in secrets_dir.iterdir()) == ["orders.token"]  # no temporary file left
     assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
     assert_no_value(cli, seen + [ADMIN])
 

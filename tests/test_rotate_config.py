@@ -102,10 +102,18 @@ def test_redis_cloud_rotates_through_a_pair(cli: Cli) -> None:
     ("        rotate: {every_days: 0}\n", "users.app-orders.tokens[0].rotate.every_days"),
     ("        rotate: {every_days: 30, usernames: [only-one]}\n", "users.app-orders.tokens[0].rotate.usernames"),
     ("        rotate: {every: 30}\n", "users.app-orders.tokens[0].rotate"),
+    # Past any date a clock can hold: rotate and drift would fail on the arithmetic.
+    ("        rotate: {every_days: 99999999999}\n", "users.app-orders.tokens[0].rotate.every_days: must be <= 36500"),
 ])
 def test_schema(cli: Cli, snippet: str, message: str) -> None:
     code, text = validate(cli, HEAD + user("app-orders", current(extra=snippet) + previous()))
-    assert code == 1 and f": {message}: " in text, text
+    assert code == 1 and f": {message}" in text, text
+
+
+def test_an_overlap_past_any_date_is_refused(cli: Cli) -> None:
+    code, text = validate(cli, HEAD.replace("instances:", "policies: {min_overlap_hours: 99999999999999}\ninstances:", 1)
+                          + user("app-orders", current() + previous()))
+    assert code == 1 and ": policies.min_overlap_hours: must be <= 876000" in text, text
 
 
 def test_min_overlap_hours_is_a_policy(cli: Cli) -> None:

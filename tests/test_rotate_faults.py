@@ -299,3 +299,40 @@ def test_interrupted_during_the_store_write_says_where_and_the_next_run_converge
     site.reader.caught_up()
     site.stop()
     site.clean()
+
+
+def _metadata_garbage(method: str, path: str, body: bytes) -> bytes:
+    return b'{"data": {"current_version": "abc", "versions": ["x"]}}' if "/metadata/" in path else body
+
+
+def _data_garbage(method: str, path: str, body: bytes) -> bytes:
+    return b'{"data": {"metadata": {"version": "x"}, "data": {"token": 5}}}' if method == "GET" and "/data/" in path else body
+
+
+@pytest.mark.parametrize(("rewrite", "message"), [
+    (_metadata_garbage, "vault: secret/apps/orders: the metadata answer is not KV version 2 metadata"),
+    (_data_garbage, "vault: secret/apps/orders: the answer is not KV version 2 data"),
+])
+def test_a_store_that_answers_garbage_is_one_line_and_nothing_changes(
+    server_factory, bao: RunningBao, tmp_path: Path, proxy: StoreProxy, rewrite, message: str  # noqa: ANN001
+) -> None:
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path, VAULT_ADDR=proxy.addr)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    proxy.lie(rewrite)
+    r = rotate(cli, "--user", USER, expect=1)
+    assert message in r.out + r.err and "internal error" not in r.out + r.err, r.out + r.err
+    assert len(values(bao)) == 1 and hashes_on(srv) == {sha(FIRST)}
+
+
+def test_a_store_time_without_a_zone_is_utc(server_factory, bao: RunningBao, tmp_path: Path, proxy: StoreProxy) -> None:
+    """created_time without a time zone (a store that isn't quite Vault): read as UTC, not an internal error."""
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path, VAULT_ADDR=proxy.addr)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    proxy.lie(lambda method, path, body: body.replace(b'Z"', b'"') if method == "GET" and "/data/" in path else body)
+    r = rotate(cli)
+    assert "Next rotation: user app-orders token current (vault:secret/apps/orders#token): next due" in r.out, r.out + r.err
+    assert len(values(bao)) == 1 and hashes_on(srv) == {sha(FIRST)}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from ..errors import remember_secret
@@ -151,9 +151,10 @@ def _time(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)  # KV v2 times are UTC
 
 
 def _info(version: int, meta: Mapping[str, Any]) -> VersionInfo:
@@ -222,11 +223,11 @@ class KvStore:
                 raise NotFound(f"version {version} of {shown} does not exist") from None
             raise NotFound(self._not_found(shown)) from None
         data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
+        if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict) or not _count(data["metadata"].get("version")):
             raise StoreError(f"vault: {shown}: the answer is not KV version 2 data (is {mount}/ a KV v2 mount?)")
         meta = data["metadata"]
         values = data.get("data")
-        return SecretVersion(info=_info(int(meta.get("version") or 0), meta), data=values if isinstance(values, dict) else {})
+        return SecretVersion(info=_info(meta["version"], meta), data=values if isinstance(values, dict) else {})
 
     def metadata(self, mount: str, path: str) -> PathMetadata | None:
         """The path's versions (created, deleted, destroyed) and its current version; None when
@@ -237,15 +238,17 @@ class KvStore:
         except NotFound:
             return None
         data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, dict):
+        numbers = ("current_version", "oldest_version", "max_versions")
+        if (not isinstance(data, dict) or not isinstance(data.get("versions") or {}, dict)
+                or not all(_count(data.get(k) or 0) for k in numbers)):
             raise StoreError(f"vault: {shown}: the metadata answer is not KV version 2 metadata")
         versions = {
             int(k): _info(int(k), v) for k, v in (data.get("versions") or {}).items() if str(k).isdigit() and isinstance(v, dict)
         }
         return PathMetadata(
-            current_version=int(data.get("current_version") or 0),
-            oldest_version=int(data.get("oldest_version") or 0),
-            max_versions=int(data.get("max_versions") or 0),
+            current_version=data.get("current_version") or 0,
+            oldest_version=data.get("oldest_version") or 0,
+            max_versions=data.get("max_versions") or 0,
             cas_required=bool(data.get("cas_required")),
             versions=versions,
         )
@@ -400,6 +403,11 @@ class FieldWrite:
         """Write the new version (`name` = `value`, plus the fields in `also`, the others kept);
         CasConflict when another writer was first. Returns its number."""
         return self.store.write(self.mount, self.path, {**self.keep, **also, name: value}, cas=self.cas)
+
+
+def _count(value: Any) -> bool:
+    """A version number or count as KV v2 answers it (a store that lies gets an error, not a crash)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _quote(part: str) -> str:

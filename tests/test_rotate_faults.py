@@ -336,3 +336,29 @@ def test_a_store_time_without_a_zone_is_utc(server_factory, bao: RunningBao, tmp
     r = rotate(cli)
     assert "Next rotation: user app-orders token current (vault:secret/apps/orders#token): next due" in r.out, r.out + r.err
     assert len(values(bao)) == 1 and hashes_on(srv) == {sha(FIRST)}
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    # `create` makes a path that has no version; a new version of an existing path needs `update`.
+    ("create-only", "VAULT_TOKEN may not write secret/apps/orders (its policies need update on secret/data/apps/orders)"),
+    # The new version would push out the one `version: -1` reads, which apps hold.
+    ("max-versions-1", "secret/apps/orders keeps one version (max_versions 1): a rotation needs the version before the latest to stay readable"),
+])
+def test_a_store_the_rotation_cannot_use_stops_before_the_token_exists(
+    server_factory, bao: RunningBao, tmp_path: Path, setup: str, message: str
+) -> None:
+    srv = server_factory("valkey-9.1")
+    env: dict[str, str] = {}
+    if setup == "create-only":
+        env["VAULT_TOKEN"] = bao.token_with_policy("create-only", 'path "secret/data/apps/*" { capabilities = ["create", "read"] }\n'
+                                                   'path "secret/metadata/apps/*" { capabilities = ["read"] }')
+    cli = rotate_cli(srv, bao, tmp_path, **env)
+    bao.put("apps/orders", {"token": FIRST})
+    if setup == "max-versions-1":
+        bao.api("POST", "secret/metadata/apps/orders", {"max_versions": 1})
+    cli.apply(expect=0)
+    r = rotate(cli, "--user", USER, expect=1)
+    assert message in r.err and "stopped at step 1" in r.out and "nothing was changed" in r.out, r.out + r.err
+    assert "Step 2" not in r.out
+    assert hashes_on(srv) == {sha(FIRST)} and len(values(bao)) == 1
+    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0  # the file still reads

@@ -286,13 +286,14 @@ class KvStore:
         kept, written with check-and-set on the version read. Returns the new version."""
         return self.prepare_field(mount, path).commit(name, value)
 
-    def may_write(self, mount: str, path: str) -> bool:
+    def may_write(self, mount: str, path: str, exists: bool) -> bool:
         """Whether VAULT_TOKEN's policies let it write the path (sys/capabilities-self), asked before
-        a token exists that only this write would record."""
+        a token exists that only this write would record. A path that has a version takes a new
+        one with `update`; `create` only makes a path that has none."""
         api_path = f"{mount.strip('/')}/data/{path.strip('/')}"
         answer = self._request("post", "/v1/sys/capabilities-self", self.where(mount, path), "check", json={"paths": [api_path]})
         caps = answer.get(api_path) or answer.get("capabilities") or (answer.get("data") or {}).get(api_path) or []
-        return bool({"root", "update", "create"} & set(caps))
+        return bool({"root", "update" if exists else "create"} & set(caps if isinstance(caps, list) else []))
 
     # -- transport ---------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ class VaultSink:
         self.store = store
         shown = store.where(sink.mount, sink.path)
         self.write = store.prepare_field(sink.mount, sink.path)
-        if not store.may_write(sink.mount, sink.path):
+        if not store.may_write(sink.mount, sink.path, exists=self.write.cas > 0):
             raise kv.PermissionDenied(f"vault: permission denied: VAULT_TOKEN may not write {shown} (check its policies)")
 
     def commit(self, value: str) -> str:

@@ -108,8 +108,19 @@ class VaultStore:
         return out
 
     def check_writable(self) -> None:
-        if not self.kv.may_write(self.sink.mount, self.sink.path):
-            raise kv.PermissionDenied(f"vault: permission denied: VAULT_TOKEN may not write {self.where()} (check its policies)")
+        meta = self.kv.metadata(self.sink.mount, self.sink.path)
+        if meta is not None and meta.max_versions == 1:
+            # The new version would push out the one apps hold now, which `version: -1` reads.
+            raise SecretError(
+                f"vault: {self.where()} keeps one version (max_versions 1): a rotation needs the version before the "
+                f"latest to stay readable; keep two or more (vault kv metadata put -mount={self.sink.mount} "
+                f"-max-versions=10 {self.sink.path})"
+            )
+        exists = meta is not None and meta.current_version > 0
+        if not self.kv.may_write(self.sink.mount, self.sink.path, exists=exists):
+            need = "update" if exists else "create"
+            raise kv.PermissionDenied(f"vault: permission denied: VAULT_TOKEN may not write {self.where()} "
+                                      f"(its policies need {need} on {self.sink.mount}/data/{self.sink.path})")
 
     def write(self, value: str, expect: Latest | None, extra: Mapping[str, str]) -> Latest:
         prepared = self.kv.prepare_field(self.sink.mount, self.sink.path)

@@ -163,3 +163,16 @@ def test_new_tokens_meet_every_provider(providers: list[str]) -> None:
     assert len(tokengen.new_token("app", ["redis"], Policies(min_token_length=64))) >= 64
     with pytest.raises(Exception, match="longer than provider redis-cloud takes"):
         tokengen.new_token("app", ["redis-cloud"], Policies(min_token_length=200))
+
+
+def test_two_rotating_tokens_on_one_vault_path_are_refused(cli: Cli) -> None:
+    """Each rotation writes a version of the whole path: the other field's `version: -1` would then
+    read what its latest holds (the same token twice) and the file would no longer load."""
+    reader = current().replace("field: token", "field: reader") + previous().replace("field: token", "field: reader")
+    writer = current().replace("field: token", "field: writer") + previous().replace("field: token", "field: writer")
+    code, text = validate(cli, HEAD + user("app-reader", reader) + user("app-writer", writer))
+    assert code == 1
+    assert (": users.app-writer.tokens[0].rotate: token current of user app-writer rotates a field of vault path "
+            "secret/apps/orders, whose versions token current of user app-reader (line ") in text, text
+    code, text = validate(cli, HEAD + user("app-reader", reader) + user("app-writer", writer.replace("apps/orders", "apps/writer")))
+    assert code == 0, text

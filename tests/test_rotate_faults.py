@@ -362,3 +362,30 @@ def test_a_store_the_rotation_cannot_use_stops_before_the_token_exists(
     assert "Step 2" not in r.out
     assert hashes_on(srv) == {sha(FIRST)} and len(values(bao)) == 1
     assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0  # the file still reads
+
+
+def test_an_audit_log_lost_between_the_steps_says_where_the_rotation_stopped(site: Watched, proxy: StoreProxy) -> None:
+    """The audit log becomes unwritable while the rotation runs (here: a folder where the file was,
+    between steps 2 and 4): one line saying step 4 stopped and what the next run does, the
+    summary, exit 1; the next run finishes."""
+    rotate(site.cli, "--user", USER)  # version 2: step 4 of the next rotation removes version 1
+    site.reader.caught_up()
+    log = site.cli.dir / "audit.jsonl"
+    proxy.hold(store_write)
+    p = Proc(site.cli, "--user", USER, VAULT_ADDR=proxy.addr)
+    proxy.wait_held()
+    log.rename(site.cli.dir / "audit.saved")
+    log.mkdir()
+    proxy.release()
+    assert p.finish() == 1, p.out
+    assert (f"user app-orders token current: rotation stopped at step 4: audit log {log}: Is a directory; "
+            "the store holds the new version; run rotate or apply again to finish") in p.out, p.out
+    assert "Rotation summary:" in p.out and "internal error" not in p.out
+    assert len(values(site.bao)) == 3
+    log.rmdir()
+    site.reader.caught_up()
+    r = rotate(site.cli)
+    assert "Rotation summary:" in r.out, r.out
+    assert len(values(site.bao)) == 3  # finished, no further version
+    site.stop()
+    site.clean()

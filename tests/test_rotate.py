@@ -257,6 +257,28 @@ def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, t
     assert_no_value(cli, seen + [ADMIN])
 
 
+def test_a_rotated_file_keeps_its_owner_group_and_mode(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """The app reads PATH as its owner (or through its group): a rotation run as root (a scheduled
+    job) must not hand the new token to root alone. Others never get a bit."""
+    import os
+
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = tmp_path / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(0o644)
+    owner = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())  # nobody, where we may give it away
+    os.chown(token, *owner)
+    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
+    cli.apply(expect=0)
+    rotate(cli, "--user", "app-orders")
+    st = token.stat()
+    assert token.read_text().strip() != FIRST
+    assert (st.st_uid, st.st_gid) == owner and oct(st.st_mode & 0o777) == "0o640"
+    assert oct((tmp_path / "orders.token.previous").stat().st_mode & 0o777) == "0o600"
+
+
 def test_a_file_store_that_refuses_the_write_stops_before_the_token_exists(server_factory, tmp_path: Path) -> None:  # noqa: F811
     """PATH.lock a folder (or a lock file this process may not open): rotate says so before step 2,
     one line, nothing changed on the server or on disk."""

@@ -66,7 +66,8 @@ class Replacement:
     """The next content of the file `path`, written beside it and renamed over it: a reader sees
     the old value or the new one, never an empty or half-written file, and a write that fails
     leaves the old one. Opened before the value exists, so a folder that can't take it fails
-    first. A symlinked `path` keeps its link: the file it points to is the one replaced."""
+    first. A symlinked `path` keeps its link: the file it points to is the one replaced. The
+    new file keeps the old one's owner, group and mode (less any bits for others); a new one is 0600."""
 
     def __init__(self, path: str):
         self.path = os.path.realpath(path)
@@ -74,6 +75,17 @@ class Replacement:
         # O_EXCL | O_NOFOLLOW: never a file (or a link) someone else put there, whose mode and owner
         # the secret would take.
         self.fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            old = os.stat(self.path)
+        except OSError:
+            return  # a new file: 0600, this process's
+        # The file apps read keeps its owner, group and mode (never for others): a rotation run as
+        # root must not leave the app's token file readable only by root.
+        try:
+            os.fchown(self.fd, old.st_uid, old.st_gid)
+        except PermissionError:
+            pass  # not root: the file becomes this process's, as any rewrite by its user would
+        os.fchmod(self.fd, (stat.S_IMODE(old.st_mode) & 0o660) | 0o600)
 
     def commit(self, value: str) -> None:
         if len(value.encode()) > MAX_SECRET_BYTES:

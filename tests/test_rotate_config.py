@@ -176,3 +176,13 @@ def test_two_rotating_tokens_on_one_vault_path_are_refused(cli: Cli) -> None:
             "secret/apps/orders, whose versions token current of user app-reader (line ") in text, text
     code, text = validate(cli, HEAD + user("app-reader", reader) + user("app-writer", writer.replace("apps/orders", "apps/writer")))
     assert code == 0, text
+
+
+def test_expires_on_a_rotating_entry_is_refused(cli: Cli) -> None:
+    """The file never changes on a rotation: a fixed date would expire the newest token, and the
+    apply after it would remove the token apps hold."""
+    code, text = validate(cli, HEAD + user("app-orders", current(extra="        rotate: {every_days: 30}\n        expires: 2027-01-01\n")
+                                           + previous()))
+    assert code == 1
+    assert (": users.app-orders.tokens[0].expires: token current of user app-orders: expires: on a rotating entry would "
+            "expire every new token on that same date") in text, text

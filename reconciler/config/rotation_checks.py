@@ -32,6 +32,12 @@ def rotation(b: "BuilderCore", spec: dict, where: "Path", label: str, sink: Sink
     if not isinstance(raw, dict) or not is_int(raw.get("every_days")) or raw["every_days"] < 1:
         return None
     path = where + ("rotate",)
+    if spec.get("expires") is not None:
+        # The file never changes on a rotation: the date would expire each new token in turn, and
+        # the apply after it would remove the token apps hold now.
+        b.problem(where + ("expires",), f"{label}: expires: on a rotating entry would expire every new token on that "
+                  f"same date; rotate: replaces the token every {raw['every_days']} days -- remove expires:")
+        return None
     store: Sink | None = None
     since = stored
     ref: Any = spec.get("secret")

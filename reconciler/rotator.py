@@ -59,7 +59,6 @@ class Request:
 
 # What a rotation stopped by an error leaves, by the step it stopped in.
 AFTER_STEP = {
-    "1": "nothing was changed",
     "2": "the new token may be on some nodes; run rotate again: it removes it and starts again",
     "3": "the new token is on the servers; run rotate again: it finishes or starts again, as the store says",
     "4": "the store holds the new version; run rotate or apply again to finish",
@@ -234,7 +233,9 @@ class Rotator:
         except KeyboardInterrupt:
             console.err(f"interrupted during step {step} of the rotation of {entry.label}; run rotate again to finish")
             raise _Stopped() from None
-        except (ReconcilerError, SecretError) as exc:  # an audit log, a lock, a store that failed between the steps
+        except (ReconcilerError, SecretError) as exc:  # an audit log, the file, a store that failed after step 2
+            if step in ("1", "2"):
+                raise  # before anything was written (a refusal, no terminal to confirm on): the error alone says it
             return self._failed(entry, step, 1, f"{exc}; {AFTER_STEP[step]}")
         removed = rotation.removed_hashes(plan4, entry4)
         gone = f"; removed {', '.join(f'sha256:{h[:8]}…' for h in removed)}" if removed else ""

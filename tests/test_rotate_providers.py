@@ -282,6 +282,7 @@ def test_redis_software_default_user_holds_one_password(rs: FakeRedisSoftware, s
     assert "! user default holds one password on its provider: connections made with the current token fail after step 2" in out, err
     assert "new connections need the new token" in out  # the provider's own note on the change
     assert "refusing to apply without a terminal to confirm on; pass --auto-approve" in err
+    assert "stopped at step" not in out + err  # refused before anything was written: the refusal alone
     assert len(versions(store, "apps/db")) == 1 and rs.bdb_passwords[1] == [RS_FIRST]  # nothing written
     code, out, err = run("rotate", "-f", str(run.file), "--user", "default", "--auto-approve")
     assert code == 0, out + err

@@ -109,3 +109,13 @@ def test_a_max_age_past_any_date_is_a_file_error_not_a_crash(tmp_path):
     assert r.code == 1 and "internal error" not in r.err, r.err
     assert f"{f}:2: policies.token_max_age_days: must be <= 36500" in r.err, r.err
     assert not (tmp_path / "t").exists()
+
+
+def test_a_length_too_long_to_read_back_is_refused_before_the_token_exists(tmp_path):
+    """A token longer than a secret reference reads back would be written and then refused by
+    every plan: refused first, nothing written."""
+    out = tmp_path / "big.token"
+    r = run("token", "new", "app-orders", "--id", "big", "--length", "60000", "--out", str(out))
+    assert r.code == 1 and "--length must be at most 4096 bytes" in r.err and not out.exists(), r.err
+    r = run("token", "new", "app-orders", "--id", "big", "--length", "4096", "--out", str(out))
+    assert r.code == 0 and len(out.read_text().strip()) == 5462

@@ -257,6 +257,28 @@ def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, t
     assert_no_value(cli, seen + [ADMIN])
 
 
+def test_a_link_planted_at_path_previous_is_replaced_never_written_through(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """PATH.previous is the tool's own file: a symlink someone put there (to a one-line file the
+    rotation, run as root, could overwrite) is replaced by the old value; what it named is untouched."""
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = tmp_path / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(0o600)
+    victim = tmp_path / "elsewhere" / "victim.conf"
+    victim.parent.mkdir()
+    victim.write_text("victim-content-must-stay-Zr73kQ\n")
+    (tmp_path / "orders.token.previous").symlink_to(victim)
+    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
+    cli.apply(expect=0)
+    rotate(cli, "--user", "app-orders")
+    assert victim.read_text() == "victim-content-must-stay-Zr73kQ\n"
+    previous = tmp_path / "orders.token.previous"
+    assert not previous.is_symlink() and previous.read_text().strip() == FIRST
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.conf"]
+
+
 def test_a_rotated_file_keeps_its_owner_group_and_mode(server_factory, tmp_path: Path) -> None:  # noqa: F811
     """The app reads PATH as its owner (or through its group): a rotation run as root (a scheduled
     job) must not hand the new token to root alone. Others never get a bit."""

@@ -69,14 +69,19 @@ class Replacement:
     first. A symlinked `path` keeps its link: the file it points to is the one replaced. The
     new file keeps the old one's owner, group and mode (less any bits for others); a new one is 0600."""
 
-    def __init__(self, path: str):
-        self.path = os.path.realpath(path)
+    def __init__(self, path: str, *, follow: bool = True):
+        # follow=False: a file this tool owns (PATH.previous): a link planted there is replaced, never
+        # written through (a rotation run as root would overwrite whatever it names).
+        self.path = os.path.realpath(path) if follow else os.path.join(os.path.realpath(os.path.dirname(path) or "."),
+                                                                     os.path.basename(path))
         self.tmp = f"{self.path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         # O_EXCL | O_NOFOLLOW: never a file (or a link) someone else put there, whose mode and owner
         # the secret would take.
         self.fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            old = os.stat(self.path)
+            old = os.stat(self.path, follow_symlinks=follow)
+            if not stat.S_ISREG(old.st_mode):
+                raise OSError("not a regular file")
         except OSError:
             return  # a new file: 0600, this process's
         # The file apps read keeps its owner, group and mode (never for others): a rotation run as
@@ -118,6 +123,6 @@ class Replacement:
             pass  # renamed into place, or never made
 
 
-def replace(path: str, value: str) -> None:
-    """Write `value` as the whole of `path` (mode 0600) by an atomic rename (Replacement)."""
-    Replacement(path).commit(value)
+def replace(path: str, value: str, *, follow: bool = True) -> None:
+    """Write `value` as the whole of `path` by an atomic rename (Replacement)."""
+    Replacement(path, follow=follow).commit(value)

@@ -184,7 +184,7 @@ class FileStore:
                 if (_sha(old) if old is not None else None) != (expect.sha256 if expect is not None else None):
                     raise kv.CasConflict(f"secret file {self.sink.path} changed since it was read; another writer was first, nothing was written")
                 if old is not None:
-                    replace(self.sink.path + PREVIOUS, old)
+                    replace(self.sink.path + PREVIOUS, old, follow=False)
                 replace(self.sink.path, value)
             finally:
                 os.close(lock)  # releases the flock
@@ -193,7 +193,7 @@ class FileStore:
         return Latest(None, datetime.now(timezone.utc), _sha(value))
 
     def _lock(self) -> int:
-        return os.open(self.sink.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        return os.open(self.sink.path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
 
 def open_store(sink: Sink, environ: Mapping[str, str] | None = None, *, timeout: float = kv.DEFAULT_TIMEOUT) -> Store:

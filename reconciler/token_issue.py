@@ -21,7 +21,6 @@ from .model import DesiredState, Sink
 from .secrets import SecretError, sinks
 from .tokengen import strong_token
 
-
 MAX_LENGTH = 4096  # random bytes: 5462 characters, well inside what a secret reference reads
 
 

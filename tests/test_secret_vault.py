@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import requests
 from openbao import READ_ONLY_POLICY, RunningBao
 from support.cli import Cli, Result
 
@@ -339,6 +340,17 @@ def test_token_new_errors_are_one_line(bao: RunningBao, tmp_path: Path) -> None:
     bao.seal()
     r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:apps/orders#token")
     assert r.code == 1 and r.err.strip() == f"reconciler: --sink vault:secret/apps/orders#token: vault at {bao.addr} is sealed"
+
+
+def test_token_new_to_a_kv_version_1_mount_writes_nothing(bao: RunningBao, tmp_path: Path) -> None:
+    """KV v1 takes a write to kv1/data/PATH as a key of that name: the token would sit where
+    nothing reads it, and there is no version to check-and-set on. Refused first, nothing written."""
+    bao.api("POST", "sys/mounts/kv1", {"type": "kv", "options": {"version": "1"}})
+    r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:kv1:apps/x#token")
+    assert r.code == 1 and r.out == "" and len(r.err.strip().splitlines()) == 1, r.err
+    assert "kv1/ is a KV version 1 mount; tokens go to a KV version 2 mount (versions, check-and-set): nothing was written" in r.err
+    listed = requests.request("LIST", f"{bao.addr}/v1/kv1/data/apps", headers={"X-Vault-Token": bao.root_token}, timeout=10)
+    assert listed.status_code == 404, listed.text  # no key under data/ at all
 
 
 def test_token_new_processes_racing_never_overwrite(bao: RunningBao, tmp_path: Path) -> None:

@@ -277,6 +277,11 @@ class KvStore:
             if meta is not None and meta.current_version:
                 # Every version deleted: nothing to keep, but check-and-set still counts them.
                 current = meta.current_version
+            elif self.kv_version(mount) == "1":
+                # A KV v1 mount would take the write as a key named data/<path>: the token stored
+                # where nothing reads it, and no version to check-and-set on.
+                raise StoreError(f"vault: {mount.strip('/')}/ is a KV version 1 mount; tokens go to a KV version 2 "
+                                 "mount (versions, check-and-set): nothing was written") from None
         except VersionGone as exc:
             raise StoreError(f"{exc}: its other fields can't be kept; undelete it first") from None
         return FieldWrite(self, mount, path, current, data)
@@ -285,6 +290,19 @@ class KvStore:
         """A new version with `name` set to `value` and every other field of the latest version
         kept, written with check-and-set on the version read. Returns the new version."""
         return self.prepare_field(mount, path).commit(name, value)
+
+    def kv_version(self, mount: str) -> str | None:
+        """The mount's KV version ("1", "2"), from sys/internal/ui/mounts (the default policy reads
+        it); None when the store does not say."""
+        try:
+            answer = self._request("get", f"/v1/sys/internal/ui/mounts/{_quote(mount)}", f"{mount.strip('/')}/", "look up the mount")
+        except (NotFound, PermissionDenied):
+            return None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "kv" or not isinstance(data.get("options"), dict):
+            return None
+        version = data["options"].get("version")
+        return None if version is None else str(version)
 
     def may_write(self, mount: str, path: str, exists: bool) -> bool:
         """Whether VAULT_TOKEN's policies let it write the path (sys/capabilities-self), asked before

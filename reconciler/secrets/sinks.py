@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..model import Sink
 from . import kv
+from .base import SecretError
 from .file import Replacement
 
 
@@ -33,11 +34,17 @@ class FileSink:
 
     def __init__(self, path: str):
         self.path = path
-        self.replacement: Replacement | None = Replacement(path)
+        try:
+            self.replacement: Replacement | None = Replacement(path)
+        except OSError as exc:
+            raise SecretError(f"file {path}: {exc.strerror}") from None
 
     def commit(self, value: str) -> str:
         assert self.replacement is not None
-        self.replacement.commit(value)
+        try:
+            self.replacement.commit(value)
+        except OSError as exc:
+            raise SecretError(f"file {self.path}: {exc.strerror}") from None
         self.replacement = None
         return self.path
 
@@ -65,7 +72,7 @@ class VaultSink:
 
 
 def prepare(sink: Sink, environ: Mapping[str, str] | None = None, *, timeout: float = kv.DEFAULT_TIMEOUT) -> Prepared:
-    """Ready `sink` for one value. Raises OSError (a file) or kv.StoreError (a store)."""
+    """Ready `sink` for one value. Raises SecretError (kv.StoreError for a store)."""
     if sink.kind == "file":
         return FileSink(sink.path)
     store = kv.KvStore.from_environ(os.environ if environ is None else environ, timeout=timeout)

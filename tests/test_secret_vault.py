@@ -353,6 +353,20 @@ def test_token_new_to_a_kv_version_1_mount_writes_nothing(bao: RunningBao, tmp_p
     assert listed.status_code == 404, listed.text  # no key under data/ at all
 
 
+def test_token_new_on_a_destroyed_latest_version_says_what_can_be_done(bao: RunningBao, tmp_path: Path) -> None:
+    """A deleted latest version can be undeleted; a destroyed one can't: the message says which."""
+    bao.put("apps/gone", {"token": OLDEST, "note": OTHER})
+    bao.destroy_versions("apps/gone", 1)
+    r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:apps/gone#token")
+    assert r.code == 1 and "undelete" not in r.err, r.err
+    assert ("version 1 of secret/apps/gone was destroyed, and its other fields with it: write the next version by hand "
+            "(vault kv put -mount=secret apps/gone ...)") in r.err, r.err
+    bao.put("apps/deleted", {"token": OLDEST})
+    bao.delete_versions("apps/deleted", 1)
+    r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:apps/deleted#token")
+    assert r.code == 1 and "undelete it first" in r.err, r.err
+
+
 def test_token_new_processes_racing_never_overwrite(bao: RunningBao, tmp_path: Path) -> None:
     """Four `token new --sink` at once: each one that succeeded printed the hash of its own
     version; the others failed on check-and-set with one line; no version was overwritten."""

@@ -283,6 +283,9 @@ class KvStore:
                 raise StoreError(f"vault: {mount.strip('/')}/ is a KV version 1 mount; tokens go to a KV version 2 "
                                  "mount (versions, check-and-set): nothing was written") from None
         except VersionGone as exc:
+            if exc.info.destroyed:  # no undelete: only a hand-written version says what the other fields become
+                raise StoreError(f"version {exc.info.version} of {self.where(mount, path)} was destroyed, and its other fields "
+                                 f"with it: write the next version by hand (vault kv put -mount={mount} {path} ...)") from None
             raise StoreError(f"{exc}: its other fields can't be kept; undelete it first") from None
         return FieldWrite(self, mount, path, current, data)
 

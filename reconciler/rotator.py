@@ -39,7 +39,7 @@ from .plan import Plan, only_changes
 from .rotation import Entry, Strategy
 from .rotation_report import Outcome
 from .secrets import SecretError, writable
-from .secrets.kv import CasConflict
+from .secrets.kv import CasConflict, PermissionDenied, StoreError
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -60,7 +60,8 @@ class Request:
 # What a rotation stopped by an error leaves, by the step it stopped in.
 AFTER_STEP = {
     "2": "the new token may be on some nodes; run rotate again: it removes it and starts again",
-    "3": "the new token is on the servers; run rotate again: it finishes or starts again, as the store says",
+    "3": "the new token is on the servers, and the store may or may not have taken it; run rotate again: it finishes "
+         "or starts again, as the store says",
     "4": "the store holds the new version; run rotate or apply again to finish",
 }
 
@@ -272,8 +273,11 @@ class Rotator:
             return Outcome(entry, "finished" if code == 0 else "failed",
                            f"{entry.label}: another writer stored a version first; applied it and removed this run's token")
         except SecretError as exc:
-            return self._failed(entry, "3", 1, f"{exc}; the new token is on the servers but in no store version: "
-                                "run rotate again, it removes it and starts again")
+            if isinstance(exc, PermissionDenied) or not isinstance(exc, StoreError):  # refused: surely not written
+                return self._failed(entry, "3", 1, f"{exc}; the new token is on the servers but in no store version: "
+                                    "run rotate again, it removes it and starts again")
+            # No answer, or one that is not KV v2: the store may have taken the write all the same.
+            return self._failed(entry, "3", 1, f"{exc}; {AFTER_STEP['3']}")
         console.out(f"  {where}: {written.name()} written")
         return written
 

@@ -389,3 +389,25 @@ def test_an_audit_log_lost_between_the_steps_says_where_the_rotation_stopped(sit
     assert len(values(site.bao)) == 3  # finished, no further version
     site.stop()
     site.clean()
+
+
+def test_a_store_write_answered_with_garbage_does_not_claim_nothing_was_stored(
+    server_factory, bao: RunningBao, tmp_path: Path, proxy: StoreProxy
+) -> None:
+    """The store took the write and answered something that is not KV v2: rotate can't know
+    whether the version exists, so it says it may, and the next run finishes from what the store holds."""
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path, VAULT_ADDR=proxy.addr)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    rotate(cli, "--user", USER)  # version 2: the next rotation's step 4 has version 1 to remove
+    proxy.lie(lambda method, path, body: b'{"data": {"version": "7"}}' if store_write(method, path) else body)
+    r = rotate(cli, "--user", USER, expect=1)
+    assert "rotation stopped at step 3" in r.err and "the write was answered without a version number" in r.err, r.out + r.err
+    assert "in no store version" not in r.out + r.err and "the store may or may not have taken it" in r.err
+    assert len(values(bao)) == 3  # it had
+    proxy.lie(None)
+    r = rotate(cli)
+    assert "no new version written" in r.out, r.out
+    assert len(values(bao)) == 3 and hashes_on(srv) == {sha(v) for v in values(bao)[-2:]}
+    assert_no_value(cli, values(bao) + [ADMIN])

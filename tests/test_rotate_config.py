@@ -186,3 +186,14 @@ def test_expires_on_a_rotating_entry_is_refused(cli: Cli) -> None:
     assert code == 1
     assert (": users.app-orders.tokens[0].expires: token current of user app-orders: expires: on a rotating entry would "
             "expire every new token on that same date") in text, text
+
+
+def test_the_id_of_a_rotating_files_previous_value_is_taken(cli: Cli) -> None:
+    """A rotating file: secret's PATH.previous is the token `<id>.previous`: declaring that id too
+    would give the user two tokens of one id once the file has rotated."""
+    tokens = ("      - id: current\n        secret: {file: orders.token}\n        rotate: {every_days: 30}\n"
+              "      - id: current.previous\n        secret: {env: OTHER}\n")
+    code, text = validate(cli, HEAD + user("app-orders", tokens))
+    assert code == 1
+    assert (": users.app-orders.tokens[1].id: token id 'current.previous' of user app-orders is the value before the last "
+            "rotation of token current (its file's .previous): choose another id") in text, text

@@ -209,7 +209,16 @@ class Rotator:
                     raise _Restart(latest)  # written while this run got the lock: start from it
                 step = "2"
                 console.out(f"\nStep 2 of 4: add the new token ({new.id}, sha256:{new.prefix}…) on every node")
-                code = step2.pipeline(console, options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(plan2, state)
+                confirmed: list[bool] = []
+
+                def confirm(plan: Plan) -> bool:
+                    confirmed.append(console.confirm(plan))
+                    return confirmed[-1]
+
+                code = step2.pipeline(dataclasses.replace(console, confirm=confirm), options, lock=_held,
+                                      narrow=lambda p: self._mine(p, entry)).run(plan2, state)
+                if code != 0 and not any(confirmed):  # refused by the rails or declined: nothing was written
+                    return Outcome(entry, "refused", f"{entry.label}: not rotated; nothing was changed")
                 if code != 0:
                     return self._failed(entry, "2", code, AFTER_STEP["2"])
                 step = "3"

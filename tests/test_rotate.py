@@ -279,6 +279,49 @@ def test_a_link_planted_at_path_previous_is_replaced_never_written_through(serve
     assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.conf"]
 
 
+@pytest.mark.parametrize("answer", [b"no\n", b"\x04"], ids=["no", "ctrl-d"])
+def test_declining_the_confirmation_changes_nothing_and_says_so(server_factory, tmp_path: Path, answer: bytes) -> None:  # noqa: F811
+    """On a terminal, `no` (or Ctrl-D) at the rotation's one confirmation: nothing written, and
+    the run says so -- not that a token may be left on the nodes, not an internal error."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from support.cli import REPO
+
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = tmp_path / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(0o600)
+    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
+    cli.apply(expect=0)
+    before = srv.client().execute_command("ACL", "GETUSER", "app-orders")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "rotate", "-f", str(cli.file), "--user", "app-orders"],
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(cli.env or {})})
+    os.close(slave)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while "Enter a value" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            seen += proc.stdout.read(1)
+        assert "Enter a value" in seen, seen
+        os.write(master, answer)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 1, seen + out + err
+    assert "apply cancelled; nothing was changed" in err and "user app-orders token current: not rotated; nothing was changed" in out, out + err
+    assert "internal error" not in err and "stopped at step" not in out + err and "may be on some nodes" not in out + err
+    assert srv.client().execute_command("ACL", "GETUSER", "app-orders") == before
+    assert token.read_text() == FIRST + "\n" and not (tmp_path / "orders.token.previous").exists()
+
+
 def test_a_rotated_file_keeps_its_owner_group_and_mode(server_factory, tmp_path: Path) -> None:  # noqa: F811
     """The app reads PATH as its owner (or through its group): a rotation run as root (a scheduled
     job) must not hand the new token to root alone. Others never get a bit."""

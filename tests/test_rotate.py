@@ -16,6 +16,7 @@ import pytest
 from openbao import RunningBao
 from servers import RunningServer
 from support.cli import Cli
+from support.prompt import until_prompt
 from test_rotation import ADMIN, ADMIN_USER, MIN_ATTEMPTS, Prober, bootstrap_admin, prober_factory, try_auth  # noqa: F401 (fixture)
 
 FIRST = "rotate-first-version-Qm4k-7Zp2vX9s1Lw3"
@@ -185,14 +186,7 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path, prober_factory) -> None:  # noqa: F811
-    srv = server_factory("redis-7.0")
-    bootstrap_admin(srv)
-    token = tmp_path / "orders.token"
-    token.write_text(FIRST + "\n")
-    token.chmod(0o600)
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE.replace("""      - id: current
+FILE_ENTRY = FILE.replace("""      - id: current
         secret: {vault: {path: apps/orders, field: token}}
         rotate: {every_days: 30}
       - id: previous
@@ -200,8 +194,30 @@ def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path
 """, """      - id: current
         secret: {file: orders.token}
         rotate: {every_days: 30}
-"""))
+""")
+
+
+def file_token(tmp: Path, mode: int = 0o600) -> Path:
+    """orders.token beside the YAML, holding FIRST."""
+    token = tmp / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(mode)
+    return token
+
+
+def file_cli(srv: RunningServer, tmp: Path) -> Cli:
+    """The file with a rotating `secret: {file: orders.token}`, applied."""
+    cli = Cli(tmp, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
     cli.apply(expect=0)
+    return cli
+
+
+def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path, prober_factory) -> None:  # noqa: F811
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = file_token(tmp_path)
+    cli = file_cli(srv, tmp_path)
     prober, thread = prober_factory(srv, "app-orders", FIRST)
     seen = [FIRST]
     for _ in range(3):
@@ -219,17 +235,6 @@ def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path
     assert_no_value(cli, seen + [ADMIN])
 
 
-FILE_ENTRY = FILE.replace("""      - id: current
-        secret: {vault: {path: apps/orders, field: token}}
-        rotate: {every_days: 30}
-      - id: previous
-        secret: {vault: {path: apps/orders, field: token, version: -1}}
-""", """      - id: current
-        secret: {file: orders.token}
-        rotate: {every_days: 30}
-""")
-
-
 def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, tmp_path: Path) -> None:  # noqa: F811
     """PATH a symlink (to where the apps read it): the rotation writes the file the link names and
     keeps the link; replacing the link would leave the apps' file on a value the next rotation removes."""
@@ -241,9 +246,7 @@ def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, t
     target.write_text(FIRST + "\n")
     target.chmod(0o600)
     (tmp_path / "orders.token").symlink_to("secrets/orders.token")
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE_ENTRY)
-    cli.apply(expect=0)
+    cli = file_cli(srv, tmp_path)
     seen = [FIRST]
     for _ in range(2):
         rotate(cli, "--user", "app-orders")
@@ -262,16 +265,12 @@ def test_a_link_planted_at_path_previous_is_replaced_never_written_through(serve
     rotation, run as root, could overwrite) is replaced by the old value; what it named is untouched."""
     srv = server_factory("redis-7.0")
     bootstrap_admin(srv)
-    token = tmp_path / "orders.token"
-    token.write_text(FIRST + "\n")
-    token.chmod(0o600)
+    file_token(tmp_path)
     victim = tmp_path / "elsewhere" / "victim.conf"
     victim.parent.mkdir()
     victim.write_text("victim-content-must-stay-Zr73kQ\n")
     (tmp_path / "orders.token.previous").symlink_to(victim)
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE_ENTRY)
-    cli.apply(expect=0)
+    cli = file_cli(srv, tmp_path)
     rotate(cli, "--user", "app-orders")
     assert victim.read_text() == "victim-content-must-stay-Zr73kQ\n"
     previous = tmp_path / "orders.token.previous"
@@ -292,12 +291,8 @@ def test_declining_the_confirmation_changes_nothing_and_says_so(server_factory, 
 
     srv = server_factory("redis-7.0")
     bootstrap_admin(srv)
-    token = tmp_path / "orders.token"
-    token.write_text(FIRST + "\n")
-    token.chmod(0o600)
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE_ENTRY)
-    cli.apply(expect=0)
+    token = file_token(tmp_path)
+    cli = file_cli(srv, tmp_path)
     before = srv.client().execute_command("ACL", "GETUSER", "app-orders")
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "rotate", "-f", str(cli.file), "--user", "app-orders"],
@@ -305,12 +300,7 @@ def test_declining_the_confirmation_changes_nothing_and_says_so(server_factory, 
                             env={**os.environ, "PYTHONPATH": str(REPO), **(cli.env or {})})
     os.close(slave)
     try:
-        seen = ""
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while "Enter a value" not in seen and time.monotonic() < deadline and proc.poll() is None:
-            seen += proc.stdout.read(1)
-        assert "Enter a value" in seen, seen
+        seen = until_prompt(proc)
         os.write(master, answer)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -329,14 +319,10 @@ def test_a_rotated_file_keeps_its_owner_group_and_mode(server_factory, tmp_path:
 
     srv = server_factory("redis-7.0")
     bootstrap_admin(srv)
-    token = tmp_path / "orders.token"
-    token.write_text(FIRST + "\n")
-    token.chmod(0o644)
+    token = file_token(tmp_path, 0o644)
     owner = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())  # nobody, where we may give it away
     os.chown(token, *owner)
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE_ENTRY)
-    cli.apply(expect=0)
+    cli = file_cli(srv, tmp_path)
     rotate(cli, "--user", "app-orders")
     st = token.stat()
     assert token.read_text().strip() != FIRST
@@ -349,13 +335,9 @@ def test_a_file_store_that_refuses_the_write_stops_before_the_token_exists(serve
     one line, nothing changed on the server or on disk."""
     srv = server_factory("redis-7.0")
     bootstrap_admin(srv)
-    token = tmp_path / "orders.token"
-    token.write_text(FIRST + "\n")
-    token.chmod(0o600)
+    token = file_token(tmp_path)
     (tmp_path / "orders.token.lock").mkdir()
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE_ENTRY)
-    cli.apply(expect=0)
+    cli = file_cli(srv, tmp_path)
     before = srv.client().execute_command("ACL", "GETUSER", "app-orders")
     r = rotate(cli, "--user", "app-orders", expect=1)
     assert "stopped at step 1" in r.out and "orders.token.lock can't be opened (Is a directory); nothing was changed" in r.err, r.out + r.err

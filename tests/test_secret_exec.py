@@ -199,3 +199,39 @@ def test_import_of_an_instance_runs_its_admin_command_from_the_files_folder(serv
     assert r.code == 0, r.err
     assert "reconciler:" in r.out and OUTPUT_SECRET not in r.out + r.err
     assert runs(folder) == 1
+
+
+def test_a_daemon_keeping_the_output_open_ends_at_the_timeout(tmp_path: Path) -> None:
+    # The command prints and exits, but leaves a process in a session of its own (out of reach of
+    # the group kill) holding its stdout: the run must end at the timeout, not wait for ever.
+    script(tmp_path, "get-token", f"setsid sleep 300 &\necho $! > '{tmp_path}/daemon.pid'\necho {OUTPUT_SECRET}")
+    c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="1")
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    try:
+        started = time.monotonic()
+        r = c("validate", "--resolve-secrets", "-f", str(c.file), "--allow-exec")
+        elapsed = time.monotonic() - started
+    finally:
+        if (tmp_path / "daemon.pid").exists():
+            os.kill(int((tmp_path / "daemon.pid").read_text()), 9)
+    line = one_line(r)
+    assert line.endswith(
+        "(exec:./get-token): command ./get-token exited, but a process it started kept its output open past 1 s "
+        "(RECONCILER_EXEC_TIMEOUT); its output was not used"
+    ), line
+    assert elapsed < 20, f"{elapsed:.1f} s"
+
+
+def test_endless_output_is_cut_at_the_secret_size_at_once(tmp_path: Path) -> None:
+    # 200 MB, then a pause: the read stops at 64 KiB and the command is killed, instead of holding
+    # everything it prints in memory until the timeout.
+    script(tmp_path, "get-token", f"head -c 200000000 /dev/zero | tr '\\0' a\necho {OUTPUT_SECRET}\nsleep 300")
+    c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="60")
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    started = time.monotonic()
+    line = one_line(validate(c, "--allow-exec"))
+    elapsed = time.monotonic() - started
+    assert line.endswith(
+        "(exec:./get-token): command ./get-token printed more than 65536 bytes, too many for a secret; it was stopped"
+    ), line
+    assert elapsed < 30, f"{elapsed:.1f} s"

@@ -13,9 +13,11 @@ may echo it.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -116,7 +118,7 @@ def run(argv: list[str], cwd: str, limit: float, environ: Mapping[str, str]) -> 
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,  # read and dropped: it may echo the secret
+            stderr=subprocess.DEVNULL,  # never read: it may echo the secret, and it is never shown
             cwd=cwd or None,
             env=dict(environ),
             start_new_session=True,  # its own process group: a timeout kills what it started too
@@ -127,23 +129,59 @@ def run(argv: list[str], cwd: str, limit: float, environ: Mapping[str, str]) -> 
         raise SecretError(f"command {name} is not executable") from None
     except OSError as exc:
         raise SecretError(f"command {name} can't be started ({exc.strerror})") from None
+    assert proc.stdout is not None
     try:
-        out, _ = proc.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
-        raise SecretError(f"command {name} did not finish within {limit:g} s ({TIMEOUT}); it was stopped") from None
-    except BaseException:
-        _kill_group(proc)
-        proc.communicate()
-        raise
+        out = _read_bounded(proc, name, time.monotonic() + limit, limit)
+    finally:
+        # Whatever happened (a timeout, too much output, Ctrl-C): nothing it started outlives the
+        # read, and the pipe is closed even when a process outside its group still holds it.
+        if proc.poll() is None:
+            _kill_group(proc)
+        proc.stdout.close()
+        proc.wait()
     if proc.returncode < 0:
         raise SecretError(f"command {name} was killed by signal {-proc.returncode} (its output is not shown)")
     if proc.returncode != 0:
         raise SecretError(f"command {name} exited with status {proc.returncode} (its output is not shown)")
-    if len(out) > MAX_SECRET_BYTES:
-        raise SecretError(f"command {name} printed {len(out)} bytes, too many for a secret")
     return single_line(out, f"the output of command {name}")
+
+
+def _read_bounded(proc: subprocess.Popen, name: str, deadline: float, limit: float) -> bytes:
+    """Stdout until it closes and the command exits, by `deadline`, at most MAX_SECRET_BYTES: a
+    command printing without end, or leaving a process behind that keeps its stdout open (a
+    daemon in a session of its own, out of reach of the group kill), ends in one error, not in a
+    run that fills the memory or never returns."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    out = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                exited = proc.poll() is not None
+                _kill_group(proc)
+                if exited:
+                    raise SecretError(
+                        f"command {name} exited, but a process it started kept its output open past {limit:g} s "
+                        f"({TIMEOUT}); its output was not used"
+                    )
+                raise SecretError(f"command {name} did not finish within {limit:g} s ({TIMEOUT}); it was stopped")
+            if not sel.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > MAX_SECRET_BYTES:
+                _kill_group(proc)
+                raise SecretError(f"command {name} printed more than {MAX_SECRET_BYTES} bytes, too many for a secret; it was stopped")
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise SecretError(f"command {name} did not finish within {limit:g} s ({TIMEOUT}); it was stopped") from None
+    return bytes(out)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -235,3 +235,26 @@ def test_endless_output_is_cut_at_the_secret_size_at_once(tmp_path: Path) -> Non
         "(exec:./get-token): command ./get-token printed more than 65536 bytes, too many for a secret; it was stopped"
     ), line
     assert elapsed < 30, f"{elapsed:.1f} s"
+
+
+def test_hostile_references_are_shown_escaped_on_one_line(tmp_path: Path) -> None:
+    # A pull request's file names a command, a path, a store path and a variable holding terminal
+    # escapes and line breaks: each error stays one line, escaped, with no raw control character,
+    # and nothing is run or read.
+    c = cli(tmp_path, VAULT_ADDR="http://127.0.0.1:1", VAULT_TOKEN="t" * 20)
+    c.write(
+        'version: 1\ninstances:\n  cache: {nodes: ["127.0.0.1:1"]}\nusers:\n  app:\n    tokens:\n'
+        '      - id: a\n        secret: {exec: ["./x\\e[2J\\r\\nPlan: 0 to add", "b"]}\n'
+        '      - id: b\n        secret: {file: "\\e]0;title\\a\\u202ey"}\n'
+        '      - id: c\n        secret: {vault: {path: "a/\\e[31m\\nb", field: f}}\n'
+        '      - id: d\n        secret: {env: "A\\e[31mB"}\n'
+    )
+    for extra in ((), ("--resolve-secrets", "--allow-exec")):
+        r = c("validate", "-f", str(c.file), *extra)
+        assert r.code == 1
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 4 and all(line.startswith(f"{c.file}:") for line in lines), r.err
+        assert not any(ch in r.err for ch in "\x1b\r\a\u202e"), repr(r.err)
+        assert "(exec:./x\\x1b[2J\\x0d\\x0aPlan: 0 to add): the exec command (its first item) has a control character" in lines[0]
+        assert "(file:\\x1b]0;title\\x07\\u202ey): the secret file path has a control character" in lines[1]
+        assert "is not set" not in r.err  # an env name the schema refused is not looked up

@@ -130,7 +130,7 @@ class Session:
             self.ctx.warn = None
         if isinstance(got, Absent):
             return got
-        return accept(module.describe(ref[key]), got)
+        return accept(registry.describe(ref), got)
 
 
 def resolve(

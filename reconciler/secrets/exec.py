@@ -18,11 +18,12 @@ import signal
 import subprocess
 import threading
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, single_line
+from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, shown, single_line
 
 KEY = "exec"
 ALLOW = "RECONCILER_ALLOW_EXEC"
@@ -47,6 +48,8 @@ def describe(spec: Any) -> str:
 def shape(spec: list[str]) -> str | None:
     if not spec[0].strip():
         return "exec needs a command: its first item is empty"
+    if any(unicodedata.category(c) == "Cc" for c in spec[0]):
+        return "the exec command (its first item) has a control character"
     if any("\0" in a for a in spec):
         return "an exec argument has a NUL character"
     return None
@@ -112,7 +115,7 @@ def _cached(argv: tuple[str, ...], ctx: Context, limit: float) -> Fetched | Secr
 
 def run(argv: list[str], cwd: str, limit: float, environ: Mapping[str, str]) -> str:
     """The command's stdout, one trailing newline stripped. Raises SecretError naming argv[0]."""
-    name = argv[0]
+    name = shown(argv[0])
     try:
         proc = subprocess.Popen(
             argv,

@@ -228,6 +228,51 @@ def test_hung_store_fails_within_the_instance_deadline(bao: RunningBao, tmp_path
     assert elapsed < 4, f"took {elapsed:.1f} s with timeout_seconds: 1"
 
 
+def test_a_store_trickling_its_answer_fails_within_the_deadline(tmp_path: Path) -> None:
+    # A lying server: headers at once, then one byte of body every 0.2 s. requests' timeout is per
+    # socket read, so each byte restarts it; the run must still end at the instance's deadline,
+    # and the process must exit then (its read threads do not hold it).
+    import socket
+
+    from servers import free_port
+
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        f = write(tmp_path, timeout=1)
+        cli = Cli(tmp_path, env={"VAULT_ADDR": f"http://127.0.0.1:{port}", "VAULT_TOKEN": "t" * 20})
+        started = time.monotonic()
+        r = cli("validate", "--resolve-secrets", "-f", str(f), expect=1)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+    [line] = r.err.strip().splitlines()
+    assert line.endswith(f"vault at http://127.0.0.1:{port} did not answer within 1 s"), line
+    assert elapsed < 15, f"took {elapsed:.1f} s with timeout_seconds: 1"
+
+
 def test_each_path_is_read_once_concurrently(bao: RunningBao, tmp_path: Path) -> None:
     for i in range(20):
         bao.put(f"apps/a{i}", {"t1": f"token-{i}-one-aaaaaaaaaaaa", "t2": f"token-{i}-two-bbbbbbbbbbbb"})

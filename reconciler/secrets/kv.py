@@ -325,7 +325,7 @@ class KvStore:
         with self._count:
             self.requests += 1
         try:
-            answer = getattr(self._client().adapter, method)(url, timeout=timeout, **kw)
+            answer = self._send(method, url, timeout, **kw)
         except hv.InvalidPath as exc:
             if _mentions(exc, "no handler for route"):
                 mount = url.split("/")[2]
@@ -365,18 +365,47 @@ class KvStore:
             raise StoreError(f"vault: {doing} {shown}: unexpected answer (HTTP {status})")
         return answer
 
+    def _send(self, method: str, url: str, timeout: float, **kw: Any) -> Any:
+        """One request, answered within `timeout` (plus a second) in all: requests' timeout is per
+        socket read, so a server trickling its answer a byte at a time would hold the run (and,
+        through a worker thread, the process's exit) as long as it likes. The request runs in a
+        daemon thread; past the time it is left there, with its connection, and this raises
+        requests' Timeout."""
+        import requests
+
+        client = self._client()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["answer"] = getattr(client.adapter, method)(url, timeout=timeout, **kw)
+            except BaseException as exc:  # handed to the caller, which maps it to a StoreError
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="vault-request", daemon=True).start()
+        if not done.wait(timeout + 1.0):
+            self._local.client = None  # its connection still belongs to the abandoned request
+            raise requests.exceptions.Timeout()
+        if "error" in box:
+            raise box["error"]
+        return box["answer"]
+
     def _token_valid(self) -> bool:
         """Asked once, after a 403: a token that can't look itself up is not a token (every valid
         token's default policy allows auth/token/lookup-self)."""
+        import requests
         from hvac import exceptions as hv
 
         if self._valid is None:
             try:
-                self._client().adapter.get("/v1/auth/token/lookup-self", timeout=self._timeout(""))
+                self._send("get", "/v1/auth/token/lookup-self", self._timeout(""))
                 self._valid = True
             except hv.Forbidden:
                 self._valid = False
-            except hv.VaultError:
+            except (hv.VaultError, requests.exceptions.RequestException):
                 self._valid = True  # another problem: the 403 stands as it was
         return bool(self._valid)
 

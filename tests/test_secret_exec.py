@@ -258,3 +258,41 @@ def test_hostile_references_are_shown_escaped_on_one_line(tmp_path: Path) -> Non
         assert "(exec:./x\\x1b[2J\\x0d\\x0aPlan: 0 to add): the exec command (its first item) has a control character" in lines[0]
         assert "(file:\\x1b]0;title\\x07\\u202ey): the secret file path has a control character" in lines[1]
         assert "is not set" not in r.err  # an env name the schema refused is not looked up
+
+
+def test_ctrl_c_stops_the_running_commands(tmp_path: Path) -> None:
+    # The commands run in sessions of their own (a timeout kills their whole group), so the
+    # terminal's Ctrl-C does not reach them: the reconciler stops them itself before it exits.
+    import signal
+    import subprocess
+
+    from support.cli import COMMAND, REPO
+
+    script(tmp_path, "get-token", f"echo $$ > '{tmp_path}/cmd.pid'\nsleep 300")
+    (tmp_path / "access.yaml").write_text(FILE.format(argv='["./get-token"]', argv2='["./get-token", "2"]'))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECONCILER_TODAY": "2026-11-23"}
+    proc = subprocess.Popen([*COMMAND, "plan", "--allow-exec", "-f", "access.yaml"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ((tmp_path / "cmd.pid").exists() and (tmp_path / "cmd.pid").read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the command did not start"
+            time.sleep(0.05)
+        time.sleep(0.2)  # both commands started
+        command = int((tmp_path / "cmd.pid").read_text())
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert elapsed < 10, f"the run took {elapsed:.1f} s to stop (it waited for the commands' timeout)"
+    assert proc.returncode == 130 and "reconciler: interrupted; nothing was changed" in err, err
+    deadline = time.monotonic() + 5
+    while _alive(command) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(command)
+    if alive:
+        os.killpg(command, 9)
+    assert not alive, "the command outlived the interrupted run"

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -72,6 +72,17 @@ def timeout(environ: Mapping[str, str]) -> float:
     return seconds
 
 
+_RUNNING: set[subprocess.Popen] = set()  # commands started and not yet waited for
+_RUNNING_LOCK = threading.Lock()
+
+
+def _stop_running() -> None:
+    with _RUNNING_LOCK:
+        for proc in _RUNNING:
+            if proc.poll() is None:
+                _kill_group(proc)
+
+
 @dataclass
 class _Cache:
     results: dict[tuple[str, ...], Fetched | SecretError] = field(default_factory=dict)
@@ -85,9 +96,16 @@ def prefetch(specs: Iterable[Any], ctx: Context) -> None:
     if not argvs:
         return
     limit = timeout(ctx.environ)
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(argvs)), thread_name_prefix="exec") as pool:
-        for argv in argvs:
-            pool.submit(_cached, argv, ctx, limit)
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(argvs)), thread_name_prefix="exec")
+    try:
+        wait([pool.submit(_cached, argv, ctx, limit) for argv in argvs])
+    except BaseException:
+        # Ctrl-C reaches this thread only: the commands the workers run (each in a session of its
+        # own, out of the terminal's reach) are stopped here, or they would outlive the run.
+        _stop_running()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def read(spec: list[str], ctx: Context) -> Fetched:
@@ -133,6 +151,8 @@ def run(argv: list[str], cwd: str, limit: float, environ: Mapping[str, str]) -> 
     except OSError as exc:
         raise SecretError(f"command {name} can't be started ({exc.strerror})") from None
     assert proc.stdout is not None
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
     try:
         out = _read_bounded(proc, name, time.monotonic() + limit, limit)
     finally:
@@ -142,6 +162,8 @@ def run(argv: list[str], cwd: str, limit: float, environ: Mapping[str, str]) -> 
             _kill_group(proc)
         proc.stdout.close()
         proc.wait()
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
     if proc.returncode < 0:
         raise SecretError(f"command {name} was killed by signal {-proc.returncode} (its output is not shown)")
     if proc.returncode != 0:

@@ -129,6 +129,23 @@ def test_other_mount_and_a_missing_field(bao: RunningBao, tmp_path: Path) -> Non
     assert line.endswith("vault: no secrets engine is mounted at nowhere/ (path nowhere/orders)")
 
 
+def test_values_that_are_not_a_secret(bao: RunningBao, tmp_path: Path) -> None:
+    # A field holding JSON null is there (not "no field ... (its fields: ..., it)"); a number, an
+    # object, or 10 MB of text is not a secret either: one line each, as for files and commands.
+    bao.put("apps/odd", {"nul": None, "num": 12345678901234567, "obj": {"a": "b"}, "big": "x" * 10_000_000})
+    text = ("version: 1\ninstances:\n  c: {nodes: ['127.0.0.1:1']}\nusers:\n  app:\n    tokens:\n"
+            "      - {id: a, secret: {vault: {path: apps/odd, field: FIELD}}}\n")
+    expected = {
+        "nul": "field 'nul' of version 1 of secret/apps/odd is null, not a string",
+        "num": "field 'num' of version 1 of secret/apps/odd is a number, not a string",
+        "obj": "field 'obj' of version 1 of secret/apps/odd is an object or a list, not a string",
+        "big": "the value is 10000000 bytes, too large for a secret (at most 65536)",
+    }
+    for name, message in expected.items():
+        f = write(tmp_path, text.replace("FIELD", name))
+        assert problems(f, bao.env()) == [f"{f}:7: users.app.tokens[0].secret: token a of user app (vault:secret/apps/odd#{name}): {message}"]
+
+
 def test_deleted_and_destroyed_versions_name_path_and_version(bao: RunningBao, tmp_path: Path) -> None:
     seed(bao)
     f = write(tmp_path)

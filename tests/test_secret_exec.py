@@ -296,3 +296,22 @@ def test_ctrl_c_stops_the_running_commands(tmp_path: Path) -> None:
     if alive:
         os.killpg(command, 9)
     assert not alive, "the command outlived the interrupted run"
+
+
+def test_import_names_the_file_given_not_its_temporary_copy(tmp_path: Path) -> None:
+    # import reads the instance through a temporary copy of its spec: a refused admin secret is
+    # reported at the line of the file the operator gave (or as the command line's, for --node).
+    script(tmp_path, "admin-secret", f"echo {OUTPUT_SECRET}")
+    (tmp_path / "access.yaml").write_text(
+        "version: 1\ninstances:\n  c:\n    nodes: ['127.0.0.1:1']\n"
+        "    admin: {username: reconciler, secret: {exec: [./admin-secret]}}\nusers: {}\n"
+    )
+    c = cli(tmp_path, ADMIN_SECRET="two\nlines-of-secret")
+    line = one_line(c("import", "--instance", "c", "-f", "access.yaml"))
+    assert line == f"access.yaml:5: instances.c.admin.secret: admin secret of instance c (exec:./admin-secret): {NOT_ALLOWED}, never because a file says so; nothing was run"
+    assert runs(tmp_path) == 0
+    line = one_line(c("import", "--node", "127.0.0.1:1", "--admin-secret-env", "ADMIN_SECRET"))
+    assert line == (
+        "import --node: instances.imported.admin.secret: admin secret of instance imported (env:ADMIN_SECRET): "
+        "environment variable ADMIN_SECRET holds a line break; a secret is one line of printable text"
+    )

@@ -231,6 +231,19 @@ def test_unreachable_store(tmp_path: Path) -> None:
     assert line.endswith(f"vault at {addr} can't be reached (connection refused)")
 
 
+def test_a_password_in_the_address_is_never_shown(tmp_path: Path) -> None:
+    # VAULT_ADDR=https://user:password@proxy/ (basic auth to a proxy in front of the store): the
+    # address in messages hides the password, long or short.
+    from servers import free_port
+
+    port = free_port()
+    for password in ("proxy-pass-7c1e9a3f5b", "pw9"):
+        addr = f"http://proxyuser:{password}@127.0.0.1:{port}"
+        r = Cli(tmp_path, env={"VAULT_ADDR": addr, "VAULT_TOKEN": "t" * 20})("validate", "--resolve-secrets", "-f", str(write(tmp_path)), expect=1)
+        assert password not in r.out + r.err, r.err
+        assert f"vault at http://proxyuser:***@127.0.0.1:{port} can't be reached (connection refused)" in r.err, r.err
+
+
 def test_hung_store_fails_within_the_instance_deadline(bao: RunningBao, tmp_path: Path) -> None:
     seed(bao)
     f = write(tmp_path, timeout=1)

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import remember_secret
 from .base import SecretError
@@ -109,7 +110,18 @@ class Connection:
         elif (environ.get(CACERT) or "").strip():
             verify = environ[CACERT].strip()
         namespace = (environ.get(NAMESPACE) or "").strip().strip("/") or None
+        password = urlsplit(addr).password
+        if password:
+            remember_secret(unquote(password))  # a proxy's basic auth in the address: never printed either
         return cls(addr=addr.rstrip("/"), token=token, namespace=namespace, verify=verify)
+
+    @property
+    def shown(self) -> str:
+        """The address for messages: without the password of a `user:password@` in it."""
+        parts = urlsplit(self.addr)
+        if parts.password is None:
+            return self.addr
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"))
 
 
 @dataclass(frozen=True)
@@ -314,7 +326,7 @@ class KvStore:
             return self.timeout
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise Unavailable(f"vault at {self.conn.addr} did not answer in time")
+            raise Unavailable(f"vault at {self.conn.shown} did not answer in time")
         return min(self.timeout, left)
 
     def _request(self, method: str, url: str, shown: str, doing: str, **kw: Any) -> Any:
@@ -333,7 +345,7 @@ class KvStore:
             raise NotFound(shown, getattr(exc, "json", None)) from None
         except hv.Forbidden:
             if not self._token_valid():
-                raise Unavailable(f"vault: {TOKEN} is not valid at {self.conn.addr} (expired, revoked or mistyped)") from None
+                raise Unavailable(f"vault: {TOKEN} is not valid at {self.conn.shown} (expired, revoked or mistyped)") from None
             raise PermissionDenied(
                 f"vault: permission denied: VAULT_TOKEN may not {doing} {shown} (check the token and its policies)"
             ) from None
@@ -343,23 +355,23 @@ class KvStore:
             raise StoreError(f"vault: {doing} {shown}: the store refused the request ({_errors(exc)})") from None
         except (hv.VaultDown, hv.VaultNotInitialized) as exc:
             state = "sealed" if _mentions(exc, "sealed") else f"unavailable ({_errors(exc)})"
-            raise Unavailable(f"vault at {self.conn.addr} is {state}") from None
+            raise Unavailable(f"vault at {self.conn.shown} is {state}") from None
         except hv.VaultError as exc:
             raise StoreError(f"vault: {doing} {shown}: {type(exc).__name__} ({_errors(exc)})") from None
         except requests.exceptions.SSLError:
             raise Unavailable(
-                f"vault at {self.conn.addr}: TLS verification failed (set {CACERT} to the CA that signed its certificate)"
+                f"vault at {self.conn.shown}: TLS verification failed (set {CACERT} to the CA that signed its certificate)"
             ) from None
         except requests.exceptions.Timeout:
-            raise Unavailable(f"vault at {self.conn.addr} did not answer within {timeout:.0f} s") from None
+            raise Unavailable(f"vault at {self.conn.shown} did not answer within {timeout:.0f} s") from None
         except requests.exceptions.ConnectionError as exc:
-            raise Unavailable(f"vault at {self.conn.addr} can't be reached ({_cause(exc)})") from None
+            raise Unavailable(f"vault at {self.conn.shown} can't be reached ({_cause(exc)})") from None
         except (requests.exceptions.RequestException, ValueError) as exc:
-            raise Unavailable(f"vault at {self.conn.addr}: the request failed ({type(exc).__name__})") from None
+            raise Unavailable(f"vault at {self.conn.shown}: the request failed ({type(exc).__name__})") from None
         if not isinstance(answer, dict):
             status = getattr(answer, "status_code", "?")
             if isinstance(status, int) and 300 <= status < 400:
-                raise StoreError(f"vault at {self.conn.addr} answered with a redirect (HTTP {status}); set {ADDR} to the address it names")
+                raise StoreError(f"vault at {self.conn.shown} answered with a redirect (HTTP {status}); set {ADDR} to the address it names")
             if status == 204 or answer is None:
                 return {}
             raise StoreError(f"vault: {doing} {shown}: unexpected answer (HTTP {status})")

@@ -140,7 +140,7 @@ def prefetch(specs: Iterable[Any], ctx: Context) -> None:
             if future.done():
                 answers = future.result()
             else:
-                late = kv.Unavailable(f"vault at {store.conn.addr} did not answer within {ctx.store_deadline:.0f} s")
+                late = kv.Unavailable(f"vault at {store.conn.shown} did not answer within {ctx.store_deadline:.0f} s")
                 answers = {k: late for k in todo[key]}
             with cache.lock:
                 cache.answers[key] = answers

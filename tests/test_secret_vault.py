@@ -244,6 +244,18 @@ def test_a_password_in_the_address_is_never_shown(tmp_path: Path) -> None:
         assert f"vault at http://proxyuser:***@127.0.0.1:{port} can't be reached (connection refused)" in r.err, r.err
 
 
+def test_a_missing_ca_file_or_a_broken_address_is_one_line_at_the_reference(tmp_path: Path) -> None:
+    f = write(tmp_path)
+    for env, message in (
+        ({"VAULT_ADDR": "https://127.0.0.1:1", "VAULT_CACERT": str(tmp_path / "no-ca.pem")},
+         f"vault: VAULT_CACERT={tmp_path / 'no-ca.pem'} is not a file (the CA that signed the store's certificate)"),
+        ({"VAULT_ADDR": "http://user:pw@[::1"}, "vault: VAULT_ADDR is not a URL (e.g. https://vault.example.com:8200)"),
+    ):
+        r = Cli(tmp_path, env={"VAULT_TOKEN": "t" * 20, **env})("validate", "--resolve-secrets", "-f", str(f), expect=1)
+        [line] = r.err.strip().splitlines()
+        assert line == f"{f}:6: instances.cache.admin.secret: admin secret of instance cache (vault:secret/infra/cache#admin): {message}"
+
+
 def test_hung_store_fails_within_the_instance_deadline(bao: RunningBao, tmp_path: Path) -> None:
     seed(bao)
     f = write(tmp_path, timeout=1)

@@ -25,6 +25,7 @@ hvac is imported when the first request is made, so a file without `vault:` neve
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -109,8 +110,13 @@ class Connection:
             verify = False
         elif (environ.get(CACERT) or "").strip():
             verify = environ[CACERT].strip()
+            if not os.path.isfile(verify) and not os.path.isdir(verify):
+                raise Unavailable(f"vault: {CACERT}={verify} is not a file (the CA that signed the store's certificate)")
         namespace = (environ.get(NAMESPACE) or "").strip().strip("/") or None
-        password = urlsplit(addr).password
+        try:
+            password = urlsplit(addr).password
+        except ValueError:
+            raise Unavailable(f"vault: {ADDR} is not a URL (e.g. https://vault.example.com:8200)") from None
         if password:
             remember_secret(unquote(password))  # a proxy's basic auth in the address: never printed either
         return cls(addr=addr.rstrip("/"), token=token, namespace=namespace, verify=verify)

@@ -315,6 +315,45 @@ def test_a_store_trickling_its_answer_fails_within_the_deadline(tmp_path: Path) 
     assert elapsed < 15, f"took {elapsed:.1f} s with timeout_seconds: 1"
 
 
+@pytest.mark.parametrize(
+    "metadata, data",
+    [({"version": "abc"}, {"token": CURRENT}), ({"version": [1]}, {"token": CURRENT}), ({"version": -5}, {"token": CURRENT}),
+     ({"version": 1}, ["x"])],
+    ids=["version-a-string", "version-a-list", "version-negative", "data-a-list"],
+)
+def test_a_store_lying_about_its_answer_is_one_line(tmp_path: Path, metadata: dict, data: object) -> None:
+    # A server answering 200 with a KV v2 shape whose version number or data is of the wrong
+    # kind: one line at the reference, not an internal error, and nothing taken from it.
+    import http.server
+    import json
+
+    body = json.dumps({"data": {"data": data, "metadata": metadata}}).encode()
+
+    class Lying(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        addr = f"http://127.0.0.1:{server.server_address[1]}"
+        f = write(tmp_path)
+        r = Cli(tmp_path, env={"VAULT_ADDR": addr, "VAULT_TOKEN": "t" * 20})("validate", "--resolve-secrets", "-f", str(f), expect=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = r.err.strip().splitlines()
+    assert lines and all(line.startswith(f"{f}:") for line in lines), r.err
+    assert lines[0].endswith("vault: secret/infra/cache: the answer is not KV version 2 data (a version number and a map of fields)"), r.err
+
+
 def test_each_path_is_read_once_concurrently(bao: RunningBao, tmp_path: Path) -> None:
     for i in range(20):
         bao.put(f"apps/a{i}", {"t1": f"token-{i}-one-aaaaaaaaaaaa", "t2": f"token-{i}-two-bbbbbbbbbbbb"})

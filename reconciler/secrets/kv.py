@@ -244,7 +244,10 @@ class KvStore:
             raise StoreError(f"vault: {shown}: the answer is not KV version 2 data (is {mount}/ a KV v2 mount?)")
         meta = data["metadata"]
         values = data.get("data")
-        return SecretVersion(info=_info(int(meta.get("version") or 0), meta), data=values if isinstance(values, dict) else {})
+        number = meta.get("version")
+        if not _is_count(number) or number < 1 or not isinstance(values, (dict, type(None))):
+            raise StoreError(f"vault: {shown}: the answer is not KV version 2 data (a version number and a map of fields)")
+        return SecretVersion(info=_info(number, meta), data=values or {})
 
     def metadata(self, mount: str, path: str) -> PathMetadata | None:
         """The path's versions (created, deleted, destroyed) and its current version; None when
@@ -255,7 +258,8 @@ class KvStore:
         except NotFound:
             return None
         data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, dict):
+        counts = ("current_version", "oldest_version", "max_versions")
+        if not isinstance(data, dict) or not all(_is_count(data.get(k) or 0) for k in counts):
             raise StoreError(f"vault: {shown}: the metadata answer is not KV version 2 metadata")
         versions = {
             int(k): _info(int(k), v) for k, v in (data.get("versions") or {}).items() if str(k).isdigit() and isinstance(v, dict)
@@ -447,6 +451,11 @@ class FieldWrite:
         """Write the new version (`name` = `value`, plus the fields in `also`, the others kept);
         CasConflict when another writer was first. Returns its number."""
         return self.store.write(self.mount, self.path, {**self.keep, **also, name: value}, cas=self.cas)
+
+
+def _is_count(value: Any) -> bool:
+    """A JSON integer >= 0 (not a bool, a string or a float): what a store's version numbers are."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _quote(part: str) -> str:

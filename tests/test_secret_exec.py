@@ -53,6 +53,13 @@ def validate(c: Cli, *extra: str) -> Result:
     return c("validate", "--resolve-secrets", "-f", str(c.file), *extra)
 
 
+def timed_line(c: Cli) -> tuple[str, float]:
+    """`validate --resolve-secrets --allow-exec`: its one error line and the seconds it took."""
+    started = time.monotonic()
+    line = one_line(validate(c, "--allow-exec"))
+    return line, time.monotonic() - started
+
+
 def one_line(r: Result) -> str:
     assert r.code == 1, r.out + r.err
     for secret in (TOKEN, STDERR_SECRET, OUTPUT_SECRET):
@@ -135,9 +142,7 @@ def test_a_hang_is_stopped_at_the_timeout_with_its_children(tmp_path: Path) -> N
     script(tmp_path, "get-token", f"echo {OUTPUT_SECRET}\nsleep 300 &\necho $! > '{tmp_path}/child.pid'\nsleep 300")
     c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="1")
     c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
-    started = time.monotonic()
-    line = one_line(validate(c, "--allow-exec"))
-    elapsed = time.monotonic() - started
+    line, elapsed = timed_line(c)
     assert line.endswith("(exec:./get-token): command ./get-token did not finish within 1 s (RECONCILER_EXEC_TIMEOUT); it was stopped")
     assert elapsed < 15, f"{elapsed:.1f} s"
     child = int((tmp_path / "child.pid").read_text())
@@ -228,9 +233,7 @@ def test_endless_output_is_cut_at_the_secret_size_at_once(tmp_path: Path) -> Non
     script(tmp_path, "get-token", f"head -c 200000000 /dev/zero | tr '\\0' a\necho {OUTPUT_SECRET}\nsleep 300")
     c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="60")
     c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
-    started = time.monotonic()
-    line = one_line(validate(c, "--allow-exec"))
-    elapsed = time.monotonic() - started
+    line, elapsed = timed_line(c)
     assert line.endswith(
         "(exec:./get-token): command ./get-token printed more than 65536 bytes, too many for a secret; it was stopped"
     ), line

@@ -10,12 +10,15 @@ nothing else on disk (no RDB, no AOF). Its files live in a folder of its own per
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,21 +77,45 @@ def _pid(folder: Path) -> int | None:
 
 
 def _ours(pid: int, port: int) -> bool:
-    """The process is alive and, where /proc tells, a server on our port (a pid can be reused)."""
+    """The process is alive and, where /proc tells, listens on our port (a pid can be reused,
+    and a pid file can name any process: matching the port in its command line would take the
+    server on port 63901 for the one on 6390)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return False  # someone else's process: never ours
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
+    if not Path(f"/proc/{pid}").exists():
+        return True  # no /proc here: the pid file is all there is to go by
+    listening = _listening_sockets(port)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in listening:
+                return True
         except OSError:
-            return False
-        return f":{port}" in text or f"--port {port}" in text
-    return True
+            continue
+    return False
+
+
+def _listening_sockets(port: int) -> set[str]:
+    """`socket:[INODE]` of every TCP socket listening on `port` (any address), from /proc/net."""
+    out: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                out.add(f"socket:[{fields[9]}]")
+    return out
 
 
 def port_in_use(port: int) -> bool:
@@ -121,8 +148,27 @@ def status(port: int = DEFAULT_PORT, *, base: str | None = None) -> Running | No
     return Running(port, pid, folder, label)
 
 
+@contextmanager
+def _one_at_a_time(port: int, base: str | None) -> Iterator[None]:
+    """Held by `start` and `stop` for a port: a second `start` racing the first would empty the
+    folder under a server that is starting and leave it running with no pid file naming it."""
+    folder = state_folder(port, base)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.parent / f"local-server-{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def start(port: int = DEFAULT_PORT, *, binary: str | None = None, base: str | None = None) -> Running:
     """A fresh server on 127.0.0.1:port, daemonized; returns once it answers PING."""
+    with _one_at_a_time(port, base):
+        return _start(port, binary, base)
+
+
+def _start(port: int, binary: str | None, base: str | None) -> Running:
     running = status(port, base=base)
     if running is not None:
         raise ReconcilerError(
@@ -168,6 +214,11 @@ def start(port: int = DEFAULT_PORT, *, binary: str | None = None, base: str | No
 
 def stop(port: int = DEFAULT_PORT, *, base: str | None = None) -> Running:
     """End the server recorded in the port's folder (by its pid) and remove the folder."""
+    with _one_at_a_time(port, base):
+        return _stop(port, base)
+
+
+def _stop(port: int, base: str | None) -> Running:
     running = status(port, base=base)
     if running is None:
         raise ReconcilerError(f"local-server: nothing running on 127.0.0.1:{port} (started with `reconciler local-server start{port_arg(port)}`)")

@@ -105,6 +105,57 @@ def test_stop_never_ends_a_process_that_is_not_its_server(cli: Cli) -> None:
         other.wait()
 
 
+def test_stop_never_ends_the_server_of_another_port(cli: Cli) -> None:
+    """A pid file naming the local server of port 10*P+d is not obeyed for port P: its command
+    line holds ":P" followed by a digit, but it does not listen on P."""
+    other = free_port()
+    port = other // 10
+    assert cli("local-server", "start", "--port", str(other))[0] == 0
+    pid = int((folder(cli, other) / "server.pid").read_text())
+    try:
+        folder(cli, port).mkdir(parents=True)
+        (folder(cli, port) / "server.pid").write_text(f"{pid}\n")
+        code, out, _ = cli("local-server", "status", "--port", str(port))
+        assert code == 1 and f"No local server on 127.0.0.1:{port}." in out
+        code, _, err = cli("local-server", "stop", "--port", str(port))
+        assert code == 1 and f"nothing running on 127.0.0.1:{port}" in err
+        assert alive(pid) and redis.Redis(port=other).ping()
+    finally:
+        assert cli("local-server", "stop", "--port", str(other))[0] == 0
+    assert not alive(pid)
+
+
+def test_two_starts_at_once_leave_one_server_that_stop_ends(cli: Cli) -> None:
+    """Two `start`s racing on one port: one starts it, the other says it is running; the pid
+    file names the server that listens, so `stop` ends it (none is left orphaned)."""
+    port = free_port()
+    env = {**os.environ, "XDG_STATE_HOME": str(cli.dir / "state"), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "reconciler.cli", "local-server", "start", "--port", str(port)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+    try:
+        assert sorted(code for code, _, _ in results) == [0, 1], results
+        [(_, _, err)] = [r for r in results if r[0] == 1]
+        assert f"already running on 127.0.0.1:{port}" in err, err
+        pid = int((folder(cli, port) / "server.pid").read_text())
+        assert alive(pid)
+    finally:
+        code, out, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0, err
+    assert not alive(pid) and not redis_answers(port)
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=2).ping())
+    except redis.ConnectionError:
+        return False
+
+
 def test_port_in_use_and_other_servers(cli: Cli) -> None:
     port = free_port()
     busy = subprocess.Popen([sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); "

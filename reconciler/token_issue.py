@@ -135,6 +135,10 @@ def issue(req: Request) -> Issued:
     if req.length < 16:
         raise ReconcilerError("--length must be at least 16 bytes")
     _check_names(req.user, req.token_id)
+    # `--out "$UNSET"` is a mistake, not a request for stdout: the token would land in a log.
+    for flag, value in (("--out", req.out), ("--sink", req.sink)):
+        if value is not None and not value.strip():
+            raise ReconcilerError(f"token new: {flag} is empty; name where the token goes (or leave {flag} out to print it)")
     out = req.out
     sink = None
     if req.sink:

@@ -95,3 +95,14 @@ def test_with_a_file_the_user_must_be_declared_and_the_id_new(tmp_path):
     assert r.code == 1 and "already has a token with id 2026-08" in r.err and not (tmp_path / "t").exists()
     r = run("token", "new", "app-orders", "--id", "2026-11", "-f", str(f))
     assert r.code == 0 and "- id: 2026-11" in r.err
+
+
+def test_an_empty_out_or_sink_is_an_error_not_stdout(tmp_path):
+    """`--out "$TOKEN_FILE"` with the variable unset: the token used to be printed on stdout
+    (into whatever log the script writes); now one line, no token made."""
+    for flag in ("--out", "--sink"):
+        for value in ("", "  "):
+            r = Cli(tmp_path, env={})("token", "new", "app", "--id", "x", flag, value)
+            assert r.code == 1 and r.out == "", (flag, value, r.out)
+            assert r.err == f"reconciler: token new: {flag} is empty; name where the token goes (or leave {flag} out to print it)\n"
+    assert list(tmp_path.iterdir()) == []

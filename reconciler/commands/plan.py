@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.out:
         # Bound to the file it was made from: apply re-plans from it and refuses on any difference.
         saved.write(args.out, replace(plan, source_sha256=saved.file_digest(args.file)))
-        print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
+        # Apply judges the plan again: what --force allowed here needs --force there too.
+        force = " --force" if any(r.waived for r in plan.refusals) else ""
+        print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}{force}`", file=sys.stderr)
     for warning in unpersisted(plan):
         print(f"reconciler: warning: {warning}", file=sys.stderr)
     if plan.refused:

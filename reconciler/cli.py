@@ -481,7 +481,8 @@ def _run_module(module: object, args: argparse.Namespace) -> int:
 
     interrupt.DONE.reset()
     try:
-        return module.run(args)  # type: ignore[attr-defined]
+        with interrupt.terminate_as_interrupt():
+            return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

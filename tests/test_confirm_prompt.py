@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,8 +34,9 @@ users:
 """
 
 
-def on_a_terminal(tmp: Path, keys: bytes, *argv: str) -> tuple[int, str]:
-    """Run the CLI on a pty, type `keys` once the prompt shows; (exit code, everything it printed)."""
+def on_a_terminal(tmp: Path, keys: bytes | signal.Signals, *argv: str) -> tuple[int, str]:
+    """Run the CLI on a pty, type `keys` (or send that signal) once the prompt shows; (exit
+    code, everything it printed)."""
     env = {**os.environ, "T_PROMPT_ADMIN": ADMIN, "PYTHONPATH": str(REPO), "RECONCILER_NO_CACHE": "1"}
     env.pop("RECONCILER_DEBUG", None)
     pid, fd = pty.fork()
@@ -55,8 +57,11 @@ def on_a_terminal(tmp: Path, keys: bytes, *argv: str) -> tuple[int, str]:
                 if not chunk:
                     break
                 seen += chunk
-            if not typed and PROMPT in seen:
-                os.write(fd, keys)
+            if not typed and PROMPT in seen and waiting(pid):
+                if isinstance(keys, bytes):
+                    os.write(fd, keys)
+                else:
+                    os.kill(pid, keys)
                 typed = True
         else:
             os.kill(pid, 9)
@@ -67,16 +72,27 @@ def on_a_terminal(tmp: Path, keys: bytes, *argv: str) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), seen.decode(errors="replace").replace("\r\n", "\n")
 
 
+def waiting(pid: int) -> bool:
+    """The child sleeps (in the read of its answer): a signal sent a microsecond after the
+    prompt was written, before the read began, would wait for the next key, in any program."""
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    if state != "S":
+        return False
+    time.sleep(0.05)
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
+
+
 @pytest.mark.parametrize(
     ("keys", "code", "said"),
     [
         (b"no\n", 1, "reconciler: apply cancelled; nothing was changed"),
         (b"\x04", 1, "reconciler: apply cancelled; nothing was changed"),  # Ctrl-D: end of input
         (b"\x03", 130, "reconciler: interrupted; nothing was changed"),  # Ctrl-C
+        (signal.SIGTERM, 130, "reconciler: interrupted; nothing was changed"),  # `kill`, a CI job cancelled
     ],
-    ids=["no", "ctrl-d", "ctrl-c"],
+    ids=["no", "ctrl-d", "ctrl-c", "sigterm"],
 )
-def test_anything_but_yes_changes_nothing(keys: bytes, code: int, said: str, server_factory, tmp_path: Path) -> None:
+def test_anything_but_yes_changes_nothing(keys: bytes | signal.Signals, code: int, said: str, server_factory, tmp_path: Path) -> None:
     srv: RunningServer = server_factory("valkey-9.1")
     srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{ADMIN}", "+@all", "~*", "&*")
     (tmp_path / "access.yaml").write_text(FILE.format(address=srv.address))

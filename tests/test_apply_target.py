@@ -70,6 +70,10 @@ def test_apply_target_runs_only_that_users_changes(server_factory, server_id: st
         open_session.get("orders:1")  # revoked: its sessions were killed (kill_sessions_on_revoke)
     assert acl_users(admin)["app-reports"] == reports_before  # the reviewed change waits
 
+    # Nothing left for app-orders; that is not "the servers match the file".
+    code, out, _ = cli("plan", "-f", str(cli.file), "--target", "app-orders", "--detailed-exitcode")
+    assert code == 0 and "No changes for app-orders." in out and "match the file" not in out, out
+
     # The rest is still planned, and a whole apply makes it.
     code, out, _ = cli("plan", "-f", str(cli.file), "--detailed-exitcode")
     assert code == 2 and "~ user app-reports" in out and "user app-orders" not in out

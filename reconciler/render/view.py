@@ -240,6 +240,9 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
         inventory = sum(len(i.inventory) for i in plan.instances)
         if inventory:
             summary += f" Certificate inventory: {inventory} change{'s' if inventory != 1 else ''} to record."
+    elif plan.targets:
+        # Only the targeted users were compared: the rest of the file may well differ.
+        summary = f"No changes for {', '.join(plan.targets)}."
     else:
         summary = "No changes. The live servers match the file."
     blocking = [r for r in plan.refusals if not r.waived]

@@ -70,10 +70,15 @@ def find_binary(explicit: str | None = None) -> str:
 
 
 def _pid(folder: Path) -> int | None:
+    """The pid the server wrote; None unless it names one process: kill(0) signals our own
+    process group, kill(-1) every process we may signal, and pid 1 is init."""
     try:
-        return int((folder / "server.pid").read_text().strip())
-    except (OSError, ValueError):
+        text = (folder / "server.pid").read_text().strip()
+    except OSError:
         return None
+    if not (text.isascii() and text.isdigit()) or int(text) <= 1:
+        return None
+    return int(text)
 
 
 def _ours(pid: int, port: int) -> bool:

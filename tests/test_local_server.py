@@ -105,6 +105,20 @@ def test_stop_never_ends_a_process_that_is_not_its_server(cli: Cli) -> None:
         other.wait()
 
 
+@pytest.mark.parametrize("written", ["-1", "0", "1", "+0", " -1 "])
+def test_a_pid_file_naming_no_single_process_is_not_obeyed(cli: Cli, written: str) -> None:
+    """kill(-1) signals every process we may signal, kill(0) our own process group, 1 is init:
+    a pid file holding one of them (tampered, corrupt) means no server runs. `status` is asked
+    first: were it believed, `stop` would have signalled them."""
+    port = free_port()
+    folder(cli, port).mkdir(parents=True)
+    (folder(cli, port) / "server.pid").write_text(f"{written}\n")
+    code, out, _ = cli("local-server", "status", "--port", str(port))
+    assert code == 1 and f"No local server on 127.0.0.1:{port}." in out, out
+    code, _, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 1 and f"nothing running on 127.0.0.1:{port}" in err
+
+
 def test_stop_never_ends_the_server_of_another_port(cli: Cli) -> None:
     """A pid file naming the local server of port 10*P+d is not obeyed for port P: its command
     line holds ":P" followed by a digit, but it does not listen on P."""

@@ -134,8 +134,16 @@ def port_in_use(port: int) -> bool:
 
 def _label(port: int) -> str:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    info = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True).info("server")
+    # One try of 2 s: redis-py's default retries made `status` of a stopped (SIGSTOP) server take ~27 s.
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
+                         retry=Retry(NoBackoff(), 0), decode_responses=True)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
     if "valkey_version" in info:
         return f"Valkey {info['valkey_version']}"
     return f"Redis {info.get('redis_version', '?')}"

@@ -4,6 +4,7 @@ left running by one command, stopped by its pid and nothing else."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -168,6 +169,25 @@ def redis_answers(port: int) -> bool:
         return bool(redis.Redis(port=port, socket_connect_timeout=2).ping())
     except redis.ConnectionError:
         return False
+
+
+def test_status_and_stop_of_a_stopped_server_are_prompt(cli: Cli) -> None:
+    """A server that answers nothing (SIGSTOP): `status` says it runs within seconds (its
+    version from the folder), `stop` ends it with SIGKILL after the SIGTERM wait."""
+    port = free_port()
+    assert cli("local-server", "start", "--port", str(port))[0] == 0
+    pid = int((folder(cli, port) / "server.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, out, _ = cli("local-server", "status", "--port", str(port))
+        took = time.monotonic() - started
+        assert code == 0 and f"Valkey 9.1.2 is running on 127.0.0.1:{port} (pid {pid})" in out
+        assert took < 15, took  # one 2 s try (a loaded machine aside), not redis-py's retries (~27 s)
+    finally:
+        code, _, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0, err
+    assert not alive(pid) and not folder(cli, port).exists()
 
 
 def test_port_in_use_and_other_servers(cli: Cli) -> None:

@@ -104,6 +104,15 @@ def test_apply_target_keeps_the_rails_and_whole_saved_plans(server_factory, tmp_
 
     code, _, err = cli.apply(None, "--target", "nobody")
     assert code == 1 and "--target: nobody is neither declared" in err
+    # A name is shown as the changes show names: a line break can't forge a line of output.
+    code, _, err = cli("plan", "-f", str(cli.file), "--target", "app\nreconciler: all good")
+    assert code == 1 and err == (
+        r'reconciler: --target: "app\u000areconciler:\u0020all\u0020good" is neither declared in '
+        f"{cli.file} nor in the plan\n"
+    ), err
+    srv.admin().execute_command("ACL", "SETUSER", "odd\u00a0", "on", "nopass")  # a live name the file can't declare
+    code, out, err = cli("plan", "-f", str(cli.file), "--target", "odd\u00a0")
+    assert code == 0 and r'Targeted: only the changes of "odd\u00a0";' in out, out + err
     saved = tmp_path / "plan.json"
     cli.write(text.replace("~reports:* +@read", "~reports:* +@read +@write"))
     assert cli("plan", "-f", str(cli.file), "--out", str(saved))[0] == 0

@@ -106,3 +106,21 @@ def test_an_empty_out_or_sink_is_an_error_not_stdout(tmp_path):
             assert r.code == 1 and r.out == "", (flag, value, r.out)
             assert r.err == f"reconciler: token new: {flag} is empty; name where the token goes (or leave {flag} out to print it)\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_file_reference_resolves_from_the_files_folder(tmp_path):
+    """`token new --out tokens/app.token -f config/access.yaml` run from the project root: the
+    `file:` reference to paste is relative to config/ (where the file resolves it), so the pasted
+    entry reads the token (it used to name tokens/app.token, which config/ does not have)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "tokens").mkdir()
+    f = tmp_path / "config" / "access.yaml"
+    head = "version: 1\ninstances:\n  cache:\n    nodes: ['127.0.0.1:6379']\nusers:\n  app:\n    acl: '+get'\n"
+    f.write_text(head)
+    r = Cli(tmp_path, env={})("token", "new", "app", "--id", "t1", "--out", "tokens/app.token", "-f", "config/access.yaml")
+    assert r.code == 0, r.err
+    ref = re.search(r"secret: (\{file: [^}]+\})", r.err).group(1)
+    assert ref == "{file: ../tokens/app.token}", r.err
+    f.write_text(head + f"    tokens: [{{id: t1, secret: {ref}}}]\n")
+    r = Cli(tmp_path, env={})("validate", "--resolve-secrets", "-f", "config/access.yaml")
+    assert r.code == 0, r.err

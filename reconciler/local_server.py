@@ -43,7 +43,10 @@ class Running:
 
 def state_folder(port: int, base: str | None = None) -> Path:
     """Where a local server keeps its files: XDG_STATE_HOME (or ~/.local/state)/reconciler/local-server-PORT."""
-    root = base or os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative path there is invalid and ignored (the server, which changes into
+    # its folder, would not find its log or aclfile under it; nor would a `status` run elsewhere).
+    root = base or (xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".local", "state"))
     return Path(root) / "reconciler" / f"local-server-{port}"
 
 

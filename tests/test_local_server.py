@@ -190,6 +190,22 @@ def test_status_and_stop_of_a_stopped_server_are_prompt(cli: Cli) -> None:
     assert not alive(pid) and not folder(cli, port).exists()
 
 
+def test_a_relative_xdg_state_home_is_ignored(tmp_path: Path) -> None:
+    """XDG_STATE_HOME=state (relative) is invalid by the XDG spec: the folder is under
+    ~/.local/state, so the server (which changes into its folder) finds its files; `start`
+    used to fail with "Can't open the log file"."""
+    home = tmp_path / "home"
+    home.mkdir()
+    cli = Cli(tmp_path, env={"XDG_STATE_HOME": "state", "HOME": str(home)})
+    port = free_port()
+    code, out, err = cli("local-server", "start", "--port", str(port))
+    assert code == 0, err
+    where = home / ".local" / "state" / "reconciler" / f"local-server-{port}"
+    assert f"Its files: {where}." in out and not (tmp_path / "state").exists()
+    code, out, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0 and not where.exists(), err
+
+
 def test_port_in_use_and_other_servers(cli: Cli) -> None:
     port = free_port()
     busy = subprocess.Popen([sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); "

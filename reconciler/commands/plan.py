@@ -8,7 +8,6 @@ not written), so a pull request shows the refusal before anyone runs apply.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 
@@ -28,19 +27,12 @@ def report_refusals(plan: Plan) -> None:
         print(f"reconciler: {line}", file=sys.stderr)
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "target", None) and args.out:
         # A saved plan is applied only while a fresh whole plan still equals it; a subset never would.
         raise ReconcilerError("--target is for review; --out saves whole plans only (drop one of them)")
-    if args.out and _same_file(args.out, args.file):
-        raise ReconcilerError(f"--out {args.out} is the desired-state file itself; save the plan under another name (e.g. plan.json)")
+    if args.out:
+        saved.check_destination(args.out, args.file)
     manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     state = manager.read(args.instance, Shard.parse(args.shard) if args.shard else None)
     plan = manager.target(manager.plan(state), getattr(args, "target", None))

@@ -206,6 +206,15 @@ def test_a_relative_xdg_state_home_is_ignored(tmp_path: Path) -> None:
     assert code == 0 and not where.exists(), err
 
 
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(cli: Cli, port: str) -> None:
+    """Port 0 made the server listen nowhere (15 s, then its log line), 65536 a server error,
+    each leaving a folder behind: now argparse says so, and nothing is started or made."""
+    code, _, err = cli("local-server", "start", f"--port={port}")
+    assert code == 1 and f"argument --port: '{port}' is not a TCP port (1-65535)" in err, err
+    assert not (cli.dir / "state" / "reconciler").exists()
+
+
 def test_port_in_use_and_other_servers(cli: Cli) -> None:
     port = free_port()
     busy = subprocess.Popen([sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,7 +101,15 @@ def _ours(pid: int, port: int) -> bool:
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return False
+        fds = None
+    if listening is None or fds is None:
+        # /proc without the socket tables or the fds (a hardened container): the port, whole,
+        # in the server's command line ("valkey-server 127.0.0.1:6390", or `--port 6390`).
+        try:
+            text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return re.search(rf"(?::|--port\s+){port}(?![0-9])", text) is not None
     for fd in fds:
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") in listening:
@@ -110,20 +119,23 @@ def _ours(pid: int, port: int) -> bool:
     return False
 
 
-def _listening_sockets(port: int) -> set[str]:
-    """`socket:[INODE]` of every TCP socket listening on `port` (any address), from /proc/net."""
+def _listening_sockets(port: int) -> set[str] | None:
+    """`socket:[INODE]` of every TCP socket listening on `port` (any address), from /proc/net;
+    None when neither table can be read."""
     out: set[str] = set()
+    read = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
+        read = True
         for line in lines:
             fields = line.split()
             # local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 is the inode.
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 out.add(f"socket:[{fields[9]}]")
-    return out
+    return out if read else None
 
 
 def port_in_use(port: int) -> bool:

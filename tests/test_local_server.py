@@ -140,6 +140,22 @@ def test_stop_never_ends_the_server_of_another_port(cli: Cli) -> None:
     assert not alive(pid)
 
 
+def test_without_the_socket_tables_the_port_is_matched_whole(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where /proc has no readable socket tables (a hardened container), the command line is
+    read instead, the port matched whole: the server of 10*P+d is still not the one of P."""
+    from reconciler import local_server
+
+    other = free_port()
+    assert cli("local-server", "start", "--port", str(other))[0] == 0
+    pid = int((folder(cli, other) / "server.pid").read_text())
+    try:
+        assert local_server._ours(pid, other) and not local_server._ours(pid, other // 10)
+        monkeypatch.setattr(local_server, "_listening_sockets", lambda port: None)
+        assert local_server._ours(pid, other) and not local_server._ours(pid, other // 10)
+    finally:
+        assert cli("local-server", "stop", "--port", str(other))[0] == 0
+
+
 def test_two_starts_at_once_leave_one_server_that_stop_ends(cli: Cli) -> None:
     """Two `start`s racing on one port: one starts it, the other says it is running; the pid
     file names the server that listens, so `stop` ends it (none is left orphaned)."""

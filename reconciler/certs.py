@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import files
 from .errors import ReconcilerError
 from .model import CertInfo
 
@@ -38,12 +39,21 @@ class CertError(ReconcilerError):
     """A cert_file or ca_file cannot be used; the message names the file."""
 
 
+MAX_PEM_BYTES = 1024 * 1024  # a chain of MAX_CHAIN certificates is a few KiB
+
+
 def _read(path: str) -> bytes:
+    """A certificate file, regular and bounded: a file naming /dev/zero or a FIFO (a pull request's,
+    linted by plain validate) must not fill the memory or wait for ever."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        data, _ = files.read_regular(path, MAX_PEM_BYTES)
     except OSError as exc:
         raise CertError(f"cannot read {path}: {exc.strerror}") from None
+    except files.NotRegular:
+        raise CertError(f"{path} is not a regular file") from None
+    except files.TooLarge as exc:
+        raise CertError(f"{path} is too large for a certificate file ({exc.size} bytes)") from None
+    return data
 
 
 def load_pem(path: str) -> list[x509.Certificate]:

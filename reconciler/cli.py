@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         ls = lsub.add_parser(name, help=help_, description=help_, epilog=_examples(example))
         ls.add_argument(
-            "--port", type=int, default=6390, metavar="N", help="port on 127.0.0.1 (default 6390, beside a Redis on 6379)"
+            "--port", type=_tcp_port, default=6390, metavar="N", help="port on 127.0.0.1 (default 6390, beside a Redis on 6379)"
         )
         if name == "start":
             ls.add_argument(
@@ -440,6 +440,13 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
             if sub is not None:
                 return _chosen(sub, args)
     return parser
+
+
+def _tcp_port(text: str) -> int:
+    """1-65535: port 0 would make the server listen nowhere (it waited 15 s to say so)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace | int:
@@ -481,7 +488,8 @@ def _run_module(module: object, args: argparse.Namespace) -> int:
 
     interrupt.DONE.reset()
     try:
-        return module.run(args)  # type: ignore[attr-defined]
+        with interrupt.terminate_as_interrupt():
+            return module.run(args)  # type: ignore[attr-defined]
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

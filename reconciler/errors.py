@@ -89,7 +89,6 @@ class ApplyError(ReconcilerError):
 # ("is (redacted)er than" for `short`) garbles the line and tells the value by its position.
 
 SUBSTRING_MIN = 12
-MIN_SECRET_LENGTH = 4  # shorter values are not remembered: too short to be a secret worth the name
 _QUOTES = ("'", '"', "`")
 REDACTED = "(redacted)"
 _SECRETS: set[str] = set()
@@ -107,7 +106,9 @@ _ECHOED = str.maketrans({"\r": " ", "\n": " "})
 def remember_secret(value: str) -> None:
     """Remember a plaintext for redaction, with the form a server echoes it in."""
     for form in {value, value.translate(_ECHOED)}:
-        if len(form) >= MIN_SECRET_LENGTH and form.strip() and form not in _SECRETS:
+        # Any length: an admin password of 3 characters is still the admin's password (it is
+        # redacted where a server echoes it whole between quotes, like any short one).
+        if form.strip() and form not in _SECRETS:
             _SECRETS.add(form)
             _STALE[0] = True
 

@@ -21,7 +21,7 @@ import yaml
 
 from . import acl
 from .clock import today
-from .errors import ReconcilerError
+from .errors import ConfigError, MoreProblems, Problem, ReconcilerError
 from .manager import Manager
 from .names import declarable, printable, shown, why_not_declarable
 from .state import InstanceState, LiveUser, NodeState
@@ -234,15 +234,38 @@ def _rebase(value: Any, src_dir: str, out_dir: str | None) -> Any:
     return value
 
 
-def read(name: str, read_spec: dict[str, Any], *, allow_exec: bool = False, base_dir: str | None = None) -> InstanceState:
+def read(name: str, read_spec: dict[str, Any], *, allow_exec: bool = False, base_dir: str | None = None,
+         file: str | None = None) -> InstanceState:
     """Read the instance through the ordinary path (config.load, the provider's read); `exec:`
-    commands run from `base_dir`, the folder of the file the spec came from."""
+    commands run from `base_dir`, the folder of the file the spec came from (`file`, None for
+    --node: the spec came from the command line)."""
     with tempfile.TemporaryDirectory(prefix="reconciler-import-") as tmp:
         path = os.path.join(tmp, "import.yaml")
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump({"version": 1, "instances": {name: read_spec}}, fh, sort_keys=False)
-        manager = Manager.from_file(path, allow_exec=allow_exec, base_dir=base_dir or os.getcwd())
+        try:
+            manager = Manager.from_file(path, allow_exec=allow_exec, base_dir=base_dir or os.getcwd())
+        except ConfigError as exc:
+            raise ConfigError(_where_given(exc.problems, file)) from None
         return manager.read([name]).instances[name]
+
+
+def _where_given(problems: list[Problem], file: str | None) -> list[Problem]:
+    """Problems of the temporary copy, named where the spec came from: the line of the same YAML
+    path in `file`, or the command line (`import --node`), never the copy that is gone."""
+    if file is None:
+        return [_moved(p, "import --node", 0) for p in problems]
+    from .config.core import format_path
+    from .config.yamlsrc import parse
+
+    with open(file, encoding="utf-8") as fh:
+        lines = parse(fh.read()).lines
+    line_of = {format_path(k): v for k, v in lines.items()}
+    return [_moved(p, file, line_of.get(p.path, 0)) for p in problems]
+
+
+def _moved(p: Problem, file: str, line: int) -> Problem:
+    return MoreProblems(file, 0, "", "", p.count) if isinstance(p, MoreProblems) else Problem(file, line, p.path, p.message)
 
 
 def run(req: Request) -> str:
@@ -261,7 +284,7 @@ def run(req: Request) -> str:
     else:
         raise ReconcilerError("import needs --node HOST:PORT --admin-secret-env VAR, or --instance N -f FILE")
     base_dir = os.path.dirname(os.path.abspath(req.file)) if req.file else None
-    state = read(name, read_spec, allow_exec=req.allow_exec, base_dir=base_dir)
+    state = read(name, read_spec, allow_exec=req.allow_exec, base_dir=base_dir, file=req.file if req.instance else None)
     text = render(build(name, spec, state))
     if out:
         tmp = f"{out}.tmp-{os.getpid()}"

@@ -1,8 +1,8 @@
 """A stop request during an apply (SIGINT, SIGTERM): providers finish the batch in flight, so
 every command sent is audited and reported, instead of dying between a command and its record.
 
-Outside the executor (verify, the steps of `apply --bootstrap`, taking a lock) Ctrl-C raises
-KeyboardInterrupt as usual; the line the CLI then prints comes from DONE, the record of what
+Outside the executor (verify, the steps of `apply --bootstrap`, taking a lock, the prompt) Ctrl-C
+raises KeyboardInterrupt as usual, and so does SIGTERM (terminate_as_interrupt); the line the CLI then prints comes from DONE, the record of what
 this run has changed on servers: "nothing was changed" only when nothing was.
 """
 
@@ -35,6 +35,26 @@ def handled() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside (a whole CLI command), SIGTERM is a stop request like Ctrl-C: it raises
+    KeyboardInterrupt outside the executor too (verify, between bootstrap steps, at the
+    prompt), so the CLI says what was done instead of dying silently. Only the main thread
+    can set handlers; a SIGTERM the caller ignores stays ignored."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Ledger:

@@ -10,12 +10,16 @@ nothing else on disk (no RDB, no AOF). Its files live in a folder of its own per
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +44,10 @@ class Running:
 
 def state_folder(port: int, base: str | None = None) -> Path:
     """Where a local server keeps its files: XDG_STATE_HOME (or ~/.local/state)/reconciler/local-server-PORT."""
-    root = base or os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative path there is invalid and ignored (the server, which changes into
+    # its folder, would not find its log or aclfile under it; nor would a `status` run elsewhere).
+    root = base or (xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".local", "state"))
     return Path(root) / "reconciler" / f"local-server-{port}"
 
 
@@ -67,28 +74,68 @@ def find_binary(explicit: str | None = None) -> str:
 
 
 def _pid(folder: Path) -> int | None:
+    """The pid the server wrote; None unless it names one process: kill(0) signals our own
+    process group, kill(-1) every process we may signal, and pid 1 is init."""
     try:
-        return int((folder / "server.pid").read_text().strip())
-    except (OSError, ValueError):
+        text = (folder / "server.pid").read_text().strip()
+    except OSError:
         return None
+    if not (text.isascii() and text.isdigit()) or int(text) <= 1:
+        return None
+    return int(text)
 
 
 def _ours(pid: int, port: int) -> bool:
-    """The process is alive and, where /proc tells, a server on our port (a pid can be reused)."""
+    """The process is alive and, where /proc tells, listens on our port (a pid can be reused,
+    and a pid file can name any process: matching the port in its command line would take the
+    server on port 63901 for the one on 6390)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return False  # someone else's process: never ours
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
+    if not Path(f"/proc/{pid}").exists():
+        return True  # no /proc here: the pid file is all there is to go by
+    listening = _listening_sockets(port)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        fds = None
+    if listening is None or fds is None:
+        # /proc without the socket tables or the fds (a hardened container): the port, whole,
+        # in the server's command line ("valkey-server 127.0.0.1:6390", or `--port 6390`).
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             return False
-        return f":{port}" in text or f"--port {port}" in text
-    return True
+        return re.search(rf"(?::|--port\s+){port}(?![0-9])", text) is not None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in listening:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _listening_sockets(port: int) -> set[str] | None:
+    """`socket:[INODE]` of every TCP socket listening on `port` (any address), from /proc/net;
+    None when neither table can be read."""
+    out: set[str] = set()
+    read = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        read = True
+        for line in lines:
+            fields = line.split()
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                out.add(f"socket:[{fields[9]}]")
+    return out if read else None
 
 
 def port_in_use(port: int) -> bool:
@@ -102,8 +149,16 @@ def port_in_use(port: int) -> bool:
 
 def _label(port: int) -> str:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    info = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True).info("server")
+    # One try of 2 s: redis-py's default retries made `status` of a stopped (SIGSTOP) server take ~27 s.
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
+                         retry=Retry(NoBackoff(), 0), decode_responses=True)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
     if "valkey_version" in info:
         return f"Valkey {info['valkey_version']}"
     return f"Redis {info.get('redis_version', '?')}"
@@ -121,8 +176,27 @@ def status(port: int = DEFAULT_PORT, *, base: str | None = None) -> Running | No
     return Running(port, pid, folder, label)
 
 
+@contextmanager
+def _one_at_a_time(port: int, base: str | None) -> Iterator[None]:
+    """Held by `start` and `stop` for a port: a second `start` racing the first would empty the
+    folder under a server that is starting and leave it running with no pid file naming it."""
+    folder = state_folder(port, base)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.parent / f"local-server-{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def start(port: int = DEFAULT_PORT, *, binary: str | None = None, base: str | None = None) -> Running:
     """A fresh server on 127.0.0.1:port, daemonized; returns once it answers PING."""
+    with _one_at_a_time(port, base):
+        return _start(port, binary, base)
+
+
+def _start(port: int, binary: str | None, base: str | None) -> Running:
     running = status(port, base=base)
     if running is not None:
         raise ReconcilerError(
@@ -168,6 +242,11 @@ def start(port: int = DEFAULT_PORT, *, binary: str | None = None, base: str | No
 
 def stop(port: int = DEFAULT_PORT, *, base: str | None = None) -> Running:
     """End the server recorded in the port's folder (by its pid) and remove the folder."""
+    with _one_at_a_time(port, base):
+        return _stop(port, base)
+
+
+def _stop(port: int, base: str | None) -> Running:
     running = status(port, base=base)
     if running is None:
         raise ReconcilerError(f"local-server: nothing running on 127.0.0.1:{port} (started with `reconciler local-server start{port_arg(port)}`)")

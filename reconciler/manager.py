@@ -21,6 +21,7 @@ from .denials import merge as denials_merge
 from .denials.model import DenialReport, InstanceLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
+from .names import shown
 from .pipeline import Console, Options, Pipeline
 from .plan import Finding, FindingKind, InstancePlan, Plan, TokenAction, only_changes, only_instances
 from .planner import dedupe_findings, node_fingerprint
@@ -123,7 +124,7 @@ class Manager:
         unknown = [u for u in users if u not in declared and u not in present]
         if unknown:
             raise ReconcilerError(
-                f"--target: {', '.join(unknown)} is neither declared in {self.desired.source} nor in the plan"
+                f"--target: {', '.join(map(shown, unknown))} is neither declared in {self.desired.source} nor in the plan"
             )
         wanted = set(users)
         subset = only_changes(plan, lambda _inst, user: user in wanted, config=False)

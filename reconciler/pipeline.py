@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import interrupt, inventory
+from . import interrupt, inventory, saved
 from .audit import AuditLog
 from .errors import ApplyError, ReconcilerError
 from .model import DesiredState
@@ -142,6 +142,7 @@ class Pipeline:
             self.console.present(plan)
         if self.refuse(plan):
             return 1
+        self._check_audit_path()  # before anyone is asked
         if not self.console.confirm(plan):
             self.console.err("apply cancelled; nothing was changed")
             return 1
@@ -220,6 +221,12 @@ class Pipeline:
             console.out(line)
         self._warnings(report.warnings)
         return 0, checked.plan
+
+    def _check_audit_path(self) -> None:
+        path = self.options.audit_log or self.manager.desired.audit_log
+        what = saved.kept_beside(path, self.manager.desired.source) if path else None
+        if what is not None:
+            raise ReconcilerError(f"audit log {path} is {what}; name another file (e.g. audit.jsonl); nothing was changed")
 
     def _audit(self, plan: Plan) -> AuditLog | None:
         path = self.options.audit_log or self.manager.desired.audit_log

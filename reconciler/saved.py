@@ -39,6 +39,35 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def check_destination(path: str, source: str) -> None:
+    """A plan may not be saved over the file it was made from, nor over a record kept beside it."""
+    what = kept_beside(path, source)
+    if what is not None:
+        raise ReconcilerError(f"--out {path} is {what}; save the plan under another name (e.g. plan.json)")
+
+
+def kept_beside(path: str, source: str) -> str | None:
+    """What `path` is when it is the desired-state file `source` or a record kept beside it (the
+    certificate inventory, unfinished work, a managed provider's record), in words; else None.
+    Written over, the next run would find a plan or audit lines there instead."""
+    from . import inventory, pending, providers
+    from .providers.managed import record_path
+
+    kept = [inventory.inventory_path(source), pending.path_for(source), *(record_path(source, p) for p in providers.names())]
+    if _same_file(path, source):
+        return "the desired-state file itself"
+    if any(os.path.abspath(path) == os.path.abspath(k) or _same_file(path, k) for k in kept):
+        return f"a record reconciler keeps beside {source}"
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def write(path: str, plan: Plan) -> None:
     """Write the plan JSON with mode 0600 (it lists every user's hashes), replacing any old file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

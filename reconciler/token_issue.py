@@ -101,6 +101,14 @@ def _write(path: str, token: str) -> None:
         fh.write(token + "\n")
 
 
+def _from_file(out: str, file: str | None) -> str:
+    """`out` as a `file:` reference in FILE: relative paths there start from FILE's folder, not
+    from where `token new` ran (without -f FILE, the working directory is the best guess)."""
+    if not file or os.path.isabs(out):
+        return out
+    return os.path.relpath(os.path.abspath(out), os.path.dirname(os.path.abspath(file)))
+
+
 def _entry(req: Request, digest: str, max_age: int) -> list[str]:
     created = today()
     return [
@@ -141,6 +149,10 @@ def issue(req: Request) -> Issued:
         # would stop the desired-state file from loading).
         raise ReconcilerError(f"--length must be at most {MAX_LENGTH} bytes")
     _check_names(req.user, req.token_id)
+    # `--out "$UNSET"` is a mistake, not a request for stdout: the token would land in a log.
+    for flag, value in (("--out", req.out), ("--sink", req.sink)):
+        if value is not None and not value.strip():
+            raise ReconcilerError(f"token new: {flag} is empty; name where the token goes (or leave {flag} out to print it)")
     out = req.out
     sink = None
     if req.sink:
@@ -167,5 +179,5 @@ def issue(req: Request) -> Issued:
     if not out:
         return Issued(token=token, entry=entry)
     _write(out, token)
-    entry.insert(1, f"# the token itself is in {out} (mode 0600); or reference it: secret: {{file: {out}}}")
+    entry.insert(1, f"# the token itself is in {out} (mode 0600); or reference it: secret: {{file: {_from_file(out, req.file)}}}")
     return Issued(token=None, entry=entry)

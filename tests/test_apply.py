@@ -462,3 +462,24 @@ def test_rule_a_node_cannot_express_refuses_the_whole_instance(server_factory, t
     assert code == 1
     assert f"cache {old.address}: user app-reports: Redis 6.2.14 can't express this" in err
     assert {s.address: acl_users(s.client("default", ADMIN)) for s in (new, old)} == before
+
+
+def test_audit_log_never_written_into_the_desired_state_file(server_factory, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--audit-log access.yaml` (or the file's `audit_log:` naming itself, or a record beside
+    it) used to append JSON lines to the YAML after the apply: the next plan was a YAML error.
+    Now one line before the prompt; nothing changed on the server or in the file."""
+    env = Env(server_factory("valkey-9.1"), tmp_path, monkeypatch, capsys)
+    text = env.file.read_text()
+    before = env.users()
+    for path in (env.file, tmp_path / "access.inventory.json"):
+        code, out, err = env.cli("apply", "-f", str(env.file), "--auto-approve", "--audit-log", str(path))
+        assert code == 1, out + err
+        assert err.strip().endswith(f"audit log {path} is " + (
+            "the desired-state file itself" if path == env.file else f"a record reconciler keeps beside {env.file}"
+        ) + "; name another file (e.g. audit.jsonl); nothing was changed"), err
+        assert not (tmp_path / "access.inventory.json").exists() and env.file.read_text() == text
+    itself = text.replace("version: 1\n", "version: 1\naudit_log: access.yaml\n", 1)
+    env.file.write_text(itself)
+    code, _, err = env.cli("apply", "-f", str(env.file), "--auto-approve")
+    assert code == 1 and "is the desired-state file itself" in err, err
+    assert env.users() == before and env.file.read_text() == itself

@@ -70,6 +70,10 @@ def test_apply_target_runs_only_that_users_changes(server_factory, server_id: st
         open_session.get("orders:1")  # revoked: its sessions were killed (kill_sessions_on_revoke)
     assert acl_users(admin)["app-reports"] == reports_before  # the reviewed change waits
 
+    # Nothing left for app-orders; that is not "the servers match the file".
+    code, out, _ = cli("plan", "-f", str(cli.file), "--target", "app-orders", "--detailed-exitcode")
+    assert code == 0 and "No changes for app-orders." in out and "match the file" not in out, out
+
     # The rest is still planned, and a whole apply makes it.
     code, out, _ = cli("plan", "-f", str(cli.file), "--detailed-exitcode")
     assert code == 2 and "~ user app-reports" in out and "user app-orders" not in out
@@ -100,6 +104,15 @@ def test_apply_target_keeps_the_rails_and_whole_saved_plans(server_factory, tmp_
 
     code, _, err = cli.apply(None, "--target", "nobody")
     assert code == 1 and "--target: nobody is neither declared" in err
+    # A name is shown as the changes show names: a line break can't forge a line of output.
+    code, _, err = cli("plan", "-f", str(cli.file), "--target", "app\nreconciler: all good")
+    assert code == 1 and err == (
+        r'reconciler: --target: "app\u000areconciler:\u0020all\u0020good" is neither declared in '
+        f"{cli.file} nor in the plan\n"
+    ), err
+    srv.admin().execute_command("ACL", "SETUSER", "odd\u00a0", "on", "nopass")  # a live name the file can't declare
+    code, out, err = cli("plan", "-f", str(cli.file), "--target", "odd\u00a0")
+    assert code == 0 and r'Targeted: only the changes of "odd\u00a0";' in out, out + err
     saved = tmp_path / "plan.json"
     cli.write(text.replace("~reports:* +@read", "~reports:* +@read +@write"))
     assert cli("plan", "-f", str(cli.file), "--out", str(saved))[0] == 0

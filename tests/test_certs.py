@@ -123,6 +123,30 @@ def test_check_eku_and_unreadable(ca: TLSMaterial, tmp_path: Path) -> None:
     assert certs.check(str(junk), None, [])[1] == [f"{junk} holds no PEM or DER certificate"]
 
 
+def test_plain_validate_never_blocks_on_a_cert_file(tmp_path: Path) -> None:
+    # Plain validate is what lints a fork's pull request: its file may name a FIFO (a read would
+    # wait for a writer for ever), /dev/zero (would fill the memory) or a huge file as cert_file.
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "huge.pem").write_bytes(b"x" * (2 * 1024 * 1024))
+    entries = "".join(f'      - {{subject: "CN=app-billing", cert_file: {name}}}\n' for name in ("fifo", "/dev/zero", "huge.pem"))
+    f = tmp_path / "access.yaml"
+    f.write_text("version: 1\ninstances:\n  pay: {nodes: ['127.0.0.1:1']}\nusers:\n  app-billing:\n    certificates:\n" + entries)
+    try:
+        p = subprocess.run([sys.executable, "-m", "reconciler.cli", "validate", "-f", str(f)], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("validate blocked reading a cert_file")
+    assert p.returncode == 1
+    assert p.stderr.splitlines() == [
+        f"{f}:7: users.app-billing.certificates[0].cert_file: {tmp_path / 'fifo'} is not a regular file",
+        f"{f}:8: users.app-billing.certificates[1].cert_file: /dev/zero is not a regular file",
+        f"{f}:9: users.app-billing.certificates[2].cert_file: {tmp_path / 'huge.pem'} is too large for a certificate file (2097152 bytes)",
+    ], p.stderr
+
+
 YAML = """\
 version: 1
 policies: {{expiry_warning_days: 14}}

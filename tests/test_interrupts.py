@@ -32,13 +32,13 @@ def spawn(tmp: Path, *argv: str) -> subprocess.Popen[str]:
     )
 
 
-def interrupt_when(proxy: DripProxy, proc: subprocess.Popen[str]) -> tuple[str, str]:
-    """SIGINT once the proxy slowed the reply it waits for; the process's (stdout, stderr)."""
+def interrupt_when(proxy: DripProxy, proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> tuple[str, str]:
+    """`sig` once the proxy slowed the reply it waits for; the process's (stdout, stderr)."""
     deadline = time.monotonic() + 60
     while not proxy.triggered.is_set() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proxy.triggered.is_set() and proc.poll() is None, proc.communicate(timeout=30)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     return proc.communicate(timeout=60)
 
 
@@ -89,8 +89,10 @@ users:
 {APP_USERS}{more}"""
 
 
+# SIGTERM (a CI job cancelled, `kill`) is a stop request like Ctrl-C, outside the executor too.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("sid", ACCEPT)
-def test_ctrl_c_during_verify_says_what_was_applied(sid: str, server_factory, tmp_path: Path) -> None:
+def test_ctrl_c_during_verify_says_what_was_applied(sid: str, sig: int, server_factory, tmp_path: Path) -> None:
     srv = server_factory(sid)
     srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{ADMIN}", "~*", "&*", "+@all")
     # The first read after the writes (WHOAMI is in every read) is verify's: it crawls.
@@ -98,7 +100,7 @@ def test_ctrl_c_during_verify_says_what_was_applied(sid: str, server_factory, tm
         f = tmp_path / "access.yaml"
         f.write_text(access(proxy.address, timeout=4))
         proc = spawn(tmp_path, "apply", "-f", str(f), "--auto-approve")
-        out, err = interrupt_when(proxy, proc)
+        out, err = interrupt_when(proxy, proc, sig)
     assert proc.returncode == 130, out + err
     assert f"reconciler: interrupted after 2 of 2 changes on cache: {proxy.address}: create app, create other; run apply again" in err, err
     assert "nothing was changed" not in err

@@ -4,6 +4,7 @@ left running by one command, stopped by its pid and nothing else."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,131 @@ def test_stop_never_ends_a_process_that_is_not_its_server(cli: Cli) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize("written", ["-1", "0", "1", "+0", " -1 "])
+def test_a_pid_file_naming_no_single_process_is_not_obeyed(cli: Cli, written: str) -> None:
+    """kill(-1) signals every process we may signal, kill(0) our own process group, 1 is init:
+    a pid file holding one of them (tampered, corrupt) means no server runs. `status` is asked
+    first: were it believed, `stop` would have signalled them."""
+    port = free_port()
+    folder(cli, port).mkdir(parents=True)
+    (folder(cli, port) / "server.pid").write_text(f"{written}\n")
+    code, out, _ = cli("local-server", "status", "--port", str(port))
+    assert code == 1 and f"No local server on 127.0.0.1:{port}." in out, out
+    code, _, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 1 and f"nothing running on 127.0.0.1:{port}" in err
+
+
+def test_stop_never_ends_the_server_of_another_port(cli: Cli) -> None:
+    """A pid file naming the local server of port 10*P+d is not obeyed for port P: its command
+    line holds ":P" followed by a digit, but it does not listen on P."""
+    other = free_port()
+    port = other // 10
+    assert cli("local-server", "start", "--port", str(other))[0] == 0
+    pid = int((folder(cli, other) / "server.pid").read_text())
+    try:
+        folder(cli, port).mkdir(parents=True)
+        (folder(cli, port) / "server.pid").write_text(f"{pid}\n")
+        code, out, _ = cli("local-server", "status", "--port", str(port))
+        assert code == 1 and f"No local server on 127.0.0.1:{port}." in out
+        code, _, err = cli("local-server", "stop", "--port", str(port))
+        assert code == 1 and f"nothing running on 127.0.0.1:{port}" in err
+        assert alive(pid) and redis.Redis(port=other).ping()
+    finally:
+        assert cli("local-server", "stop", "--port", str(other))[0] == 0
+    assert not alive(pid)
+
+
+def test_without_the_socket_tables_the_port_is_matched_whole(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where /proc has no readable socket tables (a hardened container), the command line is
+    read instead, the port matched whole: the server of 10*P+d is still not the one of P."""
+    from reconciler import local_server
+
+    other = free_port()
+    assert cli("local-server", "start", "--port", str(other))[0] == 0
+    pid = int((folder(cli, other) / "server.pid").read_text())
+    try:
+        assert local_server._ours(pid, other) and not local_server._ours(pid, other // 10)
+        monkeypatch.setattr(local_server, "_listening_sockets", lambda port: None)
+        assert local_server._ours(pid, other) and not local_server._ours(pid, other // 10)
+    finally:
+        assert cli("local-server", "stop", "--port", str(other))[0] == 0
+
+
+def test_two_starts_at_once_leave_one_server_that_stop_ends(cli: Cli) -> None:
+    """Two `start`s racing on one port: one starts it, the other says it is running; the pid
+    file names the server that listens, so `stop` ends it (none is left orphaned)."""
+    port = free_port()
+    env = {**os.environ, "XDG_STATE_HOME": str(cli.dir / "state"), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "reconciler.cli", "local-server", "start", "--port", str(port)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+    try:
+        assert sorted(code for code, _, _ in results) == [0, 1], results
+        [(_, _, err)] = [r for r in results if r[0] == 1]
+        assert f"already running on 127.0.0.1:{port}" in err, err
+        pid = int((folder(cli, port) / "server.pid").read_text())
+        assert alive(pid)
+    finally:
+        code, out, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0, err
+    assert not alive(pid) and not redis_answers(port)
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=2).ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_status_and_stop_of_a_stopped_server_are_prompt(cli: Cli) -> None:
+    """A server that answers nothing (SIGSTOP): `status` says it runs within seconds (its
+    version from the folder), `stop` ends it with SIGKILL after the SIGTERM wait."""
+    port = free_port()
+    assert cli("local-server", "start", "--port", str(port))[0] == 0
+    pid = int((folder(cli, port) / "server.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, out, _ = cli("local-server", "status", "--port", str(port))
+        took = time.monotonic() - started
+        assert code == 0 and f"Valkey 9.1.2 is running on 127.0.0.1:{port} (pid {pid})" in out
+        assert took < 15, took  # one 2 s try (a loaded machine aside), not redis-py's retries (~27 s)
+    finally:
+        code, _, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0, err
+    assert not alive(pid) and not folder(cli, port).exists()
+
+
+def test_a_relative_xdg_state_home_is_ignored(tmp_path: Path) -> None:
+    """XDG_STATE_HOME=state (relative) is invalid by the XDG spec: the folder is under
+    ~/.local/state, so the server (which changes into its folder) finds its files; `start`
+    used to fail with "Can't open the log file"."""
+    home = tmp_path / "home"
+    home.mkdir()
+    cli = Cli(tmp_path, env={"XDG_STATE_HOME": "state", "HOME": str(home)})
+    port = free_port()
+    code, out, err = cli("local-server", "start", "--port", str(port))
+    assert code == 0, err
+    where = home / ".local" / "state" / "reconciler" / f"local-server-{port}"
+    assert f"Its files: {where}." in out and not (tmp_path / "state").exists()
+    code, out, err = cli("local-server", "stop", "--port", str(port))
+    assert code == 0 and not where.exists(), err
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(cli: Cli, port: str) -> None:
+    """Port 0 made the server listen nowhere (15 s, then its log line), 65536 a server error,
+    each leaving a folder behind: now argparse says so, and nothing is started or made."""
+    code, _, err = cli("local-server", "start", f"--port={port}")
+    assert code == 1 and f"argument --port: '{port}' is not a TCP port (1-65535)" in err, err
+    assert not (cli.dir / "state" / "reconciler").exists()
 
 
 def test_port_in_use_and_other_servers(cli: Cli) -> None:

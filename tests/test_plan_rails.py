@@ -136,6 +136,8 @@ def test_saved_plan_made_with_force_needs_force_to_apply(rails: Rails, tmp_path:
     saved = tmp_path / "plan.json"
     code, _, err = rails.cli("plan", "-f", str(rails.cli.file), "--force", "--out", str(saved))
     assert code == 0 and saved.exists(), err
+    # The hint names the command that will run it (without --force it is refused).
+    assert f"plan saved to {saved}; apply it with `reconciler apply {saved} --force`" in err
     code, _, err = rails.cli("apply", str(saved), "--auto-approve")
     assert code == 1 and "refusing to apply" in err and "re-run with --force" in err
     code, out, err = rails.cli("apply", str(saved), "--auto-approve", "--force")

@@ -132,3 +132,18 @@ def test_bootstrap_secret_env_with_a_line_break_is_refused(server_factory, tmp_p
     assert "--bootstrap-secret-env T_RED_DEFAULT holds a line break; a secret is one line of printable text" in err
     assert "old-default" not in err
     assert srv.admin().execute_command("ACL", "USERS") == ["default"]  # nothing was written
+
+
+@pytest.mark.parametrize("secret", ["x", "pw1", "pw12", "pw123456789"])
+def test_a_short_admin_secret_the_server_echoes_is_redacted(secret: str, server_factory, tmp_path: Path) -> None:
+    """Admin secrets are not tokens: no min_token_length refuses a short one. With AUTH renamed
+    away the server echoes AUTH's arguments, quoted; a secret of 1 to 11 characters is
+    redacted there like any other (1 to 3 used to be printed as they were)."""
+    srv = server_factory("valkey-9.1", extra_config=[["rename-command", "AUTH", ""]])
+    cli = Cli(tmp_path, env={"T_RED_ADMIN": secret, "APP_TOKEN": "app-token-0123456789abcdef"})
+    cli.write(FILE.format(address=srv.address))
+    for argv in (("plan",), ("apply", "--auto-approve"), ("drift",)):
+        code, out, err = cli(*argv, "-f", "access.yaml")
+        assert code == 1
+        assert "with args beginning with: 'reconciler' '(redacted)'" in err, err  # the server did echo it
+        assert f"'{secret}'" not in out + err

@@ -425,3 +425,27 @@ def test_every_plan_field_is_compared_unless_display_only() -> None:
     every = {(cls.__name__, f.name) for cls in (Plan, InstancePlan, NodePlan, UserChange, TokenChange, DeltaLine,
                                                 ConfigChange, InventoryChange, Finding) for f in dataclasses.fields(cls)}
     assert seen == every
+
+
+def test_plan_out_never_overwrites_the_file_it_plans(server_factory, tmp_path: Path, capsys) -> None:
+    """`plan -f access.yaml --out access.yaml` (a slip of tab completion) used to replace the
+    desired-state file with the plan's JSON (mode 0600 too); now one line, the file intact,
+    before any server is read. A link to it is the same file; the records kept beside it are
+    refused too."""
+    srv = server_factory("valkey-9.1")
+    cli = Cli(tmp_path, capsys=capsys)
+    text = f"version: 1\ninstances:\n  cache:\n    nodes: ['{srv.address}']\n    admin: {{username: default}}\nusers:\n  app:\n    acl: '+get'\n"
+    cli.write(text)
+    (tmp_path / "link.yaml").symlink_to(cli.file)
+    for out in (cli.file, tmp_path / "link.yaml"):
+        code, stdout, err = cli("plan", "-f", str(cli.file), "--out", str(out))
+        assert code == 1 and stdout == "", err
+        assert err == f"reconciler: --out {out} is the desired-state file itself; save the plan under another name (e.g. plan.json)\n"
+    assert cli.file.read_text() == text
+    # Nor a record kept beside it: the next plan would find the plan's JSON as its inventory.
+    for record in ("access.inventory.json", "access.pending.json", "access.redis-software.json"):
+        code, _, err = cli("plan", "-f", str(cli.file), "--out", str(tmp_path / record))
+        assert code == 1 and f"is a record reconciler keeps beside {cli.file}; save the plan under another name" in err, err
+        assert not (tmp_path / record).exists()
+    code, _, err = cli("plan", "-f", str(cli.file), "--out", str(tmp_path / "access.plan.json"))
+    assert code == 0 and (tmp_path / "access.plan.json").exists(), err

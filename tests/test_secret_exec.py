@@ -53,6 +53,13 @@ def validate(c: Cli, *extra: str) -> Result:
     return c("validate", "--resolve-secrets", "-f", str(c.file), *extra)
 
 
+def timed_line(c: Cli) -> tuple[str, float]:
+    """`validate --resolve-secrets --allow-exec`: its one error line and the seconds it took."""
+    started = time.monotonic()
+    line = one_line(validate(c, "--allow-exec"))
+    return line, time.monotonic() - started
+
+
 def one_line(r: Result) -> str:
     assert r.code == 1, r.out + r.err
     for secret in (TOKEN, STDERR_SECRET, OUTPUT_SECRET):
@@ -135,9 +142,7 @@ def test_a_hang_is_stopped_at_the_timeout_with_its_children(tmp_path: Path) -> N
     script(tmp_path, "get-token", f"echo {OUTPUT_SECRET}\nsleep 300 &\necho $! > '{tmp_path}/child.pid'\nsleep 300")
     c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="1")
     c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
-    started = time.monotonic()
-    line = one_line(validate(c, "--allow-exec"))
-    elapsed = time.monotonic() - started
+    line, elapsed = timed_line(c)
     assert line.endswith("(exec:./get-token): command ./get-token did not finish within 1 s (RECONCILER_EXEC_TIMEOUT); it was stopped")
     assert elapsed < 15, f"{elapsed:.1f} s"
     child = int((tmp_path / "child.pid").read_text())
@@ -199,3 +204,117 @@ def test_import_of_an_instance_runs_its_admin_command_from_the_files_folder(serv
     assert r.code == 0, r.err
     assert "reconciler:" in r.out and OUTPUT_SECRET not in r.out + r.err
     assert runs(folder) == 1
+
+
+def test_a_daemon_keeping_the_output_open_ends_at_the_timeout(tmp_path: Path) -> None:
+    # The command prints and exits, but leaves a process in a session of its own (out of reach of
+    # the group kill) holding its stdout: the run must end at the timeout, not wait for ever.
+    script(tmp_path, "get-token", f"setsid sleep 300 &\necho $! > '{tmp_path}/daemon.pid'\necho {OUTPUT_SECRET}")
+    c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="1")
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    try:
+        started = time.monotonic()
+        r = c("validate", "--resolve-secrets", "-f", str(c.file), "--allow-exec")
+        elapsed = time.monotonic() - started
+    finally:
+        if (tmp_path / "daemon.pid").exists():
+            os.kill(int((tmp_path / "daemon.pid").read_text()), 9)
+    line = one_line(r)
+    assert line.endswith(
+        "(exec:./get-token): command ./get-token exited, but a process it started kept its output open past 1 s "
+        "(RECONCILER_EXEC_TIMEOUT); its output was not used"
+    ), line
+    assert elapsed < 20, f"{elapsed:.1f} s"
+
+
+def test_endless_output_is_cut_at_the_secret_size_at_once(tmp_path: Path) -> None:
+    # 200 MB, then a pause: the read stops at 64 KiB and the command is killed, instead of holding
+    # everything it prints in memory until the timeout.
+    script(tmp_path, "get-token", f"head -c 200000000 /dev/zero | tr '\\0' a\necho {OUTPUT_SECRET}\nsleep 300")
+    c = cli(tmp_path, RECONCILER_EXEC_TIMEOUT="60")
+    c.write(FILE.format(argv='["./get-token"]', argv2='["./get-token"]'))
+    line, elapsed = timed_line(c)
+    assert line.endswith(
+        "(exec:./get-token): command ./get-token printed more than 65536 bytes, too many for a secret; it was stopped"
+    ), line
+    assert elapsed < 30, f"{elapsed:.1f} s"
+
+
+def test_hostile_references_are_shown_escaped_on_one_line(tmp_path: Path) -> None:
+    # A pull request's file names a command, a path, a store path and a variable holding terminal
+    # escapes and line breaks: each error stays one line, escaped, with no raw control character,
+    # and nothing is run or read.
+    c = cli(tmp_path, VAULT_ADDR="http://127.0.0.1:1", VAULT_TOKEN="t" * 20)
+    c.write(
+        'version: 1\ninstances:\n  cache: {nodes: ["127.0.0.1:1"]}\nusers:\n  app:\n    tokens:\n'
+        '      - id: a\n        secret: {exec: ["./x\\e[2J\\r\\nPlan: 0 to add", "b"]}\n'
+        '      - id: b\n        secret: {file: "\\e]0;title\\a\\u202ey"}\n'
+        '      - id: c\n        secret: {vault: {path: "a/\\e[31m\\nb", field: f}}\n'
+        '      - id: d\n        secret: {env: "A\\e[31mB"}\n'
+    )
+    for extra in ((), ("--resolve-secrets", "--allow-exec")):
+        r = c("validate", "-f", str(c.file), *extra)
+        assert r.code == 1
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 4 and all(line.startswith(f"{c.file}:") for line in lines), r.err
+        assert not any(ch in r.err for ch in "\x1b\r\a\u202e"), repr(r.err)
+        assert "(exec:./x\\x1b[2J\\x0d\\x0aPlan: 0 to add): the exec command (its first item) has a control character" in lines[0]
+        assert "(file:\\x1b]0;title\\x07\\u202ey): the secret file path has a control character" in lines[1]
+        assert "is not set" not in r.err  # an env name the schema refused is not looked up
+
+
+def test_ctrl_c_stops_the_running_commands(tmp_path: Path) -> None:
+    # The commands run in sessions of their own (a timeout kills their whole group), so the
+    # terminal's Ctrl-C does not reach them: the reconciler stops them itself before it exits.
+    import signal
+    import subprocess
+
+    from support.cli import COMMAND, REPO
+
+    script(tmp_path, "get-token", f"echo $$ > '{tmp_path}/cmd.pid'\nsleep 300")
+    (tmp_path / "access.yaml").write_text(FILE.format(argv='["./get-token"]', argv2='["./get-token", "2"]'))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECONCILER_TODAY": "2026-11-23"}
+    proc = subprocess.Popen([*COMMAND, "plan", "--allow-exec", "-f", "access.yaml"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ((tmp_path / "cmd.pid").exists() and (tmp_path / "cmd.pid").read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the command did not start"
+            time.sleep(0.05)
+        time.sleep(0.2)  # both commands started
+        command = int((tmp_path / "cmd.pid").read_text())
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert elapsed < 10, f"the run took {elapsed:.1f} s to stop (it waited for the commands' timeout)"
+    assert proc.returncode == 130 and "reconciler: interrupted; nothing was changed" in err, err
+    deadline = time.monotonic() + 5
+    while _alive(command) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(command)
+    if alive:
+        os.killpg(command, 9)
+    assert not alive, "the command outlived the interrupted run"
+
+
+def test_import_names_the_file_given_not_its_temporary_copy(tmp_path: Path) -> None:
+    # import reads the instance through a temporary copy of its spec: a refused admin secret is
+    # reported at the line of the file the operator gave (or as the command line's, for --node).
+    script(tmp_path, "admin-secret", f"echo {OUTPUT_SECRET}")
+    (tmp_path / "access.yaml").write_text(
+        "version: 1\ninstances:\n  c:\n    nodes: ['127.0.0.1:1']\n"
+        "    admin: {username: reconciler, secret: {exec: [./admin-secret]}}\nusers: {}\n"
+    )
+    c = cli(tmp_path, ADMIN_SECRET="two\nlines-of-secret")
+    line = one_line(c("import", "--instance", "c", "-f", "access.yaml"))
+    assert line == f"access.yaml:5: instances.c.admin.secret: admin secret of instance c (exec:./admin-secret): {NOT_ALLOWED}, never because a file says so; nothing was run"
+    assert runs(tmp_path) == 0
+    line = one_line(c("import", "--node", "127.0.0.1:1", "--admin-secret-env", "ADMIN_SECRET"))
+    assert line == (
+        "import --node: instances.imported.admin.secret: admin secret of instance imported (env:ADMIN_SECRET): "
+        "environment variable ADMIN_SECRET holds a line break; a secret is one line of printable text"
+    )

@@ -130,6 +130,23 @@ def test_other_mount_and_a_missing_field(bao: RunningBao, tmp_path: Path) -> Non
     assert line.endswith("vault: no secrets engine is mounted at nowhere/ (path nowhere/orders)")
 
 
+def test_values_that_are_not_a_secret(bao: RunningBao, tmp_path: Path) -> None:
+    # A field holding JSON null is there (not "no field ... (its fields: ..., it)"); a number, an
+    # object, or 10 MB of text is not a secret either: one line each, as for files and commands.
+    bao.put("apps/odd", {"nul": None, "num": 12345678901234567, "obj": {"a": "b"}, "big": "x" * 10_000_000})
+    text = ("version: 1\ninstances:\n  c: {nodes: ['127.0.0.1:1']}\nusers:\n  app:\n    tokens:\n"
+            "      - {id: a, secret: {vault: {path: apps/odd, field: FIELD}}}\n")
+    expected = {
+        "nul": "field 'nul' of version 1 of secret/apps/odd is null, not a string",
+        "num": "field 'num' of version 1 of secret/apps/odd is a number, not a string",
+        "obj": "field 'obj' of version 1 of secret/apps/odd is an object or a list, not a string",
+        "big": "the value is 10000000 bytes, too large for a secret (at most 65536)",
+    }
+    for name, message in expected.items():
+        f = write(tmp_path, text.replace("FIELD", name))
+        assert problems(f, bao.env()) == [f"{f}:7: users.app.tokens[0].secret: token a of user app (vault:secret/apps/odd#{name}): {message}"]
+
+
 def test_deleted_and_destroyed_versions_name_path_and_version(bao: RunningBao, tmp_path: Path) -> None:
     seed(bao)
     f = write(tmp_path)
@@ -215,6 +232,31 @@ def test_unreachable_store(tmp_path: Path) -> None:
     assert line.endswith(f"vault at {addr} can't be reached (connection refused)")
 
 
+def test_a_password_in_the_address_is_never_shown(tmp_path: Path) -> None:
+    # VAULT_ADDR=https://user:password@proxy/ (basic auth to a proxy in front of the store): the
+    # address in messages hides the password, long or short.
+    from servers import free_port
+
+    port = free_port()
+    for password in ("proxy-pass-7c1e9a3f5b", "pw9"):
+        addr = f"http://proxyuser:{password}@127.0.0.1:{port}"
+        r = Cli(tmp_path, env={"VAULT_ADDR": addr, "VAULT_TOKEN": "t" * 20})("validate", "--resolve-secrets", "-f", str(write(tmp_path)), expect=1)
+        assert password not in r.out + r.err, r.err
+        assert f"vault at http://proxyuser:***@127.0.0.1:{port} can't be reached (connection refused)" in r.err, r.err
+
+
+def test_a_missing_ca_file_or_a_broken_address_is_one_line_at_the_reference(tmp_path: Path) -> None:
+    f = write(tmp_path)
+    for env, message in (
+        ({"VAULT_ADDR": "https://127.0.0.1:1", "VAULT_CACERT": str(tmp_path / "no-ca.pem")},
+         f"vault: VAULT_CACERT={tmp_path / 'no-ca.pem'} is not a file (the CA that signed the store's certificate)"),
+        ({"VAULT_ADDR": "http://user:pw@[::1"}, "vault: VAULT_ADDR is not a URL (e.g. https://vault.example.com:8200)"),
+    ):
+        r = Cli(tmp_path, env={"VAULT_TOKEN": "t" * 20, **env})("validate", "--resolve-secrets", "-f", str(f), expect=1)
+        [line] = r.err.strip().splitlines()
+        assert line == f"{f}:6: instances.cache.admin.secret: admin secret of instance cache (vault:secret/infra/cache#admin): {message}"
+
+
 def test_hung_store_fails_within_the_instance_deadline(bao: RunningBao, tmp_path: Path) -> None:
     seed(bao)
     f = write(tmp_path, timeout=1)
@@ -227,6 +269,90 @@ def test_hung_store_fails_within_the_instance_deadline(bao: RunningBao, tmp_path
         bao.resume()
     assert line.endswith(f"vault at {bao.addr} did not answer within 1 s"), line
     assert elapsed < 4, f"took {elapsed:.1f} s with timeout_seconds: 1"
+
+
+def test_a_store_trickling_its_answer_fails_within_the_deadline(tmp_path: Path) -> None:
+    # A lying server: headers at once, then one byte of body every 0.2 s. requests' timeout is per
+    # socket read, so each byte restarts it; the run must still end at the instance's deadline,
+    # and the process must exit then (its read threads do not hold it).
+    import socket
+
+    from servers import free_port
+
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        f = write(tmp_path, timeout=1)
+        cli = Cli(tmp_path, env={"VAULT_ADDR": f"http://127.0.0.1:{port}", "VAULT_TOKEN": "t" * 20})
+        started = time.monotonic()
+        r = cli("validate", "--resolve-secrets", "-f", str(f), expect=1)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+    [line] = r.err.strip().splitlines()
+    assert line.endswith(f"vault at http://127.0.0.1:{port} did not answer within 1 s"), line
+    assert elapsed < 15, f"took {elapsed:.1f} s with timeout_seconds: 1"
+
+
+@pytest.mark.parametrize(
+    "metadata, data",
+    [({"version": "abc"}, {"token": CURRENT}), ({"version": [1]}, {"token": CURRENT}), ({"version": -5}, {"token": CURRENT}),
+     ({"version": 1}, ["x"])],
+    ids=["version-a-string", "version-a-list", "version-negative", "data-a-list"],
+)
+def test_a_store_lying_about_its_answer_is_one_line(tmp_path: Path, metadata: dict, data: object) -> None:
+    # A server answering 200 with a KV v2 shape whose version number or data is of the wrong
+    # kind: one line at the reference, not an internal error, and nothing taken from it.
+    import http.server
+    import json
+
+    body = json.dumps({"data": {"data": data, "metadata": metadata}}).encode()
+
+    class Lying(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Lying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        addr = f"http://127.0.0.1:{server.server_address[1]}"
+        f = write(tmp_path)
+        r = Cli(tmp_path, env={"VAULT_ADDR": addr, "VAULT_TOKEN": "t" * 20})("validate", "--resolve-secrets", "-f", str(f), expect=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = r.err.strip().splitlines()
+    assert lines and all(line.startswith(f"{f}:") for line in lines), r.err
+    assert lines[0].endswith("vault: secret/infra/cache: the answer is not KV version 2 data (a version number and a map of fields)"), r.err
 
 
 def test_each_path_is_read_once_concurrently(bao: RunningBao, tmp_path: Path) -> None:

@@ -72,6 +72,52 @@ def test_file_errors(tmp_path: Path) -> None:
         assert str(exc.value) == message
 
 
+READER = """
+import sys, time
+from reconciler import secrets
+read = refused = 0
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    try:
+        secrets.read_file(sys.argv[1], "target")
+        read += 1
+    except secrets.SecretError:
+        refused += 1
+print(read, refused)
+"""
+
+
+def test_a_secret_file_swapped_for_a_fifo_never_blocks(tmp_path: Path) -> None:
+    # The path changes between a regular file and a FIFO thousands of times a second while a
+    # process reads it: a read that opened the FIFO would wait for a writer for ever.
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    (tmp_path / "reg").write_text(FILE_PLAIN + "\n")
+    os.mkfifo(tmp_path / "fifo")
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            for src in ("reg", "fifo"):
+                os.link(tmp_path / src, tmp_path / "new")
+                os.replace(tmp_path / "new", tmp_path / "target")
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    try:
+        p = subprocess.run([sys.executable, "-c", READER, str(tmp_path / "target")], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a read of the secret file blocked on the FIFO")
+    finally:
+        stop.set()
+        swapper.join()
+    read, refused = map(int, p.stdout.split())
+    assert read > 0 and refused > 0, p.stdout + p.stderr  # both kinds were seen: the race ran
+
+
 def test_group_readable_file_warns_but_loads(tmp_path: Path, capsys) -> None:
     tok = tmp_path / "app.token"
     tok.write_text("Readable-token-1\n")

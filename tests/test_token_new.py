@@ -119,3 +119,32 @@ def test_a_length_too_long_to_read_back_is_refused_before_the_token_exists(tmp_p
     assert r.code == 1 and "--length must be at most 4096 bytes" in r.err and not out.exists(), r.err
     r = run("token", "new", "app-orders", "--id", "big", "--length", "4096", "--out", str(out))
     assert r.code == 0 and len(out.read_text().strip()) == 5462
+
+
+def test_an_empty_out_or_sink_is_an_error_not_stdout(tmp_path):
+    """`--out "$TOKEN_FILE"` with the variable unset: the token used to be printed on stdout
+    (into whatever log the script writes); now one line, no token made."""
+    for flag in ("--out", "--sink"):
+        for value in ("", "  "):
+            r = Cli(tmp_path, env={})("token", "new", "app", "--id", "x", flag, value)
+            assert r.code == 1 and r.out == "", (flag, value, r.out)
+            assert r.err == f"reconciler: token new: {flag} is empty; name where the token goes (or leave {flag} out to print it)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_file_reference_resolves_from_the_files_folder(tmp_path):
+    """`token new --out tokens/app.token -f config/access.yaml` run from the project root: the
+    `file:` reference to paste is relative to config/ (where the file resolves it), so the pasted
+    entry reads the token (it used to name tokens/app.token, which config/ does not have)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "tokens").mkdir()
+    f = tmp_path / "config" / "access.yaml"
+    head = "version: 1\ninstances:\n  cache:\n    nodes: ['127.0.0.1:6379']\nusers:\n  app:\n    acl: '+get'\n"
+    f.write_text(head)
+    r = Cli(tmp_path, env={})("token", "new", "app", "--id", "t1", "--out", "tokens/app.token", "-f", "config/access.yaml")
+    assert r.code == 0, r.err
+    ref = re.search(r"secret: (\{file: [^}]+\})", r.err).group(1)
+    assert ref == "{file: ../tokens/app.token}", r.err
+    f.write_text(head + f"    tokens: [{{id: t1, secret: {ref}}}]\n")
+    r = Cli(tmp_path, env={})("validate", "--resolve-secrets", "-f", "config/access.yaml")
+    assert r.code == 0, r.err

@@ -44,8 +44,8 @@ def _confirm(args: argparse.Namespace, prompt: Prompt | None = None) -> bool:
         raise ReconcilerError("refusing to apply without a terminal to confirm on; pass --auto-approve")
     try:
         answer = (prompt or input)("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ")
-    except EOFError:  # Ctrl-D, or the terminal went away: not a yes
-        sys.stdout.write("\n")
+    except EOFError:  # Ctrl-D, or the terminal went away: no answer is not a yes
+        print(file=sys.stderr)
         return False
     return answer.strip() == "yes"
 

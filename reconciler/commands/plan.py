@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "target", None) and args.out:
         # A saved plan is applied only while a fresh whole plan still equals it; a subset never would.
         raise ReconcilerError("--target is for review; --out saves whole plans only (drop one of them)")
+    if args.out:
+        saved.check_destination(args.out, args.file)
     manager = Manager.from_file(args.file, allow_exec=getattr(args, "allow_exec", False))
     state = manager.read(args.instance, Shard.parse(args.shard) if args.shard else None)
     plan = manager.target(manager.plan(state), getattr(args, "target", None))
@@ -45,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.out:
         # Bound to the file it was made from: apply re-plans from it and refuses on any difference.
         saved.write(args.out, replace(plan, source_sha256=saved.file_digest(args.file)))
-        print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}`", file=sys.stderr)
+        # Apply judges the plan again: what --force allowed here needs --force there too.
+        force = " --force" if any(r.waived for r in plan.refusals) else ""
+        print(f"reconciler: plan saved to {args.out}; apply it with `reconciler apply {args.out}{force}`", file=sys.stderr)
     for warning in unpersisted(plan):
         print(f"reconciler: warning: {warning}", file=sys.stderr)
     if plan.refused:

@@ -260,8 +260,9 @@ class BuilderCore:
             return "", None  # the schema reported it
         source = secrets.describe(ref)
         shape = secrets.shape_problem(ref)
-        if shape and "env" not in ref:  # env names: the schema's pattern reported it
-            self.problem(path, f"{what}: {shape}")
+        if shape:
+            if "env" not in ref:  # env names: the schema's pattern reported it
+                self.problem(path, f"{what}: {shape}")
             return source, None
         if not self.resolve_secrets:  # validate without --resolve-secrets: the form only
             return source, None

@@ -31,6 +31,11 @@ def supporting(capability: str) -> list[str]:
     return [name for name in _CLASSES if getattr(capabilities(name), capability)]
 
 
+def names() -> tuple[str, ...]:
+    """Every provider's name (without importing any of them)."""
+    return tuple(_CLASSES)
+
+
 def known(name: str) -> bool:
     return name in _CLASSES
 

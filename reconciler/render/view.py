@@ -240,6 +240,9 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
         inventory = sum(len(i.inventory) for i in plan.instances)
         if inventory:
             summary += f" Certificate inventory: {inventory} change{'s' if inventory != 1 else ''} to record."
+    elif plan.targets:
+        # Only the targeted users were compared: the rest of the file may well differ.
+        summary = f"No changes for {', '.join(map(shown, plan.targets))}."
     else:
         summary = "No changes. The live servers match the file."
     blocking = [r for r in plan.refusals if not r.waived]
@@ -253,5 +256,5 @@ def build_view(plan: Plan, colors: Colors) -> PlanView:
         waived=[r.message.removesuffix(FORCE_HINT) for r in plan.refusals if r.waived],
         forcible=bool(blocking) and all(r.forcible for r in blocking),
         some_forcible=any(r.forcible for r in blocking),
-        targets=list(plan.targets),
+        targets=[shown(t) for t in plan.targets],  # as the changes show them: escaped when odd
     )

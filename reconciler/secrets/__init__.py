@@ -80,6 +80,9 @@ def accept(source: str, fetched: Fetched) -> Resolved:
     value = fetched.value
     if value == "":
         raise SecretError(f"{source} is empty")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_SECRET_BYTES:  # files and commands stop reading there; a store's value or a variable is checked here
+        raise SecretError(f"{fetched.shown or 'the value'} is {size} bytes, too large for a secret (at most {MAX_SECRET_BYTES})")
     check_one_line(value, fetched.shown or source)
     return Resolved(source, sha256_hex(value), Secret(value), fetched.created)
 
@@ -130,7 +133,7 @@ class Session:
             self.ctx.warn = None
         if isinstance(got, Absent):
             return got
-        return accept(module.describe(ref[key]), got)
+        return accept(registry.describe(ref), got)
 
 
 def resolve(

@@ -118,3 +118,20 @@ def check_one_line(value: str, shown: str) -> None:
 
 def has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+_UNSEEN = ("Cc", "Cf", "Cs", "Zl", "Zp")  # controls (C0, DEL, C1), format (bidi overrides), lone surrogates, line/paragraph separators
+
+
+def shown(text: str) -> str:
+    """A reference's text (a command, a path) for a message: every control, format or separator
+    character escaped (`\\x1b`, `\\u202e`), so a file can't put a terminal escape or a line
+    break into the one line an error is, or make a name print as another."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _UNSEEN else c for c in text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from .base import Context, Fetched, SecretError
+from .base import Context, Fetched, SecretError, shown
 
 KEY = "env"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -21,7 +21,7 @@ def describe(spec: Any) -> str:
 
 def shape(spec: str) -> str | None:
     if not _NAME.fullmatch(spec):
-        return f"'{spec}' is not an environment variable name (letters, digits and _, not starting with a digit)"
+        return f"'{shown(spec)}' is not an environment variable name (letters, digits and _, not starting with a digit)"
     return None
 
 

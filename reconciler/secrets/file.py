@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import unicodedata
 from typing import Any, Callable
 
 from .. import files
-from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, single_line
+from .base import MAX_SECRET_BYTES, Context, Fetched, SecretError, shown, single_line
 
 KEY = "file"
 
@@ -25,7 +26,7 @@ def describe(spec: Any) -> str:
 def shape(spec: str) -> str | None:
     if not spec.strip():
         return "the secret file path is empty"
-    if "\0" in spec or "\n" in spec or "\r" in spec:
+    if any(unicodedata.category(c) == "Cc" for c in spec):
         return "the secret file path has a control character"
     return None
 
@@ -59,7 +60,7 @@ def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) 
 
 
 def read(spec: str, ctx: Context) -> Fetched:
-    return Fetched(read_file(resolve_path(ctx.base_dir, spec), spec, ctx.warn), shown=f"secret file {spec}")
+    return Fetched(read_file(resolve_path(ctx.base_dir, spec), shown(spec), ctx.warn), shown=f"secret file {shown(spec)}")
 
 
 class Replacement:

@@ -25,11 +25,13 @@ hvac is imported when the first request is made, so a file without `vault:` neve
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import remember_secret
 from .base import SecretError
@@ -108,8 +110,24 @@ class Connection:
             verify = False
         elif (environ.get(CACERT) or "").strip():
             verify = environ[CACERT].strip()
+            if not os.path.isfile(verify) and not os.path.isdir(verify):
+                raise Unavailable(f"vault: {CACERT}={verify} is not a file (the CA that signed the store's certificate)")
         namespace = (environ.get(NAMESPACE) or "").strip().strip("/") or None
+        try:
+            password = urlsplit(addr).password
+        except ValueError:
+            raise Unavailable(f"vault: {ADDR} is not a URL (e.g. https://vault.example.com:8200)") from None
+        if password:
+            remember_secret(unquote(password))  # a proxy's basic auth in the address: never printed either
         return cls(addr=addr.rstrip("/"), token=token, namespace=namespace, verify=verify)
+
+    @property
+    def shown(self) -> str:
+        """The address for messages: without the password of a `user:password@` in it."""
+        parts = urlsplit(self.addr)
+        if parts.password is None:
+            return self.addr
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"))
 
 
 @dataclass(frozen=True)
@@ -223,11 +241,14 @@ class KvStore:
                 raise NotFound(f"version {version} of {shown} does not exist") from None
             raise NotFound(self._not_found(shown)) from None
         data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict) or not _count(data["metadata"].get("version")):
+        if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
             raise StoreError(f"vault: {shown}: the answer is not KV version 2 data (is {mount}/ a KV v2 mount?)")
         meta = data["metadata"]
         values = data.get("data")
-        return SecretVersion(info=_info(meta["version"], meta), data=values if isinstance(values, dict) else {})
+        number = meta.get("version")
+        if not _is_count(number) or number < 1 or not isinstance(values, (dict, type(None))):
+            raise StoreError(f"vault: {shown}: the answer is not KV version 2 data (a version number and a map of fields)")
+        return SecretVersion(info=_info(number, meta), data=values or {})
 
     def metadata(self, mount: str, path: str) -> PathMetadata | None:
         """The path's versions (created, deleted, destroyed) and its current version; None when
@@ -238,9 +259,9 @@ class KvStore:
         except NotFound:
             return None
         data = answer.get("data") if isinstance(answer, dict) else None
-        numbers = ("current_version", "oldest_version", "max_versions")
+        counts = ("current_version", "oldest_version", "max_versions")
         if (not isinstance(data, dict) or not isinstance(data.get("versions") or {}, dict)
-                or not all(_count(data.get(k) or 0) for k in numbers)):
+                or not all(_is_count(data.get(k) or 0) for k in counts)):
             raise StoreError(f"vault: {shown}: the metadata answer is not KV version 2 metadata")
         versions = {
             int(k): _info(int(k), v) for k, v in (data.get("versions") or {}).items() if str(k).isdigit() and isinstance(v, dict)
@@ -339,7 +360,7 @@ class KvStore:
             return self.timeout
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise Unavailable(f"vault at {self.conn.addr} did not answer in time")
+            raise Unavailable(f"vault at {self.conn.shown} did not answer in time")
         return min(self.timeout, left)
 
     def _request(self, method: str, url: str, shown: str, doing: str, **kw: Any) -> Any:
@@ -350,7 +371,7 @@ class KvStore:
         with self._count:
             self.requests += 1
         try:
-            answer = getattr(self._client().adapter, method)(url, timeout=timeout, **kw)
+            answer = self._send(method, url, timeout, **kw)
         except hv.InvalidPath as exc:
             if _mentions(exc, "no handler for route"):
                 mount = url.split("/")[2]
@@ -358,7 +379,7 @@ class KvStore:
             raise NotFound(shown, getattr(exc, "json", None)) from None
         except hv.Forbidden:
             if not self._token_valid():
-                raise Unavailable(f"vault: {TOKEN} is not valid at {self.conn.addr} (expired, revoked or mistyped)") from None
+                raise Unavailable(f"vault: {TOKEN} is not valid at {self.conn.shown} (expired, revoked or mistyped)") from None
             raise PermissionDenied(
                 f"vault: permission denied: VAULT_TOKEN may not {doing} {shown} (check the token and its policies)"
             ) from None
@@ -368,40 +389,69 @@ class KvStore:
             raise StoreError(f"vault: {doing} {shown}: the store refused the request ({_errors(exc)})") from None
         except (hv.VaultDown, hv.VaultNotInitialized) as exc:
             state = "sealed" if _mentions(exc, "sealed") else f"unavailable ({_errors(exc)})"
-            raise Unavailable(f"vault at {self.conn.addr} is {state}") from None
+            raise Unavailable(f"vault at {self.conn.shown} is {state}") from None
         except hv.VaultError as exc:
             raise StoreError(f"vault: {doing} {shown}: {type(exc).__name__} ({_errors(exc)})") from None
         except requests.exceptions.SSLError:
             raise Unavailable(
-                f"vault at {self.conn.addr}: TLS verification failed (set {CACERT} to the CA that signed its certificate)"
+                f"vault at {self.conn.shown}: TLS verification failed (set {CACERT} to the CA that signed its certificate)"
             ) from None
         except requests.exceptions.Timeout:
-            raise Unavailable(f"vault at {self.conn.addr} did not answer within {timeout:.0f} s") from None
+            raise Unavailable(f"vault at {self.conn.shown} did not answer within {timeout:.0f} s") from None
         except requests.exceptions.ConnectionError as exc:
-            raise Unavailable(f"vault at {self.conn.addr} can't be reached ({_cause(exc)})") from None
+            raise Unavailable(f"vault at {self.conn.shown} can't be reached ({_cause(exc)})") from None
         except (requests.exceptions.RequestException, ValueError) as exc:
-            raise Unavailable(f"vault at {self.conn.addr}: the request failed ({type(exc).__name__})") from None
+            raise Unavailable(f"vault at {self.conn.shown}: the request failed ({type(exc).__name__})") from None
         if not isinstance(answer, dict):
             status = getattr(answer, "status_code", "?")
             if isinstance(status, int) and 300 <= status < 400:
-                raise StoreError(f"vault at {self.conn.addr} answered with a redirect (HTTP {status}); set {ADDR} to the address it names")
+                raise StoreError(f"vault at {self.conn.shown} answered with a redirect (HTTP {status}); set {ADDR} to the address it names")
             if status == 204 or answer is None:
                 return {}
             raise StoreError(f"vault: {doing} {shown}: unexpected answer (HTTP {status})")
         return answer
 
+    def _send(self, method: str, url: str, timeout: float, **kw: Any) -> Any:
+        """One request, answered within `timeout` (plus a second) in all: requests' timeout is per
+        socket read, so a server trickling its answer a byte at a time would hold the run (and,
+        through a worker thread, the process's exit) as long as it likes. The request runs in a
+        daemon thread; past the time it is left there, with its connection, and this raises
+        requests' Timeout."""
+        import requests
+
+        client = self._client()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["answer"] = getattr(client.adapter, method)(url, timeout=timeout, **kw)
+            except BaseException as exc:  # handed to the caller, which maps it to a StoreError
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="vault-request", daemon=True).start()
+        if not done.wait(timeout + 1.0):
+            self._local.client = None  # its connection still belongs to the abandoned request
+            raise requests.exceptions.Timeout()
+        if "error" in box:
+            raise box["error"]
+        return box["answer"]
+
     def _token_valid(self) -> bool:
         """Asked once, after a 403: a token that can't look itself up is not a token (every valid
         token's default policy allows auth/token/lookup-self)."""
+        import requests
         from hvac import exceptions as hv
 
         if self._valid is None:
             try:
-                self._client().adapter.get("/v1/auth/token/lookup-self", timeout=self._timeout(""))
+                self._send("get", "/v1/auth/token/lookup-self", self._timeout(""))
                 self._valid = True
             except hv.Forbidden:
                 self._valid = False
-            except hv.VaultError:
+            except (hv.VaultError, requests.exceptions.RequestException):
                 self._valid = True  # another problem: the 403 stands as it was
         return bool(self._valid)
 
@@ -427,8 +477,8 @@ class FieldWrite:
         return self.store.write(self.mount, self.path, {**self.keep, **also, name: value}, cas=self.cas)
 
 
-def _count(value: Any) -> bool:
-    """A version number or count as KV v2 answers it (a store that lies gets an error, not a crash)."""
+def _is_count(value: Any) -> bool:
+    """A JSON integer >= 0 (not a bool, a string or a float): what a store's version numbers are."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -8,6 +8,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from .base import shown
+
 # key -> module of this package
 _SOURCES = {
     "env": "env",
@@ -45,4 +47,4 @@ def describe(ref: Any) -> str:
     key = kind_of(ref)
     if key is None:
         return "?"
-    return str(source(key).describe(ref[key]))
+    return shown(str(source(key).describe(ref[key])))

@@ -140,7 +140,7 @@ def prefetch(specs: Iterable[Any], ctx: Context) -> None:
             if future.done():
                 answers = future.result()
             else:
-                late = kv.Unavailable(f"vault at {store.conn.addr} did not answer within {ctx.store_deadline:.0f} s")
+                late = kv.Unavailable(f"vault at {store.conn.shown} did not answer within {ctx.store_deadline:.0f} s")
                 answers = {k: late for k in todo[key]}
             with cache.lock:
                 cache.answers[key] = answers
@@ -204,12 +204,13 @@ def read(spec: dict, ctx: Context) -> Fetched | Absent:
 
 def _field(ref: VaultRef, version: kv.SecretVersion, shown: str) -> Fetched | Absent:
     value = version.data.get(ref.field)
-    if value is None:
+    if ref.field not in version.data:
         if ref.version < 0:  # the field is newer than that version: nothing to read there yet
             return Absent(ref.describe(), f"version {version.version} of {shown} has no field {ref.field}")
         names = ", ".join(sorted(str(k) for k in version.data)[:10]) or "none"
         raise SecretError(f"version {version.version} of {shown} has no field '{ref.field}' (its fields: {names})")
     if not isinstance(value, str):
-        raise SecretError(f"field '{ref.field}' of version {version.version} of {shown} is not a string")
+        kind = "null" if value is None else "a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float)) else "an object or a list"
+        raise SecretError(f"field '{ref.field}' of version {version.version} of {shown} is {kind}, not a string")
     created = version.info.created.date() if version.info.created else None
     return Fetched(value, created=created)

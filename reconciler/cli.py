@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("user", metavar="USER", help="the user the token is for (names the YAML entry)")
     t.add_argument("--id", required=True, dest="token_id", metavar="ID", help="the token's id in the file, e.g. 2026-11")
-    t.add_argument("--length", type=int, default=32, help="random bytes (default 32)")
+    t.add_argument("--length", type=int, default=32, help="random bytes (default 32, 16 to 4096)")
     t.add_argument("--out", metavar="FILE", help="write the token here (mode 0600) instead of stdout")
     t.add_argument(
         "--sink",

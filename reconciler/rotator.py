@@ -39,7 +39,7 @@ from .plan import Plan, only_changes
 from .rotation import Entry, Strategy
 from .rotation_report import Outcome
 from .secrets import SecretError, writable
-from .secrets.kv import CasConflict
+from .secrets.kv import CasConflict, PermissionDenied, StoreError
 
 if TYPE_CHECKING:
     from .manager import Manager
@@ -55,6 +55,15 @@ class Request:
     dry_run: bool = False
     force: bool = False  # sooner than min_overlap_hours
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+# What a rotation stopped by an error leaves, by the step it stopped in.
+AFTER_STEP = {
+    "2": "the new token may be on some nodes; run rotate again: it removes it and starts again",
+    "3": "the new token is on the servers, and the store may or may not have taken it; run rotate again: it finishes "
+         "or starts again, as the store says",
+    "4": "the store holds the new version; run rotate or apply again to finish",
+}
 
 
 class _Restart(Exception):
@@ -192,16 +201,26 @@ class Rotator:
 
         rid = _random.token_hex(6)
         options = dataclasses.replace(self.options, audit_fields={**self.options.audit_fields, "rotation": rid})
-        step = "2"
+        step = "1"
         try:
             with self._hold(step2, plan2, latest):
                 again = store.latest(())
                 if again is None or (again.version, again.sha256) != (latest.version, latest.sha256):
                     raise _Restart(latest)  # written while this run got the lock: start from it
+                step = "2"
                 console.out(f"\nStep 2 of 4: add the new token ({new.id}, sha256:{new.prefix}…) on every node")
-                code = step2.pipeline(console, options, lock=_held, narrow=lambda p: self._mine(p, entry)).run(plan2, state)
+                confirmed: list[bool] = []
+
+                def confirm(plan: Plan) -> bool:
+                    confirmed.append(console.confirm(plan))
+                    return confirmed[-1]
+
+                code = step2.pipeline(dataclasses.replace(console, confirm=confirm), options, lock=_held,
+                                      narrow=lambda p: self._mine(p, entry)).run(plan2, state)
+                if code != 0 and not any(confirmed):  # refused by the rails or declined: nothing was written
+                    return Outcome(entry, "refused", f"{entry.label}: not rotated; nothing was changed")
                 if code != 0:
-                    return self._failed(entry, "2", code, "the new token may be on some nodes; run rotate again: it removes it and starts again")
+                    return self._failed(entry, "2", code, AFTER_STEP["2"])
                 step = "3"
                 written = self._write(desired, entry, store, latest, value, username)
                 if isinstance(written, Outcome):
@@ -220,15 +239,24 @@ class Rotator:
                 else:
                     console.out("  nothing to remove")
                 if code != 0:
-                    return self._failed(entry, "4", code, "the store holds the new version; run rotate or apply again to finish")
+                    return self._failed(entry, "4", code, AFTER_STEP["4"])
         except KeyboardInterrupt:
             console.err(f"interrupted during step {step} of the rotation of {entry.label}; run rotate again to finish")
             raise _Stopped() from None
+        except (ReconcilerError, SecretError) as exc:  # an audit log, the file, a store that failed after step 2
+            if step in ("1", "2"):
+                raise  # before anything was written (a refusal, no terminal to confirm on): the error alone says it
+            return self._failed(entry, step, 1, f"{exc}; {AFTER_STEP[step]}")
         removed = rotation.removed_hashes(plan4, entry4)
-        report.audit_record(self.options.audit_log or self.manager.desired.audit_log, entry, where, latest, written, removed, rid, plan4)
         gone = f"; removed {', '.join(f'sha256:{h[:8]}…' for h in removed)}" if removed else ""
-        return Outcome(entry, "rotated", f"{entry.label}: {where} {latest.name()} -> {written.name()} "
-                       f"({report.prefix(latest.sha256)} -> {report.prefix(written.sha256)}){gone}")
+        done = (f"{entry.label}: {where} {latest.name()} -> {written.name()} "
+                f"({report.prefix(latest.sha256)} -> {report.prefix(written.sha256)}){gone}")
+        try:
+            report.audit_record(self.options.audit_log or self.manager.desired.audit_log, entry, where, latest, written, removed, rid, plan4)
+        except ReconcilerError as exc:
+            console.err(f"{entry.label}: rotated, but its audit line was not written: {exc}")
+            return Outcome(entry, "failed", f"{done} (not in the audit log: {exc})")
+        return Outcome(entry, "rotated", done)
 
     def _write(self, desired: Any, entry: Entry, store: writable.Store, latest: writable.Latest, value: str | None,
                username: str | None) -> writable.Latest | Outcome:
@@ -254,8 +282,11 @@ class Rotator:
             return Outcome(entry, "finished" if code == 0 else "failed",
                            f"{entry.label}: another writer stored a version first; applied it and removed this run's token")
         except SecretError as exc:
-            return self._failed(entry, "3", 1, f"{exc}; the new token is on the servers but in no store version: "
-                                "run rotate again, it removes it and starts again")
+            if isinstance(exc, PermissionDenied) or not isinstance(exc, StoreError):  # refused: surely not written
+                return self._failed(entry, "3", 1, f"{exc}; the new token is on the servers but in no store version: "
+                                    "run rotate again, it removes it and starts again")
+            # No answer, or one that is not KV v2: the store may have taken the write all the same.
+            return self._failed(entry, "3", 1, f"{exc}; {AFTER_STEP['3']}")
         console.out(f"  {where}: {written.name()} written")
         return written
 

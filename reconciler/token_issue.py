@@ -21,6 +21,8 @@ from .model import DesiredState, Sink
 from .secrets import SecretError, sinks
 from .tokengen import strong_token
 
+MAX_LENGTH = 4096  # random bytes: 5462 characters, well inside what a secret reference reads
+
 
 @dataclass(frozen=True)
 class Request:
@@ -142,6 +144,10 @@ def issue(req: Request) -> Issued:
     (mode 0600), or the caller (Issued.token, for stdout)."""
     if req.length < 16:
         raise ReconcilerError("--length must be at least 16 bytes")
+    if req.length > MAX_LENGTH:
+        # A longer token is more than a secret reference reads back (a file or store version of it
+        # would stop the desired-state file from loading).
+        raise ReconcilerError(f"--length must be at most {MAX_LENGTH} bytes")
     _check_names(req.user, req.token_id)
     # `--out "$UNSET"` is a mistake, not a request for stdout: the token would land in a log.
     for flag, value in (("--out", req.out), ("--sink", req.sink)):

@@ -7,7 +7,6 @@ import os
 import pty
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis
 from servers import no_retry
 from support.cli import Cli
 from support.cluster import start_replicated
+from support.prompt import until_prompt
 
 ADMIN_TOKEN = "bootstrap-admin-token-0123456789abcdef"
 APP_TOKEN = "bootstrap-app-token-0123456789abcdef"
@@ -202,12 +202,7 @@ def test_admin_created_while_the_prompt_waits_is_not_overwritten(sid: str, serve
     proc = _spawn(run, "apply", "-f", str(run.file), "--bootstrap", stdin=slave)
     os.close(slave)
     try:
-        seen = ""
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while "Enter a value" not in seen and time.monotonic() < deadline and proc.poll() is None:
-            seen += proc.stdout.read(1)
-        assert "Enter a value" in seen, seen
+        seen = until_prompt(proc)
         srv.admin().execute_command("ACL", "SETUSER", "reconciler", "on", f">{SOMEONE_ELSES}", "~*", "&*", "+@all")
         os.write(master, b"yes\n")
         out, err = proc.communicate(timeout=60)

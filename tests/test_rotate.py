@@ -16,6 +16,7 @@ import pytest
 from openbao import RunningBao
 from servers import RunningServer
 from support.cli import Cli
+from support.prompt import until_prompt
 from test_rotation import ADMIN, ADMIN_USER, MIN_ATTEMPTS, Prober, bootstrap_admin, prober_factory, try_auth  # noqa: F401 (fixture)
 
 FIRST = "rotate-first-version-Qm4k-7Zp2vX9s1Lw3"
@@ -185,14 +186,7 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path, prober_factory) -> None:  # noqa: F811
-    srv = server_factory("redis-7.0")
-    bootstrap_admin(srv)
-    token = tmp_path / "orders.token"
-    token.write_text(FIRST + "\n")
-    token.chmod(0o600)
-    cli = Cli(tmp_path, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
-    cli.write(FILE.replace("""      - id: current
+FILE_ENTRY = FILE.replace("""      - id: current
         secret: {vault: {path: apps/orders, field: token}}
         rotate: {every_days: 30}
       - id: previous
@@ -200,8 +194,30 @@ def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path
 """, """      - id: current
         secret: {file: orders.token}
         rotate: {every_days: 30}
-"""))
+""")
+
+
+def file_token(tmp: Path, mode: int = 0o600) -> Path:
+    """orders.token beside the YAML, holding FIRST."""
+    token = tmp / "orders.token"
+    token.write_text(FIRST + "\n")
+    token.chmod(mode)
+    return token
+
+
+def file_cli(srv: RunningServer, tmp: Path) -> Cli:
+    """The file with a rotating `secret: {file: orders.token}`, applied."""
+    cli = Cli(tmp, env={"T_NODE": srv.address, "T_ADMIN": ADMIN, "NO_COLOR": "1"})
+    cli.write(FILE_ENTRY)
     cli.apply(expect=0)
+    return cli
+
+
+def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path, prober_factory) -> None:  # noqa: F811
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = file_token(tmp_path)
+    cli = file_cli(srv, tmp_path)
     prober, thread = prober_factory(srv, "app-orders", FIRST)
     seen = [FIRST]
     for _ in range(3):
@@ -217,6 +233,117 @@ def test_a_file_rotates_its_old_value_to_previous(server_factory, tmp_path: Path
     assert [try_auth(srv, "app-orders", v) for v in seen] == [False, False, True, True]
     assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
     assert_no_value(cli, seen + [ADMIN])
+
+
+def test_a_symlinked_secret_file_rotates_the_file_it_points_to(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """PATH a symlink (to where the apps read it): the rotation writes the file the link names and
+    keeps the link; replacing the link would leave the apps' file on a value the next rotation removes."""
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    target = secrets_dir / "orders.token"
+    target.write_text(FIRST + "\n")
+    target.chmod(0o600)
+    (tmp_path / "orders.token").symlink_to("secrets/orders.token")
+    cli = file_cli(srv, tmp_path)
+    seen = [FIRST]
+    for _ in range(2):
+        rotate(cli, "--user", "app-orders")
+        assert (tmp_path / "orders.token").is_symlink()
+        seen.append(target.read_text().strip())
+    assert seen[1] != seen[0] and seen[2] != seen[1]
+    assert (tmp_path / "orders.token.previous").read_text().strip() == seen[1]
+    assert [try_auth(srv, "app-orders", v) for v in seen] == [False, True, True]
+    assert sorted(p.name for p in secrets_dir.iterdir()) == ["orders.token"]  # no temporary file left
+    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0
+    assert_no_value(cli, seen + [ADMIN])
+
+
+def test_a_link_planted_at_path_previous_is_replaced_never_written_through(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """PATH.previous is the tool's own file: a symlink someone put there (to a one-line file the
+    rotation, run as root, could overwrite) is replaced by the old value; what it named is untouched."""
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    file_token(tmp_path)
+    victim = tmp_path / "elsewhere" / "victim.conf"
+    victim.parent.mkdir()
+    victim.write_text("victim-content-must-stay-Zr73kQ\n")
+    (tmp_path / "orders.token.previous").symlink_to(victim)
+    cli = file_cli(srv, tmp_path)
+    rotate(cli, "--user", "app-orders")
+    assert victim.read_text() == "victim-content-must-stay-Zr73kQ\n"
+    previous = tmp_path / "orders.token.previous"
+    assert not previous.is_symlink() and previous.read_text().strip() == FIRST
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["victim.conf"]
+
+
+@pytest.mark.parametrize("answer", [b"no\n", b"\x04"], ids=["no", "ctrl-d"])
+def test_declining_the_confirmation_changes_nothing_and_says_so(server_factory, tmp_path: Path, answer: bytes) -> None:  # noqa: F811
+    """On a terminal, `no` (or Ctrl-D) at the rotation's one confirmation: nothing written, and
+    the run says so -- not that a token may be left on the nodes, not an internal error."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from support.cli import REPO
+
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = file_token(tmp_path)
+    cli = file_cli(srv, tmp_path)
+    before = srv.client().execute_command("ACL", "GETUSER", "app-orders")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "rotate", "-f", str(cli.file), "--user", "app-orders"],
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(cli.env or {})})
+    os.close(slave)
+    try:
+        seen = until_prompt(proc)
+        os.write(master, answer)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 1, seen + out + err
+    assert "apply cancelled; nothing was changed" in err and "user app-orders token current: not rotated; nothing was changed" in out, out + err
+    assert "internal error" not in err and "stopped at step" not in out + err and "may be on some nodes" not in out + err
+    assert srv.client().execute_command("ACL", "GETUSER", "app-orders") == before
+    assert token.read_text() == FIRST + "\n" and not (tmp_path / "orders.token.previous").exists()
+
+
+def test_a_rotated_file_keeps_its_owner_group_and_mode(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """The app reads PATH as its owner (or through its group): a rotation run as root (a scheduled
+    job) must not hand the new token to root alone. Others never get a bit."""
+    import os
+
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = file_token(tmp_path, 0o644)
+    owner = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())  # nobody, where we may give it away
+    os.chown(token, *owner)
+    cli = file_cli(srv, tmp_path)
+    rotate(cli, "--user", "app-orders")
+    st = token.stat()
+    assert token.read_text().strip() != FIRST
+    assert (st.st_uid, st.st_gid) == owner and oct(st.st_mode & 0o777) == "0o640"
+    assert oct((tmp_path / "orders.token.previous").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_file_store_that_refuses_the_write_stops_before_the_token_exists(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """PATH.lock a folder (or a lock file this process may not open): rotate says so before step 2,
+    one line, nothing changed on the server or on disk."""
+    srv = server_factory("redis-7.0")
+    bootstrap_admin(srv)
+    token = file_token(tmp_path)
+    (tmp_path / "orders.token.lock").mkdir()
+    cli = file_cli(srv, tmp_path)
+    before = srv.client().execute_command("ACL", "GETUSER", "app-orders")
+    r = rotate(cli, "--user", "app-orders", expect=1)
+    assert "stopped at step 1" in r.out and "orders.token.lock can't be opened (Is a directory); nothing was changed" in r.err, r.out + r.err
+    assert "Step 2" not in r.out
+    assert srv.client().execute_command("ACL", "GETUSER", "app-orders") == before
+    assert token.read_text() == FIRST + "\n" and not (tmp_path / "orders.token.previous").exists()
 
 
 def test_nothing_due_says_when(server_factory, bao: RunningBao, tmp_path: Path) -> None:

@@ -102,10 +102,18 @@ def test_redis_cloud_rotates_through_a_pair(cli: Cli) -> None:
     ("        rotate: {every_days: 0}\n", "users.app-orders.tokens[0].rotate.every_days"),
     ("        rotate: {every_days: 30, usernames: [only-one]}\n", "users.app-orders.tokens[0].rotate.usernames"),
     ("        rotate: {every: 30}\n", "users.app-orders.tokens[0].rotate"),
+    # Past any date a clock can hold: rotate and drift would fail on the arithmetic.
+    ("        rotate: {every_days: 99999999999}\n", "users.app-orders.tokens[0].rotate.every_days: must be <= 36500"),
 ])
 def test_schema(cli: Cli, snippet: str, message: str) -> None:
     code, text = validate(cli, HEAD + user("app-orders", current(extra=snippet) + previous()))
-    assert code == 1 and f": {message}: " in text, text
+    assert code == 1 and f": {message}" in text, text
+
+
+def test_an_overlap_past_any_date_is_refused(cli: Cli) -> None:
+    code, text = validate(cli, HEAD.replace("instances:", "policies: {min_overlap_hours: 99999999999999}\ninstances:", 1)
+                          + user("app-orders", current() + previous()))
+    assert code == 1 and ": policies.min_overlap_hours: must be <= 876000" in text, text
 
 
 def test_min_overlap_hours_is_a_policy(cli: Cli) -> None:
@@ -155,3 +163,37 @@ def test_new_tokens_meet_every_provider(providers: list[str]) -> None:
     assert len(tokengen.new_token("app", ["redis"], Policies(min_token_length=64))) >= 64
     with pytest.raises(Exception, match="longer than provider redis-cloud takes"):
         tokengen.new_token("app", ["redis-cloud"], Policies(min_token_length=200))
+
+
+def test_two_rotating_tokens_on_one_vault_path_are_refused(cli: Cli) -> None:
+    """Each rotation writes a version of the whole path: the other field's `version: -1` would then
+    read what its latest holds (the same token twice) and the file would no longer load."""
+    reader = current().replace("field: token", "field: reader") + previous().replace("field: token", "field: reader")
+    writer = current().replace("field: token", "field: writer") + previous().replace("field: token", "field: writer")
+    code, text = validate(cli, HEAD + user("app-reader", reader) + user("app-writer", writer))
+    assert code == 1
+    assert (": users.app-writer.tokens[0].rotate: token current of user app-writer rotates a field of vault path "
+            "secret/apps/orders, whose versions token current of user app-reader (line ") in text, text
+    code, text = validate(cli, HEAD + user("app-reader", reader) + user("app-writer", writer.replace("apps/orders", "apps/writer")))
+    assert code == 0, text
+
+
+def test_expires_on_a_rotating_entry_is_refused(cli: Cli) -> None:
+    """The file never changes on a rotation: a fixed date would expire the newest token, and the
+    apply after it would remove the token apps hold."""
+    code, text = validate(cli, HEAD + user("app-orders", current(extra="        rotate: {every_days: 30}\n        expires: 2027-01-01\n")
+                                           + previous()))
+    assert code == 1
+    assert (": users.app-orders.tokens[0].expires: token current of user app-orders: expires: on a rotating entry would "
+            "expire every new token on that same date") in text, text
+
+
+def test_the_id_of_a_rotating_files_previous_value_is_taken(cli: Cli) -> None:
+    """A rotating file: secret's PATH.previous is the token `<id>.previous`: declaring that id too
+    would give the user two tokens of one id once the file has rotated."""
+    tokens = ("      - id: current\n        secret: {file: orders.token}\n        rotate: {every_days: 30}\n"
+              "      - id: current.previous\n        secret: {env: OTHER}\n")
+    code, text = validate(cli, HEAD + user("app-orders", tokens))
+    assert code == 1
+    assert (": users.app-orders.tokens[1].id: token id 'current.previous' of user app-orders is the value before the last "
+            "rotation of token current (its file's .previous): choose another id") in text, text

@@ -299,3 +299,115 @@ def test_interrupted_during_the_store_write_says_where_and_the_next_run_converge
     site.reader.caught_up()
     site.stop()
     site.clean()
+
+
+def _metadata_garbage(method: str, path: str, body: bytes) -> bytes:
+    return b'{"data": {"current_version": "abc", "versions": ["x"]}}' if "/metadata/" in path else body
+
+
+def _data_garbage(method: str, path: str, body: bytes) -> bytes:
+    return b'{"data": {"metadata": {"version": "x"}, "data": {"token": 5}}}' if method == "GET" and "/data/" in path else body
+
+
+@pytest.mark.parametrize(("rewrite", "message"), [
+    (_metadata_garbage, "vault: secret/apps/orders: the metadata answer is not KV version 2 metadata"),
+    (_data_garbage, "vault: secret/apps/orders: the answer is not KV version 2 data"),
+])
+def test_a_store_that_answers_garbage_is_one_line_and_nothing_changes(
+    server_factory, bao: RunningBao, tmp_path: Path, proxy: StoreProxy, rewrite, message: str  # noqa: ANN001
+) -> None:
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path, VAULT_ADDR=proxy.addr)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    proxy.lie(rewrite)
+    r = rotate(cli, "--user", USER, expect=1)
+    assert message in r.out + r.err and "internal error" not in r.out + r.err, r.out + r.err
+    assert len(values(bao)) == 1 and hashes_on(srv) == {sha(FIRST)}
+
+
+def test_a_store_time_without_a_zone_is_utc(server_factory, bao: RunningBao, tmp_path: Path, proxy: StoreProxy) -> None:
+    """created_time without a time zone (a store that isn't quite Vault): read as UTC, not an internal error."""
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path, VAULT_ADDR=proxy.addr)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    proxy.lie(lambda method, path, body: body.replace(b'Z"', b'"') if method == "GET" and "/data/" in path else body)
+    r = rotate(cli)
+    assert "Next rotation: user app-orders token current (vault:secret/apps/orders#token): next due" in r.out, r.out + r.err
+    assert len(values(bao)) == 1 and hashes_on(srv) == {sha(FIRST)}
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    # `create` makes a path that has no version; a new version of an existing path needs `update`.
+    ("create-only", "VAULT_TOKEN may not write secret/apps/orders (its policies need update on secret/data/apps/orders)"),
+    # The new version would push out the one `version: -1` reads, which apps hold.
+    ("max-versions-1", "secret/apps/orders keeps one version (max_versions 1): a rotation needs the version before the latest to stay readable"),
+])
+def test_a_store_the_rotation_cannot_use_stops_before_the_token_exists(
+    server_factory, bao: RunningBao, tmp_path: Path, setup: str, message: str
+) -> None:
+    srv = server_factory("valkey-9.1")
+    env: dict[str, str] = {}
+    if setup == "create-only":
+        env["VAULT_TOKEN"] = bao.token_with_policy("create-only", 'path "secret/data/apps/*" { capabilities = ["create", "read"] }\n'
+                                                   'path "secret/metadata/apps/*" { capabilities = ["read"] }')
+    cli = rotate_cli(srv, bao, tmp_path, **env)
+    bao.put("apps/orders", {"token": FIRST})
+    if setup == "max-versions-1":
+        bao.api("POST", "secret/metadata/apps/orders", {"max_versions": 1})
+    cli.apply(expect=0)
+    r = rotate(cli, "--user", USER, expect=1)
+    assert message in r.err and "stopped at step 1" in r.out and "nothing was changed" in r.out, r.out + r.err
+    assert "Step 2" not in r.out
+    assert hashes_on(srv) == {sha(FIRST)} and len(values(bao)) == 1
+    assert cli("plan", "-f", str(cli.file), "--detailed-exitcode").code == 0  # the file still reads
+
+
+def test_an_audit_log_lost_between_the_steps_says_where_the_rotation_stopped(site: Watched, proxy: StoreProxy) -> None:
+    """The audit log becomes unwritable while the rotation runs (here: a folder where the file was,
+    between steps 2 and 4): one line saying step 4 stopped and what the next run does, the
+    summary, exit 1; the next run finishes."""
+    rotate(site.cli, "--user", USER)  # version 2: step 4 of the next rotation removes version 1
+    site.reader.caught_up()
+    log = site.cli.dir / "audit.jsonl"
+    proxy.hold(store_write)
+    p = Proc(site.cli, "--user", USER, VAULT_ADDR=proxy.addr)
+    proxy.wait_held()
+    log.rename(site.cli.dir / "audit.saved")
+    log.mkdir()
+    proxy.release()
+    assert p.finish() == 1, p.out
+    assert (f"user app-orders token current: rotation stopped at step 4: audit log {log}: Is a directory; "
+            "the store holds the new version; run rotate or apply again to finish") in p.out, p.out
+    assert "Rotation summary:" in p.out and "internal error" not in p.out
+    assert len(values(site.bao)) == 3
+    log.rmdir()
+    site.reader.caught_up()
+    r = rotate(site.cli)
+    assert "Rotation summary:" in r.out, r.out
+    assert len(values(site.bao)) == 3  # finished, no further version
+    site.stop()
+    site.clean()
+
+
+def test_a_store_write_answered_with_garbage_does_not_claim_nothing_was_stored(
+    server_factory, bao: RunningBao, tmp_path: Path, proxy: StoreProxy
+) -> None:
+    """The store took the write and answered something that is not KV v2: rotate can't know
+    whether the version exists, so it says it may, and the next run finishes from what the store holds."""
+    srv = server_factory("valkey-9.1")
+    cli = rotate_cli(srv, bao, tmp_path, VAULT_ADDR=proxy.addr)
+    bao.put("apps/orders", {"token": FIRST})
+    cli.apply(expect=0)
+    rotate(cli, "--user", USER)  # version 2: the next rotation's step 4 has version 1 to remove
+    proxy.lie(lambda method, path, body: b'{"data": {"version": "7"}}' if store_write(method, path) else body)
+    r = rotate(cli, "--user", USER, expect=1)
+    assert "rotation stopped at step 3" in r.err and "the write was answered without a version number" in r.err, r.out + r.err
+    assert "in no store version" not in r.out + r.err and "the store may or may not have taken it" in r.err
+    assert len(values(bao)) == 3  # it had
+    proxy.lie(None)
+    r = rotate(cli)
+    assert "no new version written" in r.out, r.out
+    assert len(values(bao)) == 3 and hashes_on(srv) == {sha(v) for v in values(bao)[-2:]}
+    assert_no_value(cli, values(bao) + [ADMIN])

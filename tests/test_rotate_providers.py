@@ -282,6 +282,7 @@ def test_redis_software_default_user_holds_one_password(rs: FakeRedisSoftware, s
     assert "! user default holds one password on its provider: connections made with the current token fail after step 2" in out, err
     assert "new connections need the new token" in out  # the provider's own note on the change
     assert "refusing to apply without a terminal to confirm on; pass --auto-approve" in err
+    assert "stopped at step" not in out + err  # refused before anything was written: the refusal alone
     assert len(versions(store, "apps/db")) == 1 and rs.bdb_passwords[1] == [RS_FIRST]  # nothing written
     code, out, err = run("rotate", "-f", str(run.file), "--user", "default", "--auto-approve")
     assert code == 0, out + err
@@ -289,3 +290,47 @@ def test_redis_software_default_user_holds_one_password(rs: FakeRedisSoftware, s
     assert len(stored) == 2 and rs.bdb_passwords[1] == [stored[-1]["token"]]
     assert run.plan()[0] == 0
     no_value_in(run, [v["token"] for v in stored], RS_ADMIN)
+
+
+def test_memorystore_file_sink_keeps_the_current_token_while_the_service_makes_the_next(
+    ms: FakeMemorystore, store: RunningBao, run: Cli
+) -> None:
+    """A file sink holds the token apps read: a rotation whose new token the service fails to make
+    leaves the file as it was (never emptied, never removed), and while the service works on
+    the new token the file still holds the current one."""
+    run.write(ms_file(ms).replace("sink: {vault: {path: apps/cache, field: token}}", "sink: {file: orders.token}"))
+    assert run.apply()[0] == 0
+    sink = run.dir / "orders.token"
+    current = sink.read_text()
+    assert current.strip() and ms.can_auth("app-orders", current.strip())
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:  # an app re-reading its token file
+        while not stop.is_set():
+            try:
+                seen.append(sink.read_text())
+            except FileNotFoundError:
+                seen.append("(missing)")
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        ms.http.stall("POST", f"/v1/{INSTANCE}/tokenAuthUsers/app-orders:addAuthToken", 0.5)
+        ms.http.fail("GET", f"/v1/{INSTANCE.rsplit('/instances/', 1)[0]}/operations/", 503, times=50,
+                     body={"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}})
+        code, out, err = run("rotate", "-f", str(run.file), "--auto-approve", "--user", "app-orders")
+    finally:
+        stop.set()
+        thread.join(5)
+    assert code == 1 and "stopped at step 2" in out + err, out + err
+    assert sink.read_text() == current  # the token apps hold is still there
+    assert seen and set(seen) == {current}, sorted(set(seen) - {current})
+    ms.http.faults.clear()
+    code, out, err = run("rotate", "-f", str(run.file), "--auto-approve", "--user", "app-orders")
+    assert code == 0, out + err
+    assert sink.read_text() != current and ms.can_auth("app-orders", sink.read_text().strip())
+    texts = run.outputs + [p.read_text(errors="replace") for p in run.dir.iterdir() if p.is_file() and p != sink]
+    for value in [*ms.generated, MS_TOKEN]:
+        assert not any(value in t for t in texts)

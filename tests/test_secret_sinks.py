@@ -13,7 +13,7 @@ from support.cli import Cli
 from test_provider_memorystore import access, env, fake  # noqa: F401 (fixtures: the contract server, its environment)
 
 from reconciler.model import Sink
-from reconciler.secrets import sinks
+from reconciler.secrets import SecretError, sinks
 
 KEEP = "sink-test-other-field-6e2a8c0f4b17"
 
@@ -72,8 +72,12 @@ def test_file_sink_and_command_line_forms(tmp_path: Path) -> None:
             sinks.parse(bad)
     target = tmp_path / "t.token"
     prepared = sinks.prepare(Sink("file", str(target)))
-    assert target.stat().st_mode & 0o777 == 0o600
     prepared.abort()
-    assert not target.exists()  # never an empty sink left behind
+    assert list(tmp_path.iterdir()) == []  # never an empty sink left behind
     sinks.prepare(Sink("file", str(target))).commit("file-sink-value-1234567890")
-    assert target.read_text() == "file-sink-value-1234567890\n"
+    assert target.read_text() == "file-sink-value-1234567890\n" and target.stat().st_mode & 0o777 == 0o600
+    sinks.prepare(Sink("file", str(target))).abort()
+    assert target.read_text() == "file-sink-value-1234567890\n"  # a sink that took nothing keeps what it held
+    assert list(tmp_path.iterdir()) == [target]
+    with pytest.raises(SecretError, match=f"^file {tmp_path}/missing/t.token: No such file or directory$"):
+        sinks.prepare(Sink("file", str(tmp_path / "missing" / "t.token")))  # the path the file names, not a temporary one

@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import requests
 from openbao import READ_ONLY_POLICY, RunningBao
 from support.cli import Cli, Result
 
@@ -465,6 +466,31 @@ def test_token_new_errors_are_one_line(bao: RunningBao, tmp_path: Path) -> None:
     bao.seal()
     r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:apps/orders#token")
     assert r.code == 1 and r.err.strip() == f"reconciler: --sink vault:secret/apps/orders#token: vault at {bao.addr} is sealed"
+
+
+def test_token_new_to_a_kv_version_1_mount_writes_nothing(bao: RunningBao, tmp_path: Path) -> None:
+    """KV v1 takes a write to kv1/data/PATH as a key of that name: the token would sit where
+    nothing reads it, and there is no version to check-and-set on. Refused first, nothing written."""
+    bao.api("POST", "sys/mounts/kv1", {"type": "kv", "options": {"version": "1"}})
+    r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:kv1:apps/x#token")
+    assert r.code == 1 and r.out == "" and len(r.err.strip().splitlines()) == 1, r.err
+    assert "kv1/ is a KV version 1 mount; tokens go to a KV version 2 mount (versions, check-and-set): nothing was written" in r.err
+    listed = requests.request("LIST", f"{bao.addr}/v1/kv1/data/apps", headers={"X-Vault-Token": bao.root_token}, timeout=10)
+    assert listed.status_code == 404, listed.text  # no key under data/ at all
+
+
+def test_token_new_on_a_destroyed_latest_version_says_what_can_be_done(bao: RunningBao, tmp_path: Path) -> None:
+    """A deleted latest version can be undeleted; a destroyed one can't: the message says which."""
+    bao.put("apps/gone", {"token": OLDEST, "note": OTHER})
+    bao.destroy_versions("apps/gone", 1)
+    r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:apps/gone#token")
+    assert r.code == 1 and "undelete" not in r.err, r.err
+    assert ("version 1 of secret/apps/gone was destroyed, and its other fields with it: write the next version by hand "
+            "(vault kv put -mount=secret apps/gone ...)") in r.err, r.err
+    bao.put("apps/deleted", {"token": OLDEST})
+    bao.delete_versions("apps/deleted", 1)
+    r = token_new(tmp_path, bao, "app", "--id", "x", "--sink", "vault:apps/deleted#token")
+    assert r.code == 1 and "undelete it first" in r.err, r.err
 
 
 def test_token_new_processes_racing_never_overwrite(bao: RunningBao, tmp_path: Path) -> None:

@@ -97,6 +97,30 @@ def test_with_a_file_the_user_must_be_declared_and_the_id_new(tmp_path):
     assert r.code == 0 and "- id: 2026-11" in r.err
 
 
+def test_a_max_age_past_any_date_is_a_file_error_not_a_crash(tmp_path):
+    """The entry's `expires` is today + token_max_age_days: a value past any date the clock holds
+    is refused by the file's schema (one line, file:line), never an internal error."""
+    f = tmp_path / "access.yaml"
+    f.write_text(
+        "version: 1\npolicies: {token_max_age_days: 9999999}\ninstances:\n  cache:\n    nodes: ['127.0.0.1:6379']\n"
+        "users:\n  app-orders:\n    acl: '+get'\n    tokens: [{id: 2026-08, secret: {env: ORDERS}}]\n"
+    )
+    r = run("token", "new", "app-orders", "--id", "2026-11", "-f", str(f), "--out", str(tmp_path / "t"))
+    assert r.code == 1 and "internal error" not in r.err, r.err
+    assert f"{f}:2: policies.token_max_age_days: must be <= 36500" in r.err, r.err
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_length_too_long_to_read_back_is_refused_before_the_token_exists(tmp_path):
+    """A token longer than a secret reference reads back would be written and then refused by
+    every plan: refused first, nothing written."""
+    out = tmp_path / "big.token"
+    r = run("token", "new", "app-orders", "--id", "big", "--length", "60000", "--out", str(out))
+    assert r.code == 1 and "--length must be at most 4096 bytes" in r.err and not out.exists(), r.err
+    r = run("token", "new", "app-orders", "--id", "big", "--length", "4096", "--out", str(out))
+    assert r.code == 0 and len(out.read_text().strip()) == 5462
+
+
 def test_an_empty_out_or_sink_is_an_error_not_stdout(tmp_path):
     """`--out "$TOKEN_FILE"` with the variable unset: the token used to be printed on stdout
     (into whatever log the script writes); now one line, no token made."""

@@ -230,6 +230,7 @@ class BuilderCore:
     issues: list[Issue] = field(default_factory=list)
     session: secrets.Session | None = None
     reported_once: set[str] = field(default_factory=set)
+    rotated_paths: dict[str, tuple[str, Path]] = field(default_factory=dict)  # vault path -> the rotating entry that writes it
 
     def problem(self, path: Path, message: str, *, line: int | None = None) -> None:
         self.issues.append(Issue(tuple(path), message, line=line))

@@ -32,6 +32,12 @@ def rotation(b: "BuilderCore", spec: dict, where: "Path", label: str, sink: Sink
     if not isinstance(raw, dict) or not is_int(raw.get("every_days")) or raw["every_days"] < 1:
         return None
     path = where + ("rotate",)
+    if spec.get("expires") is not None:
+        # The file never changes on a rotation: the date would expire each new token in turn, and
+        # the apply after it would remove the token apps hold now.
+        b.problem(where + ("expires",), f"{label}: expires: on a rotating entry would expire every new token on that "
+                  f"same date; rotate: replaces the token every {raw['every_days']} days -- remove expires:")
+        return None
     store: Sink | None = None
     since = stored
     ref: Any = spec.get("secret")
@@ -109,6 +115,14 @@ def user_checks(b: "BuilderCore", user: str, tokens: tuple[Token, ...], absent_s
             b.problem(where, f"token {t.id} of user {user} rotates {r.store.describe()}, which token {stores[r.store.describe()]} "
                       "rotates already: one entry rotates a store")
         stores.setdefault(r.store.describe(), t.id)
+        if r.store.kind == "vault" and t.sink is None:
+            # Each rotation writes a version of the whole path: another field's `version: -1` would
+            # then read the value its latest holds (the same token twice), not the one before it.
+            shown = f"{r.store.mount}/{r.store.path}"
+            other = b.claim(b.rotated_paths, shown, f"token {t.id} of user {user}", where)
+            if other is not None:
+                b.problem(where, f"token {t.id} of user {user} rotates a field of vault path {shown}, whose versions "
+                          f"{other[0]} (line {other[1]}) writes already: give each rotating token a path of its own")
         caps = [providers.capabilities(instances[n].provider) for n in user_instances if providers.known(instances[n].provider)]
         one_password = user == "default" and any(c.one_default_password for c in caps)
         if r.store.kind == "vault" and t.sink is None and not one_password and f"{t.source}@-1" not in sources:

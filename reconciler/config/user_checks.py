@@ -316,6 +316,11 @@ class UserChecks(CertificateChecks):
                 if presolved is not None and presolved.sha256 not in hashes:
                     out.append(Token(id=f"{tid}{rotation_checks.PREVIOUS}", sha256=presolved.sha256, source=psource,
                                      plaintext=presolved.secret, line=self.line(where), note="the value before the last rotation"))
+        for t in out:  # a rotating file's PATH.previous is the token <id>.previous: that id is taken
+            taken = ids.get(f"{t.id}{rotation_checks.PREVIOUS}") if t.rotate is not None and t.rotate.store.kind == "file" else None
+            if taken is not None:
+                self.problem(taken, f"token id '{t.id}{rotation_checks.PREVIOUS}' of user {user} is the value before the last "
+                             f"rotation of token {t.id} (its file's .previous): choose another id")
         return tuple(out), tuple(absent)
 
     def token_policy(self, resolved: secrets.Resolved, path: Path, label: str, policies: Policies) -> None:

@@ -4,6 +4,7 @@ paths are relative to the YAML file's folder."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import unicodedata
 from typing import Any, Callable
@@ -60,3 +61,69 @@ def read_file(path: str, shown: str, warn: Callable[[str], None] | None = None) 
 
 def read(spec: str, ctx: Context) -> Fetched:
     return Fetched(read_file(resolve_path(ctx.base_dir, spec), shown(spec), ctx.warn), shown=f"secret file {shown(spec)}")
+
+
+class Replacement:
+    """The next content of the file `path`, written beside it and renamed over it: a reader sees
+    the old value or the new one, never an empty or half-written file, and a write that fails
+    leaves the old one. Opened before the value exists, so a folder that can't take it fails
+    first. A symlinked `path` keeps its link: the file it points to is the one replaced. The
+    new file keeps the old one's owner, group and mode (less any bits for others); a new one is 0600."""
+
+    def __init__(self, path: str, *, follow: bool = True):
+        # follow=False: a file this tool owns (PATH.previous): a link planted there is replaced, never
+        # written through (a rotation run as root would overwrite whatever it names).
+        self.path = os.path.realpath(path) if follow else os.path.join(os.path.realpath(os.path.dirname(path) or "."),
+                                                                     os.path.basename(path))
+        self.tmp = f"{self.path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        # O_EXCL | O_NOFOLLOW: never a file (or a link) someone else put there, whose mode and owner
+        # the secret would take.
+        self.fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            old = os.stat(self.path, follow_symlinks=follow)
+            if not stat.S_ISREG(old.st_mode):
+                raise OSError("not a regular file")
+        except OSError:
+            return  # a new file: 0600, this process's
+        # The file apps read keeps its owner, group and mode (never for others): a rotation run as
+        # root must not leave the app's token file readable only by root.
+        try:
+            os.fchown(self.fd, old.st_uid, old.st_gid)
+        except PermissionError:
+            pass  # not root: the file becomes this process's, as any rewrite by its user would
+        os.fchmod(self.fd, (stat.S_IMODE(old.st_mode) & 0o660) | 0o600)
+
+    def commit(self, value: str) -> None:
+        if len(value.encode()) > MAX_SECRET_BYTES:
+            self.abort()
+            raise SecretError(f"secret file {self.path}: the value is too large")
+        assert self.fd is not None
+        try:
+            single_line(value.encode(), f"the new value for {self.path}")
+            os.write(self.fd, value.encode() + b"\n")
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        folder = os.open(os.path.dirname(self.path), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass  # renamed into place, or never made
+
+
+def replace(path: str, value: str, *, follow: bool = True) -> None:
+    """Write `value` as the whole of `path` by an atomic rename (Replacement)."""
+    Replacement(path, follow=follow).commit(value)

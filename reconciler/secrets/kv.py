@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -169,9 +169,10 @@ def _time(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)  # KV v2 times are UTC
 
 
 def _info(version: int, meta: Mapping[str, Any]) -> VersionInfo:
@@ -259,15 +260,16 @@ class KvStore:
             return None
         data = answer.get("data") if isinstance(answer, dict) else None
         counts = ("current_version", "oldest_version", "max_versions")
-        if not isinstance(data, dict) or not all(_is_count(data.get(k) or 0) for k in counts):
+        if (not isinstance(data, dict) or not isinstance(data.get("versions") or {}, dict)
+                or not all(_is_count(data.get(k) or 0) for k in counts)):
             raise StoreError(f"vault: {shown}: the metadata answer is not KV version 2 metadata")
         versions = {
             int(k): _info(int(k), v) for k, v in (data.get("versions") or {}).items() if str(k).isdigit() and isinstance(v, dict)
         }
         return PathMetadata(
-            current_version=int(data.get("current_version") or 0),
-            oldest_version=int(data.get("oldest_version") or 0),
-            max_versions=int(data.get("max_versions") or 0),
+            current_version=data.get("current_version") or 0,
+            oldest_version=data.get("oldest_version") or 0,
+            max_versions=data.get("max_versions") or 0,
             cas_required=bool(data.get("cas_required")),
             versions=versions,
         )
@@ -296,7 +298,15 @@ class KvStore:
             if meta is not None and meta.current_version:
                 # Every version deleted: nothing to keep, but check-and-set still counts them.
                 current = meta.current_version
+            elif self.kv_version(mount) == "1":
+                # A KV v1 mount would take the write as a key named data/<path>: the token stored
+                # where nothing reads it, and no version to check-and-set on.
+                raise StoreError(f"vault: {mount.strip('/')}/ is a KV version 1 mount; tokens go to a KV version 2 "
+                                 "mount (versions, check-and-set): nothing was written") from None
         except VersionGone as exc:
+            if exc.info.destroyed:  # no undelete: only a hand-written version says what the other fields become
+                raise StoreError(f"version {exc.info.version} of {self.where(mount, path)} was destroyed, and its other fields "
+                                 f"with it: write the next version by hand (vault kv put -mount={mount} {path} ...)") from None
             raise StoreError(f"{exc}: its other fields can't be kept; undelete it first") from None
         return FieldWrite(self, mount, path, current, data)
 
@@ -305,13 +315,27 @@ class KvStore:
         kept, written with check-and-set on the version read. Returns the new version."""
         return self.prepare_field(mount, path).commit(name, value)
 
-    def may_write(self, mount: str, path: str) -> bool:
+    def kv_version(self, mount: str) -> str | None:
+        """The mount's KV version ("1", "2"), from sys/internal/ui/mounts (the default policy reads
+        it); None when the store does not say."""
+        try:
+            answer = self._request("get", f"/v1/sys/internal/ui/mounts/{_quote(mount)}", f"{mount.strip('/')}/", "look up the mount")
+        except (NotFound, PermissionDenied):
+            return None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "kv" or not isinstance(data.get("options"), dict):
+            return None
+        version = data["options"].get("version")
+        return None if version is None else str(version)
+
+    def may_write(self, mount: str, path: str, exists: bool) -> bool:
         """Whether VAULT_TOKEN's policies let it write the path (sys/capabilities-self), asked before
-        a token exists that only this write would record."""
+        a token exists that only this write would record. A path that has a version takes a new
+        one with `update`; `create` only makes a path that has none."""
         api_path = f"{mount.strip('/')}/data/{path.strip('/')}"
         answer = self._request("post", "/v1/sys/capabilities-self", self.where(mount, path), "check", json={"paths": [api_path]})
         caps = answer.get(api_path) or answer.get("capabilities") or (answer.get("data") or {}).get(api_path) or []
-        return bool({"root", "update", "create"} & set(caps))
+        return bool({"root", "update" if exists else "create"} & set(caps if isinstance(caps, list) else []))
 
     # -- transport ---------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@ version of a KV v2 path (check-and-set: two writers can't overwrite each other; 
 fields kept).
 
 Two steps, so that a sink which can't take the value fails before the token exists anywhere:
-`prepare` opens the file, or reads the path's current version and checks that VAULT_TOKEN may
-write it; `commit(value)` writes; `abort()` undoes what `prepare` did.
+`prepare` opens a new file beside the file (renamed over it by `commit`), or reads the path's
+current version and checks that VAULT_TOKEN may write it; `commit(value)` writes; `abort()`
+undoes what `prepare` did.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Protocol
 
 from ..model import Sink
 from . import kv
+from .base import SecretError
+from .file import Replacement
 
 
 class Prepared(Protocol):
@@ -26,26 +29,29 @@ class Prepared(Protocol):
 
 
 class FileSink:
+    """The value replaces the file by an atomic rename: a file that holds the token apps read now
+    keeps it until the new one is written, and keeps it when the new one never comes."""
+
     def __init__(self, path: str):
         self.path = path
-        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(self.fd, 0o600)
+        try:
+            self.replacement: Replacement | None = Replacement(path)
+        except OSError as exc:
+            raise SecretError(f"file {path}: {exc.strerror}") from None
 
     def commit(self, value: str) -> str:
-        assert self.fd is not None
+        assert self.replacement is not None
         try:
-            os.write(self.fd, value.encode() + b"\n")
-        finally:
-            os.close(self.fd)
-            self.fd = None
+            self.replacement.commit(value)
+        except OSError as exc:
+            raise SecretError(f"file {self.path}: {exc.strerror}") from None
+        self.replacement = None
         return self.path
 
     def abort(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if os.path.exists(self.path) and os.path.getsize(self.path) == 0:
-            os.unlink(self.path)  # never an empty sink left behind
+        if self.replacement is not None:
+            self.replacement.abort()
+            self.replacement = None
 
 
 class VaultSink:
@@ -54,7 +60,7 @@ class VaultSink:
         self.store = store
         shown = store.where(sink.mount, sink.path)
         self.write = store.prepare_field(sink.mount, sink.path)
-        if not store.may_write(sink.mount, sink.path):
+        if not store.may_write(sink.mount, sink.path, exists=self.write.cas > 0):
             raise kv.PermissionDenied(f"vault: permission denied: VAULT_TOKEN may not write {shown} (check its policies)")
 
     def commit(self, value: str) -> str:
@@ -66,7 +72,7 @@ class VaultSink:
 
 
 def prepare(sink: Sink, environ: Mapping[str, str] | None = None, *, timeout: float = kv.DEFAULT_TIMEOUT) -> Prepared:
-    """Ready `sink` for one value. Raises OSError (a file) or kv.StoreError (a store)."""
+    """Ready `sink` for one value. Raises SecretError (kv.StoreError for a store)."""
     if sink.kind == "file":
         return FileSink(sink.path)
     store = kv.KvStore.from_environ(os.environ if environ is None else environ, timeout=timeout)

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from ..model import PREVIOUS, Secret, Sink
 from . import kv
-from .base import MAX_SECRET_BYTES, SecretError, single_line
+from .base import SecretError
 
 MAX_VERSIONS_READ = 10  # orphan detection: the newest versions a hash may belong to
 
@@ -108,8 +108,19 @@ class VaultStore:
         return out
 
     def check_writable(self) -> None:
-        if not self.kv.may_write(self.sink.mount, self.sink.path):
-            raise kv.PermissionDenied(f"vault: permission denied: VAULT_TOKEN may not write {self.where()} (check its policies)")
+        meta = self.kv.metadata(self.sink.mount, self.sink.path)
+        if meta is not None and meta.max_versions == 1:
+            # The new version would push out the one apps hold now, which `version: -1` reads.
+            raise SecretError(
+                f"vault: {self.where()} keeps one version (max_versions 1): a rotation needs the version before the "
+                f"latest to stay readable; keep two or more (vault kv metadata put -mount={self.sink.mount} "
+                f"-max-versions=10 {self.sink.path})"
+            )
+        exists = meta is not None and meta.current_version > 0
+        if not self.kv.may_write(self.sink.mount, self.sink.path, exists=exists):
+            need = "update" if exists else "create"
+            raise kv.PermissionDenied(f"vault: permission denied: VAULT_TOKEN may not write {self.where()} "
+                                      f"(its policies need {need} on {self.sink.mount}/data/{self.sink.path})")
 
     def write(self, value: str, expect: Latest | None, extra: Mapping[str, str]) -> Latest:
         prepared = self.kv.prepare_field(self.sink.mount, self.sink.path)
@@ -152,44 +163,37 @@ class FileStore:
         return out
 
     def check_writable(self) -> None:
-        folder = os.path.dirname(os.path.abspath(self.sink.path))
-        if not os.access(folder, os.W_OK):
-            raise SecretError(f"secret file {self.sink.path}: its folder is not writable (a rotation writes PATH and PATH{PREVIOUS} there)")
+        path = self.sink.path
+        # PATH.previous and the lock go beside PATH; the new value beside the file a symlinked PATH names.
+        for folder in dict.fromkeys((os.path.dirname(os.path.abspath(path)), os.path.dirname(os.path.realpath(path)))):
+            if not os.access(folder, os.W_OK):
+                raise SecretError(f"secret file {path}: folder {folder} is not writable (a rotation writes PATH and PATH{PREVIOUS} there)")
+        try:
+            os.close(self._lock())
+        except OSError as exc:
+            raise SecretError(f"secret file {path}: the lock {path}.lock can't be opened ({exc.strerror})") from None
 
     def write(self, value: str, expect: Latest | None, extra: Mapping[str, str]) -> Latest:
-        lock = os.open(self.sink.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        from .file import replace
+
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            old = self._read(self.sink.path)
-            if (_sha(old) if old is not None else None) != (expect.sha256 if expect is not None else None):
-                raise kv.CasConflict(f"secret file {self.sink.path} changed since it was read; another writer was first, nothing was written")
-            if old is not None:
-                _replace(self.sink.path + PREVIOUS, old)
-            _replace(self.sink.path, value)
-        finally:
-            os.close(lock)  # releases the flock
+            lock = self._lock()
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                old = self._read(self.sink.path)
+                if (_sha(old) if old is not None else None) != (expect.sha256 if expect is not None else None):
+                    raise kv.CasConflict(f"secret file {self.sink.path} changed since it was read; another writer was first, nothing was written")
+                if old is not None:
+                    replace(self.sink.path + PREVIOUS, old, follow=False)
+                replace(self.sink.path, value)
+            finally:
+                os.close(lock)  # releases the flock
+        except OSError as exc:
+            raise SecretError(f"secret file {self.sink.path}: {exc.strerror} ({exc.filename})") from None
         return Latest(None, datetime.now(timezone.utc), _sha(value))
 
-
-def _replace(path: str, value: str) -> None:
-    """Write `value` as the whole of `path` (mode 0600) by an atomic rename: a reader sees the old
-    file or the new one, never half of one."""
-    if len(value.encode()) > MAX_SECRET_BYTES:
-        raise SecretError(f"secret file {path}: the value is too large")
-    single_line(value.encode(), f"the new value for {path}")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, value.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    def _lock(self) -> int:
+        return os.open(self.sink.path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
 
 def open_store(sink: Sink, environ: Mapping[str, str] | None = None, *, timeout: float = kv.DEFAULT_TIMEOUT) -> Store:

@@ -5,6 +5,8 @@ first request the predicate accepts wait until the test says what happens to it:
 forwards it (the store answers as it would), `drop()` answers 502 without forwarding (the store
 never sees it). Meanwhile `held` is set, so the test knows exactly where the process is -- e.g.
 between adding a token on the servers and writing it to the store -- and can kill it there.
+`lie(rewrite)`: every answer passes through `rewrite(method, path, body)` first (a store that
+answers 200 with what it likes).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable
 import requests
 
 Predicate = Callable[[str, str], bool]  # (method, path) -> hold this one?
+Rewrite = Callable[[str, str, bytes], bytes]  # (method, path, the store's answer) -> the answer sent
 FORWARDED = ("X-Vault-Token", "X-Vault-Namespace", "Content-Type", "X-Vault-Request")
 
 
@@ -27,6 +30,7 @@ class StoreProxy:
         self._decided = threading.Event()
         self._forward = True
         self._predicate: Predicate | None = None
+        self._rewrite: Rewrite | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -45,11 +49,12 @@ class StoreProxy:
                 headers = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
                 r = requests.request(self.command, proxy.upstream + self.path, headers=headers, data=body,
                                      allow_redirects=False, timeout=30)
+                content = proxy._rewrite(self.command, self.path, r.content) if proxy._rewrite else r.content
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(r.content)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(r.content)
+                self.wfile.write(content)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_LIST = _any  # noqa: N815
 
@@ -65,6 +70,9 @@ class StoreProxy:
             self._predicate = predicate
             self.held.clear()
             self._decided.clear()
+
+    def lie(self, rewrite: Rewrite | None) -> None:
+        self._rewrite = rewrite
 
     def release(self) -> None:
         self._forward = True

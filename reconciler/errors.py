@@ -194,6 +194,16 @@ def _redact_prefixes(text: str, secret: str) -> str:
         i = j + _extent(text, j, _BY_HEAD[head])
 
 
+def redact_name(text: str) -> str:
+    """A name a client sent (an ACL LOG user, key or channel name) with every secret cut out,
+    before anything escapes or cuts it: once escaped for display (`"` as `\\"`), a secret no
+    longer reads as itself and the output's redaction would miss what follows its first
+    unusual character. A name that is a secret whole is redacted however short it is."""
+    if text in _SECRETS:
+        return REDACTED
+    return redact_secrets(text)
+
+
 def redact(text: str) -> str:
     """For error text and audit records: secrets by value, and every run of 16+ hex digits (a
     hash, which servers echo back from a refused `#<hash>`) cut to its first 8."""

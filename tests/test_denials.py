@@ -438,3 +438,50 @@ users:""")
     assert "Instance rc: ACL LOG is not available: Redis Cloud databases refuse ACL LOG" in out
     assert "Instance ms: ACL LOG is not available: Memorystore for Valkey refuses ACL commands" in out
     assert err == ""
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_a_token_with_quotes_sent_as_a_user_name_or_a_key_is_cut_whole(server_factory, tmp_path: Path) -> None:
+    # Once escaped for display (`"` as `\"`, `<` as `\u003c`), a token no longer reads as itself:
+    # redacting the output redacted its first characters and printed the rest.
+    quoted = 'orders-token-Zx8"q<w>&`9kLmN0pQ\\tail-5d1e9b3a'
+    tail = "9kLmN0pQ"
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.env["T_ORDERS"] = quoted
+    cli.apply(file_text(), expect=0)
+    c = app(srv, quoted)
+    refused(lambda: c.get(quoted))  # a key outside orders:*, named by the token
+    c.close()
+    failed_auth(srv, quoted, "whatever")  # user name and token swapped
+    for fmt in ("text", "markdown", "json"):
+        out = cli("denials", "-f", str(cli.file), "--format", fmt, expect=2).out
+        assert tail not in out and "(redacted)" in out
+        if fmt == "json":
+            strings = _strings(json.loads(out))
+            assert not any(tail in s or "Zx8" in s for s in strings)
+            assert "(redacted)" in [d["object"] for d in json.loads(out)["instances"][0]["denials"] if d["reason"] == "key"]
+    out = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=0).out  # nothing unintended
+    assert not any(tail in s for s in _strings(json.loads(out)))
+
+
+def test_an_audit_log_named_on_the_command_line_that_does_not_exist_is_an_error(server_factory, tmp_path: Path) -> None:
+    # Without it no denial is tied to a change, and drift --denials would call the caused ones intended.
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(), expect=0)
+    for command in (("denials",), ("drift", "--denials")):
+        rc, out, err = cli(*command, "-f", str(cli.file), "--audit-log", "audit.jsnol", expect=1)
+        assert err.strip() == "reconciler: --audit-log audit.jsnol: no such file"
+    # The file's own audit_log: before any apply wrote it, it is only a note.
+    (tmp_path / "audit.jsonl").unlink()
+    assert "does not exist yet" in cli("denials", "-f", str(cli.file), expect=(0, 2)).out

@@ -5,6 +5,7 @@ audit log, the audit record's words, escaping and the Markdown budget."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -254,6 +255,18 @@ def test_unavailable_and_unreadable_instances_and_nodes(desired) -> None:
     assert "Instance cache (2 nodes: 127.0.0.1:7000 primary, 1 replica; Redis 8.0.2)\n" in text  # no empty label
 
 
+def test_a_log_not_read_is_not_reported_as_no_denials(desired) -> None:
+    unread = NodeLog("127.0.0.1:7001", "replica", error="ACL LOG refused: NOPERM")
+    some = build(desired, logs=[InstanceLog("cache", "redis", nodes=(node("127.0.0.1:7000"), unread))])
+    text = render.render_text(some)
+    assert "  no denials on the 1 node read\n" in text and "  no denials\n" not in text
+    assert "No denials in the logs that were read; 1 not read (see above)." in text
+    none = build(desired, logs=[InstanceLog("cache", "redis", nodes=(unread,))])
+    for text in (render.render_text(none), render.render_markdown(none)):
+        assert "no denials\n" not in text.lower() and "No denials." not in text
+        assert "not read: ACL LOG refused: NOPERM" in text
+
+
 # -- ties to the audit log -------------------------------------------------------------------
 
 
@@ -343,6 +356,26 @@ def test_audit_lines_of_one_apply_are_one_change_and_bad_lines_are_counted() -> 
     assert h.skipped == 1
 
 
+def test_audit_records_with_fields_of_the_wrong_type_are_skipped_and_counted() -> None:
+    good = audit_line("update", "app-orders", iso(NOW - 100), permissions=["- revokes KEYS"])
+    bad = [audit_line("update", "app-orders", iso(NOW - 90), plan=f"p{i}", **{field: value})
+           for i, (field, value) in enumerate([("permissions", 5), ("tokens", 7), ("revoked_commands", True), ("permissions", "- keys *")])]
+    h = changes.parse([good, *bad, json.dumps([1, 2]), json.dumps("text")])
+    (c,) = h.changes
+    assert c.permissions == ("- revokes KEYS",)
+    assert h.skipped == 6
+
+
+def test_a_long_key_against_a_revoked_pattern_of_many_stars_is_matched_in_linear_time() -> None:
+    # Key names are whoever talks to the server's: a backtracking match took minutes on 4 KB.
+    started = time.monotonic()
+    assert not tie.revokes("- keys orders:*:*:*:*:x", "key", "orders:" + ":" * 200_000, None)
+    assert tie.revokes("- keys orders:*:*:*:*:x", "key", "orders:" + ":" * 200_000 + "x", None)
+    assert tie.revokes("- channels *a*a*a*a*b", "channel", "a" * 200_000 + "b", None)
+    assert not tie.revokes("- channels *a*a*a*a*b", "channel", "a" * 200_000, None)
+    assert time.monotonic() - started < 2
+
+
 def test_the_audit_record_names_what_a_change_granted_and_revoked(tmp_path: Path) -> None:
     change = UserChange(
         Action.UPDATE, "app-orders", enabled=False, enabled_before=True,
@@ -396,7 +429,12 @@ def test_since_durations(text: str, seconds: int) -> None:
     assert window.parse(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "24", "h", "1.5h", "-3h", "0m", "24 hours", "3y"])
+@pytest.mark.parametrize(
+    "text",
+    # a number too long for a float, and one too long for Python's int parsing: clear errors too
+    ["", "24", "h", "1.5h", "-3h", "0m", "24 hours", "3y", "1" + "0" * 400 + "s", "1" + "0" * 5000 + "w"],
+    ids=lambda t: t if len(t) < 20 else f"{len(t)}-chars",
+)
 def test_bad_since_is_one_clear_error(text: str) -> None:
     with pytest.raises(ReconcilerError, match=r"--since .*: "):
         window.parse(text)

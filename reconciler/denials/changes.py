@@ -3,8 +3,8 @@ revoked in the plan's words, which tokens it removed, whom it disabled or delete
 
 Only completed changes count (`result: ok`). The lines of one apply (one plan fingerprint) for
 one user are one change, at the time of its first node. Lines that are not JSON records (a
-line cut short by a crash, a hand edit) are skipped and counted, never fatal: the report says
-how many.
+line cut short by a crash, a hand edit, a list field that is not a list) are skipped and
+counted, never fatal: the report says how many.
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ def _epoch(text: Any) -> float | None:
         return None
 
 
+def _list(rec: dict[str, Any], key: str) -> list[Any]:
+    """A list field of a record; anything else (a hand edit, another tool's line) makes the
+    record one that is skipped and counted."""
+    value = rec.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{key} is not a list")
+    return value
+
+
 def parse(lines: Iterable[str], source: str = "") -> History:
     """Pure: audit lines -> the changes they record."""
     merged: dict[tuple[str, str, str, str], Change] = {}
@@ -74,7 +85,12 @@ def parse(lines: Iterable[str], source: str = "") -> History:
         instance, user, action = str(rec.get("instance", "")), str(rec.get("user", "")), str(rec.get("action", ""))
         if when is None or not instance or action not in ("create", "update", "delete"):
             continue
-        tokens = [t for t in rec.get("tokens") or () if isinstance(t, dict)]
+        try:
+            tokens = [t for t in _list(rec, "tokens") if isinstance(t, dict)]
+            permissions, revoked = _list(rec, "permissions"), _list(rec, "revoked_commands")
+        except ValueError:
+            skipped += 1
+            continue
         for t in tokens:
             if t.get("id") and t.get("sha256"):
                 ids[(instance, user, str(t["sha256"]))] = str(t["id"])
@@ -84,8 +100,8 @@ def parse(lines: Iterable[str], source: str = "") -> History:
             instance=instance,
             user=user,
             action=action,
-            permissions=tuple(str(p) for p in rec.get("permissions") or ()),
-            revoked_commands=tuple(str(c) for c in rec.get("revoked_commands") or ()),
+            permissions=tuple(str(p) for p in permissions),
+            revoked_commands=tuple(str(c) for c in revoked),
             removed=removed,
             disabled=rec.get("enabled") is False,
             plan=str(rec.get("plan", "")),

@@ -130,7 +130,12 @@ def _instance_lines(inst: InstanceDenials, colors: Colors) -> list[str]:
             if d.cause is not None:
                 lines.append(colors.paint("!", f"      ! likely since {d.cause.words} at {when(d.cause.time)}: {d.cause.likely}"))
     if not inst.denials:
-        lines.append("  no denials")
+        # A node whose log was not read is no evidence of no denials: say what the zero covers.
+        read = [n for n in inst.nodes if not n.error]
+        if len(read) == len(inst.nodes):
+            lines.append("  no denials")
+        elif read:
+            lines.append(f"  no denials on the {len(read)} node{'s' if len(read) != 1 else ''} read")
     for n in inst.nodes:
         if n.error:
             lines.append(colors.paint("!", f"  ! {n.address}: not read: {n.error}"))
@@ -181,6 +186,8 @@ def _summary(report: DenialReport) -> list[str]:
         if auth:
             parts.append(f"{auth:,} failed AUTH" + (f" ({probing:,} probing)" if probing else ""))
         out = [f"Denials{window}: {', '.join(parts)}; {len(report.caused)} caused by a change."]
+    elif report.errors:
+        out = [f"No denials{window} in the logs that were read; {len(report.errors)} not read (see above)."]
     else:
         out = [f"No denials{window}."]
     out.append(f"Changes: {report.audit}" if report.audit else "")

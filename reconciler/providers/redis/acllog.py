@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from ...denials.model import InstanceLog, LogEntry, NodeLog
-from ...errors import LiveError
+from ...errors import LiveError, redact_name
 from ...model import Instance
 from . import read, sentinel, topology
 from .deadline import deadline, timeout_of
@@ -64,7 +64,9 @@ def _host(addr: str) -> str:
 
 
 def parse_entry(raw: Any) -> LogEntry:
-    """One ACL LOG entry (RESP2 flat list or RESP3 map) as a LogEntry."""
+    """One ACL LOG entry (RESP2 flat list or RESP3 map) as a LogEntry. The names in it are
+    whatever a client sent (an application's token sent as the user name, or as a key): every
+    secret the run holds is cut out of them here, before the report escapes them for display."""
     d = _pairs(raw)
     age = float(_text(d.get("age-seconds")) or 0.0)
     entry_id = d.get("entry-id")
@@ -78,15 +80,15 @@ def parse_entry(raw: Any) -> LogEntry:
     return LogEntry(
         reason=_text(d.get("reason")),
         context=_text(d.get("context")),
-        object=_text(d.get("object")),
-        username=_text(d.get("username")),
+        object=redact_name(_text(d.get("object"))),
+        username=redact_name(_text(d.get("username"))),
         count=int(d.get("count") or 0),
         last_age=age,
         first_age=first_age,
         entry_id=int(entry_id) if entry_id is not None else None,
         created_ms=int(created) if created is not None else None,
         client=_host(client.get("addr", "")),
-        client_name=client.get("name", ""),
+        client_name=redact_name(client.get("name", "")),
     )
 
 

@@ -485,3 +485,26 @@ def test_an_audit_log_named_on_the_command_line_that_does_not_exist_is_an_error(
     # The file's own audit_log: before any apply wrote it, it is only a note.
     (tmp_path / "audit.jsonl").unlink()
     assert "does not exist yet" in cli("denials", "-f", str(cli.file), expect=(0, 2)).out
+
+
+@pytest.mark.parametrize("lie", ["count", "age", "string"])
+def test_a_node_that_answers_acl_log_with_nonsense_is_one_error_and_the_rest_is_reported(server_factory, tmp_path: Path, lie: str) -> None:
+    from support.lying_redis import LyingRedis
+
+    srv = protected(server_factory, "valkey-9.1")
+    liar = LyingRedis(lie)
+    try:
+        two = file_text().replace(
+            "users:",
+            "  other:\n    nodes: [{env: T_OTHER}]\n    admin: {username: default, secret: {env: T_ADMIN}}\n    timeout_seconds: 2\nusers:",
+        )
+        cli = cli_for(tmp_path, srv.address)
+        cli.env["T_OTHER"] = liar.address
+        cli.file.write_text(two)
+        failed_auth(srv, "nobody", TRIED[1])
+        rc, out, err = cli("denials", "-f", str(cli.file), expect=1)
+        assert "Instance cache (" in out and "nobody" in out  # the good node's log is still shown
+        assert err.startswith(f"reconciler: other {liar.address}: ACL LOG reply not understood (")
+        assert len(err.strip().splitlines()) == 1 and "internal error" not in err
+    finally:
+        liar.close()

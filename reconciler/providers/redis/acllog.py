@@ -156,6 +156,9 @@ def read_node(instance: Instance, address: str, client: redis.Redis, role: str) 
         return parse_node(address, role, replies, read_at)
     except LiveError as exc:
         raise LiveError(f"{where}: {exc}") from None
+    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+        # A proxy or a server that only looks like Redis: that node is not read, the others are.
+        raise LiveError(f"{where}: ACL LOG reply not understood ({type(exc).__name__}: {exc})") from None
 
 
 def _node_error(address: str, role: str, exc: LiveError, instance: Instance) -> NodeLog:

@@ -508,3 +508,18 @@ def test_a_node_that_answers_acl_log_with_nonsense_is_one_error_and_the_rest_is_
         assert len(err.strip().splitlines()) == 1 and "internal error" not in err
     finally:
         liar.close()
+
+
+def test_drift_with_a_log_that_cannot_be_read_is_an_error_never_clean(server_factory, tmp_path: Path) -> None:
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(), expect=0)
+    assert cli("drift", "-f", str(cli.file), "--denials", expect=0).out.startswith("reconciler drift: clean\n")
+    admin(srv).execute_command("ACL", "SETUSER", "default", "-acl|log")  # the admin may no longer read the log
+    rc, out, err = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=1)
+    assert json.loads(out)["drift"]["status"] == "error" and json.loads(out)["drift"]["exit_code"] == 1
+    assert "ACL LOG refused" in err and len(err.strip().splitlines()) == 1
+    for fmt in ("text", "markdown"):
+        out = cli("drift", "-f", str(cli.file), "--denials", "--format", fmt, expect=1).out
+        assert "drift: clean" not in out and "drift: no changes; 1 ACL LOG not read" in out
+        assert "No denials." not in out

@@ -523,3 +523,30 @@ def test_drift_with_a_log_that_cannot_be_read_is_an_error_never_clean(server_fac
         out = cli("drift", "-f", str(cli.file), "--denials", "--format", fmt, expect=1).out
         assert "drift: clean" not in out and "drift: no changes; 1 ACL LOG not read" in out
         assert "No denials." not in out
+
+
+def test_a_token_declared_by_its_hash_alone_sent_as_a_name_is_not_shown(server_factory, tmp_path: Path) -> None:
+    # The run holds no plaintext of a token the file declares by sha256 (or of one an apply
+    # removed), so redaction by value cannot catch it: the name's own hash does.
+    import hashlib
+
+    current, removed = "hash-only-token-7c1d9e2f4a6b8035", "rotated-out-token-3e5f7a9b1c2d4e60"
+
+    def by_hash(token_id: str, plain: str) -> str:
+        return f"      - id: {token_id}\n        sha256: {hashlib.sha256(plain.encode()).hexdigest()}\n"
+
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(tokens=by_hash("2026-11", current) + by_hash("2026-08", removed)), expect=0)
+    cli.apply(file_text(tokens=by_hash("2026-11", current)), expect=0)  # the audit log records the removal
+    c = app(srv, current)
+    refused(lambda: c.get(current))  # a key outside orders:*, named by the token
+    c.close()
+    failed_auth(srv, current, "whatever")  # user name and token swapped
+    failed_auth(srv, removed, "whatever")  # ... with the token rotation removed
+    assert current in raw_log(srv) and removed in raw_log(srv)  # the server logged them as names
+    for fmt in ("text", "markdown", "json"):
+        out = cli("denials", "-f", str(cli.file), "--format", fmt, expect=2).out
+        assert current not in out and removed not in out and "(redacted)" in out
+    out = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=0).out
+    assert current not in out and removed not in out

@@ -376,6 +376,19 @@ def test_a_long_key_against_a_revoked_pattern_of_many_stars_is_matched_in_linear
     assert time.monotonic() - started < 2
 
 
+def test_a_fleets_audit_log_and_thousands_of_rows_are_tied_in_seconds() -> None:
+    # Each row looked through every change of the log: 400,000 changes and 5,000 rows took 4 minutes.
+    others = [changes.Change(NOW - 1000 + i / 1000, "cache", f"user-{i % 50}", "update", ("- revokes KEYS",), ("keys",))
+              for i in range(200_000)]
+    mine = changes.Change(NOW - 2000, "cache", "app-orders", "update", ("- keys orders:*",))
+    history = changes.History(changes=tuple([mine, *others]), token_ids={})
+    started = time.monotonic()
+    causes = [tie.cause(denial("key", f"orders:{i}"), history, None) for i in range(2000)]
+    assert time.monotonic() - started < 5
+    assert all(c is not None and c.words == "- keys orders:*" for c in causes)
+    assert tie.cause(denial(obj="keys"), history, None) is None  # KEYS was revoked from the others only
+
+
 def test_the_audit_record_names_what_a_change_granted_and_revoked(tmp_path: Path) -> None:
     change = UserChange(
         Action.UPDATE, "app-orders", enabled=False, enabled_before=True,

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from ..errors import ReconcilerError
@@ -37,6 +38,18 @@ class History:
     token_ids: dict[tuple[str, str, str], str]  # (instance, user, sha256 prefix) -> the id the file gave it
     skipped: int = 0  # lines that are not JSON records
     source: str = ""
+
+    @cached_property
+    def _by_user(self) -> dict[tuple[str, str], tuple[Change, ...]]:
+        out: dict[tuple[str, str], list[Change]] = {}
+        for c in self.changes:
+            out.setdefault((c.instance, c.user), []).append(c)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def of(self, instance: str, user: str) -> tuple[Change, ...]:
+        """The changes to one user on one instance, by time (a fleet's audit log holds hundreds of
+        thousands of changes, and a report thousands of rows: each row looks at its user's only)."""
+        return self._by_user.get((instance, user), ())
 
     def token_label(self, instance: str, user: str, token_id: str | None, prefix: str) -> str:
         """`2026-08 (sha256:5e884898…)`; a token removed because the file dropped it has no id in

@@ -84,8 +84,9 @@ def _began(denial: Denial) -> float:
 
 
 def _before(changes: Iterable[Change], denial: Denial) -> list[Change]:
+    """`changes`: the user's on the denial's instance (History.of)."""
     began = _began(denial)
-    return [c for c in changes if c.instance == denial.instance and c.user == denial.user and c.time <= began + TOLERANCE]
+    return [c for c in changes if c.time <= began + TOLERANCE]
 
 
 def _auth_words(change: Change, history: History) -> str:
@@ -113,7 +114,7 @@ def _likely(denial: Denial, change: Change) -> str:
 
 def cause(denial: Denial, history: History, table: CommandTable | None) -> Cause | None:
     """The change `denial` follows, or None."""
-    candidates = _before(history.changes, denial)
+    candidates = _before(history.of(denial.instance, denial.user), denial)
     if denial.reason == "auth":
         for change in reversed(candidates):
             if change.action == "delete" or change.removed or change.disabled:

@@ -550,3 +550,19 @@ def test_a_token_declared_by_its_hash_alone_sent_as_a_name_is_not_shown(server_f
         assert current not in out and removed not in out and "(redacted)" in out
     out = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=0).out
     assert current not in out and removed not in out
+
+
+def test_a_database_a_change_took_away_is_marked_as_caused_by_it(server_factory, tmp_path: Path) -> None:
+    # Valkey 9 database rules: SELECT of a database an apply revoked was listed but not tied, so
+    # drift --denials called the ACLs and the denials clean.
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(ACL + " +select alldbs"), expect=0)
+    cli.apply(file_text(ACL + " +select resetdbs db=0,1"), expect=0)
+    c = app(srv)
+    refused(lambda: c.execute_command("SELECT", "3"))
+    c.execute_command("SELECT", "1")
+    c.close()
+    d = row(report(cli), "database", "3")
+    assert d["cause"]["words"] == "- databases 0,1" and d["unintended"]
+    assert cli("drift", "-f", str(cli.file), "--denials", expect=2).out.startswith("reconciler drift: no changes; 1 unintended denial\n")

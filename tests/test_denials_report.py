@@ -376,6 +376,21 @@ def test_a_long_key_against_a_revoked_pattern_of_many_stars_is_matched_in_linear
     assert time.monotonic() - started < 2
 
 
+def test_a_tampered_audit_records_words_stay_inert_in_every_format(desired) -> None:
+    evil = "\n```\n</details><img src=x onerror=alert(1)>\x1b[2J\u202e"
+    history = changes.parse([
+        audit_line("update", "app-orders", iso(NOW - 100), permissions=[f"- keys orders:* {evil}"]),
+        audit_line("update", "app-orders", iso(NOW - 90), plan="p2", tokens=[{"id": f"2026-08{evil}", "sha256": "5e884898", "change": "remove"}]),
+    ])
+    report = build(desired, node("127.0.0.1:7000", exact("key", "orders:1", eid=1), exact("auth", "AUTH", eid=2, user="app-orders")), history=history)
+    assert len(report.caused) == 2
+    for text in (render.render_text(report), render.render_markdown(report)):
+        assert "<img" not in text and "</details><" not in text and "\x1b" not in text and "\u202e" not in text
+        assert text.count("```") % 2 == 0 and "\n```\n</details>" not in text
+        assert '"- keys orders:* \\u000a\\u0060\\u0060\\u0060' in text  # readable, escaped
+        assert "(sha256:5e884898…) was removed" in text  # the ellipsis of our own words stays
+
+
 def test_a_fleets_audit_log_and_thousands_of_rows_are_tied_in_seconds() -> None:
     # Each row looked through every change of the log: 400,000 changes and 5,000 rows took 4 minutes.
     others = [changes.Change(NOW - 1000 + i / 1000, "cache", f"user-{i % 50}", "update", ("- revokes KEYS",), ("keys",))

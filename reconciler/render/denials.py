@@ -40,6 +40,14 @@ def shown(text: str) -> str:
     return body
 
 
+def inert(text: str) -> str:
+    """A change's words from the audit log, kept readable but inert: a hand-edited or tampered
+    record must not be able to close the Markdown fence, open HTML or move the cursor either."""
+    if text.isprintable() and not any(ch in text for ch in "`<>&"):
+        return text  # "… and 73 more", "sha256:5e884898…" as they are
+    return "".join(ch if ch.isprintable() and ch not in "`<>&" else f"\\u{ord(ch):04x}" for ch in text)
+
+
 def _object(d: Denial) -> str:
     if d.reason == "command":
         return f"command {command_label(d.object) if PLAIN.fullmatch(d.object) else shown(d.object)}"
@@ -77,11 +85,12 @@ def cause_line(d: Denial) -> list[str]:
     """The line (and its "likely" reason) tying a denial to a change."""
     assert d.cause is not None
     at = when(d.cause.time)
+    words = inert(d.cause.words)
     if d.reason == "auth":
         head = f"{d.instance} {shown(d.user)}: {d.count:,} failed AUTH"
         src = _clients(d)
-        return [f"! {head}{' ' + src if src else ''} since {d.cause.words} at {at}", f"    likely: {d.cause.likely}"]
-    return [f"! {d.instance} {shown(d.user)}: {_object(d)} refused {_times_word(d.count)} since \"{d.cause.words}\" at {at}"]
+        return [f"! {head}{' ' + src if src else ''} since {words} at {at}", f"    likely: {d.cause.likely}"]
+    return [f"! {d.instance} {shown(d.user)}: {_object(d)} refused {_times_word(d.count)} since \"{words}\" at {at}"]
 
 
 def _row(label: str, d: Denial, extra: str = "") -> str:
@@ -116,7 +125,7 @@ def _instance_lines(inst: InstanceDenials, colors: Colors) -> list[str]:
             lines.append(f"  user {shown(d.user)}" + ("" if d.declared else "  (not in the file)"))
         lines.append(_row(_object(d), d, _clients(d) if not d.declared else ""))
         if d.cause is not None:
-            lines.append(colors.paint("!", f"      ! since \"{d.cause.words}\" at {when(d.cause.time)}"))
+            lines.append(colors.paint("!", f"      ! since \"{inert(d.cause.words)}\" at {when(d.cause.time)}"))
     if auth:
         lines.append("  failed AUTH")
         for d in auth:
@@ -128,7 +137,7 @@ def _instance_lines(inst: InstanceDenials, colors: Colors) -> list[str]:
                 kind = "declared user: a wrong or old token"
             lines.append(_row(shown(d.user), d, f"{_clients(d)}  {kind}".strip()))
             if d.cause is not None:
-                lines.append(colors.paint("!", f"      ! likely since {d.cause.words} at {when(d.cause.time)}: {d.cause.likely}"))
+                lines.append(colors.paint("!", f"      ! likely since {inert(d.cause.words)} at {when(d.cause.time)}: {d.cause.likely}"))
     if not inst.denials:
         # A node whose log was not read is no evidence of no denials: say what the zero covers.
         read = [n for n in inst.nodes if not n.error]

@@ -360,10 +360,12 @@ def test_audit_records_with_fields_of_the_wrong_type_are_skipped_and_counted() -
     good = audit_line("update", "app-orders", iso(NOW - 100), permissions=["- revokes KEYS"])
     bad = [audit_line("update", "app-orders", iso(NOW - 90), plan=f"p{i}", **{field: value})
            for i, (field, value) in enumerate([("permissions", 5), ("tokens", 7), ("revoked_commands", True), ("permissions", "- keys *")])]
-    h = changes.parse([good, *bad, json.dumps([1, 2]), json.dumps("text")])
+    times = [audit_line("update", "app-orders", t, plan=t) for t in ("2026-13-01", "yesterday", "")]
+    other = audit_line("persist", "", iso(NOW - 80))  # not a change to a user: neither kept nor counted
+    h = changes.parse([good, *bad, json.dumps([1, 2]), json.dumps("text"), *times, other])
     (c,) = h.changes
     assert c.permissions == ("- revokes KEYS",)
-    assert h.skipped == 6
+    assert h.skipped == 9
 
 
 def test_a_long_key_against_a_revoked_pattern_of_many_stars_is_matched_in_linear_time() -> None:

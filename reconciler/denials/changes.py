@@ -61,7 +61,7 @@ class History:
 def _epoch(text: Any) -> float | None:
     try:
         return datetime.fromisoformat(str(text)).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
 
 
@@ -96,7 +96,10 @@ def parse(lines: Iterable[str], source: str = "") -> History:
             continue
         when = _epoch(rec.get("time"))
         instance, user, action = str(rec.get("instance", "")), str(rec.get("user", "")), str(rec.get("action", ""))
-        if when is None or not instance or action not in ("create", "update", "delete"):
+        if not instance or action not in ("create", "update", "delete"):
+            continue  # another kind of record (persist, lock...): not a change to a user
+        if when is None:  # a change whose time cannot be read cannot be tied: said, not dropped
+            skipped += 1
             continue
         try:
             tokens = [t for t in _list(rec, "tokens") if isinstance(t, dict)]

@@ -36,7 +36,7 @@ class Change:
 class History:
     changes: tuple[Change, ...]  # by time
     token_ids: dict[tuple[str, str, str], str]  # (instance, user, sha256 prefix) -> the id the file gave it
-    skipped: int = 0  # lines that are not JSON records
+    skipped: int = 0  # lines that are not JSON records, or change records of the wrong shape or time
     source: str = ""
 
     @cached_property

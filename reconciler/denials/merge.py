@@ -251,7 +251,7 @@ def build(
         )
     notes: tuple[str, ...] = ()
     if history is not None and history.skipped:
-        notes = (f"audit log {history.source}: {history.skipped} line(s) are not JSON records; skipped",)
+        notes = (f"audit log {history.source}: {history.skipped} line(s) are not change records it can read (cut short, hand-edited); skipped",)
     return DenialReport(
         source=desired.source, instances=tuple(instances), now=now, since=since, audit=audit, notes=notes
     )

@@ -393,6 +393,18 @@ def test_a_tampered_audit_records_words_stay_inert_in_every_format(desired) -> N
         assert "(sha256:5e884898…) was removed" in text  # the ellipsis of our own words stays
 
 
+def test_a_declared_users_name_is_never_taken_for_a_token(desired) -> None:
+    import hashlib
+
+    # The audit log names tokens by an 8-digit prefix: one that happens to be the prefix of a
+    # declared user's name must not turn that user's failed AUTH into an unknown name's.
+    prefix = hashlib.sha256(b"app-orders").hexdigest()[:8]
+    history = changes.parse([audit_line("create", "other", iso(NOW - 900), tokens=[{"id": "t", "sha256": prefix, "change": "add"}])])
+    report = build(desired, node("127.0.0.1:7000", exact("auth", "AUTH", eid=1, user="app-orders")), history=history)
+    (d,) = report.denials
+    assert d.user == "app-orders" and d.declared and d.unintended
+
+
 def test_a_fleets_audit_log_and_thousands_of_rows_are_tied_in_seconds() -> None:
     # Each row looked through every change of the log: 400,000 changes and 5,000 rows took 4 minutes.
     others = [changes.Change(NOW - 1000 + i / 1000, "cache", f"user-{i % 50}", "update", ("- revokes KEYS",), ("keys",))

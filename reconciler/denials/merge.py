@@ -83,8 +83,11 @@ class _Tokens:
         digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
         return REDACTED if digest in self.digests or digest[:8] in self.prefixes else name
 
-    def entry(self, e: LogEntry) -> LogEntry:
-        hidden = replace(e, username=self.hide(e.username), object=self.hide(e.object), client_name=self.hide(e.client_name))
+    def entry(self, e: LogEntry, declared: set[str]) -> LogEntry:
+        # A declared user's name is no token (an 8-digit prefix could collide with one by chance,
+        # and its failed AUTH must stay the declared user's).
+        user = e.username if e.username in declared else self.hide(e.username)
+        hidden = replace(e, username=user, object=self.hide(e.object), client_name=self.hide(e.client_name))
         return e if hidden == e else hidden
 
 
@@ -234,7 +237,7 @@ def build(
             for e in node.entries:
                 if window_start is None or node.read_at - e.last_age >= window_start:
                     # A client that sends its token as the user name or a key: never shown.
-                    e = tokens.entry(e)
+                    e = tokens.entry(e, names)
                     entries.append((node, e, e.username in names))
         denials = _group(log.name, entries, order)
         if history is not None:

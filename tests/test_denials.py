@@ -566,3 +566,29 @@ def test_a_database_a_change_took_away_is_marked_as_caused_by_it(server_factory,
     d = row(report(cli), "database", "3")
     assert d["cause"]["words"] == "- databases 0,1" and d["unintended"]
     assert cli("drift", "-f", str(cli.file), "--denials", expect=2).out.startswith("reconciler drift: no changes; 1 unintended denial\n")
+
+
+def test_a_servers_error_text_stays_inert_in_the_report(server_factory, tmp_path: Path) -> None:
+    # The error of an instance not read is printed outside any code fence in Markdown, and on
+    # the terminal: a server (or whatever listens on that port) chooses its text.
+    from support.lying_redis import LyingRedis
+
+    srv = protected(server_factory, "valkey-9.1")
+    liar = LyingRedis("html")
+    try:
+        cli = cli_for(tmp_path, srv.address)
+        cli.env["T_OTHER"] = liar.address
+        cli.file.write_text(file_text().replace(
+            "users:",
+            "  other:\n    nodes: [{env: T_OTHER}]\n    admin: {username: default, secret: {env: T_ADMIN}}\n    timeout_seconds: 2\nusers:",
+        ))
+        for fmt in ("text", "markdown"):
+            rc, out, err = cli("denials", "-f", str(cli.file), "--format", fmt, expect=1)
+            assert "Instance other" in out and "onerror" in out  # the error is still said
+            for text in (out, err):
+                assert "<img" not in text and "\x1b" not in text and "</details> " not in text
+            assert out.count("```") % 2 == 0
+            if fmt == "markdown":
+                assert "[link](http" not in out and "**bold**" not in out
+    finally:
+        liar.close()

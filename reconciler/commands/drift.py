@@ -72,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write("\n" + extra)
     report_refusals(plan)
     for error in unread:
-        print(f"reconciler: {error}", file=sys.stderr)
+        print(f"reconciler: {denials_render.inert(error)}", file=sys.stderr)
     return code

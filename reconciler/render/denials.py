@@ -19,6 +19,7 @@ from .environment import environment
 from .markdown import Budget, Layout, Section
 from .view import Colors, node_header
 
+_MD_PUNCT = re.compile(r"[\\*_\[\]()#|!~]")
 PLAIN = re.compile(r"[A-Za-z0-9_.:*@|/+=,#$%&^~?!()\[\]{}-]{1,120}")
 SHOWN_CHARS = 120
 NODES_SHOWN = 4
@@ -40,9 +41,14 @@ def shown(text: str) -> str:
     return body
 
 
+def _md_escape(match: re.Match[str]) -> str:
+    return "\\" + match.group(0)
+
+
 def inert(text: str) -> str:
-    """A change's words from the audit log, kept readable but inert: a hand-edited or tampered
-    record must not be able to close the Markdown fence, open HTML or move the cursor either."""
+    """Text from a file or a server that is not a name (a change's words from the audit log, a
+    server's error), kept readable but inert: a tampered record or a server that answers HTML
+    must not be able to close the Markdown fence, open HTML or move the cursor either."""
     if text.isprintable() and not any(ch in text for ch in "`<>&"):
         return text  # "… and 73 more", "sha256:5e884898…" as they are
     return "".join(ch if ch.isprintable() and ch not in "`<>&" else f"\\u{ord(ch):04x}" for ch in text)
@@ -108,7 +114,7 @@ def _instance_header(inst: InstanceDenials) -> str:
     if inst.unavailable:
         return f"Instance {inst.name}: ACL LOG is not available: {inst.unavailable}"
     if inst.error:
-        return f"Instance {inst.name}: not read: {inst.error}"
+        return f"Instance {inst.name}: not read: {inert(inst.error)}"
     return f"Instance {inst.name} ({node_header(inst.nodes)})"
 
 
@@ -147,7 +153,7 @@ def _instance_lines(inst: InstanceDenials, colors: Colors) -> list[str]:
             lines.append(f"  no denials on the {len(read)} node{'s' if len(read) != 1 else ''} read")
     for n in inst.nodes:
         if n.error:
-            lines.append(colors.paint("!", f"  ! {n.address}: not read: {n.error}"))
+            lines.append(colors.paint("!", f"  ! {n.address}: not read: {inert(n.error)}"))
         elif n.lossy:
             lines.append(colors.paint("!", f"  ! {n.address}: lossy: {n.lossy}"))
         if n.coverage:
@@ -277,7 +283,8 @@ def render_markdown(report: DenialReport, *, title: str = "", budget: Budget | N
     sections = [s for s in view.instances if s.lines]
     unavailable = [s.header for s in view.instances if not s.lines]
     if unavailable:
-        head += "\n" + "".join(f"- {line}\n" for line in unavailable)
+        # Outside any fence: Markdown's own punctuation escaped too (a server's error text).
+        head += "\n" + "".join("- " + _MD_PUNCT.sub(_md_escape, line) + "\n" for line in unavailable)
     return markdown.fit(head, sections, budget, DENIALS_LAYOUT)
 
 

@@ -1,6 +1,7 @@
 """A TCP server that talks just enough RESP to pass for a Redis 7.2 primary (AUTH, INFO, CONFIG
 GET) and answers `ACL LOG` with what a proxy or a look-alike server might send instead: a
-count that is not a number, an age that is not one, a string where a list belongs. For the
+count that is not a number, an age that is not one, a string where a list belongs; or
+refuses everything with an error that is Markdown, HTML and terminal escapes (`html`). For the
 promise that one such node is reported as not read while the others' logs are still shown."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 
+HTML = b"<img src=x onerror=alert(1)> ``` </details> **bold** [link](http://example.invalid)\x1b[2J"  # one RESP line
 LIES = {
     "count": [b"count", b"lots", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"1.5"],
     "age": [b"count", b"1", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"nan?"],
@@ -61,6 +63,8 @@ class LyingRedis:
 
     def _reply(self, argv: list[bytes]) -> bytes:
         name, arg = argv[0], argv[1] if len(argv) > 1 else b""
+        if self.lie == "html":  # every command refused with an error that is Markdown, HTML and escapes
+            return b"-ERR " + HTML + b"\r\n"
         if name in (b"AUTH", b"CLIENT"):
             return b"+OK\r\n"
         if name == b"PING":

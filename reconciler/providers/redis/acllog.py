@@ -156,7 +156,7 @@ def read_node(instance: Instance, address: str, client: redis.Redis, role: str) 
         return parse_node(address, role, replies, read_at)
     except LiveError as exc:
         raise LiveError(f"{where}: {exc}") from None
-    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         # A proxy or a server that only looks like Redis: that node is not read, the others are.
         raise LiveError(f"{where}: ACL LOG reply not understood ({type(exc).__name__}: {exc})") from None
 

@@ -487,7 +487,7 @@ def test_an_audit_log_named_on_the_command_line_that_does_not_exist_is_an_error(
     assert "does not exist yet" in cli("denials", "-f", str(cli.file), expect=(0, 2)).out
 
 
-@pytest.mark.parametrize("lie", ["count", "age", "string"])
+@pytest.mark.parametrize("lie", ["count", "age", "string", "infinite", "ancient", "created"])
 def test_a_node_that_answers_acl_log_with_nonsense_is_one_error_and_the_rest_is_reported(server_factory, tmp_path: Path, lie: str) -> None:
     from support.lying_redis import LyingRedis
 

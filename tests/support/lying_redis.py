@@ -13,6 +13,10 @@ HTML = b"<img src=x onerror=alert(1)> ``` </details> **bold** [link](http://exam
 LIES = {
     "count": [b"count", b"lots", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"1.5"],
     "age": [b"count", b"1", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"nan?"],
+    "infinite": [b"count", b"1", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"inf"],
+    "ancient": [b"count", b"1", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"1e300"],
+    "created": [b"count", b"1", b"reason", b"auth", b"object", b"AUTH", b"username", b"x", b"age-seconds", b"1",
+                b"entry-id", b"1", b"timestamp-created", b"-99999999999999999999", b"timestamp-last-updated", b"5"],
 }
 
 

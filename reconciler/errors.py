@@ -99,6 +99,8 @@ _STALE = [False]  # the three indexes above lag _SECRETS
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{16,}")
 # Above this many (secrets x characters), one pass over the text is cheaper than one search per secret.
 _SCAN_ABOVE = 20_000_000
+# Names up to this long are redacted in one pass over them (redact_name).
+_NAME_SCAN_MAX = 4096
 # What servers do to an argument they echo in an error (Redis/Valkey rejectCommandFormat).
 _ECHOED = str.maketrans({"\r": " ", "\n": " "})
 
@@ -193,6 +195,23 @@ def _redact_prefixes(text: str, secret: str) -> str:
             return "".join(out)
         out.append(text[i:j] + REDACTED)
         i = j + _extent(text, j, _BY_HEAD[head])
+
+
+def redact_name(text: str) -> str:
+    """A name a client sent (an ACL LOG user, key or channel name) with every secret cut out,
+    before anything escapes or cuts it: once escaped for display (`"` as `\\"`), a secret no
+    longer reads as itself and the output's redaction would miss what follows its first
+    unusual character. A name that is a secret whole is redacted however short it is."""
+    if not _SECRETS or not text:
+        return text
+    if text in _SECRETS:
+        return REDACTED
+    if len(text) > _NAME_SCAN_MAX:
+        return redact_secrets(text)
+    # A report holds thousands of names and a file may hold thousands of tokens: one pass over
+    # the (short) name, not one search per secret.
+    _index()
+    return _scan(text) if _ORDERED else text
 
 
 def redact(text: str) -> str:

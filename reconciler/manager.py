@@ -160,14 +160,18 @@ class Manager:
         parallel like read), merged per user, reason and object, and tied to the changes the
         audit log (`--audit-log`, else the file's `audit_log:`) recorded."""
         names = self.instance_names(only, shard)
+        path = audit_log or self.desired.audit_log
+        history = audit_changes.load(path) if path else None
+        if audit_log and history is None:
+            # Named on the command line, so a typo, not a log no apply wrote yet: without it no
+            # denial is tied to a change and drift --denials would call caused denials intended.
+            raise ReconcilerError(f"--audit-log {audit_log}: no such file")
 
         def read_one(n: str) -> InstanceLog:
             return providers.for_instance(self.desired, n).read_denials(self.desired.instances[n])
 
         with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_INSTANCES, len(names)))) as pool:
             logs = list(pool.map(read_one, names))
-        path = audit_log or self.desired.audit_log
-        history = audit_changes.load(path) if path else None
         if not path:
             note = "no audit log (audit_log: in the file, or --audit-log PATH), so denials are not tied to changes"
         elif history is None:

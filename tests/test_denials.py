@@ -438,3 +438,157 @@ users:""")
     assert "Instance rc: ACL LOG is not available: Redis Cloud databases refuse ACL LOG" in out
     assert "Instance ms: ACL LOG is not available: Memorystore for Valkey refuses ACL commands" in out
     assert err == ""
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_a_token_with_quotes_sent_as_a_user_name_or_a_key_is_cut_whole(server_factory, tmp_path: Path) -> None:
+    # Once escaped for display (`"` as `\"`, `<` as `\u003c`), a token no longer reads as itself:
+    # redacting the output redacted its first characters and printed the rest.
+    quoted = 'orders-token-Zx8"q<w>&`9kLmN0pQ\\tail-5d1e9b3a'
+    tail = "9kLmN0pQ"
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.env["T_ORDERS"] = quoted
+    cli.apply(file_text(), expect=0)
+    c = app(srv, quoted)
+    refused(lambda: c.get(quoted))  # a key outside orders:*, named by the token
+    c.close()
+    failed_auth(srv, quoted, "whatever")  # user name and token swapped
+    for fmt in ("text", "markdown", "json"):
+        out = cli("denials", "-f", str(cli.file), "--format", fmt, expect=2).out
+        assert tail not in out and "(redacted)" in out
+        if fmt == "json":
+            strings = _strings(json.loads(out))
+            assert not any(tail in s or "Zx8" in s for s in strings)
+            assert "(redacted)" in [d["object"] for d in json.loads(out)["instances"][0]["denials"] if d["reason"] == "key"]
+    out = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=0).out  # nothing unintended
+    assert not any(tail in s for s in _strings(json.loads(out)))
+
+
+def test_an_audit_log_named_on_the_command_line_that_does_not_exist_is_an_error(server_factory, tmp_path: Path) -> None:
+    # Without it no denial is tied to a change, and drift --denials would call the caused ones intended.
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(), expect=0)
+    for command in (("denials",), ("drift", "--denials")):
+        rc, out, err = cli(*command, "-f", str(cli.file), "--audit-log", "audit.jsnol", expect=1)
+        assert err.strip() == "reconciler: --audit-log audit.jsnol: no such file"
+    # The file's own audit_log: before any apply wrote it, it is only a note.
+    (tmp_path / "audit.jsonl").unlink()
+    assert "does not exist yet" in cli("denials", "-f", str(cli.file), expect=(0, 2)).out
+
+
+@pytest.mark.parametrize("lie", ["count", "age", "string", "infinite", "ancient", "created"])
+def test_a_node_that_answers_acl_log_with_nonsense_is_one_error_and_the_rest_is_reported(server_factory, tmp_path: Path, lie: str) -> None:
+    from support.lying_redis import LyingRedis
+
+    srv = protected(server_factory, "valkey-9.1")
+    liar = LyingRedis(lie)
+    try:
+        two = file_text().replace(
+            "users:",
+            "  other:\n    nodes: [{env: T_OTHER}]\n    admin: {username: default, secret: {env: T_ADMIN}}\n    timeout_seconds: 2\nusers:",
+        )
+        cli = cli_for(tmp_path, srv.address)
+        cli.env["T_OTHER"] = liar.address
+        cli.file.write_text(two)
+        failed_auth(srv, "nobody", TRIED[1])
+        rc, out, err = cli("denials", "-f", str(cli.file), expect=1)
+        assert "Instance cache (" in out and "nobody" in out  # the good node's log is still shown
+        assert err.startswith(f"reconciler: other {liar.address}: ACL LOG reply not understood (")
+        assert len(err.strip().splitlines()) == 1 and "internal error" not in err
+    finally:
+        liar.close()
+
+
+def test_drift_with_a_log_that_cannot_be_read_is_an_error_never_clean(server_factory, tmp_path: Path) -> None:
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(), expect=0)
+    assert cli("drift", "-f", str(cli.file), "--denials", expect=0).out.startswith("reconciler drift: clean\n")
+    admin(srv).execute_command("ACL", "SETUSER", "default", "-acl|log")  # the admin may no longer read the log
+    rc, out, err = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=1)
+    assert json.loads(out)["drift"]["status"] == "error" and json.loads(out)["drift"]["exit_code"] == 1
+    assert "ACL LOG refused" in err and len(err.strip().splitlines()) == 1
+    for fmt in ("text", "markdown"):
+        out = cli("drift", "-f", str(cli.file), "--denials", "--format", fmt, expect=1).out
+        assert "drift: clean" not in out and "drift: no changes; 1 ACL LOG not read" in out
+        assert "No denials." not in out
+
+
+def test_a_token_declared_by_its_hash_alone_sent_as_a_name_is_not_shown(server_factory, tmp_path: Path) -> None:
+    # The run holds no plaintext of a token the file declares by sha256 (or of one an apply
+    # removed), so redaction by value cannot catch it: the name's own hash does.
+    import hashlib
+
+    current, removed = "hash-only-token-7c1d9e2f4a6b8035", "rotated-out-token-3e5f7a9b1c2d4e60"
+
+    def by_hash(token_id: str, plain: str) -> str:
+        return f"      - id: {token_id}\n        sha256: {hashlib.sha256(plain.encode()).hexdigest()}\n"
+
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(tokens=by_hash("2026-11", current) + by_hash("2026-08", removed)), expect=0)
+    cli.apply(file_text(tokens=by_hash("2026-11", current)), expect=0)  # the audit log records the removal
+    c = app(srv, current)
+    refused(lambda: c.get(current))  # a key outside orders:*, named by the token
+    c.close()
+    failed_auth(srv, current, "whatever")  # user name and token swapped
+    failed_auth(srv, removed, "whatever")  # ... with the token rotation removed
+    assert current in raw_log(srv) and removed in raw_log(srv)  # the server logged them as names
+    for fmt in ("text", "markdown", "json"):
+        out = cli("denials", "-f", str(cli.file), "--format", fmt, expect=2).out
+        assert current not in out and removed not in out and "(redacted)" in out
+    out = cli("drift", "-f", str(cli.file), "--denials", "--format", "json", expect=0).out
+    assert current not in out and removed not in out
+
+
+def test_a_database_a_change_took_away_is_marked_as_caused_by_it(server_factory, tmp_path: Path) -> None:
+    # Valkey 9 database rules: SELECT of a database an apply revoked was listed but not tied, so
+    # drift --denials called the ACLs and the denials clean.
+    srv = protected(server_factory, "valkey-9.1")
+    cli = cli_for(tmp_path, srv.address)
+    cli.apply(file_text(ACL + " +select alldbs"), expect=0)
+    cli.apply(file_text(ACL + " +select resetdbs db=0,1"), expect=0)
+    c = app(srv)
+    refused(lambda: c.execute_command("SELECT", "3"))
+    c.execute_command("SELECT", "1")
+    c.close()
+    d = row(report(cli), "database", "3")
+    assert d["cause"]["words"] == "- databases 0,1" and d["unintended"]
+    assert cli("drift", "-f", str(cli.file), "--denials", expect=2).out.startswith("reconciler drift: no changes; 1 unintended denial\n")
+
+
+def test_a_servers_error_text_stays_inert_in_the_report(server_factory, tmp_path: Path) -> None:
+    # The error of an instance not read is printed outside any code fence in Markdown, and on
+    # the terminal: a server (or whatever listens on that port) chooses its text.
+    from support.lying_redis import LyingRedis
+
+    srv = protected(server_factory, "valkey-9.1")
+    liar = LyingRedis("html")
+    try:
+        cli = cli_for(tmp_path, srv.address)
+        cli.env["T_OTHER"] = liar.address
+        cli.file.write_text(file_text().replace(
+            "users:",
+            "  other:\n    nodes: [{env: T_OTHER}]\n    admin: {username: default, secret: {env: T_ADMIN}}\n    timeout_seconds: 2\nusers:",
+        ))
+        for fmt in ("text", "markdown"):
+            rc, out, err = cli("denials", "-f", str(cli.file), "--format", fmt, expect=1)
+            assert "Instance other" in out and "onerror" in out  # the error is still said
+            for text in (out, err):
+                assert "<img" not in text and "\x1b" not in text and "</details> " not in text
+            assert out.count("```") % 2 == 0
+            if fmt == "markdown":
+                assert "[link](http" not in out and "**bold**" not in out
+    finally:
+        liar.close()

@@ -5,6 +5,7 @@ audit log, the audit record's words, escaping and the Markdown budget."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -254,6 +255,18 @@ def test_unavailable_and_unreadable_instances_and_nodes(desired) -> None:
     assert "Instance cache (2 nodes: 127.0.0.1:7000 primary, 1 replica; Redis 8.0.2)\n" in text  # no empty label
 
 
+def test_a_log_not_read_is_not_reported_as_no_denials(desired) -> None:
+    unread = NodeLog("127.0.0.1:7001", "replica", error="ACL LOG refused: NOPERM")
+    some = build(desired, logs=[InstanceLog("cache", "redis", nodes=(node("127.0.0.1:7000"), unread))])
+    text = render.render_text(some)
+    assert "  no denials on the 1 node read\n" in text and "  no denials\n" not in text
+    assert "No denials in the logs that were read; 1 not read (see above)." in text
+    none = build(desired, logs=[InstanceLog("cache", "redis", nodes=(unread,))])
+    for text in (render.render_text(none), render.render_markdown(none)):
+        assert "no denials\n" not in text.lower() and "No denials." not in text
+        assert "not read: ACL LOG refused: NOPERM" in text
+
+
 # -- ties to the audit log -------------------------------------------------------------------
 
 
@@ -343,6 +356,68 @@ def test_audit_lines_of_one_apply_are_one_change_and_bad_lines_are_counted() -> 
     assert h.skipped == 1
 
 
+def test_audit_records_with_fields_of_the_wrong_type_are_skipped_and_counted() -> None:
+    good = audit_line("update", "app-orders", iso(NOW - 100), permissions=["- revokes KEYS"])
+    bad = [audit_line("update", "app-orders", iso(NOW - 90), plan=f"p{i}", **{field: value})
+           for i, (field, value) in enumerate([("permissions", 5), ("tokens", 7), ("revoked_commands", True), ("permissions", "- keys *")])]
+    times = [audit_line("update", "app-orders", t, plan=t) for t in ("2026-13-01", "yesterday", "")]
+    other = audit_line("persist", "", iso(NOW - 80))  # not a change to a user: neither kept nor counted
+    h = changes.parse([good, *bad, json.dumps([1, 2]), json.dumps("text"), *times, other])
+    (c,) = h.changes
+    assert c.permissions == ("- revokes KEYS",)
+    assert h.skipped == 9
+
+
+def test_a_long_key_against_a_revoked_pattern_of_many_stars_is_matched_in_linear_time() -> None:
+    # Key names are whoever talks to the server's: a backtracking match took minutes on 4 KB.
+    started = time.monotonic()
+    assert not tie.revokes("- keys orders:*:*:*:*:x", "key", "orders:" + ":" * 200_000, None)
+    assert tie.revokes("- keys orders:*:*:*:*:x", "key", "orders:" + ":" * 200_000 + "x", None)
+    assert tie.revokes("- channels *a*a*a*a*b", "channel", "a" * 200_000 + "b", None)
+    assert not tie.revokes("- channels *a*a*a*a*b", "channel", "a" * 200_000, None)
+    assert time.monotonic() - started < 2
+
+
+def test_a_tampered_audit_records_words_stay_inert_in_every_format(desired) -> None:
+    evil = "\n```\n</details><img src=x onerror=alert(1)>\x1b[2J\u202e"
+    history = changes.parse([
+        audit_line("update", "app-orders", iso(NOW - 100), permissions=[f"- keys orders:* {evil}"]),
+        audit_line("update", "app-orders", iso(NOW - 90), plan="p2", tokens=[{"id": f"2026-08{evil}", "sha256": "5e884898", "change": "remove"}]),
+    ])
+    report = build(desired, node("127.0.0.1:7000", exact("key", "orders:1", eid=1), exact("auth", "AUTH", eid=2, user="app-orders")), history=history)
+    assert len(report.caused) == 2
+    for text in (render.render_text(report), render.render_markdown(report)):
+        assert "<img" not in text and "</details><" not in text and "\x1b" not in text and "\u202e" not in text
+        assert text.count("```") % 2 == 0 and "\n```\n</details>" not in text
+        assert '"- keys orders:* \\u000a\\u0060\\u0060\\u0060' in text  # readable, escaped
+        assert "(sha256:5e884898…) was removed" in text  # the ellipsis of our own words stays
+
+
+def test_a_declared_users_name_is_never_taken_for_a_token(desired) -> None:
+    import hashlib
+
+    # The audit log names tokens by an 8-digit prefix: one that happens to be the prefix of a
+    # declared user's name must not turn that user's failed AUTH into an unknown name's.
+    prefix = hashlib.sha256(b"app-orders").hexdigest()[:8]
+    history = changes.parse([audit_line("create", "other", iso(NOW - 900), tokens=[{"id": "t", "sha256": prefix, "change": "add"}])])
+    report = build(desired, node("127.0.0.1:7000", exact("auth", "AUTH", eid=1, user="app-orders")), history=history)
+    (d,) = report.denials
+    assert d.user == "app-orders" and d.declared and d.unintended
+
+
+def test_a_fleets_audit_log_and_thousands_of_rows_are_tied_in_seconds() -> None:
+    # Each row looked through every change of the log: 400,000 changes and 5,000 rows took 4 minutes.
+    others = [changes.Change(NOW - 1000 + i / 1000, "cache", f"user-{i % 50}", "update", ("- revokes KEYS",), ("keys",))
+              for i in range(200_000)]
+    mine = changes.Change(NOW - 2000, "cache", "app-orders", "update", ("- keys orders:*",))
+    history = changes.History(changes=tuple([mine, *others]), token_ids={})
+    started = time.monotonic()
+    causes = [tie.cause(denial("key", f"orders:{i}"), history, None) for i in range(2000)]
+    assert time.monotonic() - started < 5
+    assert all(c is not None and c.words == "- keys orders:*" for c in causes)
+    assert tie.cause(denial(obj="keys"), history, None) is None  # KEYS was revoked from the others only
+
+
 def test_the_audit_record_names_what_a_change_granted_and_revoked(tmp_path: Path) -> None:
     change = UserChange(
         Action.UPDATE, "app-orders", enabled=False, enabled_before=True,
@@ -396,7 +471,12 @@ def test_since_durations(text: str, seconds: int) -> None:
     assert window.parse(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "24", "h", "1.5h", "-3h", "0m", "24 hours", "3y"])
+@pytest.mark.parametrize(
+    "text",
+    # a number too long for a float, and one too long for Python's int parsing: clear errors too
+    ["", "24", "h", "1.5h", "-3h", "0m", "24 hours", "3y", "1" + "0" * 400 + "s", "1" + "0" * 5000 + "w"],
+    ids=lambda t: t if len(t) < 20 else f"{len(t)}-chars",
+)
 def test_bad_since_is_one_clear_error(text: str) -> None:
     with pytest.raises(ReconcilerError, match=r"--since .*: "):
         window.parse(text)

@@ -9,7 +9,7 @@ import sys
 from ..denials import since as window
 from ..manager import Manager
 from ..render import budget_from_args
-from ..render.denials import render
+from ..render.denials import inert, render
 from ..render.terminal import use_color
 from ..selection import Shard
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     color = args.format == "text" and use_color(args, sys.stdout)
     sys.stdout.write(render(report, args.format, color=color, budget=budget_from_args(args)))
     for error in report.errors:
-        print(f"reconciler: {error}", file=sys.stderr)
+        print(f"reconciler: {inert(error)}", file=sys.stderr)
     if report.errors:
         return 1
     return 2 if report.has_denials else 0

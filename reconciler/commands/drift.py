@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
         since = window.parse(args.since) if args.since else None
         report = manager.denials(args.instance, shard, since=since, audit_log=args.audit_log)
     drifted = plan.has_changes or bool(plan.findings) or bool(report and report.unintended)
-    code = 1 if plan.refused else 2 if drifted else 0
+    # A log that could not be read is no evidence of no denials: an error, in the exit code and
+    # in the JSON a dashboard reads, never "clean".
+    unread = report.errors if report is not None else ()
+    code = 1 if plan.refused or unread else 2 if drifted else 0
     budget = budget_from_args(args)
     if args.format == "json":
         doc = plan.to_json()
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         for f in plan.findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
         doc["drift"] = {
-            "status": "drift" if drifted else "clean",
+            "status": "drift" if drifted else "error" if unread else "clean",
             "exit_code": code,
             "changes": plan.has_changes,
             "findings": len(plan.findings),
@@ -51,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
             doc["drift"]["unintended_denials"] = len(report.unintended)
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
-        title = "reconciler drift: " + (headline(plan) if drifted else "clean")
+        title = "reconciler drift: " + (
+            headline(plan) if drifted else f"no changes; {len(unread)} ACL LOG{'s' if len(unread) != 1 else ''} not read" if unread else "clean"
+        )
         if report is not None and report.unintended:
             n = len(report.unintended)
             title += f"; {n} unintended denial{'s' if n != 1 else ''}"
@@ -66,9 +71,6 @@ def run(args: argparse.Namespace) -> int:
         if extra:
             sys.stdout.write("\n" + extra)
     report_refusals(plan)
-    if report is not None:
-        for error in report.errors:
-            print(f"reconciler: {error}", file=sys.stderr)
-        if report.errors:
-            return 1
+    for error in unread:
+        print(f"reconciler: {denials_render.inert(error)}", file=sys.stderr)
     return code

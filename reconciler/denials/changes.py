@@ -3,8 +3,8 @@ revoked in the plan's words, which tokens it removed, whom it disabled or delete
 
 Only completed changes count (`result: ok`). The lines of one apply (one plan fingerprint) for
 one user are one change, at the time of its first node. Lines that are not JSON records (a
-line cut short by a crash, a hand edit) are skipped and counted, never fatal: the report says
-how many.
+line cut short by a crash, a hand edit, a list field that is not a list) are skipped and
+counted, never fatal: the report says how many.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from ..errors import ReconcilerError
@@ -35,8 +36,20 @@ class Change:
 class History:
     changes: tuple[Change, ...]  # by time
     token_ids: dict[tuple[str, str, str], str]  # (instance, user, sha256 prefix) -> the id the file gave it
-    skipped: int = 0  # lines that are not JSON records
+    skipped: int = 0  # lines that are not JSON records, or change records of the wrong shape or time
     source: str = ""
+
+    @cached_property
+    def _by_user(self) -> dict[tuple[str, str], tuple[Change, ...]]:
+        out: dict[tuple[str, str], list[Change]] = {}
+        for c in self.changes:
+            out.setdefault((c.instance, c.user), []).append(c)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def of(self, instance: str, user: str) -> tuple[Change, ...]:
+        """The changes to one user on one instance, by time (a fleet's audit log holds hundreds of
+        thousands of changes, and a report thousands of rows: each row looks at its user's only)."""
+        return self._by_user.get((instance, user), ())
 
     def token_label(self, instance: str, user: str, token_id: str | None, prefix: str) -> str:
         """`2026-08 (sha256:5e884898…)`; a token removed because the file dropped it has no id in
@@ -48,8 +61,19 @@ class History:
 def _epoch(text: Any) -> float | None:
     try:
         return datetime.fromisoformat(str(text)).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
+
+
+def _list(rec: dict[str, Any], key: str) -> list[Any]:
+    """A list field of a record; anything else (a hand edit, another tool's line) makes the
+    record one that is skipped and counted."""
+    value = rec.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{key} is not a list")
+    return value
 
 
 def parse(lines: Iterable[str], source: str = "") -> History:
@@ -72,9 +96,17 @@ def parse(lines: Iterable[str], source: str = "") -> History:
             continue
         when = _epoch(rec.get("time"))
         instance, user, action = str(rec.get("instance", "")), str(rec.get("user", "")), str(rec.get("action", ""))
-        if when is None or not instance or action not in ("create", "update", "delete"):
+        if not instance or action not in ("create", "update", "delete"):
+            continue  # another kind of record (persist, lock...): not a change to a user
+        if when is None:  # a change whose time cannot be read cannot be tied: said, not dropped
+            skipped += 1
             continue
-        tokens = [t for t in rec.get("tokens") or () if isinstance(t, dict)]
+        try:
+            tokens = [t for t in _list(rec, "tokens") if isinstance(t, dict)]
+            permissions, revoked = _list(rec, "permissions"), _list(rec, "revoked_commands")
+        except ValueError:
+            skipped += 1
+            continue
         for t in tokens:
             if t.get("id") and t.get("sha256"):
                 ids[(instance, user, str(t["sha256"]))] = str(t["id"])
@@ -84,8 +116,8 @@ def parse(lines: Iterable[str], source: str = "") -> History:
             instance=instance,
             user=user,
             action=action,
-            permissions=tuple(str(p) for p in rec.get("permissions") or ()),
-            revoked_commands=tuple(str(c) for c in rec.get("revoked_commands") or ()),
+            permissions=tuple(str(p) for p in permissions),
+            revoked_commands=tuple(str(c) for c in revoked),
             removed=removed,
             disabled=rec.get("enabled") is False,
             plan=str(rec.get("plan", "")),

@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from ..acl.table import CommandTable
+from ..errors import REDACTED
 from ..model import DesiredState
 from . import tie
 from .changes import History
@@ -64,6 +66,41 @@ def _merged_reads(reads: list[_Read]) -> NodeLog:
         for k, e in by_key.items()
     )
     return replace(last, entries=entries)
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    """The tokens a name could be, by hash: the file's (most are declared by sha256 alone, so the
+    run holds no plaintext to redact by value) and, by their 8-digit prefix, those the audit log
+    recorded (a token rotation removed is the one a lagging client still sends)."""
+
+    digests: frozenset[str]
+    prefixes: frozenset[str]
+
+    def hide(self, name: str) -> str:
+        if not name or name == REDACTED:
+            return name
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+        return REDACTED if digest in self.digests or digest[:8] in self.prefixes else name
+
+    def entry(self, e: LogEntry, declared: set[str]) -> LogEntry:
+        # A declared user's name is no token (an 8-digit prefix could collide with one by chance,
+        # and its failed AUTH must stay the declared user's).
+        user = e.username if e.username in declared else self.hide(e.username)
+        hidden = replace(e, username=user, object=self.hide(e.object), client_name=self.hide(e.client_name))
+        return e if hidden == e else hidden
+
+
+def _tokens(desired: DesiredState, history: History | None) -> _Tokens:
+    users = list(desired.users.values())
+    for spec in desired.instances.values():
+        users += list(spec.sentinel_users or ())
+    digests = frozenset(t.sha256 for u in users for t in u.tokens)
+    prefixes: set[str] = set()
+    if history is not None:
+        prefixes.update(prefix for (_, _, prefix) in history.token_ids)
+        prefixes.update(prefix for c in history.changes for _, prefix in c.removed)
+    return _Tokens(digests, frozenset(p for p in prefixes if len(p) == 8))
 
 
 def _declared(desired: DesiredState, instance: str) -> tuple[set[str], set[str]]:
@@ -175,6 +212,7 @@ def build(
     owner = {key: (rs[0].instance, rs[0].node.address) for key, rs in reads.items()}
     merged = {key: _merged_reads(rs) for key, rs in reads.items()}
 
+    tokens = _tokens(desired, history)
     instances = []
     for log in logs:
         if log.unavailable or log.error:
@@ -198,6 +236,8 @@ def build(
             names = sentinel_names if node.role == "sentinel" else data_names
             for e in node.entries:
                 if window_start is None or node.read_at - e.last_age >= window_start:
+                    # A client that sends its token as the user name or a key: never shown.
+                    e = tokens.entry(e, names)
                     entries.append((node, e, e.username in names))
         denials = _group(log.name, entries, order)
         if history is not None:
@@ -214,7 +254,7 @@ def build(
         )
     notes: tuple[str, ...] = ()
     if history is not None and history.skipped:
-        notes = (f"audit log {history.source}: {history.skipped} line(s) are not JSON records; skipped",)
+        notes = (f"audit log {history.source}: {history.skipped} line(s) are not change records it can read (cut short, hand-edited); skipped",)
     return DenialReport(
         source=desired.source, instances=tuple(instances), now=now, since=since, audit=audit, notes=notes
     )

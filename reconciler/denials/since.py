@@ -7,7 +7,9 @@ import re
 from ..errors import ReconcilerError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)([smhdw])")
+# Nine digits a part: a window of centuries still parses, and a number too long for a float
+# (or for Python's int parsing) is one clear error, not an internal one.
+_PART = re.compile(r"(\d{1,9})([smhdw])")
 
 
 def parse(text: str) -> float:

@@ -1,9 +1,9 @@
 """Pure: which recorded change a denial follows.
 
-A refused command, key or channel is tied to the latest change that revoked it from that user
-on that instance (a `-` line of the plan's words covering it: `- revokes @write, KEYS`,
-`- keys orders:*`, `- channels news.*`) and was made before the denials began. That is a fact
-of the two records, so it is shown plainly.
+A refused command, key, channel or (Valkey 9) database is tied to the latest change that
+revoked it from that user on that instance (a `-` line of the plan's words covering it:
+`- revokes @write, KEYS`, `- keys orders:*`, `- channels news.*`, `- databases 0`) and was made
+before the denials began. That is a fact of the two records, so it is shown plainly.
 
 A failed AUTH is tied to the latest removal of one of the user's tokens (or the user's disabling
 or deletion) before the failures began. ACL LOG does not say which password was tried, so that
@@ -75,6 +75,10 @@ def revokes(line: str, reason: str, obj: str, table: CommandTable | None) -> boo
         return glob_match(text[len("keys "):].split(" ", 1)[0], obj)
     if reason == "channel" and text.startswith("channels "):
         return glob_match(text[len("channels "):].split(" ", 1)[0], obj)
+    if reason == "database" and text.startswith("databases "):
+        # Valkey 9: the line names what is still allowed ("- databases 0,1", "- databases none").
+        allowed = text[len("databases "):].split(",")
+        return allowed != ["all"] and obj not in allowed
     return False
 
 
@@ -84,8 +88,9 @@ def _began(denial: Denial) -> float:
 
 
 def _before(changes: Iterable[Change], denial: Denial) -> list[Change]:
+    """`changes`: the user's on the denial's instance (History.of)."""
     began = _began(denial)
-    return [c for c in changes if c.instance == denial.instance and c.user == denial.user and c.time <= began + TOLERANCE]
+    return [c for c in changes if c.time <= began + TOLERANCE]
 
 
 def _auth_words(change: Change, history: History) -> str:
@@ -113,7 +118,7 @@ def _likely(denial: Denial, change: Change) -> str:
 
 def cause(denial: Denial, history: History, table: CommandTable | None) -> Cause | None:
     """The change `denial` follows, or None."""
-    candidates = _before(history.changes, denial)
+    candidates = _before(history.of(denial.instance, denial.user), denial)
     if denial.reason == "auth":
         for change in reversed(candidates):
             if change.action == "delete" or change.removed or change.disabled:

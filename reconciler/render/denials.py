@@ -19,6 +19,7 @@ from .environment import environment
 from .markdown import Budget, Layout, Section
 from .view import Colors, node_header
 
+_MD_PUNCT = re.compile(r"[\\*_\[\]()#|!~]")
 PLAIN = re.compile(r"[A-Za-z0-9_.:*@|/+=,#$%&^~?!()\[\]{}-]{1,120}")
 SHOWN_CHARS = 120
 NODES_SHOWN = 4
@@ -38,6 +39,19 @@ def shown(text: str) -> str:
     if len(text) > SHOWN_CHARS:
         body += f"… ({len(text.encode('utf-8', 'surrogateescape')):,} bytes)"
     return body
+
+
+def _md_escape(match: re.Match[str]) -> str:
+    return "\\" + match.group(0)
+
+
+def inert(text: str) -> str:
+    """Text from a file or a server that is not a name (a change's words from the audit log, a
+    server's error), kept readable but inert: a tampered record or a server that answers HTML
+    must not be able to close the Markdown fence, open HTML or move the cursor either."""
+    if text.isprintable() and not any(ch in text for ch in "`<>&"):
+        return text  # "… and 73 more", "sha256:5e884898…" as they are
+    return "".join(ch if ch.isprintable() and ch not in "`<>&" else f"\\u{ord(ch):04x}" for ch in text)
 
 
 def _object(d: Denial) -> str:
@@ -77,11 +91,12 @@ def cause_line(d: Denial) -> list[str]:
     """The line (and its "likely" reason) tying a denial to a change."""
     assert d.cause is not None
     at = when(d.cause.time)
+    words = inert(d.cause.words)
     if d.reason == "auth":
         head = f"{d.instance} {shown(d.user)}: {d.count:,} failed AUTH"
         src = _clients(d)
-        return [f"! {head}{' ' + src if src else ''} since {d.cause.words} at {at}", f"    likely: {d.cause.likely}"]
-    return [f"! {d.instance} {shown(d.user)}: {_object(d)} refused {_times_word(d.count)} since \"{d.cause.words}\" at {at}"]
+        return [f"! {head}{' ' + src if src else ''} since {words} at {at}", f"    likely: {d.cause.likely}"]
+    return [f"! {d.instance} {shown(d.user)}: {_object(d)} refused {_times_word(d.count)} since \"{words}\" at {at}"]
 
 
 def _row(label: str, d: Denial, extra: str = "") -> str:
@@ -99,7 +114,7 @@ def _instance_header(inst: InstanceDenials) -> str:
     if inst.unavailable:
         return f"Instance {inst.name}: ACL LOG is not available: {inst.unavailable}"
     if inst.error:
-        return f"Instance {inst.name}: not read: {inst.error}"
+        return f"Instance {inst.name}: not read: {inert(inst.error)}"
     return f"Instance {inst.name} ({node_header(inst.nodes)})"
 
 
@@ -116,7 +131,7 @@ def _instance_lines(inst: InstanceDenials, colors: Colors) -> list[str]:
             lines.append(f"  user {shown(d.user)}" + ("" if d.declared else "  (not in the file)"))
         lines.append(_row(_object(d), d, _clients(d) if not d.declared else ""))
         if d.cause is not None:
-            lines.append(colors.paint("!", f"      ! since \"{d.cause.words}\" at {when(d.cause.time)}"))
+            lines.append(colors.paint("!", f"      ! since \"{inert(d.cause.words)}\" at {when(d.cause.time)}"))
     if auth:
         lines.append("  failed AUTH")
         for d in auth:
@@ -128,12 +143,17 @@ def _instance_lines(inst: InstanceDenials, colors: Colors) -> list[str]:
                 kind = "declared user: a wrong or old token"
             lines.append(_row(shown(d.user), d, f"{_clients(d)}  {kind}".strip()))
             if d.cause is not None:
-                lines.append(colors.paint("!", f"      ! likely since {d.cause.words} at {when(d.cause.time)}: {d.cause.likely}"))
+                lines.append(colors.paint("!", f"      ! likely since {inert(d.cause.words)} at {when(d.cause.time)}: {d.cause.likely}"))
     if not inst.denials:
-        lines.append("  no denials")
+        # A node whose log was not read is no evidence of no denials: say what the zero covers.
+        read = [n for n in inst.nodes if not n.error]
+        if len(read) == len(inst.nodes):
+            lines.append("  no denials")
+        elif read:
+            lines.append(f"  no denials on the {len(read)} node{'s' if len(read) != 1 else ''} read")
     for n in inst.nodes:
         if n.error:
-            lines.append(colors.paint("!", f"  ! {n.address}: not read: {n.error}"))
+            lines.append(colors.paint("!", f"  ! {n.address}: not read: {inert(n.error)}"))
         elif n.lossy:
             lines.append(colors.paint("!", f"  ! {n.address}: lossy: {n.lossy}"))
         if n.coverage:
@@ -181,6 +201,8 @@ def _summary(report: DenialReport) -> list[str]:
         if auth:
             parts.append(f"{auth:,} failed AUTH" + (f" ({probing:,} probing)" if probing else ""))
         out = [f"Denials{window}: {', '.join(parts)}; {len(report.caused)} caused by a change."]
+    elif report.errors:
+        out = [f"No denials{window} in the logs that were read; {len(report.errors)} not read (see above)."]
     else:
         out = [f"No denials{window}."]
     out.append(f"Changes: {report.audit}" if report.audit else "")
@@ -261,7 +283,8 @@ def render_markdown(report: DenialReport, *, title: str = "", budget: Budget | N
     sections = [s for s in view.instances if s.lines]
     unavailable = [s.header for s in view.instances if not s.lines]
     if unavailable:
-        head += "\n" + "".join(f"- {line}\n" for line in unavailable)
+        # Outside any fence: Markdown's own punctuation escaped too (a server's error text).
+        head += "\n" + "".join("- " + _MD_PUNCT.sub(_md_escape, line) + "\n" for line in unavailable)
     return markdown.fit(head, sections, budget, DENIALS_LAYOUT)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from ...denials.model import InstanceLog, LogEntry, NodeLog
-from ...errors import LiveError
+from ...errors import LiveError, redact_name
 from ...model import Instance
 from . import read, sentinel, topology
 from .deadline import deadline, timeout_of
@@ -63,30 +63,43 @@ def _host(addr: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+# No log entry is older than this (about 300 years): an age beyond it (inf, 1e300) is a reply
+# that is not an ACL log, and a time it would place before year 1 could not be printed.
+MAX_AGE = 1e10
+
+
+def _age(seconds: float) -> float:
+    if not seconds <= MAX_AGE:  # also NaN
+        raise ValueError(f"an entry's age of {seconds:g} s")
+    return max(0.0, seconds)  # negative after the server's clock was set back: just now
+
+
 def parse_entry(raw: Any) -> LogEntry:
-    """One ACL LOG entry (RESP2 flat list or RESP3 map) as a LogEntry."""
+    """One ACL LOG entry (RESP2 flat list or RESP3 map) as a LogEntry. The names in it are
+    whatever a client sent (an application's token sent as the user name, or as a key): every
+    secret the run holds is cut out of them here, before the report escapes them for display."""
     d = _pairs(raw)
-    age = float(_text(d.get("age-seconds")) or 0.0)
+    age = _age(float(_text(d.get("age-seconds")) or 0.0))
     entry_id = d.get("entry-id")
     created, updated = d.get("timestamp-created"), d.get("timestamp-last-updated")
     first_age = None
     if created is not None and updated is not None:
         # Both stamps come from the server's clock; their distance is exact, so the creation is
         # placed relative to the read without comparing clocks.
-        first_age = age + max(0, int(updated) - int(created)) / 1000.0
+        first_age = _age(age + max(0, int(updated) - int(created)) / 1000.0)
     client = _client_fields(_text(d.get("client-info")))
     return LogEntry(
         reason=_text(d.get("reason")),
         context=_text(d.get("context")),
-        object=_text(d.get("object")),
-        username=_text(d.get("username")),
+        object=redact_name(_text(d.get("object"))),
+        username=redact_name(_text(d.get("username"))),
         count=int(d.get("count") or 0),
         last_age=age,
         first_age=first_age,
         entry_id=int(entry_id) if entry_id is not None else None,
         created_ms=int(created) if created is not None else None,
         client=_host(client.get("addr", "")),
-        client_name=client.get("name", ""),
+        client_name=redact_name(client.get("name", "")),
     )
 
 
@@ -154,6 +167,9 @@ def read_node(instance: Instance, address: str, client: redis.Redis, role: str) 
         return parse_node(address, role, replies, read_at)
     except LiveError as exc:
         raise LiveError(f"{where}: {exc}") from None
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        # A proxy or a server that only looks like Redis: that node is not read, the others are.
+        raise LiveError(f"{where}: ACL LOG reply not understood ({type(exc).__name__}: {exc})") from None
 
 
 def _node_error(address: str, role: str, exc: LiveError, instance: Instance) -> NodeLog:

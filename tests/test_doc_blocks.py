@@ -150,7 +150,10 @@ class Session:
     def leftover_servers(self) -> list[int]:
         """Ports of local servers this session started and did not stop; stopped here, by our tool."""
         root = Path(self.env["XDG_STATE_HOME"]) / "reconciler"
-        ports = [int(p.name.rsplit("-", 1)[1]) for p in root.glob("local-server-*")] if root.exists() else []
+        # A server's folder is local-server-PORT; local-server-PORT.lock (start and stop take turns
+        # on it) stays and is not a server.
+        folders = [p for p in root.glob("local-server-*") if p.is_dir()] if root.exists() else []
+        ports = [int(p.name.rsplit("-", 1)[1]) for p in folders]
         for port in ports:
             subprocess.run([str(BIN / "reconciler"), "local-server", "stop", "--port", str(port)], env=self.env,
                            capture_output=True, timeout=60, check=False)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import records
 from .errors import ReconcilerError
 from .names import shown
 from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan, Severity
@@ -56,31 +57,46 @@ def _key(where: Where, instance: str, address: str) -> str:
 
 def load(source: str) -> dict[str, Entry]:
     """The recorded entries by key (the resolved address). Records written before entries were
-    keyed by address (`{"instance address": [...]}`) read as entries keyed by their spelling."""
+    keyed by address (`{"instance address": [...]}`) read as entries keyed by their spelling.
+    A record that is not one (a FIFO, a device, another JSON document, an entry or work item
+    of the wrong shape) is an error, never read as empty."""
+    path = path_for(source)
     try:
-        with open(path_for(source), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return {}
+        data = records.read_json(path)
     except (OSError, ValueError) as exc:
         # Never ignored: it may be all that says the aclfile lags the servers' memory.
-        raise ReconcilerError(f"{path_for(source)}: cannot read the record of unfinished work: {exc}") from None
-    nodes = data.get("nodes", {}) if isinstance(data, dict) else {}
+        raise ReconcilerError(f"{path}: cannot read the record of unfinished work: {exc}") from None
+    if data is None:
+        return {}
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, dict):
+        raise ReconcilerError(f'{path}: not a record of unfinished work (expected {{"nodes": {{...}}}}); move it away or restore it')
     out: dict[str, Entry] = {}
-    for key, value in nodes.items() if isinstance(nodes, dict) else ():
+    for key, value in nodes.items():
         if isinstance(value, list):  # the first format: "instance address" -> work
             instance, _, address = str(key).partition(" ")
-            entry = Entry(instance, address, [str(x) for x in value])
+            entry = Entry(instance, address, _work_items(path, key, value))
             key = address
         elif isinstance(value, dict) and isinstance(value.get("work"), list):
-            entry = Entry(str(value.get("instance", "")), str(value.get("address", key)), [str(x) for x in value["work"]])
+            entry = Entry(str(value.get("instance", "")), str(value.get("address", key)), _work_items(path, key, value["work"]))
         else:
-            continue
+            raise ReconcilerError(f'{path}: entry {key!r} is not {{"instance", "address", "work": [...]}}; move the file away or restore it')
         if entry.work:
             out.setdefault(str(key), Entry(entry.instance, entry.address, [])).work.extend(entry.work)
     for entry in out.values():
         entry.work = sorted(set(entry.work))
     return out
+
+
+def _work_items(path: str, key: str, items: list[Any]) -> list[str]:
+    """The entry's work: "persist" or "kill-sessions USER" each; anything else is an error."""
+    for item in items:
+        if not (isinstance(item, str) and (item == PERSIST or (item.startswith(KILL) and len(item) > len(KILL)))):
+            raise ReconcilerError(
+                f"{path}: entry {key!r}: work item {item!r} is neither {PERSIST!r} nor {KILL!r} + a user name; "
+                "move the file away or restore it"
+            )
+    return list(items)
 
 
 def _save(source: str, entries: dict[str, Entry]) -> None:

@@ -104,6 +104,8 @@ def load(path: str) -> Plan:
         raise ReconcilerError(f"{path}: not a saved plan (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise ReconcilerError(f"{path}:{exc.lineno}: not a saved plan (invalid JSON: {exc.msg})") from None
+    except RecursionError:
+        raise ReconcilerError(f"{path}: not a saved plan (JSON nested deeper than any plan)") from None
     if not isinstance(data, dict):
         raise ReconcilerError(f"{path}: not a saved plan (the JSON is not an object)")
     try:

@@ -300,6 +300,22 @@ def test_saved_plan_must_be_a_regular_file(kind: str, site: Site) -> None:
     assert r.stderr.strip().splitlines() == [f"reconciler: {path}: not a regular file"], r.stderr
 
 
+def test_saved_plan_or_record_nested_too_deep_is_one_error_line(site: Site) -> None:
+    """JSON nested 200,000 deep (valid JSON, no plan) used to end in an internal RecursionError."""
+    deep = site.tmp / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    r = site.cli("apply", str(deep), "-f", str(site.file), "--auto-approve", timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"reconciler: {deep}: not a saved plan (JSON nested deeper than any plan)"], r.stderr
+    record = site.file.with_name(site.file.stem + ".pending.json")
+    record.write_text(deep.read_text())
+    r = site.cli("plan", "-f", str(site.file), timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"reconciler: {record}: cannot read the record of unfinished work: JSON nested deeper than any record"
+    ], r.stderr
+
+
 # -- 6: two applies never interleave; re-checked after the prompt --------------------------------
 
 

@@ -19,9 +19,12 @@ Deterministic JSON, mode 0600, no secret: resolved address, instance, node addre
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -113,13 +116,27 @@ def _save(source: str, entries: dict[str, Entry]) -> None:
             pass
         return
     text = json.dumps({"nodes": doc}, indent=2, sort_keys=True) + "\n"
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # never another process's half-written file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+@contextmanager
+def _updating(source: str) -> Iterator[None]:
+    """One process at a time reads, changes and writes the record: two applies of one file on
+    different instances (`--instance a`, `--instance b`) may run at once, and neither may lose
+    the other's entries. The lock is an flock on the desired-state file itself (opened for
+    reading only; nothing is written to it), released when the update ends or the process dies."""
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _work(node: NodePlan) -> list[str]:
@@ -142,6 +159,11 @@ def _find(entries: dict[str, Entry], where: Where, instance: str, address: str) 
 def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     """Before the first write: record everything this apply is about to do; returns the earlier
     entries' work by key."""
+    with _updating(source):
+        return _begin(source, plan, where)
+
+
+def _begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     entries = load(source)
     for inst in plan.instances:
         for node in inst.nodes:
@@ -165,6 +187,11 @@ def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
 
 def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any], where: Where) -> None:
     """After the executor: drop what ran. `nodes` are node_run.NodeResult objects."""
+    with _updating(source):
+        _finish(source, plan, before, nodes, where)
+
+
+def _finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any], where: Where) -> None:
     from .providers.redis.node_run import IN_DOUBT, OK
 
     results = {(n.instance, n.address): n for n in nodes}

@@ -133,7 +133,10 @@ def _updating(source: str) -> Iterator[None]:
     reading only; nothing is written to it), released when the update ends or the process dies."""
     fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks (ENOLCK): update unlocked, as one apply at a time does
+            pass
         yield
     finally:
         os.close(fd)

@@ -40,6 +40,10 @@ KILL = "kill-sessions "
 Where = Mapping[tuple[str, str], str]
 
 
+class RecordWriteError(ReconcilerError):
+    """The record could not be written (a read-only folder, a full disk)."""
+
+
 @dataclass
 class Entry:
     instance: str  # the instance it was recorded under (names only; matching is by `key`)
@@ -117,12 +121,19 @@ def _save(source: str, entries: dict[str, Entry]) -> None:
         return
     text = json.dumps({"nodes": doc}, indent=2, sort_keys=True) + "\n"
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # never another process's half-written file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # never created (a read-only folder)
+        raise RecordWriteError(f"{path}: cannot write the record of unfinished work: {exc.strerror or exc}") from None
 
 
 @contextmanager
@@ -163,7 +174,11 @@ def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     """Before the first write: record everything this apply is about to do; returns the earlier
     entries' work by key."""
     with _updating(source):
-        return _begin(source, plan, where)
+        try:
+            return _begin(source, plan, where)
+        except RecordWriteError as exc:
+            # No write may happen that a crash could leave unrecorded.
+            raise ReconcilerError(f"{exc}; it must be written before any change, so nothing was changed") from None
 
 
 def _begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:

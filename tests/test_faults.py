@@ -270,6 +270,21 @@ def test_saved_plan_tampering_is_refused(site: Site, capsys) -> None:
     assert site.users() == before
 
 
+def test_saved_plan_whose_source_is_not_a_file_name_is_refused_unread(site: Site) -> None:
+    """`source` is opened before any comparison: a number used to be taken for a file
+    descriptor (0 read the apply's stdin, 123 said "Bad file descriptor")."""
+    saved = site.tmp / "plan.json"
+    assert site.cli("plan", "-f", str(site.file), "--out", str(saved)).returncode == 0
+    data = json.loads(saved.read_text())
+    before = site.users()
+    for source in (0, 123, None, "", ["access.yaml"]):
+        saved.write_text(json.dumps({**data, "source": source}))
+        r = site.cli("apply", str(saved), "--auto-approve", input="", timeout=60)
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [f"reconciler: {saved}: not a saved plan (source {source!r} is not a file name)"], r.stderr
+    assert site.users() == before
+
+
 def test_saved_plan_refused_when_the_file_changed(site: Site, capsys) -> None:
     saved = _saved(site, capsys)
     site.write(tokens=("A", "B"))

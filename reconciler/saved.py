@@ -54,14 +54,14 @@ def kept_beside(path: str, source: str) -> str | None:
     from .providers.managed import record_path
 
     kept = [inventory.inventory_path(source), pending.path_for(source), *(record_path(source, p) for p in providers.names())]
-    if _same_file(path, source):
+    if same_file(path, source):
         return "the desired-state file itself"
-    if any(os.path.abspath(path) == os.path.abspath(k) or _same_file(path, k) for k in kept):
+    if any(os.path.abspath(path) == os.path.abspath(k) or same_file(path, k) for k in kept):
         return f"a record reconciler keeps beside {source}"
     return None
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet)

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from .names import shown
 from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan, Severity
 
 PERSIST = "persist"
+LOCK_WAIT_SECONDS = 30  # for another process's update of the record (milliseconds, unless it is frozen)
 KILL = "kill-sessions "
 
 # (instance, node address as the plan spells it) -> the address its connection reached.
@@ -144,10 +146,21 @@ def _updating(source: str) -> Iterator[None]:
     reading only; nothing is written to it), released when the update ends or the process dies."""
     fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a filesystem without locks (ENOLCK): update unlocked, as one apply at a time does
-            pass
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Held for milliseconds by a running apply; for longer only by one frozen mid-update.
+                if time.monotonic() > deadline:
+                    raise RecordWriteError(
+                        f"{path_for(source)}: another reconciler process has been updating the record of unfinished "
+                        f"work for {LOCK_WAIT_SECONDS} s (stopped?); let it finish or end it, then run again"
+                    ) from None
+                time.sleep(0.01)
+            except OSError:  # a filesystem without locks (ENOLCK): update unlocked, as one apply at a time does
+                break
         yield
     finally:
         os.close(fd)
@@ -173,12 +186,12 @@ def _find(entries: dict[str, Entry], where: Where, instance: str, address: str) 
 def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     """Before the first write: record everything this apply is about to do; returns the earlier
     entries' work by key."""
-    with _updating(source):
-        try:
+    try:
+        with _updating(source):
             return _begin(source, plan, where)
-        except RecordWriteError as exc:
-            # No write may happen that a crash could leave unrecorded.
-            raise ReconcilerError(f"{exc}; it must be written before any change, so nothing was changed") from None
+    except RecordWriteError as exc:
+        # No write may happen that a crash could leave unrecorded.
+        raise ReconcilerError(f"{exc}; it must be written before any change, so nothing was changed") from None
 
 
 def _begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:

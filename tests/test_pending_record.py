@@ -98,3 +98,43 @@ users:
     assert "Apply complete: 6000 added" in out
     assert f"warning: {record}: cannot read the record of unfinished work" in err, err
     assert len([u for u in srv.admin().execute_command("ACL", "USERS") if u.startswith("bulk-")]) == 6000
+
+
+HOLDER = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_process_frozen_while_updating_the_record_never_blocks_another_apply_for_ever(tmp_path: Path) -> None:
+    """The record's update lock held by a process that never lets go (an apply frozen with
+    SIGSTOP mid-update): another apply of the file gives up after a bounded wait with one
+    line, nothing written, instead of waiting for ever."""
+    from reconciler import pending
+    from reconciler.errors import ReconcilerError
+    from reconciler.plan import InstancePlan, NodePlan, Plan
+
+    source = tmp_path / "access.yaml"
+    source.write_text("version: 1\n")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(source)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        node = NodePlan(address="127.0.0.1:7000", role="primary", label="", fingerprint="", persist="acl-save", pending=("persist",))
+        plan = Plan(source=str(source), instances=(InstancePlan(name="i", topology="standalone", nodes=(node,)),))
+        original, pending.LOCK_WAIT_SECONDS = pending.LOCK_WAIT_SECONDS, 1
+        try:
+            try:
+                pending.begin(str(source), plan, {})
+                raise AssertionError("begin went on while another process held the record")
+            except ReconcilerError as exc:
+                assert "another reconciler process has been updating the record" in str(exc)
+                assert str(exc).endswith("so nothing was changed")
+        finally:
+            pending.LOCK_WAIT_SECONDS = original
+        assert not (tmp_path / "access.pending.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

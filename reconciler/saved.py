@@ -70,12 +70,24 @@ def same_file(a: str, b: str) -> bool:
 
 def write(path: str, plan: Plan) -> None:
     """Write the plan JSON with mode 0600 (it lists every user's hashes), replacing any old file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    text = plan.dumps()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ReconcilerError(f"--out {path}: cannot write: {exc.strerror or exc}") from None
     try:
         os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fd = -1
-            fh.write(plan.dumps())
+            fh.write(text)
+    except OSError as exc:
+        # A full disk or a file-size limit: a cut plan is no plan; nothing half-written stays.
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode):
+                os.unlink(path)
+        except OSError:
+            pass  # gone already
+        raise ReconcilerError(f"--out {path}: cannot write: {exc.strerror or exc}; no plan was saved") from None
     finally:
         if fd >= 0:
             os.close(fd)

@@ -285,6 +285,23 @@ def test_saved_plan_whose_source_is_not_a_file_name_is_refused_unread(site: Site
     assert site.users() == before
 
 
+def test_plan_out_on_a_full_disk_leaves_no_cut_plan(site: Site) -> None:
+    """`plan --out` that can't write the whole plan (a full disk; here a file-size limit) used to
+    say a bare `File too large` and leave a cut plan file behind; now one line naming the file,
+    exit 1, and no file."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    site.write(more=_many_users(2000))
+    out = site.tmp / "plan.json"
+    r = site.cli("plan", "-f", str(site.file), "--out", str(out), preexec_fn=limit)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"reconciler: --out {out}: cannot write: File too large; no plan was saved"], r.stderr
+    assert not out.exists()
+
+
 def test_saved_plan_refused_when_the_file_changed(site: Site, capsys) -> None:
     saved = _saved(site, capsys)
     site.write(tokens=("A", "B"))

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import redact, redact_secrets
+from .errors import ReconcilerError, redact, redact_secrets
 from .plan import Plan, UserChange
 
-__all__ = ["ATTEMPT", "AuditLog", "change_words", "plan_fingerprint", "redact", "token_refs"]
+__all__ = ["ATTEMPT", "AuditLog", "AuditWriteError", "change_words", "plan_fingerprint", "redact", "token_refs"]
 
 PREFIX = 8
 ATTEMPT = "attempt"  # the result of a line written before the command was sent
@@ -68,6 +68,11 @@ def change_words(change: UserChange) -> dict[str, Any]:
     return out
 
 
+class AuditWriteError(ReconcilerError):
+    """A line could not be written (a full disk, a file-size limit, a failing device): the
+    executor stops the node, since it may not send what the log cannot name."""
+
+
 class AuditLog:
     """Appends JSON lines to PATH (created 0600); safe to share between executor threads."""
 
@@ -76,6 +81,7 @@ class AuditLog:
         self.plan_fingerprint = plan_fingerprint(plan)
         self.fields = dict(fields or {})  # on every line (a rotation's id ties its steps together)
         self._lock = threading.Lock()
+        self.broken = ""  # why a write failed; every later write fails the same way
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
@@ -91,9 +97,7 @@ class AuditLog:
         detail: str = "",
     ) -> None:
         line = self._line(instance=instance, node=node, action=action, user=user, result=result, change=change, detail=detail)
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+        self._write(line + "\n", sync=False)
 
     def attempt(self, *, instance: str, node: str, steps: Sequence[tuple[str, str, UserChange | None]]) -> None:
         """Before a batch is sent: an `attempt` line per (action, user, change), written together
@@ -102,10 +106,20 @@ class AuditLog:
             self._line(instance=instance, node=node, action=action, user=user, result=ATTEMPT, change=change) + "\n"
             for action, user, change in steps
         )
+        self._write(lines, sync=True)
+
+    def _write(self, text: str, *, sync: bool) -> None:
         with self._lock:
-            self._file.write(lines)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            if self.broken:
+                raise AuditWriteError(self.broken)
+            try:
+                self._file.write(text)
+                self._file.flush()
+                if sync:
+                    os.fsync(self._file.fileno())
+            except OSError as exc:
+                self.broken = f"audit log {self.path}: cannot write: {exc.strerror or exc}"
+                raise AuditWriteError(self.broken) from None
 
     def _line(
         self, *, instance: str, node: str, action: str, user: str, result: str, change: UserChange | None, detail: str = ""
@@ -146,7 +160,11 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                if not self.broken:  # a failed write already said why; the rest of its buffer is lost
+                    raise
 
     def __enter__(self) -> "AuditLog":
         return self

@@ -10,8 +10,9 @@ names its connections before it looks, of two that start together at least one s
 killed apply never leaves a stale lock.
 
 Any user may name its connection (CLIENT SETNAME needs no special right), so a connection with
-the prefix counts only when CLIENT LIST says it is authenticated as the admin user (`user=`);
-others are ignored here and reported by the plan (state.NodeState.lock_impostors).
+the prefix counts only when CLIENT LIST says it is authenticated as the admin user (`user=`), or
+by a user that may change users (ACL DRYRUN says so: another file's apply with another admin
+login); others are ignored here and reported by the plan (state.NodeState.lock_impostors).
 
 While held, every lock connection is kept alive (a PING every KEEPALIVE_SECONDS) so a server's
 `timeout` never closes it, and the executor asks `check()` before each write batch: a lock
@@ -140,7 +141,9 @@ class InstanceLock:
                 except Exception as exc:
                     raise LockError(f"{self.instance.name} {address}: cannot check the apply lock: CLIENT LIST refused ({exc})") from None
                 others = [
-                    c for c in listed if is_lock_name(c.get("name", "")) and c.get("name") != self.name and c.get("user", "") in self.owners
+                    c for c in listed
+                    if is_lock_name(c.get("name", "")) and c.get("name") != self.name
+                    and (c.get("user", "") in self.owners or self._writes_users(address, c.get("user", "")))
                 ]
                 if others:
                     other = others[0]
@@ -157,6 +160,18 @@ class InstanceLock:
                 _HELD[(self.instance.name, address)] = self
         self._keeper = threading.Thread(target=self._keep_alive, name=f"lock {self.instance.name}", daemon=True)
         self._keeper.start()
+
+    def _writes_users(self, address: str, user: str) -> bool:
+        """Whether `user` may change this node's users (ACL DRYRUN, Redis 7+ and Valkey): then its
+        lock-named connection is an apply of another file with another admin login, which writes
+        this node too. Where DRYRUN is missing or refused, only the instance's own admin counts."""
+        try:
+            reply = self._call(address, "apply lock: ACL DRYRUN", "ACL", "DRYRUN", user, "ACL", "SETUSER", f"{PREFIX}probe")
+        except LiveError:
+            raise
+        except Exception:  # noqa: BLE001 - no DRYRUN, not allowed it, or the user is gone: not an apply
+            return False
+        return reply in (b"OK", "OK")
 
     def check(self, address: str) -> str | None:
         """None while this node's lock connection is open (a PING answers); else why it is not."""

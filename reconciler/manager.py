@@ -284,7 +284,13 @@ class Manager:
         finally:
             # redis nodes' outcomes say what persistence did; managed instances' have nothing to persist
             nodes = [o for o in report.outcomes if hasattr(o, "persisted")]
-            pending.finish(self.desired.source, own, before, nodes, self.where)
+            try:
+                pending.finish(self.desired.source, own, before, nodes, self.where)
+            except ReconcilerError as exc:
+                # The servers are written; the record (unreadable or unwritable now) may still list
+                # this run's persist and kills, which the next apply repeats. Said, without hiding
+                # what the run did.
+                report.warnings.append(f"{exc}; this run's persist and session kills may be repeated by the next apply")
         return report
 
     def verify(self, plan: Plan) -> None:

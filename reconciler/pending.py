@@ -19,21 +19,31 @@ Deterministic JSON, mode 0600, no secret: resolved address, instance, node addre
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Callable, Mapping
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import records
 from .errors import ReconcilerError
 from .names import shown
 from .plan import Finding, FindingKind, InstancePlan, NodePlan, Plan, Severity
 
 PERSIST = "persist"
+LOCK_WAIT_SECONDS = 30  # for another process's update of the record (milliseconds, unless it is frozen)
 KILL = "kill-sessions "
 
 # (instance, node address as the plan spells it) -> the address its connection reached.
 Where = Mapping[tuple[str, str], str]
+
+
+class RecordWriteError(ReconcilerError):
+    """The record could not be written (a read-only folder, a full disk)."""
 
 
 @dataclass
@@ -56,31 +66,46 @@ def _key(where: Where, instance: str, address: str) -> str:
 
 def load(source: str) -> dict[str, Entry]:
     """The recorded entries by key (the resolved address). Records written before entries were
-    keyed by address (`{"instance address": [...]}`) read as entries keyed by their spelling."""
+    keyed by address (`{"instance address": [...]}`) read as entries keyed by their spelling.
+    A record that is not one (a FIFO, a device, another JSON document, an entry or work item
+    of the wrong shape) is an error, never read as empty."""
+    path = path_for(source)
     try:
-        with open(path_for(source), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return {}
+        data = records.read_json(path)
     except (OSError, ValueError) as exc:
         # Never ignored: it may be all that says the aclfile lags the servers' memory.
-        raise ReconcilerError(f"{path_for(source)}: cannot read the record of unfinished work: {exc}") from None
-    nodes = data.get("nodes", {}) if isinstance(data, dict) else {}
+        raise ReconcilerError(f"{path}: cannot read the record of unfinished work: {exc}") from None
+    if data is None:
+        return {}
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, dict):
+        raise ReconcilerError(f'{path}: not a record of unfinished work (expected {{"nodes": {{...}}}}); move it away or restore it')
     out: dict[str, Entry] = {}
-    for key, value in nodes.items() if isinstance(nodes, dict) else ():
+    for key, value in nodes.items():
         if isinstance(value, list):  # the first format: "instance address" -> work
             instance, _, address = str(key).partition(" ")
-            entry = Entry(instance, address, [str(x) for x in value])
+            entry = Entry(instance, address, _work_items(path, key, value))
             key = address
         elif isinstance(value, dict) and isinstance(value.get("work"), list):
-            entry = Entry(str(value.get("instance", "")), str(value.get("address", key)), [str(x) for x in value["work"]])
+            entry = Entry(str(value.get("instance", "")), str(value.get("address", key)), _work_items(path, key, value["work"]))
         else:
-            continue
+            raise ReconcilerError(f'{path}: entry {key!r} is not {{"instance", "address", "work": [...]}}; move the file away or restore it')
         if entry.work:
             out.setdefault(str(key), Entry(entry.instance, entry.address, [])).work.extend(entry.work)
     for entry in out.values():
         entry.work = sorted(set(entry.work))
     return out
+
+
+def _work_items(path: str, key: str, items: list[Any]) -> list[str]:
+    """The entry's work: "persist" or "kill-sessions USER" each; anything else is an error."""
+    for item in items:
+        if not (isinstance(item, str) and (item == PERSIST or (item.startswith(KILL) and len(item) > len(KILL)))):
+            raise ReconcilerError(
+                f"{path}: entry {key!r}: work item {item!r} is neither {PERSIST!r} nor {KILL!r} + a user name; "
+                "move the file away or restore it"
+            )
+    return list(items)
 
 
 def _save(source: str, entries: dict[str, Entry]) -> None:
@@ -97,13 +122,48 @@ def _save(source: str, entries: dict[str, Entry]) -> None:
             pass
         return
     text = json.dumps({"nodes": doc}, indent=2, sort_keys=True) + "\n"
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # never another process's half-written file
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # never created (a read-only folder)
+        raise RecordWriteError(f"{path}: cannot write the record of unfinished work: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _updating(source: str) -> Iterator[None]:
+    """One process at a time reads, changes and writes the record: two applies of one file on
+    different instances (`--instance a`, `--instance b`) may run at once, and neither may lose
+    the other's entries. The lock is an flock on the desired-state file itself (opened for
+    reading only; nothing is written to it), released when the update ends or the process dies."""
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Held for milliseconds by a running apply; for longer only by one frozen mid-update.
+                if time.monotonic() > deadline:
+                    raise RecordWriteError(
+                        f"{path_for(source)}: another reconciler process has been updating the record of unfinished "
+                        f"work for {LOCK_WAIT_SECONDS} s (stopped?); let it finish or end it, then run again"
+                    ) from None
+                time.sleep(0.01)
+            except OSError:  # a filesystem without locks (ENOLCK): update unlocked, as one apply at a time does
+                break
+        yield
+    finally:
+        os.close(fd)
 
 
 def _work(node: NodePlan) -> list[str]:
@@ -126,6 +186,15 @@ def _find(entries: dict[str, Entry], where: Where, instance: str, address: str) 
 def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     """Before the first write: record everything this apply is about to do; returns the earlier
     entries' work by key."""
+    try:
+        with _updating(source):
+            return _begin(source, plan, where)
+    except RecordWriteError as exc:
+        # No write may happen that a crash could leave unrecorded.
+        raise ReconcilerError(f"{exc}; it must be written before any change, so nothing was changed") from None
+
+
+def _begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
     entries = load(source)
     for inst in plan.instances:
         for node in inst.nodes:
@@ -149,6 +218,11 @@ def begin(source: str, plan: Plan, where: Where) -> dict[str, list[str]]:
 
 def finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any], where: Where) -> None:
     """After the executor: drop what ran. `nodes` are node_run.NodeResult objects."""
+    with _updating(source):
+        _finish(source, plan, before, nodes, where)
+
+
+def _finish(source: str, plan: Plan, before: dict[str, list[str]], nodes: list[Any], where: Where) -> None:
     from .providers.redis.node_run import IN_DOUBT, OK
 
     results = {(n.instance, n.address): n for n in nodes}

@@ -307,6 +307,9 @@ class Plan:
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported plan format_version {d.get('format_version')!r}")
+        if not isinstance(d.get("source"), str) or not d["source"]:
+            # Opened before any comparison: a number would be taken for a file descriptor (0: stdin).
+            raise ValueError(f"source {d.get('source')!r} is not a file name")
 
         def change(c: dict[str, Any]) -> UserChange:
             return UserChange(

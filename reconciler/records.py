@@ -7,15 +7,30 @@ import json
 import os
 from typing import Any
 
+from . import files
+
+# Far above any real record (100,000 users' entries on a dozen nodes are a few MB); a device or
+# a file swapped in beside the YAML is refused before it is read into memory.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
 
 def read_json(path: str) -> Any:
     """The document at `path`, or None when there is no such file. Raises OSError or
-    ValueError (invalid JSON) for the caller to word."""
+    ValueError (invalid JSON, not a regular file, too large) for the caller to word."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        raw, _ = files.read_regular(path, MAX_RECORD_BYTES)
     except FileNotFoundError:
         return None
+    except files.NotRegular:
+        raise ValueError("not a regular file (a FIFO, a device or a directory)") from None
+    except files.TooLarge as exc:
+        raise ValueError(f"{exc.size} bytes, more than any record ({MAX_RECORD_BYTES})") from None
+    if len(raw) > MAX_RECORD_BYTES:
+        raise ValueError(f"more than any record ({MAX_RECORD_BYTES} bytes)")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested deeper than any record") from None
 
 
 def write_json(path: str, doc: Any) -> None:

@@ -54,14 +54,14 @@ def kept_beside(path: str, source: str) -> str | None:
     from .providers.managed import record_path
 
     kept = [inventory.inventory_path(source), pending.path_for(source), *(record_path(source, p) for p in providers.names())]
-    if _same_file(path, source):
+    if same_file(path, source):
         return "the desired-state file itself"
-    if any(os.path.abspath(path) == os.path.abspath(k) or _same_file(path, k) for k in kept):
+    if any(os.path.abspath(path) == os.path.abspath(k) or same_file(path, k) for k in kept):
         return f"a record reconciler keeps beside {source}"
     return None
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet)
@@ -70,12 +70,24 @@ def _same_file(a: str, b: str) -> bool:
 
 def write(path: str, plan: Plan) -> None:
     """Write the plan JSON with mode 0600 (it lists every user's hashes), replacing any old file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    text = plan.dumps()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ReconcilerError(f"--out {path}: cannot write: {exc.strerror or exc}") from None
     try:
         os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fd = -1
-            fh.write(plan.dumps())
+            fh.write(text)
+    except OSError as exc:
+        # A full disk or a file-size limit: a cut plan is no plan; nothing half-written stays.
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode):
+                os.unlink(path)
+        except OSError:
+            pass  # gone already
+        raise ReconcilerError(f"--out {path}: cannot write: {exc.strerror or exc}; no plan was saved") from None
     finally:
         if fd >= 0:
             os.close(fd)
@@ -104,6 +116,8 @@ def load(path: str) -> Plan:
         raise ReconcilerError(f"{path}: not a saved plan (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise ReconcilerError(f"{path}:{exc.lineno}: not a saved plan (invalid JSON: {exc.msg})") from None
+    except RecursionError:
+        raise ReconcilerError(f"{path}: not a saved plan (JSON nested deeper than any plan)") from None
     if not isinstance(data, dict):
         raise ReconcilerError(f"{path}: not a saved plan (the JSON is not an object)")
     try:

@@ -464,6 +464,23 @@ def test_rule_a_node_cannot_express_refuses_the_whole_instance(server_factory, t
     assert {s.address: acl_users(s.client("default", ADMIN)) for s in (new, old)} == before
 
 
+def test_audit_log_never_written_into_the_saved_plan_being_applied(server_factory, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`apply plan.json --audit-log plan.json` used to append audit lines to the saved plan:
+    afterwards the file was neither a plan nor a log. Now one line; nothing changed."""
+    env = Env(server_factory("valkey-9.1"), tmp_path, monkeypatch, capsys)
+    saved = tmp_path / "plan.json"
+    code, _, err = env.cli("plan", "-f", str(env.file), "--out", str(saved))
+    assert code == 0, err
+    text = saved.read_text()
+    before = env.users()
+    code, out, err = env.cli("apply", str(saved), "--auto-approve", "--audit-log", str(saved))
+    assert code == 1, out + err
+    assert err.strip().endswith(f"audit log {saved} is the saved plan being applied; name another file (e.g. audit.jsonl); nothing was changed"), err
+    assert saved.read_text() == text and env.users() == before
+    code, _, err = env.cli("apply", str(saved), "--auto-approve", "--audit-log", str(tmp_path / "audit.jsonl"))
+    assert code == 0, err
+
+
 def test_audit_log_never_written_into_the_desired_state_file(server_factory, tmp_path: Path, monkeypatch, capsys) -> None:
     """`--audit-log access.yaml` (or the file's `audit_log:` naming itself, or a record beside
     it) used to append JSON lines to the YAML after the apply: the next plan was a YAML error.

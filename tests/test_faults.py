@@ -270,6 +270,38 @@ def test_saved_plan_tampering_is_refused(site: Site, capsys) -> None:
     assert site.users() == before
 
 
+def test_saved_plan_whose_source_is_not_a_file_name_is_refused_unread(site: Site) -> None:
+    """`source` is opened before any comparison: a number used to be taken for a file
+    descriptor (0 read the apply's stdin, 123 said "Bad file descriptor")."""
+    saved = site.tmp / "plan.json"
+    assert site.cli("plan", "-f", str(site.file), "--out", str(saved)).returncode == 0
+    data = json.loads(saved.read_text())
+    before = site.users()
+    for source in (0, 123, None, "", ["access.yaml"]):
+        saved.write_text(json.dumps({**data, "source": source}))
+        r = site.cli("apply", str(saved), "--auto-approve", input="", timeout=60)
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [f"reconciler: {saved}: not a saved plan (source {source!r} is not a file name)"], r.stderr
+    assert site.users() == before
+
+
+def test_plan_out_on_a_full_disk_leaves_no_cut_plan(site: Site) -> None:
+    """`plan --out` that can't write the whole plan (a full disk; here a file-size limit) used to
+    say a bare `File too large` and leave a cut plan file behind; now one line naming the file,
+    exit 1, and no file."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    site.write(more=_many_users(2000))
+    out = site.tmp / "plan.json"
+    r = site.cli("plan", "-f", str(site.file), "--out", str(out), preexec_fn=limit)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"reconciler: --out {out}: cannot write: File too large; no plan was saved"], r.stderr
+    assert not out.exists()
+
+
 def test_saved_plan_refused_when_the_file_changed(site: Site, capsys) -> None:
     saved = _saved(site, capsys)
     site.write(tokens=("A", "B"))
@@ -298,6 +330,22 @@ def test_saved_plan_must_be_a_regular_file(kind: str, site: Site) -> None:
     r = site.cli("apply", path, "-f", str(site.file), "--auto-approve", timeout=30)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"reconciler: {path}: not a regular file"], r.stderr
+
+
+def test_saved_plan_or_record_nested_too_deep_is_one_error_line(site: Site) -> None:
+    """JSON nested 200,000 deep (valid JSON, no plan) used to end in an internal RecursionError."""
+    deep = site.tmp / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    r = site.cli("apply", str(deep), "-f", str(site.file), "--auto-approve", timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"reconciler: {deep}: not a saved plan (JSON nested deeper than any plan)"], r.stderr
+    record = site.file.with_name(site.file.stem + ".pending.json")
+    record.write_text(deep.read_text())
+    r = site.cli("plan", "-f", str(site.file), timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"reconciler: {record}: cannot read the record of unfinished work: JSON nested deeper than any record"
+    ], r.stderr
 
 
 # -- 6: two applies never interleave; re-checked after the prompt --------------------------------

@@ -131,6 +131,29 @@ def test_impostor_lock_name_does_not_block_apply(server: RunningServer, cli: Cli
     root.close()
 
 
+@pytest.mark.parametrize("sid", ACCEPT)
+def test_an_apply_of_another_file_with_another_admin_login_blocks(sid: str, server_factory, cli: Cli) -> None:
+    """Two files manage one server, each with its own admin user (`ops` and `reconciler`): an
+    apply of one holds its lock as `ops`; an apply of the other used to count that connection
+    as no lock (not its admin) and wrote at the same time. A user that may change users (ACL
+    DRYRUN says so) is an apply; an app user naming its connection alike still is not (above)."""
+    srv = server_factory(sid)
+    setup_admin(srv)
+    root = srv.admin()
+    root.execute_command("ACL", "SETUSER", "ops", "on", f">{APP}", "~*", "&*", "+@all")
+    holder = srv.client("ops", APP, retry=no_retry())
+    holder.execute_command("CLIENT", "SETNAME", f"{PREFIX}3-d00d")
+    text = access(srv.address, users=bulk(3))
+    rc, _, err = cli.apply(text)
+    assert rc == 1 and "another apply is running on this instance" in err, err
+    assert not any(u.startswith("bulk-") for u in acl_users(srv))
+    holder.close()
+    rc, _, err = cli.apply(text)
+    assert rc == 0, err
+    assert len([u for u in acl_users(srv) if u.startswith("bulk-")]) == 3
+    root.close()
+
+
 # -- the lock stays held while the apply runs ------------------------------------------------------
 
 

@@ -160,3 +160,46 @@ def test_record_in_the_first_format_is_still_read(srv: RunningServer, cli: Cli, 
     code, out, err = cli.apply()
     assert code == 0 and "saved (ACL SAVE)" in out, out + err
     assert _saved(srv, tmp_path) and not (tmp_path / "access.pending.json").exists()
+
+
+@pytest.mark.parametrize("record", [
+    {"nodes": {"ADDR": {"instance": "cache", "address": "ADDR", "work": "persist"}}},  # work not a list
+    {"nodes": {"ADDR": {"instance": "cache", "address": "ADDR", "work": ["persist", "rm -rf /", 5]}}},  # unknown work
+    {"nodes": {"ADDR": {"instance": "cache", "address": "ADDR", "work": ["kill-sessions "]}}},  # no user
+    {"nodes": ["persist"]},
+    ["persist"],
+], ids=["work-not-a-list", "unknown-work", "kill-without-user", "nodes-a-list", "not-a-mapping"])
+def test_a_tampered_pending_record_is_one_error_line_never_read_as_empty(
+    srv: RunningServer, cli: Cli, tmp_path: Path, record: object
+) -> None:
+    """A record of unfinished work of the wrong shape used to read as 'nothing pending' (the
+    aclfile lag it may be all that reports forgotten: "No changes", drift clean) or to show an
+    unknown item as a revoke of user \"\" that no apply ever finishes."""
+    cli.apply(doc({"cache": srv.address}), expect=0)
+    text = json.dumps(record).replace("ADDR", srv.address)
+    (tmp_path / "access.pending.json").write_text(text)
+    for argv in (("plan", "-f", str(cli.file)), ("drift", "-f", str(cli.file)), ("apply", "-f", str(cli.file), "--auto-approve")):
+        code, out, err = cli(*argv)
+        assert code == 1, (argv, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"reconciler: {tmp_path / 'access.pending.json'}: "), lines
+    assert (tmp_path / "access.pending.json").read_text() == text  # left as it was for the operator
+
+
+def test_a_pending_record_that_is_a_fifo_or_a_device_never_blocks(srv: RunningServer, cli: Cli, tmp_path: Path) -> None:
+    """`plan` in a cron job must not wait for ever on a FIFO, nor read /dev/zero into memory."""
+    import os
+    import subprocess
+    import sys
+
+    cli.apply(doc({"cache": srv.address}), expect=0)
+    record = tmp_path / "access.pending.json"
+    for make in (lambda: os.mkfifo(record), lambda: record.symlink_to("/dev/zero")):
+        make()
+        env = {**os.environ, "T_ADMIN": ADMIN, "T_APP": APP, "RECONCILER_NO_CACHE": "1"}
+        r = subprocess.run([sys.executable, "-m", "reconciler.cli", "plan", "-f", str(cli.file)], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.strip() == (f"reconciler: {record}: cannot read the record of unfinished work: "
+                                    "not a regular file (a FIFO, a device or a directory)"), r.stderr
+        record.unlink()

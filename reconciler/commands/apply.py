@@ -84,6 +84,10 @@ def run_saved(args: argparse.Namespace, prompt: Prompt | None = None) -> int:
         _err("reconciler: nothing was changed")
         return 1
     manager = Manager.from_file(source, allow_exec=getattr(args, "allow_exec", False))
+    audit_log = args.audit_log or manager.desired.audit_log
+    if audit_log and saved.same_file(audit_log, args.plan_file):
+        # Audit lines appended to the plan would leave neither a plan nor a log.
+        raise ReconcilerError(f"audit log {audit_log} is the saved plan being applied; name another file (e.g. audit.jsonl); nothing was changed")
     return manager.apply_saved(plan, args.plan_file, args.instance, console(args, prompt), options(args))
 
 

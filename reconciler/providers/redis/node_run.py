@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import interrupt, lock
-from ...audit import AuditLog, redact
+from ...audit import AuditLog, AuditWriteError, redact
 from ...model import Instance
 from ...names import shown
 from ...plan import NodePlan, UserChange
@@ -168,15 +168,20 @@ class NodeRun:
         self._ledger(action, user, status, detail)
         if self.audit is not None:
             result = OK if status == OK else f"{status}: {detail}" if detail else status
-            self.audit.record(
-                instance=self.instance.name,
-                node=self.node.address,
-                action=action,
-                user=user,
-                result=result,
-                change=change,
-                detail=detail if status == OK else "",
-            )
+            try:
+                self.audit.record(
+                    instance=self.instance.name,
+                    node=self.node.address,
+                    action=action,
+                    user=user,
+                    result=result,
+                    change=change,
+                    detail=detail if status == OK else "",
+                )
+            except AuditWriteError as exc:
+                # The command ran (its attempt line is on disk); nothing more is sent.
+                if self.result.error is None:
+                    self.fail(f"{exc}; stopped: nothing more is sent that the log cannot name")
 
     def _ledger(self, action: str, user: str, status: str, detail: str) -> None:
         """What an interrupt later in the run must say was done (interrupt.DONE)."""
@@ -194,7 +199,11 @@ class NodeRun:
     def attempt(self, steps: list[tuple[str, str, UserChange | None]]) -> None:
         """Before sending: the audit log names every command of the batch (synced to disk)."""
         if self.audit is not None:
-            self.audit.attempt(instance=self.instance.name, node=self.node.address, steps=steps)
+            try:
+                self.audit.attempt(instance=self.instance.name, node=self.node.address, steps=steps)
+            except AuditWriteError as exc:
+                self.fail(f"{exc}; stopped before sending what the log could not name")
+                raise Stop from None
 
     def fail(self, error: str) -> None:
         self.result.error = redact(error)

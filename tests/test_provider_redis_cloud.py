@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fake_redis_cloud import FakeRedisCloud
+from fake_redis_software import Fault
 from servers import tls_material
 from support.cli import Cli
 
@@ -630,3 +631,45 @@ def test_provisioning_past_the_deadline_is_one_line_and_reruns_converge(fake: Fa
     assert rc == 0 and fake.can_auth("app-orders", OLD)
     rc, out, _ = run("drift", "-f", str(run.file))
     assert rc == 0, out
+
+
+def test_hostile_names_from_the_api_are_shown_escaped(fake: FakeRedisCloud, run: Cli) -> None:
+    """Names someone gave Cloud users and roles in the console reach the plan escaped: no terminal
+    control sequence, no line that looks like the plan's own."""
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    fake_line = "\x1b[2J\r\nPlan: 0 to add, 0 to change, 0 to destroy."
+    for name, role, status in (("evil" + fake_line, "reconciler-app-orders", "active"), ("pend\x1b[33m\n", "reconciler-app-orders", "pending")):
+        uid = max(fake.users) + 1
+        fake.users[uid] = {"id": uid, "name": name, "role": role, "status": status}
+    rid = max(fake.roles) + 1
+    here = [{"subscriptionId": fake.subscription, "databaseId": fake.database, "databaseName": "x"}]
+    fake.roles[rid] = {"id": rid, "name": "ops-role", "status": "active", "redisRules": [{"ruleName": "Full-Access", "databases": here}]}
+    fake.users[rid + 1] = {"id": rid + 1, "name": "ops\x1b[31m\nnext", "role": "ops-role", "status": "active"}
+    for rc, out, _ in (run.plan(text), run.drift()):
+        assert rc == 2
+        assert "\x1b" not in out and "\r" not in out and "\nPlan: 0 to add, 0 to change" not in out and "\nnext" not in out
+        assert '- Cloud user "evil\\u001b[2J' in out and 'Redis Cloud user "pend\\u001b[33m\\u000a" is pending' in out
+        assert 'Redis Cloud user "ops\\u001b[31m\\u000anext" reaches this database' in out
+
+
+@pytest.mark.parametrize(
+    "path, body, expected",
+    [
+        ("/v1/acl/users", "<html>sign in</html>", "GET /acl/users: the answer is not what the API documents (expected a JSON object)"),
+        ("/v1/acl/users", {"users": [{"id": "abc", "name": "app-orders", "role": "reconciler-app-orders"}]}, "GET /acl/users: the answer is not what the API documents (expected `users`: a list of objects with id: number"),
+        ("/v1/acl/roles", {"roles": [{"id": 7, "name": "reconciler-app-orders", "redisRules": [{"ruleName": "r", "databases": [5]}]}]}, "GET /acl/roles: the answer is not what the API documents (expected `redisRules`"),
+        ("/v1/subscriptions", {"status": "active", "security": "open"}, "the answer is not what the API documents (expected `security`: an object)"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_one_line(fake: FakeRedisCloud, run: Cli, path: str, body: object, expected: str) -> None:
+    """A 200 whose body is not what the API documents (a proxy's login page, another service, a
+    lying server) is one line naming the instance and the request: no internal error."""
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    fake.http.faults.append(Fault("GET", path, 200, times=99, body=body))
+    for rc, _, err in (run.plan(text), run.apply(access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b"))))):
+        assert rc == 1 and err.count("\n") == 1, err
+        assert "internal error" not in err and expected in err and err.startswith("reconciler: rc ")
+    fake.http.faults.clear()
+    assert run.plan(text)[0] == 0

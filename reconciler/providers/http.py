@@ -230,6 +230,34 @@ class Client:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
+    def get_object(self, path: str) -> dict:
+        """GET `path`, which the API documents as a JSON object ({} when the answer is empty)."""
+        answer = self.get(path)
+        if answer is None:
+            return {}
+        if not isinstance(answer, dict):
+            raise self.misshapen("GET", path, "a JSON object")
+        return answer
+
+    def listing(self, path: str, key: str, fields: dict[str, type]) -> list[dict]:
+        """GET `path`, a JSON object whose `key` lists objects, each with `fields` of those types
+        (ids that are numbers, names that are strings): what the planner and the writes rely on."""
+        items = self.get_object(path).get(key)
+        if items is None:
+            return []
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and all(isinstance(item.get(f), t) and not isinstance(item.get(f), bool) for f, t in fields.items())
+            for item in items
+        ):
+            kinds = ", ".join(f"{f}: {'number' if t is int else 'string'}" for f, t in fields.items())
+            raise self.misshapen("GET", path, f"`{key}`: a list of objects with {kinds}")
+        return items
+
+    def misshapen(self, method: str, path: str, expected: str) -> HttpError:
+        """A 2xx answer that is not what the API documents (a proxy's page, another service, a lying
+        server): one line, nothing of the answer repeated."""
+        return HttpError(f"{self.where}: {method} {path}: the answer is not what the API documents (expected {expected}); check api.url")
+
     def status_of(self, path: str, key: str = "status") -> str | None:
         """The `key` field of the resource at `path` (its provisioning status); None when it answers 404.
         Nothing else of the answer is kept (a database's answer may carry a password)."""

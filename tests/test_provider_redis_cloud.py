@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -673,3 +676,34 @@ def test_an_answer_of_the_wrong_shape_is_one_line(fake: FakeRedisCloud, run: Cli
         assert "internal error" not in err and expected in err and err.startswith("reconciler: rc ")
     fake.http.faults.clear()
     assert run.plan(text)[0] == 0
+
+
+def test_ctrl_c_during_a_wait_stops_at_once_and_reruns_converge(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+    """SIGINT while apply waits for the service: the wait ends at once (not when provisioning
+    does), one line says what was left, exit 130; the next apply converges."""
+    fake.provisioning = 3.0
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    run.write(text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "-f", str(run.file), "--auto-approve"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while fake.rule_by_name("reconciler-app-orders") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fake.rule_by_name("reconciler-app-orders")["status"] == "pending"
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert time.monotonic() - sent < 2.5, "the wait went on after Ctrl-C"
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "still pending when the run was interrupted" in err and "0 of 1 changes applied; run apply again" in err
+    assert "Traceback" not in err and fake.by_name("app-orders") is None
+    run.outputs.append(out + err)
+    fake.provisioning = 0.02
+    rc, _, err = run.apply(text)  # waits for what the stopped run left pending, then goes on
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 import requests
 
+from .. import interrupt
 from ..audit import redact
 from ..errors import LiveError
 from ..model import SENSITIVE
@@ -57,6 +58,18 @@ def poll_delays() -> Iterator[float]:
     while True:
         yield delay
         delay = min(cap, delay * 2 if delay else cap)
+
+
+def pause(seconds: float) -> bool:
+    """Sleep `seconds`, or less: True when a stop request (SIGINT/SIGTERM during apply) came first,
+    so a Ctrl-C during a long wait for the service is answered at once, not after it."""
+    return interrupt.REQUESTED.wait(seconds) if seconds > 0 else interrupt.REQUESTED.is_set()
+
+
+def check_stop() -> None:
+    """Between two changes of a managed apply: stop here when a stop was requested."""
+    if interrupt.REQUESTED.is_set():
+        raise HttpError("interrupted before it was sent")
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,8 @@ def poll_until(
         delay = next(delays)
         if time.monotonic() + delay > deadline.at:
             raise HttpError(f"{stalled(value)} after {deadline.seconds:g} s (the service keeps working on it; run plan again later)")
-        time.sleep(delay)
+        if pause(delay):
+            raise HttpError(f"{stalled(value)} when the run was interrupted (the service keeps working on it)")
         value = probe()
 
 
@@ -239,18 +253,19 @@ class Client:
             raise self.misshapen("GET", path, "a JSON object")
         return answer
 
-    def listing(self, path: str, key: str, fields: dict[str, type]) -> list[dict]:
-        """GET `path`, a JSON object whose `key` lists objects, each with `fields` of those types
-        (ids that are numbers, names that are strings): what the planner and the writes rely on."""
-        items = self.get_object(path).get(key)
+    def listing(self, path: str, key: str | None, fields: dict[str, type]) -> list[dict]:
+        """GET `path`, a JSON object whose `key` lists objects (key None: a JSON array of them),
+        each with `fields` of those types (ids that are numbers, names that are strings): what
+        the planner and the writes rely on."""
+        items = self.get(path) if key is None else self.get_object(path).get(key)
         if items is None:
             return []
         if not isinstance(items, list) or not all(
             isinstance(item, dict) and all(isinstance(item.get(f), t) and not isinstance(item.get(f), bool) for f, t in fields.items())
             for item in items
         ):
-            kinds = ", ".join(f"{f}: {'number' if t is int else 'string'}" for f, t in fields.items())
-            raise self.misshapen("GET", path, f"`{key}`: a list of objects with {kinds}")
+            kinds = "".join(f"{', ' if i else ' with '}{f}: {'number' if t is int else 'string'}" for i, (f, t) in enumerate(fields.items()))
+            raise self.misshapen("GET", path, f"{f'`{key}`: ' if key else ''}a list of objects{kinds}")
         return items
 
     def misshapen(self, method: str, path: str, expected: str) -> HttpError:
@@ -329,7 +344,8 @@ class Client:
                     attempt = min(attempt, ATTEMPTS - 1)  # conflicts are bounded by the deadline, not attempts
                 else:
                     return self._result(method, path, resp, hidden, attempt)
-            time.sleep(wait)
+            if pause(wait):
+                raise HttpError(f"{self.where}: {method} {path}: interrupted while waiting to send it again")
             delay = min(delay * 2, 10.0) if delay else 0.0
 
     def _pace(self) -> None:

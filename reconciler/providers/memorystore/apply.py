@@ -15,7 +15,7 @@ from ...report import ApplyReport
 from ...secrets import SecretError, sinks
 from .. import managed
 from ..base import Provider
-from ..http import Client, HttpError
+from ..http import Client, HttpError, check_stop
 from .client import connect, last, pages, wait_operation
 from .read import MODE_PARAMETER, NAME, token_refs
 
@@ -39,6 +39,7 @@ class Run(managed.ApiRun):
                 self.part.left.pop(0)
                 change = item if isinstance(item, UserChange) else None
                 try:
+                    check_stop()
                     if isinstance(item, ConfigChange):
                         self._mode(http, item)
                     else:

@@ -21,7 +21,7 @@ from ...model import User
 from ...names import shown
 from ...plan import UserChange
 from .. import managed
-from ..http import Deadline, HttpError
+from ..http import Deadline, HttpError, check_stop
 from .accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
 from .client import ACTIVE, connect, lists, task_deadline
 
@@ -66,6 +66,7 @@ class Run(managed.ApiRun):
                 action = change.action if change else "config"
                 who = change.user if change else CERTS
                 try:
+                    check_stop()
                     fn(http)
                 except HttpError as exc:
                     managed.audit(self.audit, self.part, change, action, who, "failed", str(exc))

@@ -160,9 +160,10 @@ class CloudClient(Client):
         def processed(task: dict) -> bool:
             if task.get("status") != "processing-error":
                 return task.get("status") == "processing-completed"
-            resp = task.get("response") if isinstance(task.get("response"), dict) else {}
+            resp = task.get("response")
+            resp = resp if isinstance(resp, dict) else {}
             err = resp.get("error")
-            error = err if isinstance(err, str) else str((err or {}).get("type") or "")
+            error = err if isinstance(err, str) else str(err.get("type") or "") if isinstance(err, dict) else ""
             info = str(resp.get("additionalInfo") or (err.get("description", "") if isinstance(err, dict) else ""))
             text = f"{self.where}: {method} {path}: task {task_id} failed: {error or 'processing-error'}" + (f": {info}" if info else "")
             for s in hidden:

@@ -10,6 +10,7 @@ from typing import Any
 from ...audit import AuditLog
 from ...errors import LiveError, remember_secret
 from ...model import Instance
+from ...names import printable
 from ...plan import ConfigChange, InstancePlan, UserChange
 from ...report import ApplyReport
 from ...secrets import SecretError, sinks
@@ -137,9 +138,9 @@ class Run(managed.ApiRun):
                     "another client is changing this user's tokens -- run plan again"
                 )
             created = last(after[0].get("name", ""))
-            value = (http.get(f"/v1/{user_res}/authTokens/{created}") or {}).get("token")
-            if not value:
-                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({created})")
+            value = http.get_object(f"/v1/{user_res}/authTokens/{created}").get("token")
+            if not value or not isinstance(value, str):
+                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({printable(created)})")
             remember_secret(value)
             if token.succeeds:
                 # A rotation's new token is named before its value reaches the sink: a run stopped

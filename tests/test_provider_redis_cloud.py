@@ -16,7 +16,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -678,20 +678,16 @@ def test_an_answer_of_the_wrong_shape_is_one_line(fake: FakeRedisCloud, run: Cli
     assert run.plan(text)[0] == 0
 
 
-def test_ctrl_c_during_a_wait_stops_at_once_and_reruns_converge(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
-    """SIGINT while apply waits for the service: the wait ends at once (not when provisioning
-    does), one line says what was left, exit 130; the next apply converges."""
-    fake.provisioning = 3.0
-    text = access(fake, orders(tok("2026-08", "OLD")))
-    run.write(text)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+def _interrupted_apply(run: Cli, tmp_path: Path, ready: Callable[[], bool]) -> tuple[str, str]:
+    """`apply` in its own process, SIGINT once `ready()`: (stdout, stderr) after it answered
+    within 2.5 s with exit 130."""
     proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "-f", str(run.file), "--auto-approve"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while fake.rule_by_name("reconciler-app-orders") is None and time.monotonic() < deadline:
+        while not ready() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert fake.rule_by_name("reconciler-app-orders")["status"] == "pending"
+        assert ready()
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
         out, err = proc.communicate(timeout=60)
@@ -699,11 +695,30 @@ def test_ctrl_c_during_a_wait_stops_at_once_and_reruns_converge(fake: FakeRedisC
         proc.kill()
     assert time.monotonic() - sent < 2.5, "the wait went on after Ctrl-C"
     assert proc.returncode == 130, err
+    run.outputs.append(out + err)
+    return out, err
+
+
+def test_ctrl_c_during_a_wait_stops_at_once_and_reruns_converge(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+    """SIGINT while apply waits for the service: the wait ends at once (not when provisioning
+    does), one line says what was left, exit 130; the next apply converges."""
+    fake.provisioning = 3.0
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    run.write(text)
+    _, err = _interrupted_apply(run, tmp_path, lambda: (fake.rule_by_name("reconciler-app-orders") or {}).get("status") == "pending")
     assert err.count("\n") == 1 and "still pending when the run was interrupted" in err and "0 of 1 changes applied; run apply again" in err
     assert "Traceback" not in err and fake.by_name("app-orders") is None
-    run.outputs.append(out + err)
     fake.provisioning = 0.02
     rc, _, err = run.apply(text)  # waits for what the stopped run left pending, then goes on
     assert rc == 0, err
     assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
     no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_ctrl_c_while_a_429_is_waited_out_stops_at_once(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+    """A 429 asking for a long wait does not hold a Ctrl-C back: nothing more is sent."""
+    fake.http.faults.append(Fault("POST", "/v1/acl/redisRules", 429, times=99, headers={"x-rate-limit-retry-after-seconds": "30"}))
+    run.write(access(fake, orders(tok("2026-08", "OLD"))))
+    _, err = _interrupted_apply(run, tmp_path, lambda: any(p.startswith("/v1/acl/redisRules") for m, p, _ in fake.http.log if m == "POST"))
+    assert err.count("\n") == 1 and "POST /acl/redisRules: interrupted while waiting to send it again" in err
+    assert sum(m == "POST" for m, _, _ in fake.http.log) == 1 and fake.rule_by_name("reconciler-app-orders") is None

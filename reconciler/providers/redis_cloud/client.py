@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ...audit import redact
 from ...errors import LiveError
 from ...model import SENSITIVE, Instance
-from ..http import Budget, Client, Deadline, HttpError, backoff_base, budget, poll_until, wait_state
+from ..http import Budget, Client, Deadline, HttpError, backoff_base, budget, pause, poll_until, wait_state
 from ..managed import api_host
 
 RATE = (400, 60.0)  # requests per window (seconds) per account key
@@ -138,7 +137,8 @@ class CloudClient(Client):
                 if resp.status_code != 429:
                     return resp
                 self.throttled += 1
-                time.sleep(_retry_after(resp) or delay)
+                if pause(_retry_after(resp) or delay):
+                    return resp  # stopped: the caller's own retry loop says so
                 delay = min(delay * 2, self.budget.window)
             return resp
 

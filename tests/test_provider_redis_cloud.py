@@ -722,3 +722,13 @@ def test_ctrl_c_while_a_429_is_waited_out_stops_at_once(fake: FakeRedisCloud, ru
     _, err = _interrupted_apply(run, tmp_path, lambda: any(p.startswith("/v1/acl/redisRules") for m, p, _ in fake.http.log if m == "POST"))
     assert err.count("\n") == 1 and "POST /acl/redisRules: interrupted while waiting to send it again" in err
     assert sum(m == "POST" for m, _, _ in fake.http.log) == 1 and fake.rule_by_name("reconciler-app-orders") is None
+
+
+def test_a_status_outside_the_documented_set_is_waited_for_and_shown_inert(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    fake.by_name("app-orders")["status"] = "exploded\x1b[31m\nok"
+    monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.5")
+    rc, out, err = run.apply(access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b"))))
+    assert rc == 1 and err.count("\n") == 1 and "\x1b" not in out + err, err
+    assert 'Redis Cloud user app-orders (left "exploded\\u001b[31m\\u000aok" by an earlier change) still "exploded\\u001b[31m\\u000aok" after 0.5 s' in err

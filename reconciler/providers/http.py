@@ -35,6 +35,7 @@ from .. import interrupt
 from ..audit import redact
 from ..errors import LiveError
 from ..model import SENSITIVE
+from ..names import shown
 
 T = TypeVar("T")
 
@@ -131,7 +132,8 @@ def wait_state(
             raise HttpError(f"{what} is in status {status} on the service (its provisioning failed)")
         return False
 
-    poll_until(probe, done, deadline=deadline, delays=delays, stalled=lambda status: f"{what} still {status}")
+    # the status is the service's text: shown escaped (a lying service's control characters stay inert)
+    poll_until(probe, done, deadline=deadline, delays=delays, stalled=lambda status: f"{what} still {shown(str(status))}")
 
 
 class Budget:

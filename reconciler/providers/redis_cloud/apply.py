@@ -95,7 +95,7 @@ class Run(managed.ApiRun):
                 return users, roles, rules
             for kind, item in unsettled:
                 gone = item.get("status") == "deleting"
-                http.settle(kind, item["id"], f"{_label(kind, item['name'])} (left {item.get('status')} by an earlier change)", gone=gone)
+                http.settle(kind, item["id"], f"{_label(kind, item['name'])} (left {shown(str(item.get('status')))} by an earlier change)", gone=gone)
 
     def _do(self, http: Any, method: str, path: str, body: Any = None, *, kind: str, name: str,
             ident: int | tuple[int, int] | None = None, secrets: Iterable[str] = (),

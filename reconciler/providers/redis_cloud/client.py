@@ -41,6 +41,7 @@ from typing import Any
 from ...audit import redact
 from ...errors import LiveError
 from ...model import SENSITIVE, Instance
+from ...names import shown
 from ..http import Budget, Client, Deadline, HttpError, backoff_base, budget, pause, poll_until, wait_state
 from ..managed import api_host
 
@@ -172,7 +173,7 @@ class CloudClient(Client):
 
         task = poll_until(
             lambda: self.get_object(f"/tasks/{task_id}"), processed, deadline=deadline, delays=task_delays(),
-            stalled=lambda t: f"{self.where}: {method} {path}: task {task_id} still {t.get('status')}", first=answer,
+            stalled=lambda t: f"{self.where}: {method} {path}: task {shown(str(task_id))} still {shown(str(t.get('status')))}", first=answer,
         )
         response = task.get("response")
         return response.get("resourceId") if isinstance(response, dict) else None

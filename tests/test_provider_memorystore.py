@@ -348,3 +348,29 @@ def test_apply_returns_when_operations_are_done_and_tokens_log_in(fake: FakeMemo
     pruned = access(fake, tok("k"), instance_extra="    prune: true\n").replace("  app-orders:\n", "  svc-keep:\n")
     assert run.apply(pruned)[0] == 0
     assert fake.tokens_at("app-orders", time.monotonic()) == () and "app-orders" not in fake.users
+
+
+@pytest.mark.parametrize(
+    "path, body, expected",
+    [
+        (f"/v1/{INSTANCE}/tokenAuthUsers", {"tokenAuthUsers": [], "nextPageToken": "again"}, "(expected a nextPageToken not given before)"),
+        (f"/v1/{INSTANCE}/tokenAuthUsers", {"tokenAuthUsers": [{"name": 7}]}, "(expected `tokenAuthUsers`: a list of objects with name: string)"),
+        (f"/v1/{INSTANCE}", ["not", "an", "instance"], "(expected an Instance object)"),
+    ],
+)
+def test_a_lying_listing_is_one_line_and_never_endless(fake: FakeMemorystore, run: Run, path: str, body: object, expected: str) -> None:
+    """A listing whose page token comes back again would be read forever; a body of the wrong
+    shape would be an internal error: both are one line naming the request."""
+    fake.http.fail("GET", path, 200, times=10**6, body=body)
+    rc, _, err = run.plan(access(fake, tok("2026-08")))
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "internal error" not in err and f"GET {path}: the answer is not what the API documents {expected}" in err
+
+
+def test_an_operation_error_that_is_not_an_object_is_one_inert_line(fake: FakeMemorystore, run: Run) -> None:
+    fake.http.fail("GET", "/v1/projects/acme/locations/us-central1/operations", 200, times=99, body={"done": True, "error": "boom\x1b[31m"})
+    rc, _, err = run.apply(access(fake, tok("2026-08")))
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "operation failed: error: boom\\u001b[31m" in err and "\x1b" not in err
+    fake.http.faults.clear()
+    assert run.apply(access(fake, tok("2026-08")))[0] == 0 and run.plan(access(fake, tok("2026-08")))[0] == 0

@@ -11,15 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fake_redis_cloud import FakeRedisCloud
+from fake_redis_software import Fault
 from servers import tls_material
 from support.cli import Cli
 
@@ -630,3 +634,101 @@ def test_provisioning_past_the_deadline_is_one_line_and_reruns_converge(fake: Fa
     assert rc == 0 and fake.can_auth("app-orders", OLD)
     rc, out, _ = run("drift", "-f", str(run.file))
     assert rc == 0, out
+
+
+def test_hostile_names_from_the_api_are_shown_escaped(fake: FakeRedisCloud, run: Cli) -> None:
+    """Names someone gave Cloud users and roles in the console reach the plan escaped: no terminal
+    control sequence, no line that looks like the plan's own."""
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    fake_line = "\x1b[2J\r\nPlan: 0 to add, 0 to change, 0 to destroy."
+    for name, role, status in (("evil" + fake_line, "reconciler-app-orders", "active"), ("pend\x1b[33m\n", "reconciler-app-orders", "pending")):
+        uid = max(fake.users) + 1
+        fake.users[uid] = {"id": uid, "name": name, "role": role, "status": status}
+    rid = max(fake.roles) + 1
+    here = [{"subscriptionId": fake.subscription, "databaseId": fake.database, "databaseName": "x"}]
+    fake.roles[rid] = {"id": rid, "name": "ops-role", "status": "active", "redisRules": [{"ruleName": "Full-Access", "databases": here}]}
+    fake.users[rid + 1] = {"id": rid + 1, "name": "ops\x1b[31m\nnext", "role": "ops-role", "status": "active"}
+    for rc, out, _ in (run.plan(text), run.drift()):
+        assert rc == 2
+        assert "\x1b" not in out and "\r" not in out and "\nPlan: 0 to add, 0 to change" not in out and "\nnext" not in out
+        assert '- Cloud user "evil\\u001b[2J' in out and 'Redis Cloud user "pend\\u001b[33m\\u000a" is pending' in out
+        assert 'Redis Cloud user "ops\\u001b[31m\\u000anext" reaches this database' in out
+
+
+@pytest.mark.parametrize(
+    "path, body, expected",
+    [
+        ("/v1/acl/users", "<html>sign in</html>", "GET /acl/users: the answer is not what the API documents (expected a JSON object)"),
+        ("/v1/acl/users", {"users": [{"id": "abc", "name": "app-orders", "role": "reconciler-app-orders"}]}, "GET /acl/users: the answer is not what the API documents (expected `users`: a list of objects with id: number"),
+        ("/v1/acl/roles", {"roles": [{"id": 7, "name": "reconciler-app-orders", "redisRules": [{"ruleName": "r", "databases": [5]}]}]}, "GET /acl/roles: the answer is not what the API documents (expected `redisRules`"),
+        ("/v1/subscriptions", {"status": "active", "security": "open"}, "the answer is not what the API documents (expected `security`: an object)"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_one_line(fake: FakeRedisCloud, run: Cli, path: str, body: object, expected: str) -> None:
+    """A 200 whose body is not what the API documents (a proxy's login page, another service, a
+    lying server) is one line naming the instance and the request: no internal error."""
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    fake.http.faults.append(Fault("GET", path, 200, times=99, body=body))
+    for rc, _, err in (run.plan(text), run.apply(access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b"))))):
+        assert rc == 1 and err.count("\n") == 1, err
+        assert "internal error" not in err and expected in err and err.startswith("reconciler: rc ")
+    fake.http.faults.clear()
+    assert run.plan(text)[0] == 0
+
+
+def _interrupted_apply(run: Cli, tmp_path: Path, ready: Callable[[], bool]) -> tuple[str, str]:
+    """`apply` in its own process, SIGINT once `ready()`: (stdout, stderr) after it answered
+    within 2.5 s with exit 130."""
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "-f", str(run.file), "--auto-approve"],
+                            cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready()
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert time.monotonic() - sent < 2.5, "the wait went on after Ctrl-C"
+    assert proc.returncode == 130, err
+    run.outputs.append(out + err)
+    return out, err
+
+
+def test_ctrl_c_during_a_wait_stops_at_once_and_reruns_converge(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+    """SIGINT while apply waits for the service: the wait ends at once (not when provisioning
+    does), one line says what was left, exit 130; the next apply converges."""
+    fake.provisioning = 3.0
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    run.write(text)
+    _, err = _interrupted_apply(run, tmp_path, lambda: (fake.rule_by_name("reconciler-app-orders") or {}).get("status") == "pending")
+    assert err.count("\n") == 1 and "still pending when the run was interrupted" in err and "0 of 1 changes applied; run apply again" in err
+    assert "Traceback" not in err and fake.by_name("app-orders") is None
+    fake.provisioning = 0.02
+    rc, _, err = run.apply(text)  # waits for what the stopped run left pending, then goes on
+    assert rc == 0, err
+    assert fake.can_auth("app-orders", OLD) and run.plan(text)[0] == 0
+    no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
+
+
+def test_ctrl_c_while_a_429_is_waited_out_stops_at_once(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+    """A 429 asking for a long wait does not hold a Ctrl-C back: nothing more is sent."""
+    fake.http.faults.append(Fault("POST", "/v1/acl/redisRules", 429, times=99, headers={"x-rate-limit-retry-after-seconds": "30"}))
+    run.write(access(fake, orders(tok("2026-08", "OLD"))))
+    _, err = _interrupted_apply(run, tmp_path, lambda: any(p.startswith("/v1/acl/redisRules") for m, p, _ in fake.http.log if m == "POST"))
+    assert err.count("\n") == 1 and "POST /acl/redisRules: interrupted while waiting to send it again" in err
+    assert sum(m == "POST" for m, _, _ in fake.http.log) == 1 and fake.rule_by_name("reconciler-app-orders") is None
+
+
+def test_a_status_outside_the_documented_set_is_waited_for_and_shown_inert(fake: FakeRedisCloud, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = access(fake, orders(tok("2026-08", "OLD")))
+    assert run.apply(text)[0] == 0
+    fake.by_name("app-orders")["status"] = "exploded\x1b[31m\nok"
+    monkeypatch.setenv("RECONCILER_CLOUD_TASK_DEADLINE", "0.5")
+    rc, out, err = run.apply(access(fake, orders(tok("2026-08", "OLD"), tok("2026-11", "NEW", "app-orders-b"))))
+    assert rc == 1 and err.count("\n") == 1 and "\x1b" not in out + err, err
+    assert 'Redis Cloud user app-orders (left "exploded\\u001b[31m\\u000aok" by an earlier change) still "exploded\\u001b[31m\\u000aok" after 0.5 s' in err

@@ -576,3 +576,32 @@ def test_an_aborted_database_update_stops_at_once_with_one_line(run: Cli) -> Non
         assert time.monotonic() - start < 30  # not the 300 s deadline
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize(
+    "path, body, expected",
+    [
+        ("/v1/users", "<html>sign in</html>", "GET /v1/users: the answer is not what the API documents (expected a list of objects with uid: number, name: string)"),
+        ("/v1/roles", [{"uid": "x", "name": "r"}], "GET /v1/roles: the answer is not what the API documents (expected a list of objects with uid: number"),
+        ("/v1/nodes", {"software_version": "7.22.0-216"}, "GET /v1/nodes: the answer is not what the API documents (expected a list of objects)"),
+        ("/v1/bdbs", [1], "GET /v1/bdbs/1: the answer is not what the API documents (expected a JSON object)"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_one_line(modern: FakeRedisSoftware, run: Cli, path: str, body: object, expected: str) -> None:
+    """A 200 whose body is not what the API documents (a proxy's login page, a lying server) is
+    one line naming the instance and the request, never an internal error."""
+    modern.http.fail("GET", path, 200, times=99, body=body)
+    rc, _, err = run.plan(access(modern, tok("2026-08", "OLD")))
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "internal error" not in err and expected in err
+
+
+def test_an_odd_software_version_is_shown_inert(run: Cli) -> None:
+    """A node's software_version with control characters reaches the error line escaped."""
+    f = FakeRedisSoftware(version="7.8.3\x1b[31m\nPlan: 0 to add")
+    try:
+        rc, _, err = run.plan(access(f, tok("2026-08", "OLD")))
+    finally:
+        f.stop()
+    assert rc == 1 and err.count("\n") == 1 and "\x1b" not in err, err
+    assert "Redis Software 7.8.3\\u001b[31m\\u000aPlan: 0 to add changes the calling admin's password" in err

@@ -31,9 +31,11 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 import requests
 
+from .. import interrupt
 from ..audit import redact
 from ..errors import LiveError
 from ..model import SENSITIVE
+from ..names import shown
 
 T = TypeVar("T")
 
@@ -57,6 +59,18 @@ def poll_delays() -> Iterator[float]:
     while True:
         yield delay
         delay = min(cap, delay * 2 if delay else cap)
+
+
+def pause(seconds: float) -> bool:
+    """Sleep `seconds`, or less: True when a stop request (SIGINT/SIGTERM during apply) came first,
+    so a Ctrl-C during a long wait for the service is answered at once, not after it."""
+    return interrupt.REQUESTED.wait(seconds) if seconds > 0 else interrupt.REQUESTED.is_set()
+
+
+def check_stop() -> None:
+    """Between two changes of a managed apply: stop here when a stop was requested."""
+    if interrupt.REQUESTED.is_set():
+        raise HttpError("interrupted before it was sent")
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,8 @@ def poll_until(
         delay = next(delays)
         if time.monotonic() + delay > deadline.at:
             raise HttpError(f"{stalled(value)} after {deadline.seconds:g} s (the service keeps working on it; run plan again later)")
-        time.sleep(delay)
+        if pause(delay):
+            raise HttpError(f"{stalled(value)} when the run was interrupted (the service keeps working on it)")
         value = probe()
 
 
@@ -117,7 +132,8 @@ def wait_state(
             raise HttpError(f"{what} is in status {status} on the service (its provisioning failed)")
         return False
 
-    poll_until(probe, done, deadline=deadline, delays=delays, stalled=lambda status: f"{what} still {status}")
+    # the status is the service's text: shown escaped (a lying service's control characters stay inert)
+    poll_until(probe, done, deadline=deadline, delays=delays, stalled=lambda status: f"{what} still {shown(str(status))}")
 
 
 class Budget:
@@ -230,6 +246,35 @@ class Client:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
+    def get_object(self, path: str) -> dict:
+        """GET `path`, which the API documents as a JSON object ({} when the answer is empty)."""
+        answer = self.get(path)
+        if answer is None:
+            return {}
+        if not isinstance(answer, dict):
+            raise self.misshapen("GET", path, "a JSON object")
+        return answer
+
+    def listing(self, path: str, key: str | None, fields: dict[str, type]) -> list[dict]:
+        """GET `path`, a JSON object whose `key` lists objects (key None: a JSON array of them),
+        each with `fields` of those types (ids that are numbers, names that are strings): what
+        the planner and the writes rely on."""
+        items = self.get(path) if key is None else self.get_object(path).get(key)
+        if items is None:
+            return []
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and all(isinstance(item.get(f), t) and not isinstance(item.get(f), bool) for f, t in fields.items())
+            for item in items
+        ):
+            kinds = "".join(f"{', ' if i else ' with '}{f}: {'number' if t is int else 'string'}" for i, (f, t) in enumerate(fields.items()))
+            raise self.misshapen("GET", path, f"{f'`{key}`: ' if key else ''}a list of objects{kinds}")
+        return items
+
+    def misshapen(self, method: str, path: str, expected: str) -> HttpError:
+        """A 2xx answer that is not what the API documents (a proxy's page, another service, a lying
+        server): one line, nothing of the answer repeated."""
+        return HttpError(f"{self.where}: {method} {path}: the answer is not what the API documents (expected {expected}); check api.url")
+
     def status_of(self, path: str, key: str = "status") -> str | None:
         """The `key` field of the resource at `path` (its provisioning status); None when it answers 404.
         Nothing else of the answer is kept (a database's answer may carry a password)."""
@@ -301,7 +346,8 @@ class Client:
                     attempt = min(attempt, ATTEMPTS - 1)  # conflicts are bounded by the deadline, not attempts
                 else:
                     return self._result(method, path, resp, hidden, attempt)
-            time.sleep(wait)
+            if pause(wait):
+                raise HttpError(f"{self.where}: {method} {path}: interrupted while waiting to send it again")
             delay = min(delay * 2, 10.0) if delay else 0.0
 
     def _pace(self) -> None:

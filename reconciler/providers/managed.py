@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
-from .. import records
+from .. import interrupt, records
 from ..audit import AuditLog, redact
 from ..errors import ApplyError, PlanError
 from ..model import DesiredState, Instance, User
@@ -53,7 +53,7 @@ def fail(report: ApplyReport, part: ProviderResult, what: str, exc: BaseExceptio
     total = done + 1 + len(part.left)
     msg = (
         f"{part.instance} {part.address}: {what} failed: {reason} "
-        f"({done} of {total} changes applied; fix the cause and run apply again to converge)"
+        f"({done} of {total} changes applied; {'' if interrupt.REQUESTED.is_set() else 'fix the cause and '}run apply again to converge)"
     )
     return ApplyError(redact(" ".join(msg.split())), report)
 

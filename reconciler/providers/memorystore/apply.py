@@ -10,12 +10,13 @@ from typing import Any
 from ...audit import AuditLog
 from ...errors import LiveError, remember_secret
 from ...model import Instance
+from ...names import printable
 from ...plan import ConfigChange, InstancePlan, UserChange
 from ...report import ApplyReport
 from ...secrets import SecretError, sinks
 from .. import managed
 from ..base import Provider
-from ..http import Client, HttpError
+from ..http import Client, HttpError, check_stop
 from .client import connect, last, pages, wait_operation
 from .read import MODE_PARAMETER, NAME, token_refs
 
@@ -39,6 +40,7 @@ class Run(managed.ApiRun):
                 self.part.left.pop(0)
                 change = item if isinstance(item, UserChange) else None
                 try:
+                    check_stop()
                     if isinstance(item, ConfigChange):
                         self._mode(http, item)
                     else:
@@ -136,9 +138,9 @@ class Run(managed.ApiRun):
                     "another client is changing this user's tokens -- run plan again"
                 )
             created = last(after[0].get("name", ""))
-            value = (http.get(f"/v1/{user_res}/authTokens/{created}") or {}).get("token")
-            if not value:
-                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({created})")
+            value = http.get_object(f"/v1/{user_res}/authTokens/{created}").get("token")
+            if not value or not isinstance(value, str):
+                raise HttpError(f"{self.instance.name}: the service returned no value for token {token.id} ({printable(created)})")
             remember_secret(value)
             if token.succeeds:
                 # A rotation's new token is named before its value reaches the sink: a run stopped

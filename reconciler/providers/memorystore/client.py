@@ -8,6 +8,7 @@ from typing import Any
 
 from ...errors import LiveError
 from ...model import Instance
+from ...names import printable
 from ..http import Client, Deadline, HttpError, poll_delays, poll_until
 from ..managed import api_host
 
@@ -45,25 +46,34 @@ def pages(http: Client, path: str, key: str) -> list[dict]:
     """Every item of a listed collection, page after page (`nextPageToken`)."""
     out: list[dict] = []
     token = ""
+    seen: set[str] = set()
     while True:
-        page = http.get(path + (f"?pageToken={token}" if token else "")) or {}
-        out.extend(page.get(key) or [])
-        token = page.get("nextPageToken") or ""
+        page = http.get_object(path + (f"?pageToken={token}" if token else ""))
+        items = page.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+            raise http.misshapen("GET", path, f"`{key}`: a list of objects with name: string")
+        out.extend(items)
+        token = str(page.get("nextPageToken") or "")
         if not token:
             return out
+        if token in seen:  # a listing that would never end
+            raise http.misshapen("GET", path, "a nextPageToken not given before")
+        seen.add(token)
 
 
 def wait_operation(http: Client, op: Any, where: str) -> Any:
     """Poll a long-running Operation until done, with backoff (http.poll_delays); its `response`,
     or HttpError for its `error`. `where` is the instance's name."""
+    if op is not None and not isinstance(op, dict):
+        raise HttpError(f"{http.where}: the answer to a write is not an Operation (expected a JSON object); check api.url")
     if isinstance(op, dict):
         name = op.get("name")
         op = poll_until(
-            lambda: http.get(f"/v1/{name}"), lambda o: not isinstance(o, dict) or bool(o.get("done")),
+            lambda: http.get_object(f"/v1/{name}"), lambda o: bool(o.get("done")),
             deadline=Deadline.after(OPERATION_DEADLINE), delays=poll_delays(),
             stalled=lambda o: f"{where}: operation {name} not done", first=op,
         )
     if isinstance(op, dict) and op.get("error"):
-        err = op["error"]
-        raise HttpError(f"{where}: operation failed: {err.get('status') or err.get('code')}: {err.get('message', '')}")
+        err = op["error"] if isinstance(op["error"], dict) else {"message": str(op["error"])}
+        raise HttpError(printable(f"{where}: operation failed: {err.get('status') or err.get('code') or 'error'}: {err.get('message', '')}"))
     return op.get("response") if isinstance(op, dict) else None

@@ -59,7 +59,7 @@ def settle(desired: DesiredState, instance: Instance, user: str, token_id: str, 
     http = connect(instance)
     try:
         try:
-            value = (http.get(f"/v1/{instance.api.instance}/tokenAuthUsers/{user}/authTokens/{service}") or {}).get("token")
+            value = http.get_object(f"/v1/{instance.api.instance}/tokenAuthUsers/{user}/authTokens/{service}").get("token")
         except HttpError as exc:
             if exc.status != 404:
                 raise

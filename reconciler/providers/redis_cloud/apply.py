@@ -18,11 +18,12 @@ from typing import Any
 
 from ... import certs as certs_mod
 from ...model import User
+from ...names import shown
 from ...plan import UserChange
 from .. import managed
-from ..http import Deadline, HttpError
+from ..http import Deadline, HttpError, check_stop
 from .accounts import CERTS, NAME, PREFIX, known_passwords, wanted_accounts
-from .client import ACTIVE, connect, task_deadline
+from .client import ACTIVE, connect, lists, task_deadline
 
 
 def _entries(role: dict, here: tuple[int, int], rule: str | None) -> list[dict]:
@@ -65,6 +66,7 @@ class Run(managed.ApiRun):
                 action = change.action if change else "config"
                 who = change.user if change else CERTS
                 try:
+                    check_stop()
                     fn(http)
                 except HttpError as exc:
                     managed.audit(self.audit, self.part, change, action, who, "failed", str(exc))
@@ -84,9 +86,7 @@ class Run(managed.ApiRun):
         active, what it left deleting until gone."""
         wanted = set(names)
         while True:
-            users = {u["name"]: u for u in (http.get("/acl/users") or {}).get("users") or []}
-            roles = {r["name"]: r for r in (http.get("/acl/roles") or {}).get("roles") or []}
-            rules = {r["name"]: r for r in (http.get("/acl/redisRules") or {}).get("redisRules") or []}
+            users, roles, rules = ({x["name"]: x for x in items} for items in lists(http))
             unsettled = [
                 (kind, item) for kind, table in (("user", users), ("role", roles), ("rule", rules)) for item in table.values()
                 if item.get("status", ACTIVE) != ACTIVE and (item.get("name") in wanted or item.get("role") in wanted)
@@ -95,7 +95,7 @@ class Run(managed.ApiRun):
                 return users, roles, rules
             for kind, item in unsettled:
                 gone = item.get("status") == "deleting"
-                http.settle(kind, item["id"], f"{_label(kind, item['name'])} (left {item.get('status')} by an earlier change)", gone=gone)
+                http.settle(kind, item["id"], f"{_label(kind, item['name'])} (left {shown(str(item.get('status')))} by an earlier change)", gone=gone)
 
     def _do(self, http: Any, method: str, path: str, body: Any = None, *, kind: str, name: str,
             ident: int | tuple[int, int] | None = None, secrets: Iterable[str] = (),
@@ -245,6 +245,7 @@ class Run(managed.ApiRun):
 
 
 def _label(kind: str, name: str) -> str:
+    name = shown(name)  # a name from the API may hold control characters
     return {"rule": f"Redis rule {name}", "role": f"role {name}", "user": f"Redis Cloud user {name}", "database": f"database {name}"}[kind]
 
 

@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ...audit import redact
 from ...errors import LiveError
 from ...model import SENSITIVE, Instance
-from ..http import Budget, Client, Deadline, HttpError, backoff_base, budget, poll_until, wait_state
+from ...names import shown
+from ..http import Budget, Client, Deadline, HttpError, backoff_base, budget, pause, poll_until, wait_state
 from ..managed import api_host
 
 RATE = (400, 60.0)  # requests per window (seconds) per account key
@@ -51,6 +51,27 @@ POLL_CAP = 5.0  # longest pause between two task polls
 THROTTLE_ATTEMPTS = 6  # 429s waited out before the shared client's own retries take over
 ACTIVE = "active"  # the provisioning state of a usable resource [lifecycle]
 LISTS = {"user": ("/acl/users", "users"), "role": ("/acl/roles", "roles"), "rule": ("/acl/redisRules", "redisRules")}
+NAMED = {"id": int, "name": str}  # [openapi] ACLUser, ACLRole, ACLRedisRule: integer id, string name
+
+
+def listed(http: Client, kind: str) -> list[dict]:
+    """The account's users, roles or rules, each checked to have the shape apply relies on (a role's
+    rule entries list databases as objects)."""
+    path, key = LISTS[kind]
+    items = http.listing(path, key, NAMED)
+    if kind == "role" and not all(
+        isinstance(entries := r.get("redisRules") or [], list)
+        and all(isinstance(e, dict) and isinstance(e.get("databases") or [], list)
+                and all(isinstance(d, dict) for d in e.get("databases") or []) for e in entries)
+        for r in items
+    ):
+        raise http.misshapen("GET", path, "`redisRules`: a list of objects listing `databases` as objects")
+    return items
+
+
+def lists(http: Client) -> tuple[list[dict], list[dict], list[dict]]:
+    """Users, roles and rules of the account."""
+    return listed(http, "user"), listed(http, "role"), listed(http, "rule")
 
 
 def task_delays() -> Iterator[float]:
@@ -117,7 +138,8 @@ class CloudClient(Client):
                 if resp.status_code != 429:
                     return resp
                 self.throttled += 1
-                time.sleep(_retry_after(resp) or delay)
+                if pause(_retry_after(resp) or delay):
+                    return resp  # stopped: the caller's own retry loop says so
                 delay = min(delay * 2, self.budget.window)
             return resp
 
@@ -130,6 +152,8 @@ class CloudClient(Client):
         hidden = [s for s in secrets if s]
         deadline = deadline or Deadline.after(task_deadline())
         answer = self.request(method, path, body, secrets=hidden) or {}
+        if not isinstance(answer, dict):
+            raise self.misshapen(method, path, "a TaskStateUpdate object")
         task_id = answer.get("taskId")
         if not task_id:
             return answer.get("response", {}).get("resourceId") if isinstance(answer.get("response"), dict) else None
@@ -137,9 +161,10 @@ class CloudClient(Client):
         def processed(task: dict) -> bool:
             if task.get("status") != "processing-error":
                 return task.get("status") == "processing-completed"
-            resp = task.get("response") or {}
+            resp = task.get("response")
+            resp = resp if isinstance(resp, dict) else {}
             err = resp.get("error")
-            error = err if isinstance(err, str) else str((err or {}).get("type") or "")
+            error = err if isinstance(err, str) else str(err.get("type") or "") if isinstance(err, dict) else ""
             info = str(resp.get("additionalInfo") or (err.get("description", "") if isinstance(err, dict) else ""))
             text = f"{self.where}: {method} {path}: task {task_id} failed: {error or 'processing-error'}" + (f": {info}" if info else "")
             for s in hidden:
@@ -147,10 +172,11 @@ class CloudClient(Client):
             raise TaskFailed(redact(" ".join(text.split()))[:500], code=error)
 
         task = poll_until(
-            lambda: self.get(f"/tasks/{task_id}") or {}, processed, deadline=deadline, delays=task_delays(),
-            stalled=lambda t: f"{self.where}: {method} {path}: task {task_id} still {t.get('status')}", first=answer,
+            lambda: self.get_object(f"/tasks/{task_id}"), processed, deadline=deadline, delays=task_delays(),
+            stalled=lambda t: f"{self.where}: {method} {path}: task {shown(str(task_id))} still {shown(str(t.get('status')))}", first=answer,
         )
-        return (task.get("response") or {}).get("resourceId")
+        response = task.get("response")
+        return response.get("resourceId") if isinstance(response, dict) else None
 
     # -- provisioning: a resource is usable when it reads `active` ([lifecycle]) --------------
 
@@ -163,8 +189,7 @@ class CloudClient(Client):
             return self.status_of(f"/subscriptions/{ident[0]}/databases/{ident[1]}")
         if kind == "user" and isinstance(ident, int):
             return self.status_of(f"/acl/users/{ident}")
-        path, key = LISTS[kind]
-        for item in (self.get(path) or {}).get(key) or []:
+        for item in listed(self, kind):
             if ident in (item.get("id"), item.get("name")):
                 return str(item.get("status") or "")
         return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ... import acl
 from ...errors import LiveError
 from ...model import DesiredState, Instance, User
+from ...names import shown
 from ...state import InstanceState, LiveUser, NodeState
 from .. import managed
 from .accounts import NAME, PREFIX, known_passwords, same_account
@@ -59,14 +60,14 @@ def _sha(text: str) -> str:
 def read_database(desired: DesiredState, instance: Instance) -> InstanceState:
     # imports requests: only files with a redis-cloud instance pay for it
     from ..http import HttpError
-    from .client import connect
+    from .client import connect, lists
 
     api = instance.api
     assert api is not None and api.subscription and api.database
     http = connect(instance)
     try:
         try:
-            db = http.get(f"/subscriptions/{api.subscription}/databases/{api.database}") or {}
+            db = http.get_object(f"/subscriptions/{api.subscription}/databases/{api.database}")
         except HttpError as exc:
             if exc.status == 404:
                 raise LiveError(
@@ -74,14 +75,15 @@ def read_database(desired: DesiredState, instance: Instance) -> InstanceState:
                     "does not exist (api.subscription, api.database)"
                 ) from None
             raise
-        security = dict(db.get("security") or {})
+        security = db.get("security") or {}
+        if not isinstance(security, dict):
+            raise http.misshapen("GET", f"/subscriptions/{api.subscription}/databases/{api.database}", "`security`: an object")
+        security = dict(security)
         # Secret-bearing read: the default user's password is reduced to its sha256 here and dropped.
         password = security.pop("password", None)
         default_hash = _sha(password) if isinstance(password, str) and password else None
         del password, db["security"]
-        users = (http.get("/acl/users") or {}).get("users") or []
-        roles = (http.get("/acl/roles") or {}).get("roles") or []
-        rules = (http.get("/acl/redisRules") or {}).get("redisRules") or []
+        users, roles, rules = lists(http)
     finally:
         http.close()
     everything = managed.load_record(desired.source, NAME)
@@ -234,7 +236,7 @@ def _unsettled(db: dict, users: list, roles: list, rules: list, here: tuple[int,
         for item in items:
             status = item.get("status", "active")
             if status != "active" and item.get(names) in mine:
-                out.append(f"{kind} {item.get('name')} is {status}")
+                out.append(f"{kind} {shown(str(item.get('name')))} is {shown(str(status))}")
     return tuple(sorted(out))
 
 

@@ -10,6 +10,7 @@ from datetime import date
 
 from ...errors import PlanError
 from ...model import DesiredState, Instance, User
+from ...names import shown
 from ...plan import Action, ConfigChange, Finding, FindingKind, InstancePlan, Severity, TokenAction, TokenChange, UserChange
 from ...state import InstanceState
 from .. import managed
@@ -53,7 +54,7 @@ def refine(inst: InstancePlan, state: InstanceState, desired: DesiredState, toda
                 inst.name, severity=Severity.ERROR if what.endswith(" is error") else Severity.WARNING)
         for what in node.unsettled
     ] + [
-        Finding(FindingKind.UNMANAGED_USER, f"Redis Cloud user {n} reaches this database through a role the reconciler did not create "
+        Finding(FindingKind.UNMANAGED_USER, f"Redis Cloud user {shown(n)} reaches this database through a role the reconciler did not create "
                 "(left alone, also by prune)", inst.name, user=n)
         for n in node.others
     ] + [
@@ -100,14 +101,14 @@ def _leftover_finding(f: Finding, node: RCNode) -> Finding:
         return f
     what = node.leftovers[f.user]
     made, them = ("was", "it") if what == RULE_ONLY else ("were", "them")
-    return replace(f, message=f"{what} {PREFIX}{f.user} {made} made by the reconciler for user {f.user}, who is not in the file, "
+    return replace(f, message=f"{what} {shown(PREFIX + f.user)} {made} made by the reconciler for user {shown(f.user)}, who is not in the file, "
                    f"and no Redis Cloud user holds {them}: prune: true deletes {them}")
 
 
 def _refine_change(where: str, c: UserChange, user: User | None, node: RCNode, allow: bool) -> UserChange | None:
     if (c.action == "delete" or user is None) and c.user in node.leftovers:
         what = node.leftovers[c.user]
-        return replace(c, note=f"prune: true; left by an earlier run: {what} {PREFIX}{c.user}, which no Redis Cloud user holds "
+        return replace(c, note=f"prune: true; left by an earlier run: {what} {shown(PREFIX + c.user)}, which no Redis Cloud user holds "
                        "(a role other databases use only stops listing this one)")
     if c.action == "delete" or user is None:
         n = len(node.accounts.get(c.user, ()))
@@ -133,12 +134,12 @@ def _refine_change(where: str, c: UserChange, user: User | None, node: RCNode, a
     replaced = []
     for name, sha in sorted(want.items()):
         if name not in live:
-            notes.append(f"+ Cloud user {name} (token {ids[sha]}, role {PREFIX}{c.user})")
+            notes.append(f"+ Cloud user {shown(name)} (token {ids[sha]}, role {PREFIX}{c.user})")
         elif live[name] != sha:
             replaced.append(name)
-            notes.append(f"~ Cloud user {name}: password replaced (token {ids[sha]}): {CUTS}")
+            notes.append(f"~ Cloud user {shown(name)}: password replaced (token {ids[sha]}): {CUTS}")
     for name in sorted(set(live) - set(want)):
-        notes.append(f"- Cloud user {name} (after the new ones exist)")
+        notes.append(f"- Cloud user {shown(name)} (after the new ones exist)")
     if replaced and not allow:
         raise PlanError(
             f"{who}: token {ids[want[replaced[0]]]} would replace the one password of Redis Cloud user {replaced[0]} in place: "

@@ -16,10 +16,10 @@ from ...plan import ConfigChange, InstancePlan, PasswordStrategy, UserChange
 from ...report import ApplyReport
 from .. import managed
 from ..base import Provider
-from ..http import Client, Deadline
+from ..http import Client, Deadline, check_stop
 from . import rules, versions
 from .client import connect, wait_action
-from .read import DEFAULT, NAME, PREFIX, UNKNOWN, same_subject, software_version
+from .read import DEFAULT, NAME, PREFIX, UNKNOWN, listed, same_subject, software_version
 
 ACTION_DEADLINE = 300.0  # seconds a database change may stay pending (409) or running
 
@@ -36,6 +36,7 @@ class Run(managed.ApiRun):
     def _step(self, label: str, change: UserChange | None, action: str, user: str, fn: Any) -> None:
         self.part.left.pop(0)
         try:
+            check_stop()
             fn()
         except LiveError as exc:
             managed.audit(self.audit, self.part, change, action, user, "failed", str(exc))
@@ -87,8 +88,8 @@ class Run(managed.ApiRun):
     def _permissions(self, http: Client, bindings: dict[str, tuple[int, int] | None]) -> None:
         if not bindings:
             return
-        roles = {r["name"]: r["uid"] for r in http.get("/v1/roles")}
-        perms = list(http.get(f"/v1/bdbs/{self.db}").get("roles_permissions") or [])
+        roles = {r["name"]: r["uid"] for r in listed(http, "/v1/roles")}
+        perms = list(http.get_object(f"/v1/bdbs/{self.db}").get("roles_permissions") or [])
         wanted = list(perms)
         for user, pair in bindings.items():
             role_uid = pair[0] if pair else roles.get(PREFIX + user)
@@ -111,7 +112,7 @@ class Run(managed.ApiRun):
     def _one(self, http: Client, c: UserChange, mine: dict) -> None:
         if c.user == DEFAULT:
             return self._default(http, c, mine)
-        users = {u["name"]: u for u in http.get("/v1/users")}
+        users = {u["name"]: u for u in listed(http, "/v1/users")}
         live = users.get(c.user)
         if c.action == "delete":
             if live is not None:
@@ -122,7 +123,7 @@ class Run(managed.ApiRun):
         user = self.users[c.user]
         plain = {t.sha256: t.plaintext.reveal() for t in user.tokens if t.plaintext is not None}
         ids = {t.sha256: t.id for t in user.tokens}
-        role_uid = {r["name"]: r["uid"] for r in http.get("/v1/roles")}[PREFIX + c.user]
+        role_uid = {r["name"]: r["uid"] for r in listed(http, "/v1/roles")}[PREFIX + c.user]
         subject = c.certificates[0] if c.certificates else None
         if live is None:
             body: dict[str, Any] = {"name": c.user, "email": rules.email_of(c.user), "role_uids": [role_uid]}
@@ -208,29 +209,29 @@ class Run(managed.ApiRun):
         mine[DEFAULT] = {"tokens": {token.sha256: token.id}}
 
     def _remember(self, http: Client, user: str, hashes: tuple[str, ...], ids: dict[str, str], mine: dict) -> None:
-        live = next((u for u in http.get("/v1/users") if u.get("name") == user), None)
+        live = next((u for u in listed(http, "/v1/users") if u.get("name") == user), None)
         if live is not None:
             mine[user] = {"issued": live.get("password_issue_date"), "tokens": {h: ids.get(h) for h in hashes}}
 
     def _ensure_acl_and_role(self, http: Client, user: str, rules: str) -> tuple[int, int]:
         name = PREFIX + user
-        acls = {a["name"]: a for a in http.get("/v1/redis_acls")}
+        acls = {a["name"]: a for a in listed(http, "/v1/redis_acls")}
         if name in acls:
             acl_uid = acls[name]["uid"]
             if acls[name].get("acl") != rules:
                 http.request("PUT", f"/v1/redis_acls/{acl_uid}", {"name": name, "acl": rules})
         else:
             acl_uid = http.request("POST", "/v1/redis_acls", {"name": name, "acl": rules})["uid"]
-        roles = {r["name"]: r for r in http.get("/v1/roles")}
+        roles = {r["name"]: r for r in listed(http, "/v1/roles")}
         role_uid = roles[name]["uid"] if name in roles else http.request("POST", "/v1/roles", {"name": name, "management": "none"})["uid"]
         return role_uid, acl_uid
 
     def _drop_acl_and_role(self, http: Client, user: str) -> None:
         name = PREFIX + user
-        roles = {r["name"]: r for r in http.get("/v1/roles")}
+        roles = {r["name"]: r for r in listed(http, "/v1/roles")}
         if name in roles:
             http.request("DELETE", f"/v1/roles/{roles[name]['uid']}")
-        acls = {a["name"]: a for a in http.get("/v1/redis_acls")}
+        acls = {a["name"]: a for a in listed(http, "/v1/redis_acls")}
         if name in acls:
             http.request("DELETE", f"/v1/redis_acls/{acls[name]['uid']}")
 

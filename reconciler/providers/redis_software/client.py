@@ -40,6 +40,6 @@ def wait_action(http: Client, action: str, deadline: Deadline, what: str) -> Non
         return status == "completed"
 
     poll_until(
-        lambda: http.get(f"/v1/actions/{action}") or {}, done, deadline=deadline, delays=poll_delays(),
+        lambda: http.get_object(f"/v1/actions/{action}"), done, deadline=deadline, delays=poll_delays(),
         stalled=lambda state: f"{what} still {state.get('status') or 'running'}",
     )

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from ... import acl
 from ...model import DesiredState, Instance
+from ...names import printable
 from ...state import InstanceState, LiveUser, NodeState
 from .. import managed
 from ..http import Client
@@ -53,10 +54,16 @@ def same_subject(a: str, b: str) -> bool:
     return pa == pb
 
 
+def listed(http: Client, path: str) -> list[dict]:
+    """Users, roles or Redis ACLs (objects/user, role, redis_acl: integer uid, string name)."""
+    return http.listing(path, None, {"uid": int, "name": str})
+
+
 def software_version(http: Client) -> str:
     """The cluster's software_version (objects/node), the oldest node's: which password calls it takes
     depends on it (versions.py)."""
-    return versions.lowest([str(n.get("software_version") or "") for n in http.get("/v1/nodes") or []])
+    nodes = http.listing("/v1/nodes", None, {})
+    return versions.lowest([printable(str(n.get("software_version") or "")) for n in nodes])
 
 
 def read_database(desired: DesiredState, instance: Instance) -> InstanceState:
@@ -66,18 +73,20 @@ def read_database(desired: DesiredState, instance: Instance) -> InstanceState:
     where = f"{instance.name} {managed.api_host(api.url)}"
     try:
         bdb = http.get_existing(f"/v1/bdbs/{api.database}", f"{where}: database {api.database} does not exist (api.database)")
+        if not isinstance(bdb, dict):
+            raise http.misshapen("GET", f"/v1/bdbs/{api.database}", "a JSON object")
         software = software_version(http)
         passwords = versions.password_api(software, where)
-        users = http.get("/v1/users")
-        roles = {r["uid"]: r for r in http.get("/v1/roles")}
-        acls = {a["uid"]: a for a in http.get("/v1/redis_acls")}
+        users = listed(http, "/v1/users")
+        roles = {r["uid"]: r for r in listed(http, "/v1/roles")}
+        acls = {a["uid"]: a for a in listed(http, "/v1/redis_acls")}
         mtls: dict[str, Any] = {}
         if any(u.certificates for u in desired.users_for(instance.name)):
             # security/certificates/certificate-based-authentication: certificate users need an
             # mtls_trusted_ca certificate and mtls_certificate_authentication on the cluster,
             # and mTLS (tls_mode, enforce_client_authentication) on the database.
-            cluster = http.get("/v1/cluster") or {}
-            certs = http.get("/v1/cluster/certificates") or {}
+            cluster = http.get_object("/v1/cluster")
+            certs = http.get_object("/v1/cluster/certificates")
             mtls = {
                 "mtls": bool(cluster.get("mtls_certificate_authentication")),
                 "subject_validation": str(cluster.get("mtls_client_cert_subject_validation_type") or "disabled"),

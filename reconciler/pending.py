@@ -20,9 +20,7 @@ Deterministic JSON, mode 0600, no secret: resolved address, instance, node addre
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -121,20 +119,9 @@ def _save(source: str, entries: dict[str, Entry]) -> None:
         except FileNotFoundError:
             pass
         return
-    text = json.dumps({"nodes": doc}, indent=2, sort_keys=True) + "\n"
-    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"  # never another process's half-written file
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        records.write_json(path, {"nodes": doc})
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass  # never created (a read-only folder)
         raise RecordWriteError(f"{path}: cannot write the record of unfinished work: {exc.strerror or exc}") from None
 
 

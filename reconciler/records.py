@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Any
 
 from . import files
@@ -34,10 +35,22 @@ def read_json(path: str) -> Any:
 
 
 def write_json(path: str, doc: Any) -> None:
-    """Replace `path` with `doc` in one step (a crash leaves the old file), readable by the owner only."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Replace `path` with `doc` in one step (a crash leaves the old file), readable by the owner
+    only. The temporary file is this process's own (applies of one file on different instances
+    may write at once: neither renames the other's half-written file) and is removed when the
+    write fails. Raises OSError."""
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # never created (a read-only folder), or already renamed
+        raise

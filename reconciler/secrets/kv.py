@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ..bounded import Abandoned, call_within
 from ..errors import remember_secret
 from .base import SecretError
 
@@ -420,24 +421,11 @@ class KvStore:
         import requests
 
         client = self._client()
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def call() -> None:
-            try:
-                box["answer"] = getattr(client.adapter, method)(url, timeout=timeout, **kw)
-            except BaseException as exc:  # handed to the caller, which maps it to a StoreError
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=call, name="vault-request", daemon=True).start()
-        if not done.wait(timeout + 1.0):
+        try:
+            return call_within(timeout + 1.0, lambda: getattr(client.adapter, method)(url, timeout=timeout, **kw), "vault-request")
+        except Abandoned:
             self._local.client = None  # its connection still belongs to the abandoned request
-            raise requests.exceptions.Timeout()
-        if "error" in box:
-            raise box["error"]
-        return box["answer"]
+            raise requests.exceptions.Timeout() from None
 
     def _token_valid(self) -> bool:
         """Asked once, after a 403: a token that can't look itself up is not a token (every valid

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from ...bounded import Abandoned, call_within
 from ...errors import LiveError
 from ...model import Instance
 
@@ -65,23 +66,13 @@ def resolve(host: str, port: int, seconds: float, where: str) -> list[str]:
         return [host]
     except ValueError:
         pass
-    found: dict[str, Any] = {}
-    done = threading.Event()
-
-    def look_up() -> None:
-        try:
-            found["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            found["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=look_up, name=f"resolve {host}", daemon=True).start()
-    if not done.wait(seconds):
-        raise LiveError(f"{where}: timed out after {seconds:g} s (name resolution)")
-    if "error" in found:
-        raise LiveError(f"{where}: cannot resolve {host}: {found['error']}")
-    return list(dict.fromkeys(str(info[4][0]) for info in found["infos"]))
+    try:
+        infos = call_within(seconds, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), f"resolve {host}")
+    except Abandoned:
+        raise LiveError(f"{where}: timed out after {seconds:g} s (name resolution)") from None
+    except OSError as exc:
+        raise LiveError(f"{where}: cannot resolve {host}: {exc}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def timeout_of(instance: Instance | None) -> float:

@@ -286,14 +286,18 @@ class Client:
             raise
         return str(answer.get(key) or "") if isinstance(answer, dict) else ""
 
-    def get_existing(self, path: str, missing: str) -> Any:
-        """GET `path`; 404 means the file names something the service does not have: LiveError(missing)."""
+    def get_existing(self, path: str, missing: str, expected: str = "a JSON object") -> dict:
+        """GET `path`, a resource the API documents as an object (`expected` names it); 404 means
+        the file names something the service does not have: LiveError(missing)."""
         try:
-            return self.get(path)
+            answer = self.get(path)
         except HttpError as exc:
             if exc.status == 404:
                 raise LiveError(missing) from None
             raise
+        if not isinstance(answer, dict):
+            raise self.misshapen("GET", path, expected)
+        return answer
 
     def request(
         self,

@@ -42,9 +42,8 @@ def read_instance(desired: DesiredState, instance: Instance) -> InstanceState:
     resource = instance.api.instance
     http = connect(instance)
     try:
-        inst = http.get_existing(f"/v1/{resource}", f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)")
-        if not isinstance(inst, dict):
-            raise http.misshapen("GET", f"/v1/{resource}", "an Instance object")
+        inst = http.get_existing(f"/v1/{resource}", f"{instance.name}: Memorystore instance {resource} does not exist (api.instance)",
+                                 "an Instance object")
         users: dict[str, LiveUser] = {}
         ids: dict[str, dict[str, str]] = {}
         record = managed.load_record(desired.source, NAME).get(instance.name, {})

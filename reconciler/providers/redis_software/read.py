@@ -73,8 +73,6 @@ def read_database(desired: DesiredState, instance: Instance) -> InstanceState:
     where = f"{instance.name} {managed.api_host(api.url)}"
     try:
         bdb = http.get_existing(f"/v1/bdbs/{api.database}", f"{where}: database {api.database} does not exist (api.database)")
-        if not isinstance(bdb, dict):
-            raise http.misshapen("GET", f"/v1/bdbs/{api.database}", "a JSON object")
         software = software_version(http)
         passwords = versions.password_api(software, where)
         users = listed(http, "/v1/users")

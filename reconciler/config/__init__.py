@@ -10,7 +10,7 @@ import sys
 from datetime import date
 from typing import Mapping
 
-from .. import files
+from .. import clock, files
 from ..errors import ConfigError, Problem
 from ..model import DesiredState
 from ..secrets.exec import allowed as exec_allowed
@@ -45,7 +45,7 @@ def load(
         import reads a copy of an instance's spec on behalf of the file it came from).
     Warnings (e.g. a secret file readable by others) go to stderr.
     """
-    today = today or date.today()
+    today = today or clock.today()
     text = _read(path)
     src = _cache.get(text)
     cached = src is not None

@@ -30,4 +30,7 @@ def read_regular(path: str, limit: int) -> tuple[bytes, os.stat_result]:
             raise NotRegular(path)
         if st.st_size > limit:
             raise TooLarge(st.st_size)
-        return fh.read(limit + 1), st
+        data = fh.read(limit + 1)
+        if len(data) > limit:  # it grew after it was measured
+            raise TooLarge(len(data))
+        return data, st

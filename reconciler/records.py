@@ -26,8 +26,6 @@ def read_json(path: str) -> Any:
         raise ValueError("not a regular file (a FIFO, a device or a directory)") from None
     except files.TooLarge as exc:
         raise ValueError(f"{exc.size} bytes, more than any record ({MAX_RECORD_BYTES})") from None
-    if len(raw) > MAX_RECORD_BYTES:
-        raise ValueError(f"more than any record ({MAX_RECORD_BYTES} bytes)")
     try:
         return json.loads(raw.decode("utf-8"))
     except RecursionError:

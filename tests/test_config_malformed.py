@@ -91,6 +91,19 @@ def test_file_beyond_any_inventory_is_refused_without_reading(tmp_path: Path) ->
     assert len(proc.err.splitlines()) == 1
 
 
+def test_a_file_bigger_than_it_measured_is_too_large_too() -> None:
+    """The size is checked on what was opened, and again on what was read: a file that grew after
+    it was measured (or, like /proc's, measures 0) is refused by the same rule, for every reader."""
+    from reconciler import files
+
+    maps = "/proc/self/maps"  # a regular file whose st_size is 0 and whose content is not
+    with pytest.raises(files.TooLarge) as exc:
+        files.read_regular(maps, 16)
+    assert exc.value.size == 17  # read one byte past the limit, no more
+    data, _ = files.read_regular(maps, 1024 * 1024)
+    assert 16 < len(data) <= 1024 * 1024
+
+
 def test_missing_file_names_it_as_given() -> None:
     proc = _validate("no/such/access.yaml")
     assert proc.code == 1

@@ -257,9 +257,13 @@ class Client:
 
     def listing(self, path: str, key: str | None, fields: dict[str, type]) -> list[dict]:
         """GET `path`, a JSON object whose `key` lists objects (key None: a JSON array of them),
-        each with `fields` of those types (ids that are numbers, names that are strings): what
-        the planner and the writes rely on."""
-        items = self.get(path) if key is None else self.get_object(path).get(key)
+        checked by objects()."""
+        return self.objects(self.get(path) if key is None else self.get_object(path).get(key), path, key, fields)
+
+    def objects(self, items: Any, path: str, key: str | None, fields: dict[str, type]) -> list[dict]:
+        """`items` (the `key` of an answer to GET `path`, or the whole answer; None is none), each an
+        object with `fields` of those types (ids that are numbers, names that are strings): what
+        the planner and the writes rely on. A listing read page by page checks each page."""
         if items is None:
             return []
         if not isinstance(items, list) or not all(

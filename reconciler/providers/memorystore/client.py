@@ -49,10 +49,7 @@ def pages(http: Client, path: str, key: str) -> list[dict]:
     seen: set[str] = set()
     while True:
         page = http.get_object(path + (f"?pageToken={token}" if token else ""))
-        items = page.get(key) or []
-        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
-            raise http.misshapen("GET", path, f"`{key}`: a list of objects with name: string")
-        out.extend(items)
+        out.extend(http.objects(page.get(key) or [], path, key, {"name": str}))
         token = str(page.get("nextPageToken") or "")
         if not token:
             return out
